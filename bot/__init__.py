@@ -1,0 +1,1 @@
+"""A self-hosted Discord bot that generates images with /imagine."""

@@ -1,0 +1,139 @@
+"""``python -m bot`` and its sub-commands.
+
+python -m bot                 start the Discord bot (same as `run`)
+python -m bot sync            push the slash-command definitions to Discord, then exit
+python -m bot check           validate the configuration and probe the image endpoint
+python -m bot imagine PROMPT  generate images from the command line into --out
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import re
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import aiohttp
+
+from bot.config import ConfigError, Settings, load_settings
+from bot.engine import make_client
+from bot.images import GenerationResult, ImageError, ImageRequest, UnsupportedOption
+
+log = logging.getLogger("bot")
+
+# The CLI is the operator trying a key; the API's `user` field still carries something stable.
+CLI_USER = "operator-cli"
+
+
+def _slug(prompt: str) -> str:
+    words = re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")
+    return words[:40].rstrip("-") or "image"
+
+
+def _save(result: GenerationResult, out: Path, prompt: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"{time.strftime('%Y%m%d-%H%M%S')}-{_slug(prompt)}"
+    for index, image in enumerate(result.images, start=1):
+        path = out / f"{stem}-{index}.{image.format}"
+        path.write_bytes(image.data)
+        print(f"{path}  ({image.width}x{image.height} {image.format}, {len(image.data):,} bytes)")
+
+
+async def _imagine(settings: Settings, args: argparse.Namespace) -> int:
+    request = ImageRequest(
+        prompt=args.prompt,
+        model=args.model or settings.default_model,
+        size=args.size,
+        quality=args.quality,
+        count=args.count,
+        user=CLI_USER,
+        output_format=args.output_format,
+        output_compression=args.output_compression,
+        background=args.background,
+        moderation=args.moderation,
+        style=args.style,
+    )
+    async with aiohttp.ClientSession() as session:
+        client = make_client(session, settings)
+        try:
+            result = await client.generate(request)
+        except UnsupportedOption as exc:
+            print(f"error: {exc.user_message}", file=sys.stderr)
+            return 2
+        except ImageError as exc:
+            print(f"error: {exc.user_message} ({exc})", file=sys.stderr)
+            return 1
+    await asyncio.to_thread(_save, result, args.out, request.prompt)
+    summary = f"{len(result.images)} image(s) from {result.model} in {result.elapsed:.1f}s"
+    if result.request_id:
+        summary += f", request id {result.request_id}"
+    print(summary)
+    if result.revised_prompt:
+        print(f"revised prompt: {result.revised_prompt}")
+    return 0
+
+
+async def _check(settings: Settings) -> int:
+    print(f"configuration is valid; endpoint {settings.openai_base_url}")
+    async with aiohttp.ClientSession() as session:
+        client = make_client(session, settings)
+        try:
+            result = await client.check()
+        except ImageError as exc:
+            print(f"error: {exc.user_message} ({exc})", file=sys.stderr)
+            return 1
+    print(result.detail)
+    if result.models is not None:
+        missing = [name for name in settings.offered() if name not in result.models]
+        if missing:
+            print(f"warning: the endpoint does not list {', '.join(missing)}")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bot", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("run", help="start the Discord bot (the default)")
+    commands.add_parser("sync", help="push the slash-command definitions to Discord")
+    commands.add_parser("check", help="validate the configuration and probe the endpoint")
+    imagine = commands.add_parser("imagine", help="generate images into a directory")
+    imagine.add_argument("prompt")
+    imagine.add_argument("--model", help="a catalog model (default: DEFAULT_MODEL)")
+    imagine.add_argument("--size", help="e.g. 1024x1024 (default: the model's)")
+    imagine.add_argument("--quality", help="e.g. low, medium, high, standard, hd")
+    imagine.add_argument("--count", type=int, default=1, help="how many images (default 1)")
+    imagine.add_argument("--style", choices=("vivid", "natural"))
+    imagine.add_argument("--background", choices=("transparent", "opaque", "auto"))
+    imagine.add_argument("--output-format", choices=("png", "jpeg", "webp"))
+    imagine.add_argument("--output-compression", type=int, metavar="0-100")
+    imagine.add_argument("--moderation", choices=("low", "auto"))
+    imagine.add_argument("--out", type=Path, default=Path("out"), help="directory (default out/)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    command = args.command or "run"
+    try:
+        settings = load_settings(require_discord=command in ("run", "sync"))
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)-8s %(name)s: %(message)s"
+    )
+    if command == "imagine":
+        return asyncio.run(_imagine(settings, args))
+    if command == "check":
+        return asyncio.run(_check(settings))
+    from bot.app import run_bot  # Discord is imported only for the commands that need it
+
+    return run_bot(settings, sync_only=command == "sync")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,220 @@
+"""Configuration: read once at start from the environment and a ``.env`` file, validated.
+
+A missing or malformed value stops start-up with :class:`ConfigError`, one sentence that names the
+variable and what it accepts. Secrets are :class:`~pydantic.SecretStr`: their repr is masked.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+from limits import RateLimitItem, parse_many
+from pydantic import (
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from bot.images.catalog import Catalog, CatalogError, load_catalog
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+RATE_LIMIT_STORAGE_SCHEMES = (
+    "memory",
+    "redis",
+    "rediss",
+    "redis+sentinel",
+    "redis+cluster",
+    "memcached",
+    "mongodb",
+)
+MAX_DISCORD_CHOICES = 25
+
+
+class ConfigError(Exception):
+    """A configuration value is missing or malformed: one sentence for the operator."""
+
+
+class Settings(BaseSettings):
+    """Every setting of the bot. Field descriptions say what each variable accepts."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        env_ignore_empty=True,
+        extra="ignore",
+        frozen=True,
+        hide_input_in_errors=True,
+    )
+
+    discord_token: SecretStr | None = Field(
+        default=None, description="the bot token from the Discord developer portal"
+    )
+    openai_api_key: SecretStr = Field(
+        description="the API key of the OpenAI account or gateway (sent as a Bearer token)"
+    )
+    openai_base_url: str = Field(
+        default=DEFAULT_BASE_URL,
+        description="an http(s) URL of an OpenAI-compatible API, such as https://api.openai.com/v1",
+    )
+    user_rate_limit: Annotated[tuple[RateLimitItem, ...], NoDecode] = Field(
+        default=tuple(parse_many("5/hour")),
+        description="limits in the `limits` notation, such as 5/hour or 2/minute;20/day",
+    )
+    rate_limit_storage_uri: str = Field(
+        default="memory://",
+        description=(
+            "memory:// (one process) or a storage URI shared by several processes, "
+            "such as redis://localhost:6379"
+        ),
+    )
+    default_model: str = Field(default="gpt-image-1", description="a model of the catalog")
+    offered_models: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description=f"a comma-separated list of catalog models, at most {MAX_DISCORD_CHOICES}",
+    )
+    image_models_file: Path | None = Field(
+        default=None, description="the path of a TOML file adding or overriding models"
+    )
+    max_images_per_request: int = Field(default=4, ge=1, le=10, description="a whole number 1-10")
+    request_timeout: float = Field(
+        default=180.0, gt=0, le=840, description="seconds, more than 0 and at most 840"
+    )
+    max_retries: int = Field(default=2, ge=0, le=5, description="a whole number 0-5")
+    max_image_mb: float = Field(default=32.0, gt=0, le=512, description="megabytes, up to 512")
+    max_response_mb: float = Field(default=96.0, gt=0, le=2048, description="megabytes, up to 2048")
+    max_concurrent_generations: int = Field(
+        default=4, ge=1, le=100, description="a whole number 1-100"
+    )
+    shutdown_grace_seconds: float = Field(
+        default=60.0, ge=0, le=900, description="seconds, 0 to 900"
+    )
+    data_dir: Path = Field(default=Path("data"), description="a writable directory")
+    user_id_secret: SecretStr | None = Field(
+        default=None,
+        description="a random string of at least 16 characters used to pseudonymise user ids",
+    )
+    dev_guild_id: int | None = Field(default=None, gt=0, description="a Discord server id")
+    log_level: str = Field(
+        default="INFO", description="one of DEBUG, INFO, WARNING, ERROR, CRITICAL"
+    )
+
+    _catalog: Catalog = PrivateAttr()
+
+    @property
+    def catalog(self) -> Catalog:
+        return self._catalog
+
+    @field_validator("openai_base_url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("not an http(s) URL")
+        return value.strip().rstrip("/")
+
+    @field_validator("user_rate_limit", mode="before")
+    @classmethod
+    def _rate_limit(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return tuple(parse_many(value))
+            except ValueError:
+                raise ValueError("not in the limits notation") from None
+        return value
+
+    @field_validator("rate_limit_storage_uri")
+    @classmethod
+    def _storage(cls, value: str) -> str:
+        scheme = value.split("://", 1)[0].removeprefix("async+")
+        if "://" not in value or scheme not in RATE_LIMIT_STORAGE_SCHEMES:
+            raise ValueError("unknown storage scheme")
+        return value
+
+    @field_validator("offered_models", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(name.strip() for name in value.split(",") if name.strip())
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        level = value.strip().upper()
+        if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ValueError("unknown level")
+        return level
+
+    @field_validator("user_id_secret")
+    @classmethod
+    def _secret_length(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("too short")
+        return value
+
+    @model_validator(mode="after")
+    def _models(self) -> Settings:
+        try:
+            catalog = load_catalog(self.image_models_file)
+        except CatalogError as exc:
+            raise ValueError(f"IMAGE_MODELS_FILE: {exc}") from None
+        self._catalog = catalog
+        return self
+
+    def offered(self) -> tuple[str, ...]:
+        """The models users may choose, the default first."""
+        names = self.offered_models or tuple(self.catalog)
+        return (self.default_model, *(n for n in names if n != self.default_model))
+
+
+def _describe(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    field = str(error["loc"][0]) if error["loc"] else ""
+    info = Settings.model_fields.get(field)
+    if info is None:
+        # Raised by the model validator: its message already names the variable.
+        return str(error["msg"]).removeprefix("Value error, ")
+    variable = field.upper()
+    accepts = info.description or "a valid value"
+    if error["type"] == "missing":
+        return f"{variable} is not set: it must be {accepts}."
+    return f"{variable} is not valid: it must be {accepts}."
+
+
+def load_settings(
+    *, require_discord: bool = True, env_file: str | Path | None = ".env"
+) -> Settings:
+    """Read and validate the configuration, or raise :class:`ConfigError` with one sentence."""
+    try:
+        settings = Settings(_env_file=env_file)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+
+    if require_discord and settings.discord_token is None:
+        raise ConfigError(
+            "DISCORD_TOKEN is not set: it must be the bot token from the Discord developer portal."
+        )
+    catalog = settings.catalog
+    if settings.default_model not in catalog:
+        raise ConfigError(
+            f"DEFAULT_MODEL is not valid: {settings.default_model!r} is not in the model catalog "
+            f"({', '.join(catalog)})."
+        )
+    unknown = [name for name in settings.offered_models if name not in catalog]
+    if unknown:
+        raise ConfigError(
+            f"OFFERED_MODELS is not valid: {', '.join(unknown)} not in the model catalog "
+            f"({', '.join(catalog)})."
+        )
+    if len(settings.offered()) > MAX_DISCORD_CHOICES:
+        raise ConfigError(
+            f"OFFERED_MODELS is not valid: Discord allows at most {MAX_DISCORD_CHOICES} choices; "
+            f"list the ones to offer."
+        )
+    return settings

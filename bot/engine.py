@@ -1,0 +1,25 @@
+"""Builds the image engine from the configuration (shared by the bot and the command line)."""
+
+from __future__ import annotations
+
+import aiohttp
+
+from bot.config import Settings
+from bot.images import ClientSettings, ImageClient
+
+_MEGABYTE = 1024 * 1024
+
+
+def make_client(session: aiohttp.ClientSession, settings: Settings) -> ImageClient:
+    return ImageClient(
+        session,
+        base_url=settings.openai_base_url,
+        api_key=settings.openai_api_key.get_secret_value(),
+        catalog=settings.catalog,
+        settings=ClientSettings(
+            timeout=settings.request_timeout,
+            max_retries=settings.max_retries,
+            max_image_bytes=int(settings.max_image_mb * _MEGABYTE),
+            max_response_bytes=int(settings.max_response_mb * _MEGABYTE),
+        ),
+    )

@@ -1,0 +1,91 @@
+"""The command-line front door, run as operators run it: a subprocess against the fake API."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import API_KEY
+from tests.fakes.images_api import FakeImagesAPI
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def run_cli(*args: str, env: dict[str, str], cwd: Path) -> tuple[int, str, str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "DISCORD_"))}
+    base["PYTHONPATH"] = str(ROOT)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", *args,
+        env=base | env, cwd=cwd,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_imagine_writes_the_images(images_api: FakeImagesAPI, tmp_path: Path) -> None:
+    env = {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": images_api.base_url}
+    code, out, err = await run_cli(
+        "imagine", "a cute baby sea otter", "--model", "gpt-image-1", "--size", "1024x1024",
+        "--quality", "low", "--count", "2", "--out", str(tmp_path / "out"),
+        env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert code == 0, err
+    files = sorted((tmp_path / "out").iterdir())
+    assert [f.read_bytes() for f in files] == images_api.served
+    assert all(f.name.endswith(".png") and "a-cute-baby-sea-otter" in f.name for f in files)
+    assert "2 image(s) from gpt-image-1" in out
+    assert images_api.generation_requests[0].body["user"] == "operator-cli"
+
+
+async def test_imagine_refuses_a_bad_size_without_calling(
+    images_api: FakeImagesAPI, tmp_path: Path
+) -> None:
+    env = {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": images_api.base_url}
+    code, _, err = await run_cli(
+        "imagine", "otter", "--model", "dall-e-3", "--size", "256x256", env=env, cwd=tmp_path
+    )
+    assert code == 2
+    assert err.strip() == "error: dall-e-3 takes the sizes 1024x1024, 1792x1024, 1024x1792."
+    assert images_api.generation_requests == []
+
+
+async def test_imagine_reports_a_rejected_key_in_one_sentence(
+    images_api: FakeImagesAPI, tmp_path: Path
+) -> None:
+    env = {"OPENAI_API_KEY": "sk-wrong-SENTINEL-987654321", "OPENAI_BASE_URL": images_api.base_url}
+    code, out, err = await run_cli("imagine", "otter", env=env, cwd=tmp_path)
+    assert code == 1
+    assert err.startswith("error: The image service rejected the bot's API key.")
+    assert "Traceback" not in err and "SENTINEL" not in err + out
+
+
+async def test_check_says_the_endpoint_accepts_the_key(
+    images_api: FakeImagesAPI, tmp_path: Path
+) -> None:
+    env = {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": images_api.base_url}
+    code, out, err = await run_cli("check", env=env, cwd=tmp_path)
+    assert code == 0, err
+    assert "accepts the key" in out
+    assert images_api.generation_requests == []
+
+
+async def test_missing_configuration_is_one_sentence(tmp_path: Path) -> None:
+    code, _, err = await run_cli("check", env={}, cwd=tmp_path)
+    assert code == 2
+    assert err.strip() == (
+        "configuration error: OPENAI_API_KEY is not set: it must be the API key of the "
+        "OpenAI account or gateway (sent as a Bearer token)."
+    )
+
+
+@pytest.mark.parametrize("command", [[], ["run"]])
+async def test_the_bot_needs_a_token(command: list[str], tmp_path: Path) -> None:
+    code, _, err = await run_cli(*command, env={"OPENAI_API_KEY": API_KEY}, cwd=tmp_path)
+    assert code == 2
+    assert "DISCORD_TOKEN is not set" in err

@@ -1,0 +1,116 @@
+"""Configuration: one sentence naming the variable, never a secret, never a traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot.config import DEFAULT_BASE_URL, ConfigError, load_settings
+
+SECRET_KEY = "sk-config-SENTINEL-0123456789"
+TOKEN = "discord-SENTINEL-token-abcdef"
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in (
+        "DISCORD_TOKEN", "OPENAI_API_KEY", "OPENAI_BASE_URL", "USER_RATE_LIMIT",
+        "RATE_LIMIT_STORAGE_URI", "DEFAULT_MODEL", "OFFERED_MODELS", "IMAGE_MODELS_FILE",
+        "MAX_IMAGES_PER_REQUEST", "REQUEST_TIMEOUT", "USER_ID_SECRET", "DEV_GUILD_ID", "LOG_LEVEL",
+    ):  # fmt: skip
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET_KEY)
+    monkeypatch.setenv("DISCORD_TOKEN", TOKEN)
+
+
+def error_for(**env: str) -> str:
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        with pytest.raises(ConfigError) as caught:
+            load_settings()
+    message = str(caught.value)
+    assert SECRET_KEY not in message and TOKEN not in message
+    assert "\n" not in message and "Traceback" not in message
+    return message
+
+
+def test_defaults() -> None:
+    settings = load_settings()
+    assert settings.openai_base_url == DEFAULT_BASE_URL
+    assert [str(limit) for limit in settings.user_rate_limit] == ["5 per 1 hour"]
+    assert settings.offered()[0] == "gpt-image-1"
+    assert "dall-e-3" in settings.offered()
+
+
+def test_secrets_are_masked_in_repr() -> None:
+    settings = load_settings()
+    assert SECRET_KEY not in repr(settings) and TOKEN not in repr(settings)
+    assert SECRET_KEY not in str(settings)
+
+
+def test_trailing_slash_and_several_limits(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_BASE_URL", "https://gateway.example/v1/")
+    monkeypatch.setenv("USER_RATE_LIMIT", "2/minute;20/day")
+    settings = load_settings()
+    assert settings.openai_base_url == "https://gateway.example/v1"
+    assert len(settings.user_rate_limit) == 2
+
+
+def test_dotenv_file_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY")
+    (tmp_path / ".env").write_text("OPENAI_API_KEY=from-dotenv\nDEFAULT_MODEL=dall-e-3\n")
+    settings = load_settings()
+    assert settings.openai_api_key.get_secret_value() == "from-dotenv"
+    assert settings.default_model == "dall-e-3"
+
+
+@pytest.mark.parametrize(
+    ("env", "names"),
+    [
+        ({"OPENAI_BASE_URL": "ftp://x"}, "OPENAI_BASE_URL is not valid: it must be an http(s) URL"),
+        ({"USER_RATE_LIMIT": "lots"}, "USER_RATE_LIMIT is not valid: it must be limits in"),
+        ({"REQUEST_TIMEOUT": "soon"}, "REQUEST_TIMEOUT is not valid: it must be seconds"),
+        ({"MAX_IMAGES_PER_REQUEST": "11"}, "MAX_IMAGES_PER_REQUEST is not valid"),
+        ({"DEFAULT_MODEL": "dall-e-9"}, "DEFAULT_MODEL is not valid: 'dall-e-9' is not in"),
+        ({"OFFERED_MODELS": "dall-e-3,nope"}, "OFFERED_MODELS is not valid: nope not in"),
+        ({"RATE_LIMIT_STORAGE_URI": "sqlite://x"}, "RATE_LIMIT_STORAGE_URI is not valid"),
+        ({"USER_ID_SECRET": "short"}, "USER_ID_SECRET is not valid: it must be a random string"),
+        ({"IMAGE_MODELS_FILE": "/nonexistent/models.toml"}, "IMAGE_MODELS_FILE: cannot read"),
+        ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL is not valid"),
+    ],
+)
+def test_malformed_values_name_the_variable(env: dict[str, str], names: str) -> None:
+    assert names in error_for(**env)
+
+
+def test_missing_key_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY")
+    assert error_for().startswith("OPENAI_API_KEY is not set: it must be the API key")
+
+
+def test_missing_token_only_matters_for_the_bot(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DISCORD_TOKEN")
+    assert error_for().startswith("DISCORD_TOKEN is not set")
+    assert load_settings(require_discord=False).discord_token is None
+
+
+def test_models_file_adds_a_gateway_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "models.toml"
+    path.write_text('[models."my-gateway-image"]\nbase = "gpt-image-1"\nmax_count = 2\n')
+    monkeypatch.setenv("IMAGE_MODELS_FILE", str(path))
+    monkeypatch.setenv("DEFAULT_MODEL", "my-gateway-image")
+    settings = load_settings()
+    assert settings.catalog["my-gateway-image"].max_count == 2
+    assert settings.offered()[0] == "my-gateway-image"
+
+
+def test_a_bad_models_file_names_the_model_and_field(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "models.toml"
+    path.write_text('[models."x"]\nbase = "dall-e-2"\ndefault_size = "999x999"\n')
+    message = error_for(IMAGE_MODELS_FILE=str(path))
+    assert "models.x" in message and "default_size" in message

@@ -1,0 +1,350 @@
+"""A fake OpenAI Images API: a real aiohttp server on 127.0.0.1, strict like the real one.
+
+It refuses what the real API refuses (wrong key, unknown model, a size or quality the model does
+not take, ``response_format`` on GPT image models, ``null`` values, unknown fields) with the real
+error shapes, and answers like the real one otherwise. Tests script faults with :meth:`push`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import itertools
+import json
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from PIL import Image
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+GPT_IMAGE = {
+    "gpt-image-2",
+    "gpt-image-2-2026-04-21",
+    "gpt-image-1.5",
+    "gpt-image-1",
+    "gpt-image-1-mini",
+}
+STANDARD_GPT_SIZES = {"auto", "1024x1024", "1536x1024", "1024x1536"}
+SIZES = {
+    "dall-e-2": {"256x256", "512x512", "1024x1024"},
+    "dall-e-3": {"1024x1024", "1792x1024", "1024x1792"},
+}
+QUALITIES = {
+    "dall-e-2": {"standard", "auto"},
+    "dall-e-3": {"standard", "hd", "auto"},
+}
+GPT_QUALITIES = {"low", "medium", "high", "auto"}
+KNOWN_FIELDS = {
+    "prompt", "model", "n", "quality", "response_format", "output_format", "output_compression",
+    "stream", "partial_images", "size", "moderation", "background", "style", "user",
+}  # fmt: skip
+PROMPT_LIMIT = {"dall-e-2": 1000, "dall-e-3": 4000}
+
+
+def error_body(message: str, type_: str, code: str | None, param: str | None = None) -> bytes:
+    return json.dumps(
+        {"error": {"message": message, "type": type_, "param": param, "code": code}}
+    ).encode()
+
+
+def json_response(status: int, body: bytes, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        status=status, body=body, content_type="application/json", headers=headers or {}
+    )
+
+
+def make_image(width: int, height: int, fmt: str = "png", shade: int = 0) -> bytes:
+    """A solid-colour image of the given size; ``shade`` makes images of one batch differ."""
+    colour = ((40 + 70 * shade) % 256, (90 + 30 * shade) % 256, 160)
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), colour).save(buffer, format=fmt.upper())
+    return buffer.getvalue()
+
+
+def _gpt_size_problem(model: str, size: str) -> bool:
+    if size in STANDARD_GPT_SIZES:
+        return False
+    if not model.startswith("gpt-image-2"):
+        return True
+    try:
+        width, height = (int(part) for part in size.split("x"))
+    except ValueError:
+        return True
+    return bool(
+        width % 16
+        or height % 16
+        or max(width, height) > 3840
+        or width * height > 3840 * 2160
+        or max(width, height) / min(width, height) > 3
+    )
+
+
+@dataclass
+class RecordedRequest:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any
+
+
+@dataclass
+class FakeImagesAPI:
+    api_key: str = "test-key"
+    latency: float = 0.0  # seconds before every generation answer
+    image_bytes: bytes | None = None  # serve these bytes for every image instead of drawing one
+    requests: list[RecordedRequest] = field(default_factory=list)
+    served: list[bytes] = field(default_factory=list)  # every image served, in order
+    script: deque[Handler] = field(default_factory=deque)
+    base_url: str = ""
+    _runner: web.AppRunner | None = None
+    _files: dict[str, bytes] = field(default_factory=dict)
+    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    _image_cache: dict[tuple[int, int, str, int], bytes] = field(default_factory=dict)
+
+    async def start(self) -> str:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/v1/images/generations", self._generations)
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/files/{name}", self._file)
+        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.base_url = f"http://127.0.0.1:{port}/v1"
+        return self.base_url
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def push(self, *handlers: Handler) -> None:
+        """Answer the next generation requests with these handlers, in order."""
+        self.script.extend(handlers)
+
+    @property
+    def generation_requests(self) -> list[RecordedRequest]:
+        return [r for r in self.requests if r.path.endswith("/images/generations")]
+
+    def file_url(self, data: bytes) -> str:
+        name = f"img-{next(self._ids)}"
+        self._files[name] = data
+        return self.base_url.removesuffix("/v1") + f"/files/{name}"
+
+    # -- handlers ------------------------------------------------------------------------------
+
+    def _authorised(self, request: web.Request) -> web.Response | None:
+        if request.headers.get("Authorization") != f"Bearer {self.api_key}":
+            return json_response(
+                401,
+                error_body(
+                    "Incorrect API key provided: sk-abc***xyz. You can find your API key at "
+                    "https://platform.openai.com/account/api-keys.",
+                    "invalid_request_error",
+                    "invalid_api_key",
+                ),
+            )
+        return None
+
+    async def _models(self, request: web.Request) -> web.StreamResponse:
+        self.requests.append(RecordedRequest("GET", request.path, dict(request.headers), None))
+        refused = self._authorised(request)
+        if refused is not None:
+            return refused
+        names = sorted(GPT_IMAGE | set(SIZES))
+        data = [{"id": name, "object": "model", "owned_by": "openai"} for name in names]
+        return json_response(200, json.dumps({"object": "list", "data": data}).encode())
+
+    async def _file(self, request: web.Request) -> web.StreamResponse:
+        data = self._files.get(request.match_info["name"])
+        if data is None:
+            return web.Response(status=404)
+        return web.Response(body=data, content_type="image/png")
+
+    async def _generations(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        try:
+            body: Any = json.loads(raw)
+        except ValueError:
+            body = raw
+        self.requests.append(RecordedRequest("POST", request.path, dict(request.headers), body))
+        refused = self._authorised(request)
+        if refused is not None:
+            return refused
+        if self.script:
+            return await self.script.popleft()(request)
+        if self.latency:
+            await asyncio.sleep(self.latency)
+        return self._generate(body)
+
+    def _invalid(self, message: str, param: str | None, code: str) -> web.Response:
+        return json_response(400, error_body(message, "invalid_request_error", code, param))
+
+    def _generate(self, body: Any) -> web.Response:
+        if not isinstance(body, dict):
+            return self._invalid("We could not parse the JSON body of your request.", None, "")
+        for key, value in body.items():
+            if key not in KNOWN_FIELDS:
+                return self._invalid(f"Unknown parameter: '{key}'.", key, "unknown_parameter")
+            if value is None:
+                return self._invalid(
+                    f"Invalid type for '{key}': expected a value, but got null instead.",
+                    key,
+                    "invalid_type",
+                )
+        prompt = body.get("prompt")
+        if not isinstance(prompt, str):
+            return self._invalid(
+                "Missing required parameter: 'prompt'.", "prompt", "missing_required_parameter"
+            )
+        model = body.get("model", "dall-e-2")
+        gpt = model in GPT_IMAGE
+        if not gpt and model not in SIZES:
+            return self._invalid(f"Invalid value: '{model}'.", "model", "invalid_value")
+        if len(prompt) > PROMPT_LIMIT.get(model, 32000):
+            return self._invalid(
+                "Invalid 'prompt': string too long.", "prompt", "string_above_max_length"
+            )
+        n = body.get("n", 1)
+        if not isinstance(n, int) or not 1 <= n <= (1 if model == "dall-e-3" else 10):
+            return self._invalid(f"Invalid 'n': {n}.", "n", "invalid_value")
+        size = body.get("size", "auto" if gpt else "1024x1024")
+        if (gpt and _gpt_size_problem(model, size)) or (not gpt and size not in SIZES[model]):
+            return self._invalid(f"Invalid size '{size}' for {model}.", "size", "invalid_size")
+        quality = body.get("quality", "auto")
+        if quality not in (GPT_QUALITIES if gpt else QUALITIES[model]):
+            return self._invalid(f"Invalid value: '{quality}'.", "quality", "invalid_value")
+        gpt_only = ("output_format", "output_compression", "background", "moderation", "stream")
+        if gpt and "response_format" in body:
+            return self._invalid(
+                "Unknown parameter: 'response_format'.", "response_format", "unknown_parameter"
+            )
+        if not gpt and any(key in body for key in gpt_only):
+            key = next(key for key in gpt_only if key in body)
+            return self._invalid(f"Unknown parameter: '{key}'.", key, "unknown_parameter")
+        if "style" in body and model != "dall-e-3":
+            return self._invalid("Unknown parameter: 'style'.", "style", "unknown_parameter")
+        if "moderation_blocked" in prompt:  # a test's way to trip the safety system
+            return json_response(
+                400,
+                error_body(
+                    "Your request was rejected by the safety system.",
+                    "image_generation_user_error",
+                    "moderation_blocked",
+                ),
+            )
+        fmt = body.get("output_format", "png") if gpt else "png"
+        width, height = (1024, 1024) if size == "auto" else map(int, size.split("x"))
+        items: list[dict[str, Any]] = []
+        for index in range(n):
+            data = self.image_bytes or self._image(width, height, fmt, index)
+            self.served.append(data)
+            if not gpt and body.get("response_format", "url") == "url":
+                item: dict[str, Any] = {"url": self.file_url(data)}
+            else:
+                item = {"b64_json": base64.b64encode(data).decode()}
+            if model == "dall-e-3":
+                item["revised_prompt"] = f"A detailed rendering of {prompt[:100]}"
+            items.append(item)
+        answer: dict[str, Any] = {"created": int(time.time()), "data": items}
+        if gpt:
+            answer |= {
+                "background": "transparent"
+                if body.get("background") == "transparent"
+                else "opaque",
+                "output_format": fmt,
+                "quality": "medium" if quality == "auto" else quality,
+                "usage": {
+                    "input_tokens": 50,
+                    "output_tokens": 272 * n,
+                    "total_tokens": 50 + 272 * n,
+                    "input_tokens_details": {"text_tokens": 50, "image_tokens": 0},
+                },
+            }
+            if size in STANDARD_GPT_SIZES - {"auto"}:  # the spec's enum knows only these
+                answer["size"] = size
+        headers = {"x-request-id": f"req_{next(self._ids)}"}
+        return json_response(200, json.dumps(answer).encode(), headers)
+
+    def _image(self, width: int, height: int, fmt: str, shade: int) -> bytes:
+        key = (width, height, fmt, shade)
+        if key not in self._image_cache:
+            self._image_cache[key] = make_image(width, height, fmt, shade)
+        return self._image_cache[key]
+
+
+# -- scripted faults ---------------------------------------------------------------------------
+
+
+def respond(
+    status: int,
+    body: bytes | str,
+    *,
+    content_type: str = "application/json",
+    headers: dict[str, str] | None = None,
+) -> Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        data = body.encode() if isinstance(body, str) else body
+        return web.Response(status=status, body=data, content_type=content_type, headers=headers)
+
+    return handler
+
+
+def api_error(
+    status: int,
+    type_: str,
+    code: str | None,
+    message: str = "error",
+    headers: dict[str, str] | None = None,
+) -> Handler:
+    return respond(status, error_body(message, type_, code), headers=headers)
+
+
+def hang(seconds: float = 3600) -> Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        await asyncio.sleep(seconds)
+        return web.Response(status=500)
+
+    return handler
+
+
+def cut_off(
+    declared: int = 100_000, sent: bytes = b'{"created": 1, "data": [{"b64_json": "iVBO'
+) -> Handler:
+    """Declare a body of ``declared`` bytes, send ``sent``, then drop the connection."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(
+            status=200,
+            headers={"Content-Type": "application/json", "Content-Length": str(declared)},
+        )
+        await response.prepare(request)
+        await response.write(sent)
+        transport = request.transport
+        if transport is not None:
+            transport.abort()
+        return response
+
+    return handler
+
+
+def reset_before_answer() -> Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        transport = request.transport
+        if transport is not None:
+            transport.abort()
+        await asyncio.sleep(0.05)
+        return web.Response(status=500)
+
+    return handler
+
+
+def images_body(*images: bytes, **extra: Any) -> bytes:
+    data = [{"b64_json": base64.b64encode(image).decode()} for image in images]
+    return json.dumps({"created": int(time.time()), "data": data, **extra}).encode()

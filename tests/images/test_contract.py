@@ -1,0 +1,133 @@
+"""Contract: what the engine sends, and what the fake answers, fit the official spec's schemas.
+
+The spec (OpenAPI 3.1) marks optional fields ``nullable: true``, a 3.0 keyword that 2020-12
+validation ignores: a ``null`` therefore fails, which is the strictness we want.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from jsonschema import Draft202012Validator
+from referencing import Registry
+from referencing.jsonschema import DRAFT202012
+
+from bot.images import ImageClient, ImageRequest, UnsupportedOption, build_body, load_catalog
+from bot.images.catalog import OPTION_VALUES
+from tests.fakes.images_api import FakeImagesAPI, error_body
+
+SPEC = json.loads(
+    (Path(__file__).parent.parent / "data" / "openai-images.openapi.json").read_text()
+)
+SCHEMAS = SPEC["components"]["schemas"]
+_REGISTRY = Registry().with_resource("spec", DRAFT202012.create_resource(SPEC))
+CATALOG = load_catalog()
+
+
+def validator(schema_name: str) -> Draft202012Validator:
+    return Draft202012Validator(
+        {"$ref": f"spec#/components/schemas/{schema_name}"}, registry=_REGISTRY
+    )
+
+
+def assert_valid_request(body: dict[str, Any]) -> None:
+    validator("CreateImageRequest").validate(body)
+    # The schema leaves additionalProperties open; the real API does not.
+    assert set(body) <= set(SCHEMAS["CreateImageRequest"]["properties"])
+    assert None not in body.values()
+
+
+def test_a_null_field_fails_the_schema_as_the_reference_says() -> None:
+    assert not validator("CreateImageRequest").is_valid({"prompt": "x", "size": None})
+
+
+@st.composite
+def valid_requests(draw: st.DrawFn) -> ImageRequest:
+    name = draw(st.sampled_from(list(CATALOG)))
+    spec = CATALOG[name]
+    options: dict[str, Any] = {}
+    if "output_format" in spec.options and draw(st.booleans()):
+        options["output_format"] = draw(st.sampled_from(OPTION_VALUES["output_format"] or ()))
+    if options.get("output_format") in ("jpeg", "webp") and draw(st.booleans()):
+        options["output_compression"] = draw(st.integers(0, 100))
+    if "background" in spec.options and draw(st.booleans()):
+        allowed = ["opaque", "auto"]
+        if options.get("output_format", "png") != "jpeg":
+            allowed.append("transparent")
+        options["background"] = draw(st.sampled_from(allowed))
+    if "moderation" in spec.options and draw(st.booleans()):
+        options["moderation"] = draw(st.sampled_from(["low", "auto"]))
+    if "style" in spec.options and draw(st.booleans()):
+        options["style"] = draw(st.sampled_from(["vivid", "natural"]))
+    return ImageRequest(
+        prompt=draw(st.text(min_size=1, max_size=200).filter(str.strip)),
+        model=name,
+        size=draw(st.none() | st.sampled_from(spec.sizes)),
+        quality=draw(st.none() | st.sampled_from(spec.qualities)),
+        count=draw(st.integers(1, spec.max_count)),
+        user=draw(st.none() | st.text(min_size=1, max_size=64)),
+        **options,
+    )
+
+
+@given(valid_requests())
+@settings(max_examples=300)
+def test_every_body_the_engine_builds_fits_the_spec(req: ImageRequest) -> None:
+    assert_valid_request(build_body(req, CATALOG[req.model]))
+
+
+@given(
+    model=st.sampled_from(list(CATALOG)),
+    size=st.from_regex(r"\A[1-9][0-9]{1,3}x[1-9][0-9]{1,3}\Z"),
+    quality=st.sampled_from(["low", "medium", "high", "auto", "standard", "hd", "ultra"]),
+    count=st.integers(-2, 12),
+)
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+def test_any_request_is_either_refused_or_fits_the_spec(
+    model: str, size: str, quality: str, count: int
+) -> None:
+    req = ImageRequest(prompt="otter", model=model, size=size, quality=quality, count=count)
+    try:
+        body = build_body(req, CATALOG[model])
+    except UnsupportedOption as exc:
+        assert exc.user_message.endswith(".")
+        return
+    assert_valid_request(body)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "req",
+    [
+        ImageRequest(prompt="otter", model="gpt-image-1", count=2, quality="high"),
+        ImageRequest(prompt="otter", model="gpt-image-2", size="2048x1152"),
+        ImageRequest(prompt="otter", model="dall-e-3", style="vivid"),
+        ImageRequest(prompt="otter", model="dall-e-2", size="512x512"),
+    ],
+)
+async def test_the_fakes_answers_fit_the_spec(
+    client: ImageClient, images_api: FakeImagesAPI, req: ImageRequest
+) -> None:
+    import aiohttp
+
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            images_api.base_url + "/images/generations",
+            json=client.prepare(req),
+            headers={"Authorization": f"Bearer {images_api.api_key}"},
+        ) as response,
+    ):
+        assert response.status == 200
+        validator("ImagesResponse").validate(await response.json())
+
+
+def test_the_fakes_error_bodies_fit_the_spec() -> None:
+    validator("ErrorResponse").validate(
+        json.loads(error_body("bad", "invalid_request_error", None))
+    )
