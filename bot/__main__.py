@@ -123,9 +123,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)-8s %(name)s: %(message)s"
-    )
+    if command in ("imagine", "check"):
+        logging.basicConfig(
+            level=settings.log_level, format="%(asctime)s %(levelname)-8s %(name)s: %(message)s"
+        )
     if command == "imagine":
         return asyncio.run(_imagine(settings, args))
     if command == "check":

@@ -2,31 +2,68 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import json
 import logging
+import signal
+from pathlib import Path
 
 import aiohttp
 import discord
+from discord import app_commands
 from discord.ext import commands
 
 from bot.config import Settings
 from bot.engine import make_client
 from bot.images import ImageClient
+from bot.pseudonym import Pseudonymizer, load_or_create_secret
 
 log = logging.getLogger(__name__)
 
 EXTENSIONS = ("cogs.imagine",)
+SYNC_STATE_FILE = "command_sync.json"
+UNEXPECTED = "Something went wrong with that command. Please try again."
+
+
+class ImagineTree(app_commands.CommandTree["ImagineBot"]):
+    async def on_error(
+        self, interaction: discord.Interaction[ImagineBot], error: app_commands.AppCommandError
+    ) -> None:
+        """The last resort: the user gets a sentence, the log gets the traceback."""
+        log.error("app command failed", exc_info=error)
+        try:
+            if interaction.response.is_done():
+                await interaction.followup.send(UNEXPECTED, ephemeral=True)
+            else:
+                await interaction.response.send_message(UNEXPECTED, ephemeral=True)
+        except discord.HTTPException:
+            log.warning("could not tell the user about the failure")
 
 
 class ImagineBot(commands.Bot):
     def __init__(self, settings: Settings) -> None:
-        super().__init__(command_prefix=commands.when_mentioned, intents=discord.Intents.default())
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            intents=discord.Intents.default(),
+            tree_cls=ImagineTree,
+            allowed_mentions=discord.AllowedMentions.none(),
+        )
         self.settings = settings
         self._session: aiohttp.ClientSession | None = None
         self._images: ImageClient | None = None
+        secret = settings.user_id_secret
+        self.pseudonyms = Pseudonymizer(
+            secret.get_secret_value().encode()
+            if secret is not None
+            else load_or_create_secret(settings.data_dir)
+        )
+        self.shutting_down = asyncio.Event()
 
     @property
     def images(self) -> ImageClient:
-        assert self._images is not None, "used before setup_hook"
+        if self._images is None:
+            raise RuntimeError("the image client exists once setup_hook has run")
         return self._images
 
     async def setup_hook(self) -> None:
@@ -34,6 +71,60 @@ class ImagineBot(commands.Bot):
         self._images = make_client(self._session, self.settings)
         for extension in EXTENSIONS:
             await self.load_extension(extension)
+        await self.sync_commands()
+
+    # -- command registration ------------------------------------------------------------------
+
+    def _definitions_digest(self) -> str:
+        definitions = sorted(
+            (command.to_dict(self.tree) for command in self.tree.get_commands()),
+            key=lambda entry: str(entry["name"]),
+        )
+        encoded = json.dumps(definitions, sort_keys=True, default=str).encode()
+        return hashlib.sha256(encoded).hexdigest()
+
+    def _sync_state_path(self) -> Path:
+        return self.settings.data_dir / SYNC_STATE_FILE
+
+    async def sync_commands(self, *, force: bool = False) -> None:
+        """Sync the global commands only when their definitions changed since the last sync.
+
+        Discord rate-limits syncing; a restart with unchanged commands costs no request.
+        A development guild, when configured, is synced at every start.
+        """
+        guild_id = self.settings.dev_guild_id
+        if guild_id is not None:
+            guild = discord.Object(id=guild_id)
+            self.tree.copy_global_to(guild=guild)
+            await self.tree.sync(guild=guild)
+            log.info("synced commands to the development guild %s", guild_id)
+        digest = self._definitions_digest()
+        path = self._sync_state_path()
+        try:
+            previous = json.loads(path.read_text("utf-8")).get("digest")
+        except (OSError, ValueError, AttributeError):
+            previous = None
+        if not force and previous == digest:
+            log.info("global commands unchanged since the last sync; not syncing")
+            return
+        synced = await self.tree.sync()
+        log.info("synced %d global command(s)", len(synced))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"digest": digest}), "utf-8")
+
+    # -- shutdown --------------------------------------------------------------------------------
+
+    async def shutdown(self) -> None:
+        """Stop taking requests, let those in flight finish within the grace period, close."""
+        if self.shutting_down.is_set():
+            return
+        self.shutting_down.set()
+        log.info("shutting down")
+        cog = self.get_cog("Imagine")
+        drain = getattr(cog, "drain", None)
+        if drain is not None:
+            await drain(self.settings.shutdown_grace_seconds)
+        await self.close()
 
     async def close(self) -> None:
         await super().close()
@@ -41,8 +132,30 @@ class ImagineBot(commands.Bot):
             await self._session.close()
 
 
-def run_bot(settings: Settings, *, sync_only: bool = False) -> int:
-    bot = ImagineBot(settings)
+async def _serve(settings: Settings, *, sync_only: bool) -> None:
     assert settings.discord_token is not None
-    bot.run(settings.discord_token.get_secret_value(), log_handler=None)
+    token = settings.discord_token.get_secret_value()
+    async with ImagineBot(settings) as bot:
+        if sync_only:
+            await bot.login(token)  # runs setup_hook, which syncs when definitions changed
+            await bot.sync_commands(force=True)
+            return
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, lambda: asyncio.create_task(bot.shutdown()))
+        await bot.start(token)
+
+
+def run_bot(settings: Settings, *, sync_only: bool = False) -> int:
+    discord.utils.setup_logging(level=logging.getLevelName(settings.log_level), root=True)
+    try:
+        asyncio.run(_serve(settings, sync_only=sync_only))
+    except discord.LoginFailure:
+        log.error("Discord refused DISCORD_TOKEN: check the bot token in the developer portal")
+        return 2
+    except discord.PrivilegedIntentsRequired:
+        log.error("the bot asked for an intent the developer portal does not grant")
+        return 2
+    except KeyboardInterrupt:
+        pass
     return 0

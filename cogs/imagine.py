@@ -1,14 +1,373 @@
-"""/imagine: generate images from a prompt."""
+"""/imagine: generate images from a prompt and post them in the channel.
+
+A request travels one way: options -> validation (ephemeral refusal, nothing paid) -> per-user
+limit -> defer -> queue for a generation slot (position shown) -> engine -> uploads fitted to the
+server's limit -> reply. Every path ends with a message to the user.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
+import io
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import discord
+from discord import app_commands
 from discord.ext import commands
+
+from bot.delivery import ImageTooLarge, Upload, pack, prepare_uploads
+from bot.images import (
+    GenerationResult,
+    ImageError,
+    ImageRequest,
+    ModelSpec,
+    UnsupportedOption,
+    parse_size,
+)
+from bot.queue import GenerationQueue, Ticket
+from bot.ratelimit import UserRateLimiter
+
+if TYPE_CHECKING:
+    from bot.app import ImagineBot
+
+log = logging.getLogger(__name__)
+
+# Discord lets a bot use an interaction's token for 15 minutes; stop with time to say so.
+TOKEN_LIFETIME = dt.timedelta(minutes=15)
+TOKEN_MARGIN = dt.timedelta(seconds=45)
+PROMPT_MAX = 6000  # Discord's longest string option
+POSITION_UPDATE_INTERVAL = 1.5  # seconds between edits of a queued request's position
+DESCRIPTION_MAX = 3000  # of Discord's 4096, leaving room in the 6000-character embed total
+FIELD_MAX = 1024
+RESTARTING = "The bot is restarting. Please try again in a minute."
+
+
+def clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def _orientation(size: str) -> str:
+    dims = parse_size(size)
+    if dims is None:
+        return "the model decides" if size == "auto" else ""
+    width, height = dims
+    return "square" if width == height else ("landscape" if width > height else "portrait")
 
 
 class Imagine(commands.Cog):
-    def __init__(self, bot: commands.Bot) -> None:
+    """The /imagine command and the jobs it starts."""
+
+    def __init__(self, bot: ImagineBot) -> None:
         self.bot = bot
+        settings = bot.settings
+        self.settings = settings
+        self.limiter = UserRateLimiter(settings.user_rate_limit, settings.rate_limit_storage_uri)
+        self.queue = GenerationQueue(settings.max_concurrent_generations)
+        self.jobs: set[asyncio.Task[None]] = set()
+        self.accepting = True
+        self.command = build_command(self)
+
+    async def cog_load(self) -> None:
+        self.bot.tree.add_command(self.command)
+
+    async def cog_unload(self) -> None:
+        self.bot.tree.remove_command(self.command.name)
+
+    # -- choices and autocomplete ------------------------------------------------------------
+
+    def spec_for(self, model: str | None) -> ModelSpec:
+        catalog = self.settings.catalog
+        return catalog.get(model or "", catalog[self.settings.default_model])
+
+    def size_choices(self, model: str | None, typed: str) -> list[app_commands.Choice[str]]:
+        spec = self.spec_for(model)
+        typed = typed.strip().lower()
+        sizes = [size for size in spec.sizes if typed in size]
+        if typed and typed not in sizes and spec.free_size and spec.accepts_size(typed):
+            sizes.insert(0, typed)
+        choices = []
+        for size in sizes[:25]:
+            label = f"{size} ({_orientation(size)})" if _orientation(size) else size
+            if size == spec.default_size:
+                label += ", default"
+            choices.append(app_commands.Choice(name=label, value=size))
+        return choices
+
+    def quality_choices(self, model: str | None, typed: str) -> list[app_commands.Choice[str]]:
+        spec = self.spec_for(model)
+        return [
+            app_commands.Choice(
+                name=f"{quality} (default)" if quality == spec.default_quality else quality,
+                value=quality,
+            )
+            for quality in spec.qualities
+            if typed.strip().lower() in quality
+        ][:25]
+
+    # -- the command ---------------------------------------------------------------------------
+
+    async def imagine(self, interaction: discord.Interaction, request: ImageRequest) -> None:
+        say = interaction.response.send_message
+        if not self.accepting:
+            await say(RESTARTING, ephemeral=True)
+            return
+        cap = self.settings.max_images_per_request
+        if request.count > cap:
+            await say(f"This server allows at most {cap} images per request.", ephemeral=True)
+            return
+        try:
+            body = self.bot.images.prepare(request)
+        except UnsupportedOption as refusal:
+            await say(refusal.user_message, ephemeral=True)
+            return
+        refusal_by_limit = await self.limiter.acquire(str(interaction.user.id))
+        if refusal_by_limit is not None:
+            again = discord.utils.format_dt(
+                dt.datetime.fromtimestamp(refusal_by_limit.reset_at, dt.UTC), "R"
+            )
+            await say(
+                f"You have reached this server's limit of {refusal_by_limit.describe()}. "
+                f"You can try again {again}.",
+                ephemeral=True,
+            )
+            return
+        await interaction.response.defer(thinking=True)
+        job = asyncio.create_task(self._job(interaction, request, body), name="imagine-job")
+        self.jobs.add(job)
+        job.add_done_callback(self.jobs.discard)
+
+    async def _job(
+        self, interaction: discord.Interaction, request: ImageRequest, body: dict[str, Any]
+    ) -> None:
+        expires = interaction.created_at + TOKEN_LIFETIME - TOKEN_MARGIN
+        budget = max((expires - discord.utils.utcnow()).total_seconds(), 1.0)
+        try:
+            async with asyncio.timeout(budget):
+                result = await self._generate(interaction, request)
+                await self._deliver(interaction, request, body, result)
+        except ImageError as error:
+            log.warning(
+                "/imagine for user %s failed: %s: %s",
+                interaction.user.id,
+                type(error).__name__,
+                error,
+            )
+            await self._tell_privately(interaction, error.user_message)
+        except TimeoutError:
+            log.warning("/imagine for user %s outlived its interaction token", interaction.user.id)
+            await self._tell_privately(
+                interaction,
+                "Your request took too long and was cancelled before Discord stopped accepting "
+                "its reply. Please try again.",
+            )
+        except asyncio.CancelledError:
+            await self._tell_privately(
+                interaction, "The bot is restarting, so your request was cancelled. Sorry!"
+            )
+            raise
+        except Exception:
+            log.exception("/imagine for user %s failed unexpectedly", interaction.user.id)
+            await self._tell_privately(
+                interaction, "Something went wrong while making your images. Please try again."
+            )
+
+    async def _generate(
+        self, interaction: discord.Interaction, request: ImageRequest
+    ) -> GenerationResult:
+        watchers: list[asyncio.Task[None]] = []
+
+        def show_position(ticket: Ticket) -> None:
+            watchers.append(asyncio.create_task(self._show_position(interaction, ticket)))
+
+        try:
+            async with self.queue.slot(on_queued=show_position):
+                if watchers:
+                    watchers[0].cancel()
+                    await self._edit_quietly(interaction, content="🎨 Generating…")
+                return await self.bot.images.generate(request)
+        finally:
+            for watcher in watchers:
+                watcher.cancel()
+
+    async def _show_position(self, interaction: discord.Interaction, ticket: Ticket) -> None:
+        shown = 0
+        while ticket.position:
+            if ticket.position != shown:
+                shown = ticket.position
+                await self._edit_quietly(
+                    interaction,
+                    content=f"⏳ Waiting for a free slot: you are number {shown} in the queue.",
+                )
+                await asyncio.sleep(POSITION_UPDATE_INTERVAL)
+            else:
+                ticket.moved.clear()
+                await ticket.moved.wait()
+
+    async def _deliver(
+        self,
+        interaction: discord.Interaction,
+        request: ImageRequest,
+        body: dict[str, Any],
+        result: GenerationResult,
+    ) -> None:
+        limit = interaction.filesize_limit
+        try:
+            uploads = await prepare_uploads(result.images, limit)
+        except ImageTooLarge as exc:
+            raise ImageError(
+                str(exc), user_message="The images are too large to upload to this server."
+            ) from None
+        messages = pack(uploads, limit)
+        notes = []
+        if any(upload.reencoded for upload in uploads):
+            notes.append("Some images were re-encoded as WebP to fit this server's upload limit.")
+        embed = self._embed(interaction, request, body, result)
+        first, *rest = messages
+        await interaction.edit_original_response(
+            content="\n".join(notes) or None, embed=embed, attachments=self._files(first)
+        )
+        for part in rest:
+            await interaction.followup.send(files=self._files(part))
+
+    @staticmethod
+    def _files(uploads: list[Upload]) -> list[discord.File]:
+        return [
+            discord.File(io.BytesIO(upload.data), filename=upload.filename) for upload in uploads
+        ]
+
+    def _embed(
+        self,
+        interaction: discord.Interaction,
+        request: ImageRequest,
+        body: dict[str, Any],
+        result: GenerationResult,
+    ) -> discord.Embed:
+        embed = discord.Embed(
+            description=clip(body["prompt"], DESCRIPTION_MAX),
+            colour=discord.Colour.blurple(),
+            timestamp=discord.utils.utcnow(),
+        )
+        user = interaction.user
+        embed.set_author(name=clip(f"{user.display_name} imagined", 256))
+        embed.add_field(name="Model", value=result.model)
+        embed.add_field(name="Size", value=body.get("size", "auto"))
+        embed.add_field(name="Quality", value=body.get("quality", "auto"))
+        embed.add_field(name="Images", value=str(len(result.images)))
+        embed.add_field(name="Time", value=f"{result.elapsed:.1f} s")
+        options = ", ".join(f"{name} {value}" for name, value in request.options().items())
+        if options:
+            embed.add_field(name="Options", value=clip(options, FIELD_MAX))
+        if result.revised_prompt:
+            embed.add_field(
+                name="Revised prompt", value=clip(result.revised_prompt, FIELD_MAX), inline=False
+            )
+        return embed
+
+    # -- replies that must not fail the job ------------------------------------------------------
+
+    async def _edit_quietly(self, interaction: discord.Interaction, **fields: Any) -> None:
+        try:
+            await interaction.edit_original_response(**fields)
+        except discord.HTTPException as exc:
+            log.warning("could not update an /imagine message: %s", exc)
+
+    async def _tell_privately(self, interaction: discord.Interaction, sentence: str) -> None:
+        """Replace the public "thinking" message with a sentence only the user sees."""
+        attempts: list[Callable[[], Awaitable[object]]] = [
+            interaction.delete_original_response,
+            lambda: interaction.followup.send(sentence, ephemeral=True),
+        ]
+        try:
+            for attempt in attempts:
+                await attempt()
+        except discord.HTTPException as exc:
+            log.warning("could not tell user %s their request failed: %s", interaction.user.id, exc)
+            await self._edit_quietly(interaction, content=sentence, embed=None, attachments=[])
+
+    # -- shutdown ----------------------------------------------------------------------------------
+
+    async def drain(self, grace: float) -> None:
+        """Refuse new requests, let those in flight finish within ``grace``, cancel the rest."""
+        self.accepting = False
+        pending = set(self.jobs)
+        if not pending:
+            return
+        log.info("waiting up to %.0fs for %d request(s) in flight", grace, len(pending))
+        _, unfinished = await asyncio.wait(pending, timeout=grace)
+        for job in unfinished:
+            job.cancel()
+        if unfinished:
+            log.warning(
+                "cancelled %d request(s) still running after the grace period", len(unfinished)
+            )
+            await asyncio.wait(unfinished, timeout=10)
 
 
-async def setup(bot: commands.Bot) -> None:
+def build_command(cog: Imagine) -> app_commands.Command[Any, ..., None]:
+    """/imagine, with choices taken from the configuration and the model catalog."""
+    settings = cog.settings
+    model_choices = [app_commands.Choice(name=name, value=name) for name in settings.offered()]
+
+    def fixed(*values: str) -> list[app_commands.Choice[str]]:
+        return [app_commands.Choice(name=value, value=value) for value in values]
+
+    async def size_autocomplete(
+        interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        return cog.size_choices(getattr(interaction.namespace, "model", None), current)
+
+    async def quality_autocomplete(
+        interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        return cog.quality_choices(getattr(interaction.namespace, "model", None), current)
+
+    @app_commands.command(name="imagine", description="Generate images from a text prompt")
+    @app_commands.describe(
+        prompt="What to draw",
+        model=f"The image model (default {settings.default_model})",
+        size="Width x height; the choices follow the model",
+        quality="Rendering quality; the choices follow the model",
+        count=f"How many images (at most {settings.max_images_per_request})",
+        style="dall-e-3 only: vivid or natural",
+        background="GPT image models only: transparent needs png or webp",
+        format="GPT image models only: the file format of the images",
+    )
+    @app_commands.choices(
+        model=model_choices,
+        style=fixed("vivid", "natural"),
+        background=fixed("auto", "opaque", "transparent"),
+        format=fixed("png", "jpeg", "webp"),
+    )
+    @app_commands.autocomplete(size=size_autocomplete, quality=quality_autocomplete)
+    async def imagine(
+        interaction: discord.Interaction,
+        prompt: app_commands.Range[str, 1, PROMPT_MAX],
+        model: str | None = None,
+        size: str | None = None,
+        quality: str | None = None,
+        count: app_commands.Range[int, 1, 10] = 1,
+        style: str | None = None,
+        background: str | None = None,
+        format: str | None = None,
+    ) -> None:
+        request = ImageRequest(
+            prompt=prompt,
+            model=model or settings.default_model,
+            size=size,
+            quality=quality,
+            count=count,
+            user=cog.bot.pseudonyms.for_user(interaction.user.id),
+            style=style,
+            background=background,
+            output_format=format,
+        )
+        await cog.imagine(interaction, request)
+
+    return imagine
+
+
+async def setup(bot: ImagineBot) -> None:
     await bot.add_cog(Imagine(bot))

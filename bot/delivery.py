@@ -1,0 +1,93 @@
+"""Fitting generated images to Discord's upload limits.
+
+An image over the per-file limit is re-encoded as WebP, at falling quality and then smaller
+dimensions, until it fits; images are packed into messages of at most ten files whose sizes add
+up to no more than the limit (so a message is accepted whether the server counts per file or
+per request). Re-encoding runs in a worker thread: it takes hundreds of milliseconds per image.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from PIL import Image
+
+from bot.images import GeneratedImage
+
+MAX_FILES_PER_MESSAGE = 10
+_WEBP_QUALITIES = (90, 80, 70)
+_SMALLEST_SIDE = 64
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class Upload:
+    filename: str
+    data: bytes
+    reencoded: bool = False
+
+    def __repr__(self) -> str:
+        return f"Upload({self.filename!r}, {len(self.data):,} bytes)"
+
+
+class ImageTooLarge(Exception):
+    """Even the smallest re-encoding does not fit the limit."""
+
+
+def _encode_webp(image: Image.Image, quality: int) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="WEBP", quality=quality, method=4)
+    return buffer.getvalue()
+
+
+def shrink_to_fit(data: bytes, limit: int) -> bytes:
+    """Re-encode ``data`` as WebP no larger than ``limit`` bytes (CPU-bound: call off the loop)."""
+    with Image.open(io.BytesIO(data)) as opened:
+        image = opened.convert("RGBA" if "A" in opened.getbands() else "RGB")
+    for quality in _WEBP_QUALITIES:
+        encoded = _encode_webp(image, quality)
+        if len(encoded) <= limit:
+            return encoded
+    while min(image.size) > _SMALLEST_SIDE:
+        # Bytes scale roughly with area: aim a little under the limit to converge in few steps.
+        scale = max(min(math.sqrt(limit / len(encoded)) * 0.9, 0.9), 0.25)
+        size = (max(int(image.width * scale), 1), max(int(image.height * scale), 1))
+        image = image.resize(size, Image.Resampling.LANCZOS)
+        encoded = _encode_webp(image, _WEBP_QUALITIES[-1])
+        if len(encoded) <= limit:
+            return encoded
+    raise ImageTooLarge(f"cannot bring an image under {limit:,} bytes")
+
+
+async def prepare_uploads(
+    images: Sequence[GeneratedImage], limit: int, stem: str = "imagine"
+) -> list[Upload]:
+    """One upload per image, each within ``limit`` bytes; only oversized images are re-encoded."""
+
+    async def one(index: int, image: GeneratedImage) -> Upload:
+        if len(image.data) <= limit:
+            return Upload(f"{stem}-{index}.{image.format}", image.data)
+        data = await asyncio.to_thread(shrink_to_fit, image.data, limit)
+        return Upload(f"{stem}-{index}.webp", data, reencoded=True)
+
+    return list(await asyncio.gather(*(one(i, img) for i, img in enumerate(images, start=1))))
+
+
+def pack(uploads: Sequence[Upload], limit: int) -> list[list[Upload]]:
+    """Group uploads, in order, into messages of at most ten files and ``limit`` bytes."""
+    messages: list[list[Upload]] = []
+    current: list[Upload] = []
+    total = 0
+    for upload in uploads:
+        size = len(upload.data)
+        if current and (len(current) == MAX_FILES_PER_MESSAGE or total + size > limit):
+            messages.append(current)
+            current, total = [], 0
+        current.append(upload)
+        total += size
+    if current:
+        messages.append(current)
+    return messages

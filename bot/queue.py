@@ -1,0 +1,77 @@
+"""A global cap on generations in flight, with a first-come, first-served queue.
+
+Waiters learn their position as it moves, so the bot can show it to the people waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+
+class Ticket:
+    """One request's place in the queue."""
+
+    def __init__(self) -> None:
+        self.admitted = asyncio.get_running_loop().create_future()
+        self.moved = asyncio.Event()  # set whenever the position changes
+        self.position = 0  # 1 = next in line; 0 = admitted
+
+
+class GenerationQueue:
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self.capacity = capacity
+        self.in_flight = 0
+        self._waiting: deque[Ticket] = deque()
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    def _renumber(self) -> None:
+        for position, ticket in enumerate(self._waiting, start=1):
+            if ticket.position != position:
+                ticket.position = position
+                ticket.moved.set()
+
+    def _admit_next(self) -> None:
+        while self._waiting and self.in_flight < self.capacity:
+            ticket = self._waiting.popleft()
+            self.in_flight += 1
+            ticket.position = 0
+            ticket.admitted.set_result(None)
+            ticket.moved.set()
+        self._renumber()
+
+    @asynccontextmanager
+    async def slot(self, on_queued: Callable[[Ticket], None] | None = None) -> AsyncIterator[None]:
+        """Hold one of the ``capacity`` slots; waits in line when all are taken.
+
+        ``on_queued`` is called once, synchronously, with the ticket when the request has to wait.
+        """
+        if self.in_flight < self.capacity and not self._waiting:
+            self.in_flight += 1
+        else:
+            ticket = Ticket()
+            self._waiting.append(ticket)
+            self._renumber()
+            if on_queued is not None:
+                on_queued(ticket)
+            try:
+                await ticket.admitted
+            except asyncio.CancelledError:
+                if ticket.admitted.done() and not ticket.admitted.cancelled():
+                    self.in_flight -= 1  # admitted and cancelled at once: give the slot back
+                else:
+                    self._waiting.remove(ticket)
+                self._admit_next()
+                raise
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
+            self._admit_next()

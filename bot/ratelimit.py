@@ -1,0 +1,55 @@
+"""Per-user rate limits with the `limits` library (moving window, in memory or a shared store).
+
+A request counts when it is accepted, before it is queued or sent, whatever its outcome: the
+image may be billed even when the answer is lost, and counting up front is what keeps twenty
+simultaneous requests from one user from all passing the check before any of them is recorded.
+Requests refused by validation never count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from limits import RateLimitItem
+from limits.aio.storage import Storage
+from limits.aio.strategies import MovingWindowRateLimiter
+from limits.storage import storage_from_string
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    limit: RateLimitItem
+    reset_at: float  # unix seconds when the user may try again
+
+    def describe(self) -> str:
+        amount, per = self.limit.amount, self.limit.GRANULARITY.name
+        multiples = self.limit.multiples
+        window = per if multiples == 1 else f"{multiples} {per}s"
+        return f"{amount} image request{'s' if amount != 1 else ''} per {window}"
+
+
+class UserRateLimiter:
+    def __init__(self, limits: Sequence[RateLimitItem], storage_uri: str = "memory://") -> None:
+        if not storage_uri.startswith("async+"):
+            storage_uri = f"async+{storage_uri}"  # the asyncio flavour of the same store
+        storage = storage_from_string(storage_uri)
+        assert isinstance(storage, Storage)
+        self._storage = storage
+        self._limiter = MovingWindowRateLimiter(self._storage)
+        self._limits = tuple(limits)
+
+    async def acquire(self, user_key: str) -> Refusal | None:
+        """Count one request for ``user_key``, or say which limit refuses it and until when."""
+        for limit in self._limits:
+            if not await self._limiter.test(limit, user_key):
+                return await self._refusal(limit, user_key)
+        for limit in self._limits:
+            # `hit` is atomic per limit: a concurrent request that slipped past `test` fails here.
+            if not await self._limiter.hit(limit, user_key):
+                return await self._refusal(limit, user_key)
+        return None
+
+    async def _refusal(self, limit: RateLimitItem, user_key: str) -> Refusal:
+        stats = await self._limiter.get_window_stats(limit, user_key)
+        return Refusal(limit, stats.reset_time)

@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.app import ImagineBot
+from bot.config import Settings
+from tests.conftest import API_KEY
+from tests.fakes.images_api import FakeImagesAPI
+
+DISCORD_TOKEN = "discord-SENTINEL-token.abc.def"
+
+
+def make_settings(base_url: str, data_dir: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "discord_token": DISCORD_TOKEN,
+        "openai_api_key": API_KEY,
+        "openai_base_url": base_url,
+        "data_dir": data_dir,
+        "user_id_secret": "test-secret-0123456789abcdef",
+        "user_rate_limit": "50/minute",
+        "max_retries": 0,
+        "request_timeout": 30,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)
+
+
+@pytest.fixture
+def bot_overrides() -> dict[str, Any]:
+    """Settings a test module or test wants different (override this fixture)."""
+    return {}
+
+
+@pytest.fixture
+def settings(images_api: FakeImagesAPI, tmp_path: Path, bot_overrides: dict[str, Any]) -> Settings:
+    return make_settings(images_api.base_url, tmp_path / "data", **bot_overrides)
+
+
+@pytest.fixture
+def simcord_bot(settings: Settings) -> ImagineBot:
+    return ImagineBot(settings)
+
+
+@pytest.fixture
+def guild(simcord_env: Any) -> Any:
+    return simcord_env.create_guild("Art Club")
+
+
+@pytest.fixture
+def channel(guild: Any) -> Any:
+    return guild.create_text_channel("imagine")
+
+
+@pytest.fixture
+def alice(simcord_env: Any, guild: Any) -> Any:
+    return guild.add_member(simcord_env.create_user("alice"))
+
+
+@pytest.fixture
+def bob(simcord_env: Any, guild: Any) -> Any:
+    return guild.add_member(simcord_env.create_user("bob"))
