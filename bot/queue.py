@@ -1,6 +1,6 @@
 """A global cap on generations in flight, with a first-come, first-served queue.
 
-Waiters learn their position as it moves, so the bot can show it to the people waiting.
+Each waiter's ticket holds its current position, so the bot can show it to the people waiting.
 """
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ class Ticket:
     """One request's place in the queue."""
 
     def __init__(self) -> None:
-        self.admitted = asyncio.get_running_loop().create_future()
-        self.moved = asyncio.Event()  # set whenever the position changes
+        self.admitted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.position = 0  # 1 = next in line; 0 = admitted
 
 
@@ -34,18 +33,20 @@ class GenerationQueue:
 
     def _renumber(self) -> None:
         for position, ticket in enumerate(self._waiting, start=1):
-            if ticket.position != position:
-                ticket.position = position
-                ticket.moved.set()
+            ticket.position = position
 
     def _admit_next(self) -> None:
         while self._waiting and self.in_flight < self.capacity:
             ticket = self._waiting.popleft()
-            self.in_flight += 1
             ticket.position = 0
+            if ticket.admitted.done():
+                continue  # its waiter was cancelled and cleans up after itself
+            self.in_flight += 1
             ticket.admitted.set_result(None)
-            ticket.moved.set()
         self._renumber()
+
+    async def _wait_for_turn(self, ticket: Ticket) -> None:
+        await ticket.admitted
 
     @asynccontextmanager
     async def slot(self, on_queued: Callable[[Ticket], None] | None = None) -> AsyncIterator[None]:
@@ -62,12 +63,12 @@ class GenerationQueue:
             if on_queued is not None:
                 on_queued(ticket)
             try:
-                await ticket.admitted
+                await self._wait_for_turn(ticket)
             except asyncio.CancelledError:
-                if ticket.admitted.done() and not ticket.admitted.cancelled():
-                    self.in_flight -= 1  # admitted and cancelled at once: give the slot back
-                else:
+                if ticket in self._waiting:
                     self._waiting.remove(ticket)
+                elif not ticket.admitted.cancelled():
+                    self.in_flight -= 1  # admitted and cancelled at once: give the slot back
                 self._admit_next()
                 raise
         try:

@@ -193,6 +193,7 @@ class Imagine(commands.Cog):
                 watcher.cancel()
 
     async def _show_position(self, interaction: discord.Interaction, ticket: Ticket) -> None:
+        # Polled rather than pushed: one edit per interval at most, whatever the churn ahead.
         shown = 0
         while ticket.position:
             if ticket.position != shown:
@@ -201,10 +202,7 @@ class Imagine(commands.Cog):
                     interaction,
                     content=f"⏳ Waiting for a free slot: you are number {shown} in the queue.",
                 )
-                await asyncio.sleep(POSITION_UPDATE_INTERVAL)
-            else:
-                ticket.moved.clear()
-                await ticket.moved.wait()
+            await asyncio.sleep(POSITION_UPDATE_INTERVAL)
 
     async def _deliver(
         self,
@@ -275,16 +273,24 @@ class Imagine(commands.Cog):
             log.warning("could not update an /imagine message: %s", exc)
 
     async def _tell_privately(self, interaction: discord.Interaction, sentence: str) -> None:
-        """Replace the public "thinking" message with a sentence only the user sees."""
-        attempts: list[Callable[[], Awaitable[object]]] = [
-            interaction.delete_original_response,
+        """Replace the public "thinking" message with a sentence only the user sees.
+
+        While the deferred reply is still "thinking", Discord turns the first follow-up into that
+        public reply, whatever its flags; so the reply is settled first, then the private
+        sentence follows as a message of its own, then the public reply goes.
+        """
+        steps: list[Callable[[], Awaitable[object]]] = [
+            lambda: interaction.edit_original_response(
+                content="⚠️ This request could not be completed.", embed=None, attachments=[]
+            ),
             lambda: interaction.followup.send(sentence, ephemeral=True),
+            interaction.delete_original_response,
         ]
         try:
-            for attempt in attempts:
-                await attempt()
+            for step in steps:
+                await step()
         except discord.HTTPException as exc:
-            log.warning("could not tell user %s their request failed: %s", interaction.user.id, exc)
+            log.warning("could not tell user %s privately: %s", interaction.user.id, exc)
             await self._edit_quietly(interaction, content=sentence, embed=None, attachments=[])
 
     # -- shutdown ----------------------------------------------------------------------------------

@@ -1,0 +1,444 @@
+"""/imagine end to end: the real bot in simcord's Discord, the fake Images API on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import re
+from typing import Any
+
+import pytest
+import simcord
+import simcord.interactions
+from PIL import Image
+
+from tests.fakes.images_api import FakeImagesAPI, api_error, hang, respond
+
+CALLBACK_DEFER = 5
+
+
+def callback_types(env: Any) -> list[int]:
+    return [r.json["type"] for r in env.http_requests if r.path.endswith("/callback")]
+
+
+def fields(embed: Any) -> dict[str, str]:
+    return {field.name: field.value for field in embed.fields}
+
+
+async def uploaded(message: Any) -> list[bytes]:
+    return [await attachment.read() for attachment in message.attachments]
+
+
+def private_reply(result: Any) -> Any:
+    """The one ephemeral message a failed request ends with (the public placeholder is gone)."""
+    assert result.response is None or result.response.message is None or result.followups
+    (reply,) = [m for m in result.followups if m.ephemeral]
+    return reply
+
+
+# -- the happy path ----------------------------------------------------------------------------
+
+
+async def test_images_are_uploaded_with_an_embed_after_a_defer(
+    simcord_env: Any, channel: Any, alice: Any, images_api: FakeImagesAPI
+) -> None:
+    result = await alice.slash(channel, "imagine", prompt="a red fox in snow", count=2)
+
+    assert callback_types(simcord_env) == [CALLBACK_DEFER]
+    reply = result.response
+    assert not reply.ephemeral
+    assert await uploaded(reply) == images_api.served
+    assert [a.filename for a in reply.attachments] == ["imagine-1.png", "imagine-2.png"]
+    (embed,) = reply.embeds
+    assert embed.description == "a red fox in snow"
+    assert embed.author.name == "alice imagined"
+    shown = fields(embed)
+    assert shown["Model"] == "gpt-image-1"
+    assert shown["Size"] == "1024x1024"
+    assert shown["Quality"] == "auto"
+    assert shown["Images"] == "2"
+    assert re.fullmatch(r"\d+\.\d s", shown["Time"])
+
+
+async def test_the_request_carries_exactly_the_options_chosen(
+    simcord_env: Any, channel: Any, alice: Any, images_api: FakeImagesAPI
+) -> None:
+    await alice.slash(
+        channel, "imagine", prompt="a lighthouse", model="dall-e-3", size="1792x1024",
+        quality="hd", style="natural",
+    )  # fmt: skip
+    (sent,) = images_api.generation_requests
+    user = sent.body.pop("user")
+    assert sent.body == {
+        "model": "dall-e-3",
+        "prompt": "a lighthouse",
+        "n": 1,
+        "size": "1792x1024",
+        "quality": "hd",
+        "style": "natural",
+        "response_format": "b64_json",
+    }
+    assert str(alice.id) not in user
+
+
+async def test_gpt_image_options_and_revised_prompt_free_models(
+    simcord_env: Any, channel: Any, alice: Any, images_api: FakeImagesAPI
+) -> None:
+    result = await alice.slash(
+        channel, "imagine", prompt="a logo", model="gpt-image-2", size="1536x864",
+        background="transparent", format="webp",
+    )  # fmt: skip
+    body = images_api.generation_requests[0].body
+    assert (body["size"], body["background"], body["output_format"]) == (
+        "1536x864",
+        "transparent",
+        "webp",
+    )
+    assert [a.filename for a in result.response.attachments] == ["imagine-1.webp"]
+    assert (
+        fields(result.response.embeds[0])["Options"] == "output_format webp, background transparent"
+    )
+
+
+async def test_dall_e_3_shows_the_revised_prompt(
+    simcord_env: Any, channel: Any, alice: Any
+) -> None:
+    result = await alice.slash(channel, "imagine", prompt="an otter", model="dall-e-3")
+    assert fields(result.response.embeds[0])["Revised prompt"] == "A detailed rendering of an otter"
+
+
+async def test_the_pseudonym_is_stable_per_user_and_differs_between_users(
+    simcord_env: Any, channel: Any, alice: Any, bob: Any, images_api: FakeImagesAPI
+) -> None:
+    for member in (alice, bob, alice):
+        await member.slash(channel, "imagine", prompt="a cat")
+    first, second, third = (r.body["user"] for r in images_api.generation_requests)
+    assert first == third
+    assert first != second
+    for member, pseudonym in ((alice, first), (bob, second)):
+        assert str(member.id) not in pseudonym
+        assert member.name not in pseudonym
+
+
+# -- refusals before anything is paid ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "sentence"),
+    [
+        ({"model": "dall-e-3", "count": 2}, "dall-e-3 makes one image per request."),
+        ({"model": "dall-e-2", "size": "1536x1024"}, "dall-e-2 takes the sizes 256x256, 512x512"),
+        ({"quality": "hd"}, "gpt-image-1 takes the qualities auto, low, medium, high."),
+        ({"style": "vivid"}, "gpt-image-1 does not take `style`"),
+        ({"count": 5}, "This server allows at most 4 images per request."),
+        ({"model": "dall-e-2", "prompt": "x" * 1001}, "at most 1,000 characters"),
+    ],
+)
+async def test_invalid_combinations_are_answered_at_once_and_privately(
+    simcord_env: Any,
+    channel: Any,
+    alice: Any,
+    images_api: FakeImagesAPI,
+    options: dict[str, Any],
+    sentence: str,
+) -> None:
+    arguments = {"prompt": "a cat", **options}
+    result = await alice.slash(channel, "imagine", **arguments)
+    assert result.response.ephemeral
+    assert sentence in result.response.content
+    assert images_api.generation_requests == []
+
+
+@pytest.mark.parametrize("bot_overrides", [{"user_rate_limit": "2/minute"}])
+async def test_the_limit_stops_the_third_request_while_another_user_goes_through(
+    simcord_env: Any, channel: Any, alice: Any, bob: Any, images_api: FakeImagesAPI
+) -> None:
+    for _ in range(2):
+        result = await alice.slash(channel, "imagine", prompt="a cat")
+        assert result.response.attachments
+
+    refused = await alice.slash(channel, "imagine", prompt="a cat")
+    assert refused.response.ephemeral
+    assert refused.response.content.startswith(
+        "You have reached this server's limit of 2 image requests per minute."
+    )
+    assert re.search(r"You can try again <t:\d+:R>\.$", refused.response.content)
+
+    other = await bob.slash(channel, "imagine", prompt="a dog")
+    assert other.response.attachments
+    assert len(images_api.generation_requests) == 3
+
+
+# -- engine errors reach the user as sentences ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("handler", "sentence"),
+    [
+        (
+            api_error(400, "image_generation_user_error", "moderation_blocked"),
+            "The image service's safety system blocked this prompt or its result.",
+        ),
+        (
+            api_error(429, "insufficient_quota", "insufficient_quota"),
+            "The bot has used up its image-generation quota.",
+        ),
+        (
+            api_error(429, "requests", "rate_limit_exceeded", headers={"Retry-After": "900"}),
+            "The image service is busy right now.",
+        ),
+        (
+            respond(502, "<html>Bad gateway</html>", content_type="text/html"),
+            "The image service is unavailable right now.",
+        ),
+        (respond(200, "{not json"), "something that is not a valid image"),
+        (respond(200, '{"created": 1, "data": []}'), "something that is not a valid image"),
+        (api_error(401, "invalid_request_error", "invalid_api_key"), "rejected the bot's API key"),
+        (
+            api_error(400, "invalid_request_error", "invalid_value", "Invalid prompt."),
+            "The image service refused this request: Invalid prompt.",
+        ),
+    ],
+)
+async def test_every_engine_error_reaches_the_user_as_its_sentence(
+    simcord_env: Any,
+    channel: Any,
+    alice: Any,
+    images_api: FakeImagesAPI,
+    handler: Any,
+    sentence: str,
+) -> None:
+    images_api.push(handler)
+    result = await alice.slash(channel, "imagine", prompt="a cat")
+
+    reply = private_reply(result)
+    assert sentence in reply.content
+    assert "Traceback" not in reply.content
+    # The public "thinking" placeholder is gone; nothing but the private sentence remains.
+    assert [m for m in channel.history() if m.author.bot] == []
+
+
+@pytest.mark.parametrize("bot_overrides", [{"request_timeout": 840}])
+async def test_a_generation_never_outlives_the_interaction_token(
+    simcord_env: Any, channel: Any, alice: Any, images_api: FakeImagesAPI
+) -> None:
+    images_api.push(hang(3600))
+    client = simcord_env.bot.images
+    real_generate = client.generate
+
+    async def declared_wait(request: Any) -> Any:
+        # A real HTTP call that never ends: simcord must be told the bot waits on purpose.
+        return await simcord_env.external_wait(real_generate(request), reason="hung image API")
+
+    client.generate = declared_wait
+    result = await alice.slash(channel, "imagine", prompt="a cat")
+    assert result.response.content is None or "could not" not in result.response.content
+    await simcord_env.advance_time(14 * 60 + 30)
+    assert "took too long" in private_reply(result).content
+
+
+# -- Discord's limits -----------------------------------------------------------------------------
+
+
+def small_upload_limit(monkeypatch: pytest.MonkeyPatch, limit: int) -> None:
+    """simcord serves a fixed 25 MiB limit; give interactions a smaller one, as a guild may."""
+    real = simcord.interactions.base_payload
+
+    def with_limit(*args: Any, **kwargs: Any) -> Any:
+        record, payload = real(*args, **kwargs)
+        payload["attachment_size_limit"] = limit
+        return record, payload
+
+    monkeypatch.setattr(simcord.interactions, "base_payload", with_limit)
+
+
+def noise_png(width: int, height: int) -> bytes:
+    """An incompressible PNG: random pixels, so its size is what a real photo's would be."""
+    image = Image.frombytes("RGB", (width, height), os.urandom(width * height * 3))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+async def test_images_over_the_upload_limit_are_reencoded_and_the_reply_says_so(
+    simcord_env: Any,
+    channel: Any,
+    alice: Any,
+    images_api: FakeImagesAPI,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    limit = 300_000
+    small_upload_limit(monkeypatch, limit)
+    images_api.image_bytes = noise_png(512, 512)  # about 790 kB
+    assert len(images_api.image_bytes) > limit
+
+    result = await alice.slash(channel, "imagine", prompt="static", count=2)
+
+    reply = result.response
+    assert "re-encoded as WebP to fit this server's upload limit" in reply.content
+    first_message = await uploaded(reply)
+    everything = first_message + [b for m in result.followups for b in await uploaded(m)]
+    assert len(everything) == 2
+    for data in everything:
+        assert len(data) <= limit
+        with Image.open(io.BytesIO(data)) as image:
+            assert image.format == "WEBP"
+    assert sum(len(b) for b in first_message) <= limit
+
+
+@pytest.mark.parametrize("bot_overrides", [{"max_images_per_request": 10}])
+async def test_more_than_fits_one_message_continues_in_followups(
+    simcord_env: Any,
+    channel: Any,
+    alice: Any,
+    images_api: FakeImagesAPI,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    image = noise_png(128, 128)  # about 49 kB each
+    images_api.image_bytes = image
+    small_upload_limit(monkeypatch, 4 * len(image) + 100)
+
+    result = await alice.slash(channel, "imagine", prompt="many", count=10)
+
+    messages = [result.response, *result.followups]
+    counts = [len(m.attachments) for m in messages]
+    assert counts == [4, 4, 2]
+    assert [b for m in messages for b in await uploaded(m)] == [image] * 10
+    assert [a.filename for m in messages for a in m.attachments] == [
+        f"imagine-{i}.png" for i in range(1, 11)
+    ]
+
+
+async def test_a_6000_character_prompt_does_not_break_the_reply(
+    simcord_env: Any, channel: Any, alice: Any, images_api: FakeImagesAPI
+) -> None:
+    prompt = "a very long description " * 250
+    prompt = prompt[:6000]
+    result = await alice.slash(channel, "imagine", prompt=prompt)
+
+    assert images_api.generation_requests[0].body["prompt"] == prompt.strip()
+    (embed,) = result.response.embeds
+    assert len(embed) <= 6000
+    assert embed.description.endswith("…")
+    assert prompt.startswith(embed.description[:-1])
+    assert result.response.attachments
+
+
+# -- autocomplete follows the model ------------------------------------------------------------
+
+
+async def test_size_and_quality_autocomplete_follow_the_chosen_model(
+    simcord_env: Any, channel: Any, alice: Any
+) -> None:
+    sizes = await alice.autocomplete(channel, "imagine", "size", "", model="dall-e-2")
+    assert [c["value"] for c in sizes] == ["256x256", "512x512", "1024x1024"]
+    assert sizes[2]["name"] == "1024x1024 (square), default"
+
+    qualities = await alice.autocomplete(channel, "imagine", "quality", "", model="dall-e-3")
+    assert [c["value"] for c in qualities] == ["standard", "hd"]
+
+    typed = await alice.autocomplete(channel, "imagine", "size", "1536x864", model="gpt-image-2")
+    assert typed[0] == {"name": "1536x864 (landscape)", "value": "1536x864"}
+    refused = await alice.autocomplete(channel, "imagine", "size", "1000x1000", model="gpt-image-2")
+    assert refused == []
+
+    default = await alice.autocomplete(channel, "imagine", "quality", "")
+    assert [c["value"] for c in default] == ["auto", "low", "medium", "high"]
+
+
+# -- the queue and shutdown ---------------------------------------------------------------------
+
+
+class Gate:
+    """Holds each generation at the door until the test opens it (a declared external wait)."""
+
+    def __init__(self, env: Any) -> None:
+        self.opened: list[asyncio.Event] = []
+        client = env.bot.images
+        real_generate = client.generate
+
+        async def gated(request: Any) -> Any:
+            event = asyncio.Event()
+            self.opened.append(event)
+            await env.external_wait(event.wait(), reason="generation held by the test")
+            return await real_generate(request)
+
+        client.generate = gated
+
+    def open(self, index: int) -> None:
+        self.opened[index].set()
+
+
+# Position updates sleep 1.5 s between polls: with a 1 s settle timeout simcord parks them on
+# its virtual clock until advance_time, instead of driving them in real time.
+def declare_queue_waits(env: Any) -> None:
+    """Waiting in line is waiting on other requests: tell simcord it is intentional."""
+    queue = env.bot.get_cog("Imagine").queue
+    real_wait = queue._wait_for_turn
+
+    async def declared(ticket: Any) -> None:
+        await env.external_wait(real_wait(ticket), reason="waiting in the generation queue")
+
+    queue._wait_for_turn = declared
+
+
+@pytest.mark.simcord(settle_timeout=1.0)
+@pytest.mark.parametrize("bot_overrides", [{"max_concurrent_generations": 1}])
+async def test_requests_beyond_the_cap_wait_in_line_and_see_their_position(
+    simcord_env: Any, guild: Any, channel: Any, alice: Any, bob: Any, images_api: FakeImagesAPI
+) -> None:
+    carol = guild.add_member(simcord_env.create_user("carol"))
+    gate = Gate(simcord_env)
+    declare_queue_waits(simcord_env)
+    first = await alice.slash(channel, "imagine", prompt="one")
+    second = await bob.slash(channel, "imagine", prompt="two")
+    third = await carol.slash(channel, "imagine", prompt="three")
+
+    assert len(gate.opened) == 1  # only one generation in flight
+    assert second.response.content == "⏳ Waiting for a free slot: you are number 1 in the queue."
+    assert third.response.content == "⏳ Waiting for a free slot: you are number 2 in the queue."
+
+    gate.open(0)
+    await simcord_env.settle()
+    assert first.response.attachments
+    assert len(gate.opened) == 2
+    await simcord_env.advance_time(2)  # position edits are spaced out
+    assert third.response.content == "⏳ Waiting for a free slot: you are number 1 in the queue."
+
+    gate.open(1)
+    await simcord_env.settle()
+    gate.open(2)
+    await simcord_env.settle()
+    assert second.response.attachments
+    assert third.response.attachments
+    assert [r.body["prompt"] for r in images_api.generation_requests] == ["one", "two", "three"]
+
+
+@pytest.mark.parametrize(
+    "bot_overrides", [{"max_concurrent_generations": 2, "shutdown_grace_seconds": 1}]
+)
+async def test_shutdown_lets_requests_finish_within_the_grace_and_tells_the_rest(
+    simcord_env: Any, guild: Any, channel: Any, alice: Any, bob: Any, images_api: FakeImagesAPI
+) -> None:
+    carol = guild.add_member(simcord_env.create_user("carol"))
+    gate = Gate(simcord_env)
+    finishing = await alice.slash(channel, "imagine", prompt="finishes")
+    stuck = await bob.slash(channel, "imagine", prompt="stuck")
+    cog = simcord_env.bot.get_cog("Imagine")
+
+    # The test's own task: its grace period runs on the real clock, so keep it short.
+    draining = asyncio.ensure_future(cog.drain(simcord_env.bot.settings.shutdown_grace_seconds))
+    await simcord_env.settle()
+    late = await carol.slash(channel, "imagine", prompt="too late")
+    assert late.response.ephemeral
+    assert late.response.content == "The bot is restarting. Please try again in a minute."
+
+    gate.open(0)
+    await simcord_env.settle()
+    assert finishing.response.attachments
+
+    await draining
+    assert "The bot is restarting, so your request was cancelled." in private_reply(stuck).content
+    assert len(images_api.generation_requests) == 1  # the stuck one never reached the API
+    assert not cog.jobs
