@@ -8,6 +8,7 @@ server's limit -> reply. Every path ends with a message to the user.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import io
 import logging
@@ -43,6 +44,8 @@ POSITION_UPDATE_INTERVAL = 1.5  # seconds between edits of a queued request's po
 DESCRIPTION_MAX = 3000  # of Discord's 4096, leaving room in the 6000-character embed total
 FIELD_MAX = 1024
 RESTARTING = "The bot is restarting. Please try again in a minute."
+UPLOAD_FAILED = "Discord did not accept the images. Please try again."
+UPLOAD_TOO_LARGE = "The images are too large to upload to this server."
 
 
 def clip(text: str, limit: int) -> str:
@@ -211,24 +214,54 @@ class Imagine(commands.Cog):
         body: dict[str, Any],
         result: GenerationResult,
     ) -> None:
+        embed = self._embed(interaction, request, body, result)
         limit = interaction.filesize_limit
+        try:
+            await self._upload(interaction, result, embed, limit)
+        except discord.HTTPException as exc:
+            if exc.status != 413:
+                raise
+            # The server's real limit is below what the interaction reported: try once, smaller.
+            log.warning("Discord refused an upload as too large; retrying at half the limit")
+            await self._upload(interaction, result, embed, limit // 2)
+
+    async def _upload(
+        self,
+        interaction: discord.Interaction,
+        result: GenerationResult,
+        embed: discord.Embed,
+        limit: int,
+    ) -> None:
         try:
             uploads = await prepare_uploads(result.images, limit)
         except ImageTooLarge as exc:
-            raise ImageError(
-                str(exc), user_message="The images are too large to upload to this server."
-            ) from None
-        messages = pack(uploads, limit)
-        notes = []
+            raise ImageError(str(exc), user_message=UPLOAD_TOO_LARGE) from None
+        first, *rest = pack(uploads, limit)
+        note = None
         if any(upload.reencoded for upload in uploads):
-            notes.append("Some images were re-encoded as WebP to fit this server's upload limit.")
-        embed = self._embed(interaction, request, body, result)
-        first, *rest = messages
-        await interaction.edit_original_response(
-            content="\n".join(notes) or None, embed=embed, attachments=self._files(first)
-        )
-        for part in rest:
-            await interaction.followup.send(files=self._files(part))
+            note = "Some images were re-encoded as WebP to fit this server's upload limit."
+        try:
+            await interaction.edit_original_response(
+                content=note, embed=embed, attachments=self._files(first)
+            )
+        except discord.HTTPException as exc:
+            if exc.status == 413:
+                raise
+            raise ImageError(
+                f"uploading to Discord failed: {exc}", user_message=UPLOAD_FAILED
+            ) from None
+        for sent, part in enumerate(rest, start=1):
+            try:
+                await interaction.followup.send(files=self._files(part))
+            except discord.HTTPException as exc:
+                log.warning("a follow-up upload failed: %s", exc)
+                missing = sum(len(p) for p in rest[sent - 1 :])
+                with contextlib.suppress(discord.HTTPException):
+                    await interaction.followup.send(
+                        f"{missing} of your images could not be uploaded to Discord.",
+                        ephemeral=True,
+                    )
+                return
 
     @staticmethod
     def _files(uploads: list[Upload]) -> list[discord.File]:

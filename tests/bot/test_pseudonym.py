@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+from bot.pseudonym import Pseudonymizer, load_or_create_secret
+
+
+def test_pseudonyms_are_stable_distinct_and_keyed() -> None:
+    one = Pseudonymizer(b"secret-one-0123456789")
+    user = 1456074443980800007
+    assert one.for_user(user) == one.for_user(user)
+    assert one.for_user(user) != one.for_user(user + 1)
+    assert str(user) not in one.for_user(user)
+    assert Pseudonymizer(b"secret-two-0123456789").for_user(user) != one.for_user(user)
+    assert "secret-one" not in repr(one)
+
+
+def test_the_generated_secret_is_kept_private_and_reused(tmp_path: Path) -> None:
+    first = load_or_create_secret(tmp_path / "data")
+    assert load_or_create_secret(tmp_path / "data") == first
+    mode = (tmp_path / "data" / "user_id_secret").stat().st_mode
+    assert stat.S_IMODE(mode) == 0o600

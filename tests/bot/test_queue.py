@@ -1,0 +1,95 @@
+"""The global cap on generations in flight and its first-come, first-served line."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from bot.queue import GenerationQueue, Ticket
+
+
+async def test_never_more_than_capacity_in_flight_and_first_come_first_served() -> None:
+    queue = GenerationQueue(3)
+    peak = 0
+    order: list[int] = []
+    release = asyncio.Event()
+
+    async def job(number: int) -> None:
+        nonlocal peak
+        async with queue.slot():
+            peak = max(peak, queue.in_flight)
+            order.append(number)
+            await release.wait()
+
+    tasks = [asyncio.create_task(job(n)) for n in range(20)]
+    await asyncio.sleep(0.01)
+    assert queue.in_flight == 3
+    assert queue.waiting == 17
+    release.set()
+    await asyncio.gather(*tasks)
+    assert peak == 3
+    assert order == list(range(20))
+    assert (queue.in_flight, queue.waiting) == (0, 0)
+
+
+async def test_positions_move_as_the_line_moves() -> None:
+    queue = GenerationQueue(1)
+    tickets: list[Ticket] = []
+    gates = [asyncio.Event() for _ in range(3)]
+
+    async def job(number: int) -> None:
+        async with queue.slot(on_queued=tickets.append):
+            await gates[number].wait()
+
+    tasks = [asyncio.create_task(job(n)) for n in range(3)]
+    await asyncio.sleep(0.01)
+    assert [t.position for t in tickets] == [1, 2]
+    gates[0].set()
+    await asyncio.sleep(0.01)
+    assert [t.position for t in tickets] == [0, 1]
+    gates[1].set()
+    gates[2].set()
+    await asyncio.gather(*tasks)
+
+
+async def test_a_cancelled_waiter_leaves_the_line_and_frees_nothing_it_did_not_hold() -> None:
+    queue = GenerationQueue(1)
+    tickets: list[Ticket] = []
+    hold = asyncio.Event()
+
+    async def job() -> None:
+        async with queue.slot(on_queued=tickets.append):
+            await hold.wait()
+
+    first, second, third = (asyncio.create_task(job()) for _ in range(3))
+    await asyncio.sleep(0.01)
+    second.cancel()
+    await asyncio.sleep(0.01)
+    assert queue.waiting == 1
+    assert tickets[1].position == 1  # the third moved up
+    hold.set()
+    await asyncio.gather(first, third)
+    with pytest.raises(asyncio.CancelledError):
+        await second
+    assert (queue.in_flight, queue.waiting) == (0, 0)
+
+
+async def test_cancelled_just_as_admitted_gives_the_slot_back() -> None:
+    queue = GenerationQueue(1)
+
+    async def job() -> None:
+        async with queue.slot():
+            raise AssertionError("a cancelled request must not run")
+
+    async with queue.slot():
+        second = asyncio.create_task(job())
+        await asyncio.sleep(0.01)
+        assert queue.waiting == 1
+    # Leaving the slot admitted the second request; it is cancelled before it runs again.
+    second.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await second
+    assert (queue.in_flight, queue.waiting) == (0, 0)
+    async with queue.slot():
+        assert queue.in_flight == 1

@@ -1,0 +1,74 @@
+"""Uploads Discord refuses, command registration, and shutting down."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import simcord
+
+from bot.app import ImagineBot
+from tests.cogs.conftest import make_settings
+from tests.cogs.test_imagine import private_reply, uploaded
+from tests.fakes.images_api import FakeImagesAPI
+
+ORIGINAL = "/webhooks/*/messages/@original"
+
+
+def command_syncs(env: Any) -> list[str]:
+    return [r.path for r in env.http_requests if r.method == "PUT" and r.path.endswith("/commands")]
+
+
+async def test_an_upload_refused_as_too_large_is_retried_smaller(
+    simcord_env: Any, channel: Any, alice: Any, images_api: FakeImagesAPI
+) -> None:
+    simcord_env.inject_error("PATCH", ORIGINAL, status=413, code=40005, times=1)
+    result = await alice.slash(channel, "imagine", prompt="a cat", count=2)
+    assert await uploaded(result.response) == images_api.served
+
+
+async def test_an_upload_discord_fails_tells_the_user(
+    simcord_env: Any, channel: Any, alice: Any, images_api: FakeImagesAPI
+) -> None:
+    # The first edit carries the images; the ones after it (the private sentence) go through.
+    simcord_env.inject_error("PATCH", ORIGINAL, status=500, code=0, times=1)
+    result = await alice.slash(channel, "imagine", prompt="a cat")
+    assert private_reply(result).content == "Discord did not accept the images. Please try again."
+
+
+async def test_commands_are_synced_only_when_their_definitions_change(
+    images_api: FakeImagesAPI, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    async with simcord.run(ImagineBot(make_settings(images_api.base_url, data))) as env:
+        assert len(command_syncs(env)) == 1
+    async with simcord.run(ImagineBot(make_settings(images_api.base_url, data))) as env:
+        assert command_syncs(env) == []  # unchanged: Discord is not asked again
+    changed = make_settings(images_api.base_url, data, offered_models="dall-e-3,dall-e-2")
+    async with simcord.run(ImagineBot(changed)) as env:
+        assert len(command_syncs(env)) == 1
+
+
+async def test_a_development_guild_is_synced_at_every_start(
+    images_api: FakeImagesAPI, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    for _ in range(2):
+        bot = ImagineBot(make_settings(images_api.base_url, data, dev_guild_id=4242))
+        async with simcord.run(bot) as env:
+            assert any("/guilds/4242/commands" in path for path in command_syncs(env))
+
+
+async def test_shutdown_with_nothing_in_flight_closes_the_bot(
+    images_api: FakeImagesAPI, tmp_path: Path
+) -> None:
+    bot = ImagineBot(make_settings(images_api.base_url, tmp_path / "data"))
+    async with simcord.run(bot) as env:
+        guild = env.create_guild("g")
+        channel = guild.create_text_channel("c")
+        alice = guild.add_member(env.create_user("alice"))
+        done = await alice.slash(channel, "imagine", prompt="a cat")
+        assert done.response.attachments
+        await bot.shutdown()
+        assert bot.is_closed()
+        assert bot.images._session.closed
