@@ -68,6 +68,7 @@ async def test_shutdown_with_nothing_in_flight_closes_the_bot(
         channel = guild.create_text_channel("c")
         alice = guild.add_member(env.create_user("alice"))
         done = await alice.slash(channel, "imagine", prompt="a cat")
+        assert done.response is not None
         assert done.response.attachments
         await bot.shutdown()
         assert bot.is_closed()
