@@ -1,6 +1,10 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import json
+import logging
+import traceback
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import aiohttp
 import pytest
@@ -9,6 +13,40 @@ from bot.images import ClientSettings, ImageClient, load_catalog
 from tests.fakes.images_api import FakeImagesAPI
 
 API_KEY = "sk-test-SENTINELKEY0123456789"
+DISCORD_TOKEN = "discord-SENTINEL-token.abc.def"
+SENTINELS = (API_KEY, DISCORD_TOKEN)
+
+
+def _record_text(record: logging.LogRecord) -> str:
+    text = record.getMessage()
+    if record.exc_info and record.exc_info[1] is not None:
+        text += "".join(traceback.format_exception(record.exc_info[1]))
+    return text
+
+
+def _discord_side_text(env: Any) -> str:
+    """Everything the bot said to Discord (messages, embeds, file names) and every error it hit."""
+    requests = [json.dumps(r.json, default=str) for r in env.http_requests]
+    errors = ["".join(traceback.format_exception(error)) for error in env.errors]
+    return "\n".join([env.transcript(), *requests, *errors])
+
+
+@pytest.fixture(autouse=True)
+def no_secret_leaks(
+    request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture
+) -> Iterator[None]:
+    """Every flow of the suite runs with sentinel secrets; none may surface anywhere."""
+    caplog.set_level(logging.DEBUG)
+    # Set up here, so the simulated Discord is torn down only after it has been read.
+    env = request.getfixturevalue("simcord_env") if "simcord_env" in request.fixturenames else None
+    yield
+    records = caplog.get_records("setup") + caplog.get_records("call")
+    seen = [_record_text(record) for record in records]
+    if env is not None:
+        seen.append(_discord_side_text(env))
+    for text in seen:
+        for sentinel in SENTINELS:
+            assert sentinel not in text, "a secret reached a log line, a message or an error"
 
 
 @pytest.fixture

@@ -7,10 +7,8 @@ import pytest
 
 from bot.app import ImagineBot
 from bot.config import Settings
-from tests.conftest import API_KEY
+from tests.conftest import API_KEY, DISCORD_TOKEN
 from tests.fakes.images_api import FakeImagesAPI
-
-DISCORD_TOKEN = "discord-SENTINEL-token.abc.def"
 
 
 def make_settings(base_url: str, data_dir: Path, **overrides: Any) -> Settings:

@@ -102,6 +102,8 @@ class FakeImagesAPI:
     served: list[bytes] = field(default_factory=list)  # every image served, in order
     script: deque[Handler] = field(default_factory=deque)
     base_url: str = ""
+    in_flight: int = 0  # generation requests being answered right now
+    peak_in_flight: int = 0
     _runner: web.AppRunner | None = None
     _files: dict[str, bytes] = field(default_factory=dict)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
@@ -177,11 +179,16 @@ class FakeImagesAPI:
         refused = self._authorised(request)
         if refused is not None:
             return refused
-        if self.script:
-            return await self.script.popleft()(request)
-        if self.latency:
-            await asyncio.sleep(self.latency)
-        return self._generate(body)
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        try:
+            if self.script:
+                return await self.script.popleft()(request)
+            if self.latency:
+                await asyncio.sleep(self.latency)
+            return self._generate(body)
+        finally:
+            self.in_flight -= 1
 
     def _invalid(self, message: str, param: str | None, code: str) -> web.Response:
         return json_response(400, error_body(message, "invalid_request_error", code, param))

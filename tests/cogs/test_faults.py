@@ -1,0 +1,191 @@
+"""Faults upstream and under load: each ends with the user told, and the next request is served."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from tests.cogs.test_imagine import Gate, declare_queue_waits, private_reply, uploaded
+from tests.fakes.images_api import (
+    FakeImagesAPI,
+    api_error,
+    cut_off,
+    hang,
+    images_body,
+    make_image,
+    respond,
+)
+
+# Short bot sleeps (retry back-off, queue polling) are parked on simcord's virtual clock, which
+# finish() moves forward; real I/O with the loopback API is a declared external wait.
+pytestmark = pytest.mark.simcord(settle_timeout=0.5)
+
+RETRYING = {"max_retries": 2, "request_timeout": 30}
+BUSY = "The image service is busy right now."
+UNAVAILABLE = "The image service is unavailable right now."
+NOT_AN_IMAGE = "The image service sent back something that is not a valid image."
+
+
+def declare_generation_waits(env: Any) -> None:
+    """Requests talk to the loopback API in the background: tell simcord the wait is intended."""
+    client = env.bot.images
+    real_generate = client.generate
+
+    async def declared(request: Any) -> Any:
+        return await env.external_wait(real_generate(request), reason="image API call")
+
+    client.generate = declared
+
+
+async def finish(env: Any, seconds: float = 20.0) -> None:
+    """Drive simcord's clock and wait (on the real one) until every /imagine job has ended."""
+    cog = env.bot.get_cog("Imagine")
+    for _ in range(int(seconds / 0.01)):
+        await env.advance_time(0.25)
+        if not cog.jobs:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{len(cog.jobs)} job(s) still running after {seconds}s")
+
+
+async def served_normally(env: Any, channel: Any, member: Any, api: FakeImagesAPI) -> None:
+    api.script.clear()
+    api.image_bytes = None
+    before = len(api.served)
+    result = await member.slash(channel, "imagine", prompt="the next one")
+    await finish(env)
+    assert await uploaded(result.response) == api.served[before:]
+
+
+FAULTS = [
+    pytest.param([cut_off()], NOT_AN_IMAGE, 1, id="reset-mid-body"),
+    pytest.param(
+        [api_error(429, "requests", "rate_limit_exceeded", headers={"Retry-After": "900"})],
+        BUSY,
+        1,
+        id="429-retry-after-too-long",
+    ),
+    pytest.param(
+        [api_error(429, "requests", "rate_limit_exceeded")] * 3, BUSY, 3, id="429-no-retry-after"
+    ),
+    pytest.param([api_error(500, "server_error", None)] * 3, UNAVAILABLE, 3, id="500-repeatedly"),
+    pytest.param(
+        [respond(502, "<html><h1>502 Bad Gateway</h1></html>", content_type="text/html")] * 3,
+        UNAVAILABLE,
+        3,
+        id="502-html",
+    ),
+    pytest.param(
+        [respond(200, b'{"created": 1, "data": [{"b64_json": "iVBORw0KGgo')],
+        NOT_AN_IMAGE,
+        1,
+        id="truncated-json",
+    ),  # fmt: skip
+    pytest.param([respond(200, "<<<>>>")], NOT_AN_IMAGE, 1, id="malformed"),
+    pytest.param([respond(200, '{"created": 1, "data": []}')], NOT_AN_IMAGE, 1, id="empty-data"),
+    pytest.param(
+        [respond(200, '{"created": 1, "data": [{"b64_json": "%%%not-base64%%%"}]}')],
+        NOT_AN_IMAGE,
+        1,
+        id="bad-base64",
+    ),
+    pytest.param(
+        [respond(200, images_body(make_image(8, 8) + b"\0" * 200_000))],
+        "more data than the bot accepts",
+        1,
+        id="image-over-the-cap",
+    ),
+]
+
+
+@pytest.mark.parametrize("bot_overrides", [RETRYING | {"max_image_mb": 0.1}])
+@pytest.mark.parametrize(("handlers", "sentence", "attempts"), FAULTS)
+async def test_each_upstream_fault_ends_with_the_user_told(
+    simcord_env: Any,
+    channel: Any,
+    alice: Any,
+    images_api: FakeImagesAPI,
+    handlers: list[Any],
+    sentence: str,
+    attempts: int,
+) -> None:
+    declare_generation_waits(simcord_env)
+    images_api.push(*handlers)
+    result = await alice.slash(channel, "imagine", prompt="a cat")
+    await finish(simcord_env)
+
+    assert sentence in private_reply(result).content
+    assert len(images_api.generation_requests) == attempts  # bounded: no retry storm
+    await served_normally(simcord_env, channel, alice, images_api)
+
+
+@pytest.mark.parametrize("bot_overrides", [RETRYING])
+async def test_a_429_with_retry_after_is_waited_out_and_delivered(
+    simcord_env: Any, channel: Any, alice: Any, images_api: FakeImagesAPI
+) -> None:
+    declare_generation_waits(simcord_env)
+    images_api.push(api_error(429, "requests", "rate_limit_exceeded", headers={"Retry-After": "1"}))
+    result = await alice.slash(channel, "imagine", prompt="a cat")
+    await simcord_env.advance_time(1)
+    await finish(simcord_env)
+    assert await uploaded(result.response) == images_api.served
+    assert len(images_api.generation_requests) == 2
+
+
+@pytest.mark.parametrize("bot_overrides", [RETRYING])
+async def test_a_hanging_upstream_times_out_and_the_next_request_is_served(
+    simcord_env: Any, channel: Any, alice: Any, images_api: FakeImagesAPI
+) -> None:
+    declare_generation_waits(simcord_env)
+    images_api.push(hang(3600))
+    result = await alice.slash(channel, "imagine", prompt="a cat")
+    await simcord_env.advance_time(31)  # the attempt's 30 s timeout, on simcord's clock
+    await finish(simcord_env)
+    assert "took too long to answer" in private_reply(result).content
+    assert len(images_api.generation_requests) == 1  # a timed-out generation is not re-sent
+    await served_normally(simcord_env, channel, alice, images_api)
+
+
+@pytest.mark.parametrize("bot_overrides", [{"max_concurrent_generations": 3}])
+async def test_many_users_at_once_never_exceed_the_in_flight_cap(
+    simcord_env: Any, guild: Any, channel: Any, images_api: FakeImagesAPI
+) -> None:
+    declare_generation_waits(simcord_env)
+    declare_queue_waits(simcord_env)
+    images_api.latency = 0.05
+    members = [guild.add_member(simcord_env.create_user(f"user{n}")) for n in range(12)]
+    results = [await m.slash(channel, "imagine", prompt=f"p{n}") for n, m in enumerate(members)]
+    await finish(simcord_env)
+
+    assert images_api.peak_in_flight == 3
+    assert all(r.response.attachments for r in results)
+    assert len(images_api.generation_requests) == 12
+
+
+@pytest.mark.parametrize(
+    "bot_overrides", [{"max_concurrent_generations": 2, "shutdown_grace_seconds": 0.5}]
+)
+async def test_shutdown_under_load_loses_no_request_without_telling_its_user(
+    simcord_env: Any, guild: Any, channel: Any, images_api: FakeImagesAPI
+) -> None:
+    gate = Gate(simcord_env)
+    declare_queue_waits(simcord_env)
+    members = [guild.add_member(simcord_env.create_user(f"user{n}")) for n in range(6)]
+    results = [await m.slash(channel, "imagine", prompt=f"p{n}") for n, m in enumerate(members)]
+    cog = simcord_env.bot.get_cog("Imagine")
+    draining = asyncio.ensure_future(cog.drain(0.5))
+    gate.open(0)  # one of the two in flight finishes within the grace period
+    await simcord_env.settle()
+    await draining
+    await finish(simcord_env)
+
+    delivered = [r for r in results if r.response is not None and r.response.attachments]
+    cancelled = [
+        r
+        for r in results
+        if any("your request was cancelled" in m.content for m in r.followups if m.ephemeral)
+    ]
+    assert len(delivered) == 1
+    assert len(cancelled) == 5
