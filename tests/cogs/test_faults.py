@@ -82,7 +82,7 @@ FAULTS = [
         NOT_AN_IMAGE,
         1,
         id="truncated-json",
-    ),  # fmt: skip
+    ),
     pytest.param([respond(200, "<<<>>>")], NOT_AN_IMAGE, 1, id="malformed"),
     pytest.param([respond(200, '{"created": 1, "data": []}')], NOT_AN_IMAGE, 1, id="empty-data"),
     pytest.param(
