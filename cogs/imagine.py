@@ -239,7 +239,7 @@ class Imagine(commands.Cog):
         first, *rest = pack(uploads, limit)
         note = None
         if any(upload.reencoded for upload in uploads):
-            note = "Some images were re-encoded as WebP to fit this server's upload limit."
+            note = "Some images were re-encoded to fit this server's upload limit."
         try:
             await interaction.edit_original_response(
                 content=note, embed=embed, attachments=self._files(first)

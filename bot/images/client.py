@@ -39,7 +39,6 @@ T = TypeVar("T")
 
 # Bodies above this are parsed in a worker thread; below it the thread hop costs more than it saves.
 OFF_LOOP_THRESHOLD = 256 * 1024
-_CHUNK = 256 * 1024
 _RETRY_STATUSES = frozenset({408, 409, 429})
 _MODERATION_CODES = frozenset({"moderation_blocked", "content_policy_violation"})
 
@@ -119,16 +118,19 @@ async def run_off_loop_if_large(size: int, func: Callable[[], T]) -> T:
     return func()
 
 
-async def _read_capped(response: aiohttp.ClientResponse, cap: int) -> bytearray:
+async def _read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes:
+    """The whole body, refused as soon as it passes ``cap`` bytes; copied once, at the end."""
     declared = response.content_length
     if declared is not None and declared > cap:
         raise ResponseTooLarge(f"the response declares {declared:,} bytes, over the {cap:,} cap")
-    body = bytearray()
-    async for chunk in response.content.iter_chunked(_CHUNK):
-        body += chunk
-        if len(body) > cap:
+    chunks: list[bytes] = []
+    received = 0
+    async for chunk in response.content.iter_any():
+        received += len(chunk)
+        if received > cap:
             raise ResponseTooLarge(f"the response exceeded the {cap:,}-byte cap")
-    return body
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 class ImageClient:
@@ -262,10 +264,10 @@ class ImageClient:
         self,
         status: int,
         headers: Mapping[str, str],
-        body: bytes | bytearray,
+        body: bytes,
         request_id: str | None,
     ) -> ImageError | _Retry:
-        info = parse_error_body(bytes(body[:65536]))
+        info = parse_error_body(body[:65536])
         message = self._redact(info.message or "")[:500]
         described = f"HTTP {status}" + (f" {info.type}" if info.type else "")
         described += f" {info.code}" if info.code else ""
@@ -340,7 +342,7 @@ class ImageClient:
                         f"downloading an image answered HTTP {response.status}",
                         request_id=request_id,
                     )
-                data = bytes(await _read_capped(response, cap))
+                data = await _read_capped(response, cap)
         except ImageError as error:
             error.request_id = error.request_id or request_id
             raise

@@ -80,7 +80,7 @@ def _decode_b64(text: str, *, max_bytes: int) -> bytes:
         raise MalformedResponse("an image in the response is not valid base64") from None
 
 
-def parse_body(body: bytes | bytearray, *, max_image_bytes: int) -> ParsedBody:
+def parse_body(body: bytes, *, max_image_bytes: int) -> ParsedBody:
     """Parse a 2xx body. Raises :class:`MalformedResponse` for anything that is not images."""
     try:
         document = json.loads(body)

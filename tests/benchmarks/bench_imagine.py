@@ -1,0 +1,345 @@
+"""Benchmark: N concurrent /imagine requests through the real bot. Prints figures; asserts none.
+
+    python -m tests.benchmarks.bench_imagine [--n 50 200] [--latency 1.0] [--cap 4]
+
+The bot runs unmodified in simcord's in-memory Discord, N distinct members each send one
+/imagine, and a fake Images API in a separate process answers every request after a fixed
+latency L with incompressible 1.5 MB PNGs (one request in ten asks gpt-image-2 for 3840x2160,
+served as a photo-like PNG over the upload limit, so it is re-encoded).
+
+Two phases per N:
+- latency: the in-flight cap raised to N, so nothing queues; reports time to acknowledge (defer),
+  overhead (delivery - dispatch - L), the event loop's worst stall, RSS;
+- throughput: the in-flight cap from --cap (the configuration's); reports requests/s and RSS,
+  which should follow the cap, not N.
+
+simcord's fake CDN keeps a digest of each upload instead of its bytes, so the process's memory
+is the bot's, not the fake Discord's archive of every image posted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import io
+import multiprocessing
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import discord
+import simcord
+import simcord.interactions
+from PIL import Image
+from simcord.backend.cdn import CdnStore
+
+from bot.app import ImagineBot
+from cogs.imagine import Imagine
+from tests.cogs.conftest import make_settings
+from tests.fakes.images_api import FakeImagesAPI
+
+UPLOAD_LIMIT = 10 * 1024 * 1024  # a server without boosts
+FOUR_K = (3840, 2160)
+
+
+# -- images ----------------------------------------------------------------------------------------
+
+
+def incompressible_png(width: int, height: int) -> bytes:
+    image = Image.frombytes("RGB", (width, height), os.urandom(width * height * 3))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def photo_like_png(width: int, height: int) -> bytes:
+    """Smooth gradients with a little grain: compresses like a rendered image, not like noise."""
+    gradient = Image.linear_gradient("L").resize((width, height))
+    grain = Image.frombytes("L", (width, height), os.urandom(width * height)).point(
+        lambda v: v // 3
+    )
+    red = Image.blend(gradient, grain, 0.5)
+    image = Image.merge(
+        "RGB", (red, gradient.transpose(Image.Transpose.ROTATE_90).resize((width, height)), grain)
+    )
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+# -- the fake Images API, in its own process -------------------------------------------------
+
+
+class BenchImagesAPI(FakeImagesAPI):
+    def __init__(self, latency: float, standard: bytes, large: bytes) -> None:
+        super().__init__(api_key="bench-key", latency=latency)
+        self._standard = standard
+        self._large = large
+
+    def _image(self, width: int, height: int, fmt: str, shade: int) -> bytes:
+        return self._large if (width, height) == FOUR_K else self._standard
+
+    def _generate(self, body: Any) -> Any:
+        response = super()._generate(body)
+        self.served.clear()  # a long run must not keep every image it served
+        return response
+
+
+def _serve(latency: float, standard: bytes, large: bytes, port_out: Any) -> None:
+    async def main() -> None:
+        api = BenchImagesAPI(latency, standard, large)
+        await api.start()
+        port_out.send(api.base_url)
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+@contextmanager
+def images_api_process(latency: float, standard: bytes, large: bytes) -> Iterator[str]:
+    receive, send = multiprocessing.Pipe(duplex=False)
+    process = multiprocessing.get_context("spawn").Process(
+        target=_serve, args=(latency, standard, large, send), daemon=True
+    )
+    process.start()
+    try:
+        yield receive.recv()
+    finally:
+        process.terminate()
+        process.join(5)
+
+
+# -- measurement -----------------------------------------------------------------------------
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@dataclass
+class Probe:
+    """Times taken inside the bot, keyed by the requesting member's id."""
+
+    dispatched: dict[int, float] = field(default_factory=dict)
+    acknowledged: dict[int, float] = field(default_factory=dict)
+    delivered: dict[int, float] = field(default_factory=dict)
+    uploaded_digests: dict[int, list[str]] = field(default_factory=dict)
+    worst_stall: float = 0.0
+    peak_rss: int = 0
+    peak_in_flight: int = 0
+
+
+@contextmanager
+def instrumented(probe: Probe) -> Iterator[None]:
+    real_defer = discord.InteractionResponse.defer
+    real_edit = discord.Interaction.edit_original_response
+    real_store = CdnStore.store_attachment
+    real_payload = simcord.interactions.base_payload
+
+    async def defer(self: Any, **kwargs: Any) -> Any:
+        result = await real_defer(self, **kwargs)
+        probe.acknowledged[self._parent.user.id] = time.perf_counter()
+        return result
+
+    async def edit(self: Any, **kwargs: Any) -> Any:
+        message = await real_edit(self, **kwargs)
+        if kwargs.get("attachments"):
+            probe.delivered[self.user.id] = time.perf_counter()
+        return message
+
+    def store(
+        self: Any, attachment_id: int, channel_id: int, filename: str, data: bytes, *rest: Any
+    ) -> Any:
+        return real_store(
+            self,
+            attachment_id,
+            channel_id,
+            filename,
+            hashlib.sha256(data).hexdigest().encode(),
+            *rest,
+        )
+
+    def payload(*args: Any, **kwargs: Any) -> Any:
+        record, data = real_payload(*args, **kwargs)
+        data["attachment_size_limit"] = UPLOAD_LIMIT
+        return record, data
+
+    discord.InteractionResponse.defer = defer  # type: ignore[method-assign]
+    discord.Interaction.edit_original_response = edit  # type: ignore[method-assign]
+    CdnStore.store_attachment = store  # type: ignore[method-assign,assignment]
+    simcord.interactions.base_payload = payload
+    try:
+        yield
+    finally:
+        discord.InteractionResponse.defer = real_defer  # type: ignore[method-assign]
+        discord.Interaction.edit_original_response = real_edit  # type: ignore[method-assign]
+        CdnStore.store_attachment = real_store  # type: ignore[method-assign]
+        simcord.interactions.base_payload = real_payload
+
+
+async def ticker(probe: Probe, in_flight: Callable[[], int], stop: asyncio.Event) -> None:
+    """Measures the loop's lateness every 5 ms, and samples memory."""
+    interval = 0.005
+    while not stop.is_set():
+        started = time.perf_counter()
+        await asyncio.sleep(interval)
+        probe.worst_stall = max(probe.worst_stall, time.perf_counter() - started - interval)
+        probe.peak_rss = max(probe.peak_rss, rss_bytes())
+        probe.peak_in_flight = max(probe.peak_in_flight, in_flight())
+
+
+@contextmanager
+def unsettled(env: Any) -> Iterator[None]:
+    """Let each /imagine return as soon as it is dispatched.
+
+    simcord normally settles after every dispatch (waits until the bot is idle), which is what
+    makes tests deterministic and what would serialise a load test. Here the bot's tasks run on
+    the real loop instead, as they do against Discord; its timers fire on the real clock.
+    """
+    real = env._settle_internal
+
+    async def dispatched_only(*args: Any, **kwargs: Any) -> None:
+        await asyncio.sleep(0)
+
+    env._settle_internal = dispatched_only
+    try:
+        yield
+    finally:
+        env._settle_internal = real
+
+
+def percentiles(values: list[float]) -> str:
+    if not values:
+        return "n/a"
+    ordered = sorted(values)
+    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
+    return (
+        f"p50 {statistics.median(ordered) * 1000:7.1f} ms  p99 {p99 * 1000:7.1f} ms  "
+        f"max {ordered[-1] * 1000:7.1f} ms"
+    )
+
+
+async def run_phase(base_url: str, n: int, cap: int, latency: float) -> dict[str, Any]:
+    probe = Probe()
+    with tempfile.TemporaryDirectory() as data_dir:
+        settings = make_settings(
+            base_url,
+            Path(data_dir),
+            openai_api_key="bench-key",
+            max_concurrent_generations=cap,
+            user_rate_limit="1000/minute",
+            max_images_per_request=1,
+            log_level="WARNING",
+        )
+        bot = ImagineBot(settings)
+        with instrumented(probe):
+            async with simcord.run(bot, settle_timeout=30) as env:
+                cog = bot.get_cog("Imagine")
+                assert isinstance(cog, Imagine)
+                guild = env.create_guild("bench")
+                channel = guild.create_text_channel("imagine")
+                members = [guild.add_member(env.create_user(f"user{i}")) for i in range(n)]
+                baseline = rss_bytes()
+                stop = asyncio.Event()
+                tick = asyncio.ensure_future(ticker(probe, lambda: cog.queue.in_flight, stop))
+                started = time.perf_counter()
+                with unsettled(env):
+                    for index, member in enumerate(members):
+                        options: dict[str, Any] = {"prompt": f"request {index}"}
+                        if index % 10 == 9:
+                            options |= {"model": "gpt-image-2", "size": "3840x2160"}
+                        probe.dispatched[member.id] = time.perf_counter()
+                        await member.slash(channel, "imagine", **options)
+                    await asyncio.sleep(0.05)
+                    while cog.jobs and time.perf_counter() - started < 600:  # noqa: ASYNC110
+                        await asyncio.sleep(0.01)
+                elapsed = time.perf_counter() - started
+                stop.set()
+                await tick
+                failures = [m for m in members if m.id not in probe.delivered]
+    acks = [probe.acknowledged[u] - probe.dispatched[u] for u in probe.acknowledged]
+    overheads = [
+        probe.delivered[u] - probe.dispatched[u] - latency
+        for u in probe.delivered
+        if members_index(u, members) % 10 != 9
+    ]
+    overheads_4k = [
+        probe.delivered[u] - probe.dispatched[u] - latency
+        for u in probe.delivered
+        if members_index(u, members) % 10 == 9
+    ]
+    return {
+        "n": n,
+        "cap": cap,
+        "acks": acks,
+        "overheads": overheads,
+        "overheads_4k": overheads_4k,
+        "stall": probe.worst_stall,
+        "peak_rss": probe.peak_rss,
+        "baseline_rss": baseline,
+        "peak_in_flight": probe.peak_in_flight,
+        "elapsed": elapsed,
+        "delivered": len(probe.delivered),
+        "failures": len(failures),
+    }
+
+
+def members_index(user_id: int, members: list[Any]) -> int:
+    return next(i for i, m in enumerate(members) if m.id == user_id)
+
+
+def report(phase: str, figures: dict[str, Any]) -> None:
+    mib = 1024 * 1024
+    held = (figures["peak_rss"] - figures["baseline_rss"]) / max(figures["peak_in_flight"], 1)
+    print(f"\n[{phase}] N={figures['n']} in-flight cap={figures['cap']}")
+    print(
+        f"  delivered            {figures['delivered']}/{figures['n']} "
+        f"({figures['failures']} failed)"
+    )
+    print(f"  acknowledge (defer)  {percentiles(figures['acks'])}")
+    print(f"  overhead, 1.5 MB     {percentiles(figures['overheads'])}")
+    print(f"  overhead, 3840x2160  {percentiles(figures['overheads_4k'])}")
+    print(f"  worst loop stall     {figures['stall'] * 1000:.1f} ms")
+    print(
+        f"  RSS                  baseline {figures['baseline_rss'] / mib:.0f} MiB, "
+        f"peak {figures['peak_rss'] / mib:.0f} MiB, "
+        f"{held / mib:.1f} MiB per request in flight (peak {figures['peak_in_flight']} in flight)"
+    )
+    print(
+        f"  throughput           {figures['delivered'] / figures['elapsed']:.1f} requests/s "
+        f"({figures['elapsed']:.1f} s in all)"
+    )
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    standard = incompressible_png(724, 724)
+    large = photo_like_png(*FOUR_K)
+    print(
+        f"images: {len(standard) / 1e6:.2f} MB PNG (incompressible), "
+        f"{len(large) / 1e6:.2f} MB 3840x2160 PNG; upstream latency L = {args.latency:.2f} s; "
+        f"upload limit {UPLOAD_LIMIT // (1024 * 1024)} MiB; {os.cpu_count()} cores"
+    )
+    with images_api_process(args.latency, standard, large) as base_url:
+        for n in args.n:
+            report("latency", await run_phase(base_url, n, cap=n, latency=args.latency))
+            report("throughput", await run_phase(base_url, n, cap=args.cap, latency=args.latency))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, nargs="+", default=[50, 200])
+    parser.add_argument("--latency", type=float, default=1.0, help="upstream latency L, seconds")
+    parser.add_argument("--cap", type=int, default=4, help="MAX_CONCURRENT_GENERATIONS")
+    asyncio.run(main_async(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
