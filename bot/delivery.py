@@ -4,7 +4,8 @@ An image over the per-file limit is re-encoded, at falling quality and then smal
 until it fits: as JPEG when it is opaque (thirty times faster than WebP on a 4K image, and as
 small), as WebP when it has transparency to keep. Images are packed into messages of at most
 ten files whose sizes add up to no more than the limit (so a message is accepted whether the
-server counts per file or per request). Re-encoding runs in a worker thread: it takes hundreds of milliseconds per image.
+server counts per file or per request). Re-encoding runs in a worker thread: it takes hundreds
+of milliseconds for a large image.
 """
 
 from __future__ import annotations
