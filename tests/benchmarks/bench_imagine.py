@@ -82,7 +82,7 @@ class BenchImagesAPI(FakeImagesAPI):
         super().__init__(api_key="bench-key", latency=latency)
         self._standard = standard
         self._large = large
-        self._answers: dict[str, Any] = {}
+        self._answers: dict[str, bytes] = {}
 
     def _image(self, width: int, height: int, fmt: str, shade: int) -> bytes:
         return self._large if (width, height) == FOUR_K else self._standard
@@ -96,6 +96,7 @@ class BenchImagesAPI(FakeImagesAPI):
             self.served.clear()  # a long run must not keep every image it served
             if response.status != 200:
                 return response
+            assert isinstance(response.body, bytes)
             cached = self._answers[key] = response.body
         return json_response(200, cached)
 
