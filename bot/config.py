@@ -89,7 +89,7 @@ class Settings(BaseSettings):
     max_image_mb: float = Field(default=32.0, gt=0, le=512, description="megabytes, up to 512")
     max_response_mb: float = Field(default=96.0, gt=0, le=2048, description="megabytes, up to 2048")
     max_concurrent_generations: int = Field(
-        default=4, ge=1, le=100, description="a whole number 1-100"
+        default=4, ge=1, le=1000, description="a whole number 1-1000"
     )
     shutdown_grace_seconds: float = Field(
         default=60.0, ge=0, le=900, description="seconds, 0 to 900"

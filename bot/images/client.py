@@ -127,7 +127,8 @@ async def _read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes:
         raise ResponseTooLarge(f"the response declares {declared:,} bytes, over the {cap:,} cap")
     chunks: list[bytes] = []
     received = 0
-    async for chunk in response.content.iter_any():
+    # iter_chunks hands over aiohttp's buffers as they are; iter_any would join them first.
+    async for chunk, _ in response.content.iter_chunks():
         received += len(chunk)
         if received > cap:
             raise ResponseTooLarge(f"the response exceeded the {cap:,}-byte cap")
