@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import discord
 import simcord
 import simcord.interactions
@@ -41,6 +42,8 @@ from PIL import Image
 from simcord.backend.cdn import CdnStore
 
 from bot.app import ImagineBot
+from bot.engine import make_client
+from bot.images import ImageRequest
 from tests.cogs.conftest import make_settings
 from tests.fakes.images_api import FakeImagesAPI, json_response
 
@@ -334,6 +337,40 @@ def report(phase: str, figures: dict[str, Any]) -> None:
     )
 
 
+async def run_engine_phase(base_url: str, n: int, latency: float) -> None:
+    """The same requests through the image engine alone, with no Discord in the process.
+
+    Separates the bot's own cost from the harness's: simcord runs in the bot's process and on
+    its event loop, wrapping every callback and handling every upload there.
+    """
+    probe = Probe()
+    settings = make_settings(base_url, Path(tempfile.gettempdir()), openai_api_key="bench-key")
+    async with aiohttp.ClientSession() as session:
+        client = make_client(session, settings)
+
+        async def one(index: int) -> tuple[bool, float]:
+            large = index % 10 == 9
+            request = ImageRequest(
+                prompt=f"request {index}",
+                model="gpt-image-2" if large else "gpt-image-1",
+                size="3840x2160" if large else None,
+            )
+            started = time.perf_counter()
+            result = await client.generate(request)
+            assert result.images
+            return large, time.perf_counter() - started - latency
+
+        stop = asyncio.Event()
+        tick = asyncio.ensure_future(ticker(probe, lambda: 0, stop))
+        outcomes = await asyncio.gather(*(one(i) for i in range(n)))
+        stop.set()
+        await tick
+    print(f"\n[engine alone] N={n}, no Discord: overhead = request time - L")
+    print(f"  overhead, 1.5 MB     {percentiles([o for large, o in outcomes if not large])}")
+    print(f"  overhead, 3840x2160  {percentiles([o for large, o in outcomes if large])}")
+    print(f"  worst loop stall     {probe.worst_stall * 1000:.1f} ms")
+
+
 async def main_async(args: argparse.Namespace) -> None:
     standard = incompressible_png(724, 724)
     large = photo_like_png(*FOUR_K)
@@ -345,14 +382,20 @@ async def main_async(args: argparse.Namespace) -> None:
     with images_api_process(args.latency, standard, large) as base_url:
         for n in args.n:
             report("latency", await run_phase(base_url, n, cap=n, latency=args.latency))
-            report("throughput", await run_phase(base_url, n, cap=args.cap, latency=args.latency))
+            if args.cap:
+                report(
+                    "throughput", await run_phase(base_url, n, cap=args.cap, latency=args.latency)
+                )
+            await run_engine_phase(base_url, n, args.latency)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, nargs="+", default=[50, 200])
     parser.add_argument("--latency", type=float, default=1.0, help="upstream latency L, seconds")
-    parser.add_argument("--cap", type=int, default=4, help="MAX_CONCURRENT_GENERATIONS")
+    parser.add_argument(
+        "--cap", type=int, default=4, help="MAX_CONCURRENT_GENERATIONS (0 skips that phase)"
+    )
     asyncio.run(main_async(parser.parse_args()))
 
 
