@@ -189,3 +189,20 @@ async def test_shutdown_under_load_loses_no_request_without_telling_its_user(
     ]
     assert len(delivered) == 1
     assert len(cancelled) == 5
+
+
+@pytest.mark.parametrize("bot_overrides", [{"user_rate_limit": "5/minute"}])
+async def test_twenty_requests_from_one_member_never_exceed_the_limit(
+    simcord_env: Any, channel: Any, alice: Any, bob: Any, images_api: FakeImagesAPI
+) -> None:
+    # simcord delivers interactions one at a time; twenty truly simultaneous calls are covered
+    # at the limiter itself (tests/bot/test_ratelimit.py).
+    declare_generation_waits(simcord_env)
+    results = [await alice.slash(channel, "imagine", prompt=f"p{n}") for n in range(20)]
+    await finish(simcord_env)
+    refused = [r for r in results if r.response.ephemeral and "limit of 5" in r.response.content]
+    assert len(refused) == 15
+    assert len(images_api.generation_requests) == 5
+    other = await bob.slash(channel, "imagine", prompt="mine")
+    await finish(simcord_env)
+    assert other.response.attachments

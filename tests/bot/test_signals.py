@@ -1,0 +1,54 @@
+"""SIGTERM and SIGINT stop the bot cleanly with exit status 0 (Discord's connection stubbed)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import API_KEY, DISCORD_TOKEN
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# The real run_bot, with only the connection to Discord replaced by a wait for close().
+SCRIPT = """
+import asyncio, sys
+from bot.app import ImagineBot, run_bot
+from bot.config import load_settings
+
+async def start(self, token, *, reconnect=True):
+    print("started", flush=True)
+    while not self.is_closed():
+        await asyncio.sleep(0.01)
+
+ImagineBot.start = start
+sys.exit(run_bot(load_settings()))
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+async def test_a_signal_stops_the_bot_with_status_zero(signum: int, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "DISCORD_"))}
+    env |= {
+        "PYTHONPATH": str(ROOT),
+        "OPENAI_API_KEY": API_KEY,
+        "DISCORD_TOKEN": DISCORD_TOKEN,
+        "DATA_DIR": str(tmp_path / "data"),
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", SCRIPT, cwd=tmp_path, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stdout is not None
+    assert await asyncio.wait_for(process.stdout.readline(), 30) == b"started\n"
+    process.send_signal(signum)
+    _, err = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 0
+    log = err.decode()
+    assert "shutting down" in log
+    assert "Traceback" not in log
+    assert DISCORD_TOKEN not in log and API_KEY not in log
