@@ -12,7 +12,7 @@ import io
 import json
 import secrets
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pybase64
@@ -50,7 +50,6 @@ class ParsedBody:
     revised_prompts: list[str | None]
     usage: dict[str, Any] | None = None
     created: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def identify_image(data: bytes, *, max_bytes: int, revised_prompt: str | None) -> GeneratedImage:
@@ -219,18 +218,12 @@ def _parse(body: bytes, lifted: _Lifted | None, max_image_bytes: int) -> ParsedB
         raise _FallBack  # a lifted value was not an image of `data`: the shortcut misread
     usage = document.get("usage")
     created = document.get("created")
-    extra = {
-        key: document[key]
-        for key in ("background", "output_format", "size", "quality")
-        if isinstance(document.get(key), str)
-    }
     return ParsedBody(
         images=images,
         urls=urls,
         revised_prompts=revised,
         usage=usage if isinstance(usage, dict) else None,
         created=created if isinstance(created, int) and not isinstance(created, bool) else None,
-        extra=extra,
     )
 
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +39,10 @@ def settings(images_api: FakeImagesAPI, tmp_path: Path, bot_overrides: dict[str,
 
 
 @pytest.fixture
-def simcord_bot(settings: Settings) -> ImagineBot:
-    return ImagineBot(settings)
+async def simcord_bot(settings: Settings) -> AsyncIterator[ImagineBot]:
+    bot = ImagineBot(settings)
+    yield bot
+    await bot.close()  # simcord detaches the bot without closing it; its HTTP session must go
 
 
 @pytest.fixture

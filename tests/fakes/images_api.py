@@ -98,6 +98,7 @@ class FakeImagesAPI:
     api_key: str = "test-key"
     latency: float = 0.0  # seconds before every generation answer
     image_bytes: bytes | None = None  # serve these bytes for every image instead of drawing one
+    models_route: bool = True  # some gateways have no GET /models
     requests: list[RecordedRequest] = field(default_factory=list)
     served: list[bytes] = field(default_factory=list)  # every image served, in order
     script: deque[Handler] = field(default_factory=deque)
@@ -112,7 +113,8 @@ class FakeImagesAPI:
     async def start(self) -> str:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/v1/images/generations", self._generations)
-        app.router.add_get("/v1/models", self._models)
+        if self.models_route:
+            app.router.add_get("/v1/models", self._models)
         app.router.add_get("/files/{name}", self._file)
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         await self._runner.setup()

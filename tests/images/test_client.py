@@ -7,6 +7,7 @@ import json
 import logging
 import time
 
+import aiohttp
 import pytest
 
 from bot.images import (
@@ -419,3 +420,24 @@ async def test_check_reports_a_rejected_key(client: ImageClient, images_api: Fak
     with pytest.raises(AuthenticationFailed):
         await client.check()
     assert images_api.generation_requests == []
+
+
+async def test_check_without_a_models_route_probes_without_generating(
+    http: aiohttp.ClientSession, client_settings: ClientSettings
+) -> None:
+    fake = FakeImagesAPI(api_key=API_KEY, models_route=False)
+    await fake.start()
+    try:
+        client = ImageClient(
+            http, base_url=fake.base_url, api_key=API_KEY, catalog=load_catalog(),
+            settings=client_settings,
+        )  # fmt: skip
+        result = await client.check()
+        assert "accepts the key" in result.detail
+        assert result.models is None
+        assert fake.served == []  # the probe has no prompt: nothing was generated
+        fake.api_key = "another"
+        with pytest.raises(AuthenticationFailed):
+            await client.check()
+    finally:
+        await fake.close()
