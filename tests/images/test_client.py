@@ -6,6 +6,7 @@ import base64
 import json
 import logging
 import time
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -147,15 +148,10 @@ async def test_unsupported_combinations_are_refused_before_any_call(
 
 
 async def test_operator_model_from_a_file_is_sent_under_its_name(
-    images_api: FakeImagesAPI, http: object, tmp_path: object
+    images_api: FakeImagesAPI, http: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
-    from pathlib import Path
-
-    import aiohttp
-
-    path = Path(str(tmp_path)) / "models.toml"
+    path = tmp_path / "models.toml"
     path.write_text('[models."gpt-image-1-mini"]\nmax_count = 1\n', encoding="utf-8")
-    assert isinstance(http, aiohttp.ClientSession)
     client = ImageClient(
         http, base_url=images_api.base_url + "/", api_key=API_KEY, catalog=load_catalog(path)
     )
@@ -288,11 +284,8 @@ async def test_connection_reset_is_retried_then_succeeds(
 
 
 async def test_unreachable_endpoint_is_upstream_unavailable(
-    http: object, client_settings: ClientSettings
+    http: aiohttp.ClientSession, client_settings: ClientSettings
 ) -> None:
-    import aiohttp
-
-    assert isinstance(http, aiohttp.ClientSession)
     client = ImageClient(
         http, base_url="http://127.0.0.1:9/v1", api_key=API_KEY, catalog=load_catalog(),
         settings=client_settings,
@@ -302,10 +295,9 @@ async def test_unreachable_endpoint_is_upstream_unavailable(
     assert API_KEY not in str(caught.value)
 
 
-async def test_a_hanging_upstream_times_out(images_api: FakeImagesAPI, http: object) -> None:
-    import aiohttp
-
-    assert isinstance(http, aiohttp.ClientSession)
+async def test_a_hanging_upstream_times_out(
+    images_api: FakeImagesAPI, http: aiohttp.ClientSession
+) -> None:
     client = ImageClient(
         http, base_url=images_api.base_url, api_key=API_KEY, catalog=load_catalog(),
         settings=ClientSettings(timeout=0.3),
@@ -354,10 +346,9 @@ async def test_malformed_bodies_become_typed_errors(
     assert len(images_api.generation_requests) == 1
 
 
-async def test_responses_over_the_cap_are_refused(images_api: FakeImagesAPI, http: object) -> None:
-    import aiohttp
-
-    assert isinstance(http, aiohttp.ClientSession)
+async def test_responses_over_the_cap_are_refused(
+    images_api: FakeImagesAPI, http: aiohttp.ClientSession
+) -> None:
     big = make_image(64, 64) + b"\0" * 300_000
     images_api.push(respond(200, images_body(big)))
     client = ImageClient(
@@ -377,11 +368,8 @@ async def test_responses_over_the_cap_are_refused(images_api: FakeImagesAPI, htt
 
 
 async def test_url_download_over_the_cap_is_refused(
-    images_api: FakeImagesAPI, http: object
+    images_api: FakeImagesAPI, http: aiohttp.ClientSession
 ) -> None:
-    import aiohttp
-
-    assert isinstance(http, aiohttp.ClientSession)
     url = images_api.file_url(make_image(64, 64) + b"\0" * 300_000)
     images_api.push(respond(200, json.dumps({"created": 1, "data": [{"url": url}]})))
     client = ImageClient(
