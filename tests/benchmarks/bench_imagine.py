@@ -37,7 +37,6 @@ from typing import Any
 import aiohttp
 import discord
 import simcord
-import simcord.interactions
 from PIL import Image
 from simcord.backend.cdn import CdnStore
 
@@ -45,20 +44,14 @@ from bot.app import ImagineBot
 from bot.engine import make_client
 from bot.images import ImageRequest
 from tests.cogs.conftest import make_settings
-from tests.fakes.images_api import FakeImagesAPI, json_response
+from tests.cogs.support import upload_limit
+from tests.fakes.images_api import FakeImagesAPI, incompressible_png, json_response
 
 UPLOAD_LIMIT = 10 * 1024 * 1024  # a server without boosts
 FOUR_K = (3840, 2160)
 
 
 # -- images ----------------------------------------------------------------------------------------
-
-
-def incompressible_png(width: int, height: int) -> bytes:
-    image = Image.frombytes("RGB", (width, height), os.urandom(width * height * 3))
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=1)
-    return buffer.getvalue()
 
 
 def photo_like_png(width: int, height: int) -> bytes:
@@ -155,7 +148,6 @@ def instrumented(probe: Probe) -> Iterator[None]:
     real_defer = discord.InteractionResponse.defer
     real_edit = discord.Interaction.edit_original_response
     real_store = CdnStore.store_attachment
-    real_payload = simcord.interactions.base_payload
 
     def arrival(self: Any, interaction: Any) -> None:
         probe.arrived[interaction.user.id] = time.perf_counter()
@@ -179,16 +171,10 @@ def instrumented(probe: Probe) -> Iterator[None]:
         fingerprint = b"%d:" % len(data) + data[:32] + data[-32:]
         return real_store(self, attachment_id, channel_id, filename, fingerprint, *rest)
 
-    def payload(*args: Any, **kwargs: Any) -> Any:
-        record, data = real_payload(*args, **kwargs)
-        data["attachment_size_limit"] = UPLOAD_LIMIT
-        return record, data
-
     discord.app_commands.CommandTree._from_interaction = arrival  # type: ignore[method-assign]
     discord.InteractionResponse.defer = defer  # type: ignore[method-assign]
     discord.Interaction.edit_original_response = edit  # type: ignore[method-assign]
     CdnStore.store_attachment = store  # type: ignore[method-assign,assignment]
-    simcord.interactions.base_payload = payload
     try:
         yield
     finally:
@@ -196,7 +182,6 @@ def instrumented(probe: Probe) -> Iterator[None]:
         discord.InteractionResponse.defer = real_defer  # type: ignore[method-assign]
         discord.Interaction.edit_original_response = real_edit  # type: ignore[method-assign]
         CdnStore.store_attachment = real_store  # type: ignore[method-assign]
-        simcord.interactions.base_payload = real_payload
 
 
 async def ticker(probe: Probe, in_flight: Callable[[], int], stop: asyncio.Event) -> None:
@@ -257,7 +242,7 @@ async def run_phase(base_url: str, n: int, cap: int, latency: float) -> dict[str
             log_level="WARNING",
         )
         bot = ImagineBot(settings)
-        with instrumented(probe):
+        with instrumented(probe), upload_limit(UPLOAD_LIMIT):
             async with simcord.run(bot, settle_timeout=30) as env:
                 # Loaded as an extension, so not the class this module could import: go by name.
                 cog: Any = bot.get_cog("Imagine")

@@ -7,7 +7,14 @@ from typing import Any
 
 import pytest
 
-from tests.cogs.test_imagine import Gate, declare_queue_waits, private_reply, uploaded
+from tests.cogs.support import (
+    Gate,
+    declare_generation_waits,
+    declare_queue_waits,
+    finish,
+    private_reply,
+    uploaded,
+)
 from tests.fakes.images_api import (
     FakeImagesAPI,
     api_error,
@@ -26,28 +33,6 @@ RETRYING = {"max_retries": 2, "request_timeout": 30}
 BUSY = "The image service is busy right now."
 UNAVAILABLE = "The image service is unavailable right now."
 NOT_AN_IMAGE = "The image service sent back something that is not a valid image."
-
-
-def declare_generation_waits(env: Any) -> None:
-    """Requests talk to the loopback API in the background: tell simcord the wait is intended."""
-    client = env.bot.images
-    real_generate = client.generate
-
-    async def declared(request: Any) -> Any:
-        return await env.external_wait(real_generate(request), reason="image API call")
-
-    client.generate = declared
-
-
-async def finish(env: Any, seconds: float = 20.0) -> None:
-    """Drive simcord's clock and wait (on the real one) until every /imagine job has ended."""
-    cog = env.bot.get_cog("Imagine")
-    for _ in range(int(seconds / 0.01)):
-        await env.advance_time(0.25)
-        if not cog.jobs:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"{len(cog.jobs)} job(s) still running after {seconds}s")
 
 
 async def served_normally(env: Any, channel: Any, member: Any, api: FakeImagesAPI) -> None:

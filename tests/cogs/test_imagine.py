@@ -4,38 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import io
-import os
 import re
 from typing import Any
 
 import pytest
-import simcord
-import simcord.interactions
 from PIL import Image
 
-from tests.fakes.images_api import FakeImagesAPI, api_error, hang, respond
-
-CALLBACK_DEFER = 5
-
-
-def callback_types(env: Any) -> list[int]:
-    return [r.json["type"] for r in env.http_requests if r.path.endswith("/callback")]
-
-
-def fields(embed: Any) -> dict[str, str]:
-    return {field.name: field.value for field in embed.fields}
-
-
-async def uploaded(message: Any) -> list[bytes]:
-    return [await attachment.read() for attachment in message.attachments]
-
-
-def private_reply(result: Any) -> Any:
-    """The one ephemeral message a failed request ends with (the public placeholder is gone)."""
-    assert result.response is None or result.response.message is None or result.followups
-    (reply,) = [m for m in result.followups if m.ephemeral]
-    return reply
-
+from tests.cogs.support import (
+    CALLBACK_DEFER,
+    Gate,
+    callback_types,
+    declare_queue_waits,
+    fields,
+    private_reply,
+    upload_limit,
+    uploaded,
+)
+from tests.fakes.images_api import FakeImagesAPI, api_error, hang, incompressible_png, respond
 
 # -- the happy path ----------------------------------------------------------------------------
 
@@ -241,39 +226,18 @@ async def test_a_generation_never_outlives_the_interaction_token(
 # -- Discord's limits -----------------------------------------------------------------------------
 
 
-def small_upload_limit(monkeypatch: pytest.MonkeyPatch, limit: int) -> None:
-    """simcord serves a fixed 25 MiB limit; give interactions a smaller one, as a guild may."""
-    real = simcord.interactions.base_payload
-
-    def with_limit(*args: Any, **kwargs: Any) -> Any:
-        record, payload = real(*args, **kwargs)
-        payload["attachment_size_limit"] = limit
-        return record, payload
-
-    monkeypatch.setattr(simcord.interactions, "base_payload", with_limit)
-
-
-def noise_png(width: int, height: int) -> bytes:
-    """An incompressible PNG: random pixels, so its size is what a real photo's would be."""
-    image = Image.frombytes("RGB", (width, height), os.urandom(width * height * 3))
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 async def test_images_over_the_upload_limit_are_reencoded_and_the_reply_says_so(
     simcord_env: Any,
     channel: Any,
     alice: Any,
     images_api: FakeImagesAPI,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     limit = 300_000
-    small_upload_limit(monkeypatch, limit)
-    images_api.image_bytes = noise_png(512, 512)  # about 790 kB
+    images_api.image_bytes = incompressible_png(512, 512)  # about 790 kB
     assert len(images_api.image_bytes) > limit
 
-    result = await alice.slash(channel, "imagine", prompt="static", count=2)
+    with upload_limit(limit):
+        result = await alice.slash(channel, "imagine", prompt="static", count=2)
 
     reply = result.response
     assert "re-encoded to fit this server's upload limit" in reply.content
@@ -293,13 +257,12 @@ async def test_more_than_fits_one_message_continues_in_followups(
     channel: Any,
     alice: Any,
     images_api: FakeImagesAPI,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    image = noise_png(128, 128)  # about 49 kB each
+    image = incompressible_png(128, 128)  # about 49 kB each
     images_api.image_bytes = image
-    small_upload_limit(monkeypatch, 4 * len(image) + 100)
 
-    result = await alice.slash(channel, "imagine", prompt="many", count=10)
+    with upload_limit(4 * len(image) + 100):
+        result = await alice.slash(channel, "imagine", prompt="many", count=10)
 
     messages = [result.response, *result.followups]
     counts = [len(m.attachments) for m in messages]
@@ -350,39 +313,8 @@ async def test_size_and_quality_autocomplete_follow_the_chosen_model(
 # -- the queue and shutdown ---------------------------------------------------------------------
 
 
-class Gate:
-    """Holds each generation at the door until the test opens it (a declared external wait)."""
-
-    def __init__(self, env: Any) -> None:
-        self.opened: list[asyncio.Event] = []
-        client = env.bot.images
-        real_generate = client.generate
-
-        async def gated(request: Any) -> Any:
-            event = asyncio.Event()
-            self.opened.append(event)
-            await env.external_wait(event.wait(), reason="generation held by the test")
-            return await real_generate(request)
-
-        client.generate = gated
-
-    def open(self, index: int) -> None:
-        self.opened[index].set()
-
-
 # Position updates sleep 1.5 s between polls: with a 1 s settle timeout simcord parks them on
 # its virtual clock until advance_time, instead of driving them in real time.
-def declare_queue_waits(env: Any) -> None:
-    """Waiting in line is waiting on other requests: tell simcord it is intentional."""
-    queue = env.bot.get_cog("Imagine").queue
-    real_wait = queue._wait_for_turn
-
-    async def declared(ticket: Any) -> None:
-        await env.external_wait(real_wait(ticket), reason="waiting in the generation queue")
-
-    queue._wait_for_turn = declared
-
-
 @pytest.mark.simcord(settle_timeout=1.0)
 @pytest.mark.parametrize("bot_overrides", [{"max_concurrent_generations": 1}])
 async def test_requests_beyond_the_cap_wait_in_line_and_see_their_position(

@@ -9,7 +9,7 @@ import simcord
 
 from bot.app import ImagineBot
 from tests.cogs.conftest import make_settings
-from tests.cogs.test_imagine import private_reply, uploaded
+from tests.cogs.support import private_reply, uploaded
 from tests.fakes.images_api import FakeImagesAPI
 
 ORIGINAL = "/webhooks/*/messages/@original"

@@ -12,6 +12,7 @@ import base64
 import io
 import itertools
 import json
+import os
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -64,6 +65,14 @@ def make_image(width: int, height: int, fmt: str = "png", shade: int = 0) -> byt
     colour = ((40 + 70 * shade) % 256, (90 + 30 * shade) % 256, 160)
     buffer = io.BytesIO()
     Image.new("RGB", (width, height), colour).save(buffer, format=fmt.upper())
+    return buffer.getvalue()
+
+
+def incompressible_png(width: int, height: int) -> bytes:
+    """Random pixels: a PNG as large as a detailed rendering's, which re-encoding hardly shrinks."""
+    image = Image.frombytes("RGB", (width, height), os.urandom(width * height * 3))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
 
 

@@ -1,0 +1,107 @@
+"""Helpers for driving the bot in simcord: reading replies, and declaring intended waits.
+
+simcord settles after every action: it waits until the bot is idle or parked in a wait it knows.
+A request that talks to the loopback Images API, or waits in the bot's queue, waits on something
+simcord cannot see; these helpers declare such waits as intended (`env.external_wait`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import simcord.interactions
+
+CALLBACK_DEFER = 5  # the interaction callback type of a deferred reply
+
+
+def callback_types(env: Any) -> list[int]:
+    return [r.json["type"] for r in env.http_requests if r.path.endswith("/callback")]
+
+
+def fields(embed: Any) -> dict[str, str]:
+    return {field.name: field.value for field in embed.fields}
+
+
+async def uploaded(message: Any) -> list[bytes]:
+    return [await attachment.read() for attachment in message.attachments]
+
+
+def private_reply(result: Any) -> Any:
+    """The one ephemeral message a failed request ends with (the public placeholder is gone)."""
+    assert result.response is None or result.response.message is None or result.followups
+    (reply,) = [m for m in result.followups if m.ephemeral]
+    return reply
+
+
+@contextmanager
+def upload_limit(limit: int) -> Iterator[None]:
+    """simcord serves a fixed 25 MiB upload limit; give interactions a smaller one, as a server
+    without boosts has."""
+    real = simcord.interactions.base_payload
+
+    def with_limit(*args: Any, **kwargs: Any) -> Any:
+        record, payload = real(*args, **kwargs)
+        payload["attachment_size_limit"] = limit
+        return record, payload
+
+    simcord.interactions.base_payload = with_limit
+    try:
+        yield
+    finally:
+        simcord.interactions.base_payload = real
+
+
+class Gate:
+    """Holds each generation at the door until the test opens it."""
+
+    def __init__(self, env: Any) -> None:
+        self.opened: list[asyncio.Event] = []
+        client = env.bot.images
+        real_generate = client.generate
+
+        async def gated(request: Any) -> Any:
+            event = asyncio.Event()
+            self.opened.append(event)
+            await env.external_wait(event.wait(), reason="generation held by the test")
+            return await real_generate(request)
+
+        client.generate = gated
+
+    def open(self, index: int) -> None:
+        self.opened[index].set()
+
+
+def declare_generation_waits(env: Any) -> None:
+    """Requests talk to the loopback API in the background: tell simcord the wait is intended."""
+    client = env.bot.images
+    real_generate = client.generate
+
+    async def declared(request: Any) -> Any:
+        return await env.external_wait(real_generate(request), reason="image API call")
+
+    client.generate = declared
+
+
+def declare_queue_waits(env: Any) -> None:
+    """Waiting in line is waiting on other requests: tell simcord it is intentional."""
+    queue = env.bot.get_cog("Imagine").queue
+    real_wait = queue._wait_for_turn
+
+    async def declared(ticket: Any) -> None:
+        await env.external_wait(real_wait(ticket), reason="waiting in the generation queue")
+
+    queue._wait_for_turn = declared
+
+
+async def finish(env: Any, seconds: float = 20.0) -> None:
+    """Drive simcord's clock and wait (on the real one) until every /imagine job has ended."""
+    cog = env.bot.get_cog("Imagine")
+    for _ in range(int(seconds / 0.01)):
+        await env.advance_time(0.25)
+        if not cog.jobs:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{len(cog.jobs)} job(s) still running after {seconds}s")
