@@ -43,7 +43,7 @@ class ImagineTree(app_commands.CommandTree["ImagineBot"]):
 
 
 class ImagineBot(commands.Bot):
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, sync_on_start: bool = True) -> None:
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=discord.Intents.default(),
@@ -61,6 +61,7 @@ class ImagineBot(commands.Bot):
         )
         self.shutting_down = asyncio.Event()
         self._frozen = False
+        self._sync_on_start = sync_on_start
 
     @property
     def images(self) -> ImageClient:
@@ -73,7 +74,8 @@ class ImagineBot(commands.Bot):
         self._images = make_client(self._session, self.settings)
         for extension in EXTENSIONS:
             await self.load_extension(extension)
-        await self.sync_commands()
+        if self._sync_on_start:
+            await self.sync_commands()
 
     async def on_ready(self) -> None:
         if not self._frozen:
@@ -146,9 +148,9 @@ class ImagineBot(commands.Bot):
 async def _serve(settings: Settings, *, sync_only: bool) -> None:
     assert settings.discord_token is not None
     token = settings.discord_token.get_secret_value()
-    async with ImagineBot(settings) as bot:
+    async with ImagineBot(settings, sync_on_start=not sync_only) as bot:
         if sync_only:
-            await bot.login(token)  # runs setup_hook, which syncs when definitions changed
+            await bot.login(token)  # runs setup_hook, which then leaves syncing to us
             await bot.sync_commands(force=True)
             return
         loop = asyncio.get_running_loop()

@@ -6,6 +6,7 @@ variable and what it accepts. Secrets are :class:`~pydantic.SecretStr`: their re
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -187,6 +188,18 @@ def _describe(exc: ValidationError) -> str:
     return f"{variable} is not valid: it must be {accepts}."
 
 
+def _check_writable(directory: Path) -> None:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        writable = os.access(directory, os.W_OK | os.X_OK)
+    except OSError as exc:
+        raise ConfigError(
+            f"DATA_DIR is not valid: it must be a writable directory ({exc.strerror})."
+        ) from None
+    if not writable:
+        raise ConfigError("DATA_DIR is not valid: it must be a writable directory.")
+
+
 def load_settings(
     *, require_discord: bool = True, env_file: str | Path | None = ".env"
 ) -> Settings:
@@ -200,6 +213,8 @@ def load_settings(
         raise ConfigError(
             "DISCORD_TOKEN is not set: it must be the bot token from the Discord developer portal."
         )
+    if require_discord:
+        _check_writable(settings.data_dir)
     catalog = settings.catalog
     if settings.default_model not in catalog:
         raise ConfigError(

@@ -30,17 +30,31 @@ class Pseudonymizer:
         return f"discord-{digest[:32]}"
 
 
+MIN_SECRET_BYTES = 16
+
+
 def load_or_create_secret(data_dir: Path) -> bytes:
-    """The secret kept in ``data_dir``, created (readable by the owner only) on first use."""
+    """The secret kept in ``data_dir``, created (readable by the owner only) on first use.
+
+    A file too short to be a key (an empty one, say) is replaced: an empty HMAC key would make
+    every pseudonym computable from the public user id.
+    """
     path = data_dir / SECRET_FILE
     try:
-        return path.read_bytes().strip()
+        secret = path.read_bytes().strip()
     except FileNotFoundError:
-        pass
+        secret = b""
+    if len(secret) >= MIN_SECRET_BYTES:
+        return secret
     data_dir.mkdir(parents=True, exist_ok=True)
     secret = secrets.token_hex(32).encode()
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    # Written whole under another name, then renamed: a crash never leaves a partial secret.
+    partial = path.with_suffix(".partial")
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "wb") as handle:
         handle.write(secret)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(partial, path)
     log.info("generated a new user pseudonym secret in %s", path)
     return secret

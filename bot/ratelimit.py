@@ -3,13 +3,15 @@
 A request counts when it is accepted, before it is queued or sent, whatever its outcome: the
 image may be billed even when the answer is lost, and counting up front is what keeps twenty
 simultaneous requests from one user from all passing the check before any of them is recorded.
-Requests refused by validation never count.
+Requests refused by validation never count. Within one process a member's checks run one at a
+time; several processes sharing a store rely on the store's atomic hit per limit.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from limits import RateLimitItem
 from limits.aio.storage import Storage
@@ -29,6 +31,12 @@ class Refusal:
         return f"{amount} image request{'s' if amount != 1 else ''} per {window}"
 
 
+@dataclass(slots=True)
+class _UserLock:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0  # requests holding or waiting for the lock
+
+
 class UserRateLimiter:
     def __init__(self, limits: Sequence[RateLimitItem], storage_uri: str = "memory://") -> None:
         if not storage_uri.startswith("async+"):
@@ -38,9 +46,23 @@ class UserRateLimiter:
         self._storage = storage
         self._limiter = MovingWindowRateLimiter(self._storage)
         self._limits = tuple(limits)
+        self._locks: dict[str, _UserLock] = {}
 
     async def acquire(self, user_key: str) -> Refusal | None:
         """Count one request for ``user_key``, or say which limit refuses it and until when."""
+        # One check at a time per member: with a networked store every call yields, and two
+        # requests interleaving test-then-hit could use up one limit that the other refuses.
+        entry = self._locks.setdefault(user_key, _UserLock())
+        entry.users += 1
+        try:
+            async with entry.lock:
+                return await self._acquire(user_key)
+        finally:
+            entry.users -= 1
+            if not entry.users:
+                del self._locks[user_key]  # members who are not asking hold no memory
+
+    async def _acquire(self, user_key: str) -> Refusal | None:
         for limit in self._limits:
             if not await self._limiter.test(limit, user_key):
                 return await self._refusal(limit, user_key)

@@ -44,6 +44,7 @@ POSITION_UPDATE_INTERVAL = 1.5  # seconds between edits of a queued request's po
 DESCRIPTION_MAX = 3000  # of Discord's 4096, leaving room in the 6000-character embed total
 FIELD_MAX = 1024
 RESTARTING = "The bot is restarting. Please try again in a minute."
+LIMITER_TIMEOUT = 1.5  # seconds; Discord wants an answer within 3
 UPLOAD_FAILED = "Discord did not accept the images. Please try again."
 UPLOAD_TOO_LARGE = "The images are too large to upload to this server."
 
@@ -70,6 +71,7 @@ class Imagine(commands.Cog):
         self.limiter = UserRateLimiter(settings.user_rate_limit, settings.rate_limit_storage_uri)
         self.queue = GenerationQueue(settings.max_concurrent_generations)
         self.jobs: set[asyncio.Task[None]] = set()
+        self._posted: set[int] = set()  # interactions whose reply already carries images
         self.accepting = True
         self.command = build_command(self)
 
@@ -126,21 +128,54 @@ class Imagine(commands.Cog):
         except UnsupportedOption as refusal:
             await say(refusal.user_message, ephemeral=True)
             return
-        refusal_by_limit = await self.limiter.acquire(str(interaction.user.id))
-        if refusal_by_limit is not None:
-            again = discord.utils.format_dt(
-                dt.datetime.fromtimestamp(refusal_by_limit.reset_at, dt.UTC), "R"
-            )
-            await say(
-                f"You have reached this server's limit of {refusal_by_limit.describe()}. "
-                f"You can try again {again}.",
-                ephemeral=True,
-            )
-            return
-        await interaction.response.defer(thinking=True)
-        job = asyncio.create_task(self._job(interaction, request, body), name="imagine-job")
+        # Tracked from here, before anything is awaited, so that a shutdown cannot miss it.
+        job = asyncio.create_task(self._admit(interaction, request, body), name="imagine-job")
         self.jobs.add(job)
         job.add_done_callback(self.jobs.discard)
+
+    async def _admit(
+        self, interaction: discord.Interaction, request: ImageRequest, body: dict[str, Any]
+    ) -> None:
+        """Count the request against the member's limits, then acknowledge it and run it."""
+        try:
+            # A shared store (Redis) that hangs must not outlast Discord's 3 seconds to answer.
+            async with asyncio.timeout(LIMITER_TIMEOUT):
+                refusal = await self.limiter.acquire(str(interaction.user.id))
+        except asyncio.CancelledError:
+            await self._answer(interaction, RESTARTING)
+            raise
+        except Exception:
+            log.exception("the rate-limit store did not answer")
+            await self._answer(
+                interaction, "The bot cannot check usage limits right now. Please try again soon."
+            )
+            return
+        if refusal is not None:
+            again = discord.utils.format_dt(
+                dt.datetime.fromtimestamp(refusal.reset_at, dt.UTC), "R"
+            )
+            await self._answer(
+                interaction,
+                f"You have reached this server's limit of {refusal.describe()}. "
+                f"You can try again {again}.",
+            )
+            return
+        try:
+            await interaction.response.defer(thinking=True)
+        except discord.HTTPException as exc:
+            log.warning("could not acknowledge an /imagine in time: %s", exc)
+            return
+        try:
+            await self._job(interaction, request, body)
+        finally:
+            self._posted.discard(interaction.id)
+
+    async def _answer(self, interaction: discord.Interaction, sentence: str) -> None:
+        """A private answer before the interaction was acknowledged."""
+        try:
+            await interaction.response.send_message(sentence, ephemeral=True)
+        except discord.HTTPException as exc:
+            log.warning("could not answer user %s: %s", interaction.user.id, exc)
 
     async def _job(
         self, interaction: discord.Interaction, request: ImageRequest, body: dict[str, Any]
@@ -250,6 +285,7 @@ class Imagine(commands.Cog):
             raise ImageError(
                 f"uploading to Discord failed: {exc}", user_message=UPLOAD_FAILED
             ) from None
+        self._posted.add(interaction.id)
         for sent, part in enumerate(rest, start=1):
             try:
                 await interaction.followup.send(files=self._files(part))
@@ -310,8 +346,17 @@ class Imagine(commands.Cog):
 
         While the deferred reply is still "thinking", Discord turns the first follow-up into that
         public reply, whatever its flags; so the reply is settled first, then the private
-        sentence follows as a message of its own, then the public reply goes.
+        sentence follows as a message of its own, then the public reply goes. Where images were
+        already posted, they stay, and the sentence follows them.
         """
+        if interaction.id in self._posted:
+            try:
+                await interaction.followup.send(
+                    f"Not all of your images could be posted. {sentence}", ephemeral=True
+                )
+            except discord.HTTPException as exc:
+                log.warning("could not tell user %s privately: %s", interaction.user.id, exc)
+            return
         steps: list[Callable[[], Awaitable[object]]] = [
             lambda: interaction.edit_original_response(
                 content="⚠️ This request could not be completed.", embed=None, attachments=[]
@@ -330,12 +375,15 @@ class Imagine(commands.Cog):
 
     async def drain(self, grace: float) -> None:
         """Refuse new requests, let those in flight finish within ``grace``, cancel the rest."""
-        self.accepting = False
-        pending = set(self.jobs)
-        if not pending:
+        self.accepting = False  # checked before a job is created, with no await in between
+        if not self.jobs:
             return
-        log.info("waiting up to %.0fs for %d request(s) in flight", grace, len(pending))
-        _, unfinished = await asyncio.wait(pending, timeout=grace)
+        log.info("waiting up to %.0fs for %d request(s) in flight", grace, len(self.jobs))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while self.jobs and (remaining := deadline - loop.time()) > 0:
+            await asyncio.wait(set(self.jobs), timeout=remaining)
+        unfinished = set(self.jobs)
         for job in unfinished:
             job.cancel()
         if unfinished:

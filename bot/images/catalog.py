@@ -54,6 +54,8 @@ class FreeSize(BaseModel):
 
     def problem(self, width: int, height: int) -> str | None:
         """Why ``width x height`` breaks the rules, or None when it is fine."""
+        if min(width, height) < self.multiple_of:
+            return f"each side must be at least {self.multiple_of} pixels"
         if width % self.multiple_of or height % self.multiple_of:
             return f"both sides must be multiples of {self.multiple_of}"
         if max(width, height) > self.max_edge:

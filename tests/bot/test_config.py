@@ -18,6 +18,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         "DISCORD_TOKEN", "OPENAI_API_KEY", "OPENAI_BASE_URL", "USER_RATE_LIMIT",
         "RATE_LIMIT_STORAGE_URI", "DEFAULT_MODEL", "OFFERED_MODELS", "IMAGE_MODELS_FILE",
         "MAX_IMAGES_PER_REQUEST", "REQUEST_TIMEOUT", "USER_ID_SECRET", "DEV_GUILD_ID", "LOG_LEVEL",
+        "DATA_DIR",
     ):  # fmt: skip
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
@@ -84,6 +85,12 @@ def test_dotenv_file_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 )
 def test_malformed_values_name_the_variable(env: dict[str, str], names: str) -> None:
     assert names in error_for(**env)
+
+
+def test_an_unusable_data_dir_names_the_variable(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("not a directory")
+    message = error_for(DATA_DIR=str(tmp_path / "a-file" / "data"))
+    assert message.startswith("DATA_DIR is not valid: it must be a writable directory")
 
 
 def test_missing_key_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -21,3 +21,11 @@ def test_the_generated_secret_is_kept_private_and_reused(tmp_path: Path) -> None
     assert load_or_create_secret(tmp_path / "data") == first
     mode = (tmp_path / "data" / "user_id_secret").stat().st_mode
     assert stat.S_IMODE(mode) == 0o600
+
+
+def test_an_empty_or_short_secret_file_is_replaced(tmp_path: Path) -> None:
+    (tmp_path / "user_id_secret").write_bytes(b"")
+    secret = load_or_create_secret(tmp_path)
+    assert len(secret) >= 32
+    assert (tmp_path / "user_id_secret").read_bytes() == secret
+    assert not list(tmp_path.glob("*.partial"))

@@ -30,8 +30,8 @@ async def uploaded(message: Any) -> list[bytes]:
 
 
 def private_reply(result: Any) -> Any:
-    """The one ephemeral message a failed request ends with (the public placeholder is gone)."""
-    assert result.response is None or result.response.message is None or result.followups
+    """The one ephemeral message a failed request ends with; the public placeholder is gone."""
+    assert result.response is None, "the public placeholder was not removed"
     (reply,) = [m for m in result.followups if m.ephemeral]
     return reply
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import discord
 import pytest
 
 from tests.cogs.support import (
@@ -13,6 +14,7 @@ from tests.cogs.support import (
     declare_queue_waits,
     finish,
     private_reply,
+    upload_limit,
     uploaded,
 )
 from tests.fakes.images_api import (
@@ -21,6 +23,7 @@ from tests.fakes.images_api import (
     cut_off,
     hang,
     images_body,
+    incompressible_png,
     make_image,
     respond,
 )
@@ -139,7 +142,7 @@ async def test_many_users_at_once_never_exceed_the_in_flight_cap(
 ) -> None:
     declare_generation_waits(simcord_env)
     declare_queue_waits(simcord_env)
-    images_api.latency = 0.05
+    images_api.latency = 0.3  # long enough for every request to be sent while the first wait
     members = [guild.add_member(simcord_env.create_user(f"user{n}")) for n in range(12)]
     results = [await m.slash(channel, "imagine", prompt=f"p{n}") for n, m in enumerate(members)]
     await finish(simcord_env)
@@ -191,3 +194,55 @@ async def test_twenty_requests_from_one_member_never_exceed_the_limit(
     other = await bob.slash(channel, "imagine", prompt="mine")
     await finish(simcord_env)
     assert other.response.attachments
+
+
+@pytest.mark.parametrize("bot_overrides", [{"shutdown_grace_seconds": 0.5}])
+async def test_a_request_still_being_counted_when_shutdown_starts_is_not_lost(
+    simcord_env: Any, channel: Any, alice: Any, images_api: FakeImagesAPI
+) -> None:
+    cog = simcord_env.bot.get_cog("Imagine")
+    release = asyncio.Event()
+    real_acquire = cog.limiter.acquire
+
+    async def slow_store(user_key: str) -> Any:  # a shared store taking its time to answer
+        await simcord_env.external_wait(release.wait(), reason="rate-limit store")
+        return await real_acquire(user_key)
+
+    cog.limiter.acquire = slow_store
+    result = await alice.slash(channel, "imagine", prompt="a cat")
+    draining = asyncio.ensure_future(cog.drain(0.5))
+    await draining  # the request never got past the store within the grace period
+    await simcord_env.settle()
+
+    assert result.response is not None
+    assert result.response.ephemeral
+    assert result.response.content == "The bot is restarting. Please try again in a minute."
+    assert images_api.generation_requests == []
+    assert not cog.jobs
+
+
+@pytest.mark.parametrize("bot_overrides", [{"max_images_per_request": 2}])
+async def test_images_already_posted_stay_when_the_rest_cannot_follow(
+    simcord_env: Any, channel: Any, alice: Any, images_api: FakeImagesAPI
+) -> None:
+    image = incompressible_png(300, 300)
+    images_api.image_bytes = image
+    hold = asyncio.Event()
+    real_send = discord.Webhook.send
+
+    async def stalled_upload(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("files"):  # the follow-up carrying the second image never goes through
+            await simcord_env.external_wait(hold.wait(), reason="a stalled upload")
+        return await real_send(self, *args, **kwargs)
+
+    discord.Webhook.send = stalled_upload  # type: ignore[method-assign]
+    try:
+        with upload_limit(len(image) + 1000):  # one image a message
+            result = await alice.slash(channel, "imagine", prompt="two", count=2)
+        await simcord_env.advance_time(15 * 60)  # the interaction token runs out
+    finally:
+        discord.Webhook.send = real_send  # type: ignore[method-assign]
+
+    assert await uploaded(result.response) == [image]  # the posted image is still there
+    (note,) = [m for m in result.followups if m.ephemeral]
+    assert note.content.startswith("Not all of your images could be posted.")

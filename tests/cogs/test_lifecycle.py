@@ -9,8 +9,8 @@ import simcord
 
 from bot.app import ImagineBot
 from tests.cogs.conftest import make_settings
-from tests.cogs.support import private_reply, uploaded
-from tests.fakes.images_api import FakeImagesAPI
+from tests.cogs.support import private_reply, upload_limit, uploaded
+from tests.fakes.images_api import FakeImagesAPI, incompressible_png
 
 ORIGINAL = "/webhooks/*/messages/@original"
 
@@ -22,9 +22,20 @@ def command_syncs(env: Any) -> list[str]:
 async def test_an_upload_refused_as_too_large_is_retried_smaller(
     simcord_env: Any, channel: Any, alice: Any, images_api: FakeImagesAPI
 ) -> None:
+    image = incompressible_png(300, 300)  # about 270 kB: fits the limit, not half of it
+    images_api.image_bytes = image
+    limit = 2 * len(image) - 1000
     simcord_env.inject_error("PATCH", ORIGINAL, status=413, code=40005, times=1)
-    result = await alice.slash(channel, "imagine", prompt="a cat", count=2)
-    assert await uploaded(result.response) == images_api.served
+    with upload_limit(limit):
+        result = await alice.slash(channel, "imagine", prompt="a cat", count=2)
+
+    messages = [result.response, *result.followups]
+    sent = [data for message in messages for data in await uploaded(message)]
+    assert len(sent) == 2
+    # The retry fitted each message to half the reported limit: re-encoded, then split.
+    assert all(len(data) <= limit // 2 for data in sent)
+    assert all(data != image for data in sent)
+    assert "re-encoded" in result.response.content
 
 
 async def test_an_upload_discord_fails_tells_the_user(
@@ -73,3 +84,14 @@ async def test_shutdown_with_nothing_in_flight_closes_the_bot(
         await bot.shutdown()
         assert bot.is_closed()
         assert bot.images._session.closed
+
+
+async def test_sync_only_mode_leaves_syncing_to_its_caller(
+    images_api: FakeImagesAPI, tmp_path: Path
+) -> None:
+    bot = ImagineBot(make_settings(images_api.base_url, tmp_path / "data"), sync_on_start=False)
+    async with simcord.run(bot, strict_sync=False) as env:
+        assert command_syncs(env) == []
+        await bot.sync_commands(force=True)
+        assert len(command_syncs(env)) == 1
+    await bot.close()

@@ -124,6 +124,7 @@ async def test_url_that_is_not_http_is_refused(
         (request("dall-e-2", size="1024x1536"), "size", "256x256, 512x512, 1024x1024"),
         (request("gpt-image-2", size="1000x1000"), "size", "multiples of 16"),
         (request("gpt-image-2", size="3840x1024"), "size", "aspect ratio"),
+        (request("gpt-image-2", size="0x1024"), "size", "at least 16 pixels"),
         (request("gpt-image-1", quality="hd"), "quality", "auto, low, medium, high"),
         (request("gpt-image-1", style="vivid"), "style", "does not take `style`"),
         (request("gpt-image-1", output_compression=50), "output_compression", "jpeg and webp"),
