@@ -115,18 +115,17 @@ class Imagine(commands.Cog):
     # -- the command ---------------------------------------------------------------------------
 
     async def imagine(self, interaction: discord.Interaction, request: ImageRequest) -> None:
-        say = interaction.response.send_message
         if not self.accepting:
-            await say(RESTARTING, ephemeral=True)
+            await self._answer(interaction, RESTARTING)
             return
         cap = self.settings.max_images_per_request
         if request.count > cap:
-            await say(f"This server allows at most {cap} images per request.", ephemeral=True)
+            await self._answer(interaction, f"This server allows at most {cap} images per request.")
             return
         try:
             body = self.bot.images.prepare(request)
         except UnsupportedOption as refusal:
-            await say(refusal.user_message, ephemeral=True)
+            await self._answer(interaction, refusal.user_message)
             return
         # Tracked from here, before anything is awaited, so that a shutdown cannot miss it.
         job = asyncio.create_task(self._admit(interaction, request, body), name="imagine-job")
@@ -138,30 +137,13 @@ class Imagine(commands.Cog):
     ) -> None:
         """Count the request against the member's limits, then acknowledge it and run it."""
         try:
-            # A shared store (Redis) that hangs must not outlast Discord's 3 seconds to answer.
-            async with asyncio.timeout(LIMITER_TIMEOUT):
-                refusal = await self.limiter.acquire(str(interaction.user.id))
-        except asyncio.CancelledError:
-            await self._answer(interaction, RESTARTING)
-            raise
-        except Exception:
-            log.exception("the rate-limit store did not answer")
-            await self._answer(
-                interaction, "The bot cannot check usage limits right now. Please try again soon."
-            )
-            return
-        if refusal is not None:
-            again = discord.utils.format_dt(
-                dt.datetime.fromtimestamp(refusal.reset_at, dt.UTC), "R"
-            )
-            await self._answer(
-                interaction,
-                f"You have reached this server's limit of {refusal.describe()}. "
-                f"You can try again {again}.",
-            )
-            return
-        try:
+            if not await self._within_limits(interaction):
+                return
             await interaction.response.defer(thinking=True)
+        except asyncio.CancelledError:
+            if not interaction.response.is_done():
+                await self._answer(interaction, RESTARTING)
+            raise
         except discord.HTTPException as exc:
             log.warning("could not acknowledge an /imagine in time: %s", exc)
             return
@@ -169,6 +151,28 @@ class Imagine(commands.Cog):
             await self._job(interaction, request, body)
         finally:
             self._posted.discard(interaction.id)
+
+    async def _within_limits(self, interaction: discord.Interaction) -> bool:
+        """Count the request; when a limit refuses it, or the store does not answer, say so."""
+        try:
+            # A shared store (Redis) that hangs must not outlast Discord's 3 seconds to answer.
+            async with asyncio.timeout(LIMITER_TIMEOUT):
+                refusal = await self.limiter.acquire(str(interaction.user.id))
+        except Exception:
+            log.exception("the rate-limit store did not answer")
+            await self._answer(
+                interaction, "The bot cannot check usage limits right now. Please try again soon."
+            )
+            return False
+        if refusal is None:
+            return True
+        again = discord.utils.format_dt(dt.datetime.fromtimestamp(refusal.reset_at, dt.UTC), "R")
+        await self._answer(
+            interaction,
+            f"You have reached this server's limit of {refusal.describe()}. "
+            f"You can try again {again}.",
+        )
+        return False
 
     async def _answer(self, interaction: discord.Interaction, sentence: str) -> None:
         """A private answer before the interaction was acknowledged."""

@@ -246,3 +246,20 @@ async def test_images_already_posted_stay_when_the_rest_cannot_follow(
     assert await uploaded(result.response) == [image]  # the posted image is still there
     (note,) = [m for m in result.followups if m.ephemeral]
     assert note.content.startswith("Not all of your images could be posted.")
+
+
+async def test_a_rate_limit_store_that_fails_is_a_sentence_and_nothing_is_paid(
+    simcord_env: Any, channel: Any, alice: Any, images_api: FakeImagesAPI
+) -> None:
+    cog = simcord_env.bot.get_cog("Imagine")
+
+    async def store_down(user_key: str) -> Any:
+        raise ConnectionError("redis: connection refused")
+
+    cog.limiter.acquire = store_down
+    result = await alice.slash(channel, "imagine", prompt="a cat")
+    assert result.response.ephemeral
+    assert result.response.content == (
+        "The bot cannot check usage limits right now. Please try again soon."
+    )
+    assert images_api.generation_requests == []
