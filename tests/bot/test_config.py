@@ -121,3 +121,15 @@ def test_a_bad_models_file_names_the_model_and_field(
     path.write_text('[models."x"]\nbase = "dall-e-2"\ndefault_size = "999x999"\n')
     message = error_for(IMAGE_MODELS_FILE=str(path))
     assert "models.x" in message and "default_size" in message
+
+
+def test_every_setting_is_documented_in_env_example_and_the_readme() -> None:
+    from bot.config import Settings
+
+    root = Path(__file__).resolve().parents[2]
+    example = (root / ".env.example").read_text("utf-8")
+    readme = (root / "README.md").read_text("utf-8")
+    for field in Settings.model_fields:
+        variable = field.upper()
+        assert f"\n{variable}=" in example, f"{variable} is missing from .env.example"
+        assert f"| `{variable}` |" in readme, f"{variable} is missing from the README's table"
