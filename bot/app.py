@@ -169,6 +169,12 @@ def run_bot(settings: Settings, *, sync_only: bool = False) -> int:
     except discord.PrivilegedIntentsRequired:
         log.error("the bot asked for an intent the developer portal does not grant")
         return 2
+    except (aiohttp.ClientError, OSError, discord.GatewayNotFound) as exc:
+        log.error("cannot reach Discord (%s): check the network and try again", type(exc).__name__)
+        return 1
+    except discord.HTTPException as exc:
+        log.error("Discord answered HTTP %s at start-up; try again later", exc.status)
+        return 1
     except KeyboardInterrupt:
         pass
     return 0

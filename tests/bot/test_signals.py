@@ -1,4 +1,4 @@
-"""SIGTERM and SIGINT stop the bot cleanly with exit status 0 (Discord's connection stubbed)."""
+"""Starting and stopping the real run_bot: signals, and a Discord that cannot be reached."""
 
 from __future__ import annotations
 
@@ -52,3 +52,34 @@ async def test_a_signal_stops_the_bot_with_status_zero(signum: int, tmp_path: Pa
     assert "shutting down" in log
     assert "Traceback" not in log
     assert DISCORD_TOKEN not in log and API_KEY not in log
+
+
+UNREACHABLE = """
+import sys
+import discord.http
+from bot.app import run_bot
+from bot.config import load_settings
+
+discord.http.Route.BASE = "http://127.0.0.1:9/api/v10"  # nothing listens on port 9
+sys.exit(run_bot(load_settings()))
+"""
+
+
+async def test_an_unreachable_discord_is_one_line_and_status_one(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "DISCORD_"))}
+    env |= {
+        "PYTHONPATH": str(ROOT),
+        "OPENAI_API_KEY": API_KEY,
+        "DISCORD_TOKEN": DISCORD_TOKEN,
+        "DATA_DIR": str(tmp_path / "data"),
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", UNREACHABLE, cwd=tmp_path, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(process.communicate(), 60)
+    log = err.decode()
+    assert process.returncode == 1
+    assert "cannot reach Discord (ClientConnectorError): check the network" in log
+    assert "Traceback" not in log
+    assert DISCORD_TOKEN not in log
