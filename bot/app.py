@@ -62,6 +62,7 @@ class ImagineBot(commands.Bot):
         self.shutting_down = asyncio.Event()
         self._frozen = False
         self._sync_on_start = sync_on_start
+        self._shutdown_task: asyncio.Task[None] | None = None
 
     @property
     def images(self) -> ImageClient:
@@ -127,6 +128,12 @@ class ImagineBot(commands.Bot):
 
     # -- shutdown --------------------------------------------------------------------------------
 
+    def request_shutdown(self) -> None:
+        """From a signal handler: shut down in a task that is kept and whose failure is logged."""
+        if self._shutdown_task is None:
+            self._shutdown_task = asyncio.create_task(self.shutdown(), name="shutdown")
+            self._shutdown_task.add_done_callback(_log_failure)
+
     async def shutdown(self) -> None:
         """Stop taking requests, let those in flight finish within the grace period, close."""
         if self.shutting_down.is_set():
@@ -145,6 +152,11 @@ class ImagineBot(commands.Bot):
             await self._session.close()
 
 
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("shutting down failed", exc_info=task.exception())
+
+
 async def _serve(settings: Settings, *, sync_only: bool) -> None:
     assert settings.discord_token is not None
     token = settings.discord_token.get_secret_value()
@@ -155,7 +167,7 @@ async def _serve(settings: Settings, *, sync_only: bool) -> None:
             return
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, lambda: asyncio.create_task(bot.shutdown()))
+            loop.add_signal_handler(signum, bot.request_shutdown)
         await bot.start(token)
 
 
@@ -169,8 +181,11 @@ def run_bot(settings: Settings, *, sync_only: bool = False) -> int:
     except discord.PrivilegedIntentsRequired:
         log.error("the bot asked for an intent the developer portal does not grant")
         return 2
-    except (aiohttp.ClientError, OSError, discord.GatewayNotFound) as exc:
+    except (aiohttp.ClientConnectionError, ConnectionError, discord.GatewayNotFound) as exc:
         log.error("cannot reach Discord (%s): check the network and try again", type(exc).__name__)
+        return 1
+    except OSError as exc:
+        log.error("cannot use %s: %s", exc.filename or "a file", exc.strerror or exc)
         return 1
     except discord.HTTPException as exc:
         log.error("Discord answered HTTP %s at start-up; try again later", exc.status)

@@ -6,11 +6,13 @@ API provider can tell users apart for abuse monitoring while only this bot can m
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import logging
 import os
 import secrets
+import tempfile
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -47,14 +49,21 @@ def load_or_create_secret(data_dir: Path) -> bytes:
     if len(secret) >= MIN_SECRET_BYTES:
         return secret
     data_dir.mkdir(parents=True, exist_ok=True)
-    secret = secrets.token_hex(32).encode()
-    # Written whole under another name, then renamed: a crash never leaves a partial secret.
-    partial = path.with_suffix(".partial")
-    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "wb") as handle:
-        handle.write(secret)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(partial, path)
+    # Written whole under a unique name (mkstemp: owner-only), then put in place: a crash never
+    # leaves a partial secret, and two processes starting together end up with the same one.
+    descriptor, partial = tempfile.mkstemp(dir=data_dir, prefix=".user_id_secret.")
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(secrets.token_hex(32).encode())
+            handle.flush()
+            os.fsync(handle.fileno())
+        if path.exists():
+            os.replace(partial, path)  # the one there is too short to be a key
+        else:
+            with contextlib.suppress(FileExistsError):
+                os.link(partial, path)  # creates it only if nobody else has meanwhile
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(partial)
     log.info("generated a new user pseudonym secret in %s", path)
-    return secret
+    return path.read_bytes().strip()

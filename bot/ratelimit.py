@@ -4,7 +4,8 @@ A request counts when it is accepted, before it is queued or sent, whatever its 
 image may be billed even when the answer is lost, and counting up front is what keeps twenty
 simultaneous requests from one user from all passing the check before any of them is recorded.
 Requests refused by validation never count. Within one process a member's checks run one at a
-time; several processes sharing a store rely on the store's atomic hit per limit.
+time; several processes sharing a store rely on the store's atomic hit per limit. A store too
+slow to answer (the command gives it 1.5 s) may have counted some of a request's limits.
 """
 
 from __future__ import annotations

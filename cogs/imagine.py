@@ -15,6 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 import discord
 from discord import app_commands
 from discord.ext import commands
@@ -44,7 +45,11 @@ POSITION_UPDATE_INTERVAL = 1.5  # seconds between edits of a queued request's po
 DESCRIPTION_MAX = 3000  # of Discord's 4096, leaving room in the 6000-character embed total
 FIELD_MAX = 1024
 RESTARTING = "The bot is restarting. Please try again in a minute."
+CANCELLED = "The bot is restarting, so your request was cancelled. Sorry!"
 LIMITER_TIMEOUT = 1.5  # seconds; Discord wants an answer within 3
+# What talking to Discord can raise besides its own errors: discord.py retries only resets.
+DISCORD_FAILURES = (discord.HTTPException, aiohttp.ClientError, OSError)
+ALREADY_ACKNOWLEDGED = 40060
 UPLOAD_FAILED = "Discord did not accept the images. Please try again."
 UPLOAD_TOO_LARGE = "The images are too large to upload to this server."
 
@@ -130,7 +135,12 @@ class Imagine(commands.Cog):
         # Tracked from here, before anything is awaited, so that a shutdown cannot miss it.
         job = asyncio.create_task(self._admit(interaction, request, body), name="imagine-job")
         self.jobs.add(job)
-        job.add_done_callback(self.jobs.discard)
+        job.add_done_callback(self._job_done)
+
+    def _job_done(self, job: asyncio.Task[None]) -> None:
+        self.jobs.discard(job)
+        if not job.cancelled() and job.exception() is not None:
+            log.error("an /imagine job failed", exc_info=job.exception())
 
     async def _admit(
         self, interaction: discord.Interaction, request: ImageRequest, body: dict[str, Any]
@@ -141,11 +151,12 @@ class Imagine(commands.Cog):
                 return
             await interaction.response.defer(thinking=True)
         except asyncio.CancelledError:
-            if not interaction.response.is_done():
-                await self._answer(interaction, RESTARTING)
+            if interaction.response.is_done() or not await self._answer(interaction, RESTARTING):
+                # Acknowledged already (perhaps by a defer whose answer never came back).
+                await self._tell_privately(interaction, CANCELLED)
             raise
-        except discord.HTTPException as exc:
-            log.warning("could not acknowledge an /imagine in time: %s", exc)
+        except DISCORD_FAILURES as exc:
+            log.warning("could not acknowledge an /imagine in time: %r", exc)
             return
         try:
             await self._job(interaction, request, body)
@@ -174,12 +185,17 @@ class Imagine(commands.Cog):
         )
         return False
 
-    async def _answer(self, interaction: discord.Interaction, sentence: str) -> None:
-        """A private answer before the interaction was acknowledged."""
+    async def _answer(self, interaction: discord.Interaction, sentence: str) -> bool:
+        """A private answer before the interaction was acknowledged; False if it did not go."""
         try:
             await interaction.response.send_message(sentence, ephemeral=True)
-        except discord.HTTPException as exc:
-            log.warning("could not answer user %s: %s", interaction.user.id, exc)
+        except discord.InteractionResponded:
+            return False
+        except DISCORD_FAILURES as exc:
+            if getattr(exc, "code", None) != ALREADY_ACKNOWLEDGED:
+                log.warning("could not answer user %s: %r", interaction.user.id, exc)
+            return False
+        return True
 
     async def _job(
         self, interaction: discord.Interaction, request: ImageRequest, body: dict[str, Any]
@@ -206,9 +222,7 @@ class Imagine(commands.Cog):
                 "its reply. Please try again.",
             )
         except asyncio.CancelledError:
-            await self._tell_privately(
-                interaction, "The bot is restarting, so your request was cancelled. Sorry!"
-            )
+            await self._tell_privately(interaction, CANCELLED)
             raise
         except Exception:
             log.exception("/imagine for user %s failed unexpectedly", interaction.user.id)
@@ -262,7 +276,12 @@ class Imagine(commands.Cog):
                 raise
             # The server's real limit is below what the interaction reported: try once, smaller.
             log.warning("Discord refused an upload as too large; retrying at half the limit")
-            await self._upload(interaction, result, embed, limit // 2)
+            try:
+                await self._upload(interaction, result, embed, limit // 2)
+            except discord.HTTPException as again:
+                if again.status != 413:
+                    raise
+                raise ImageError(str(again), user_message=UPLOAD_TOO_LARGE) from None
 
     async def _upload(
         self,
@@ -342,8 +361,8 @@ class Imagine(commands.Cog):
     async def _edit_quietly(self, interaction: discord.Interaction, **fields: Any) -> None:
         try:
             await interaction.edit_original_response(**fields)
-        except discord.HTTPException as exc:
-            log.warning("could not update an /imagine message: %s", exc)
+        except DISCORD_FAILURES as exc:
+            log.warning("could not update an /imagine message: %r", exc)
 
     async def _tell_privately(self, interaction: discord.Interaction, sentence: str) -> None:
         """Replace the public "thinking" message with a sentence only the user sees.
@@ -358,8 +377,8 @@ class Imagine(commands.Cog):
                 await interaction.followup.send(
                     f"Not all of your images could be posted. {sentence}", ephemeral=True
                 )
-            except discord.HTTPException as exc:
-                log.warning("could not tell user %s privately: %s", interaction.user.id, exc)
+            except DISCORD_FAILURES as exc:
+                log.warning("could not tell user %s privately: %r", interaction.user.id, exc)
             return
         steps: list[Callable[[], Awaitable[object]]] = [
             lambda: interaction.edit_original_response(
@@ -371,8 +390,8 @@ class Imagine(commands.Cog):
         try:
             for step in steps:
                 await step()
-        except discord.HTTPException as exc:
-            log.warning("could not tell user %s privately: %s", interaction.user.id, exc)
+        except DISCORD_FAILURES as exc:
+            log.warning("could not tell user %s privately: %r", interaction.user.id, exc)
             await self._edit_quietly(interaction, content=sentence, embed=None, attachments=[])
 
     # -- shutdown ----------------------------------------------------------------------------------

@@ -28,4 +28,4 @@ def test_an_empty_or_short_secret_file_is_replaced(tmp_path: Path) -> None:
     secret = load_or_create_secret(tmp_path)
     assert len(secret) >= 32
     assert (tmp_path / "user_id_secret").read_bytes() == secret
-    assert not list(tmp_path.glob("*.partial"))
+    assert [p.name for p in tmp_path.iterdir()] == ["user_id_secret"]  # no temporary left

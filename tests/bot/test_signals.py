@@ -83,3 +83,23 @@ async def test_an_unreachable_discord_is_one_line_and_status_one(tmp_path: Path)
     assert "cannot reach Discord (ClientConnectorError): check the network" in log
     assert "Traceback" not in log
     assert DISCORD_TOKEN not in log
+
+
+async def test_an_unreadable_data_file_names_the_file(tmp_path: Path) -> None:
+    (tmp_path / "data" / "user_id_secret").mkdir(parents=True)  # a directory where a file goes
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "DISCORD_"))}
+    env |= {
+        "PYTHONPATH": str(ROOT),
+        "OPENAI_API_KEY": API_KEY,
+        "DISCORD_TOKEN": DISCORD_TOKEN,
+        "DATA_DIR": str(tmp_path / "data"),
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", cwd=tmp_path, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(process.communicate(), 60)
+    log = err.decode()
+    assert process.returncode == 1
+    assert f"cannot use {tmp_path / 'data' / 'user_id_secret'}: Is a directory" in log
+    assert "Traceback" not in log

@@ -38,6 +38,14 @@ async def test_an_upload_refused_as_too_large_is_retried_smaller(
     assert "re-encoded" in result.response.content
 
 
+async def test_an_upload_refused_as_too_large_twice_says_so(
+    simcord_env: Any, channel: Any, alice: Any
+) -> None:
+    simcord_env.inject_error("PATCH", ORIGINAL, status=413, code=40005, times=2)
+    result = await alice.slash(channel, "imagine", prompt="a cat")
+    assert private_reply(result).content == "The images are too large to upload to this server."
+
+
 async def test_an_upload_discord_fails_tells_the_user(
     simcord_env: Any, channel: Any, alice: Any, images_api: FakeImagesAPI
 ) -> None:
