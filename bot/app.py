@@ -71,7 +71,9 @@ class ImagineBot(commands.Bot):
         return self._images
 
     async def setup_hook(self) -> None:
-        self._session = aiohttp.ClientSession()
+        # aiohttp allows 100 connections by default; every generation in flight holds one.
+        connections = max(100, 2 * self.settings.max_concurrent_generations)
+        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=connections))
         self._images = make_client(self._session, self.settings)
         for extension in EXTENSIONS:
             await self.load_extension(extension)
