@@ -8,7 +8,6 @@ server's limit -> reply. Every path ends with a message to the user.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import io
 import logging
@@ -309,18 +308,14 @@ class Imagine(commands.Cog):
                 f"uploading to Discord failed: {exc}", user_message=UPLOAD_FAILED
             ) from None
         self._posted.add(interaction.id)
-        for sent, part in enumerate(rest, start=1):
+        for part in rest:
             try:
                 await interaction.followup.send(files=self._files(part))
             except discord.HTTPException as exc:
-                log.warning("a follow-up upload failed: %s", exc)
-                missing = sum(len(p) for p in rest[sent - 1 :])
-                with contextlib.suppress(discord.HTTPException):
-                    await interaction.followup.send(
-                        f"{missing} of your images could not be uploaded to Discord.",
-                        ephemeral=True,
-                    )
-                return
+                # The images already posted stay; _tell_privately says the rest are missing.
+                raise ImageError(
+                    f"a follow-up upload failed: {exc}", user_message=UPLOAD_FAILED
+                ) from None
 
     @staticmethod
     def _files(uploads: list[Upload]) -> list[discord.File]:

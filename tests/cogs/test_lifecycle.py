@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 import simcord
 
 from bot.app import ImagineBot
@@ -103,3 +104,20 @@ async def test_sync_only_mode_leaves_syncing_to_its_caller(
         await bot.sync_commands(force=True)
         assert len(command_syncs(env)) == 1
     await bot.close()
+
+
+@pytest.mark.parametrize("bot_overrides", [{"max_images_per_request": 2}])
+async def test_a_follow_up_discord_refuses_leaves_the_posted_images_and_says_so(
+    simcord_env: Any, channel: Any, alice: Any, images_api: FakeImagesAPI
+) -> None:
+    image = incompressible_png(300, 300)
+    images_api.image_bytes = image
+    simcord_env.inject_error("POST", "/webhooks/*", status=500, code=0, times=1)
+    with upload_limit(len(image) + 1000):  # one image a message: the second is a follow-up
+        result = await alice.slash(channel, "imagine", prompt="two", count=2)
+    assert await uploaded(result.response) == [image]
+    (note,) = [m for m in result.followups if m.ephemeral]
+    assert note.content == (
+        "Not all of your images could be posted. "
+        "Discord did not accept the images. Please try again."
+    )
