@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import re
 import sys
 import time
@@ -22,6 +23,8 @@ import aiohttp
 from bot.config import ConfigError, Settings, load_settings
 from bot.engine import make_client
 from bot.images import GenerationResult, ImageError, ImageRequest, UnsupportedOption
+from bot.images.catalog import OPTION_VALUES
+from bot.offer import narrow
 
 log = logging.getLogger("bot")
 
@@ -32,6 +35,19 @@ CLI_USER = "operator-cli"
 def _slug(prompt: str) -> str:
     words = re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")
     return words[:40].rstrip("-") or "image"
+
+
+def _destination_problem(out: Path) -> str | None:
+    """Why the images could not be written into ``out``, or None (it is created if missing)."""
+    if out.exists() and not out.is_dir():
+        return "exists and is not a directory"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"cannot be created ({exc.strerror})"
+    if not os.access(out, os.W_OK | os.X_OK):
+        return "is not writable"
+    return None
 
 
 def _save(result: GenerationResult, out: Path, prompt: str) -> None:
@@ -55,19 +71,32 @@ async def _imagine(settings: Settings, args: argparse.Namespace) -> int:
         output_compression=args.output_compression,
         background=args.background,
         moderation=args.moderation,
+        complexity=args.complexity,
         style=args.style,
+        frame_count=args.frames,
+        frame_duration_ms=args.frame_ms,
     )
     async with aiohttp.ClientSession() as session:
         client = make_client(session, settings)
         try:
-            result = await client.generate(request)
+            prepared = client.prepare(request)
+            # Before anything is paid for: the images must have somewhere to go.
+            problem = await asyncio.to_thread(_destination_problem, args.out)
+            if problem is not None:
+                print(f"error: --out {args.out}: {problem}", file=sys.stderr)
+                return 2
+            result = await client.generate(prepared)
         except UnsupportedOption as exc:
             print(f"error: {exc.user_message}", file=sys.stderr)
             return 2
         except ImageError as exc:
             print(f"error: {exc.user_message} ({exc})", file=sys.stderr)
             return 1
+        finally:
+            await client.close()
     await asyncio.to_thread(_save, result, args.out, request.prompt)
+    if result.missing:
+        print(f"warning: {len(result.images)} of the {prepared.count} images came back")
     summary = f"{len(result.images)} image(s) from {result.model} in {result.elapsed:.1f}s"
     if result.request_id:
         summary += f", request id {result.request_id}"
@@ -75,6 +104,26 @@ async def _imagine(settings: Settings, args: argparse.Namespace) -> int:
     if result.revised_prompt:
         print(f"revised prompt: {result.revised_prompt}")
     return 0
+
+
+def _model_table(settings: Settings, endpoint: tuple[str, ...] | None) -> list[str]:
+    """One line per catalog model: does the endpoint list it, its status, is it offered."""
+    offer = narrow(settings, endpoint)
+    width = max(len(name) for name in settings.catalog)
+    lines = [f"{'model':<{width}}  {'endpoint':<8}  {'offered':<7}  status"]
+    for name, spec in settings.catalog.items():
+        listed = offer.listed(name)
+        on_endpoint = "?" if listed is None else ("lists" if listed else "lacks")
+        offered = "default" if name == offer.default else ("yes" if name in offer.models else "-")
+        lines.append(f"{name:<{width}}  {on_endpoint:<8}  {offered:<7}  {spec.describe_status()}")
+    if endpoint is not None:
+        unknown = sorted(set(endpoint) - set(settings.catalog))
+        image_like = [name for name in unknown if "image" in name or "dall" in name]
+        if image_like:
+            lines.append(
+                f"the endpoint also lists, unknown to the catalog: {', '.join(image_like)}"
+            )
+    return lines
 
 
 async def _check(settings: Settings) -> int:
@@ -86,11 +135,21 @@ async def _check(settings: Settings) -> int:
         except ImageError as exc:
             print(f"error: {exc.user_message} ({exc})", file=sys.stderr)
             return 1
+        finally:
+            await client.close()
     print(result.detail)
-    if result.models is not None:
-        missing = [name for name in settings.offered() if name not in result.models]
-        if missing:
-            print(f"warning: the endpoint does not list {', '.join(missing)}")
+    if result.models is None:
+        print("the endpoint does not list its models: every configured model is offered")
+    for line in _model_table(settings, result.models):
+        print(line)
+    offer = narrow(settings, result.models)
+    for name in offer.lacking:
+        print(f"warning: the endpoint does not list {name}, so it is not offered")
+    if offer.default != settings.default_model:
+        print(
+            f"warning: DEFAULT_MODEL {settings.default_model} is not served; "
+            f"{offer.default} is the default instead"
+        )
     return 0
 
 
@@ -104,13 +163,16 @@ def _parser() -> argparse.ArgumentParser:
     imagine.add_argument("prompt")
     imagine.add_argument("--model", help="a catalog model (default: DEFAULT_MODEL)")
     imagine.add_argument("--size", help="e.g. 1024x1024 (default: the model's)")
-    imagine.add_argument("--quality", help="e.g. low, medium, high, standard, hd")
+    imagine.add_argument("--quality", help="e.g. low, medium, high, xhigh, max")
     imagine.add_argument("--count", type=int, default=1, help="how many images (default 1)")
     imagine.add_argument("--style", choices=("vivid", "natural"))
     imagine.add_argument("--background", choices=("transparent", "opaque", "auto"))
-    imagine.add_argument("--output-format", choices=("png", "jpeg", "webp"))
+    imagine.add_argument("--output-format", choices=OPTION_VALUES["output_format"])
     imagine.add_argument("--output-compression", type=int, metavar="0-100")
-    imagine.add_argument("--moderation", choices=("low", "auto"))
+    imagine.add_argument("--moderation", choices=OPTION_VALUES["moderation"])
+    imagine.add_argument("--complexity", choices=OPTION_VALUES["complexity"])
+    imagine.add_argument("--frames", type=int, metavar="2-16", help="GIF output: frames")
+    imagine.add_argument("--frame-ms", type=int, help="GIF output: milliseconds per frame")
     imagine.add_argument("--out", type=Path, default=Path("out"), help="directory (default out/)")
     return parser
 

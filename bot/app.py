@@ -18,6 +18,7 @@ from discord.ext import commands
 from bot.config import Settings
 from bot.engine import make_client
 from bot.images import ImageClient
+from bot.offer import ModelOffer, discover, narrow
 from bot.pseudonym import Pseudonymizer, load_or_create_secret
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,8 @@ class ImagineBot(commands.Bot):
         self.settings = settings
         self._session: aiohttp.ClientSession | None = None
         self._images: ImageClient | None = None
+        # Every configured model until the endpoint has been asked (in setup_hook).
+        self.offer: ModelOffer = narrow(settings, None)
         secret = settings.user_id_secret
         self.pseudonyms = Pseudonymizer(
             secret.get_secret_value().encode()
@@ -75,6 +78,8 @@ class ImagineBot(commands.Bot):
         connections = max(100, 2 * self.settings.max_concurrent_generations)
         self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=connections))
         self._images = make_client(self._session, self.settings)
+        # Before the command is built: its model choices are what the endpoint serves.
+        self.offer = await discover(self._images, self.settings)
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         if self._sync_on_start:
@@ -150,6 +155,8 @@ class ImagineBot(commands.Bot):
 
     async def close(self) -> None:
         await super().close()
+        if self._images is not None:
+            await self._images.close()
         if self._session is not None:
             await self._session.close()
 

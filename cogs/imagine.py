@@ -21,10 +21,13 @@ from discord.ext import commands
 
 from bot.delivery import ImageTooLarge, Upload, pack, prepare_uploads
 from bot.images import (
+    MAX_FRAMES,
+    MIN_FRAMES,
     GenerationResult,
     ImageError,
     ImageRequest,
     ModelSpec,
+    PreparedRequest,
     UnsupportedOption,
     parse_size,
 )
@@ -53,8 +56,23 @@ UPLOAD_FAILED = "Discord did not accept the images. Please try again."
 UPLOAD_TOO_LARGE = "The images are too large to upload to this server."
 
 
+CHOICE_MAX = 100  # Discord's longest choice name
+FRAME_MS_MAX = 10_000  # what a member may pick; the API would take longer frames
+FORMAT_LABELS = {
+    "png": "png",
+    "jpeg": "jpeg",
+    "webp": "webp",
+    "gif": "gif (animated)",
+    "svg": "svg (vector, with a png preview)",
+}
+
+
 def clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def _model_label(spec: ModelSpec) -> str:
+    return spec.name if spec.is_live else f"{spec.name} (shut down on OpenAI; this service has it)"
 
 
 def _orientation(size: str) -> str:
@@ -87,9 +105,13 @@ class Imagine(commands.Cog):
 
     # -- choices and autocomplete ------------------------------------------------------------
 
+    @property
+    def default_model(self) -> str:
+        return self.bot.offer.default
+
     def spec_for(self, model: str | None) -> ModelSpec:
         catalog = self.settings.catalog
-        return catalog.get(model or "", catalog[self.settings.default_model])
+        return catalog.get(model or "", catalog[self.default_model])
 
     def size_choices(self, model: str | None, typed: str) -> list[app_commands.Choice[str]]:
         spec = self.spec_for(model)
@@ -127,12 +149,12 @@ class Imagine(commands.Cog):
             await self._answer(interaction, f"This server allows at most {cap} images per request.")
             return
         try:
-            body = self.bot.images.prepare(request)
+            prepared = self.bot.images.prepare(request)
         except UnsupportedOption as refusal:
             await self._answer(interaction, refusal.user_message)
             return
         # Tracked from here, before anything is awaited, so that a shutdown cannot miss it.
-        job = asyncio.create_task(self._admit(interaction, request, body), name="imagine-job")
+        job = asyncio.create_task(self._admit(interaction, prepared), name="imagine-job")
         self.jobs.add(job)
         job.add_done_callback(self._job_done)
 
@@ -141,9 +163,7 @@ class Imagine(commands.Cog):
         if not job.cancelled() and job.exception() is not None:
             log.error("an /imagine job failed", exc_info=job.exception())
 
-    async def _admit(
-        self, interaction: discord.Interaction, request: ImageRequest, body: dict[str, Any]
-    ) -> None:
+    async def _admit(self, interaction: discord.Interaction, prepared: PreparedRequest) -> None:
         """Count the request against the member's limits, then acknowledge it and run it."""
         try:
             if not await self._within_limits(interaction):
@@ -158,7 +178,7 @@ class Imagine(commands.Cog):
             log.warning("could not acknowledge an /imagine in time: %r", exc)
             return
         try:
-            await self._job(interaction, request, body)
+            await self._job(interaction, prepared)
         finally:
             self._posted.discard(interaction.id)
 
@@ -196,15 +216,13 @@ class Imagine(commands.Cog):
             return False
         return True
 
-    async def _job(
-        self, interaction: discord.Interaction, request: ImageRequest, body: dict[str, Any]
-    ) -> None:
+    async def _job(self, interaction: discord.Interaction, prepared: PreparedRequest) -> None:
         expires = interaction.created_at + TOKEN_LIFETIME - TOKEN_MARGIN
         budget = max((expires - discord.utils.utcnow()).total_seconds(), 1.0)
         try:
             async with asyncio.timeout(budget):
-                result = await self._generate(interaction, request)
-                await self._deliver(interaction, request, body, result)
+                result = await self._generate(interaction, prepared)
+                await self._deliver(interaction, result)
         except ImageError as error:
             log.warning(
                 "/imagine for user %s failed: %s: %s",
@@ -230,7 +248,7 @@ class Imagine(commands.Cog):
             )
 
     async def _generate(
-        self, interaction: discord.Interaction, request: ImageRequest
+        self, interaction: discord.Interaction, prepared: PreparedRequest
     ) -> GenerationResult:
         watchers: list[asyncio.Task[None]] = []
 
@@ -242,7 +260,7 @@ class Imagine(commands.Cog):
                 if watchers:
                     watchers[0].cancel()
                     await self._edit_quietly(interaction, content="🎨 Generating…")
-                return await self.bot.images.generate(request)
+                return await self.bot.images.generate(prepared)
         finally:
             for watcher in watchers:
                 watcher.cancel()
@@ -259,14 +277,8 @@ class Imagine(commands.Cog):
                 )
             await asyncio.sleep(POSITION_UPDATE_INTERVAL)
 
-    async def _deliver(
-        self,
-        interaction: discord.Interaction,
-        request: ImageRequest,
-        body: dict[str, Any],
-        result: GenerationResult,
-    ) -> None:
-        embed = self._embed(interaction, request, body, result)
+    async def _deliver(self, interaction: discord.Interaction, result: GenerationResult) -> None:
+        embed = self._embed(interaction, result)
         limit = interaction.filesize_limit
         try:
             await self._upload(interaction, result, embed, limit)
@@ -294,9 +306,15 @@ class Imagine(commands.Cog):
         except ImageTooLarge as exc:
             raise ImageError(str(exc), user_message=UPLOAD_TOO_LARGE) from None
         first, *rest = pack(uploads, limit)
-        note = None
+        notes = []
+        if result.missing:
+            asked = result.request.count
+            notes.append(
+                f"{asked - result.missing} of the {asked} images came back from the image service."
+            )
         if any(upload.reencoded for upload in uploads):
-            note = "Some images were re-encoded to fit this server's upload limit."
+            notes.append("Some images were re-encoded to fit this server's upload limit.")
+        note = " ".join(notes) or None
         try:
             await interaction.edit_original_response(
                 content=note, embed=embed, attachments=self._files(first)
@@ -323,26 +341,21 @@ class Imagine(commands.Cog):
             discord.File(io.BytesIO(upload.data), filename=upload.filename) for upload in uploads
         ]
 
-    def _embed(
-        self,
-        interaction: discord.Interaction,
-        request: ImageRequest,
-        body: dict[str, Any],
-        result: GenerationResult,
-    ) -> discord.Embed:
+    def _embed(self, interaction: discord.Interaction, result: GenerationResult) -> discord.Embed:
+        request = result.request
         embed = discord.Embed(
-            description=clip(body["prompt"], DESCRIPTION_MAX),
+            description=clip(request.prompt, DESCRIPTION_MAX),
             colour=discord.Colour.blurple(),
             timestamp=discord.utils.utcnow(),
         )
         user = interaction.user
         embed.set_author(name=clip(f"{user.display_name} imagined", 256))
         embed.add_field(name="Model", value=result.model)
-        embed.add_field(name="Size", value=body.get("size", "auto"))
-        embed.add_field(name="Quality", value=body.get("quality", "auto"))
+        embed.add_field(name="Size", value=request.size)
+        embed.add_field(name="Quality", value=request.quality)
         embed.add_field(name="Images", value=str(len(result.images)))
         embed.add_field(name="Time", value=f"{result.elapsed:.1f} s")
-        options = ", ".join(f"{name} {value}" for name, value in request.options().items())
+        options = ", ".join(f"{name} {value}" for name, value in request.options.items())
         if options:
             embed.add_field(name="Options", value=clip(options, FIELD_MAX))
         if result.revised_prompt:
@@ -414,10 +427,19 @@ class Imagine(commands.Cog):
 def build_command(cog: Imagine) -> app_commands.Command[Any, ..., None]:
     """/imagine, with choices taken from the configuration and the model catalog."""
     settings = cog.settings
-    model_choices = [app_commands.Choice(name=name, value=name) for name in settings.offered()]
+    offered = [settings.catalog[name] for name in cog.bot.offer.models]
+    model_choices = [
+        app_commands.Choice(name=clip(_model_label(spec), CHOICE_MAX), value=spec.name)
+        for spec in offered
+    ]
+    # Formats any offered model takes, in the catalog's order (the model decides what it accepts).
+    formats = list(dict.fromkeys(fmt for spec in offered for fmt in spec.output_formats))
 
     def fixed(*values: str) -> list[app_commands.Choice[str]]:
-        return [app_commands.Choice(name=value, value=value) for value in values]
+        return [
+            app_commands.Choice(name=FORMAT_LABELS.get(value, value), value=value)
+            for value in values
+        ]
 
     async def size_autocomplete(
         interaction: discord.Interaction, current: str
@@ -432,19 +454,23 @@ def build_command(cog: Imagine) -> app_commands.Command[Any, ..., None]:
     @app_commands.command(name="imagine", description="Generate images from a text prompt")
     @app_commands.describe(
         prompt="What to draw",
-        model=f"The image model (default {settings.default_model})",
+        model=f"The image model (default {cog.default_model})",
         size="Width x height; the choices follow the model",
         quality="Rendering quality; the choices follow the model",
         count=f"How many images (at most {settings.max_images_per_request})",
         style="dall-e-3 only: vivid or natural",
         background="GPT image models only: transparent needs png or webp",
-        format="GPT image models only: the file format of the images",
+        format="The file format: gif is animated, svg is a vector drawing (newer models)",
+        complexity="Newer models: how much planning goes into the picture, apart from quality",
+        frames="Animated GIF only: how many frames (2-16, default 9)",
+        frame_ms="Animated GIF only: how long each frame shows, in milliseconds (default 200)",
     )
     @app_commands.choices(
         model=model_choices,
         style=fixed("vivid", "natural"),
         background=fixed("auto", "opaque", "transparent"),
-        format=fixed("png", "jpeg", "webp"),
+        format=fixed(*(formats or ["png"])),
+        complexity=fixed("low", "medium", "high"),
     )
     @app_commands.autocomplete(size=size_autocomplete, quality=quality_autocomplete)
     async def imagine(
@@ -457,10 +483,13 @@ def build_command(cog: Imagine) -> app_commands.Command[Any, ..., None]:
         style: str | None = None,
         background: str | None = None,
         format: str | None = None,
+        complexity: str | None = None,
+        frames: app_commands.Range[int, MIN_FRAMES, MAX_FRAMES] | None = None,
+        frame_ms: app_commands.Range[int, 20, FRAME_MS_MAX] | None = None,
     ) -> None:
         request = ImageRequest(
             prompt=prompt,
-            model=model or settings.default_model,
+            model=model or cog.default_model,
             size=size,
             quality=quality,
             count=count,
@@ -468,6 +497,9 @@ def build_command(cog: Imagine) -> app_commands.Command[Any, ..., None]:
             style=style,
             background=background,
             output_format=format,
+            complexity=complexity,
+            frame_count=frames,
+            frame_duration_ms=frame_ms,
         )
         await cog.imagine(interaction, request)
 

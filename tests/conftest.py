@@ -9,7 +9,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bot.images import ClientSettings, ImageClient, load_catalog
+from bot.images import ClientSettings, ImageClient, RetryPolicy, load_catalog
 from tests.fakes.images_api import FakeImagesAPI
 
 API_KEY = "sk-test-SENTINELKEY0123456789"
@@ -65,7 +65,10 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 @pytest.fixture
 def client_settings() -> ClientSettings:
-    return ClientSettings(timeout=5.0, backoff_base=0.01, download_timeout=5.0)
+    # The fake serves image URLs on loopback, as a gateway on the same host would.
+    return ClientSettings(
+        timeout=5.0, retry=RetryPolicy(backoff_base=0.01), allow_private_urls=True
+    )
 
 
 @pytest.fixture

@@ -42,7 +42,8 @@ def test_defaults() -> None:
     settings = load_settings()
     assert settings.openai_base_url == DEFAULT_BASE_URL
     assert [str(limit) for limit in settings.user_rate_limit] == ["5 per 1 hour"]
-    assert settings.offered()[0] == "gpt-image-1"
+    assert settings.offered()[0] == "gpt-image-2.5-flare"
+    assert settings.catalog[settings.default_model].is_live
     assert "dall-e-3" in settings.offered()
 
 

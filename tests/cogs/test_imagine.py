@@ -39,7 +39,7 @@ async def test_images_are_uploaded_with_an_embed_after_a_defer(
     assert embed.description == "a red fox in snow"
     assert embed.author.name == "alice imagined"
     shown = fields(embed)
-    assert shown["Model"] == "gpt-image-1"
+    assert shown["Model"] == "gpt-image-2.5-flare"
     assert shown["Size"] == "1024x1024"
     assert shown["Quality"] == "auto"
     assert shown["Images"] == "2"
@@ -114,8 +114,11 @@ async def test_the_pseudonym_is_stable_per_user_and_differs_between_users(
     [
         ({"model": "dall-e-3", "count": 2}, "dall-e-3 makes one image per request."),
         ({"model": "dall-e-2", "size": "1536x1024"}, "dall-e-2 takes the sizes 256x256, 512x512"),
-        ({"quality": "hd"}, "gpt-image-1 takes the qualities auto, low, medium, high."),
-        ({"style": "vivid"}, "gpt-image-1 does not take `style`"),
+        (
+            {"quality": "hd"},
+            "gpt-image-2.5-flare takes the qualities auto, low, medium, high, xhigh, max.",
+        ),
+        ({"style": "vivid"}, "gpt-image-2.5-flare does not take `style`"),
         ({"count": 5}, "This server allows at most 4 images per request."),
         ({"model": "dall-e-2", "prompt": "x" * 1001}, "at most 1,000 characters"),
     ],
@@ -307,7 +310,7 @@ async def test_size_and_quality_autocomplete_follow_the_chosen_model(
     assert refused == []
 
     default = await alice.autocomplete(channel, "imagine", "quality", "")
-    assert [c["value"] for c in default] == ["auto", "low", "medium", "high"]
+    assert [c["value"] for c in default] == ["auto", "low", "medium", "high", "xhigh", "max"]
 
 
 # -- the queue and shutdown ---------------------------------------------------------------------

@@ -24,13 +24,26 @@ from PIL import Image
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-GPT_IMAGE = {
+# The models of the `openai` SDK 3.54.0 (November 2026).
+FREE_SIZE_MODELS = {
     "gpt-image-2",
     "gpt-image-2-2026-04-21",
+    "gpt-image-2.5-sunburst",
+    "gpt-image-2.5-sunburst-2026-09-08",
+    "gpt-image-2.5-flare",
+    "gpt-image-2.5-flare-2026-09-08",
+}
+XHIGH_MODELS = FREE_SIZE_MODELS - {"gpt-image-2", "gpt-image-2-2026-04-21"}
+GPT_IMAGE = FREE_SIZE_MODELS | {
+    "gpt-image-2.6-sunburst",
+    "gpt-image-2.6-flare",
+    "chatgpt-image-latest",
     "gpt-image-1.5",
     "gpt-image-1",
     "gpt-image-1-mini",
 }
+# Shut down on OpenAI: a fake made with `retired=OPENAI_RETIRED` answers as OpenAI does today.
+OPENAI_RETIRED = frozenset({"gpt-image-1", "dall-e-2", "dall-e-3"})
 STANDARD_GPT_SIZES = {"auto", "1024x1024", "1536x1024", "1024x1536"}
 SIZES = {
     "dall-e-2": {"256x256", "512x512", "1024x1024"},
@@ -44,7 +57,12 @@ GPT_QUALITIES = {"low", "medium", "high", "auto"}
 KNOWN_FIELDS = {
     "prompt", "model", "n", "quality", "response_format", "output_format", "output_compression",
     "stream", "partial_images", "size", "moderation", "background", "style", "user",
+    "complexity", "frame_count", "frame_duration_ms", "svg", "safety_identifier",
 }  # fmt: skip
+GPT_ONLY_FIELDS = (
+    "output_format", "output_compression", "background", "moderation", "stream", "complexity",
+    "frame_count", "frame_duration_ms", "svg",
+)  # fmt: skip
 PROMPT_LIMIT = {"dall-e-2": 1000, "dall-e-3": 4000}
 
 
@@ -76,10 +94,33 @@ def incompressible_png(width: int, height: int) -> bytes:
     return buffer.getvalue()
 
 
+def make_gif(width: int, height: int, frames: int, duration: int = 200) -> bytes:
+    """An animated GIF: ``frames`` solid frames of changing colour."""
+    images = [
+        Image.new("RGB", (width, height), ((30 * i) % 256, 120, 200)).convert("P")
+        for i in range(frames)
+    ]
+    buffer = io.BytesIO()
+    images[0].save(
+        buffer, format="GIF", save_all=True, append_images=images[1:], duration=duration, loop=0
+    )
+    return buffer.getvalue()
+
+
+def make_svg(width: int, height: int) -> bytes:
+    return (
+        f'<?xml version="1.0" encoding="UTF-8"?>\n<svg xmlns="http://www.w3.org/2000/svg" '
+        f'width="{width}" height="{height}" viewBox="0 0 {width} {height}">'
+        f'<rect width="{width}" height="{height}" fill="#3a7"/>'
+        f'<circle cx="{width // 2}" cy="{height // 2}" r="{min(width, height) // 3}" '
+        f'fill="#fc3"/></svg>'
+    ).encode()
+
+
 def _gpt_size_problem(model: str, size: str) -> bool:
     if size in STANDARD_GPT_SIZES:
         return False
-    if not model.startswith("gpt-image-2"):
+    if model not in FREE_SIZE_MODELS:
         return True
     try:
         width, height = (int(part) for part in size.split("x"))
@@ -108,6 +149,9 @@ class FakeImagesAPI:
     latency: float = 0.0  # seconds before every generation answer
     image_bytes: bytes | None = None  # serve these bytes for every image instead of drawing one
     models_route: bool = True  # some gateways have no GET /models
+    retired: frozenset[str] = frozenset()  # models answered as not found (OPENAI_RETIRED)
+    gif_access: bool = True  # does the key have the GIF preview?
+    svg_access: bool = True
     requests: list[RecordedRequest] = field(default_factory=list)
     served: list[bytes] = field(default_factory=list)  # every image served, in order
     script: deque[Handler] = field(default_factory=deque)
@@ -119,7 +163,7 @@ class FakeImagesAPI:
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _image_cache: dict[tuple[int, int, str, int], bytes] = field(default_factory=dict)
 
-    async def start(self) -> str:
+    async def start(self, port: int = 0) -> str:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/v1/images/generations", self._generations)
         if self.models_route:
@@ -127,7 +171,7 @@ class FakeImagesAPI:
         app.router.add_get("/files/{name}", self._file)
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", port)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self.base_url = f"http://127.0.0.1:{port}/v1"
@@ -170,7 +214,7 @@ class FakeImagesAPI:
         refused = self._authorised(request)
         if refused is not None:
             return refused
-        names = sorted(GPT_IMAGE | set(SIZES))
+        names = sorted((GPT_IMAGE | set(SIZES)) - self.retired)
         data = [{"id": name, "object": "model", "owned_by": "openai"} for name in names]
         return json_response(200, json.dumps({"object": "list", "data": data}).encode())
 
@@ -223,6 +267,15 @@ class FakeImagesAPI:
             )
         model = body.get("model", "dall-e-2")
         gpt = model in GPT_IMAGE
+        if model in self.retired:
+            return json_response(
+                404,
+                error_body(
+                    f"The model `{model}` does not exist or you do not have access to it.",
+                    "invalid_request_error",
+                    "model_not_found",
+                ),
+            )
         if not gpt and model not in SIZES:
             return self._invalid(f"Invalid value: '{model}'.", "model", "invalid_value")
         if len(prompt) > PROMPT_LIMIT.get(model, 32000):
@@ -236,9 +289,12 @@ class FakeImagesAPI:
         if (gpt and _gpt_size_problem(model, size)) or (not gpt and size not in SIZES[model]):
             return self._invalid(f"Invalid size '{size}' for {model}.", "size", "invalid_size")
         quality = body.get("quality", "auto")
-        if quality not in (GPT_QUALITIES if gpt else QUALITIES[model]):
+        qualities = QUALITIES.get(model, GPT_QUALITIES)
+        if model in XHIGH_MODELS:
+            qualities = GPT_QUALITIES | {"xhigh", "max"}
+        if quality not in qualities:
             return self._invalid(f"Invalid value: '{quality}'.", "quality", "invalid_value")
-        gpt_only = ("output_format", "output_compression", "background", "moderation", "stream")
+        gpt_only = GPT_ONLY_FIELDS
         if gpt and "response_format" in body:
             return self._invalid(
                 "Unknown parameter: 'response_format'.", "response_format", "unknown_parameter"
@@ -258,10 +314,20 @@ class FakeImagesAPI:
                 ),
             )
         fmt = body.get("output_format", "png") if gpt else "png"
+        refused = self._format_problem(body, fmt, n)
+        if refused is not None:
+            return refused
         width, height = (1024, 1024) if size == "auto" else map(int, size.split("x"))
         items: list[dict[str, Any]] = []
         for index in range(n):
-            data = self.image_bytes or self._image(width, height, fmt, index)
+            if fmt == "gif":
+                data = self.image_bytes or make_gif(
+                    width // 8, height // 8, body.get("frame_count", 9)
+                )
+            elif fmt == "svg":
+                data = self.image_bytes or make_svg(width, height)
+            else:
+                data = self.image_bytes or self._image(width, height, fmt, index)
             self.served.append(data)
             if not gpt and body.get("response_format", "url") == "url":
                 item: dict[str, Any] = {"url": self.file_url(data)}
@@ -289,6 +355,42 @@ class FakeImagesAPI:
                 answer["size"] = size
         headers = {"x-request-id": f"req_{next(self._ids)}"}
         return json_response(200, json.dumps(answer).encode(), headers)
+
+    def _format_problem(self, body: dict[str, Any], fmt: str, n: int) -> web.Response | None:
+        """The API's rules for GIF and SVG output, and the access they need."""
+        if fmt not in ("png", "jpeg", "webp", "gif", "svg"):
+            return self._invalid(f"Invalid value: '{fmt}'.", "output_format", "invalid_value")
+        for key in ("frame_count", "frame_duration_ms"):
+            if key in body and fmt != "gif":
+                return self._invalid(f"'{key}' requires output_format=gif.", key, "invalid_value")
+        if "svg" in body and fmt != "svg":
+            return self._invalid("'svg' requires output_format=svg.", "svg", "invalid_value")
+        if fmt not in ("gif", "svg"):
+            return None
+        if not (self.gif_access if fmt == "gif" else self.svg_access):
+            return json_response(
+                403,
+                error_body(
+                    f"Your organization does not have access to {fmt} output for this model.",
+                    "invalid_request_error",
+                    "feature_access_required",
+                    "output_format",
+                ),
+            )
+        if "output_compression" in body or body.get("stream") or "partial_images" in body:
+            return self._invalid(
+                f"{fmt} output does not support compression or streaming.",
+                "output_format",
+                "invalid_value",
+            )
+        frames = body.get("frame_count", 9)
+        if fmt == "gif" and not (isinstance(frames, int) and 2 <= frames <= 16):
+            return self._invalid(
+                f"Invalid 'frame_count': {frames}.", "frame_count", "invalid_value"
+            )
+        if fmt == "svg" and n != 1:
+            return self._invalid("SVG output requires n=1.", "n", "invalid_value")
+        return None
 
     def _image(self, width: int, height: int, fmt: str, shade: int) -> bytes:
         key = (width, height, fmt, shade)
@@ -366,3 +468,30 @@ def reset_before_answer() -> Handler:
 def images_body(*images: bytes, **extra: Any) -> bytes:
     data = [{"b64_json": base64.b64encode(image).decode()} for image in images]
     return json.dumps({"created": int(time.time()), "data": data, **extra}).encode()
+
+
+async def _serve(port: int, api_key: str) -> None:
+    fake = FakeImagesAPI(api_key=api_key)
+    await fake.start(port)
+    print(f"fake Images API on {fake.base_url} (key: {api_key}); Ctrl-C stops it", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await fake.close()
+
+
+def main() -> None:
+    """``python -m tests.fakes.images_api --port 8080``: try the bot without an OpenAI key."""
+    import argparse
+    import contextlib
+
+    parser = argparse.ArgumentParser(description="A fake OpenAI Images API on 127.0.0.1.")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--key", default="fake-key", help="the API key it accepts")
+    args = parser.parse_args()
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(args.port, args.key))
+
+
+if __name__ == "__main__":
+    main()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import logging
 import time
@@ -20,6 +21,7 @@ from bot.images import (
     InvalidRequest,
     MalformedResponse,
     ModerationBlocked,
+    PreparedRequest,
     QuotaExhausted,
     RateLimited,
     ResponseTooLarge,
@@ -199,14 +201,14 @@ async def test_the_fakes_real_refusals_become_invalid_request(
     client: ImageClient, images_api: FakeImagesAPI
 ) -> None:
     # Bypass our own validation to prove the fake is strict and the refusal is typed.
+    def unchecked(model: str, **fields: object) -> PreparedRequest:
+        prepared = client.prepare(request(model))
+        return dataclasses.replace(prepared, body={"model": model, "prompt": "x", **fields})
+
     with pytest.raises(InvalidRequest, match="invalid_size"):
-        await client._post_once(
-            json.dumps({"model": "dall-e-2", "prompt": "x", "size": "9x9"}).encode()
-        )
+        await client.generate(unchecked("dall-e-2", size="9x9"))
     with pytest.raises(InvalidRequest, match="response_format"):
-        await client._post_once(
-            json.dumps({"model": "gpt-image-1", "prompt": "x", "response_format": "url"}).encode()
-        )
+        await client.generate(unchecked("gpt-image-1", response_format="url"))
 
 
 async def test_moderation_block_from_the_prompt(client: ImageClient) -> None:
@@ -264,7 +266,7 @@ async def test_server_errors_are_retried_a_bounded_number_of_times(
     )
     with pytest.raises(UpstreamUnavailable, match="HTML page"):
         await client.generate(request())
-    assert len(images_api.generation_requests) == 1 + client.settings.max_retries
+    assert len(images_api.generation_requests) == 1 + client.settings.retry.max_retries
 
 
 async def test_x_should_retry_false_is_obeyed(
@@ -327,7 +329,7 @@ async def test_a_hanging_upstream_times_out(
                     {"created": 1, "data": [{"b64_json": base64.b64encode(b"hello").decode()}]}
                 ),
             ),
-            "not an image",
+            "not a readable image",
         ),
         (
             respond(
@@ -375,7 +377,7 @@ async def test_url_download_over_the_cap_is_refused(
     images_api.push(respond(200, json.dumps({"created": 1, "data": [{"url": url}]})))
     client = ImageClient(
         http, base_url=images_api.base_url, api_key=API_KEY, catalog=load_catalog(),
-        settings=ClientSettings(max_image_bytes=200_000),
+        settings=ClientSettings(max_image_bytes=200_000, allow_private_urls=True),
     )  # fmt: skip
     with pytest.raises(ResponseTooLarge):
         await client.generate(request("dall-e-2"))

@@ -13,11 +13,12 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from bot.images import MalformedResponse
-from bot.images.response import ParsedBody, parse_body, parse_error_body
+from bot.images.response import ImageLimits, ParsedBody, parse_body, parse_error_body
 from tests.fakes.images_api import make_image
 
 PNG = make_image(8, 8)
 CAP = 1024 * 1024
+LIMITS = ImageLimits(max_bytes=CAP, max_pixels=4096 * 4096)
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
@@ -50,7 +51,7 @@ bodies = st.fixed_dictionaries(
 
 def outcome(raw: bytes) -> ParsedBody | MalformedResponse:
     try:
-        return parse_body(raw, max_image_bytes=CAP)
+        return parse_body(raw, limits=LIMITS, expected=10)
     except MalformedResponse as error:
         assert error.user_message
         return error
@@ -103,14 +104,14 @@ def _plain(raw: bytes) -> object:
     from bot.images.response import _parse
 
     try:
-        return _parse(raw, None, CAP)
+        return _parse(raw, None, LIMITS, 10)
     except MalformedResponse as error:
         return (type(error), str(error))
 
 
 def _shortcut(raw: bytes) -> object:
     try:
-        return parse_body(raw, max_image_bytes=CAP)
+        return parse_body(raw, limits=LIMITS, expected=10)
     except MalformedResponse as error:
         return (type(error), str(error))
 
@@ -162,5 +163,5 @@ def test_a_large_body_goes_through_the_shortcut() -> None:
     assert lifted is not None
     assert len(lifted.values) == 2
     assert len(lifted.body) < 200
-    images = parse_body(raw, max_image_bytes=CAP).images
+    images = parse_body(raw, limits=LIMITS, expected=10).images
     assert [image.data if image else None for image in images] == [_large_png()] * 2
