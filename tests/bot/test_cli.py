@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import sys
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import API_KEY
-from tests.fakes.images_api import FakeImagesAPI
+from tests.fakes.images_api import OPENAI_RETIRED, FakeImagesAPI
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -89,3 +90,71 @@ async def test_the_bot_needs_a_token(command: list[str], tmp_path: Path) -> None
     code, _, err = await run_cli(*command, env={"OPENAI_API_KEY": API_KEY}, cwd=tmp_path)
     assert code == 2
     assert "DISCORD_TOKEN is not set" in err
+
+
+async def test_a_first_imagine_with_the_defaults_works_against_todays_openai(
+    tmp_path: Path,
+) -> None:
+    fake = FakeImagesAPI(api_key=API_KEY, retired=OPENAI_RETIRED)
+    await fake.start()
+    try:
+        env = {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": fake.base_url}
+        code, out, err = await run_cli("imagine", "a lighthouse", env=env, cwd=tmp_path)
+        assert code == 0, err
+        assert "1 image(s) from gpt-image-2.5-flare" in out
+        code, _, err = await run_cli(
+            "imagine", "a lighthouse", "--model", "gpt-image-1", env=env, cwd=tmp_path
+        )
+        assert code == 1
+        assert err.startswith(
+            "error: The model gpt-image-1 is not available on this image service (it was shut "
+            "down on OpenAI on 2026-10-23)."
+        )
+        code, out, err = await run_cli("check", env=env, cwd=tmp_path)
+        assert code == 0, err
+    finally:
+        await fake.close()
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if "  " in line}
+    assert rows["gpt-image-2.5-flare"][:2] == ["lists", "default"]
+    assert rows["gpt-image-1"][:2] == ["lacks", "-"]
+    assert "shut down on OpenAI on 2026-10-23" in " ".join(rows["gpt-image-1"])
+    assert "warning: the endpoint does not list gpt-image-1, so it is not offered" in out
+
+
+async def test_an_unusable_out_directory_is_refused_before_anything_is_paid(
+    images_api: FakeImagesAPI, tmp_path: Path
+) -> None:
+    env = {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": images_api.base_url}
+    occupied = tmp_path / "taken"
+    occupied.write_text("not a directory")
+    code, _, err = await run_cli("imagine", "otter", "--out", str(occupied), env=env, cwd=tmp_path)
+    assert code == 2
+    assert err.strip() == f"error: --out {occupied}: exists and is not a directory"
+    assert images_api.generation_requests == []
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def test_the_fake_api_runs_on_its_own_for_newcomers_without_a_key(tmp_path: Path) -> None:
+    port = free_port()
+    fake = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.fakes.images_api", "--port", str(port),
+        cwd=ROOT, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert fake.stdout is not None
+        banner = await asyncio.wait_for(fake.stdout.readline(), 30)
+        assert f"http://127.0.0.1:{port}/v1" in banner.decode()
+        env = {"OPENAI_API_KEY": "fake-key", "OPENAI_BASE_URL": f"http://127.0.0.1:{port}/v1"}
+        code, _, err = await run_cli(
+            "imagine", "a lighthouse", "--out", "out", env=env, cwd=tmp_path
+        )
+        assert code == 0, err
+        assert len(list((tmp_path / "out").iterdir())) == 1
+    finally:
+        fake.terminate()
+        await fake.wait()
