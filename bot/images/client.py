@@ -192,7 +192,7 @@ class PublicOnlyResolver(AbstractResolver):
 def connection_failure(exc: BaseException) -> str:
     """A short sentence for a failed connection: never aiohttp's 400-character repr."""
     if isinstance(exc, aiohttp.ClientConnectorError):
-        reason = exc.os_error.strerror or type(exc.os_error).__name__
+        reason = exc.os_error.strerror or str(exc.os_error) or type(exc.os_error).__name__
         return f"could not connect to {exc.host}:{exc.port} ({clean_text(str(reason), 80)})"
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return "the service closed the connection before answering"
@@ -383,7 +383,8 @@ class ImageClient:
                 f"no complete answer within {self.settings.timeout:g}s", request_id=request_id
             ) from None
         except aiohttp.ClientError as exc:
-            if answered:
+            # A response error means a status line arrived: the service saw the request.
+            if answered or isinstance(exc, aiohttp.ClientResponseError):
                 # The answer arrived, perhaps billed: never sent again as if it had not.
                 raise MalformedResponse(
                     f"the answer was cut off or malformed ({type(exc).__name__})",

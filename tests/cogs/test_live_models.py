@@ -97,3 +97,12 @@ async def test_a_model_the_service_no_longer_serves_is_named_privately(
         "Please choose another model."
     )
     assert any("model_not_found" in r.getMessage() for r in caplog.records)
+
+
+async def test_sixty_images_for_one_asked_posts_one(
+    simcord_env: Any, channel: Any, alice: Any, images_api: FakeImagesAPI
+) -> None:
+    images_api.push(respond(200, images_body(*[make_image(32, 32)] * 60)))
+    result = await alice.slash(channel, "imagine", prompt="one owl")
+    assert len(result.response.attachments) == 1
+    assert result.followups == []

@@ -1,0 +1,300 @@
+"""A misbehaving image service: nothing leaked, nothing raw shown, nothing paid for twice."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from bot.images import (
+    ClientSettings,
+    GenerationTimeout,
+    ImageClient,
+    ImageError,
+    ImageRequest,
+    MalformedResponse,
+    RetryPolicy,
+    UpstreamUnavailable,
+    load_catalog,
+)
+from bot.images.client import PublicOnlyResolver, is_public_address
+from tests.conftest import API_KEY
+from tests.fakes.images_api import FakeImagesAPI, images_body, make_image, respond
+
+
+def request(model: str = "gpt-image-1.5", **fields: object) -> ImageRequest:
+    return ImageRequest(prompt="a lighthouse", model=model, user="u", **fields)  # type: ignore[arg-type]
+
+
+def client_for(http: aiohttp.ClientSession, base_url: str, **settings: object) -> ImageClient:
+    return ImageClient(
+        http,
+        base_url=base_url,
+        api_key=API_KEY,
+        catalog=load_catalog(),
+        settings=ClientSettings(timeout=5.0, retry=RetryPolicy(backoff_base=0.01), **settings),  # type: ignore[arg-type]
+    )
+
+
+# -- secrets and upstream text -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["type", "code", "param", "message", "x-request-id"])
+async def test_the_key_echoed_anywhere_upstream_never_surfaces(
+    client: ImageClient,
+    images_api: FakeImagesAPI,
+    where: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    error = {"message": "bad", "type": "invalid_request_error", "code": "x", "param": "size"}
+    headers = {}
+    if where == "x-request-id":
+        headers["x-request-id"] = f"req_{API_KEY}"
+    else:
+        error[where] = f"echo {API_KEY} echo"
+    images_api.push(respond(400, json.dumps({"error": error}), headers=headers))
+    with pytest.raises(ImageError) as caught:
+        await client.generate(request())
+    shown = f"{caught.value} {caught.value.user_message} {caught.value.request_id} {caught.value!r}"
+    assert API_KEY not in shown
+    if where != "param":  # the parameter's name is not shown at all here
+        assert "[redacted]" in shown
+    # The autouse leak check also reads every log record of this test.
+
+
+async def test_upstream_text_is_cleaned_and_bounded(
+    client: ImageClient, images_api: FakeImagesAPI
+) -> None:
+    message = "\x1b[31mred alert\x1b[0m\nline two \u202egnp.exe\u202c" + "x" * 5000
+    headers = {"x-request-id": "req_" + "9" * 8000}
+    body = {"error": {"message": message, "type": "invalid_request_error", "code": "\x07bell"}}
+    images_api.push(respond(400, json.dumps(body), headers=headers))
+    with pytest.raises(ImageError) as caught:
+        await client.generate(request())
+    error = caught.value
+    for text in (str(error), error.user_message, error.request_id or ""):
+        assert not any(ch in text for ch in "\x1b\n\r\x07\u202e\u202c")
+    assert "red alert line two gnp.exe" in str(error)
+    assert len(error.request_id or "") <= 100
+    assert len(str(error)) < 800
+    assert len(error.user_message) < 400
+
+
+async def test_a_connection_error_is_one_short_sentence(http: aiohttp.ClientSession) -> None:
+    with socket_closed() as port:
+        client = client_for(http, f"http://127.0.0.1:{port}/v1")
+        with pytest.raises(UpstreamUnavailable) as caught:
+            await client.generate(request())
+    text = str(caught.value)
+    assert text.startswith(f"could not connect to 127.0.0.1:{port} (")
+    assert "ConnectionKey" not in text and len(text) < 120
+
+
+class socket_closed:
+    """A loopback port with nothing listening."""
+
+    def __enter__(self) -> int:
+        import socket
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            return int(probe.getsockname()[1])
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+# -- answers that do not match the question ------------------------------------------------------
+
+
+async def test_never_more_images_than_were_asked_for(
+    client: ImageClient, images_api: FakeImagesAPI, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    images_api.push(respond(200, images_body(*[make_image(32, 32)] * 60)))
+    result = await client.generate(request(count=1, size="1024x1024"))
+    assert len(result.images) == 1
+    assert any("59 image(s) more than the 1 asked for" in r.getMessage() for r in caplog.records)
+
+
+async def test_an_image_far_larger_than_the_size_asked_for_is_refused(
+    client: ImageClient, images_api: FakeImagesAPI
+) -> None:
+    images_api.push(respond(200, images_body(make_image(1024, 1024))))
+    with pytest.raises(MalformedResponse, match="far larger than the size asked for"):
+        await client.generate(request("dall-e-2", size="256x256"))
+    images_api.push(respond(200, images_body(make_image(1536, 1024))))
+    result = await client.generate(request(size="1024x1024"))  # rounding is fine
+    assert result.images[0].width == 1536
+
+
+@pytest.fixture
+async def longer_than_declared() -> AsyncIterator[tuple[str, list[int]]]:
+    """A raw HTTP server whose 200 declares a Content-Length shorter than the body it sends."""
+    posts: list[int] = []
+    body = images_body(make_image(16, 16))
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        posts.append(1)
+        head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+        head += f"Content-Length: {len(body) // 2}\r\n\r\n"
+        writer.write(head.encode() + body)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    yield f"http://127.0.0.1:{port}/v1", posts
+    server.close()
+    await server.wait_closed()
+
+
+async def test_an_answer_that_arrived_is_never_retried(
+    http: aiohttp.ClientSession, longer_than_declared: tuple[str, list[int]]
+) -> None:
+    base_url, posts = longer_than_declared
+    client = client_for(http, base_url)
+    with pytest.raises(MalformedResponse):
+        await client.generate(request())
+    assert len(posts) == 1  # a second POST could be billed a second time
+
+
+# -- image URLs ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("address", "public"),
+    [
+        ("8.8.8.8", True),
+        ("2606:4700:4700::1111", True),
+        ("127.0.0.1", False),
+        ("10.1.2.3", False),
+        ("172.16.0.9", False),
+        ("192.168.1.1", False),
+        ("169.254.169.254", False),  # cloud metadata
+        ("100.64.0.1", False),  # carrier-grade NAT
+        ("::1", False),
+        ("fe80::1%eth0", False),
+        ("fd00::1", False),
+        ("::ffff:127.0.0.1", False),
+        ("0.0.0.0", False),  # noqa: S104
+        ("224.0.0.1", False),
+        ("not-an-ip", False),
+    ],
+)
+def test_which_addresses_are_public(address: str, public: bool) -> None:
+    assert is_public_address(address) is public
+
+
+async def test_image_urls_on_loopback_are_refused_unless_allowed(
+    http: aiohttp.ClientSession, images_api: FakeImagesAPI
+) -> None:
+    png = make_image(256, 256)
+    for url in (
+        images_api.file_url(png),
+        images_api.file_url(png).replace("127.0.0.1", "localhost"),
+    ):
+        images_api.push(respond(200, json.dumps({"created": 1, "data": [{"url": url}]})))
+        closed = client_for(http, images_api.base_url)
+        try:
+            with pytest.raises(ImageError) as caught:
+                await closed.generate(request("dall-e-2", size="256x256"))
+        finally:
+            await closed.close()
+        assert "private or loopback" in str(caught.value) or "no public address" in str(
+            caught.value
+        )
+    images_api.push(
+        respond(200, json.dumps({"created": 1, "data": [{"url": images_api.file_url(png)}]}))
+    )
+    allowed = client_for(http, images_api.base_url, allow_private_urls=True)
+    result = await allowed.generate(request("dall-e-2", size="256x256"))
+    assert result.images[0].data == png
+
+
+async def test_the_public_only_resolver_refuses_names_of_private_addresses() -> None:
+    resolver = PublicOnlyResolver()
+    try:
+        with pytest.raises(OSError, match="no public address"):
+            await resolver.resolve("localhost", 80)
+    finally:
+        await resolver.close()
+
+
+async def test_redirects_are_followed_and_each_hop_checked(
+    http: aiohttp.ClientSession, images_api: FakeImagesAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    png = make_image(256, 256)
+    target = images_api.file_url(png)
+    app = web.Application()
+
+    async def redirect(request: web.Request) -> web.Response:
+        raise web.HTTPFound(target)
+
+    async def to_metadata(request: web.Request) -> web.Response:
+        raise web.HTTPFound("http://169.254.169.254/latest/meta-data")
+
+    app.router.add_get("/hop", redirect)
+    app.router.add_get("/metadata", to_metadata)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    client = client_for(http, images_api.base_url, allow_private_urls=True)
+    try:
+        body = {"created": 1, "data": [{"url": f"http://127.0.0.1:{port}/hop"}]}
+        images_api.push(respond(200, json.dumps(body)))
+        result = await client.generate(request("dall-e-2", size="256x256"))
+        assert result.images[0].data == png
+
+        # Now with private addresses refused, this loopback server standing in for a public
+        # host: its redirect to the cloud metadata address is caught at the hop.
+        import bot.images.client as client_module
+
+        monkeypatch.setattr(client_module, "is_public_address", lambda a: a == "127.0.0.1")
+        strict = client_for(http, images_api.base_url)
+        body = {"created": 1, "data": [{"url": f"http://127.0.0.1:{port}/metadata"}]}
+        images_api.push(respond(200, json.dumps(body)))
+        with pytest.raises(MalformedResponse, match="private or loopback"):
+            await strict.generate(request("dall-e-2", size="256x256"))
+        await strict.close()
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_download_that_hangs_is_bounded_by_the_request_timeout(
+    http: aiohttp.ClientSession, images_api: FakeImagesAPI
+) -> None:
+    app = web.Application()
+
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(30)
+        return web.Response(body=b"")
+
+    app.router.add_get("/slow", slow)
+    runner = web.AppRunner(app, handler_cancellation=True)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    client = ImageClient(
+        http, base_url=images_api.base_url, api_key=API_KEY, catalog=load_catalog(),
+        settings=ClientSettings(timeout=0.5, allow_private_urls=True),
+    )  # fmt: skip
+    body = {"created": 1, "data": [{"url": f"http://127.0.0.1:{port}/slow"}]}
+    images_api.push(respond(200, json.dumps(body)))
+    try:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(GenerationTimeout):
+            await client.generate(request("dall-e-2", size="256x256"))
+        assert loop.time() - started < 5
+    finally:
+        await runner.cleanup()
