@@ -74,7 +74,7 @@ class Settings(BaseSettings):
             "such as redis://localhost:6379"
         ),
     )
-    default_model: str = Field(default="gpt-image-1", description="a model of the catalog")
+    default_model: str = Field(default="gpt-image-2.5-flare", description="a model of the catalog")
     offered_models: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(),
         description=f"a comma-separated list of catalog models, at most {MAX_DISCORD_CHOICES}",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import aiohttp
 
 from bot.config import Settings
-from bot.images import ClientSettings, ImageClient
+from bot.images import ClientSettings, ImageClient, RetryPolicy
 
 _MEGABYTE = 1024 * 1024
 
@@ -18,8 +18,10 @@ def make_client(session: aiohttp.ClientSession, settings: Settings) -> ImageClie
         catalog=settings.catalog,
         settings=ClientSettings(
             timeout=settings.request_timeout,
-            max_retries=settings.max_retries,
+            connect_timeout=min(getattr(settings, "connect_timeout", 10.0), settings.request_timeout),
+            retry=RetryPolicy(max_retries=settings.max_retries),
             max_image_bytes=int(settings.max_image_mb * _MEGABYTE),
             max_response_bytes=int(settings.max_response_mb * _MEGABYTE),
+            allow_private_urls=getattr(settings, "allow_private_image_urls", False),
         ),
     )

@@ -1,22 +1,33 @@
 """The image engine: a request in, decoded images out. Knows nothing of Discord."""
 
 from .catalog import Catalog, CatalogError, FreeSize, ModelSpec, load_catalog, parse_size
-from .client import CheckResult, ClientSettings, GenerationResult, ImageClient
+from .client import (
+    CheckResult,
+    ClientSettings,
+    GenerationResult,
+    ImageClient,
+    join_url,
+    offered_by_endpoint,
+)
 from .errors import (
     AuthenticationFailed,
     GenerationTimeout,
     ImageError,
+    ImageLinkBroken,
     InvalidRequest,
     MalformedResponse,
+    ModelUnavailable,
     ModerationBlocked,
+    OptionNotAvailable,
     QuotaExhausted,
     RateLimited,
     ResponseTooLarge,
     UnsupportedOption,
     UpstreamUnavailable,
 )
-from .request import ImageRequest, build_body
+from .request import ImageRequest, PreparedRequest, build_body, prepare_request
 from .response import GeneratedImage
+from .retry import RetryPolicy
 
 __all__ = [
     "AuthenticationFailed",
@@ -30,17 +41,25 @@ __all__ = [
     "GenerationTimeout",
     "ImageClient",
     "ImageError",
+    "ImageLinkBroken",
     "ImageRequest",
     "InvalidRequest",
     "MalformedResponse",
     "ModelSpec",
+    "ModelUnavailable",
     "ModerationBlocked",
+    "OptionNotAvailable",
+    "PreparedRequest",
     "QuotaExhausted",
     "RateLimited",
     "ResponseTooLarge",
+    "RetryPolicy",
     "UnsupportedOption",
     "UpstreamUnavailable",
     "build_body",
+    "join_url",
     "load_catalog",
+    "offered_by_endpoint",
     "parse_size",
+    "prepare_request",
 ]

@@ -6,26 +6,41 @@ adding a model never needs a code change.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import tomllib
 from collections.abc import Iterator, Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 Family = Literal["gpt-image", "dall-e"]
+Status = Literal["live", "shut-down"]
 
-# Every optional request field the engine knows, with the values it takes (None: any in range).
+# Every optional request field a member may set, with the values it takes (None: a number,
+# checked where the request is built). `output_format` is narrowed per model by `output_formats`.
 OPTION_VALUES: Mapping[str, tuple[str, ...] | None] = {
-    "output_format": ("png", "jpeg", "webp"),
+    "output_format": ("png", "jpeg", "webp", "gif", "svg"),
     "output_compression": None,
     "background": ("transparent", "opaque", "auto"),
     "moderation": ("low", "auto"),
+    "complexity": ("low", "medium", "high"),
     "style": ("vivid", "natural"),
-    "stream": None,
 }
+
+# Discord refuses a choice whose name or value is longer than this; every name we offer is one.
+MAX_NAME_CHARS = 100
+# Catalog sizes beyond this are typing mistakes: no model renders anything near it.
+MAX_SIDE = 16384
 
 _SIZE = re.compile(r"^(\d{1,5})x(\d{1,5})$")
 
@@ -47,9 +62,9 @@ class FreeSize(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    multiple_of: int = Field(default=1, ge=1)
-    max_edge: int = Field(ge=1)
-    max_pixels: int = Field(ge=1)
+    multiple_of: int = Field(default=1, ge=1, le=1024)
+    max_edge: int = Field(ge=1, le=MAX_SIDE)
+    max_pixels: int = Field(ge=1, le=MAX_SIDE * MAX_SIDE)
     max_aspect_ratio: float = Field(default=3.0, ge=1.0)
 
     def problem(self, width: int, height: int) -> str | None:
@@ -78,25 +93,49 @@ class ModelSpec(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    name: str
+    name: str = Field(min_length=1, max_length=MAX_NAME_CHARS)
     family: Family
+    status: Status = "live"
+    shut_down_on: dt.date | None = None
     sizes: tuple[str, ...] = Field(min_length=1)
     free_size: FreeSize | None = None
-    qualities: tuple[str, ...] = Field(min_length=1)
+    qualities: tuple[Annotated[str, Field(min_length=1, max_length=MAX_NAME_CHARS)], ...] = Field(
+        min_length=1
+    )
     max_count: int = Field(ge=1, le=10)
     max_prompt_chars: int = Field(ge=1)
     options: frozenset[str] = frozenset()
+    output_formats: tuple[str, ...] = ("png",)
+    streaming: bool = False
+    safety_identifier: bool = False
     default_size: str
     default_quality: str
+
+    @field_validator("free_size", mode="before")
+    @classmethod
+    def _no_free_size(cls, value: Any) -> Any:
+        # `free_size = false` in TOML takes away the free size a base model has.
+        return None if value is False else value
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelSpec:
         unknown = sorted(self.options - OPTION_VALUES.keys())
         if unknown:
             raise ValueError(f"unknown options {unknown}; known: {sorted(OPTION_VALUES)}")
+        formats = OPTION_VALUES["output_format"] or ()
+        strange = [name for name in self.output_formats if name not in formats]
+        if strange:
+            raise ValueError(f"unknown output formats {strange}; known: {list(formats)}")
         for size in self.sizes:
-            if size != "auto" and parse_size(size) is None:
+            if size == "auto":
+                continue
+            dims = parse_size(size)
+            if dims is None:
                 raise ValueError(f"size {size!r} is neither 'auto' nor WxH")
+            if not all(1 <= side <= MAX_SIDE for side in dims):
+                raise ValueError(f"size {size!r} must have sides from 1 to {MAX_SIDE} pixels")
+        if self.status == "shut-down" and self.shut_down_on is None:
+            raise ValueError("a shut-down model needs shut_down_on, the date")
         if not self.accepts_size(self.default_size):
             raise ValueError(f"default_size {self.default_size!r} is not one of its sizes")
         if self.default_quality not in self.qualities:
@@ -108,6 +147,16 @@ class ModelSpec(BaseModel):
     @property
     def is_gpt_image(self) -> bool:
         return self.family == "gpt-image"
+
+    @property
+    def is_live(self) -> bool:
+        return self.status == "live"
+
+    def describe_status(self) -> str:
+        """``live``, or ``shut down on OpenAI on 2026-10-23``."""
+        if self.is_live:
+            return "live"
+        return f"shut down on OpenAI on {self.shut_down_on}"
 
     def size_problem(self, size: str) -> str | None:
         """Why ``size`` is not accepted, or None when it is."""
@@ -183,6 +232,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
             return tomllib.load(handle)
     except OSError as exc:
         raise CatalogError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise CatalogError(f"{path} is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise CatalogError(f"{path} is not valid TOML: {exc}") from None
 

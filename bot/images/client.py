@@ -3,35 +3,52 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
-import random
+import math
+import socket
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import DefaultResolver
 
-from .catalog import Catalog
+from .catalog import Catalog, parse_size
 from .errors import (
     AuthenticationFailed,
     GenerationTimeout,
     ImageError,
+    ImageLinkBroken,
     InvalidRequest,
     MalformedResponse,
+    ModelUnavailable,
     ModerationBlocked,
+    OptionNotAvailable,
     QuotaExhausted,
     RateLimited,
     ResponseTooLarge,
     UnsupportedOption,
     UpstreamUnavailable,
-    redact,
+    clean_text,
+    upstream_text,
 )
-from .request import ImageRequest, build_body
-from .response import GeneratedImage, ParsedBody, identify_image, parse_body, parse_error_body
+from .request import ImageRequest, PreparedRequest, prepare_request
+from .response import (
+    ErrorBody,
+    ErrorInBody,
+    GeneratedImage,
+    ImageLimits,
+    ParsedBody,
+    identify_image,
+    parse_body,
+    parse_error_body,
+)
+from .retry import RetryPolicy, retry_delay, server_wait, should_retry
 
 log = logging.getLogger(__name__)
 
@@ -41,30 +58,45 @@ T = TypeVar("T")
 # base64 is lifted out of the JSON and decoded with SIMD), so below it the hop to a thread, and
 # the wait for a free one, cost more than the few milliseconds the loop is held.
 OFF_LOOP_THRESHOLD = 8 * 1024 * 1024
-_RETRY_STATUSES = frozenset({408, 409, 429})
 _MODERATION_CODES = frozenset({"moderation_blocked", "content_policy_violation"})
+_MODEL_GONE_CODES = frozenset(
+    {"model_not_found", "model_shut_down", "model_deprecated", "model_retired"}
+)
+_ACCESS_WORDS = ("access", "permission", "not_available", "preview", "unavailable")
+# An image may have this many times the pixels asked for before it is refused as an answer to
+# some other question (gateways round sizes; none returns several times the area).
+PIXEL_MARGIN = 2.0
+MAX_REDIRECTS = 5
+REQUEST_ID_CHARS = 100
 
 
 @dataclass(frozen=True, slots=True)
 class ClientSettings:
-    timeout: float = 180.0  # seconds for one attempt, connection to last byte
-    max_retries: int = 2
-    max_retry_wait: float = 60.0  # a longer Retry-After is reported instead of waited out
+    timeout: float = 180.0  # seconds for one attempt, connection to last byte; downloads too
+    connect_timeout: float = 10.0  # seconds to open a connection
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
     max_response_bytes: int = 96 * 1024 * 1024
     max_image_bytes: int = 32 * 1024 * 1024
-    download_timeout: float = 60.0
-    backoff_base: float = 0.5  # seconds before the first retry when the server names no delay
+    allow_private_urls: bool = False  # may image URLs point at loopback or private addresses?
 
 
 @dataclass(frozen=True, slots=True)
 class GenerationResult:
-    model: str
+    request: PreparedRequest
     images: tuple[GeneratedImage, ...]
     elapsed: float  # seconds, first byte sent to last image decoded
     request_id: str | None = None
     usage: Mapping[str, Any] | None = None
-    created: int | None = None
     attempts: int = 1
+
+    @property
+    def model(self) -> str:
+        return self.request.model
+
+    @property
+    def missing(self) -> int:
+        """How many of the images asked for did not come back."""
+        return max(self.request.count - len(self.images), 0)
 
     @property
     def revised_prompt(self) -> str | None:
@@ -74,43 +106,16 @@ class GenerationResult:
 @dataclass(frozen=True, slots=True)
 class CheckResult:
     detail: str
-    models: tuple[str, ...] | None = None
+    models: tuple[str, ...] | None = None  # what GET /models lists; None where it has no route
 
 
 class _Retry(Exception):
     """An attempt failed in a way worth another try."""
 
-    def __init__(self, error: ImageError, retry_after: float | None = None) -> None:
+    def __init__(self, error: ImageError, headers: Mapping[str, str] | None = None) -> None:
         super().__init__(str(error))
         self.error = error
-        self.retry_after = retry_after
-
-
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds the server asked us to wait, from ``retry-after-ms`` or ``retry-after``."""
-    millis = headers.get("retry-after-ms")
-    if millis:
-        try:
-            return max(float(millis) / 1000, 0.0)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(when.timestamp() - time.time(), 0.0)
-
-
-def backoff_delay(attempt: int, base: float = 0.5) -> float:
-    """The SDK's schedule: 0.5 s doubling per attempt, capped at 8 s, minus up to 25% jitter."""
-    return float(min(base * 2 ** (attempt - 1), base * 16) * (1 - 0.25 * random.random()))
+        self.headers: Mapping[str, str] = headers or {}
 
 
 async def run_off_loop_if_large(size: int, func: Callable[[], T]) -> T:
@@ -136,11 +141,64 @@ async def _read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes:
     return b"".join(chunks)
 
 
+def join_url(base_url: str, path: str) -> str:
+    """``base_url`` with ``path`` added to its path, its query string kept where it belongs
+    (``https://gw/v1?api-version=x`` + ``images/generations`` ->
+    ``https://gw/v1/images/generations?api-version=x``)."""
+    parts = urlsplit(base_url)
+    return urlunsplit(parts._replace(path=f"{parts.path.rstrip('/')}/{path.lstrip('/')}"))
+
+
+def is_public_address(address: str) -> bool:
+    """Whether ``address`` is a globally routable IP address (not loopback, private, link-local,
+    multicast, reserved; an IPv4-mapped IPv6 address is judged by its IPv4 address)."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
+
+
+class PublicOnlyResolver(AbstractResolver):
+    """Resolves names to public addresses only: image URLs come from the image service's
+    answer, and must not make the bot fetch from its own host or network."""
+
+    def __init__(self) -> None:
+        self._resolver = DefaultResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        found = await self._resolver.resolve(host, port, family)
+        public = [entry for entry in found if is_public_address(entry["host"])]
+        if not public:
+            raise OSError(f"{host} resolves to no public address")
+        return public
+
+    async def close(self) -> None:
+        await self._resolver.close()
+
+
+def connection_failure(exc: BaseException) -> str:
+    """A short sentence for a failed connection: never aiohttp's 400-character repr."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        reason = exc.os_error.strerror or type(exc.os_error).__name__
+        return f"could not connect to {exc.host}:{exc.port} ({clean_text(str(reason), 80)})"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the service closed the connection before answering"
+    if isinstance(exc, aiohttp.ClientOSError):
+        return f"the connection failed ({clean_text(exc.strerror or type(exc).__name__, 80)})"
+    return f"the connection failed ({type(exc).__name__})"
+
+
 class ImageClient:
     """Generates images through an OpenAI-compatible Images API.
 
-    The caller owns ``session`` (one for the whole process); the key is kept in a header only and
-    never appears in a repr, a log line or an error.
+    The caller owns ``session`` (one for the whole process) and closes the client with
+    :meth:`close`; the key is kept in a header only and never appears in a repr, a log line or
+    an error.
     """
 
     def __init__(
@@ -157,9 +215,16 @@ class ImageClient:
         self._api_key = api_key
         self.catalog = catalog
         self.settings = settings or ClientSettings()
+        self._download_session: aiohttp.ClientSession | None = None
 
     def __repr__(self) -> str:
         return f"ImageClient(base_url={self._base_url!r})"
+
+    async def close(self) -> None:
+        """Close what the client opened itself (the session for image downloads)."""
+        if self._download_session is not None:
+            await self._download_session.close()
+            self._download_session = None
 
     @property
     def _headers(self) -> dict[str, str]:
@@ -170,157 +235,239 @@ class ImageClient:
             "Accept": "application/json",
         }
 
-    def _redact(self, text: str) -> str:
-        return redact(text, self._api_key)
+    def _timeout(self, total: float | None = None) -> aiohttp.ClientTimeout:
+        total = self.settings.timeout if total is None else total
+        return aiohttp.ClientTimeout(
+            total=total, sock_connect=min(self.settings.connect_timeout, total)
+        )
 
-    def prepare(self, request: ImageRequest) -> dict[str, Any]:
-        """Validate ``request`` against the catalog and return the body that would be sent."""
+    def _upstream(self, text: str, limit: int = 500) -> str:
+        return upstream_text(text, self._api_key, limit)
+
+    def _request_id(self, headers: Mapping[str, str]) -> str | None:
+        value = headers.get("x-request-id")
+        return self._upstream(value, REQUEST_ID_CHARS) or None if value else None
+
+    def prepare(self, request: ImageRequest) -> PreparedRequest:
+        """Validate ``request`` against the catalog: the body that would be sent, and more."""
         spec = self.catalog.get(request.model)
         if spec is None:
             raise UnsupportedOption(
                 "model", f"Unknown model {request.model!r}; known: {', '.join(self.catalog)}."
             )
-        return build_body(request, spec)
+        return prepare_request(request, spec)
 
-    async def generate(self, request: ImageRequest) -> GenerationResult:
-        """Generate the images ``request`` asks for. Raises only :class:`ImageError` subclasses."""
-        body = self.prepare(request)
-        payload = json.dumps(body).encode()
+    def _image_limits(self, prepared: PreparedRequest) -> ImageLimits:
+        dims = parse_size(prepared.size)
+        if dims is not None:
+            pixels = dims[0] * dims[1]
+        else:  # "auto": the largest the model makes
+            spec = prepared.spec
+            sizes = [parse_size(size) for size in spec.sizes]
+            pixels = max((w * h for w, h in filter(None, sizes)), default=1024 * 1024)
+            if spec.free_size is not None:
+                pixels = max(pixels, spec.free_size.max_pixels)
+        return ImageLimits(
+            max_bytes=self.settings.max_image_bytes, max_pixels=int(pixels * PIXEL_MARGIN)
+        )
+
+    async def generate(self, request: ImageRequest | PreparedRequest) -> GenerationResult:
+        """Generate the images ``request`` asks for. Raises only :class:`ImageError` subclasses.
+
+        Give it a :class:`PreparedRequest` (from :meth:`prepare`) and it is not validated again.
+        """
+        prepared = request if isinstance(request, PreparedRequest) else self.prepare(request)
+        payload = json.dumps(prepared.body).encode()
+        limits = self._image_limits(prepared)
+        policy = self.settings.retry
         started = time.perf_counter()
         attempt = 0
         while True:
             attempt += 1
             try:
-                parsed, request_id = await self._post_once(payload)
+                parsed, request_id = await self._post_once(payload, prepared, limits)
                 break
             except _Retry as retry:
-                error = retry.error
-                if attempt > self.settings.max_retries:
-                    raise error from None
-                wait = retry.retry_after
-                if wait is not None and wait > self.settings.max_retry_wait:
-                    raise error from None
-                delay = (
-                    wait if wait is not None else backoff_delay(attempt, self.settings.backoff_base)
-                )
+                if attempt > policy.max_retries:
+                    raise retry.error from None
+                delay = retry_delay(attempt, retry.headers, policy, time.time())
                 log.warning(
-                    "image request attempt %d failed (%s); retrying in %.1fs", attempt, error, delay
+                    "image request attempt %d failed (%s); retrying in %.1fs",
+                    attempt,
+                    retry.error,
+                    delay,
                 )
                 await asyncio.sleep(delay)
 
-        images = await self._complete(parsed, request_id)
+        images = await self._complete(parsed, request_id, limits)
         elapsed = time.perf_counter() - started
+        if parsed.extra_items:
+            log.warning(
+                "the image service returned %d image(s) more than the %d asked for; "
+                "they were dropped (request id %s)",
+                parsed.extra_items,
+                prepared.count,
+                request_id or "-",
+            )
         log.info(
-            "generated %d image(s) with %s in %.2fs (request id %s, %d attempt(s))",
+            "generated %d of %d image(s) with %s in %.2fs (request id %s, %d attempt(s))",
             len(images),
-            body["model"],
+            prepared.count,
+            prepared.model,
             elapsed,
             request_id or "-",
             attempt,
         )
         return GenerationResult(
-            model=body["model"],
+            request=prepared,
             images=images,
             elapsed=elapsed,
             request_id=request_id,
             usage=parsed.usage,
-            created=parsed.created,
             attempts=attempt,
         )
 
-    async def _post_once(self, payload: bytes) -> tuple[ParsedBody, str | None]:
-        url = f"{self._base_url}/images/generations"
-        timeout = aiohttp.ClientTimeout(total=self.settings.timeout)
+    async def _post_once(
+        self, payload: bytes, prepared: PreparedRequest, limits: ImageLimits
+    ) -> tuple[ParsedBody, str | None]:
+        url = join_url(self._base_url, "images/generations")
         request_id: str | None = None
+        answered = False
         try:
             async with self._session.post(
-                url, data=payload, headers=self._headers, timeout=timeout
+                url, data=payload, headers=self._headers, timeout=self._timeout()
             ) as response:
-                request_id = response.headers.get("x-request-id")
+                answered = True
+                request_id = self._request_id(response.headers)
                 body = await _read_capped(response, self.settings.max_response_bytes)
                 if 200 <= response.status < 300:
-                    max_image = self.settings.max_image_bytes
-                    parsed = await run_off_loop_if_large(
-                        len(body), lambda: parse_body(body, max_image_bytes=max_image)
-                    )
+                    try:
+                        parsed = await run_off_loop_if_large(
+                            len(body),
+                            lambda: parse_body(body, limits=limits, expected=prepared.count),
+                        )
+                    except ErrorInBody as inside:
+                        raise self._classify(
+                            response.status, inside.info, response.headers, request_id, prepared
+                        ) from None
                     return parsed, request_id
-                raise self._status_error(response.status, response.headers, body, request_id)
+                error = self._classify(
+                    response.status,
+                    parse_error_body(body[:65536]),
+                    response.headers,
+                    request_id,
+                    prepared,
+                )
+                if should_retry(
+                    response.status, response.headers, self.settings.retry, time.time()
+                ):
+                    raise _Retry(error, response.headers)
+                raise error
         except ImageError as error:
             if error.request_id is None:
                 error.request_id = request_id
             raise
         except TimeoutError:
+            # Never retried: the service may have been generating (and billing) all along.
             raise GenerationTimeout(
                 f"no complete answer within {self.settings.timeout:g}s", request_id=request_id
             ) from None
-        except aiohttp.ClientPayloadError as exc:
-            raise MalformedResponse(
-                f"the response was cut off ({type(exc).__name__})", request_id=request_id
-            ) from None
         except aiohttp.ClientError as exc:
+            if answered:
+                # The answer arrived, perhaps billed: never sent again as if it had not.
+                raise MalformedResponse(
+                    f"the answer was cut off or malformed ({type(exc).__name__})",
+                    request_id=request_id,
+                ) from None
             # Refused, reset or dropped before an answer: the request may not have been seen.
-            raise _Retry(
-                UpstreamUnavailable(f"connection failed: {self._redact(repr(exc))}")
-            ) from None
+            raise _Retry(UpstreamUnavailable(connection_failure(exc))) from None
 
-    def _status_error(
+    def _classify(
         self,
         status: int,
+        info: ErrorBody,
         headers: Mapping[str, str],
-        body: bytes,
         request_id: str | None,
-    ) -> ImageError | _Retry:
-        info = parse_error_body(body[:65536])
-        message = self._redact(info.message or "")[:500]
-        described = f"HTTP {status}" + (f" {info.type}" if info.type else "")
-        described += f" {info.code}" if info.code else ""
+        prepared: PreparedRequest | None,
+    ) -> ImageError:
+        """The typed error an error answer means. Every upstream text is redacted and cleaned."""
+        message = self._upstream(info.message or "")
+        kind = self._upstream(info.type or "", 80)
+        code = self._upstream(info.code or "", 80)
+        param = self._upstream(info.param or "", 80)
+        described = f"HTTP {status}" + (f" {kind}" if kind else "") + (f" {code}" if code else "")
         described += f": {message}" if message else (": an HTML page" if info.is_html else "")
-        should_retry = headers.get("x-should-retry", "").lower()
 
-        def build(kind: type[ImageError], user_message: str | None = None) -> ImageError:
-            return kind(described, status=status, request_id=request_id, user_message=user_message)
+        def build(kind_: type[ImageError], user_message: str | None = None) -> ImageError:
+            return kind_(described, status=status, request_id=request_id, user_message=user_message)
 
-        if info.code in _MODERATION_CODES or info.type == "image_generation_user_error":
+        lowered = f"{code} {kind}".lower()
+        if code in _MODERATION_CODES or kind == "image_generation_user_error":
             return build(ModerationBlocked)
-        if info.code == "insufficient_quota" or info.type == "insufficient_quota":
+        if code == "insufficient_quota" or kind == "insufficient_quota":
             return build(QuotaExhausted)
+        if prepared is not None and self._model_gone(status, code, param, message):
+            spec = prepared.spec
+            note = "" if spec.is_live else f" (it was {spec.describe_status()})"
+            return ModelUnavailable(
+                described, model=spec.name, note=note, status=status, request_id=request_id
+            )
+        no_access = status == 403 or any(word in lowered for word in _ACCESS_WORDS)
+        if prepared is not None and status in (400, 403) and param and no_access:
+            return build(OptionNotAvailable, self._no_access(param, prepared))
         if status in (401, 403):
             return build(AuthenticationFailed)
-
-        error: ImageError
         if status == 429:
             limited = RateLimited(described, status=status, request_id=request_id)
-            limited.retry_after = _retry_after(headers)
-            error = limited
-        elif status == 408:
-            error = build(GenerationTimeout)
-        elif status in _RETRY_STATUSES or status >= 500:
-            error = build(UpstreamUnavailable)
-        elif status == 404:
-            error = build(
+            wait = server_wait(headers, time.time())
+            limited.retry_after = wait if wait is not None and 0 < wait < math.inf else None
+            return limited
+        if status == 408:
+            return build(GenerationTimeout)
+        if status == 409 or status >= 500:
+            return build(UpstreamUnavailable)
+        if status == 404:
+            return build(
                 InvalidRequest,
                 "The image service is misconfigured. A server admin needs to check it.",
             )
-        else:
-            refused = "The image service refused this request"
-            refused += f": {message}" if message and len(message) < 300 else "."
-            error = build(InvalidRequest, refused)
+        if 200 <= status < 300:
+            return build(MalformedResponse)
+        refused = "The image service refused this request"
+        refused += f": {clean_text(message, 300)}" if message else "."
+        return build(InvalidRequest, refused if refused.endswith(".") else refused + ".")
 
-        retryable = status in _RETRY_STATUSES or status >= 500
-        if should_retry in ("true", "false"):
-            retryable = should_retry == "true"
-        if retryable:
-            return _Retry(error, _retry_after(headers))
-        return error
+    @staticmethod
+    def _model_gone(status: int, code: str, param: str, message: str) -> bool:
+        if code in _MODEL_GONE_CODES:
+            return True
+        if param == "model" and status in (400, 404):
+            return True
+        lowered = message.lower()
+        return status == 404 and "model" in lowered and "exist" in lowered
+
+    @staticmethod
+    def _no_access(param: str, prepared: PreparedRequest) -> str:
+        value = prepared.body.get(param)
+        if param == "output_format" and isinstance(value, str):
+            what = f"{value.upper()} output"
+        elif isinstance(value, (str, int)) and not isinstance(value, bool):
+            what = f"`{param}` {value}"
+        else:
+            what = f"`{param}`"
+        return (
+            f"The bot's image-service account has no access to {what} on {prepared.model}. "
+            f"Please choose another {param.replace('_', ' ')}."
+        )
 
     async def _complete(
-        self, parsed: ParsedBody, request_id: str | None
+        self, parsed: ParsedBody, request_id: str | None, limits: ImageLimits
     ) -> tuple[GeneratedImage, ...]:
         """Download the ``url`` items (concurrently) and return every image in order."""
         images = list(parsed.images)
         if parsed.urls:
             downloads = [
-                self._download(url, parsed.revised_prompts[index], request_id)
+                self._download(url, parsed.revised_prompts[index], request_id, limits)
                 for index, url in parsed.urls.items()
             ]
             fetched = await asyncio.gather(*downloads)
@@ -328,24 +475,62 @@ class ImageClient:
                 images[index] = image
         return tuple(image for image in images if image is not None)
 
-    async def _download(
-        self, url: str, revised_prompt: str | None, request_id: str | None
-    ) -> GeneratedImage:
-        if urlsplit(url).scheme not in ("http", "https"):
+    def _downloads(self) -> aiohttp.ClientSession:
+        if self.settings.allow_private_urls:
+            return self._session
+        if self._download_session is None:
+            connector = aiohttp.TCPConnector(resolver=PublicOnlyResolver(), limit=20)
+            self._download_session = aiohttp.ClientSession(connector=connector)
+        return self._download_session
+
+    def _check_image_url(self, url: str, request_id: str | None) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
             raise MalformedResponse(
                 "an image URL in the response is not http(s)", request_id=request_id
             )
-        cap = self.settings.max_image_bytes
-        timeout = aiohttp.ClientTimeout(total=self.settings.download_timeout)
+        host = parts.hostname
+        literal = host.strip("[]")
         try:
-            # No Authorization header: the URL's host is not the API and must not see the key.
-            async with self._session.get(url, timeout=timeout) as response:
-                if response.status != 200:
-                    raise UpstreamUnavailable(
-                        f"downloading an image answered HTTP {response.status}",
+            ipaddress.ip_address(literal.split("%", 1)[0])
+        except ValueError:
+            return  # a name: the resolver keeps it to public addresses
+        if not self.settings.allow_private_urls and not is_public_address(literal):
+            raise MalformedResponse(
+                "an image URL in the response points at a private or loopback address "
+                "(set ALLOW_PRIVATE_IMAGE_URLS=true for a gateway on your own network)",
+                request_id=request_id,
+            )
+
+    async def _download(
+        self, url: str, revised_prompt: str | None, request_id: str | None, limits: ImageLimits
+    ) -> GeneratedImage:
+        session = self._downloads()
+        try:
+            async with asyncio.timeout(self.settings.timeout):
+                for _ in range(MAX_REDIRECTS + 1):
+                    self._check_image_url(url, request_id)
+                    # No Authorization header: the URL's host is not the API and must not see
+                    # the key. Redirects are followed here, so that each hop is checked.
+                    async with session.get(
+                        url, timeout=self._timeout(), allow_redirects=False
+                    ) as response:
+                        location = response.headers.get("Location")
+                        if response.status in (301, 302, 303, 307, 308) and location:
+                            url = urljoin(url, location)
+                            continue
+                        if response.status != 200:
+                            raise ImageLinkBroken(
+                                f"downloading an image answered HTTP {response.status}",
+                                request_id=request_id,
+                            )
+                        data = await _read_capped(response, limits.max_bytes)
+                        break
+                else:
+                    raise ImageLinkBroken(
+                        f"an image URL redirected more than {MAX_REDIRECTS} times",
                         request_id=request_id,
                     )
-                data = await _read_capped(response, cap)
         except ImageError as error:
             error.request_id = error.request_id or request_id
             raise
@@ -355,40 +540,62 @@ class ImageClient:
             ) from None
         except aiohttp.ClientError as exc:
             raise UpstreamUnavailable(
-                f"downloading an image failed ({type(exc).__name__})", request_id=request_id
+                f"downloading an image failed: {connection_failure(exc)}", request_id=request_id
             ) from None
         return await run_off_loop_if_large(
-            len(data), lambda: identify_image(data, max_bytes=cap, revised_prompt=revised_prompt)
+            len(data), lambda: identify_image(data, limits=limits, revised_prompt=revised_prompt)
         )
+
+    # -- what the endpoint serves --------------------------------------------------------------
+
+    async def list_models(self) -> tuple[str, ...] | None:
+        """The model ids ``GET /models`` lists, or None where the endpoint has no such route.
+
+        Raises :class:`ImageError` when the endpoint fails, refuses the key, or answers with
+        something that is not a model list (an HTML page from a wrong base URL, say).
+        """
+        timeout = self._timeout(min(self.settings.timeout, 30.0))
+        try:
+            async with self._session.get(
+                join_url(self._base_url, "models"), headers=self._headers, timeout=timeout
+            ) as response:
+                body = await _read_capped(response, 8 * 1024 * 1024)
+                status = response.status
+                headers = response.headers
+        except TimeoutError:
+            raise GenerationTimeout("the endpoint did not answer within the timeout") from None
+        except aiohttp.ClientError as exc:
+            raise UpstreamUnavailable(
+                f"cannot reach the endpoint: {connection_failure(exc)}"
+            ) from None
+        if status in (404, 405):
+            return None
+        request_id = self._request_id(headers)
+        if status != 200:
+            raise self._classify(status, parse_error_body(body[:65536]), headers, request_id, None)
+        names = _model_ids(body)
+        if names is None:
+            kind = "an HTML page" if body.lstrip()[:1] == b"<" else "something else"
+            raise MalformedResponse(
+                f"GET /models answered with {kind}, not a model list: check OPENAI_BASE_URL",
+                request_id=request_id,
+            )
+        return names
 
     async def check(self) -> CheckResult:
         """Whether the endpoint answers and accepts the key, without generating anything.
 
         Asks ``GET /models``; where a gateway has no such route, posts a generation request with
-        no prompt, which a live endpoint refuses as invalid (400) before billing anything, or as
-        unauthorised (401) when the key is wrong.
+        no prompt, which a live endpoint refuses as invalid (400, or 422 from a validating
+        gateway) before billing anything, or as unauthorised (401) when the key is wrong.
         """
-        timeout = aiohttp.ClientTimeout(total=min(self.settings.timeout, 30.0))
+        models = await self.list_models()
+        if models is not None:
+            return CheckResult("the endpoint answers and accepts the key", models)
+        timeout = self._timeout(min(self.settings.timeout, 30.0))
         try:
-            async with self._session.get(
-                f"{self._base_url}/models", headers=self._headers, timeout=timeout
-            ) as response:
-                body = await _read_capped(response, 8 * 1024 * 1024)
-                status = response.status
-                headers = response.headers
-                request_id = headers.get("x-request-id")
-            if status == 200:
-                try:
-                    listed = json.loads(body).get("data")
-                    names = tuple(str(m.get("id")) for m in listed if isinstance(m, dict))
-                except (ValueError, AttributeError, TypeError):
-                    names = None
-                return CheckResult("the endpoint answers and accepts the key", names)
-            if status not in (404, 405):
-                error = self._status_error(status, headers, body, request_id)
-                raise error.error if isinstance(error, _Retry) else error
             async with self._session.post(
-                f"{self._base_url}/images/generations",
+                join_url(self._base_url, "images/generations"),
                 data=b"{}",
                 headers=self._headers,
                 timeout=timeout,
@@ -396,14 +603,40 @@ class ImageClient:
                 body = await _read_capped(response, 1024 * 1024)
                 status = response.status
                 headers = response.headers
-                request_id = headers.get("x-request-id")
-            if status == 400:
-                return CheckResult("the endpoint answers and accepts the key (no /models route)")
-            error = self._status_error(status, headers, body, request_id)
-            raise error.error if isinstance(error, _Retry) else error
         except TimeoutError:
             raise GenerationTimeout("the endpoint did not answer within the timeout") from None
         except aiohttp.ClientError as exc:
             raise UpstreamUnavailable(
-                f"cannot reach the endpoint ({self._redact(str(exc))})"
+                f"cannot reach the endpoint: {connection_failure(exc)}"
             ) from None
+        if status in (400, 422):
+            return CheckResult("the endpoint answers and accepts the key (no /models route)")
+        raise self._classify(
+            status, parse_error_body(body[:65536]), headers, self._request_id(headers), None
+        )
+
+
+def _model_ids(body: bytes) -> tuple[str, ...] | None:
+    """The ids of ``{"object": "list", "data": [{"id": ...}, ...]}``, or None if it is not one."""
+    try:
+        document = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        return None
+    listed = document.get("data") if isinstance(document, dict) else None
+    if not isinstance(listed, list):
+        return None
+    return tuple(
+        entry["id"]
+        for entry in listed
+        if isinstance(entry, dict) and isinstance(entry.get("id"), str)
+    )
+
+
+def offered_by_endpoint(
+    catalog_names: Sequence[str], endpoint: Sequence[str] | None
+) -> tuple[str, ...]:
+    """The catalog models the endpoint serves (all of them where it does not say)."""
+    if endpoint is None:
+        return tuple(catalog_names)
+    listed = set(endpoint)
+    return tuple(name for name in catalog_names if name in listed)

@@ -8,11 +8,16 @@ Neither ever holds a secret: upstream messages pass through :func:`redact` befor
 from __future__ import annotations
 
 import re
+import unicodedata
 
 # Upstream 401 bodies echo a masked key ("Incorrect API key provided: sk-abc***xyz"); any
 # key-shaped token is removed from texts we keep, not just the exact key we hold.
 _KEY_SHAPED = re.compile(r"\b(?:sk|pk|rk|key)[-_][A-Za-z0-9_*\-]{6,}", re.IGNORECASE)
 _BEARER = re.compile(r"(?i)bearer\s+\S+")
+
+
+_ANSI_ESCAPE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])")
+_SPACES = re.compile(r"\s+")
 
 
 def redact(text: str, *secrets: str) -> str:
@@ -22,6 +27,23 @@ def redact(text: str, *secrets: str) -> str:
             text = text.replace(secret, "[redacted]")
     text = _BEARER.sub("Bearer [redacted]", text)
     return _KEY_SHAPED.sub("[redacted]", text)
+
+
+def clean_text(text: str, limit: int) -> str:
+    """Upstream text made safe to print: no terminal escapes, no control or bidi-override
+    characters, no line breaks (one log record stays one line), at most ``limit`` characters."""
+    text = _ANSI_ESCAPE.sub("", text)
+    # Cc: controls (newlines, escapes); Cf: format characters (bidi overrides, zero-width).
+    kept = "".join(
+        " " if unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp") else char for char in text
+    )
+    kept = _SPACES.sub(" ", kept).strip()
+    return kept if len(kept) <= limit else kept[: limit - 1].rstrip() + "…"
+
+
+def upstream_text(text: str, secret: str, limit: int = 500) -> str:
+    """Any text the image service sent (messages, codes, types, ids), fit to keep and show."""
+    return clean_text(redact(text, secret), limit)
 
 
 class ImageError(Exception):
@@ -45,9 +67,7 @@ class ImageError(Exception):
             self.user_message = user_message
 
     def __str__(self) -> str:
-        parts = [self.detail]
-        if self.status is not None:
-            parts.append(f"status {self.status}")
+        parts = [self.detail]  # an HTTP status, where there is one, is already in the detail
         if self.request_id:
             parts.append(f"request id {self.request_id}")
         return "; ".join(parts)
@@ -65,6 +85,22 @@ class UnsupportedOption(InvalidRequest):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(message, user_message=message)
         self.field = field
+
+
+class ModelUnavailable(InvalidRequest):
+    """The service does not serve the model: not found, or shut down."""
+
+    def __init__(self, detail: str, *, model: str, note: str = "", **kwargs: object) -> None:
+        sentence = (
+            f"The model {model} is not available on this image service{note}. "
+            "Please choose another model."
+        )
+        super().__init__(detail, user_message=sentence, **kwargs)  # type: ignore[arg-type]
+        self.model = model
+
+
+class OptionNotAvailable(InvalidRequest):
+    """The bot's account has no access to a feature it asked for (GIF or SVG output, say)."""
 
 
 class ModerationBlocked(ImageError):
@@ -98,6 +134,14 @@ class GenerationTimeout(ImageError):
 
 class MalformedResponse(ImageError):
     user_message = "The image service sent back something that is not a valid image."
+
+
+class ImageLinkBroken(MalformedResponse):
+    """An image URL in the answer does not serve the image; fetching it again would not help."""
+
+    user_message = (
+        "The image service answered with a link to the image that does not work. Please try again."
+    )
 
 
 class ResponseTooLarge(MalformedResponse):

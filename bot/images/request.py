@@ -1,4 +1,8 @@
-"""A generation request, checked against the catalog before anything is paid for."""
+"""A generation request, checked against the catalog before anything is paid for.
+
+:func:`prepare_request` validates once and returns a :class:`PreparedRequest`: the model's spec,
+the values resolved from its defaults, and the JSON body. The client sends that as it is.
+"""
 
 from __future__ import annotations
 
@@ -8,22 +12,29 @@ from typing import Any
 from .catalog import OPTION_VALUES, ModelSpec
 from .errors import UnsupportedOption
 
+# GIF output: the API's bounds (frames 2-16; the delay is rounded to 10 ms and capped).
+MIN_FRAMES, MAX_FRAMES = 2, 16
+MIN_FRAME_MS, MAX_FRAME_MS = 10, 655_350
+
 
 @dataclass(frozen=True, slots=True)
 class ImageRequest:
-    """What the user asked for. Unset (None) fields take the model's defaults or are omitted."""
+    """What the member asked for. Unset (None) fields take the model's defaults or are omitted."""
 
     prompt: str
     model: str
     size: str | None = None
     quality: str | None = None
     count: int = 1
-    user: str | None = None
+    user: str | None = None  # the member's pseudonym: sent as `user` and `safety_identifier`
     output_format: str | None = None
     output_compression: int | None = None
     background: str | None = None
     moderation: str | None = None
+    complexity: str | None = None
     style: str | None = None
+    frame_count: int | None = None
+    frame_duration_ms: int | None = None
 
     def options(self) -> dict[str, Any]:
         """The optional model-specific fields that were set."""
@@ -31,16 +42,32 @@ class ImageRequest:
         return {name: value for name, value in values.items() if value is not None}
 
 
+@dataclass(frozen=True, slots=True)
+class PreparedRequest:
+    """A request that passed validation: what will be sent, and what it resolved to."""
+
+    spec: ModelSpec
+    prompt: str
+    size: str
+    quality: str
+    count: int
+    options: dict[str, Any]  # the model options that were set, as sent (output_format, ...)
+    body: dict[str, Any]
+
+    @property
+    def model(self) -> str:
+        return self.spec.name
+
+    @property
+    def output_format(self) -> str:
+        return str(self.options.get("output_format", "png"))
+
+
 def _one_of(values: tuple[str, ...]) -> str:
     return ", ".join(values)
 
 
-def build_body(request: ImageRequest, spec: ModelSpec) -> dict[str, Any]:
-    """The JSON body for ``POST /images/generations``, or :class:`UnsupportedOption`.
-
-    Unset fields are omitted rather than sent as ``null`` (the API's schema refuses ``null``).
-    """
-    prompt = request.prompt.strip()
+def _check_prompt(prompt: str, spec: ModelSpec) -> None:
     if not prompt:
         raise UnsupportedOption("prompt", "The prompt is empty.")
     if len(prompt) > spec.max_prompt_chars:
@@ -49,6 +76,64 @@ def build_body(request: ImageRequest, spec: ModelSpec) -> dict[str, Any]:
             f"{spec.name} takes prompts of at most {spec.max_prompt_chars:,} characters; "
             f"this one has {len(prompt):,}.",
         )
+
+
+def _check_options(request: ImageRequest, spec: ModelSpec) -> dict[str, Any]:
+    options = request.options()
+    for name, value in options.items():
+        if name not in spec.options:
+            takes = _one_of(tuple(sorted(spec.options))) or "none"
+            raise UnsupportedOption(
+                name, f"{spec.name} does not take `{name}` (its options: {takes})."
+            )
+        allowed = spec.output_formats if name == "output_format" else OPTION_VALUES[name]
+        if allowed is not None and value not in allowed:
+            raise UnsupportedOption(name, f"`{name}` takes {_one_of(allowed)} on {spec.name}.")
+    return options
+
+
+def _check_combinations(request: ImageRequest, options: dict[str, Any]) -> None:
+    output_format = options.get("output_format", "png")
+    if "output_compression" in options:
+        if not 0 <= options["output_compression"] <= 100:
+            raise UnsupportedOption("output_compression", "`output_compression` takes 0 to 100.")
+        if output_format not in ("jpeg", "webp"):
+            raise UnsupportedOption(
+                "output_compression",
+                "`output_compression` only applies to the jpeg and webp output formats.",
+            )
+    if options.get("background") == "transparent" and output_format not in ("png", "webp"):
+        raise UnsupportedOption(
+            "background", "A transparent background needs the png or webp output format."
+        )
+    if output_format == "svg" and request.count != 1:
+        raise UnsupportedOption("count", "SVG output makes one image per request.")
+    gif_fields = {
+        "frame_count": request.frame_count,
+        "frame_duration_ms": request.frame_duration_ms,
+    }
+    for name, value in gif_fields.items():
+        if value is not None and output_format != "gif":
+            raise UnsupportedOption(name, f"`{name}` only applies to the gif output format.")
+    if request.frame_count is not None and not MIN_FRAMES <= request.frame_count <= MAX_FRAMES:
+        raise UnsupportedOption(
+            "frame_count", f"An animated GIF has {MIN_FRAMES} to {MAX_FRAMES} frames."
+        )
+    duration = request.frame_duration_ms
+    if duration is not None and not MIN_FRAME_MS <= duration <= MAX_FRAME_MS:
+        raise UnsupportedOption(
+            "frame_duration_ms",
+            f"A GIF frame lasts {MIN_FRAME_MS:,} to {MAX_FRAME_MS:,} milliseconds.",
+        )
+
+
+def prepare_request(request: ImageRequest, spec: ModelSpec) -> PreparedRequest:
+    """Validate ``request`` against ``spec``, or raise :class:`UnsupportedOption`.
+
+    Unset fields are omitted rather than sent as ``null`` (the API's schema refuses ``null``).
+    """
+    prompt = request.prompt.strip()
+    _check_prompt(prompt, spec)
     if not 1 <= request.count <= spec.max_count:
         raise UnsupportedOption(
             "count",
@@ -65,6 +150,8 @@ def build_body(request: ImageRequest, spec: ModelSpec) -> dict[str, Any]:
         raise UnsupportedOption(
             "quality", f"{spec.name} takes the qualities {_one_of(spec.qualities)}."
         )
+    options = _check_options(request, spec)
+    _check_combinations(request, options)
 
     body: dict[str, Any] = {"model": spec.name, "prompt": prompt, "n": request.count}
     body["size"] = size
@@ -72,32 +159,27 @@ def build_body(request: ImageRequest, spec: ModelSpec) -> dict[str, Any]:
     if not spec.is_gpt_image:
         # DALL-E answers with expiring URLs unless asked; GPT image models refuse the field.
         body["response_format"] = "b64_json"
-
-    options = request.options()
-    for name, value in options.items():
-        if name not in spec.options:
-            takes = _one_of(tuple(sorted(spec.options))) or "none"
-            raise UnsupportedOption(
-                name, f"{spec.name} does not take `{name}` (its options: {takes})."
-            )
-        allowed = OPTION_VALUES[name]
-        if allowed is not None and value not in allowed:
-            raise UnsupportedOption(name, f"`{name}` takes {_one_of(allowed)}.")
-        body[name] = value
-
-    output_format = options.get("output_format", "png")
-    if "output_compression" in options:
-        if not 0 <= options["output_compression"] <= 100:
-            raise UnsupportedOption("output_compression", "`output_compression` takes 0 to 100.")
-        if output_format not in ("jpeg", "webp"):
-            raise UnsupportedOption(
-                "output_compression",
-                "`output_compression` only applies to the jpeg and webp output formats.",
-            )
-    if options.get("background") == "transparent" and output_format not in ("png", "webp"):
-        raise UnsupportedOption(
-            "background", "A transparent background needs the png or webp output format."
-        )
+    body.update(options)
+    if request.frame_count is not None:
+        body["frame_count"] = request.frame_count
+    if request.frame_duration_ms is not None:
+        body["frame_duration_ms"] = request.frame_duration_ms
     if request.user:
+        # `user` is what older gateways know; `safety_identifier` replaces it where it exists.
         body["user"] = request.user
-    return body
+        if spec.safety_identifier:
+            body["safety_identifier"] = request.user
+    return PreparedRequest(
+        spec=spec,
+        prompt=prompt,
+        size=size,
+        quality=quality,
+        count=request.count,
+        options=options,
+        body=body,
+    )
+
+
+def build_body(request: ImageRequest, spec: ModelSpec) -> dict[str, Any]:
+    """The JSON body for ``POST /images/generations``, or :class:`UnsupportedOption`."""
+    return prepare_request(request, spec).body
