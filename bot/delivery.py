@@ -273,17 +273,36 @@ async def prepare_uploads(
     return [upload for uploads in per_image for upload in uploads]
 
 
+def _keeping_previews_with_their_svg(uploads: Sequence[Upload], limit: int) -> list[list[Upload]]:
+    """The uploads in runs that belong in one message: an SVG with its rendering when the two
+    fit one message together, every other upload alone."""
+    runs: list[list[Upload]] = []
+    for upload in uploads:
+        previous = runs[-1] if runs else []
+        if (
+            upload.preview_of is not None
+            and previous
+            and previous[-1].filename == upload.preview_of
+            and len(previous[-1].data) + len(upload.data) <= limit
+        ):
+            previous.append(upload)
+        else:
+            runs.append([upload])
+    return runs
+
+
 def pack(uploads: Sequence[Upload], limit: int) -> list[list[Upload]]:
-    """Group uploads, in order, into messages of at most ten files and ``limit`` bytes."""
+    """Group uploads, in order, into messages of at most ten files and ``limit`` bytes, an SVG
+    and its rendering in the same message whenever they fit one."""
     messages: list[list[Upload]] = []
     current: list[Upload] = []
     total = 0
-    for upload in uploads:
-        size = len(upload.data)
-        if current and (len(current) == MAX_FILES_PER_MESSAGE or total + size > limit):
+    for run in _keeping_previews_with_their_svg(uploads, limit):
+        size = sum(len(upload.data) for upload in run)
+        if current and (len(current) + len(run) > MAX_FILES_PER_MESSAGE or total + size > limit):
             messages.append(current)
             current, total = [], 0
-        current.append(upload)
+        current.extend(run)
         total += size
     if current:
         messages.append(current)

@@ -204,6 +204,23 @@ async def test_an_svg_over_the_limit_is_refused() -> None:
         await prepare_uploads([svg(RED_RECTANGLE, 300, 200)], len(RED_RECTANGLE) - 1)
 
 
+def test_an_svg_and_its_rendering_share_a_message_when_they_can() -> None:
+    photos = [Upload(f"photo-{n}.png", b"p") for n in range(9)]
+    drawing = Upload("imagine-1.svg", b"s")
+    rendering = Upload("imagine-1.png", b"r", preview_of="imagine-1.svg")
+
+    by_count = pack([*photos, drawing, rendering], limit=1000)
+    assert [len(message) for message in by_count] == [9, 2]
+
+    large_drawing = Upload("imagine-1.svg", b"s" * 400)
+    large_rendering = Upload("imagine-1.png", b"r" * 400, preview_of="imagine-1.svg")
+    by_bytes = pack([Upload("photo.png", b"p" * 300), large_drawing, large_rendering], limit=1000)
+    assert [[upload.filename for upload in message] for message in by_bytes] == [
+        ["photo.png"],
+        ["imagine-1.svg", "imagine-1.png"],
+    ]
+
+
 def test_uploads_without_previews_still_fill_each_message() -> None:
     uploads = [Upload(f"photo-{n}.png", b"p" * 300) for n in range(12)]
 
