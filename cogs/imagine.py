@@ -314,6 +314,8 @@ class Imagine(commands.Cog):
             )
         if any(upload.reencoded for upload in uploads):
             notes.append("Some images were re-encoded to fit this server's upload limit.")
+        if any(upload.preview_failed for upload in uploads):
+            notes.append("(No preview: the SVG could not be rendered.)")
         note = " ".join(notes) or None
         try:
             await interaction.edit_original_response(
@@ -338,7 +340,10 @@ class Imagine(commands.Cog):
     @staticmethod
     def _files(uploads: list[Upload]) -> list[discord.File]:
         return [
-            discord.File(io.BytesIO(upload.data), filename=upload.filename) for upload in uploads
+            discord.File(
+                io.BytesIO(upload.data), filename=upload.filename, description=upload.description
+            )
+            for upload in uploads
         ]
 
     def _embed(self, interaction: discord.Interaction, result: GenerationResult) -> discord.Embed:

@@ -3,12 +3,14 @@ models offered, and the newest options reach the request."""
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from discord import app_commands
+from PIL import Image
 
 from bot.app import ImagineBot
 from tests.cogs.support import fields, private_reply, uploaded
@@ -106,3 +108,25 @@ async def test_sixty_images_for_one_asked_posts_one(
     result = await alice.slash(channel, "imagine", prompt="one owl")
     assert len(result.response.attachments) == 1
     assert result.followups == []
+
+
+async def test_an_svg_is_posted_with_a_png_rendering_beside_it(
+    channel: Any, alice: Any, images_api: FakeImagesAPI
+) -> None:
+    result = await alice.slash(channel, "imagine", prompt="a logo", format="svg")
+    svg, png = result.response.attachments
+    assert (svg.filename, png.filename) == ("imagine-1.svg", "imagine-1.png")
+    assert await svg.read() == images_api.served[0]
+    rendered = Image.open(io.BytesIO(await png.read()))
+    assert (rendered.format, rendered.size) == ("PNG", (1024, 1024))
+
+
+async def test_an_svg_that_cannot_be_rendered_goes_alone_and_the_reply_says_so(
+    channel: Any, alice: Any, images_api: FakeImagesAPI
+) -> None:
+    broken = b'<svg xmlns="http://www.w3.org/2000/svg" width="64" height="64"><rect'
+    images_api.push(respond(200, images_body(broken)))
+    result = await alice.slash(channel, "imagine", prompt="a logo", format="svg")
+    (svg,) = result.response.attachments
+    assert svg.filename == "imagine-1.svg"
+    assert "No preview: the SVG could not be rendered." in result.response.content
