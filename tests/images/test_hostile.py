@@ -22,7 +22,7 @@ from bot.images import (
     UpstreamUnavailable,
     load_catalog,
 )
-from bot.images.client import PublicOnlyResolver, is_public_address
+from bot.images.client import PublicOnlyResolver, is_public_address, join_url
 from tests.conftest import API_KEY
 from tests.fakes.images_api import FakeImagesAPI, images_body, make_image, respond
 
@@ -298,3 +298,28 @@ async def test_a_download_that_hangs_is_bounded_by_the_request_timeout(
         assert loop.time() - started < 5
     finally:
         await runner.cleanup()
+
+
+@pytest.mark.parametrize(
+    ("base", "path", "joined"),
+    [
+        ("https://gw.example/v1", "images/generations", "https://gw.example/v1/images/generations"),
+        (
+            "https://gw.example/openai/v1?api-version=2025-01-01",
+            "images/generations",
+            "https://gw.example/openai/v1/images/generations?api-version=2025-01-01",
+        ),
+        ("http://127.0.0.1:8080", "models", "http://127.0.0.1:8080/models"),
+    ],
+)
+def test_paths_join_before_the_query_string(base: str, path: str, joined: str) -> None:
+    assert join_url(base, path) == joined
+
+
+async def test_a_base_url_with_a_query_string_reaches_the_right_path(
+    http: aiohttp.ClientSession, images_api: FakeImagesAPI
+) -> None:
+    client = client_for(http, images_api.base_url + "?api-version=2025-01-01")
+    result = await client.generate(request())
+    assert len(result.images) == 1
+    assert (await client.check()).models is not None
