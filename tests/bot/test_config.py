@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,18 +13,12 @@ from bot.config import DEFAULT_BASE_URL, ConfigError, load_settings
 
 SECRET_KEY = "sk-config-SENTINEL-0123456789"
 TOKEN = "discord-SENTINEL-token-abcdef"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in (
-        "DISCORD_TOKEN", "OPENAI_API_KEY", "OPENAI_BASE_URL", "USER_RATE_LIMIT",
-        "RATE_LIMIT_STORAGE_URI", "DEFAULT_MODEL", "OFFERED_MODELS", "IMAGE_MODELS_FILE",
-        "MAX_IMAGES_PER_REQUEST", "REQUEST_TIMEOUT", "USER_ID_SECRET", "DEV_GUILD_ID", "LOG_LEVEL",
-        "DATA_DIR",
-    ):  # fmt: skip
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.chdir(tmp_path)
+def secrets_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    # tests/conftest.py has already cleared every setting and moved into an empty directory.
     monkeypatch.setenv("OPENAI_API_KEY", SECRET_KEY)
     monkeypatch.setenv("DISCORD_TOKEN", TOKEN)
 
@@ -133,3 +130,24 @@ def test_every_setting_is_documented_in_env_example_and_the_readme() -> None:
         variable = field.upper()
         assert f"\n{variable}=" in example, f"{variable} is missing from .env.example"
         assert f"| `{variable}` |" in readme, f"{variable} is missing from the README's table"
+
+
+async def test_the_tests_ignore_the_operators_environment_and_dotenv(tmp_path: Path) -> None:
+    """An operator who exports bot settings, or keeps a .env, can still run the suite."""
+    hostile = {
+        "DEFAULT_MODEL": "nonsense",
+        "MAX_IMAGES_PER_REQUEST": "1",
+        "MAX_CONCURRENT_GENERATIONS": "0",
+        "log_level": "LOUD",  # the settings read variable names in any case
+        "OPENAI_BASE_URL": "ftp://operator.example",
+    }
+    (tmp_path / ".env").write_text("MAX_RETRIES=99\nSHUTDOWN_GRACE_SECONDS=never\n")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+        "--rootdir", str(ROOT), "-c", str(ROOT / "pyproject.toml"),
+        str(ROOT / "tests" / "bot" / "test_config.py"), "-k", "not ignore_the_operators",
+        cwd=tmp_path, env=os.environ | hostile | {"PYTHONPATH": str(ROOT)},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode == 0, out.decode()[-3000:]
