@@ -1,7 +1,8 @@
 """Configuration: read once at start from the environment and a ``.env`` file, validated.
 
-A missing or malformed value stops start-up with :class:`ConfigError`, one sentence that names the
-variable and what it accepts. Secrets are :class:`~pydantic.SecretStr`: their repr is masked.
+Missing or malformed values stop start-up with :class:`ConfigError`, one sentence that names
+every such variable and what it accepts. Secrets are :class:`~pydantic.SecretStr`: their repr is
+masked.
 """
 
 from __future__ import annotations
@@ -174,62 +175,101 @@ class Settings(BaseSettings):
         return (self.default_model, *(n for n in names if n != self.default_model))
 
 
-def _describe(exc: ValidationError) -> str:
-    error = exc.errors()[0]
-    field = str(error["loc"][0]) if error["loc"] else ""
-    info = Settings.model_fields.get(field)
-    if info is None:
-        # Raised by the model validator: its message already names the variable.
-        return str(error["msg"]).removeprefix("Value error, ")
-    variable = field.upper()
-    accepts = info.description or "a valid value"
-    if error["type"] == "missing":
-        return f"{variable} is not set: it must be {accepts}."
-    return f"{variable} is not valid: it must be {accepts}."
+class _DiscordSettings(Settings):
+    """The settings of the commands that log in to Discord, where DISCORD_TOKEN is required."""
+
+    # The same field without a default: a missing token is reported with the other problems.
+    discord_token: SecretStr | None = Field(
+        description=Settings.model_fields["discord_token"].description
+    )
 
 
-def _check_writable(directory: Path) -> None:
+def _missing(variables: list[tuple[str, str]]) -> str:
+    """``A and B are not set: A must be ..., and B must be ...`` (or one variable alone)."""
+    if len(variables) == 1:
+        variable, accepts = variables[0]
+        return f"{variable} is not set: it must be {accepts}"
+    names = [variable for variable, _ in variables]
+    needs = [f"{variable} must be {accepts}" for variable, accepts in variables]
+    return (
+        f"{', '.join(names[:-1])} and {names[-1]} are not set: "
+        f"{', '.join(needs[:-1])}, and {needs[-1]}"
+    )
+
+
+def _problems(exc: ValidationError, settings_class: type[Settings]) -> list[str]:
+    """One clause per variable pydantic refused, every missing variable in a single clause."""
+    missing: list[tuple[str, str]] = []
+    clauses: list[str] = []
+    seen: set[str] = set()
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else ""
+        info = settings_class.model_fields.get(field)
+        if info is None:
+            # Raised by a model validator: its message already names the variable.
+            clauses.append(str(error["msg"]).removeprefix("Value error, ").rstrip("."))
+            continue
+        variable = field.upper()
+        if variable in seen:  # a union type reports each of its branches
+            continue
+        seen.add(variable)
+        accepts = info.description or "a valid value"
+        if error["type"] == "missing":
+            missing.append((variable, accepts))
+        else:
+            clauses.append(f"{variable} is not valid: it must be {accepts}")
+    return ([_missing(missing)] if missing else []) + clauses
+
+
+def _sentence(problems: list[str]) -> str:
+    return "; ".join(problems) + "."
+
+
+def _unwritable(directory: Path) -> str | None:
     try:
         directory.mkdir(parents=True, exist_ok=True)
         writable = os.access(directory, os.W_OK | os.X_OK)
     except OSError as exc:
-        raise ConfigError(
-            f"DATA_DIR is not valid: it must be a writable directory ({exc.strerror})."
-        ) from None
+        return f"DATA_DIR is not valid: it must be a writable directory ({exc.strerror})"
     if not writable:
-        raise ConfigError("DATA_DIR is not valid: it must be a writable directory.")
+        return "DATA_DIR is not valid: it must be a writable directory"
+    return None
 
 
 def load_settings(
     *, require_discord: bool = True, env_file: str | Path | None = ".env"
 ) -> Settings:
-    """Read and validate the configuration, or raise :class:`ConfigError` with one sentence."""
-    try:
-        settings = Settings(_env_file=env_file)
-    except ValidationError as exc:
-        raise ConfigError(_describe(exc)) from None
+    """Read and validate the configuration, or raise :class:`ConfigError` with one sentence.
 
-    if require_discord and settings.discord_token is None:
-        raise ConfigError(
-            "DISCORD_TOKEN is not set: it must be the bot token from the Discord developer portal."
-        )
-    if require_discord:
-        _check_writable(settings.data_dir)
+    The sentence names every missing variable and every refused one, so that an operator
+    fixes them all in one go rather than one per start.
+    """
+    settings_class = _DiscordSettings if require_discord else Settings
+    try:
+        settings: Settings = settings_class(_env_file=env_file)
+    except ValidationError as exc:
+        raise ConfigError(_sentence(_problems(exc, settings_class))) from None
+
+    problems: list[str] = []
+    if require_discord and (unwritable := _unwritable(settings.data_dir)) is not None:
+        problems.append(unwritable)
     catalog = settings.catalog
     if settings.default_model not in catalog:
-        raise ConfigError(
+        problems.append(
             f"DEFAULT_MODEL is not valid: {settings.default_model!r} is not in the model catalog "
-            f"({', '.join(catalog)})."
+            f"({', '.join(catalog)})"
         )
     unknown = [name for name in settings.offered_models if name not in catalog]
     if unknown:
-        raise ConfigError(
+        problems.append(
             f"OFFERED_MODELS is not valid: {', '.join(unknown)} not in the model catalog "
-            f"({', '.join(catalog)})."
+            f"({', '.join(catalog)})"
         )
-    if len(settings.offered()) > MAX_DISCORD_CHOICES:
-        raise ConfigError(
+    elif len(settings.offered()) > MAX_DISCORD_CHOICES:
+        problems.append(
             f"OFFERED_MODELS is not valid: Discord allows at most {MAX_DISCORD_CHOICES} choices; "
-            f"list the ones to offer."
+            f"list the ones to offer"
         )
+    if problems:
+        raise ConfigError(_sentence(problems))
     return settings

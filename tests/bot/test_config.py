@@ -101,6 +101,32 @@ def test_missing_token_only_matters_for_the_bot(monkeypatch: pytest.MonkeyPatch)
     assert load_settings(require_discord=False).discord_token is None
 
 
+def test_every_missing_variable_is_named_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY")
+    monkeypatch.delenv("DISCORD_TOKEN")
+    assert error_for() == (
+        "DISCORD_TOKEN and OPENAI_API_KEY are not set: DISCORD_TOKEN must be the bot token from "
+        "the Discord developer portal, and OPENAI_API_KEY must be the API key of the OpenAI "
+        "account or gateway (sent as a Bearer token)."
+    )
+
+
+def test_missing_and_malformed_variables_are_named_in_one_sentence(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY")
+    message = error_for(LOG_LEVEL="LOUD", REQUEST_TIMEOUT="soon")
+    assert message.startswith("OPENAI_API_KEY is not set: it must be the API key")
+    assert "; REQUEST_TIMEOUT is not valid: it must be seconds" in message
+    assert "; LOG_LEVEL is not valid: it must be one of DEBUG" in message
+
+
+def test_every_model_the_catalog_lacks_is_named_at_once() -> None:
+    message = error_for(DEFAULT_MODEL="dall-e-9", OFFERED_MODELS="dall-e-3,nope")
+    assert message.startswith("DEFAULT_MODEL is not valid: 'dall-e-9' is not in the model catalog")
+    assert "; OFFERED_MODELS is not valid: nope not in the model catalog" in message
+
+
 def test_models_file_adds_a_gateway_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "models.toml"
     path.write_text('[models."my-gateway-image"]\nbase = "gpt-image-1"\nmax_count = 2\n')
