@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from limits import RateLimitItem, parse_many
 from pydantic import (
@@ -40,6 +40,10 @@ MAX_DISCORD_CHOICES = 25
 
 class ConfigError(Exception):
     """A configuration value is missing or malformed: one sentence for the operator."""
+
+
+class _Refused(ValueError):
+    """A validator's own reason: the words that follow the variable's name in the sentence."""
 
 
 class Settings(BaseSettings):
@@ -116,9 +120,19 @@ class Settings(BaseSettings):
     @classmethod
     def _base_url(cls, value: str) -> str:
         parts = urlsplit(value.strip())
-        if parts.scheme not in ("http", "https") or not parts.netloc:
+        if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("not an http(s) URL")
-        return value.strip().rstrip("/")
+        if parts.username is not None or parts.password is not None:
+            # Fixed words: the refused value holds a password and is never repeated.
+            raise _Refused(
+                "is not valid: it must not contain a user name or password; "
+                "send credentials with OPENAI_API_KEY"
+            )
+        if "#" in value:
+            raise _Refused("is not valid: it must not contain a fragment (a part after #)")
+        # The query string stays (a gateway may want ?api-version=... on every request); the
+        # engine joins its paths before it.
+        return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), parts.query, ""))
 
     @field_validator("user_rate_limit", mode="before")
     @classmethod
@@ -214,8 +228,11 @@ def _problems(exc: ValidationError, settings_class: type[Settings]) -> list[str]
             continue
         seen.add(variable)
         accepts = info.description or "a valid value"
+        reason = error.get("ctx", {}).get("error")
         if error["type"] == "missing":
             missing.append((variable, accepts))
+        elif isinstance(reason, _Refused):
+            clauses.append(f"{variable} {reason}")
         else:
             clauses.append(f"{variable} is not valid: it must be {accepts}")
     return ([_missing(missing)] if missing else []) + clauses

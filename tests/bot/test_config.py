@@ -57,6 +57,26 @@ def test_trailing_slash_and_several_limits(monkeypatch: pytest.MonkeyPatch) -> N
     assert len(settings.user_rate_limit) == 2
 
 
+def test_a_base_url_keeps_its_query_string(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_BASE_URL", "https://gw.example/v1/?api-version=2025-01-01")
+    assert load_settings().openai_base_url == "https://gw.example/v1?api-version=2025-01-01"
+
+
+def test_a_base_url_with_credentials_is_refused_without_repeating_them() -> None:
+    message = error_for(OPENAI_BASE_URL="http://operator:hunter2-SENTINEL@gw.example/v1")
+    assert message == (
+        "OPENAI_BASE_URL is not valid: it must not contain a user name or password; "
+        "send credentials with OPENAI_API_KEY."
+    )
+    assert error_for(OPENAI_BASE_URL="https://operator@gw.example/v1") == message
+
+
+def test_a_base_url_with_a_fragment_is_refused() -> None:
+    assert error_for(OPENAI_BASE_URL="https://gw.example/v1#images") == (
+        "OPENAI_BASE_URL is not valid: it must not contain a fragment (a part after #)."
+    )
+
+
 def test_dotenv_file_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OPENAI_API_KEY")
     (tmp_path / ".env").write_text("OPENAI_API_KEY=from-dotenv\nDEFAULT_MODEL=dall-e-3\n")
