@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from limits import RateLimitItem, parse_many
+from limits.util import SEPARATORS, SINGLE_EXPR
 from pydantic import (
     Field,
     PrivateAttr,
@@ -36,6 +37,9 @@ RATE_LIMIT_STORAGE_SCHEMES = (
     "mongodb",
 )
 MAX_DISCORD_CHOICES = 25
+# The client removes the key from every text it logs or keeps, wherever it occurs: a key of a
+# few characters would also cut ordinary words apart, and is no real key anyway.
+MIN_API_KEY_LENGTH = 8
 
 
 class ConfigError(Exception):
@@ -92,8 +96,15 @@ class Settings(BaseSettings):
         default=180.0, gt=0, le=840, description="seconds, more than 0 and at most 840"
     )
     max_retries: int = Field(default=2, ge=0, le=5, description="a whole number 0-5")
-    max_image_mb: float = Field(default=32.0, gt=0, le=512, description="megabytes, up to 512")
-    max_response_mb: float = Field(default=96.0, gt=0, le=2048, description="megabytes, up to 2048")
+    max_image_mb: float = Field(
+        default=32.0, ge=0.1, le=512, description="megabytes, at least 0.1 and at most 512"
+    )
+    max_response_mb: float = Field(
+        default=96.0,
+        ge=1,
+        le=2048,
+        description="megabytes, at least 1 and at most 2048, and no less than MAX_IMAGE_MB",
+    )
     max_concurrent_generations: int = Field(
         default=4, ge=1, le=1000, description="a whole number 1-1000"
     )
@@ -137,11 +148,34 @@ class Settings(BaseSettings):
     @field_validator("user_rate_limit", mode="before")
     @classmethod
     def _rate_limit(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            try:
-                return tuple(parse_many(value))
-            except ValueError:
-                raise ValueError("not in the limits notation") from None
+        if not isinstance(value, str):
+            return value
+        try:
+            limits = tuple(parse_many(value))
+        except ValueError:
+            raise ValueError("not in the limits notation") from None
+        # parse_many reads "1/0 seconds" as one per second: a window of 0 is refused instead,
+        # with the same expressions parse_many splits the text with.
+        for expression in SEPARATORS.split(value):
+            match = SINGLE_EXPR.match(expression)
+            if match and match.group(3) is not None and int(match.group(3)) == 0:
+                raise _Refused(
+                    f"is not valid: {expression.strip()!r} has a window of 0 "
+                    f"{match.group(4)}; the number before the unit must be at least 1"
+                )
+        return limits
+
+    @field_validator("user_rate_limit")
+    @classmethod
+    def _each_limit_lets_a_request_through(
+        cls, value: tuple[RateLimitItem, ...]
+    ) -> tuple[RateLimitItem, ...]:
+        for limit in value:
+            if limit.amount < 1:
+                raise _Refused(
+                    f"is not valid: {limit} lets no request through; "
+                    f"every limit must allow at least 1"
+                )
         return value
 
     @field_validator("rate_limit_storage_uri")
@@ -159,6 +193,25 @@ class Settings(BaseSettings):
             return tuple(name.strip() for name in value.split(",") if name.strip())
         return value
 
+    @field_validator("offered_models")
+    @classmethod
+    def _listed_once(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        repeated = list(dict.fromkeys(name for name in value if value.count(name) > 1))
+        if repeated:
+            verb = "is" if len(repeated) == 1 else "are"
+            raise _Refused(f"is not valid: {', '.join(repeated)} {verb} listed more than once")
+        return value
+
+    @field_validator("openai_api_key")
+    @classmethod
+    def _key_length(cls, value: SecretStr) -> SecretStr:
+        if len(value.get_secret_value()) < MIN_API_KEY_LENGTH:
+            # Says nothing of the value: even a wrong key is someone's secret.
+            raise _Refused(
+                f"is not valid: it must be at least {MIN_API_KEY_LENGTH} characters long"
+            )
+        return value
+
     @field_validator("log_level")
     @classmethod
     def _level(cls, value: str) -> str:
@@ -173,6 +226,15 @@ class Settings(BaseSettings):
         if value is not None and len(value.get_secret_value()) < 16:
             raise ValueError("too short")
         return value
+
+    @model_validator(mode="after")
+    def _response_holds_an_image(self) -> Settings:
+        if self.max_response_mb < self.max_image_mb:
+            raise ValueError(
+                f"MAX_RESPONSE_MB is not valid: it must be no less than MAX_IMAGE_MB "
+                f"({self.max_image_mb:g}), since a response carries whole images"
+            )
+        return self
 
     @model_validator(mode="after")
     def _models(self) -> Settings:

@@ -104,6 +104,50 @@ def test_malformed_values_name_the_variable(env: dict[str, str], names: str) -> 
     assert names in error_for(**env)
 
 
+@pytest.mark.parametrize(
+    ("env", "sentence"),
+    [
+        (
+            {"USER_RATE_LIMIT": "0/minute"},
+            "USER_RATE_LIMIT is not valid: 0 per 1 minute lets no request through; "
+            "every limit must allow at least 1.",
+        ),
+        (
+            {"USER_RATE_LIMIT": "5/hour;1/0 seconds"},
+            "USER_RATE_LIMIT is not valid: '1/0 seconds' has a window of 0 seconds; "
+            "the number before the unit must be at least 1.",
+        ),
+        (
+            {"MAX_RESPONSE_MB": "1e-9"},
+            "MAX_RESPONSE_MB is not valid: it must be megabytes, at least 1 and at most 2048, "
+            "and no less than MAX_IMAGE_MB.",
+        ),
+        (
+            {"MAX_IMAGE_MB": "0.01"},
+            "MAX_IMAGE_MB is not valid: it must be megabytes, at least 0.1 and at most 512.",
+        ),
+        (
+            {"MAX_IMAGE_MB": "64", "MAX_RESPONSE_MB": "48"},
+            "MAX_RESPONSE_MB is not valid: it must be no less than MAX_IMAGE_MB (64), "
+            "since a response carries whole images.",
+        ),
+        (
+            {"OFFERED_MODELS": "dall-e-3,gpt-image-1,dall-e-3"},
+            "OFFERED_MODELS is not valid: dall-e-3 is listed more than once.",
+        ),
+    ],
+)
+def test_values_that_would_disable_the_bot_are_refused(env: dict[str, str], sentence: str) -> None:
+    assert error_for(**env) == sentence
+
+
+@pytest.mark.parametrize("key", ["Q", "Zq9-x!7"])
+def test_a_short_key_is_refused_without_repeating_it(key: str) -> None:
+    message = error_for(OPENAI_API_KEY=key)
+    assert message == "OPENAI_API_KEY is not valid: it must be at least 8 characters long."
+    assert key not in message.removeprefix("OPENAI_API_KEY")
+
+
 def test_an_unusable_data_dir_names_the_variable(tmp_path: Path) -> None:
     (tmp_path / "a-file").write_text("not a directory")
     message = error_for(DATA_DIR=str(tmp_path / "a-file" / "data"))
