@@ -95,7 +95,22 @@ class Settings(BaseSettings):
     request_timeout: float = Field(
         default=180.0, gt=0, le=840, description="seconds, more than 0 and at most 840"
     )
+    connect_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        le=120,
+        description=(
+            "seconds to open a connection to the image service, more than 0 and at most 120"
+        ),
+    )
     max_retries: int = Field(default=2, ge=0, le=5, description="a whole number 0-5")
+    allow_private_image_urls: bool = Field(
+        default=False,
+        description=(
+            "true or false: whether image URLs returned by the image service may point at "
+            "loopback or private network addresses (true for a gateway on the same host or network)"
+        ),
+    )
     max_image_mb: float = Field(
         default=32.0, ge=0.1, le=512, description="megabytes, at least 0.1 and at most 512"
     )

@@ -41,6 +41,16 @@ def test_defaults() -> None:
     assert [str(limit) for limit in settings.user_rate_limit] == ["5 per 1 hour"]
     assert settings.offered()[0] == "gpt-image-1"
     assert "dall-e-3" in settings.offered()
+    assert settings.connect_timeout == 10
+    assert settings.allow_private_image_urls is False
+
+
+def test_a_gateway_on_the_same_network_may_be_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ALLOW_PRIVATE_IMAGE_URLS", "true")
+    monkeypatch.setenv("CONNECT_TIMEOUT", "2.5")
+    settings = load_settings()
+    assert settings.allow_private_image_urls is True
+    assert settings.connect_timeout == 2.5
 
 
 def test_secrets_are_masked_in_repr() -> None:
@@ -91,6 +101,12 @@ def test_dotenv_file_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         ({"OPENAI_BASE_URL": "ftp://x"}, "OPENAI_BASE_URL is not valid: it must be an http(s) URL"),
         ({"USER_RATE_LIMIT": "lots"}, "USER_RATE_LIMIT is not valid: it must be limits in"),
         ({"REQUEST_TIMEOUT": "soon"}, "REQUEST_TIMEOUT is not valid: it must be seconds"),
+        ({"CONNECT_TIMEOUT": "0"}, "CONNECT_TIMEOUT is not valid: it must be seconds to open"),
+        ({"CONNECT_TIMEOUT": "121"}, "CONNECT_TIMEOUT is not valid"),
+        (
+            {"ALLOW_PRIVATE_IMAGE_URLS": "maybe"},
+            "ALLOW_PRIVATE_IMAGE_URLS is not valid: it must be true or false",
+        ),
         ({"MAX_IMAGES_PER_REQUEST": "11"}, "MAX_IMAGES_PER_REQUEST is not valid"),
         ({"DEFAULT_MODEL": "dall-e-9"}, "DEFAULT_MODEL is not valid: 'dall-e-9' is not in"),
         ({"OFFERED_MODELS": "dall-e-3,nope"}, "OFFERED_MODELS is not valid: nope not in"),
