@@ -7,6 +7,7 @@ masked.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 from typing import Annotated, Any
@@ -27,15 +28,22 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from bot.images.catalog import Catalog, CatalogError, load_catalog
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
-RATE_LIMIT_STORAGE_SCHEMES = (
-    "memory",
-    "redis",
-    "rediss",
-    "redis+sentinel",
-    "redis+cluster",
-    "memcached",
-    "mongodb",
-)
+PACKAGE = "imagine-bot"
+# Each shared store the per-user limits can use: the extra that installs its client, and the
+# modules limits' asyncio storage class for it imports. From limits 5.x: RedisStorage and its
+# sentinel and cluster variants use their coredis implementation unless told otherwise (the
+# bot does not tell them), MongoDBStorage needs motor and pymongo. Memcached is not here: its
+# storage keeps no moving window (see UNUSABLE_STORES); memory:// needs nothing.
+SHARED_STORES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "redis": ("redis", ("coredis",)),
+    "rediss": ("redis", ("coredis",)),
+    "redis+sentinel": ("redis", ("coredis",)),
+    "redis+cluster": ("redis", ("coredis",)),
+    "mongodb": ("mongodb", ("motor", "pymongo")),
+}
+UNUSABLE_STORES = {
+    "memcached": "keeps no moving window, which the per-user limits use; use redis:// or mongodb://"
+}
 MAX_DISCORD_CHOICES = 25
 # The client removes the key from every text it logs or keeps, wherever it occurs: a key of a
 # few characters would also cut ordinary words apart, and is no real key anyway.
@@ -44,6 +52,11 @@ MIN_API_KEY_LENGTH = 8
 
 class ConfigError(Exception):
     """A configuration value is missing or malformed: one sentence for the operator."""
+
+
+def _installed(module: str) -> bool:
+    """Whether a top-level module can be imported, without importing it."""
+    return importlib.util.find_spec(module) is not None
 
 
 class _Refused(ValueError):
@@ -197,8 +210,17 @@ class Settings(BaseSettings):
     @classmethod
     def _storage(cls, value: str) -> str:
         scheme = value.split("://", 1)[0].removeprefix("async+")
-        if "://" not in value or scheme not in RATE_LIMIT_STORAGE_SCHEMES:
+        if scheme in UNUSABLE_STORES:
+            raise _Refused(f"is not usable: {scheme}:// {UNUSABLE_STORES[scheme]}")
+        if "://" not in value or (scheme != "memory" and scheme not in SHARED_STORES):
             raise ValueError("unknown storage scheme")
+        if scheme in SHARED_STORES:
+            extra, modules = SHARED_STORES[scheme]
+            if not all(_installed(module) for module in modules):
+                raise _Refused(
+                    f"is not usable: {scheme}:// needs the {extra} extra "
+                    f'(pip install "{PACKAGE}[{extra}]")'
+                )
         return value
 
     @field_validator("offered_models", mode="before")

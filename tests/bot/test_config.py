@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
+import inspect
 import os
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
+from limits.aio.storage import (
+    MemcachedStorage,
+    MongoDBStorage,
+    MovingWindowSupport,
+    RedisClusterStorage,
+    RedisSentinelStorage,
+    RedisStorage,
+)
 
+from bot import config
 from bot.config import DEFAULT_BASE_URL, ConfigError, load_settings
 
 SECRET_KEY = "sk-config-SENTINEL-0123456789"
@@ -162,6 +174,66 @@ def test_a_short_key_is_refused_without_repeating_it(key: str) -> None:
     message = error_for(OPENAI_API_KEY=key)
     assert message == "OPENAI_API_KEY is not valid: it must be at least 8 characters long."
     assert key not in message.removeprefix("OPENAI_API_KEY")
+
+
+@pytest.mark.parametrize(
+    ("uri", "extra"),
+    [
+        ("redis://localhost:6379", "redis"),
+        ("rediss://:pw-SENTINEL@cache.example:6380", "redis"),
+        ("redis+sentinel://localhost:26379/mymaster", "redis"),
+        ("redis+cluster://localhost:7000,localhost:7001", "redis"),
+        ("mongodb://localhost:27017", "mongodb"),
+    ],
+)
+def test_a_shared_store_without_its_extra_is_refused_with_the_install_command(
+    monkeypatch: pytest.MonkeyPatch, uri: str, extra: str
+) -> None:
+    monkeypatch.setattr(config, "_installed", lambda module: False)
+    scheme = uri.split("://")[0]
+    assert error_for(RATE_LIMIT_STORAGE_URI=uri) == (
+        f"RATE_LIMIT_STORAGE_URI is not usable: {scheme}:// needs the {extra} extra "
+        f'(pip install "imagine-bot[{extra}]").'
+    )
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("coredis") is not None, reason="the redis extra is installed here"
+)
+def test_redis_without_its_client_library_is_refused() -> None:
+    message = error_for(RATE_LIMIT_STORAGE_URI="redis://localhost:6379")
+    assert message.endswith('needs the redis extra (pip install "imagine-bot[redis]").')
+
+
+def test_a_shared_store_with_its_extra_is_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(config, "_installed", lambda module: True)
+    monkeypatch.setenv("RATE_LIMIT_STORAGE_URI", "redis://localhost:6379/2")
+    assert load_settings().rate_limit_storage_uri == "redis://localhost:6379/2"
+
+
+def test_memcached_is_refused_because_it_keeps_no_moving_window() -> None:
+    assert error_for(RATE_LIMIT_STORAGE_URI="memcached://localhost:11211") == (
+        "RATE_LIMIT_STORAGE_URI is not usable: memcached:// keeps no moving window, which the "
+        "per-user limits use; use redis:// or mongodb://."
+    )
+
+
+def test_the_shared_stores_agree_with_limits_and_have_an_extra() -> None:
+    """What the bot checks before start-up is what limits' storage classes will import."""
+    storages = (RedisStorage, RedisSentinelStorage, RedisClusterStorage, MongoDBStorage)
+    by_scheme = {scheme: kind for kind in storages for scheme in kind.STORAGE_SCHEME or ()}
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))
+    extras = pyproject["project"]["optional-dependencies"]
+    for scheme, (extra, modules) in config.SHARED_STORES.items():
+        storage = by_scheme[f"async+{scheme}"]
+        assert issubclass(storage, MovingWindowSupport)
+        implementation = inspect.signature(storage.__init__).parameters.get("implementation")
+        needed = {name.split(".")[0] for name in storage.DEPENDENCIES}
+        if implementation is not None:  # the redis family: only the default client is needed
+            needed = {implementation.default}
+        assert set(modules) == needed, scheme
+        assert any(f"limits[async-{extra}]" in spec for spec in extras[extra]), extra
+    assert not issubclass(MemcachedStorage, MovingWindowSupport)
 
 
 def test_an_unusable_data_dir_names_the_variable(tmp_path: Path) -> None:
