@@ -19,6 +19,7 @@ from bot.config import Settings
 from bot.engine import make_client
 from bot.images import ImageClient
 from bot.pseudonym import Pseudonymizer, load_or_create_secret
+from bot.ratelimit import UserRateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +155,10 @@ class ImagineBot(commands.Bot):
             await self._session.close()
 
 
+class _StoreSilent(Exception):
+    """The rate-limit store did not answer at start-up; the message says which store."""
+
+
 def _log_failure(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("shutting down failed", exc_info=task.exception())
@@ -162,6 +167,11 @@ def _log_failure(task: asyncio.Task[None]) -> None:
 async def _serve(settings: Settings, *, sync_only: bool) -> None:
     assert settings.discord_token is not None
     token = settings.discord_token.get_secret_value()
+    if not sync_only:
+        # Before logging in: a bot whose store does not answer would refuse every /imagine.
+        limiter = UserRateLimiter(settings.user_rate_limit, settings.rate_limit_storage_uri)
+        if (silent_store := await limiter.probe()) is not None:
+            raise _StoreSilent(silent_store)
     async with ImagineBot(settings, sync_on_start=not sync_only) as bot:
         if sync_only:
             await bot.login(token)  # runs setup_hook, which then leaves syncing to us
@@ -177,6 +187,9 @@ def run_bot(settings: Settings, *, sync_only: bool = False) -> int:
     discord.utils.setup_logging(level=logging.getLevelName(settings.log_level), root=True)
     try:
         asyncio.run(_serve(settings, sync_only=sync_only))
+    except _StoreSilent as exc:
+        log.error("%s: check that it runs and that this host can reach it", exc)
+        return 1
     except discord.LoginFailure:
         log.error("Discord refused DISCORD_TOKEN: check the bot token in the developer portal")
         return 2

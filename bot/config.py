@@ -91,6 +91,7 @@ class Settings(BaseSettings):
     )
     rate_limit_storage_uri: str = Field(
         default="memory://",
+        repr=False,  # it may hold the store's password
         description=(
             "memory:// (one process) or a storage URI shared by several processes, "
             "such as redis://localhost:6379"

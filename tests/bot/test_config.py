@@ -211,6 +211,12 @@ def test_a_shared_store_with_its_extra_is_accepted(monkeypatch: pytest.MonkeyPat
     assert load_settings().rate_limit_storage_uri == "redis://localhost:6379/2"
 
 
+def test_the_password_of_a_store_stays_out_of_the_repr(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(config, "_installed", lambda module: True)
+    monkeypatch.setenv("RATE_LIMIT_STORAGE_URI", "redis://:hunter2-SENTINEL@cache.example:6379")
+    assert "hunter2" not in repr(load_settings())
+
+
 def test_memcached_is_refused_because_it_keeps_no_moving_window() -> None:
     assert error_for(RATE_LIMIT_STORAGE_URI="memcached://localhost:11211") == (
         "RATE_LIMIT_STORAGE_URI is not usable: memcached:// keeps no moving window, which the "

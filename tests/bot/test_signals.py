@@ -1,4 +1,5 @@
-"""Starting and stopping the real run_bot: signals, an unreachable Discord, a bad data file."""
+"""Starting and stopping the real run_bot: signals, an unreachable Discord or rate-limit store,
+a bad data file."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import API_KEY, DISCORD_TOKEN
+from tests.fakes.images_api import FakeImagesAPI
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -40,7 +42,43 @@ sys.exit(run_bot(load_settings()))
 """
 
 
-async def start_bot(tmp_path: Path, *args: str) -> asyncio.subprocess.Process:
+# A shared store nothing listens for, as if the redis extra were installed.
+STORE_PASSWORD = "hunter2-SENTINEL"
+STORE_URI = f"redis://:{STORE_PASSWORD}@127.0.0.1:9/0"
+REFUSING_STORE = """
+import sys
+import discord.http
+import bot.config, bot.ratelimit
+from limits.aio.storage import MemoryStorage
+
+class Refusing(MemoryStorage):
+    async def check(self):
+        raise ConnectionRefusedError(111, "Connection refused")
+
+bot.config._installed = lambda module: True
+bot.ratelimit.storage_from_string = lambda uri: Refusing()
+discord.http.Route.BASE = "http://127.0.0.1:9/api/v10"  # never the real Discord
+"""
+STORE_AT_START_UP = (
+    REFUSING_STORE
+    + """
+from bot.app import run_bot
+from bot.config import load_settings
+sys.exit(run_bot(load_settings()))
+"""
+)
+STORE_IN_CHECK = (
+    REFUSING_STORE
+    + """
+from bot.__main__ import main
+sys.exit(main(["check"]))
+"""
+)
+
+
+async def start_bot(
+    tmp_path: Path, *args: str, settings: dict[str, str] | None = None
+) -> asyncio.subprocess.Process:
     """``python *args`` as an operator would run the bot: configured by the environment."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "DISCORD_"))}
     env |= {
@@ -48,7 +86,7 @@ async def start_bot(tmp_path: Path, *args: str) -> asyncio.subprocess.Process:
         "OPENAI_API_KEY": API_KEY,
         "DISCORD_TOKEN": DISCORD_TOKEN,
         "DATA_DIR": str(tmp_path / "data"),
-    }
+    } | (settings or {})
     return await asyncio.create_subprocess_exec(
         sys.executable, *args, cwd=tmp_path, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
@@ -85,3 +123,39 @@ async def test_an_unreadable_data_file_names_the_file(tmp_path: Path) -> None:
     log = await log_of(process := await start_bot(tmp_path, "-m", "bot"))
     assert process.returncode == 1
     assert f"cannot use {tmp_path / 'data' / 'user_id_secret'}: Is a directory" in log
+
+
+async def test_a_store_that_does_not_answer_stops_the_start_up_in_one_line(
+    tmp_path: Path,
+) -> None:
+    process = await start_bot(
+        tmp_path, "-c", STORE_AT_START_UP, settings={"RATE_LIMIT_STORAGE_URI": STORE_URI}
+    )
+    log = await log_of(process)
+    assert process.returncode == 1
+    assert (
+        "the rate-limit store at redis://:***@127.0.0.1:9/0 (RATE_LIMIT_STORAGE_URI) does not "
+        "answer: check that it runs and that this host can reach it"
+    ) in log
+    assert STORE_PASSWORD not in log and "Discord" not in log
+
+
+async def test_check_names_the_store_and_fails_when_it_does_not_answer(
+    tmp_path: Path, images_api: FakeImagesAPI
+) -> None:
+    endpoint = {"OPENAI_BASE_URL": images_api.base_url}
+    process = await start_bot(tmp_path, "-m", "bot", "check", settings=endpoint)
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, err.decode()
+    assert "rate-limit store: memory:// (in this process)" in out.decode()
+
+    silent_store = endpoint | {"RATE_LIMIT_STORAGE_URI": STORE_URI}
+    process = await start_bot(tmp_path, "-c", STORE_IN_CHECK, settings=silent_store)
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 1
+    assert err.decode().strip() == (
+        "error: the rate-limit store at redis://:***@127.0.0.1:9/0 (RATE_LIMIT_STORAGE_URI) "
+        "does not answer"
+    )
+    assert "accepts the key" in out.decode()  # the endpoint is still checked
+    assert STORE_PASSWORD not in out.decode() + err.decode()
