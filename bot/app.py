@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 EXTENSIONS = ("cogs.imagine",)
 SYNC_STATE_FILE = "command_sync.json"
 UNEXPECTED = "Something went wrong with that command. Please try again."
+REFUSAL_TEXT_LIMIT = 300  # characters of Discord's explanation kept in the start-up log line
 
 
 class ImagineTree(app_commands.CommandTree["ImagineBot"]):
@@ -183,6 +184,18 @@ async def _serve(settings: Settings, *, sync_only: bool) -> None:
         await bot.start(token)
 
 
+def _refusal(exc: discord.HTTPException, settings: Settings) -> str:
+    """One line for a 4xx from Discord: what was refused, the status and code, Discord's words."""
+    url = str(getattr(exc.response, "url", ""))
+    refused = "the slash-command definitions" if "/commands" in url else "a start-up request"
+    text = " ".join(exc.text.split())  # Discord lists the invalid fields one per line
+    if settings.discord_token is not None:  # never echoed by Discord, but a log must not risk it
+        text = text.replace(settings.discord_token.get_secret_value(), "[redacted]")
+    if len(text) > REFUSAL_TEXT_LIMIT:
+        text = text[: REFUSAL_TEXT_LIMIT - 1] + "…"
+    return f"Discord refused {refused} (HTTP {exc.status}, code {exc.code}): {text}"
+
+
 def run_bot(settings: Settings, *, sync_only: bool = False) -> int:
     discord.utils.setup_logging(level=logging.getLevelName(settings.log_level), root=True)
     try:
@@ -203,8 +216,12 @@ def run_bot(settings: Settings, *, sync_only: bool = False) -> int:
         log.error("cannot use %s: %s", exc.filename or "a file", exc.strerror or exc)
         return 1
     except discord.HTTPException as exc:
-        log.error("Discord answered HTTP %s at start-up; try again later", exc.status)
-        return 1
+        if exc.status == 429 or exc.status >= 500:
+            log.error("Discord answered HTTP %s at start-up; try again later", exc.status)
+            return 1
+        # Any other 4xx will be refused again on the next start: say what Discord said.
+        log.error("%s", _refusal(exc, settings))
+        return 2
     except KeyboardInterrupt:
         pass
     return 0

@@ -76,6 +76,35 @@ sys.exit(main(["check"]))
 )
 
 
+# Discord's answer to a PUT of commands it finds invalid, raised where the bot would sync them.
+REFUSED_COMMANDS = """
+import sys
+from types import SimpleNamespace
+import discord
+from bot.app import ImagineBot, run_bot
+from bot.config import load_settings
+
+STATUS, TOKEN = int(sys.argv[1]), sys.argv[2]
+answer = SimpleNamespace(
+    status=STATUS, reason="Refused",
+    url="https://discord.com/api/v10/applications/1/commands",
+)
+body = {
+    "code": 50035, "message": "Invalid Form Body",
+    "errors": {"0": {"description": {"_errors": [
+        {"code": "BASE_TYPE_MAX_LENGTH", "message": "Must be 100 or fewer in length."},
+        {"code": "ODD", "message": "Discord would never echo " + TOKEN + ", but if it did. " * 20},
+    ]}}},
+} if STATUS == 400 else {"code": 0, "message": "Service Unavailable"}
+
+async def start(self, token, *, reconnect=True):
+    raise discord.HTTPException(answer, body)
+
+ImagineBot.start = start
+sys.exit(run_bot(load_settings()))
+"""
+
+
 async def start_bot(
     tmp_path: Path, *args: str, settings: dict[str, str] | None = None
 ) -> asyncio.subprocess.Process:
@@ -159,3 +188,27 @@ async def test_check_names_the_store_and_fails_when_it_does_not_answer(
     )
     assert "accepts the key" in out.decode()  # the endpoint is still checked
     assert STORE_PASSWORD not in out.decode() + err.decode()
+
+
+async def test_refused_command_definitions_are_reported_as_such_with_status_two(
+    tmp_path: Path,
+) -> None:
+    process = await start_bot(tmp_path, "-c", REFUSED_COMMANDS, "400", DISCORD_TOKEN)
+    log = await log_of(process)
+    assert process.returncode == 2
+    [line] = [line for line in log.splitlines() if "Discord refused" in line]
+    refusal = line[line.index("Discord refused") :]
+    assert refusal.startswith(
+        "Discord refused the slash-command definitions (HTTP 400, code 50035): Invalid Form Body "
+        "In 0.description: Must be 100 or fewer in length. Discord would never echo [redacted]"
+    )
+    explanation = refusal.split("): ", 1)[1]
+    assert len(explanation) == 300 and explanation.endswith("…")
+    assert "try again later" not in log
+
+
+async def test_a_busy_discord_at_start_up_is_worth_another_try(tmp_path: Path) -> None:
+    process = await start_bot(tmp_path, "-c", REFUSED_COMMANDS, "503", DISCORD_TOKEN)
+    log = await log_of(process)
+    assert process.returncode == 1
+    assert "Discord answered HTTP 503 at start-up; try again later" in log
