@@ -2,7 +2,7 @@
 
 python -m bot                 start the Discord bot (same as `run`)
 python -m bot sync            push the slash-command definitions to Discord, then exit
-python -m bot check           validate the configuration and probe the image endpoint
+python -m bot check           validate the configuration, probe the rate-limit store and endpoint
 python -m bot imagine PROMPT  generate images from the command line into --out
 """
 
@@ -25,6 +25,7 @@ from bot.engine import make_client
 from bot.images import GenerationResult, ImageError, ImageRequest, UnsupportedOption
 from bot.images.catalog import OPTION_VALUES
 from bot.offer import narrow
+from bot.ratelimit import UserRateLimiter
 
 log = logging.getLogger("bot")
 
@@ -128,6 +129,12 @@ def _model_table(settings: Settings, endpoint: tuple[str, ...] | None) -> list[s
 
 async def _check(settings: Settings) -> int:
     print(f"configuration is valid; endpoint {settings.openai_base_url}")
+    limiter = UserRateLimiter(settings.user_rate_limit, settings.rate_limit_storage_uri)
+    silent_store = await limiter.probe()
+    if silent_store is None:
+        print(f"rate-limit store: {limiter.store}")
+    else:  # the endpoint is still checked: the operator learns of both problems at once
+        print(f"error: {silent_store}", file=sys.stderr)
     async with aiohttp.ClientSession() as session:
         client = make_client(session, settings)
         try:
@@ -150,7 +157,7 @@ async def _check(settings: Settings) -> int:
             f"warning: DEFAULT_MODEL {settings.default_model} is not served; "
             f"{offer.default} is the default instead"
         )
-    return 0
+    return 0 if silent_store is None else 1
 
 
 def _parser() -> argparse.ArgumentParser:

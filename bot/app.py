@@ -20,12 +20,14 @@ from bot.engine import make_client
 from bot.images import ImageClient
 from bot.offer import ModelOffer, discover, narrow
 from bot.pseudonym import Pseudonymizer, load_or_create_secret
+from bot.ratelimit import UserRateLimiter
 
 log = logging.getLogger(__name__)
 
 EXTENSIONS = ("cogs.imagine",)
 SYNC_STATE_FILE = "command_sync.json"
 UNEXPECTED = "Something went wrong with that command. Please try again."
+REFUSAL_TEXT_LIMIT = 300  # characters of Discord's explanation kept in the start-up log line
 
 
 class ImagineTree(app_commands.CommandTree["ImagineBot"]):
@@ -161,6 +163,10 @@ class ImagineBot(commands.Bot):
             await self._session.close()
 
 
+class _StoreSilent(Exception):
+    """The rate-limit store did not answer at start-up; the message says which store."""
+
+
 def _log_failure(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("shutting down failed", exc_info=task.exception())
@@ -169,6 +175,11 @@ def _log_failure(task: asyncio.Task[None]) -> None:
 async def _serve(settings: Settings, *, sync_only: bool) -> None:
     assert settings.discord_token is not None
     token = settings.discord_token.get_secret_value()
+    if not sync_only:
+        # Before logging in: a bot whose store does not answer would refuse every /imagine.
+        limiter = UserRateLimiter(settings.user_rate_limit, settings.rate_limit_storage_uri)
+        if (silent_store := await limiter.probe()) is not None:
+            raise _StoreSilent(silent_store)
     async with ImagineBot(settings, sync_on_start=not sync_only) as bot:
         if sync_only:
             await bot.login(token)  # runs setup_hook, which then leaves syncing to us
@@ -180,10 +191,25 @@ async def _serve(settings: Settings, *, sync_only: bool) -> None:
         await bot.start(token)
 
 
+def _refusal(exc: discord.HTTPException, settings: Settings) -> str:
+    """One line for a 4xx from Discord: what was refused, the status and code, Discord's words."""
+    url = str(getattr(exc.response, "url", ""))
+    refused = "the slash-command definitions" if "/commands" in url else "a start-up request"
+    text = " ".join(exc.text.split())  # Discord lists the invalid fields one per line
+    if settings.discord_token is not None:  # never echoed by Discord, but a log must not risk it
+        text = text.replace(settings.discord_token.get_secret_value(), "[redacted]")
+    if len(text) > REFUSAL_TEXT_LIMIT:
+        text = text[: REFUSAL_TEXT_LIMIT - 1] + "…"
+    return f"Discord refused {refused} (HTTP {exc.status}, code {exc.code}): {text}"
+
+
 def run_bot(settings: Settings, *, sync_only: bool = False) -> int:
     discord.utils.setup_logging(level=logging.getLevelName(settings.log_level), root=True)
     try:
         asyncio.run(_serve(settings, sync_only=sync_only))
+    except _StoreSilent as exc:
+        log.error("%s: check that it runs and that this host can reach it", exc)
+        return 1
     except discord.LoginFailure:
         log.error("Discord refused DISCORD_TOKEN: check the bot token in the developer portal")
         return 2
@@ -197,8 +223,12 @@ def run_bot(settings: Settings, *, sync_only: bool = False) -> int:
         log.error("cannot use %s: %s", exc.filename or "a file", exc.strerror or exc)
         return 1
     except discord.HTTPException as exc:
-        log.error("Discord answered HTTP %s at start-up; try again later", exc.status)
-        return 1
+        if exc.status == 429 or exc.status >= 500:
+            log.error("Discord answered HTTP %s at start-up; try again later", exc.status)
+            return 1
+        # Any other 4xx will be refused again on the next start: say what Discord said.
+        log.error("%s", _refusal(exc, settings))
+        return 2
     except KeyboardInterrupt:
         pass
     return 0

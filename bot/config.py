@@ -1,17 +1,20 @@
 """Configuration: read once at start from the environment and a ``.env`` file, validated.
 
-A missing or malformed value stops start-up with :class:`ConfigError`, one sentence that names the
-variable and what it accepts. Secrets are :class:`~pydantic.SecretStr`: their repr is masked.
+Missing or malformed values stop start-up with :class:`ConfigError`, one sentence that names
+every such variable and what it accepts. Secrets are :class:`~pydantic.SecretStr`: their repr is
+masked.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from limits import RateLimitItem, parse_many
+from limits.util import SEPARATORS, SINGLE_EXPR
 from pydantic import (
     Field,
     PrivateAttr,
@@ -25,20 +28,39 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from bot.images.catalog import Catalog, CatalogError, load_catalog
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
-RATE_LIMIT_STORAGE_SCHEMES = (
-    "memory",
-    "redis",
-    "rediss",
-    "redis+sentinel",
-    "redis+cluster",
-    "memcached",
-    "mongodb",
-)
+PACKAGE = "imagine-bot"
+# Each shared store the per-user limits can use: the extra that installs its client, and the
+# modules limits' asyncio storage class for it imports. From limits 5.x: RedisStorage and its
+# sentinel and cluster variants use their coredis implementation unless told otherwise (the
+# bot does not tell them), MongoDBStorage needs motor and pymongo. Memcached is not here: its
+# storage keeps no moving window (see UNUSABLE_STORES); memory:// needs nothing.
+SHARED_STORES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "redis": ("redis", ("coredis",)),
+    "rediss": ("redis", ("coredis",)),
+    "redis+sentinel": ("redis", ("coredis",)),
+    "redis+cluster": ("redis", ("coredis",)),
+    "mongodb": ("mongodb", ("motor", "pymongo")),
+}
+UNUSABLE_STORES = {
+    "memcached": "keeps no moving window, which the per-user limits use; use redis:// or mongodb://"
+}
 MAX_DISCORD_CHOICES = 25
+# The client removes the key from every text it logs or keeps, wherever it occurs: a key of a
+# few characters would also cut ordinary words apart, and is no real key anyway.
+MIN_API_KEY_LENGTH = 8
 
 
 class ConfigError(Exception):
     """A configuration value is missing or malformed: one sentence for the operator."""
+
+
+def _installed(module: str) -> bool:
+    """Whether a top-level module can be imported, without importing it."""
+    return importlib.util.find_spec(module) is not None
+
+
+class _Refused(ValueError):
+    """A validator's own reason: the words that follow the variable's name in the sentence."""
 
 
 class Settings(BaseSettings):
@@ -69,6 +91,7 @@ class Settings(BaseSettings):
     )
     rate_limit_storage_uri: str = Field(
         default="memory://",
+        repr=False,  # it may hold the store's password
         description=(
             "memory:// (one process) or a storage URI shared by several processes, "
             "such as redis://localhost:6379"
@@ -86,9 +109,31 @@ class Settings(BaseSettings):
     request_timeout: float = Field(
         default=180.0, gt=0, le=840, description="seconds, more than 0 and at most 840"
     )
+    connect_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        le=120,
+        description=(
+            "seconds to open a connection to the image service, more than 0 and at most 120"
+        ),
+    )
     max_retries: int = Field(default=2, ge=0, le=5, description="a whole number 0-5")
-    max_image_mb: float = Field(default=32.0, gt=0, le=512, description="megabytes, up to 512")
-    max_response_mb: float = Field(default=96.0, gt=0, le=2048, description="megabytes, up to 2048")
+    allow_private_image_urls: bool = Field(
+        default=False,
+        description=(
+            "true or false: whether image URLs returned by the image service may point at "
+            "loopback or private network addresses (true for a gateway on the same host or network)"
+        ),
+    )
+    max_image_mb: float = Field(
+        default=32.0, ge=0.1, le=512, description="megabytes, at least 0.1 and at most 512"
+    )
+    max_response_mb: float = Field(
+        default=96.0,
+        ge=1,
+        le=2048,
+        description="megabytes, at least 1 and at most 2048, and no less than MAX_IMAGE_MB",
+    )
     max_concurrent_generations: int = Field(
         default=4, ge=1, le=1000, description="a whole number 1-1000"
     )
@@ -115,26 +160,68 @@ class Settings(BaseSettings):
     @classmethod
     def _base_url(cls, value: str) -> str:
         parts = urlsplit(value.strip())
-        if parts.scheme not in ("http", "https") or not parts.netloc:
+        if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("not an http(s) URL")
-        return value.strip().rstrip("/")
+        if parts.username is not None or parts.password is not None:
+            # Fixed words: the refused value holds a password and is never repeated.
+            raise _Refused(
+                "is not valid: it must not contain a user name or password; "
+                "send credentials with OPENAI_API_KEY"
+            )
+        if "#" in value:
+            raise _Refused("is not valid: it must not contain a fragment (a part after #)")
+        # The query string stays (a gateway may want ?api-version=... on every request); the
+        # engine joins its paths before it.
+        return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), parts.query, ""))
 
     @field_validator("user_rate_limit", mode="before")
     @classmethod
     def _rate_limit(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            try:
-                return tuple(parse_many(value))
-            except ValueError:
-                raise ValueError("not in the limits notation") from None
+        if not isinstance(value, str):
+            return value
+        try:
+            limits = tuple(parse_many(value))
+        except ValueError:
+            raise ValueError("not in the limits notation") from None
+        # parse_many reads "1/0 seconds" as one per second: a window of 0 is refused instead,
+        # with the same expressions parse_many splits the text with.
+        for expression in SEPARATORS.split(value):
+            match = SINGLE_EXPR.match(expression)
+            if match and match.group(3) is not None and int(match.group(3)) == 0:
+                raise _Refused(
+                    f"is not valid: {expression.strip()!r} has a window of 0 "
+                    f"{match.group(4)}; the number before the unit must be at least 1"
+                )
+        return limits
+
+    @field_validator("user_rate_limit")
+    @classmethod
+    def _each_limit_lets_a_request_through(
+        cls, value: tuple[RateLimitItem, ...]
+    ) -> tuple[RateLimitItem, ...]:
+        for limit in value:
+            if limit.amount < 1:
+                raise _Refused(
+                    f"is not valid: {limit} lets no request through; "
+                    f"every limit must allow at least 1"
+                )
         return value
 
     @field_validator("rate_limit_storage_uri")
     @classmethod
     def _storage(cls, value: str) -> str:
         scheme = value.split("://", 1)[0].removeprefix("async+")
-        if "://" not in value or scheme not in RATE_LIMIT_STORAGE_SCHEMES:
+        if scheme in UNUSABLE_STORES:
+            raise _Refused(f"is not usable: {scheme}:// {UNUSABLE_STORES[scheme]}")
+        if "://" not in value or (scheme != "memory" and scheme not in SHARED_STORES):
             raise ValueError("unknown storage scheme")
+        if scheme in SHARED_STORES:
+            extra, modules = SHARED_STORES[scheme]
+            if not all(_installed(module) for module in modules):
+                raise _Refused(
+                    f"is not usable: {scheme}:// needs the {extra} extra "
+                    f'(pip install "{PACKAGE}[{extra}]")'
+                )
         return value
 
     @field_validator("offered_models", mode="before")
@@ -142,6 +229,25 @@ class Settings(BaseSettings):
     def _split(cls, value: Any) -> Any:
         if isinstance(value, str):
             return tuple(name.strip() for name in value.split(",") if name.strip())
+        return value
+
+    @field_validator("offered_models")
+    @classmethod
+    def _listed_once(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        repeated = list(dict.fromkeys(name for name in value if value.count(name) > 1))
+        if repeated:
+            verb = "is" if len(repeated) == 1 else "are"
+            raise _Refused(f"is not valid: {', '.join(repeated)} {verb} listed more than once")
+        return value
+
+    @field_validator("openai_api_key")
+    @classmethod
+    def _key_length(cls, value: SecretStr) -> SecretStr:
+        if len(value.get_secret_value()) < MIN_API_KEY_LENGTH:
+            # Says nothing of the value: even a wrong key is someone's secret.
+            raise _Refused(
+                f"is not valid: it must be at least {MIN_API_KEY_LENGTH} characters long"
+            )
         return value
 
     @field_validator("log_level")
@@ -160,6 +266,15 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
+    def _response_holds_an_image(self) -> Settings:
+        if self.max_response_mb < self.max_image_mb:
+            raise ValueError(
+                f"MAX_RESPONSE_MB is not valid: it must be no less than MAX_IMAGE_MB "
+                f"({self.max_image_mb:g}), since a response carries whole images"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _models(self) -> Settings:
         try:
             catalog = load_catalog(self.image_models_file)
@@ -174,62 +289,104 @@ class Settings(BaseSettings):
         return (self.default_model, *(n for n in names if n != self.default_model))
 
 
-def _describe(exc: ValidationError) -> str:
-    error = exc.errors()[0]
-    field = str(error["loc"][0]) if error["loc"] else ""
-    info = Settings.model_fields.get(field)
-    if info is None:
-        # Raised by the model validator: its message already names the variable.
-        return str(error["msg"]).removeprefix("Value error, ")
-    variable = field.upper()
-    accepts = info.description or "a valid value"
-    if error["type"] == "missing":
-        return f"{variable} is not set: it must be {accepts}."
-    return f"{variable} is not valid: it must be {accepts}."
+class _DiscordSettings(Settings):
+    """The settings of the commands that log in to Discord, where DISCORD_TOKEN is required."""
+
+    # The same field without a default: a missing token is reported with the other problems.
+    discord_token: SecretStr | None = Field(
+        description=Settings.model_fields["discord_token"].description
+    )
 
 
-def _check_writable(directory: Path) -> None:
+def _missing(variables: list[tuple[str, str]]) -> str:
+    """``A and B are not set: A must be ..., and B must be ...`` (or one variable alone)."""
+    if len(variables) == 1:
+        variable, accepts = variables[0]
+        return f"{variable} is not set: it must be {accepts}"
+    names = [variable for variable, _ in variables]
+    needs = [f"{variable} must be {accepts}" for variable, accepts in variables]
+    return (
+        f"{', '.join(names[:-1])} and {names[-1]} are not set: "
+        f"{', '.join(needs[:-1])}, and {needs[-1]}"
+    )
+
+
+def _problems(exc: ValidationError, settings_class: type[Settings]) -> list[str]:
+    """One clause per variable pydantic refused, every missing variable in a single clause."""
+    missing: list[tuple[str, str]] = []
+    clauses: list[str] = []
+    seen: set[str] = set()
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else ""
+        info = settings_class.model_fields.get(field)
+        if info is None:
+            # Raised by a model validator: its message already names the variable.
+            clauses.append(str(error["msg"]).removeprefix("Value error, ").rstrip("."))
+            continue
+        variable = field.upper()
+        if variable in seen:  # a union type reports each of its branches
+            continue
+        seen.add(variable)
+        accepts = info.description or "a valid value"
+        reason = error.get("ctx", {}).get("error")
+        if error["type"] == "missing":
+            missing.append((variable, accepts))
+        elif isinstance(reason, _Refused):
+            clauses.append(f"{variable} {reason}")
+        else:
+            clauses.append(f"{variable} is not valid: it must be {accepts}")
+    return ([_missing(missing)] if missing else []) + clauses
+
+
+def _sentence(problems: list[str]) -> str:
+    return "; ".join(problems) + "."
+
+
+def _unwritable(directory: Path) -> str | None:
     try:
         directory.mkdir(parents=True, exist_ok=True)
         writable = os.access(directory, os.W_OK | os.X_OK)
     except OSError as exc:
-        raise ConfigError(
-            f"DATA_DIR is not valid: it must be a writable directory ({exc.strerror})."
-        ) from None
+        return f"DATA_DIR is not valid: it must be a writable directory ({exc.strerror})"
     if not writable:
-        raise ConfigError("DATA_DIR is not valid: it must be a writable directory.")
+        return "DATA_DIR is not valid: it must be a writable directory"
+    return None
 
 
 def load_settings(
     *, require_discord: bool = True, env_file: str | Path | None = ".env"
 ) -> Settings:
-    """Read and validate the configuration, or raise :class:`ConfigError` with one sentence."""
-    try:
-        settings = Settings(_env_file=env_file)
-    except ValidationError as exc:
-        raise ConfigError(_describe(exc)) from None
+    """Read and validate the configuration, or raise :class:`ConfigError` with one sentence.
 
-    if require_discord and settings.discord_token is None:
-        raise ConfigError(
-            "DISCORD_TOKEN is not set: it must be the bot token from the Discord developer portal."
-        )
-    if require_discord:
-        _check_writable(settings.data_dir)
+    The sentence names every missing variable and every refused one, so that an operator
+    fixes them all in one go rather than one per start.
+    """
+    settings_class = _DiscordSettings if require_discord else Settings
+    try:
+        settings: Settings = settings_class(_env_file=env_file)
+    except ValidationError as exc:
+        raise ConfigError(_sentence(_problems(exc, settings_class))) from None
+
+    problems: list[str] = []
+    if require_discord and (unwritable := _unwritable(settings.data_dir)) is not None:
+        problems.append(unwritable)
     catalog = settings.catalog
     if settings.default_model not in catalog:
-        raise ConfigError(
+        problems.append(
             f"DEFAULT_MODEL is not valid: {settings.default_model!r} is not in the model catalog "
-            f"({', '.join(catalog)})."
+            f"({', '.join(catalog)})"
         )
     unknown = [name for name in settings.offered_models if name not in catalog]
     if unknown:
-        raise ConfigError(
+        problems.append(
             f"OFFERED_MODELS is not valid: {', '.join(unknown)} not in the model catalog "
-            f"({', '.join(catalog)})."
+            f"({', '.join(catalog)})"
         )
-    if len(settings.offered()) > MAX_DISCORD_CHOICES:
-        raise ConfigError(
+    elif len(settings.offered()) > MAX_DISCORD_CHOICES:
+        problems.append(
             f"OFFERED_MODELS is not valid: Discord allows at most {MAX_DISCORD_CHOICES} choices; "
-            f"list the ones to offer."
+            f"list the ones to offer"
         )
+    if problems:
+        raise ConfigError(_sentence(problems))
     return settings

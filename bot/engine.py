@@ -24,6 +24,6 @@ def make_client(session: aiohttp.ClientSession, settings: Settings) -> ImageClie
             retry=RetryPolicy(max_retries=settings.max_retries),
             max_image_bytes=int(settings.max_image_mb * _MEGABYTE),
             max_response_bytes=int(settings.max_response_mb * _MEGABYTE),
-            allow_private_urls=getattr(settings, "allow_private_image_urls", False),
+            allow_private_urls=settings.allow_private_image_urls,
         ),
     )

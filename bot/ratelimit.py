@@ -13,11 +13,26 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
 
 from limits import RateLimitItem
 from limits.aio.storage import Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import storage_from_string
+
+# Long enough for a store across a network, short enough that a start-up does not seem to hang.
+STORE_PROBE_SECONDS = 5.0
+
+
+def masked_storage_uri(uri: str) -> str:
+    """The storage URI with its password, if any, replaced: fit for a log line or the console."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    # rpartition: a password may itself hold an "@"; the hosts never do.
+    userinfo, _, hosts = parts.netloc.rpartition("@")
+    user = userinfo.split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{hosts}"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,15 +54,41 @@ class _UserLock:
 
 
 class UserRateLimiter:
-    def __init__(self, limits: Sequence[RateLimitItem], storage_uri: str = "memory://") -> None:
-        if not storage_uri.startswith("async+"):
-            storage_uri = f"async+{storage_uri}"  # the asyncio flavour of the same store
-        storage = storage_from_string(storage_uri)
-        assert isinstance(storage, Storage)
+    def __init__(
+        self,
+        limits: Sequence[RateLimitItem],
+        storage_uri: str = "memory://",
+        *,
+        storage: Storage | None = None,  # a store made elsewhere; storage_uri then only names it
+    ) -> None:
+        self._storage_uri = storage_uri
+        if storage is None:
+            if not storage_uri.startswith("async+"):
+                storage_uri = f"async+{storage_uri}"  # the asyncio flavour of the same store
+            made = storage_from_string(storage_uri)
+            assert isinstance(made, Storage)
+            storage = made
         self._storage = storage
         self._limiter = MovingWindowRateLimiter(self._storage)
         self._limits = tuple(limits)
         self._locks: dict[str, _UserLock] = {}
+
+    @property
+    def store(self) -> str:
+        """Where the limits are kept, without credentials."""
+        if self._storage_uri.removeprefix("async+").startswith("memory://"):
+            return "memory:// (in this process)"
+        return masked_storage_uri(self._storage_uri)
+
+    async def probe(self, seconds: float = STORE_PROBE_SECONDS) -> str | None:
+        """None when the store answers; otherwise one sentence that names it (no password)."""
+        try:
+            answers = await asyncio.wait_for(self._storage.check(), seconds)
+        except Exception:  # whatever the client library raises, the store did not answer
+            answers = False
+        if answers:
+            return None
+        return f"the rate-limit store at {self.store} (RATE_LIMIT_STORAGE_URI) does not answer"
 
     async def acquire(self, user_key: str) -> Refusal | None:
         """Count one request for ``user_key``, or say which limit refuses it and until when."""

@@ -2,19 +2,34 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import traceback
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
+from bot.config import Settings
 from bot.images import ClientSettings, ImageClient, RetryPolicy, load_catalog
 from tests.fakes.images_api import FakeImagesAPI
 
 API_KEY = "sk-test-SENTINELKEY0123456789"
 DISCORD_TOKEN = "discord-SENTINEL-token.abc.def"
 SENTINELS = (API_KEY, DISCORD_TOKEN)
+
+# Every variable the bot reads, derived from the settings so that a new one is covered too.
+SETTING_VARIABLES = frozenset(field.upper() for field in Settings.model_fields)
+
+
+@pytest.fixture(autouse=True)
+def isolated_from_the_operator(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test reads a setting from the shell it runs in, nor a ``.env`` where it was started."""
+    for name in list(os.environ):
+        if name.upper() in SETTING_VARIABLES:  # the settings match variable names in any case
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
 
 
 def _record_text(record: logging.LogRecord) -> str:

@@ -2,26 +2,35 @@
 
 from __future__ import annotations
 
+import asyncio
+import importlib.util
+import inspect
+import os
+import sys
+import tomllib
 from pathlib import Path
 
 import pytest
+from limits.aio.storage import (
+    MemcachedStorage,
+    MongoDBStorage,
+    MovingWindowSupport,
+    RedisClusterStorage,
+    RedisSentinelStorage,
+    RedisStorage,
+)
 
+from bot import config
 from bot.config import DEFAULT_BASE_URL, ConfigError, load_settings
 
 SECRET_KEY = "sk-config-SENTINEL-0123456789"
 TOKEN = "discord-SENTINEL-token-abcdef"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in (
-        "DISCORD_TOKEN", "OPENAI_API_KEY", "OPENAI_BASE_URL", "USER_RATE_LIMIT",
-        "RATE_LIMIT_STORAGE_URI", "DEFAULT_MODEL", "OFFERED_MODELS", "IMAGE_MODELS_FILE",
-        "MAX_IMAGES_PER_REQUEST", "REQUEST_TIMEOUT", "USER_ID_SECRET", "DEV_GUILD_ID", "LOG_LEVEL",
-        "DATA_DIR",
-    ):  # fmt: skip
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.chdir(tmp_path)
+def secrets_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    # tests/conftest.py has already cleared every setting and moved into an empty directory.
     monkeypatch.setenv("OPENAI_API_KEY", SECRET_KEY)
     monkeypatch.setenv("DISCORD_TOKEN", TOKEN)
 
@@ -45,6 +54,16 @@ def test_defaults() -> None:
     assert settings.offered()[0] == "gpt-image-2.5-flare"
     assert settings.catalog[settings.default_model].is_live
     assert "dall-e-3" in settings.offered()
+    assert settings.connect_timeout == 10
+    assert settings.allow_private_image_urls is False
+
+
+def test_a_gateway_on_the_same_network_may_be_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ALLOW_PRIVATE_IMAGE_URLS", "true")
+    monkeypatch.setenv("CONNECT_TIMEOUT", "2.5")
+    settings = load_settings()
+    assert settings.allow_private_image_urls is True
+    assert settings.connect_timeout == 2.5
 
 
 def test_secrets_are_masked_in_repr() -> None:
@@ -61,6 +80,26 @@ def test_trailing_slash_and_several_limits(monkeypatch: pytest.MonkeyPatch) -> N
     assert len(settings.user_rate_limit) == 2
 
 
+def test_a_base_url_keeps_its_query_string(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_BASE_URL", "https://gw.example/v1/?api-version=2025-01-01")
+    assert load_settings().openai_base_url == "https://gw.example/v1?api-version=2025-01-01"
+
+
+def test_a_base_url_with_credentials_is_refused_without_repeating_them() -> None:
+    message = error_for(OPENAI_BASE_URL="http://operator:hunter2-SENTINEL@gw.example/v1")
+    assert message == (
+        "OPENAI_BASE_URL is not valid: it must not contain a user name or password; "
+        "send credentials with OPENAI_API_KEY."
+    )
+    assert error_for(OPENAI_BASE_URL="https://operator@gw.example/v1") == message
+
+
+def test_a_base_url_with_a_fragment_is_refused() -> None:
+    assert error_for(OPENAI_BASE_URL="https://gw.example/v1#images") == (
+        "OPENAI_BASE_URL is not valid: it must not contain a fragment (a part after #)."
+    )
+
+
 def test_dotenv_file_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OPENAI_API_KEY")
     (tmp_path / ".env").write_text("OPENAI_API_KEY=from-dotenv\nDEFAULT_MODEL=dall-e-3\n")
@@ -75,6 +114,12 @@ def test_dotenv_file_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         ({"OPENAI_BASE_URL": "ftp://x"}, "OPENAI_BASE_URL is not valid: it must be an http(s) URL"),
         ({"USER_RATE_LIMIT": "lots"}, "USER_RATE_LIMIT is not valid: it must be limits in"),
         ({"REQUEST_TIMEOUT": "soon"}, "REQUEST_TIMEOUT is not valid: it must be seconds"),
+        ({"CONNECT_TIMEOUT": "0"}, "CONNECT_TIMEOUT is not valid: it must be seconds to open"),
+        ({"CONNECT_TIMEOUT": "121"}, "CONNECT_TIMEOUT is not valid"),
+        (
+            {"ALLOW_PRIVATE_IMAGE_URLS": "maybe"},
+            "ALLOW_PRIVATE_IMAGE_URLS is not valid: it must be true or false",
+        ),
         ({"MAX_IMAGES_PER_REQUEST": "11"}, "MAX_IMAGES_PER_REQUEST is not valid"),
         ({"DEFAULT_MODEL": "dall-e-9"}, "DEFAULT_MODEL is not valid: 'dall-e-9' is not in"),
         ({"OFFERED_MODELS": "dall-e-3,nope"}, "OFFERED_MODELS is not valid: nope not in"),
@@ -86,6 +131,116 @@ def test_dotenv_file_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 )
 def test_malformed_values_name_the_variable(env: dict[str, str], names: str) -> None:
     assert names in error_for(**env)
+
+
+@pytest.mark.parametrize(
+    ("env", "sentence"),
+    [
+        (
+            {"USER_RATE_LIMIT": "0/minute"},
+            "USER_RATE_LIMIT is not valid: 0 per 1 minute lets no request through; "
+            "every limit must allow at least 1.",
+        ),
+        (
+            {"USER_RATE_LIMIT": "5/hour;1/0 seconds"},
+            "USER_RATE_LIMIT is not valid: '1/0 seconds' has a window of 0 seconds; "
+            "the number before the unit must be at least 1.",
+        ),
+        (
+            {"MAX_RESPONSE_MB": "1e-9"},
+            "MAX_RESPONSE_MB is not valid: it must be megabytes, at least 1 and at most 2048, "
+            "and no less than MAX_IMAGE_MB.",
+        ),
+        (
+            {"MAX_IMAGE_MB": "0.01"},
+            "MAX_IMAGE_MB is not valid: it must be megabytes, at least 0.1 and at most 512.",
+        ),
+        (
+            {"MAX_IMAGE_MB": "64", "MAX_RESPONSE_MB": "48"},
+            "MAX_RESPONSE_MB is not valid: it must be no less than MAX_IMAGE_MB (64), "
+            "since a response carries whole images.",
+        ),
+        (
+            {"OFFERED_MODELS": "dall-e-3,gpt-image-1,dall-e-3"},
+            "OFFERED_MODELS is not valid: dall-e-3 is listed more than once.",
+        ),
+    ],
+)
+def test_values_that_would_disable_the_bot_are_refused(env: dict[str, str], sentence: str) -> None:
+    assert error_for(**env) == sentence
+
+
+@pytest.mark.parametrize("key", ["Q", "Zq9-x!7"])
+def test_a_short_key_is_refused_without_repeating_it(key: str) -> None:
+    message = error_for(OPENAI_API_KEY=key)
+    assert message == "OPENAI_API_KEY is not valid: it must be at least 8 characters long."
+    assert key not in message.removeprefix("OPENAI_API_KEY")
+
+
+@pytest.mark.parametrize(
+    ("uri", "extra"),
+    [
+        ("redis://localhost:6379", "redis"),
+        ("rediss://:pw-SENTINEL@cache.example:6380", "redis"),
+        ("redis+sentinel://localhost:26379/mymaster", "redis"),
+        ("redis+cluster://localhost:7000,localhost:7001", "redis"),
+        ("mongodb://localhost:27017", "mongodb"),
+    ],
+)
+def test_a_shared_store_without_its_extra_is_refused_with_the_install_command(
+    monkeypatch: pytest.MonkeyPatch, uri: str, extra: str
+) -> None:
+    monkeypatch.setattr(config, "_installed", lambda module: False)
+    scheme = uri.split("://")[0]
+    assert error_for(RATE_LIMIT_STORAGE_URI=uri) == (
+        f"RATE_LIMIT_STORAGE_URI is not usable: {scheme}:// needs the {extra} extra "
+        f'(pip install "imagine-bot[{extra}]").'
+    )
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("coredis") is not None, reason="the redis extra is installed here"
+)
+def test_redis_without_its_client_library_is_refused() -> None:
+    message = error_for(RATE_LIMIT_STORAGE_URI="redis://localhost:6379")
+    assert message.endswith('needs the redis extra (pip install "imagine-bot[redis]").')
+
+
+def test_a_shared_store_with_its_extra_is_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(config, "_installed", lambda module: True)
+    monkeypatch.setenv("RATE_LIMIT_STORAGE_URI", "redis://localhost:6379/2")
+    assert load_settings().rate_limit_storage_uri == "redis://localhost:6379/2"
+
+
+def test_the_password_of_a_store_stays_out_of_the_repr(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(config, "_installed", lambda module: True)
+    monkeypatch.setenv("RATE_LIMIT_STORAGE_URI", "redis://:hunter2-SENTINEL@cache.example:6379")
+    assert "hunter2" not in repr(load_settings())
+
+
+def test_memcached_is_refused_because_it_keeps_no_moving_window() -> None:
+    assert error_for(RATE_LIMIT_STORAGE_URI="memcached://localhost:11211") == (
+        "RATE_LIMIT_STORAGE_URI is not usable: memcached:// keeps no moving window, which the "
+        "per-user limits use; use redis:// or mongodb://."
+    )
+
+
+def test_the_shared_stores_agree_with_limits_and_have_an_extra() -> None:
+    """What the bot checks before start-up is what limits' storage classes will import."""
+    storages = (RedisStorage, RedisSentinelStorage, RedisClusterStorage, MongoDBStorage)
+    by_scheme = {scheme: kind for kind in storages for scheme in kind.STORAGE_SCHEME or ()}
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))
+    extras = pyproject["project"]["optional-dependencies"]
+    for scheme, (extra, modules) in config.SHARED_STORES.items():
+        storage = by_scheme[f"async+{scheme}"]
+        assert issubclass(storage, MovingWindowSupport)
+        implementation = inspect.signature(storage.__init__).parameters.get("implementation")
+        needed = {name.split(".")[0] for name in storage.DEPENDENCIES}
+        if implementation is not None:  # the redis family: only the default client is needed
+            needed = {implementation.default}
+        assert set(modules) == needed, scheme
+        assert any(f"limits[async-{extra}]" in spec for spec in extras[extra]), extra
+    assert not issubclass(MemcachedStorage, MovingWindowSupport)
 
 
 def test_an_unusable_data_dir_names_the_variable(tmp_path: Path) -> None:
@@ -103,6 +258,32 @@ def test_missing_token_only_matters_for_the_bot(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.delenv("DISCORD_TOKEN")
     assert error_for().startswith("DISCORD_TOKEN is not set")
     assert load_settings(require_discord=False).discord_token is None
+
+
+def test_every_missing_variable_is_named_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY")
+    monkeypatch.delenv("DISCORD_TOKEN")
+    assert error_for() == (
+        "DISCORD_TOKEN and OPENAI_API_KEY are not set: DISCORD_TOKEN must be the bot token from "
+        "the Discord developer portal, and OPENAI_API_KEY must be the API key of the OpenAI "
+        "account or gateway (sent as a Bearer token)."
+    )
+
+
+def test_missing_and_malformed_variables_are_named_in_one_sentence(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY")
+    message = error_for(LOG_LEVEL="LOUD", REQUEST_TIMEOUT="soon")
+    assert message.startswith("OPENAI_API_KEY is not set: it must be the API key")
+    assert "; REQUEST_TIMEOUT is not valid: it must be seconds" in message
+    assert "; LOG_LEVEL is not valid: it must be one of DEBUG" in message
+
+
+def test_every_model_the_catalog_lacks_is_named_at_once() -> None:
+    message = error_for(DEFAULT_MODEL="dall-e-9", OFFERED_MODELS="dall-e-3,nope")
+    assert message.startswith("DEFAULT_MODEL is not valid: 'dall-e-9' is not in the model catalog")
+    assert "; OFFERED_MODELS is not valid: nope not in the model catalog" in message
 
 
 def test_models_file_adds_a_gateway_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -134,3 +315,24 @@ def test_every_setting_is_documented_in_env_example_and_the_readme() -> None:
         variable = field.upper()
         assert f"\n{variable}=" in example, f"{variable} is missing from .env.example"
         assert f"| `{variable}` |" in readme, f"{variable} is missing from the README's table"
+
+
+async def test_the_tests_ignore_the_operators_environment_and_dotenv(tmp_path: Path) -> None:
+    """An operator who exports bot settings, or keeps a .env, can still run the suite."""
+    hostile = {
+        "DEFAULT_MODEL": "nonsense",
+        "MAX_IMAGES_PER_REQUEST": "1",
+        "MAX_CONCURRENT_GENERATIONS": "0",
+        "log_level": "LOUD",  # the settings read variable names in any case
+        "OPENAI_BASE_URL": "ftp://operator.example",
+    }
+    (tmp_path / ".env").write_text("MAX_RETRIES=99\nSHUTDOWN_GRACE_SECONDS=never\n")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+        "--rootdir", str(ROOT), "-c", str(ROOT / "pyproject.toml"),
+        str(ROOT / "tests" / "bot" / "test_config.py"), "-k", "not ignore_the_operators",
+        cwd=tmp_path, env=os.environ | hostile | {"PYTHONPATH": str(ROOT)},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode == 0, out.decode()[-3000:]

@@ -9,7 +9,7 @@ from limits import parse_many
 from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 
-from bot.ratelimit import UserRateLimiter
+from bot.ratelimit import UserRateLimiter, masked_storage_uri
 
 
 class NetworkedStorage(MemoryStorage):
@@ -74,3 +74,49 @@ async def test_simultaneous_requests_refused_by_one_limit_do_not_use_up_another(
     stats = await limiter._limiter.get_window_stats(hourly, "alice")
     assert stats.remaining == 19
     assert limiter._locks == {}  # nothing kept for members who are not asking
+
+
+class SilentStorage(MemoryStorage):
+    """A store that never answers, as a Redis host that drops packets."""
+
+    async def check(self) -> bool:
+        await asyncio.sleep(3600)
+        return True
+
+
+class RefusingStorage(MemoryStorage):
+    """A store nothing listens for: the client library's check says so at once."""
+
+    async def check(self) -> bool:
+        raise ConnectionRefusedError(111, "Connection refused")
+
+
+async def test_a_store_in_this_process_answers() -> None:
+    limiter = UserRateLimiter(parse_many("5/hour"))
+    assert await limiter.probe() is None
+    assert limiter.store == "memory:// (in this process)"
+
+
+async def test_a_store_that_refuses_is_named_without_its_password() -> None:
+    uri = "redis://bot:hunter2-SENTINEL@cache.example:6379/0"
+    limiter = UserRateLimiter(parse_many("5/hour"), uri, storage=RefusingStorage())
+    assert await limiter.probe() == (
+        "the rate-limit store at redis://bot:***@cache.example:6379/0 (RATE_LIMIT_STORAGE_URI) "
+        "does not answer"
+    )
+
+
+async def test_a_store_that_never_answers_is_given_up_on() -> None:
+    limiter = UserRateLimiter(parse_many("5/hour"), "redis://10.0.0.9", storage=SilentStorage())
+    started = time.monotonic()
+    problem = await limiter.probe(seconds=0.05)
+    assert problem is not None and "redis://10.0.0.9 (RATE_LIMIT_STORAGE_URI) does not" in problem
+    assert time.monotonic() - started < 1
+
+
+def test_passwords_are_masked_in_every_shape_of_storage_uri() -> None:
+    assert masked_storage_uri("rediss://:p@ss@h:6380") == "rediss://:***@h:6380"
+    assert masked_storage_uri("redis+cluster://u:pw@h1:7000,h2:7001") == (
+        "redis+cluster://u:***@h1:7000,h2:7001"
+    )
+    assert masked_storage_uri("mongodb://h:27017/db") == "mongodb://h:27017/db"

@@ -1,4 +1,5 @@
-"""Starting and stopping the real run_bot: signals, an unreachable Discord, a bad data file."""
+"""Starting and stopping the real run_bot: signals, an unreachable Discord or rate-limit store,
+a bad data file."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import API_KEY, DISCORD_TOKEN
+from tests.fakes.images_api import FakeImagesAPI
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -40,7 +42,72 @@ sys.exit(run_bot(load_settings()))
 """
 
 
-async def start_bot(tmp_path: Path, *args: str) -> asyncio.subprocess.Process:
+# A shared store nothing listens for, as if the redis extra were installed.
+STORE_PASSWORD = "hunter2-SENTINEL"
+STORE_URI = f"redis://:{STORE_PASSWORD}@127.0.0.1:9/0"
+REFUSING_STORE = """
+import sys
+import discord.http
+import bot.config, bot.ratelimit
+from limits.aio.storage import MemoryStorage
+
+class Refusing(MemoryStorage):
+    async def check(self):
+        raise ConnectionRefusedError(111, "Connection refused")
+
+bot.config._installed = lambda module: True
+bot.ratelimit.storage_from_string = lambda uri: Refusing()
+discord.http.Route.BASE = "http://127.0.0.1:9/api/v10"  # never the real Discord
+"""
+STORE_AT_START_UP = (
+    REFUSING_STORE
+    + """
+from bot.app import run_bot
+from bot.config import load_settings
+sys.exit(run_bot(load_settings()))
+"""
+)
+STORE_IN_CHECK = (
+    REFUSING_STORE
+    + """
+from bot.__main__ import main
+sys.exit(main(["check"]))
+"""
+)
+
+
+# Discord's answer to a PUT of commands it finds invalid, raised where the bot would sync them.
+REFUSED_COMMANDS = """
+import sys
+from types import SimpleNamespace
+import discord
+from bot.app import ImagineBot, run_bot
+from bot.config import load_settings
+
+STATUS, TOKEN = int(sys.argv[1]), sys.argv[2]
+answer = SimpleNamespace(
+    status=STATUS, reason="Refused",
+    url="https://discord.com/api/v10/applications/1/commands",
+)
+body = {
+    "code": 50035, "message": "Invalid Form Body",
+    "errors": {"0": {"description": {"_errors": [
+        {"code": "BASE_TYPE_MAX_LENGTH", "message": "Must be 100 or fewer in length."},
+        {"code": "ODD", "message": "Discord would never echo " + TOKEN + ", but if it did. " * 20},
+    ]}}},
+} if STATUS == 400 else {"code": 0, "message": "Service Unavailable"}
+
+async def start(self, token, *, reconnect=True):
+    raise discord.HTTPException(answer, body)
+
+ImagineBot.start = start
+sys.exit(run_bot(load_settings()))
+"""
+
+
+async def start_bot(
+    tmp_path: Path, *args: str, settings: dict[str, str] | None = None
+) -> asyncio.subprocess.Process:
     """``python *args`` as an operator would run the bot: configured by the environment."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "DISCORD_"))}
     env |= {
@@ -48,7 +115,7 @@ async def start_bot(tmp_path: Path, *args: str) -> asyncio.subprocess.Process:
         "OPENAI_API_KEY": API_KEY,
         "DISCORD_TOKEN": DISCORD_TOKEN,
         "DATA_DIR": str(tmp_path / "data"),
-    }
+    } | (settings or {})
     return await asyncio.create_subprocess_exec(
         sys.executable, *args, cwd=tmp_path, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
@@ -85,3 +152,63 @@ async def test_an_unreadable_data_file_names_the_file(tmp_path: Path) -> None:
     log = await log_of(process := await start_bot(tmp_path, "-m", "bot"))
     assert process.returncode == 1
     assert f"cannot use {tmp_path / 'data' / 'user_id_secret'}: Is a directory" in log
+
+
+async def test_a_store_that_does_not_answer_stops_the_start_up_in_one_line(
+    tmp_path: Path,
+) -> None:
+    process = await start_bot(
+        tmp_path, "-c", STORE_AT_START_UP, settings={"RATE_LIMIT_STORAGE_URI": STORE_URI}
+    )
+    log = await log_of(process)
+    assert process.returncode == 1
+    assert (
+        "the rate-limit store at redis://:***@127.0.0.1:9/0 (RATE_LIMIT_STORAGE_URI) does not "
+        "answer: check that it runs and that this host can reach it"
+    ) in log
+    assert STORE_PASSWORD not in log and "Discord" not in log
+
+
+async def test_check_names_the_store_and_fails_when_it_does_not_answer(
+    tmp_path: Path, images_api: FakeImagesAPI
+) -> None:
+    endpoint = {"OPENAI_BASE_URL": images_api.base_url}
+    process = await start_bot(tmp_path, "-m", "bot", "check", settings=endpoint)
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, err.decode()
+    assert "rate-limit store: memory:// (in this process)" in out.decode()
+
+    silent_store = endpoint | {"RATE_LIMIT_STORAGE_URI": STORE_URI}
+    process = await start_bot(tmp_path, "-c", STORE_IN_CHECK, settings=silent_store)
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 1
+    assert err.decode().strip() == (
+        "error: the rate-limit store at redis://:***@127.0.0.1:9/0 (RATE_LIMIT_STORAGE_URI) "
+        "does not answer"
+    )
+    assert "accepts the key" in out.decode()  # the endpoint is still checked
+    assert STORE_PASSWORD not in out.decode() + err.decode()
+
+
+async def test_refused_command_definitions_are_reported_as_such_with_status_two(
+    tmp_path: Path,
+) -> None:
+    process = await start_bot(tmp_path, "-c", REFUSED_COMMANDS, "400", DISCORD_TOKEN)
+    log = await log_of(process)
+    assert process.returncode == 2
+    [line] = [line for line in log.splitlines() if "Discord refused" in line]
+    refusal = line[line.index("Discord refused") :]
+    assert refusal.startswith(
+        "Discord refused the slash-command definitions (HTTP 400, code 50035): Invalid Form Body "
+        "In 0.description: Must be 100 or fewer in length. Discord would never echo [redacted]"
+    )
+    explanation = refusal.split("): ", 1)[1]
+    assert len(explanation) == 300 and explanation.endswith("…")
+    assert "try again later" not in log
+
+
+async def test_a_busy_discord_at_start_up_is_worth_another_try(tmp_path: Path) -> None:
+    process = await start_bot(tmp_path, "-c", REFUSED_COMMANDS, "503", DISCORD_TOKEN)
+    log = await log_of(process)
+    assert process.returncode == 1
+    assert "Discord answered HTTP 503 at start-up; try again later" in log
