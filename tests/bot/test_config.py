@@ -336,3 +336,38 @@ async def test_the_tests_ignore_the_operators_environment_and_dotenv(tmp_path: P
     )  # fmt: skip
     out, _ = await asyncio.wait_for(process.communicate(), 120)
     assert process.returncode == 0, out.decode()[-3000:]
+
+
+@pytest.mark.parametrize(
+    ("entry", "says"),
+    [
+        ('sizes = ["0x0"]\ndefault_size = "0x0"', "size '0x0' must have sides from 1 to 16384"),
+        (
+            'sizes = ["99999x99999"]\ndefault_size = "99999x99999"',
+            "size '99999x99999' must have sides from 1 to 16384",
+        ),
+        (f'qualities = ["{"q" * 101}"]\ndefault_quality = "{"q" * 101}"', "at most 100 characters"),
+    ],
+)
+def test_catalog_values_discord_or_the_api_would_refuse_name_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, entry: str, says: str
+) -> None:
+    path = tmp_path / "models.toml"
+    path.write_text(f'[models."odd"]\nbase = "gpt-image-1.5"\n{entry}\n')
+    message = error_for(IMAGE_MODELS_FILE=str(path))
+    assert message.startswith("IMAGE_MODELS_FILE")
+    assert says in message
+
+
+def test_a_model_name_longer_than_a_discord_choice_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "models.toml"
+    path.write_text(f'[models."{"m" * 101}"]\nbase = "gpt-image-1.5"\n')
+    message = error_for(IMAGE_MODELS_FILE=str(path))
+    assert message.startswith("IMAGE_MODELS_FILE") and "at most 100 characters" in message
+
+
+def test_a_models_file_that_is_not_utf8_names_the_variable(tmp_path: Path) -> None:
+    path = tmp_path / "models.toml"
+    path.write_bytes(b'[models."caf\xe9"]\nbase = "gpt-image-1.5"\n')
+    message = error_for(IMAGE_MODELS_FILE=str(path))
+    assert message.startswith("IMAGE_MODELS_FILE") and "is not UTF-8 text" in message
