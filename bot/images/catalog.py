@@ -221,8 +221,9 @@ def _build(fields_by_name: Mapping[str, dict[str, Any]], source: str) -> Catalog
             specs[name] = ModelSpec.model_validate(fields)
         except ValidationError as exc:
             first = exc.errors()[0]
-            where = ".".join(str(part) for part in first["loc"]) or "entry"
-            raise CatalogError(f"{source}: models.{name}: {where}: {first['msg']}") from None
+            where = "".join(f"{part}: " for part in first["loc"][:1])
+            why = str(first["msg"]).removeprefix("Value error, ")
+            raise CatalogError(f"{source}: models.{name}: {where}{why}") from None
     return Catalog(specs)
 
 
