@@ -39,7 +39,12 @@ def narrow(settings: Settings, endpoint: tuple[str, ...] | None) -> ModelOffer:
     if not served:
         # Offering nothing would make the command useless; the operator is told in the log.
         return ModelOffer(configured, settings.default_model, endpoint, lacking)
-    default = settings.default_model if settings.default_model in listed else served[0]
+    if settings.default_model in listed:
+        default = settings.default_model
+    else:  # a live model before one shut down on OpenAI, whatever the order configured
+        catalog = settings.catalog
+        default = next((name for name in served if catalog[name].is_live), served[0])
+    served = (default, *(name for name in served if name != default))
     return ModelOffer(served, default, endpoint, lacking)
 
 

@@ -7,6 +7,7 @@ import ipaddress
 import json
 import logging
 import math
+import os
 import socket
 import time
 from collections.abc import Callable, Mapping
@@ -15,6 +16,7 @@ from typing import Any, TypeVar
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import aiohttp
+import yarl
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
@@ -76,6 +78,8 @@ _NEVER_RETRIED = (
 PIXEL_MARGIN = 2.0
 MAX_REDIRECTS = 5
 REQUEST_ID_CHARS = 100
+MODEL_ID_CHARS = 100
+MAX_MODELS_LISTED = 2000  # OpenAI lists about a hundred; a gateway listing more is not believed
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,14 +168,37 @@ def is_public_address(address: str) -> bool:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
     except ValueError:
         return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not ip.is_multicast
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = _embedded_ipv4(ip)
+        if embedded is not None:
+            ip = embedded
+        elif ip.is_site_local:
+            return False
+    return ip.is_global and not ip.is_multicast and not ip.is_reserved
+
+
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+_IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address carries (mapped, 6to4, NAT64, IPv4-compatible): it is
+    what the connection reaches, so it is what is judged."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip in _NAT64 or ip in _IPV4_COMPATIBLE:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
 
 
 class PublicOnlyResolver(AbstractResolver):
     """Resolves names to public addresses only: image URLs come from the image service's
     answer, and must not make the bot fetch from its own host or network."""
+
+    class Refused(OSError):
+        """The name resolves to no public address."""
 
     def __init__(self) -> None:
         self._resolver = DefaultResolver()
@@ -182,22 +209,33 @@ class PublicOnlyResolver(AbstractResolver):
         found = await self._resolver.resolve(host, port, family)
         public = [entry for entry in found if is_public_address(entry["host"])]
         if not public:
-            raise OSError(f"{host} resolves to no public address")
+            raise self.Refused("the name resolves to no public address")
         return public
 
     async def close(self) -> None:
         await self._resolver.close()
 
 
-def connection_failure(exc: BaseException) -> str:
-    """A short sentence for a failed connection: never aiohttp's 400-character repr."""
+def _os_reason(error: OSError) -> str:
+    if error.errno:
+        return os.strerror(error.errno).lower()
+    if isinstance(error, PublicOnlyResolver.Refused):
+        return "it has no public address"
+    return type(error).__name__
+
+
+def connection_failure(exc: BaseException, host: str | None = None) -> str:
+    """A short sentence for a failed connection: never aiohttp's 400-character repr, nor a
+    Python tuple. ``host`` replaces the address when that came from outside (an image URL)."""
     if isinstance(exc, aiohttp.ClientConnectorError):
-        reason = exc.os_error.strerror or str(exc.os_error) or type(exc.os_error).__name__
-        return f"could not connect to {exc.host}:{exc.port} ({clean_text(str(reason), 80)})"
+        where = host or (
+            f"[{exc.host}]:{exc.port}" if ":" in exc.host else f"{exc.host}:{exc.port}"
+        )
+        return f"could not connect to {where} ({_os_reason(exc.os_error)})"
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return "the service closed the connection before answering"
     if isinstance(exc, aiohttp.ClientOSError):
-        return f"the connection failed ({clean_text(exc.strerror or type(exc).__name__, 80)})"
+        return f"the connection failed ({_os_reason(exc)})"
     return f"the connection failed ({type(exc).__name__})"
 
 
@@ -219,7 +257,7 @@ class ImageClient:
         settings: ClientSettings | None = None,
     ) -> None:
         self._session = session
-        self._base_url = base_url.rstrip("/")
+        self._base_url = base_url
         self._api_key = api_key
         self.catalog = catalog
         self.settings = settings or ClientSettings()
@@ -355,8 +393,9 @@ class ImageClient:
                             lambda: parse_body(body, limits=limits, expected=prepared.count),
                         )
                     except ErrorInBody as inside:
+                        status = _status_of(inside.info)
                         raise self._classify(
-                            response.status, inside.info, response.headers, request_id, prepared
+                            status, inside.info, response.headers, request_id, prepared
                         ) from None
                     return parsed, request_id
                 error = self._classify(
@@ -494,24 +533,33 @@ class ImageClient:
             self._download_session = aiohttp.ClientSession(connector=connector)
         return self._download_session
 
-    def _check_image_url(self, url: str, request_id: str | None) -> None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+    def _check_image_url(self, url: str, request_id: str | None) -> yarl.URL:
+        """The URL as aiohttp will fetch it, refused unless http(s) to an allowed address."""
+        try:
+            # Parsed as aiohttp parses it (yarl normalises full-width digits and ideographic
+            # dots into an IP literal, which aiohttp then connects to without resolving).
+            parsed = yarl.URL(url)
+            scheme, host = parsed.scheme, parsed.raw_host
+        except (ValueError, UnicodeError, TypeError):
+            raise MalformedResponse(
+                "an image URL in the response is not valid", request_id=request_id
+            ) from None
+        if scheme not in ("http", "https") or not host:
             raise MalformedResponse(
                 "an image URL in the response is not http(s)", request_id=request_id
             )
-        host = parts.hostname
         literal = host.strip("[]")
         try:
             ipaddress.ip_address(literal.split("%", 1)[0])
         except ValueError:
-            return  # a name: the resolver keeps it to public addresses
+            return parsed  # a name: the resolver keeps it to public addresses
         if not self.settings.allow_private_urls and not is_public_address(literal):
             raise MalformedResponse(
                 "an image URL in the response points at a private or loopback address "
                 "(set ALLOW_PRIVATE_IMAGE_URLS=true for a gateway on your own network)",
                 request_id=request_id,
             )
+        return parsed
 
     async def _download(
         self, url: str, revised_prompt: str | None, request_id: str | None, limits: ImageLimits
@@ -520,15 +568,15 @@ class ImageClient:
         try:
             async with asyncio.timeout(self.settings.timeout):
                 for _ in range(MAX_REDIRECTS + 1):
-                    self._check_image_url(url, request_id)
+                    checked = self._check_image_url(url, request_id)
                     # No Authorization header: the URL's host is not the API and must not see
                     # the key. Redirects are followed here, so that each hop is checked.
                     async with session.get(
-                        url, timeout=self._timeout(), allow_redirects=False
+                        checked, timeout=self._timeout(), allow_redirects=False
                     ) as response:
                         location = response.headers.get("Location")
                         if response.status in (301, 302, 303, 307, 308) and location:
-                            url = urljoin(url, location)
+                            url = urljoin(str(checked), location)
                             continue
                         if response.status != 200:
                             raise ImageLinkBroken(
@@ -550,8 +598,15 @@ class ImageClient:
                 "downloading an image timed out", request_id=request_id
             ) from None
         except aiohttp.ClientError as exc:
+            # The image host comes from the answer: it is not repeated (see connection_failure).
             raise UpstreamUnavailable(
-                f"downloading an image failed: {connection_failure(exc)}", request_id=request_id
+                f"downloading an image failed: {connection_failure(exc, host='the image host')}",
+                request_id=request_id,
+            ) from None
+        except (ValueError, UnicodeError):
+            # A host name aiohttp or the resolver cannot encode (a label over 63 characters).
+            raise MalformedResponse(
+                "an image URL in the response is not valid", request_id=request_id
             ) from None
         return await run_off_loop_if_large(
             len(data), lambda: identify_image(data, limits=limits, revised_prompt=revised_prompt)
@@ -584,7 +639,7 @@ class ImageClient:
         request_id = self._request_id(headers)
         if status != 200:
             raise self._classify(status, parse_error_body(body[:65536]), headers, request_id, None)
-        names = _model_ids(body)
+        names = _model_ids(body, lambda name: self._upstream(name, MODEL_ID_CHARS))
         if names is None:
             kind = "an HTML page" if body.lstrip()[:1] == b"<" else "something else"
             raise MalformedResponse(
@@ -627,8 +682,29 @@ class ImageClient:
         )
 
 
-def _model_ids(body: bytes) -> tuple[str, ...] | None:
-    """The ids of ``{"object": "list", "data": [{"id": ...}, ...]}``, or None if it is not one."""
+# What an error object inside a 2xx answer would have been sent as, by its type or code.
+_STATUS_OF_KIND = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "rate_limit_exceeded": 429,
+    "rate_limit_error": 429,
+    "server_error": 500,
+    "api_error": 500,
+}
+
+
+def _status_of(info: ErrorBody) -> int:
+    for kind in (info.code, info.type):
+        if kind and kind in _STATUS_OF_KIND:
+            return _STATUS_OF_KIND[kind]
+    return 200  # classified by code alone (moderation, quota), or a malformed answer
+
+
+def _model_ids(body: bytes, clean: Callable[[str], str]) -> tuple[str, ...] | None:
+    """The ids of ``{"object": "list", "data": [{"id": ...}, ...]}``, each passed through
+    ``clean`` (they are printed), or None if it is not one."""
     try:
         document = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
@@ -637,7 +713,7 @@ def _model_ids(body: bytes) -> tuple[str, ...] | None:
     if not isinstance(listed, list):
         return None
     return tuple(
-        entry["id"]
-        for entry in listed
+        clean(entry["id"])
+        for entry in listed[:MAX_MODELS_LISTED]
         if isinstance(entry, dict) and isinstance(entry.get("id"), str)
     )

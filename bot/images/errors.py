@@ -29,21 +29,33 @@ def redact(text: str, *secrets: str) -> str:
     return _KEY_SHAPED.sub("[redacted]", text)
 
 
-def clean_text(text: str, limit: int) -> str:
-    """Upstream text made safe to print: no terminal escapes, no control or bidi-override
-    characters, no line breaks (one log record stays one line), at most ``limit`` characters."""
+def _printable(text: str) -> str:
+    """No terminal escapes, no format characters (bidi overrides, zero-width), and controls and
+    line breaks as spaces: one log record stays one line, and a terminal shows what it says."""
     text = _ANSI_ESCAPE.sub("", text)
-    # Cc: controls (newlines, escapes); Cf: format characters (bidi overrides, zero-width).
-    kept = "".join(
-        " " if unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp") else char for char in text
-    )
-    kept = _SPACES.sub(" ", kept).strip()
-    return kept if len(kept) <= limit else kept[: limit - 1].rstrip() + "…"
+    kept = []
+    for char in text:
+        category = unicodedata.category(char)
+        if category == "Cf":
+            continue
+        kept.append(" " if category in ("Cc", "Zl", "Zp") else char)
+    return _SPACES.sub(" ", "".join(kept)).strip()
+
+
+def _bounded(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def clean_text(text: str, limit: int) -> str:
+    """Text from outside made safe to print, at most ``limit`` characters."""
+    return _bounded(_printable(text), limit)
 
 
 def upstream_text(text: str, secret: str, limit: int = 500) -> str:
-    """Any text the image service sent (messages, codes, types, ids), fit to keep and show."""
-    return clean_text(redact(text, secret), limit)
+    """Any text the image service sent (messages, codes, types, ids, hosts), fit to keep and
+    show. Cleaned before it is redacted: an escape sequence inside an echoed key would otherwise
+    hide it from redaction, and cleaning would then join it back together."""
+    return _bounded(redact(_printable(text), secret), limit)
 
 
 class ImageError(Exception):

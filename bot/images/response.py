@@ -54,6 +54,7 @@ class ImageLimits:
 
     max_bytes: int
     max_pixels: int
+    max_frames: int = 16  # the API makes at most 16; each frame is decoded when re-encoding
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +148,8 @@ def identify_image(
         raise MalformedResponse("an item of the response is not a readable image") from None
     if kind is None:
         raise MalformedResponse("an item of the response is an image in an unsupported format")
+    if frames > limits.max_frames:
+        raise MalformedResponse(f"an animated image has {frames} frames, over {limits.max_frames}")
     if width * height > limits.max_pixels:
         raise MalformedResponse(
             f"an image of {width}x{height} is far larger than the size asked for"
