@@ -16,10 +16,10 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.config import Settings
-from bot.engine import make_client
 from bot.images import ImageClient
 from bot.offer import ModelOffer, discover, narrow
 from bot.pseudonym import Pseudonymizer, load_or_create_secret
+from bot.services import make_client
 
 log = logging.getLogger(__name__)
 

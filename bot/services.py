@@ -1,4 +1,5 @@
-"""Builds the image engine from the configuration (shared by the bot and the command line)."""
+"""Builds the bot's collaborators from the configuration; the image client is shared with the
+command line. (The image engine itself is `bot/images`.)"""
 
 from __future__ import annotations
 
