@@ -14,7 +14,6 @@ from tests.cogs.support import (
     CALLBACK_DEFER,
     Gate,
     callback_types,
-    declare_queue_waits,
     fields,
     private_reply,
     upload_limit,
@@ -325,7 +324,6 @@ async def test_requests_beyond_the_cap_wait_in_line_and_see_their_position(
 ) -> None:
     carol = guild.add_member(simcord_env.create_user("carol"))
     gate = Gate(simcord_env)
-    declare_queue_waits(simcord_env)
     first = await alice.slash(channel, "imagine", prompt="one")
     second = await bob.slash(channel, "imagine", prompt="two")
     third = await carol.slash(channel, "imagine", prompt="three")
@@ -360,10 +358,12 @@ async def test_shutdown_lets_requests_finish_within_the_grace_and_tells_the_rest
     gate = Gate(simcord_env)
     finishing = await alice.slash(channel, "imagine", prompt="finishes")
     stuck = await bob.slash(channel, "imagine", prompt="stuck")
-    cog = simcord_env.bot.get_cog("Imagine")
+    bot = simcord_env.bot
+    cog = bot.get_cog("Imagine")
 
+    # As on SIGTERM: closing the bot unloads the extension, whose cog drains its requests.
     # The test's own task: its grace period runs on the real clock, so keep it short.
-    draining = asyncio.ensure_future(cog.drain(simcord_env.bot.settings.shutdown_grace_seconds))
+    draining = asyncio.ensure_future(bot.shutdown())
     await simcord_env.settle()
     late = await carol.slash(channel, "imagine", prompt="too late")
     assert late.response.ephemeral
@@ -377,3 +377,5 @@ async def test_shutdown_lets_requests_finish_within_the_grace_and_tells_the_rest
     assert "The bot is restarting, so your request was cancelled." in private_reply(stuck).content
     assert len(images_api.generation_requests) == 1  # the stuck one never reached the API
     assert not cog.jobs
+    assert bot.is_closed()
+    assert bot.images._session.closed  # closed only after the cog had told its members
