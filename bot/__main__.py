@@ -21,11 +21,11 @@ from pathlib import Path
 import aiohttp
 
 from bot.config import ConfigError, Settings, load_settings
-from bot.engine import make_client
 from bot.images import GenerationResult, ImageError, ImageRequest, UnsupportedOption
 from bot.images.catalog import OPTION_VALUES
 from bot.offer import narrow
 from bot.ratelimit import UserRateLimiter
+from bot.services import make_client
 
 log = logging.getLogger("bot")
 

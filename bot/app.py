@@ -1,4 +1,9 @@
-"""The Discord bot: one aiohttp session and one image client for the whole process."""
+"""The Discord bot: one aiohttp session and one image client for the whole process.
+
+The bot makes the feature's collaborators (image client, limits, queue, pseudonyms, model offer)
+in ``setup_hook`` and hands them to the extensions it loads; ``close`` unloads the extensions
+(the /imagine cog drains its requests then) before it closes the image client and the session.
+"""
 
 from __future__ import annotations
 
@@ -16,11 +21,12 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.config import Settings
-from bot.engine import make_client
 from bot.images import ImageClient
 from bot.offer import ModelOffer, discover, narrow
 from bot.pseudonym import Pseudonymizer, load_or_create_secret
+from bot.queue import GenerationQueue
 from bot.ratelimit import UserRateLimiter
+from bot.services import Services, make_client
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +52,15 @@ class ImagineTree(app_commands.CommandTree["ImagineBot"]):
 
 
 class ImagineBot(commands.Bot):
-    def __init__(self, settings: Settings, *, sync_on_start: bool = True) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        sync_on_start: bool = True,
+        queue: GenerationQueue | None = None,
+    ) -> None:
+        """``queue``: one made outside (a test harness's, which declares its waits); by
+        default the bot makes one with the configured capacity."""
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=discord.Intents.default(),
@@ -64,7 +78,8 @@ class ImagineBot(commands.Bot):
             if secret is not None
             else load_or_create_secret(settings.data_dir)
         )
-        self.shutting_down = asyncio.Event()
+        self._queue = queue
+        self._services: Services | None = None
         self._frozen = False
         self._sync_on_start = sync_on_start
         self._shutdown_task: asyncio.Task[None] | None = None
@@ -75,6 +90,13 @@ class ImagineBot(commands.Bot):
             raise RuntimeError("the image client exists once setup_hook has run")
         return self._images
 
+    @property
+    def services(self) -> Services:
+        """The extensions' collaborators; they exist once setup_hook has made them."""
+        if self._services is None:
+            raise RuntimeError("the services exist once setup_hook has run")
+        return self._services
+
     async def setup_hook(self) -> None:
         # aiohttp allows 100 connections by default; every generation in flight holds one.
         connections = max(100, 2 * self.settings.max_concurrent_generations)
@@ -82,6 +104,15 @@ class ImagineBot(commands.Bot):
         self._images = make_client(self._session, self.settings)
         # Before the command is built: its model choices are what the endpoint serves.
         self.offer = await discover(self._images, self.settings)
+        settings = self.settings
+        self._services = Services(
+            settings=settings,
+            images=self._images,
+            offer=self.offer,
+            limiter=UserRateLimiter(settings.user_rate_limit, settings.rate_limit_storage_uri),
+            queue=self._queue or GenerationQueue(settings.max_concurrent_generations),
+            pseudonyms=self.pseudonyms,
+        )
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         if self._sync_on_start:
@@ -144,18 +175,13 @@ class ImagineBot(commands.Bot):
             self._shutdown_task.add_done_callback(_log_failure)
 
     async def shutdown(self) -> None:
-        """Stop taking requests, let those in flight finish within the grace period, close."""
-        if self.shutting_down.is_set():
-            return
-        self.shutting_down.set()
+        """Close: the extensions stop taking requests and drain theirs as they are unloaded."""
         log.info("shutting down")
-        cog = self.get_cog("Imagine")
-        drain = getattr(cog, "drain", None)
-        if drain is not None:
-            await drain(self.settings.shutdown_grace_seconds)
         await self.close()
 
     async def close(self) -> None:
+        # discord.py's close unloads the extensions first, while Discord can still be told
+        # about the requests they cancel; the engine and its session go only after that.
         await super().close()
         if self._images is not None:
             await self._images.close()

@@ -1,13 +1,15 @@
 """A global cap on generations in flight, with a first-come, first-served queue.
 
 Each waiter's ticket holds its current position, so the bot can show it to the people waiting.
+How a waiter waits for its turn is handed in (``wait``): by default it simply awaits it; a test
+harness that must know why the bot is idle (simcord) passes one that declares the wait.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 
@@ -19,11 +21,19 @@ class Ticket:
         self.position = 0  # 1 = next in line; 0 = admitted
 
 
+WaitForTurn = Callable[[Awaitable[None]], Awaitable[object]]
+
+
+async def wait_plainly(turn: Awaitable[None]) -> None:
+    await turn
+
+
 class GenerationQueue:
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, *, wait: WaitForTurn = wait_plainly) -> None:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
         self.capacity = capacity
+        self._wait = wait
         self.in_flight = 0
         self._waiting: deque[Ticket] = deque()
 
@@ -45,9 +55,6 @@ class GenerationQueue:
             ticket.admitted.set_result(None)
         self._renumber()
 
-    async def _wait_for_turn(self, ticket: Ticket) -> None:
-        await ticket.admitted
-
     @asynccontextmanager
     async def slot(self, on_queued: Callable[[Ticket], None] | None = None) -> AsyncIterator[None]:
         """Hold one of the ``capacity`` slots; waits in line when all are taken.
@@ -63,7 +70,7 @@ class GenerationQueue:
             if on_queued is not None:
                 on_queued(ticket)
             try:
-                await self._wait_for_turn(ticket)
+                await self._wait(ticket.admitted)
             except asyncio.CancelledError:
                 if ticket in self._waiting:
                     self._waiting.remove(ticket)

@@ -41,8 +41,8 @@ from PIL import Image
 from simcord.backend.cdn import CdnStore
 
 from bot.app import ImagineBot
-from bot.engine import make_client
 from bot.images import ImageRequest
+from bot.services import make_client
 from tests.cogs.conftest import make_settings
 from tests.cogs.support import upload_limit
 from tests.fakes.images_api import FakeImagesAPI, incompressible_png, json_response

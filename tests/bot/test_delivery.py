@@ -63,17 +63,46 @@ def blurred_svg(shapes: int) -> bytes:
     ).encode()
 
 
-async def test_a_big_opaque_png_is_sent_as_a_jpeg_within_the_limit() -> None:
-    image = png(noise((1024, 1024)))
+@pytest.mark.parametrize(
+    ("mode", "filename", "encoding"),
+    [("RGB", "imagine-1.jpg", "JPEG"), ("RGBA", "imagine-1.webp", "WEBP")],
+    ids=["opaque-as-jpeg", "transparent-as-webp"],
+)
+async def test_a_big_png_is_reencoded_within_the_limit_keeping_its_transparency(
+    mode: str, filename: str, encoding: str
+) -> None:
+    image = png(noise((1024, 1024), mode))
     limit = len(image.data) // 4
 
     [upload] = await prepare_uploads([image], limit)
 
-    assert upload.filename == "imagine-1.jpg"
+    assert upload.filename == filename
+    assert upload.reencoded
+    assert len(upload.data) <= limit
+    with Image.open(io.BytesIO(upload.data)) as sent:
+        assert sent.format == encoding
+        assert sent.mode == mode
+        if mode == "RGBA":
+            alpha = sent.getchannel("A").tobytes()
+            assert min(alpha) < 128 < max(alpha)  # still transparent here, opaque there
+
+
+async def test_an_image_that_cannot_fit_at_the_lowest_quality_is_made_smaller() -> None:
+    picture = noise((1024, 1024))
+    limit = 100_000
+    at_lowest_quality = io.BytesIO()
+    picture.save(at_lowest_quality, format="JPEG", quality=70)
+    assert len(at_lowest_quality.getvalue()) > 4 * limit  # no quality alone gets there
+
+    [upload] = await prepare_uploads([png(picture)], limit)
+
     assert upload.reencoded
     assert len(upload.data) <= limit
     with Image.open(io.BytesIO(upload.data)) as sent:
         assert sent.format == "JPEG"
+        assert sent.width < 1024
+        assert sent.height < 1024
+        assert sent.width == sent.height  # scaled, not cropped or squashed
 
 
 async def test_an_animated_gif_within_the_limit_is_sent_untouched() -> None:

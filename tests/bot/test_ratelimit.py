@@ -9,7 +9,7 @@ from limits import parse_many
 from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 
-from bot.ratelimit import UserRateLimiter, masked_storage_uri
+from bot.ratelimit import Refusal, UserRateLimiter, masked_storage_uri
 
 
 class NetworkedStorage(MemoryStorage):
@@ -57,11 +57,13 @@ async def test_a_refusal_does_not_use_up_the_other_limits() -> None:
     assert stats.remaining == 2
 
 
-def test_windows_of_several_units_read_naturally() -> None:
+async def test_windows_of_several_units_read_naturally() -> None:
     limiter = UserRateLimiter(parse_many("1/day"))
-    assert limiter is not None
-    from bot.ratelimit import Refusal
-
+    assert await limiter.acquire("alice") is None
+    refusal = await limiter.acquire("alice")
+    assert refusal is not None
+    assert refusal.describe() == "1 image request per day"
+    assert time.time() + 86_000 < refusal.reset_at <= time.time() + 86_401
     assert Refusal(parse_many("20/6 hours")[0], 0).describe() == "20 image requests per 6 hours"
     assert Refusal(parse_many("1/day")[0], 0).describe() == "1 image request per day"
 

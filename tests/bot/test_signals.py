@@ -1,15 +1,17 @@
 """Starting and stopping the real run_bot: signals, an unreachable Discord or rate-limit store,
-a bad data file."""
+a bad data file, and `python -m bot sync` against a stand-in for Discord's HTTP API."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from tests.conftest import API_KEY, DISCORD_TOKEN
 from tests.fakes.images_api import FakeImagesAPI
@@ -103,6 +105,65 @@ async def start(self, token, *, reconnect=True):
 ImagineBot.start = start
 sys.exit(run_bot(load_settings()))
 """
+
+
+# `python -m bot sync` as an operator runs it, with Discord's API at another address.
+SYNC_AGAINST = """
+import runpy, sys
+import discord.http
+
+discord.http.Route.BASE = sys.argv[1]
+sys.argv = ["bot", "sync"]
+runpy.run_module("bot", run_name="__main__")
+"""
+
+APPLICATION_ID = "1100000000000000001"
+
+
+def discord_json(payload: object) -> web.Response:
+    # discord.py parses a body as JSON only when the content type is exactly this.
+    return web.Response(
+        body=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
+    )
+
+
+class FakeDiscordAPI:
+    """Just what logging in and syncing global commands ask of Discord's HTTP API."""
+
+    def __init__(self) -> None:
+        self.synced: list[list[dict[str, object]]] = []
+        self.app = web.Application()
+        self.app.router.add_get("/api/v10/users/@me", self.me)
+        self.app.router.add_get("/api/v10/oauth2/applications/@me", self.application)
+        self.app.router.add_put(f"/api/v10/applications/{APPLICATION_ID}/commands", self.sync)
+
+    async def me(self, request: web.Request) -> web.Response:
+        return discord_json(self._user())
+
+    async def application(self, request: web.Request) -> web.Response:
+        return discord_json(
+            {
+                "id": APPLICATION_ID, "name": "imagine", "description": "", "icon": None,
+                "bot_public": True, "bot_require_code_grant": False, "verify_key": "0" * 64,
+                "owner": self._user(),
+            }
+        )  # fmt: skip
+
+    async def sync(self, request: web.Request) -> web.Response:
+        commands = await request.json()
+        self.synced.append(commands)
+        answer = [
+            {**command, "id": str(1200000000000000000 + n), "application_id": APPLICATION_ID}
+            for n, command in enumerate(commands)
+        ]
+        return discord_json(answer)
+
+    @staticmethod
+    def _user() -> dict[str, object]:
+        return {
+            "id": APPLICATION_ID, "username": "imagine", "discriminator": "0", "avatar": None,
+            "bot": True,
+        }  # fmt: skip
 
 
 async def start_bot(
@@ -212,3 +273,24 @@ async def test_a_busy_discord_at_start_up_is_worth_another_try(tmp_path: Path) -
     log = await log_of(process)
     assert process.returncode == 1
     assert "Discord answered HTTP 503 at start-up; try again later" in log
+
+
+async def test_sync_pushes_the_commands_and_exits_zero(tmp_path: Path) -> None:
+    discord_api = FakeDiscordAPI()
+    runner = web.AppRunner(discord_api.app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        port = runner.addresses[0][1]
+        base = f"http://127.0.0.1:{port}/api/v10"
+        process = await start_bot(tmp_path, "-c", SYNC_AGAINST, base)
+        log = await log_of(process)
+    finally:
+        await runner.cleanup()
+
+    assert process.returncode == 0
+    (commands,) = discord_api.synced  # forced, once, though nothing was synced before
+    assert [command["name"] for command in commands] == ["imagine"]
+    assert "synced 1 global command(s)" in log
+    assert (tmp_path / "data" / "command_sync.json").is_file()  # the next start will not resync

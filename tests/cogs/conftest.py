@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -8,6 +8,7 @@ import pytest
 
 from bot.app import ImagineBot
 from bot.config import Settings
+from bot.queue import GenerationQueue
 from tests.conftest import API_KEY, DISCORD_TOKEN
 from tests.fakes.images_api import FakeImagesAPI
 
@@ -38,11 +39,38 @@ def settings(images_api: FakeImagesAPI, tmp_path: Path, bot_overrides: dict[str,
     return make_settings(images_api.base_url, tmp_path / "data", **bot_overrides)
 
 
+class DeclaredQueueWaits:
+    """How the bot's queue waits for a turn in tests: declared to simcord as intended, since
+    simcord cannot see that a request waits on the requests ahead of it."""
+
+    def __init__(self) -> None:
+        self.env: Any = None  # the environment running the bot, once it runs
+
+    async def __call__(self, turn: Awaitable[None]) -> None:
+        assert self.env is not None, "the bot queued a request before simcord ran it"
+        await self.env.external_wait(turn, reason="waiting in the generation queue")
+
+
 @pytest.fixture
-async def simcord_bot(settings: Settings) -> AsyncIterator[ImagineBot]:
-    bot = ImagineBot(settings)
+def queue_waits() -> DeclaredQueueWaits:
+    return DeclaredQueueWaits()
+
+
+@pytest.fixture
+async def simcord_bot(
+    settings: Settings, queue_waits: DeclaredQueueWaits
+) -> AsyncIterator[ImagineBot]:
+    queue = GenerationQueue(settings.max_concurrent_generations, wait=queue_waits)
+    bot = ImagineBot(settings, queue=queue)
     yield bot
     await bot.close()  # simcord detaches the bot without closing it; its HTTP session must go
+
+
+@pytest.fixture
+def simcord_env(simcord_env: Any, queue_waits: DeclaredQueueWaits) -> Any:
+    """simcord's environment, with the queue's waits declared to it."""
+    queue_waits.env = simcord_env
+    return simcord_env
 
 
 @pytest.fixture

@@ -85,17 +85,6 @@ def declare_generation_waits(env: Any) -> None:
     client.generate = declared
 
 
-def declare_queue_waits(env: Any) -> None:
-    """Waiting in line is waiting on other requests: tell simcord it is intentional."""
-    queue = env.bot.get_cog("Imagine").queue
-    real_wait = queue._wait_for_turn
-
-    async def declared(ticket: Any) -> None:
-        await env.external_wait(real_wait(ticket), reason="waiting in the generation queue")
-
-    queue._wait_for_turn = declared
-
-
 async def finish(env: Any, seconds: float = 20.0) -> None:
     """Drive simcord's clock and wait (on the real one) until every /imagine job has ended."""
     cog = env.bot.get_cog("Imagine")

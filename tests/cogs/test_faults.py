@@ -11,7 +11,6 @@ import pytest
 from tests.cogs.support import (
     Gate,
     declare_generation_waits,
-    declare_queue_waits,
     finish,
     private_reply,
     upload_limit,
@@ -141,7 +140,6 @@ async def test_many_users_at_once_never_exceed_the_in_flight_cap(
     simcord_env: Any, guild: Any, channel: Any, images_api: FakeImagesAPI
 ) -> None:
     declare_generation_waits(simcord_env)
-    declare_queue_waits(simcord_env)
     images_api.latency = 0.3  # long enough for every request to be sent while the first wait
     members = [guild.add_member(simcord_env.create_user(f"user{n}")) for n in range(12)]
     results = [await m.slash(channel, "imagine", prompt=f"p{n}") for n, m in enumerate(members)]
@@ -159,15 +157,14 @@ async def test_shutdown_under_load_loses_no_request_without_telling_its_user(
     simcord_env: Any, guild: Any, channel: Any, images_api: FakeImagesAPI
 ) -> None:
     gate = Gate(simcord_env)
-    declare_queue_waits(simcord_env)
     members = [guild.add_member(simcord_env.create_user(f"user{n}")) for n in range(6)]
     results = [await m.slash(channel, "imagine", prompt=f"p{n}") for n, m in enumerate(members)]
     cog = simcord_env.bot.get_cog("Imagine")
-    draining = asyncio.ensure_future(cog.drain(0.5))
+    draining = asyncio.ensure_future(simcord_env.bot.shutdown())  # drains as the cog unloads
     gate.open(0)  # one of the two in flight finishes within the grace period
     await simcord_env.settle()
     await draining
-    await finish(simcord_env)
+    assert not cog.jobs  # the drain waited for every cancelled job to tell its member
 
     delivered = [r for r in results if r.response is not None and r.response.attachments]
     cancelled = [

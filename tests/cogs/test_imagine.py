@@ -14,13 +14,12 @@ from tests.cogs.support import (
     CALLBACK_DEFER,
     Gate,
     callback_types,
-    declare_queue_waits,
     fields,
     private_reply,
     upload_limit,
     uploaded,
 )
-from tests.fakes.images_api import FakeImagesAPI, api_error, hang, incompressible_png, respond
+from tests.fakes.images_api import FakeImagesAPI, api_error, incompressible_png, respond
 
 # -- the happy path ----------------------------------------------------------------------------
 
@@ -207,23 +206,30 @@ async def test_every_engine_error_reaches_the_user_as_its_sentence(
     assert [m for m in channel.history() if m.author.bot] == []
 
 
-@pytest.mark.parametrize("bot_overrides", [{"request_timeout": 840}])
 async def test_a_generation_never_outlives_the_interaction_token(
     simcord_env: Any, channel: Any, alice: Any, images_api: FakeImagesAPI
 ) -> None:
-    images_api.push(hang(3600))
-    client = simcord_env.bot.images
-    real_generate = client.generate
-
-    async def declared_wait(request: Any) -> Any:
-        # A real HTTP call that never ends: simcord must be told the bot waits on purpose.
-        return await simcord_env.external_wait(real_generate(request), reason="hung image API")
-
-    client.generate = declared_wait
+    # Held before the image service, as a long wait in line holds it: no single timeout of the
+    # engine's ends it, only the interaction token's lifetime (15 minutes, less a margin).
+    gate = Gate(simcord_env)
     result = await alice.slash(channel, "imagine", prompt="a cat")
-    assert result.response.content is None or "could not" not in result.response.content
-    await simcord_env.advance_time(14 * 60 + 30)
-    assert "took too long" in private_reply(result).content
+    # Still at work: the public "thinking" placeholder, nothing posted, nothing said privately.
+    assert callback_types(simcord_env) == [CALLBACK_DEFER]
+    assert len(gate.opened) == 1
+    assert result.response is not None
+    assert not result.response.content
+    assert result.response.attachments == []
+    assert result.followups == []
+
+    await simcord_env.advance_time(14 * 60)
+    assert result.followups == []  # not given up long before the token runs out
+    await simcord_env.advance_time(30)
+    assert private_reply(result).content == (
+        "Your request took too long and was cancelled before Discord stopped accepting its "
+        "reply. Please try again."
+    )
+    assert images_api.generation_requests == []
+    assert not simcord_env.bot.get_cog("Imagine").jobs
 
 
 # -- Discord's limits -----------------------------------------------------------------------------
@@ -325,7 +331,6 @@ async def test_requests_beyond_the_cap_wait_in_line_and_see_their_position(
 ) -> None:
     carol = guild.add_member(simcord_env.create_user("carol"))
     gate = Gate(simcord_env)
-    declare_queue_waits(simcord_env)
     first = await alice.slash(channel, "imagine", prompt="one")
     second = await bob.slash(channel, "imagine", prompt="two")
     third = await carol.slash(channel, "imagine", prompt="three")
@@ -360,10 +365,12 @@ async def test_shutdown_lets_requests_finish_within_the_grace_and_tells_the_rest
     gate = Gate(simcord_env)
     finishing = await alice.slash(channel, "imagine", prompt="finishes")
     stuck = await bob.slash(channel, "imagine", prompt="stuck")
-    cog = simcord_env.bot.get_cog("Imagine")
+    bot = simcord_env.bot
+    cog = bot.get_cog("Imagine")
 
+    # As on SIGTERM: closing the bot unloads the extension, whose cog drains its requests.
     # The test's own task: its grace period runs on the real clock, so keep it short.
-    draining = asyncio.ensure_future(cog.drain(simcord_env.bot.settings.shutdown_grace_seconds))
+    draining = asyncio.ensure_future(bot.shutdown())
     await simcord_env.settle()
     late = await carol.slash(channel, "imagine", prompt="too late")
     assert late.response.ephemeral
@@ -377,3 +384,5 @@ async def test_shutdown_lets_requests_finish_within_the_grace_and_tells_the_rest
     assert "The bot is restarting, so your request was cancelled." in private_reply(stuck).content
     assert len(images_api.generation_requests) == 1  # the stuck one never reached the API
     assert not cog.jobs
+    assert bot.is_closed()
+    assert bot.images._session.closed  # closed only after the cog had told its members

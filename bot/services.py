@@ -1,11 +1,21 @@
-"""Builds the image engine from the configuration (shared by the bot and the command line)."""
+"""Builds the bot's collaborators from the configuration; the image client is shared with the
+command line. (The image engine itself is `bot/images`.)"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import aiohttp
 
 from bot.config import Settings
 from bot.images import ClientSettings, ImageClient, RetryPolicy
+
+if TYPE_CHECKING:  # only the command line imports this module without Discord: keep it light
+    from bot.offer import ModelOffer
+    from bot.pseudonym import Pseudonymizer
+    from bot.queue import GenerationQueue
+    from bot.ratelimit import UserRateLimiter
 
 _MEGABYTE = 1024 * 1024
 
@@ -27,3 +37,15 @@ def make_client(session: aiohttp.ClientSession, settings: Settings) -> ImageClie
             allow_private_urls=settings.allow_private_image_urls,
         ),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """What the /imagine feature works with, made once by the bot at start and handed in."""
+
+    settings: Settings
+    images: ImageClient
+    offer: ModelOffer  # the models members may choose, as the endpoint answered at start
+    limiter: UserRateLimiter
+    queue: GenerationQueue
+    pseudonyms: Pseudonymizer

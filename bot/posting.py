@@ -1,0 +1,128 @@
+"""Posting a generation's result in the channel: the embed, the uploads fitted to the server's
+limit (bot/delivery.py), follow-ups for what does not fit one message, and one retry at half
+the limit when Discord refuses an upload as too large.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+
+import discord
+
+from bot.delivery import ImageTooLarge, Upload, pack, prepare_uploads
+from bot.images import GenerationResult
+from bot.replies import Replies
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION_MAX = 3000  # of Discord's 4096, leaving room in the 6000-character embed total
+FIELD_MAX = 1024
+AUTHOR_MAX = 256
+UPLOAD_FAILED = "Discord did not accept the images. Please try again."
+UPLOAD_TOO_LARGE = "The images are too large to upload to this server."
+TOO_LARGE = 413
+
+
+class DeliveryFailed(Exception):
+    """Discord did not take the images: a failure on the Discord side, not the image service's."""
+
+    def __init__(self, detail: str, *, user_message: str) -> None:
+        super().__init__(detail)
+        self.user_message = user_message
+
+
+def clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+async def post_result(replies: Replies, result: GenerationResult) -> None:
+    """Post the images with their embed; raises :class:`DeliveryFailed` when Discord will not."""
+    embed = _embed(replies.member_name, result)
+    limit = replies.upload_limit
+    try:
+        await _upload(replies, result, embed, limit)
+    except discord.HTTPException as exc:
+        if exc.status != TOO_LARGE:
+            raise
+        # The server's real limit is below what the interaction reported: try once, smaller.
+        log.warning("Discord refused an upload as too large; retrying at half the limit")
+        try:
+            await _upload(replies, result, embed, limit // 2)
+        except discord.HTTPException as again:
+            if again.status != TOO_LARGE:
+                raise
+            raise DeliveryFailed(str(again), user_message=UPLOAD_TOO_LARGE) from None
+
+
+async def _upload(
+    replies: Replies, result: GenerationResult, embed: discord.Embed, limit: int
+) -> None:
+    """One attempt at ``limit`` bytes; lets a 413 on the first message through for a retry."""
+    try:
+        uploads = await prepare_uploads(result.images, limit)
+    except ImageTooLarge as exc:
+        raise DeliveryFailed(str(exc), user_message=UPLOAD_TOO_LARGE) from None
+    first, *rest = pack(uploads, limit)
+    try:
+        await replies.post(content=_note(result, uploads), embed=embed, files=_files(first))
+    except discord.HTTPException as exc:
+        if exc.status == TOO_LARGE:
+            raise
+        raise DeliveryFailed(
+            f"uploading to Discord failed: {exc}", user_message=UPLOAD_FAILED
+        ) from None
+    for part in rest:
+        try:
+            await replies.follow_up(_files(part))
+        except discord.HTTPException as exc:
+            # The images already posted stay; Replies.tell_privately says the rest are missing.
+            raise DeliveryFailed(
+                f"a follow-up upload failed: {exc}", user_message=UPLOAD_FAILED
+            ) from None
+
+
+def _note(result: GenerationResult, uploads: list[Upload]) -> str | None:
+    notes = []
+    if result.missing:
+        asked = result.request.count
+        notes.append(
+            f"{asked - result.missing} of the {asked} images came back from the image service."
+        )
+    if any(upload.reencoded for upload in uploads):
+        notes.append("Some images were re-encoded to fit this server's upload limit.")
+    if any(upload.preview_failed for upload in uploads):
+        notes.append("(No preview: the SVG could not be rendered.)")
+    return " ".join(notes) or None
+
+
+def _files(uploads: list[Upload]) -> list[discord.File]:
+    return [
+        discord.File(
+            io.BytesIO(upload.data), filename=upload.filename, description=upload.description
+        )
+        for upload in uploads
+    ]
+
+
+def _embed(member_name: str, result: GenerationResult) -> discord.Embed:
+    request = result.request
+    embed = discord.Embed(
+        description=clip(request.prompt, DESCRIPTION_MAX),
+        colour=discord.Colour.blurple(),
+        timestamp=discord.utils.utcnow(),
+    )
+    embed.set_author(name=clip(f"{member_name} imagined", AUTHOR_MAX))
+    embed.add_field(name="Model", value=result.model)
+    embed.add_field(name="Size", value=request.size)
+    embed.add_field(name="Quality", value=request.quality)
+    embed.add_field(name="Images", value=str(len(result.images)))
+    embed.add_field(name="Time", value=f"{result.elapsed:.1f} s")
+    options = ", ".join(f"{name} {value}" for name, value in request.options.items())
+    if options:
+        embed.add_field(name="Options", value=clip(options, FIELD_MAX))
+    if result.revised_prompt:
+        embed.add_field(
+            name="Revised prompt", value=clip(result.revised_prompt, FIELD_MAX), inline=False
+        )
+    return embed

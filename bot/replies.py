@@ -1,0 +1,112 @@
+"""Every Discord write for one interaction: answers, the acknowledgement, progress, images and
+the private sentence a failure ends with. Nothing else in the bot writes to an interaction.
+
+Replies that report progress or a failure must not fail the request themselves: they log and
+carry on. Posting the images is the exception: its failures are the caller's to handle.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import aiohttp
+import discord
+
+log = logging.getLogger(__name__)
+
+# What talking to Discord can raise besides its own errors: discord.py retries only resets.
+DISCORD_FAILURES = (discord.HTTPException, aiohttp.ClientError, OSError)
+ALREADY_ACKNOWLEDGED = 40060
+
+
+class Replies:
+    """The one place that writes to Discord for one interaction, and remembers what it posted."""
+
+    def __init__(self, interaction: discord.Interaction) -> None:
+        self.interaction = interaction
+        # The reply already carries images: a later failure must leave them and say so.
+        self.posted = False
+
+    @property
+    def acknowledged(self) -> bool:
+        return self.interaction.response.is_done()
+
+    @property
+    def upload_limit(self) -> int:
+        """The most bytes one upload may have, as Discord reported it for this interaction."""
+        return self.interaction.filesize_limit
+
+    @property
+    def member_name(self) -> str:
+        return self.interaction.user.display_name
+
+    async def answer(self, sentence: str) -> bool:
+        """A private answer before the interaction was acknowledged; False if it did not go."""
+        try:
+            await self.interaction.response.send_message(sentence, ephemeral=True)
+        except discord.InteractionResponded:
+            return False
+        except DISCORD_FAILURES as exc:
+            if getattr(exc, "code", None) != ALREADY_ACKNOWLEDGED:
+                log.warning("could not answer user %s: %r", self.interaction.user.id, exc)
+            return False
+        return True
+
+    async def defer(self) -> None:
+        """Acknowledge with a public "thinking" placeholder; raises what Discord raises."""
+        await self.interaction.response.defer(thinking=True)
+
+    async def show_progress(self, text: str) -> None:
+        await self._edit_quietly(content=text)
+
+    async def post(
+        self, *, content: str | None, embed: discord.Embed, files: Sequence[discord.File]
+    ) -> None:
+        """Replace the placeholder with the images; raises what Discord raises."""
+        await self.interaction.edit_original_response(
+            content=content, embed=embed, attachments=list(files)
+        )
+        self.posted = True
+
+    async def follow_up(self, files: Sequence[discord.File]) -> None:
+        """More images after the first message; raises what Discord raises."""
+        await self.interaction.followup.send(files=list(files))
+
+    async def tell_privately(self, sentence: str) -> None:
+        """Replace the public "thinking" message with a sentence only the user sees.
+
+        While the deferred reply is still "thinking", Discord turns the first follow-up into that
+        public reply, whatever its flags; so the reply is settled first, then the private
+        sentence follows as a message of its own, then the public reply goes. Where images were
+        already posted, they stay, and the sentence follows them.
+        """
+        interaction = self.interaction
+        if self.posted:
+            try:
+                await interaction.followup.send(
+                    f"Not all of your images could be posted. {sentence}", ephemeral=True
+                )
+            except DISCORD_FAILURES as exc:
+                log.warning("could not tell user %s privately: %r", interaction.user.id, exc)
+            return
+        steps: list[Callable[[], Awaitable[object]]] = [
+            lambda: interaction.edit_original_response(
+                content="⚠️ This request could not be completed.", embed=None, attachments=[]
+            ),
+            lambda: interaction.followup.send(sentence, ephemeral=True),
+            interaction.delete_original_response,
+        ]
+        try:
+            for step in steps:
+                await step()
+        except DISCORD_FAILURES as exc:
+            log.warning("could not tell user %s privately: %r", interaction.user.id, exc)
+            await self._edit_quietly(content=sentence, embed=None, attachments=[])
+
+    async def _edit_quietly(self, **fields: Any) -> None:
+        try:
+            await self.interaction.edit_original_response(**fields)
+        except DISCORD_FAILURES as exc:
+            log.warning("could not update an /imagine message: %r", exc)

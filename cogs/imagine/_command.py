@@ -1,0 +1,152 @@
+"""The /imagine definition: options, their choices from the catalog, and the autocomplete that
+follows the chosen model. It builds an :class:`ImageRequest` and hands it on; nothing else."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import discord
+from discord import app_commands
+
+from bot.images import MAX_FRAMES, MIN_FRAMES, ImageRequest, ModelSpec, parse_size
+from bot.posting import clip
+from bot.services import Services
+
+PROMPT_MAX = 6000  # Discord's longest string option
+CHOICE_MAX = 100  # Discord's longest choice name
+CHOICES_MAX = 25  # Discord's most choices or autocomplete suggestions
+FRAME_MS_MAX = 10_000  # what a member may pick; the API would take longer frames
+FORMAT_LABELS = {
+    "png": "png",
+    "jpeg": "jpeg",
+    "webp": "webp",
+    "gif": "gif (animated)",
+    "svg": "svg (vector, with a png preview)",
+}
+
+Admit = Callable[[discord.Interaction, ImageRequest], Awaitable[None]]
+
+
+def _model_label(spec: ModelSpec) -> str:
+    return spec.name if spec.is_live else f"{spec.name} (shut down on OpenAI; this service has it)"
+
+
+def _orientation(size: str) -> str:
+    dims = parse_size(size)
+    if dims is None:
+        return "the model decides" if size == "auto" else ""
+    width, height = dims
+    return "square" if width == height else ("landscape" if width > height else "portrait")
+
+
+def size_choices(spec: ModelSpec, typed: str) -> list[app_commands.Choice[str]]:
+    typed = typed.strip().lower()
+    sizes = [size for size in spec.sizes if typed in size]
+    if typed and typed not in sizes and spec.free_size and spec.accepts_size(typed):
+        sizes.insert(0, typed)
+    choices = []
+    for size in sizes[:CHOICES_MAX]:
+        label = f"{size} ({_orientation(size)})" if _orientation(size) else size
+        if size == spec.default_size:
+            label += ", default"
+        choices.append(app_commands.Choice(name=label, value=size))
+    return choices
+
+
+def quality_choices(spec: ModelSpec, typed: str) -> list[app_commands.Choice[str]]:
+    return [
+        app_commands.Choice(
+            name=f"{quality} (default)" if quality == spec.default_quality else quality,
+            value=quality,
+        )
+        for quality in spec.qualities
+        if typed.strip().lower() in quality
+    ][:CHOICES_MAX]
+
+
+def build_imagine_command(services: Services, admit: Admit) -> app_commands.Command[Any, ..., None]:
+    """/imagine, with choices taken from the configuration and the models the endpoint serves."""
+    settings, offer = services.settings, services.offer
+    catalog = settings.catalog
+    offered = [catalog[name] for name in offer.models]
+    model_choices = [
+        app_commands.Choice(name=clip(_model_label(spec), CHOICE_MAX), value=spec.name)
+        for spec in offered
+    ]
+    # Formats any offered model takes, in the catalog's order (the model decides what it accepts).
+    formats = list(dict.fromkeys(fmt for spec in offered for fmt in spec.output_formats))
+
+    def fixed(*values: str) -> list[app_commands.Choice[str]]:
+        return [
+            app_commands.Choice(name=FORMAT_LABELS.get(value, value), value=value)
+            for value in values
+        ]
+
+    def chosen_spec(interaction: discord.Interaction) -> ModelSpec:
+        model = getattr(interaction.namespace, "model", None)
+        return catalog.get(model or "", catalog[offer.default])
+
+    async def size_autocomplete(
+        interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        return size_choices(chosen_spec(interaction), current)
+
+    async def quality_autocomplete(
+        interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        return quality_choices(chosen_spec(interaction), current)
+
+    @app_commands.command(name="imagine", description="Generate images from a text prompt")
+    @app_commands.describe(
+        prompt="What to draw",
+        model=f"The image model (default {offer.default})",
+        size="Width x height; the choices follow the model",
+        quality="Rendering quality; the choices follow the model",
+        count=f"How many images (at most {settings.max_images_per_request})",
+        style="dall-e-3 only: vivid or natural",
+        background="GPT image models only: transparent needs png or webp",
+        format="The file format: gif is animated, svg is a vector drawing (newer models)",
+        complexity="Newer models: how much planning goes into the picture, apart from quality",
+        frames="Animated GIF only: how many frames (2-16, default 9)",
+        frame_ms="Animated GIF only: how long each frame shows, in milliseconds (default 200)",
+    )
+    @app_commands.choices(
+        model=model_choices,
+        style=fixed("vivid", "natural"),
+        background=fixed("auto", "opaque", "transparent"),
+        format=fixed(*(formats or ["png"])),
+        complexity=fixed("low", "medium", "high"),
+    )
+    @app_commands.autocomplete(size=size_autocomplete, quality=quality_autocomplete)
+    async def imagine_command(
+        interaction: discord.Interaction,
+        prompt: app_commands.Range[str, 1, PROMPT_MAX],
+        model: str | None = None,
+        size: str | None = None,
+        quality: str | None = None,
+        count: app_commands.Range[int, 1, 10] = 1,
+        style: str | None = None,
+        background: str | None = None,
+        format: str | None = None,
+        complexity: str | None = None,
+        frames: app_commands.Range[int, MIN_FRAMES, MAX_FRAMES] | None = None,
+        frame_ms: app_commands.Range[int, 20, FRAME_MS_MAX] | None = None,
+    ) -> None:
+        request = ImageRequest(
+            prompt=prompt,
+            model=model or offer.default,
+            size=size,
+            quality=quality,
+            count=count,
+            user=services.pseudonyms.for_user(interaction.user.id),
+            style=style,
+            background=background,
+            output_format=format,
+            complexity=complexity,
+            frame_count=frames,
+            frame_duration_ms=frame_ms,
+        )
+        await admit(interaction, request)
+
+    return imagine_command
