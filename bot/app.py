@@ -21,7 +21,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.config import Settings
-from bot.images import ImageClient
+from bot.images import ImageClient, ProcessingSlots
 from bot.offer import ModelOffer, discover, narrow
 from bot.pseudonym import Pseudonymizer, load_or_create_secret
 from bot.queue import GenerationQueue
@@ -58,9 +58,10 @@ class ImagineBot(commands.Bot):
         *,
         sync_on_start: bool = True,
         queue: GenerationQueue | None = None,
+        processing: ProcessingSlots | None = None,
     ) -> None:
-        """``queue``: one made outside (a test harness's, which declares its waits); by
-        default the bot makes one with the configured capacity."""
+        """``queue`` and ``processing``: made outside (a test harness's, which declares its
+        waits); by default the bot makes them from the configuration."""
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=discord.Intents.default(),
@@ -78,7 +79,8 @@ class ImagineBot(commands.Bot):
             if secret is not None
             else load_or_create_secret(settings.data_dir)
         )
-        self._queue = queue
+        self._queue = queue or GenerationQueue(settings.max_concurrent_generations)
+        self._processing = processing or ProcessingSlots(settings.processing_slot_count)
         self._services: Services | None = None
         self._frozen = False
         self._sync_on_start = sync_on_start
@@ -101,7 +103,8 @@ class ImagineBot(commands.Bot):
         # aiohttp allows 100 connections by default; every generation in flight holds one.
         connections = max(100, 2 * self.settings.max_concurrent_generations)
         self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=connections))
-        self._images = make_client(self._session, self.settings)
+        # The queue hears every answer of the image service: its limit adapts to them.
+        self._images = make_client(self._session, self.settings, feedback=self._queue)
         # Before the command is built: its model choices are what the endpoint serves.
         self.offer = await discover(self._images, self.settings)
         settings = self.settings
@@ -110,7 +113,8 @@ class ImagineBot(commands.Bot):
             images=self._images,
             offer=self.offer,
             limiter=UserRateLimiter(settings.user_rate_limit, settings.rate_limit_storage_uri),
-            queue=self._queue or GenerationQueue(settings.max_concurrent_generations),
+            queue=self._queue,
+            processing=self._processing,
             pseudonyms=self.pseudonyms,
         )
         for extension in EXTENSIONS:

@@ -135,7 +135,10 @@ class Settings(BaseSettings):
         description="megabytes, at least 1 and at most 2048, and no less than MAX_IMAGE_MB",
     )
     max_concurrent_generations: int = Field(
-        default=4, ge=1, le=1000, description="a whole number 1-1000"
+        default=256, ge=1, le=1000, description="a whole number 1-1000"
+    )
+    processing_slots: int | None = Field(
+        default=None, ge=1, le=64, description="a whole number 1-64 (unset: the number of cores)"
     )
     shutdown_grace_seconds: float = Field(
         default=60.0, ge=0, le=900, description="seconds, 0 to 900"
@@ -155,6 +158,12 @@ class Settings(BaseSettings):
     @property
     def catalog(self) -> Catalog:
         return self._catalog
+
+    @property
+    def processing_slot_count(self) -> int:
+        """Answers read, decoded, re-encoded and posted at once: one a core unless set (the
+        work is CPU-bound; more would only hold more bodies in memory at once)."""
+        return self.processing_slots or max(os.cpu_count() or 1, 2)
 
     @field_validator("openai_base_url")
     @classmethod

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import discord
 
-from bot.images import GenerationResult, ImageClient, ImageError, PreparedRequest
+from bot.images import GenerationResult, ImageClient, ImageError, Lease, PreparedRequest
 from bot.posting import DeliveryFailed, post_result
 from bot.queue import GenerationQueue, Ticket
 from bot.replies import Replies
@@ -66,14 +66,19 @@ class Generation:
         await self.replies.defer()
         self.timeline.acknowledged = discord.utils.utcnow()
 
-    async def run(self, queue: GenerationQueue, images: ImageClient) -> None:
-        """Wait for a slot, generate and post, within the interaction token's lifetime."""
+    async def run(self, queue: GenerationQueue, images: ImageClient, lease: Lease) -> None:
+        """Wait for a slot, generate and post, within the interaction token's lifetime.
+
+        ``lease`` takes a processing slot when the answer arrives; it is held until the images
+        are posted and released here whatever happens.
+        """
         expires = self.interaction.created_at + TOKEN_LIFETIME - TOKEN_MARGIN
         budget = max((expires - discord.utils.utcnow()).total_seconds(), 1.0)
         try:
             async with asyncio.timeout(budget):
-                self.result = await self._generate(queue, images)
+                self.result = await self._generate(queue, images, lease)
                 await post_result(self.replies, self.result)
+                lease.release()
             self.timeline.delivered = discord.utils.utcnow()
             log.debug("generation for user %s: %s", self.member_id, self.timeline)
         except (ImageError, DeliveryFailed) as error:
@@ -90,8 +95,12 @@ class Generation:
         except Exception:
             log.exception("/imagine for user %s failed unexpectedly", self.member_id)
             await self.replies.tell_privately(WENT_WRONG)
+        finally:
+            lease.release()
 
-    async def _generate(self, queue: GenerationQueue, images: ImageClient) -> GenerationResult:
+    async def _generate(
+        self, queue: GenerationQueue, images: ImageClient, lease: Lease
+    ) -> GenerationResult:
         # The only place that takes a slot: what decides when a request may go upstream.
         watchers: list[asyncio.Task[None]] = []
 
@@ -104,7 +113,7 @@ class Generation:
                     watchers[0].cancel()
                     await self.replies.show_progress("🎨 Generating…")
                 self.timeline.started_upstream = discord.utils.utcnow()
-                return await images.generate(self.prepared)
+                return await images.generate(self.prepared, lease=lease)
         finally:
             for watcher in watchers:
                 watcher.cancel()

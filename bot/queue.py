@@ -1,4 +1,10 @@
-"""A global cap on generations in flight, with a first-come, first-served queue.
+"""How many requests may wait on the image service at once, with a first-come, first-served queue.
+
+A request waiting on the image service costs a socket, not memory, so the limit is set by what
+the service allows, not by the bot: it starts at ``capacity`` (hundreds by default), halves when
+the service answers 429, stops growing while its ``x-ratelimit-remaining-requests`` header says
+it is nearly spent, and climbs back by one for each success. A request waits in line only when
+the service is the bottleneck. Memory is bounded elsewhere (processing slots, bot/images).
 
 Each waiter's ticket holds its current position, so the bot can show it to the people waiting.
 How a waiter waits for its turn is handed in (``wait``): by default it simply awaits it; a test
@@ -8,9 +14,14 @@ harness that must know why the bot is idle (simcord) passes one that declares th
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
+
+log = logging.getLogger(__name__)
+
+REMAINING_HEADER = "x-ratelimit-remaining-requests"
 
 
 class Ticket:
@@ -32,10 +43,36 @@ class GenerationQueue:
     def __init__(self, capacity: int, *, wait: WaitForTurn = wait_plainly) -> None:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
-        self.capacity = capacity
+        self.max_capacity = capacity
+        self.capacity = capacity  # the limit in force: lowered when the service pushes back
         self._wait = wait
         self.in_flight = 0
+        self.waited = 0  # requests that had to wait in line, since start
         self._waiting: deque[Ticket] = deque()
+
+    def record(self, status: int, headers: Mapping[str, str]) -> None:
+        """What the image service answered one attempt (the engine calls this for each)."""
+        if status == 429:
+            lowered = max(1, min(self.capacity, self.in_flight) // 2)
+            if lowered < self.capacity:
+                log.warning(
+                    "the image service is rate-limiting: at most %d request(s) in flight now "
+                    "(was %d)",
+                    lowered,
+                    self.capacity,
+                )
+                self.capacity = lowered
+            return
+        if not 200 <= status < 300:
+            return
+        remaining = headers.get(REMAINING_HEADER, "")
+        if remaining.strip().isdigit() and int(remaining) <= 1:
+            # Nearly spent: no more than are already out until the service's window resets.
+            self.capacity = max(1, min(self.capacity, self.in_flight))
+            return
+        if self.capacity < self.max_capacity:
+            self.capacity += 1
+            self._admit_next()
 
     @property
     def waiting(self) -> int:
@@ -64,6 +101,7 @@ class GenerationQueue:
         if self.in_flight < self.capacity and not self._waiting:
             self.in_flight += 1
         else:
+            self.waited += 1
             ticket = Ticket()
             self._waiting.append(ticket)
             self._renumber()

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 import aiohttp
 
 from bot.config import Settings
-from bot.images import ClientSettings, ImageClient, RetryPolicy
+from bot.images import ClientSettings, ImageClient, ProcessingSlots, RetryPolicy
+from bot.images.client import UpstreamFeedback
 
 if TYPE_CHECKING:  # only the command line imports this module without Discord: keep it light
     from bot.offer import ModelOffer
@@ -20,7 +21,11 @@ if TYPE_CHECKING:  # only the command line imports this module without Discord: 
 _MEGABYTE = 1024 * 1024
 
 
-def make_client(session: aiohttp.ClientSession, settings: Settings) -> ImageClient:
+def make_client(
+    session: aiohttp.ClientSession,
+    settings: Settings,
+    feedback: UpstreamFeedback | None = None,
+) -> ImageClient:
     return ImageClient(
         session,
         base_url=settings.openai_base_url,
@@ -28,14 +33,13 @@ def make_client(session: aiohttp.ClientSession, settings: Settings) -> ImageClie
         catalog=settings.catalog,
         settings=ClientSettings(
             timeout=settings.request_timeout,
-            connect_timeout=min(
-                getattr(settings, "connect_timeout", 10.0), settings.request_timeout
-            ),
+            connect_timeout=min(settings.connect_timeout, settings.request_timeout),
             retry=RetryPolicy(max_retries=settings.max_retries),
             max_image_bytes=int(settings.max_image_mb * _MEGABYTE),
             max_response_bytes=int(settings.max_response_mb * _MEGABYTE),
             allow_private_urls=settings.allow_private_image_urls,
         ),
+        feedback=feedback,
     )
 
 
@@ -47,5 +51,6 @@ class Services:
     images: ImageClient
     offer: ModelOffer  # the models members may choose, as the endpoint answered at start
     limiter: UserRateLimiter
-    queue: GenerationQueue
+    queue: GenerationQueue  # requests waiting on the image service
+    processing: ProcessingSlots  # answers being read, decoded and posted
     pseudonyms: Pseudonymizer

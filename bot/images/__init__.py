@@ -24,6 +24,7 @@ from .errors import (
     UnsupportedOption,
     UpstreamUnavailable,
 )
+from .processing import Lease, ProcessingSlots
 from .request import (
     MAX_FRAMES,
     MIN_FRAMES,
@@ -52,12 +53,14 @@ __all__ = [
     "ImageLinkBroken",
     "ImageRequest",
     "InvalidRequest",
+    "Lease",
     "MalformedResponse",
     "ModelSpec",
     "ModelUnavailable",
     "ModerationBlocked",
     "OptionNotAvailable",
     "PreparedRequest",
+    "ProcessingSlots",
     "QuotaExhausted",
     "RateLimited",
     "ResponseTooLarge",

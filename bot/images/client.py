@@ -12,7 +12,7 @@ import socket
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import aiohttp
@@ -39,6 +39,7 @@ from .errors import (
     clean_text,
     upstream_text,
 )
+from .processing import Lease
 from .request import ImageRequest, PreparedRequest, prepare_request
 from .response import (
     ErrorBody,
@@ -113,6 +114,13 @@ class GenerationResult:
     @property
     def revised_prompt(self) -> str | None:
         return next((img.revised_prompt for img in self.images if img.revised_prompt), None)
+
+
+class UpstreamFeedback(Protocol):
+    """Told the status and headers of every answer to a generation attempt (the bot's adaptive
+    limit of requests in flight listens)."""
+
+    def record(self, status: int, headers: Mapping[str, str]) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,8 +263,10 @@ class ImageClient:
         api_key: str,
         catalog: Catalog,
         settings: ClientSettings | None = None,
+        feedback: UpstreamFeedback | None = None,
     ) -> None:
         self._session = session
+        self.feedback = feedback
         self._base_url = base_url
         self._api_key = api_key
         self.catalog = catalog
@@ -317,10 +327,14 @@ class ImageClient:
             max_bytes=self.settings.max_image_bytes, max_pixels=int(pixels * PIXEL_MARGIN)
         )
 
-    async def generate(self, request: ImageRequest | PreparedRequest) -> GenerationResult:
+    async def generate(
+        self, request: ImageRequest | PreparedRequest, *, lease: Lease | None = None
+    ) -> GenerationResult:
         """Generate the images ``request`` asks for. Raises only :class:`ImageError` subclasses.
 
         Give it a :class:`PreparedRequest` (from :meth:`prepare`) and it is not validated again.
+        With a ``lease``, the body is read only once it holds a processing slot; the caller
+        releases it (after posting the images), whatever happens.
         """
         prepared = request if isinstance(request, PreparedRequest) else self.prepare(request)
         payload = json.dumps(prepared.body).encode()
@@ -331,9 +345,11 @@ class ImageClient:
         while True:
             attempt += 1
             try:
-                parsed, request_id = await self._post_once(payload, prepared, limits)
+                parsed, request_id = await self._post_once(payload, prepared, limits, lease)
                 break
             except _Retry as retry:
+                if lease is not None:
+                    lease.release()  # no slot is held through a back-off
                 if attempt > policy.max_retries:
                     raise retry.error from None
                 delay = retry_delay(attempt, retry.headers, policy, time.time())
@@ -374,7 +390,11 @@ class ImageClient:
         )
 
     async def _post_once(
-        self, payload: bytes, prepared: PreparedRequest, limits: ImageLimits
+        self,
+        payload: bytes,
+        prepared: PreparedRequest,
+        limits: ImageLimits,
+        lease: Lease | None,
     ) -> tuple[ParsedBody, str | None]:
         url = join_url(self._base_url, "images/generations")
         request_id: str | None = None
@@ -385,6 +405,10 @@ class ImageClient:
             ) as response:
                 answered = True
                 request_id = self._request_id(response.headers)
+                if self.feedback is not None:
+                    self.feedback.record(response.status, response.headers)
+                if lease is not None:
+                    await lease.hold()  # the body stays in the socket until a slot is free
                 body = await _read_capped(response, self.settings.max_response_bytes)
                 if 200 <= response.status < 300:
                     try:

@@ -43,6 +43,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
         self.images = services.images
         self.limiter = services.limiter
         self.queue = services.queue
+        self.processing = services.processing
         self.jobs: set[asyncio.Task[None]] = set()
         self.draining = False  # set once, when the cog starts to drain: newcomers are refused
         self.command = build_imagine_command(services, self.admit)
@@ -97,7 +98,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
         except DISCORD_FAILURES as exc:
             log.warning("could not acknowledge an /imagine in time: %r", exc)
             return
-        await generation.run(self.queue, self.images)
+        await generation.run(self.queue, self.images, self.processing.lease())
 
     async def _within_limits(self, generation: Generation) -> bool:
         """Count the request; when a limit refuses it, or the store does not answer, say so."""

@@ -93,3 +93,57 @@ async def test_cancelled_just_as_admitted_gives_the_slot_back() -> None:
     assert (queue.in_flight, queue.waiting) == (0, 0)
     async with queue.slot():
         assert queue.in_flight == 1
+
+
+# -- the adaptive limit ----------------------------------------------------------------------
+
+
+async def test_a_429_halves_the_limit_and_successes_raise_it_again() -> None:
+    queue = GenerationQueue(256)
+    queue.in_flight = 40  # as if forty requests were out when the service pushed back
+    queue.record(429, {})
+    assert queue.capacity == 20
+    queue.record(429, {})
+    assert queue.capacity == 10
+    for _ in range(5):
+        queue.record(200, {})
+    assert queue.capacity == 15
+    queue.in_flight = 0
+    for _ in range(1000):
+        queue.record(200, {})
+    assert queue.capacity == 256  # never above what was configured
+
+
+async def test_a_nearly_spent_rate_limit_stops_the_growth() -> None:
+    queue = GenerationQueue(256)
+    queue.in_flight = 7
+    queue.record(200, {"x-ratelimit-remaining-requests": "1"})
+    assert queue.capacity == 7
+    queue.record(200, {"x-ratelimit-remaining-requests": "500"})
+    assert queue.capacity == 8
+    queue.record(400, {})  # a refusal says nothing about the service's capacity
+    assert queue.capacity == 8
+
+
+async def test_requests_wait_while_the_limit_is_low_and_go_when_it_recovers() -> None:
+    queue = GenerationQueue(4)
+    queue.in_flight = 2
+    queue.record(429, {})  # down to 1, with two still out
+    queue.in_flight = 0
+    started: list[int] = []
+    release = asyncio.Event()
+
+    async def one(index: int) -> None:
+        async with queue.slot():
+            started.append(index)
+            await release.wait()
+
+    tasks = [asyncio.create_task(one(i)) for i in range(3)]
+    await asyncio.sleep(0.01)
+    assert (started, queue.waiting, queue.waited) == ([0], 2, 2)
+    queue.record(200, {})  # a success: the limit grows to 2 and the next goes
+    await asyncio.sleep(0.01)
+    assert started == [0, 1]
+    release.set()
+    await asyncio.gather(*tasks)
+    assert started == [0, 1, 2]

@@ -8,6 +8,7 @@ import pytest
 
 from bot.app import ImagineBot
 from bot.config import Settings
+from bot.images import ProcessingSlots
 from bot.queue import GenerationQueue
 from tests.conftest import API_KEY, DISCORD_TOKEN
 from tests.fakes.images_api import FakeImagesAPI
@@ -46,7 +47,7 @@ class DeclaredQueueWaits:
     def __init__(self) -> None:
         self.env: Any = None  # the environment running the bot, once it runs
 
-    async def __call__(self, turn: Awaitable[None]) -> None:
+    async def __call__(self, turn: Awaitable[object]) -> None:
         assert self.env is not None, "the bot queued a request before simcord ran it"
         await self.env.external_wait(turn, reason="waiting in the generation queue")
 
@@ -61,7 +62,8 @@ async def simcord_bot(
     settings: Settings, queue_waits: DeclaredQueueWaits
 ) -> AsyncIterator[ImagineBot]:
     queue = GenerationQueue(settings.max_concurrent_generations, wait=queue_waits)
-    bot = ImagineBot(settings, queue=queue)
+    processing = ProcessingSlots(settings.processing_slot_count, wait=queue_waits)
+    bot = ImagineBot(settings, queue=queue, processing=processing)
     yield bot
     await bot.close()  # simcord detaches the bot without closing it; its HTTP session must go
 

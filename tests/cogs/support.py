@@ -62,11 +62,11 @@ class Gate:
         client = env.bot.images
         real_generate = client.generate
 
-        async def gated(request: Any) -> Any:
+        async def gated(request: Any, **options: Any) -> Any:
             event = asyncio.Event()
             self.opened.append(event)
             await env.external_wait(event.wait(), reason="generation held by the test")
-            return await real_generate(request)
+            return await real_generate(request, **options)
 
         client.generate = gated
 
@@ -79,8 +79,8 @@ def declare_generation_waits(env: Any) -> None:
     client = env.bot.images
     real_generate = client.generate
 
-    async def declared(request: Any) -> Any:
-        return await env.external_wait(real_generate(request), reason="image API call")
+    async def declared(request: Any, **options: Any) -> Any:
+        return await env.external_wait(real_generate(request, **options), reason="image API call")
 
     client.generate = declared
 
