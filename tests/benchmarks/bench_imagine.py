@@ -1,17 +1,20 @@
 """Benchmark: N concurrent /imagine requests through the real bot. Prints figures; asserts none.
 
-    python -m tests.benchmarks.bench_imagine [--n 50 200] [--latency 1.0] [--cap 4]
+    python -m tests.benchmarks.bench_imagine [--n 50 200] [--latency 1.0] [--cap 4] [--slots 2]
 
 The bot runs unmodified in simcord's in-memory Discord, N distinct members each send one
 /imagine, and a fake Images API in a separate process answers every request after a fixed
 latency L with incompressible 1.5 MB PNGs (one request in ten asks gpt-image-2 for 3840x2160,
 served as a photo-like PNG over the upload limit, so it is re-encoded).
 
-Two phases per N:
-- latency: the in-flight cap raised to N, so nothing queues; reports time to acknowledge (defer),
-  overhead (delivery - dispatch - L), the event loop's worst stall, RSS;
-- throughput: the in-flight cap from --cap (the configuration's); reports requests/s and RSS,
-  which should follow the cap, not N.
+Phases per N:
+- defaults: the bot as configured out of the box (256 requests may wait on the service,
+  one processing slot per core); reports time to acknowledge (defer), overhead (delivery -
+  dispatch - L), the event loop's worst stall, RSS, and each stage: how many requests waited in
+  the bot's own line for the service, how many waited for a processing slot;
+- capped (--cap N, off unless given): the upstream limit forced down, as a rate-limited
+  service would force it; requests/s then follows the cap;
+- engine alone: the same requests through the image engine with no Discord in the process.
 
 simcord's fake CDN keeps a digest of each upload instead of its bytes, so the process's memory
 is the bot's, not the fake Discord's archive of every image posted.
@@ -41,7 +44,7 @@ from PIL import Image
 from simcord.backend.cdn import CdnStore
 
 from bot.app import ImagineBot
-from bot.images import ImageRequest
+from bot.images import ImageRequest, ProcessingSlots
 from bot.services import make_client
 from tests.cogs.conftest import make_settings
 from tests.cogs.support import upload_limit
@@ -140,6 +143,7 @@ class Probe:
     worst_stall: float = 0.0
     peak_rss: int = 0
     peak_in_flight: int = 0
+    peak_processing: int = 0
 
 
 @contextmanager
@@ -184,7 +188,12 @@ def instrumented(probe: Probe) -> Iterator[None]:
         CdnStore.store_attachment = real_store  # type: ignore[method-assign]
 
 
-async def ticker(probe: Probe, in_flight: Callable[[], int], stop: asyncio.Event) -> None:
+async def ticker(
+    probe: Probe,
+    in_flight: Callable[[], int],
+    stop: asyncio.Event,
+    processing: Callable[[], int] = lambda: 0,
+) -> None:
     """Measures the loop's lateness every 5 ms, and samples memory every 50 ms."""
     interval = 0.005
     ticks = 0
@@ -193,6 +202,7 @@ async def ticker(probe: Probe, in_flight: Callable[[], int], stop: asyncio.Event
         await asyncio.sleep(interval)
         probe.worst_stall = max(probe.worst_stall, time.perf_counter() - started - interval)
         probe.peak_in_flight = max(probe.peak_in_flight, in_flight())
+        probe.peak_processing = max(probe.peak_processing, processing())
         ticks += 1
         if ticks % 10 == 0:
             probe.peak_rss = max(probe.peak_rss, rss_bytes())
@@ -229,17 +239,24 @@ def percentiles(values: list[float]) -> str:
     )
 
 
-async def run_phase(base_url: str, n: int, cap: int, latency: float) -> dict[str, Any]:
+async def run_phase(
+    base_url: str, n: int, latency: float, cap: int | None = None, slots: int | None = None
+) -> dict[str, Any]:
     probe = Probe()
+    overrides: dict[str, Any] = {}
+    if cap:
+        overrides["max_concurrent_generations"] = cap
+    if slots:
+        overrides["processing_slots"] = slots
     with tempfile.TemporaryDirectory() as data_dir:
         settings = make_settings(
             base_url,
             Path(data_dir),
             openai_api_key="bench-key",
-            max_concurrent_generations=cap,
             user_rate_limit="1000/minute",
             max_images_per_request=1,
             log_level="WARNING",
+            **overrides,
         )
         bot = ImagineBot(settings)
         with instrumented(probe), upload_limit(UPLOAD_LIMIT):
@@ -251,7 +268,9 @@ async def run_phase(base_url: str, n: int, cap: int, latency: float) -> dict[str
                 members = [guild.add_member(env.create_user(f"user{i}")) for i in range(n)]
                 baseline = rss_bytes()
                 stop = asyncio.Event()
-                tick = asyncio.ensure_future(ticker(probe, lambda: cog.queue.in_flight, stop))
+                tick = asyncio.ensure_future(
+                    ticker(probe, lambda: cog.queue.in_flight, stop, lambda: cog.processing.busy)
+                )
                 started = time.perf_counter()
                 with unsettled(env):
                     for index, member in enumerate(members):
@@ -279,7 +298,11 @@ async def run_phase(base_url: str, n: int, cap: int, latency: float) -> dict[str
     harness = [probe.arrived[u] - probe.dispatched[u] for u in probe.arrived]
     return {
         "n": n,
-        "cap": cap,
+        "cap": settings.max_concurrent_generations,
+        "slots": settings.processing_slot_count,
+        "waited_upstream": cog.queue.waited,
+        "waited_processing": cog.processing.waited,
+        "peak_processing": probe.peak_processing,
         "acks": acks,
         "harness": harness,
         "dispatch_loop": dispatch_loop,
@@ -298,7 +321,10 @@ async def run_phase(base_url: str, n: int, cap: int, latency: float) -> dict[str
 def report(phase: str, figures: dict[str, Any]) -> None:
     mib = 1024 * 1024
     held = (figures["peak_rss"] - figures["baseline_rss"]) / max(figures["peak_in_flight"], 1)
-    print(f"\n[{phase}] N={figures['n']} in-flight cap={figures['cap']}")
+    print(
+        f"\n[{phase}] N={figures['n']} upstream limit={figures['cap']} "
+        f"processing slots={figures['slots']}"
+    )
     print(
         f"  delivered            {figures['delivered']}/{figures['n']} "
         f"({figures['failures']} failed)"
@@ -308,6 +334,12 @@ def report(phase: str, figures: dict[str, Any]) -> None:
         f"simcord to bot {percentiles(figures['harness'])}"
     )
     print(f"  acknowledge (defer)  {percentiles(figures['acks'])}")
+    print(
+        f"  stages               {figures['waited_upstream']} waited in the bot's line for the "
+        f"service (peak {figures['peak_in_flight']} in flight upstream); "
+        f"{figures['waited_processing']} waited for a processing slot "
+        f"(peak {figures['peak_processing']} busy)"
+    )
     print(f"  overhead, 1.5 MB     {percentiles(figures['overheads'])}")
     print(f"  overhead, 3840x2160  {percentiles(figures['overheads_4k'])}")
     print(f"  worst loop stall     {figures['stall'] * 1000:.1f} ms")
@@ -322,7 +354,7 @@ def report(phase: str, figures: dict[str, Any]) -> None:
     )
 
 
-async def run_engine_phase(base_url: str, n: int, latency: float) -> None:
+async def run_engine_phase(base_url: str, n: int, latency: float, quiet: bool = False) -> None:
     """The same requests through the image engine alone, with no Discord in the process.
 
     Separates the bot's own cost from the harness's: simcord runs in the bot's process and on
@@ -332,6 +364,7 @@ async def run_engine_phase(base_url: str, n: int, latency: float) -> None:
     settings = make_settings(base_url, Path(tempfile.gettempdir()), openai_api_key="bench-key")
     async with aiohttp.ClientSession() as session:
         client = make_client(session, settings)
+        slots = ProcessingSlots(settings.processing_slot_count)
 
         async def one(index: int) -> tuple[bool, float]:
             large = index % 10 == 9
@@ -341,7 +374,11 @@ async def run_engine_phase(base_url: str, n: int, latency: float) -> None:
                 size="3840x2160" if large else None,
             )
             started = time.perf_counter()
-            result = await client.generate(request)
+            lease = slots.lease()
+            try:
+                result = await client.generate(request, lease=lease)
+            finally:
+                lease.release()
             assert result.images
             return large, time.perf_counter() - started - latency
 
@@ -350,6 +387,8 @@ async def run_engine_phase(base_url: str, n: int, latency: float) -> None:
         outcomes = await asyncio.gather(*(one(i) for i in range(n)))
         stop.set()
         await tick
+    if quiet:
+        return
     print(f"\n[engine alone] N={n}, no Discord: overhead = request time - L")
     print(f"  overhead, 1.5 MB     {percentiles([o for large, o in outcomes if not large])}")
     print(f"  overhead, 3840x2160  {percentiles([o for large, o in outcomes if large])}")
@@ -365,11 +404,15 @@ async def main_async(args: argparse.Namespace) -> None:
         f"upload limit {UPLOAD_LIMIT // (1024 * 1024)} MiB; {os.cpu_count()} cores"
     )
     with images_api_process(args.latency, standard, large) as base_url:
+        # Not measured: the first requests pay for imports, caches and the fake's first answers.
+        await run_phase(base_url, 10, args.latency, slots=args.slots)
+        await run_engine_phase(base_url, 10, args.latency, quiet=True)
         for n in args.n:
-            report("latency", await run_phase(base_url, n, cap=n, latency=args.latency))
+            report("defaults", await run_phase(base_url, n, args.latency, slots=args.slots))
             if args.cap:
                 report(
-                    "throughput", await run_phase(base_url, n, cap=args.cap, latency=args.latency)
+                    "capped",
+                    await run_phase(base_url, n, args.latency, cap=args.cap, slots=args.slots),
                 )
             await run_engine_phase(base_url, n, args.latency)
 
@@ -379,8 +422,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, nargs="+", default=[50, 200])
     parser.add_argument("--latency", type=float, default=1.0, help="upstream latency L, seconds")
     parser.add_argument(
-        "--cap", type=int, default=4, help="MAX_CONCURRENT_GENERATIONS (0 skips that phase)"
+        "--cap", type=int, default=0, help="also run with MAX_CONCURRENT_GENERATIONS forced to this"
     )
+    parser.add_argument("--slots", type=int, default=0, help="PROCESSING_SLOTS (0: the default)")
     asyncio.run(main_async(parser.parse_args()))
 
 
