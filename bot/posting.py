@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 DESCRIPTION_MAX = 3000  # of Discord's 4096, leaving room in the 6000-character embed total
 FIELD_MAX = 1024
 AUTHOR_MAX = 256
+ALT_TEXT_MAX = 1024  # Discord's longest attachment description
 UPLOAD_FAILED = "Discord did not accept the images. Please try again."
 UPLOAD_TOO_LARGE = "The images are too large to upload to this server."
 TOO_LARGE = 413
@@ -64,8 +65,9 @@ async def _upload(
     except ImageTooLarge as exc:
         raise DeliveryFailed(str(exc), user_message=UPLOAD_TOO_LARGE) from None
     first, *rest = pack(uploads, limit)
+    prompt = result.request.prompt
     try:
-        await replies.post(content=_note(result, uploads), embed=embed, files=_files(first))
+        await replies.post(content=_note(result, uploads), embed=embed, files=_files(first, prompt))
     except discord.HTTPException as exc:
         if exc.status == TOO_LARGE:
             raise
@@ -74,7 +76,7 @@ async def _upload(
         ) from None
     for part in rest:
         try:
-            await replies.follow_up(_files(part))
+            await replies.follow_up(_files(part, prompt))
         except discord.HTTPException as exc:
             # The images already posted stay; Replies.tell_privately says the rest are missing.
             raise DeliveryFailed(
@@ -96,10 +98,17 @@ def _note(result: GenerationResult, uploads: list[Upload]) -> str | None:
     return " ".join(notes) or None
 
 
-def _files(uploads: list[Upload]) -> list[discord.File]:
+def _files(uploads: list[Upload], prompt: str) -> list[discord.File]:
+    """The files, each with alt text for members who use screen readers: the prompt it was
+    made from (an SVG's rendering says so)."""
     return [
         discord.File(
-            io.BytesIO(upload.data), filename=upload.filename, description=upload.description
+            io.BytesIO(upload.data),
+            filename=upload.filename,
+            description=clip(
+                f"{upload.description or 'An image'} generated from the prompt: {prompt}",
+                ALT_TEXT_MAX,
+            ),
         )
         for upload in uploads
     ]

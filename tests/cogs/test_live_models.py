@@ -130,3 +130,20 @@ async def test_an_svg_that_cannot_be_rendered_goes_alone_and_the_reply_says_so(
     (svg,) = result.response.attachments
     assert svg.filename == "imagine-1.svg"
     assert "No preview: the SVG could not be rendered." in result.response.content
+
+
+async def test_every_image_carries_alt_text_from_the_prompt(
+    simcord_env: Any, channel: Any, alice: Any
+) -> None:
+    prompt = "a lighthouse at dusk, " * 100  # longer than an attachment description may be
+    await alice.slash(channel, "imagine", prompt=prompt.strip(), count=2)
+    sent = [
+        r.json
+        for r in simcord_env.http_requests
+        if isinstance(r.json, dict) and "attachments" in r.json
+    ]
+    descriptions = [a.get("description") for body in sent for a in body["attachments"]]
+    assert len(descriptions) == 2
+    for description in descriptions:
+        assert description.startswith("An image generated from the prompt: a lighthouse at dusk")
+        assert len(description) <= 1024
