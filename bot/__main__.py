@@ -20,7 +20,7 @@ from pathlib import Path
 
 import aiohttp
 
-from bot.config import ConfigError, Settings, load_settings
+from bot.config import ConfigError, Settings, data_dir_problem, load_settings
 from bot.images import GenerationResult, ImageError, ImageRequest, UnsupportedOption
 from bot.images.catalog import OPTION_VALUES
 from bot.offer import narrow
@@ -51,12 +51,25 @@ def _destination_problem(out: Path) -> str | None:
     return None
 
 
+def _write_new(path: Path, data: bytes) -> Path:
+    """Write ``data`` to ``path``, or beside it under a free name: never over another file
+    (two runs in the same second with the same prompt would otherwise overwrite each other)."""
+    for attempt in range(1000):
+        candidate = path if not attempt else path.with_stem(f"{path.stem}-{attempt}")
+        try:
+            with candidate.open("xb") as handle:
+                handle.write(data)
+        except FileExistsError:
+            continue
+        return candidate
+    raise FileExistsError(f"no free name beside {path}")
+
+
 def _save(result: GenerationResult, out: Path, prompt: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     stem = f"{time.strftime('%Y%m%d-%H%M%S')}-{_slug(prompt)}"
     for index, image in enumerate(result.images, start=1):
-        path = out / f"{stem}-{index}.{image.format}"
-        path.write_bytes(image.data)
+        path = _write_new(out / f"{stem}-{index}.{image.format}", image.data)
         print(f"{path}  ({image.width}x{image.height} {image.format}, {len(image.data):,} bytes)")
 
 
@@ -95,7 +108,16 @@ async def _imagine(settings: Settings, args: argparse.Namespace) -> int:
             return 1
         finally:
             await client.close()
-    await asyncio.to_thread(_save, result, args.out, request.prompt)
+    try:
+        await asyncio.to_thread(_save, result, args.out, request.prompt)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        print(
+            f"error: the images were generated but could not be written into {args.out} "
+            f"({reason}); request id {result.request_id or '-'}",
+            file=sys.stderr,
+        )
+        return 1
     if result.missing:
         print(f"warning: {len(result.images)} of the {prepared.count} images came back")
     summary = f"{len(result.images)} image(s) from {result.model} in {result.elapsed:.1f}s"
@@ -127,8 +149,21 @@ def _model_table(settings: Settings, endpoint: tuple[str, ...] | None) -> list[s
     return lines
 
 
+def _what_run_needs(settings: Settings) -> list[str]:
+    """What `python -m bot` would refuse that `check` and `imagine` do not need."""
+    needs = []
+    if settings.discord_token is None:
+        needs.append("DISCORD_TOKEN is not set: the bot (python -m bot) needs it")
+    unwritable = data_dir_problem(settings.data_dir)
+    if unwritable is not None:
+        needs.append(f"{unwritable}: the bot needs it")
+    return needs
+
+
 async def _check(settings: Settings) -> int:
     print(f"configuration is valid; endpoint {settings.openai_base_url}")
+    for need in _what_run_needs(settings):
+        print(f"warning: {need}")
     limiter = UserRateLimiter(settings.user_rate_limit, settings.rate_limit_storage_uri)
     silent_store = await limiter.probe()
     if silent_store is None:

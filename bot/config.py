@@ -45,6 +45,7 @@ UNUSABLE_STORES = {
     "memcached": "keeps no moving window, which the per-user limits use; use redis:// or mongodb://"
 }
 MAX_DISCORD_CHOICES = 25
+LONGEST_WINDOW_SECONDS = 10 * 366 * 24 * 3600
 # The client removes the key from every text it logs or keeps, wherever it occurs: a key of a
 # few characters would also cut ordinary words apart, and is no real key anyway.
 MIN_API_KEY_LENGTH = 8
@@ -169,9 +170,18 @@ class Settings(BaseSettings):
     @field_validator("openai_base_url")
     @classmethod
     def _base_url(cls, value: str) -> str:
-        parts = urlsplit(value.strip())
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        value = value.strip()
+        parts = urlsplit(value)
+        if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
             raise ValueError("not an http(s) URL")
+        if any(char.isspace() or ord(char) < 32 for char in value):
+            raise _Refused("is not valid: it must not contain spaces or control characters")
+        try:
+            port = parts.port
+        except ValueError:
+            port = 0
+        if port == 0:
+            raise _Refused("is not valid: its port must be a number from 1 to 65535")
         if parts.username is not None or parts.password is not None:
             # Fixed words: the refused value holds a password and is never repeated.
             raise _Refused(
@@ -215,6 +225,9 @@ class Settings(BaseSettings):
                     f"is not valid: {limit} lets no request through; "
                     f"every limit must allow at least 1"
                 )
+            if limit.get_expiry() > LONGEST_WINDOW_SECONDS:
+                # A refusal says when to try again; past a few years that date cannot be shown.
+                raise _Refused(f"is not valid: {limit} has a window longer than 10 years")
         return value
 
     @field_validator("rate_limit_storage_uri")
@@ -232,6 +245,15 @@ class Settings(BaseSettings):
                     f"is not usable: {scheme}:// needs the {extra} extra "
                     f'(pip install "{PACKAGE}[{extra}]")'
                 )
+            try:
+                # Read the way the limits library will read it at start, so that a URI it
+                # cannot parse is a sentence now; its error would print the whole URI.
+                _check_store_locations(value)
+            except ValueError:
+                raise _Refused(
+                    "is not valid: the URI cannot be read (a password with '#', '/', '?' or "
+                    "'@' must be percent-encoded)"
+                ) from None
         return value
 
     @field_validator("offered_models", mode="before")
@@ -249,6 +271,20 @@ class Settings(BaseSettings):
             verb = "is" if len(repeated) == 1 else "are"
             raise _Refused(f"is not valid: {', '.join(repeated)} {verb} listed more than once")
         return value
+
+    @field_validator("openai_api_key", "discord_token", "user_id_secret", mode="before")
+    @classmethod
+    def _secret_text(cls, value: Any) -> Any:
+        # A .env saved with CRLF line ends (docker --env-file keeps the \r) or a pasted key
+        # with a trailing space: the spaces go; a control character left inside is refused,
+        # as it would be refused in an HTTP header on every request.
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if not isinstance(text, str):
+            return value
+        text = text.strip()
+        if any(ord(char) < 32 or ord(char) == 127 or char.isspace() for char in text):
+            raise _Refused("is not valid: it must not contain spaces or control characters")
+        return text
 
     @field_validator("openai_api_key")
     @classmethod
@@ -297,6 +333,21 @@ class Settings(BaseSettings):
         """The models users may choose, the default first."""
         names = self.offered_models or tuple(self.catalog)
         return (self.default_model, *(n for n in names if n != self.default_model))
+
+
+def _check_store_locations(uri: str) -> None:
+    """Raise ValueError where no host, or an unreadable port, can be read from ``uri`` (the
+    limits library reads them this way, and its own error would print the URI, password and
+    all). A missing port is the store's default."""
+    netloc = urlsplit(uri).netloc
+    hosts = netloc[netloc.rfind("@") + 1 :]
+    if not hosts:
+        raise ValueError("no host")
+    for location in hosts.split(","):
+        parts = urlsplit(f"fake://{location.strip()}")
+        _ = parts.port  # raises ValueError for a port that is not a number in range
+        if parts.hostname is None:
+            raise ValueError("no host")
 
 
 class _DiscordSettings(Settings):
@@ -352,7 +403,8 @@ def _sentence(problems: list[str]) -> str:
     return "; ".join(problems) + "."
 
 
-def _unwritable(directory: Path) -> str | None:
+def data_dir_problem(directory: Path) -> str | None:
+    """Why DATA_DIR cannot be used (it is created when missing), or None."""
     try:
         directory.mkdir(parents=True, exist_ok=True)
         writable = os.access(directory, os.W_OK | os.X_OK)
@@ -376,9 +428,11 @@ def load_settings(
         settings: Settings = settings_class(_env_file=env_file)
     except ValidationError as exc:
         raise ConfigError(_sentence(_problems(exc, settings_class))) from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{env_file} is not valid: it must be UTF-8 text.") from None
 
     problems: list[str] = []
-    if require_discord and (unwritable := _unwritable(settings.data_dir)) is not None:
+    if require_discord and (unwritable := data_dir_problem(settings.data_dir)) is not None:
         problems.append(unwritable)
     catalog = settings.catalog
     if settings.default_model not in catalog:
@@ -394,8 +448,8 @@ def load_settings(
         )
     elif len(settings.offered()) > MAX_DISCORD_CHOICES:
         problems.append(
-            f"OFFERED_MODELS is not valid: Discord allows at most {MAX_DISCORD_CHOICES} choices; "
-            f"list the ones to offer"
+            f"OFFERED_MODELS is not valid: with DEFAULT_MODEL, which is always offered, it makes "
+            f"{len(settings.offered())} choices and Discord allows at most {MAX_DISCORD_CHOICES}"
         )
     if problems:
         raise ConfigError(_sentence(problems))

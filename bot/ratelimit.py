@@ -11,9 +11,9 @@ slow to answer (the command gives it 1.5 s) may have counted some of a request's
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit, urlunsplit
 
 from limits import RateLimitItem
 from limits.aio.storage import Storage
@@ -24,15 +24,24 @@ from limits.storage import storage_from_string
 STORE_PROBE_SECONDS = 5.0
 
 
+_SECRET_QUERY = re.compile(r"(?i)((?:^|[?&;])[^=&;]*(?:pass|secret|token|key)[^=&;]*=)[^&;#]*")
+
+
 def masked_storage_uri(uri: str) -> str:
-    """The storage URI with its password, if any, replaced: fit for a log line or the console."""
-    parts = urlsplit(uri)
-    if parts.password is None:
-        return uri
-    # rpartition: a password may itself hold an "@"; the hosts never do.
-    userinfo, _, hosts = parts.netloc.rpartition("@")
-    user = userinfo.split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{hosts}"))
+    """The storage URI with any credentials replaced: fit for a log line or the console.
+
+    Read as plain text, not parsed: a URI that does not parse (a "#" or "/" in the password)
+    must be masked all the same. Everything between "://" and the last "@" is credentials,
+    and so is any query value whose name speaks of a password, secret, token or key.
+    """
+    scheme, separator, rest = uri.partition("://")
+    if not separator:
+        return "(a storage URI that cannot be read)"
+    userinfo, at, hosts = rest.rpartition("@")
+    if at:
+        user = userinfo.split(":", 1)[0] if ":" in userinfo else ""
+        rest = f"{user}:***@{hosts}" if user else f":***@{hosts}"
+    return f"{scheme}://{_SECRET_QUERY.sub(lambda m: m.group(1) + '***', rest)}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,8 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
+    StrictInt,
     ValidationError,
     field_validator,
     model_validator,
@@ -42,7 +44,7 @@ MAX_NAME_CHARS = 100
 # Catalog sizes beyond this are typing mistakes: no model renders anything near it.
 MAX_SIDE = 16384
 
-_SIZE = re.compile(r"^(\d{1,5})x(\d{1,5})$")
+_SIZE = re.compile(r"([0-9]{1,5})x([0-9]{1,5})")  # ASCII digits: \d also takes Arabic-Indic
 
 
 class CatalogError(ValueError):
@@ -51,7 +53,7 @@ class CatalogError(ValueError):
 
 def parse_size(size: str) -> tuple[int, int] | None:
     """``"1536x1024"`` -> ``(1536, 1024)``; anything else -> None."""
-    match = _SIZE.match(size.strip().lower())
+    match = _SIZE.fullmatch(size.strip().lower())
     if match is None:
         return None
     return int(match.group(1)), int(match.group(2))
@@ -102,12 +104,13 @@ class ModelSpec(BaseModel):
     qualities: tuple[Annotated[str, Field(min_length=1, max_length=MAX_NAME_CHARS)], ...] = Field(
         min_length=1
     )
-    max_count: int = Field(ge=1, le=10)
-    max_prompt_chars: int = Field(ge=1)
+    # Strict numbers and flags: "3" for a count is a mistake in the file, not a value to guess.
+    max_count: StrictInt = Field(ge=1, le=10)
+    max_prompt_chars: StrictInt = Field(ge=1)
     options: frozenset[str] = frozenset()
     output_formats: tuple[str, ...] = ("png",)
-    streaming: bool = False
-    safety_identifier: bool = False
+    streaming: StrictBool = False
+    safety_identifier: StrictBool = False
     default_size: str
     default_quality: str
 
@@ -194,23 +197,43 @@ class Catalog(Mapping[str, ModelSpec]):
 def _merge_entries(
     raw: Mapping[str, Any], known: dict[str, dict[str, Any]], source: str
 ) -> dict[str, dict[str, Any]]:
-    """Resolve ``base = "..."`` and same-name overrides into complete field sets."""
+    """Resolve ``base = "..."`` and same-name overrides into complete field sets.
+
+    A base may be a shipped model or any model of the same file, above or below; a cycle is
+    refused.
+    """
     models = raw.get("models")
     if not isinstance(models, dict):
         raise CatalogError(f'{source}: expected tables named [models."<name>"]')
-    merged = dict(known)
     for name, entry in models.items():
         if not isinstance(entry, dict):
             raise CatalogError(f"{source}: models.{name} must be a table")
-        fields = dict(entry)
+        base_name = entry.get("base")
+        if base_name is not None and not isinstance(base_name, str):
+            raise CatalogError(f"{source}: models.{name}: base must be the name of a model")
+    merged = dict(known)
+    resolving: list[str] = []
+
+    def resolve(name: str) -> dict[str, Any]:
+        if name not in models:
+            return merged[name]
+        if name in resolving:
+            cycle = " -> ".join([*resolving[resolving.index(name) :], name])
+            raise CatalogError(f"{source}: models.{name}: its bases go round in a cycle ({cycle})")
+        resolving.append(name)
+        fields = dict(models[name])
         base_name = fields.pop("base", None)
         if base_name is not None:
-            if base_name not in merged:
+            if base_name not in models and base_name not in known:
                 raise CatalogError(f"{source}: models.{name} has unknown base {base_name!r}")
-            start = merged[base_name]
+            start = resolve(base_name) if base_name != name else known[name]
         else:
-            start = merged.get(name, {})
-        merged[name] = {**start, **fields, "name": name}
+            start = known.get(name, {})
+        resolving.pop()
+        return {**start, **fields, "name": name}
+
+    for name in models:
+        merged[name] = resolve(name)
     return merged
 
 
@@ -221,7 +244,8 @@ def _build(fields_by_name: Mapping[str, dict[str, Any]], source: str) -> Catalog
             specs[name] = ModelSpec.model_validate(fields)
         except ValidationError as exc:
             first = exc.errors()[0]
-            where = "".join(f"{part}: " for part in first["loc"][:1])
+            where = ".".join(str(part) for part in first["loc"])
+            where = f"{where}: " if where else ""
             why = str(first["msg"]).removeprefix("Value error, ")
             raise CatalogError(f"{source}: models.{name}: {where}{why}") from None
     return Catalog(specs)
@@ -229,8 +253,8 @@ def _build(fields_by_name: Mapping[str, dict[str, Any]], source: str) -> Catalog
 
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
+        # utf-8-sig: an editor's byte-order mark is not a TOML error.
+        return tomllib.loads(path.read_bytes().decode("utf-8-sig"))
     except OSError as exc:
         raise CatalogError(f"cannot read {path}: {exc.strerror}") from None
     except UnicodeDecodeError:

@@ -158,3 +158,60 @@ async def test_the_fake_api_runs_on_its_own_for_newcomers_without_a_key(tmp_path
     finally:
         fake.terminate()
         await fake.wait()
+
+
+async def test_two_runs_never_overwrite_each_others_images(
+    images_api: FakeImagesAPI, tmp_path: Path
+) -> None:
+    env = {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": images_api.base_url}
+    runs = [run_cli("imagine", "a cat", "--out", "same", env=env, cwd=tmp_path) for _ in range(2)]
+    for code, _, err in await asyncio.gather(*runs):
+        assert code == 0, err
+    assert len(list((tmp_path / "same").iterdir())) == 2
+
+
+async def test_images_that_cannot_be_written_are_one_sentence_with_the_request_id(
+    images_api: FakeImagesAPI,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import errno
+
+    import bot.__main__ as cli
+
+    out = tmp_path / "out"
+    out.mkdir()
+    taken = out / "x.png"
+    taken.write_bytes(b"first")
+    assert cli._write_new(taken, b"second") == out / "x-1.png"
+    assert taken.read_bytes() == b"first"
+
+    def disk_full(path: Path, data: bytes) -> Path:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    # The disk fills between the check of --out and the writing of the images.
+    monkeypatch.setattr(cli, "_write_new", disk_full)
+    monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
+    monkeypatch.setenv("OPENAI_BASE_URL", images_api.base_url)
+    # In a thread: the fake API answers on this test's event loop.
+    code = await asyncio.to_thread(cli.main, ["imagine", "a cat", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.startswith(
+        f"error: the images were generated but could not be written into {out} "
+        "(No space left on device); request id req_"
+    )
+
+
+async def test_check_warns_of_what_the_bot_would_refuse(
+    images_api: FakeImagesAPI, tmp_path: Path
+) -> None:
+    (tmp_path / "afile").write_text("")
+    env = {
+        "OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": images_api.base_url, "DATA_DIR": "afile",
+    }  # fmt: skip
+    code, out, err = await run_cli("check", env=env, cwd=tmp_path)
+    assert code == 0, err
+    assert "warning: DISCORD_TOKEN is not set: the bot (python -m bot) needs it" in out
+    assert "warning: DATA_DIR is not valid: it must be a writable directory" in out

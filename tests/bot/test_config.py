@@ -371,3 +371,98 @@ def test_a_models_file_that_is_not_utf8_names_the_variable(tmp_path: Path) -> No
     path.write_bytes(b'[models."caf\xe9"]\nbase = "gpt-image-1.5"\n')
     message = error_for(IMAGE_MODELS_FILE=str(path))
     assert message.startswith("IMAGE_MODELS_FILE") and "is not UTF-8 text" in message
+
+
+# -- found by review: odd values an operator will write ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "uri", ["redis://:hunter2#x@127.0.0.1:1", "redis://:hunter2@127.0.0.1:abc", "redis://:pw@"]
+)
+def test_a_store_uri_that_cannot_be_read_is_a_sentence_without_its_password(
+    monkeypatch: pytest.MonkeyPatch, uri: str
+) -> None:
+    monkeypatch.setattr(config, "_installed", lambda module: True)
+    message = error_for(RATE_LIMIT_STORAGE_URI=uri)
+    assert message.startswith("RATE_LIMIT_STORAGE_URI is not valid: the URI cannot be read")
+    assert "hunter2" not in message and "pw" not in message
+
+
+@pytest.mark.parametrize(
+    ("uri", "shown"),
+    [
+        ("rediss://u:pa/ss@h:1", "rediss://u:***@h:1"),
+        ("redis://:p@ss@h:1/0", "redis://:***@h:1/0"),
+        ("redis://h:1?password=hunter2&db=1", "redis://h:1?password=***&db=1"),
+        ("mongodb://h:1/?authSecret=s3cr3t", "mongodb://h:1/?authSecret=***"),
+    ],
+)
+def test_store_credentials_are_masked_however_written(uri: str, shown: str) -> None:
+    from bot.ratelimit import masked_storage_uri
+
+    assert masked_storage_uri(uri) == shown
+
+
+def test_a_key_saved_with_a_windows_line_end_still_works(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET_KEY + "\r")
+    assert load_settings().openai_api_key.get_secret_value() == SECRET_KEY
+    message = error_for(OPENAI_API_KEY="sk-abc def-0123456789")
+    assert message == (
+        "OPENAI_API_KEY is not valid: it must not contain spaces or control characters."
+    )
+
+
+def test_a_dotenv_that_is_not_utf8_is_one_sentence(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_bytes(b"DEFAULT_MODEL=caf\xe9\n")
+    assert error_for() == ".env is not valid: it must be UTF-8 text."
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:0/v1", "http://127.0.0.1:99999/v1", "http://gw.example/v 1"]
+)
+def test_a_base_url_that_cannot_be_reached_is_refused_at_start(url: str) -> None:
+    assert error_for(OPENAI_BASE_URL=url).startswith("OPENAI_BASE_URL is not valid")
+
+
+def test_a_limit_whose_window_outlives_a_calendar_is_refused() -> None:
+    message = error_for(USER_RATE_LIMIT="1/99999999999999 years")
+    assert "has a window longer than 10 years" in message
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ('[models.x]\nbase = ["gpt-image-1.5"]\n', "models.x: base must be the name of a model"),
+        ('[models.a]\nbase = "b"\n', "models.a: its bases go round in a cycle (a -> b -> a)"),
+        ('[models.x]\nbase = "gpt-image-1.5"\nmax_count = "3"\n', "max_count"),
+        (
+            '[models.x]\nbase = "gpt-image-2"\nfree_size = { max_edge = 0, max_pixels = 9 }\n',
+            "free_size.max_edge",
+        ),
+    ],
+)
+def test_odd_models_files_are_one_clear_sentence(tmp_path: Path, text: str, says: str) -> None:
+    path = tmp_path / "models.toml"
+    text += '[models.b]\nbase = "a"\n' if "cycle" in says else ""
+    path.write_text(text)
+    message = error_for(IMAGE_MODELS_FILE=str(path))
+    assert message.startswith("IMAGE_MODELS_FILE") and says in message
+
+
+def test_a_base_may_come_later_in_the_file_and_a_bom_is_fine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "models.toml"
+    text = '[models.a]\nbase = "b"\nmax_count = 2\n[models.b]\nbase = "gpt-image-1.5"\n'
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    monkeypatch.setenv("IMAGE_MODELS_FILE", str(path))
+    catalog = load_settings().catalog
+    assert catalog["a"].max_count == 2 and catalog["a"].sizes == catalog["gpt-image-1.5"].sizes
+
+
+def test_too_many_choices_say_the_default_counts(tmp_path: Path) -> None:
+    path = tmp_path / "models.toml"
+    path.write_text("".join(f'[models."m{i}"]\nbase = "gpt-image-1.5"\n' for i in range(25)))
+    offered = ",".join(f"m{i}" for i in range(25))
+    message = error_for(IMAGE_MODELS_FILE=str(path), OFFERED_MODELS=offered)
+    assert "with DEFAULT_MODEL, which is always offered, it makes 26 choices" in message
