@@ -224,6 +224,37 @@ def _svg_preview(data: bytes, width: int, height: int, limit: int) -> tuple[byte
         return None
 
 
+def _refit(upload: Upload, limit: int) -> Upload:
+    """``upload`` re-encoded within ``limit`` bytes (blocking: run it in the encoder pool)."""
+    if len(upload.data) <= limit:
+        return upload
+    stem, _, suffix = upload.filename.rpartition(".")
+    if suffix == "svg":
+        raise ImageTooLarge(f"an SVG of {len(upload.data):,} bytes is over {limit:,}")
+    if suffix == "gif":
+        data, kind = shrink_gif_to_fit(upload.data, limit), "gif"
+    else:
+        data, kind = shrink_to_fit(upload.data, limit)
+    return Upload(
+        f"{stem}.{_extension(kind)}",
+        data,
+        reencoded=True,
+        description=upload.description,
+        preview_of=upload.preview_of,
+    )
+
+
+async def refit_uploads(uploads: Sequence[Upload], limit: int) -> list[Upload]:
+    """Uploads already prepared, brought within a smaller ``limit`` (after Discord refused them
+    as too large), off the event loop."""
+    loop = asyncio.get_running_loop()
+    return list(
+        await asyncio.gather(
+            *(loop.run_in_executor(_encoder(), _refit, upload, limit) for upload in uploads)
+        )
+    )
+
+
 def _extension(kind: str) -> str:
     return "jpg" if kind == "jpeg" else kind
 
@@ -231,16 +262,27 @@ def _extension(kind: str) -> str:
 async def _svg_uploads(name: str, image: GeneratedImage, limit: int) -> list[Upload]:
     """The SVG, then its rendering (which Discord can show); the SVG alone, marked, if the
     rendering cannot be made."""
-    if len(image.data) > limit:
-        raise ImageTooLarge(f"an SVG of {len(image.data):,} bytes is over {limit:,}")
     svg = f"{name}.svg"
+    too_large = len(image.data) > limit
     loop = asyncio.get_running_loop()
     preview = await loop.run_in_executor(
         _encoder(), _svg_preview, image.data, image.width, image.height, limit
     )
     if preview is None:
+        if too_large:
+            raise ImageTooLarge(f"an SVG of {len(image.data):,} bytes is over {limit:,}")
         return [Upload(svg, image.data, preview_failed=True)]
     data, kind = preview
+    if too_large:
+        # The SVG cannot go; its rendering can, and the reply says an image was re-encoded.
+        return [
+            Upload(
+                f"{name}.{_extension(kind)}",
+                data,
+                reencoded=True,
+                description="A rendering of an SVG too large to upload",
+            )
+        ]
     # Not `reencoded`, even when shrunk: the image itself, the SVG, goes out whole.
     rendering = Upload(
         f"{name}.{_extension(kind)}", data, description=f"A rendering of {svg}", preview_of=svg

@@ -10,7 +10,7 @@ import logging
 
 import discord
 
-from bot.delivery import ImageTooLarge, Upload, pack, prepare_uploads
+from bot.delivery import ImageTooLarge, Upload, pack, prepare_uploads, refit_uploads
 from bot.images import GenerationResult
 from bot.replies import Replies
 
@@ -78,9 +78,29 @@ async def _upload(
         try:
             await replies.follow_up(_files(part, prompt))
         except discord.HTTPException as exc:
-            # The images already posted stay; Replies.tell_privately says the rest are missing.
+            if exc.status != TOO_LARGE:
+                # The images already posted stay; Replies.tell_privately says the rest are
+                # missing.
+                raise DeliveryFailed(
+                    f"a follow-up upload failed: {exc}", user_message=UPLOAD_FAILED
+                ) from None
+            await _follow_up_smaller(replies, part, limit // 2, prompt)
+
+
+async def _follow_up_smaller(replies: Replies, part: list[Upload], limit: int, prompt: str) -> None:
+    """A follow-up Discord refused as too large, once more at ``limit`` bytes."""
+    log.warning("Discord refused a follow-up as too large; retrying at half the limit")
+    try:
+        smaller = await refit_uploads(part, limit)
+    except ImageTooLarge as exc:
+        raise DeliveryFailed(str(exc), user_message=UPLOAD_TOO_LARGE) from None
+    for message in pack(smaller, limit):
+        try:
+            await replies.follow_up(_files(message, prompt))
+        except discord.HTTPException as exc:
+            sentence = UPLOAD_TOO_LARGE if exc.status == TOO_LARGE else UPLOAD_FAILED
             raise DeliveryFailed(
-                f"a follow-up upload failed: {exc}", user_message=UPLOAD_FAILED
+                f"a follow-up upload failed: {exc}", user_message=sentence
             ) from None
 
 

@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import re
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -22,6 +25,7 @@ from contextlib import asynccontextmanager
 log = logging.getLogger(__name__)
 
 REMAINING_HEADER = "x-ratelimit-remaining-requests"
+_ASCII_NUMBER = re.compile(r"[0-9]{1,9}")  # str.isdigit() also takes "²", which int() refuses
 
 
 class Ticket:
@@ -39,10 +43,24 @@ async def wait_plainly(turn: Awaitable[None]) -> None:
     await turn
 
 
+# After a cut, answers to requests sent before it keep arriving for about one generation's
+# time: further 429s within this many seconds are the same push-back, not a new one, and
+# successes within it do not undo the cut.
+SETTLE_SECONDS = 5.0
+
+
 class GenerationQueue:
-    def __init__(self, capacity: int, *, wait: WaitForTurn = wait_plainly) -> None:
+    def __init__(
+        self,
+        capacity: int,
+        *,
+        wait: WaitForTurn = wait_plainly,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
+        self._clock = clock
+        self._last_cut = -math.inf
         self.max_capacity = capacity
         self.capacity = capacity  # the limit in force: lowered when the service pushes back
         self._wait = wait
@@ -52,8 +70,13 @@ class GenerationQueue:
 
     def record(self, status: int, headers: Mapping[str, str]) -> None:
         """What the image service answered one attempt (the engine calls this for each)."""
+        now = self._clock()
+        settling = now - self._last_cut < SETTLE_SECONDS
         if status == 429:
-            lowered = max(1, min(self.capacity, self.in_flight) // 2)
+            if settling:
+                return  # the same push-back as the cut just made
+            lowered = max(1, min(self.capacity, max(self.in_flight, 1)) // 2)
+            self._last_cut = now
             if lowered < self.capacity:
                 log.warning(
                     "the image service is rate-limiting: at most %d request(s) in flight now "
@@ -65,12 +88,12 @@ class GenerationQueue:
             return
         if not 200 <= status < 300:
             return
-        remaining = headers.get(REMAINING_HEADER, "")
-        if remaining.strip().isdigit() and int(remaining) <= 1:
+        remaining = headers.get(REMAINING_HEADER, "").strip()
+        if _ASCII_NUMBER.fullmatch(remaining) and int(remaining) <= 1:
             # Nearly spent: no more than are already out until the service's window resets.
             self.capacity = max(1, min(self.capacity, self.in_flight))
             return
-        if self.capacity < self.max_capacity:
+        if self.capacity < self.max_capacity and not settling:
             self.capacity += 1
             self._admit_next()
 

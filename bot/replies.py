@@ -98,12 +98,17 @@ class Replies:
             lambda: interaction.followup.send(sentence, ephemeral=True),
             interaction.delete_original_response,
         ]
+        told = False
         try:
             for step in steps:
                 await step()
+                told = told or step is steps[1]
         except DISCORD_FAILURES as exc:
             log.warning("could not tell user %s privately: %r", interaction.user.id, exc)
-            await self._edit_quietly(content=sentence, embed=None, attachments=[])
+            if not told:
+                # The private sentence did not go: the public placeholder is the only place
+                # left to say it. Once it went, the placeholder keeps its neutral words.
+                await self._edit_quietly(content=sentence, embed=None, attachments=[])
 
     async def _edit_quietly(self, **fields: Any) -> None:
         try:

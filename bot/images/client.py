@@ -10,7 +10,7 @@ import math
 import os
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urljoin, urlsplit, urlunsplit
@@ -159,6 +159,18 @@ async def _read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes:
             raise ResponseTooLarge(f"the response exceeded the {cap:,}-byte cap")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def _without_deadline(deadline: asyncio.Timeout, waiting: Awaitable[None]) -> None:
+    """Await ``waiting`` with ``deadline`` paused: the time it takes is not counted."""
+    loop = asyncio.get_running_loop()
+    when = deadline.when()
+    left = None if when is None else when - loop.time()
+    deadline.reschedule(None)
+    try:
+        await waiting
+    finally:
+        deadline.reschedule(None if left is None else loop.time() + left)
 
 
 def join_url(base_url: str, path: str) -> str:
@@ -399,16 +411,25 @@ class ImageClient:
         url = join_url(self._base_url, "images/generations")
         request_id: str | None = None
         answered = False
+        # The attempt's time limit is ours, not aiohttp's, so that it can stop while the answer
+        # waits for a processing slot: the service has answered (and billed) by then.
+        untimed_body = aiohttp.ClientTimeout(
+            total=None, sock_connect=min(self.settings.connect_timeout, self.settings.timeout)
+        )
         try:
-            async with self._session.post(
-                url, data=payload, headers=self._headers, timeout=self._timeout()
-            ) as response:
+            async with (
+                asyncio.timeout(self.settings.timeout) as deadline,
+                self._session.post(
+                    url, data=payload, headers=self._headers, timeout=untimed_body
+                ) as response,
+            ):
                 answered = True
                 request_id = self._request_id(response.headers)
                 if self.feedback is not None:
                     self.feedback.record(response.status, response.headers)
                 if lease is not None:
-                    await lease.hold()  # the body stays in the socket until a slot is free
+                    # The body stays in the socket until a slot is free.
+                    await _without_deadline(deadline, lease.hold())
                 body = await _read_capped(response, self.settings.max_response_bytes)
                 if 200 <= response.status < 300:
                     try:

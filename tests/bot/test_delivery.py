@@ -228,9 +228,19 @@ async def test_the_bot_stays_responsive_while_an_svg_renders() -> None:
     assert longest_pause < 0.1
 
 
-async def test_an_svg_over_the_limit_is_refused() -> None:
+async def test_an_svg_over_the_limit_goes_out_as_its_rendering_only() -> None:
+    padded = RED_RECTANGLE.replace(b"</svg>", b"<!--" + b" " * 20_000 + b"--></svg>")
+    (upload,) = await prepare_uploads([svg(padded, 300, 200)], 10_000)
+    assert upload.filename == "imagine-1.png" and upload.reencoded
+    assert len(upload.data) <= 10_000
+    with Image.open(io.BytesIO(upload.data)) as rendering:
+        assert rendering.size == (300, 200)
+
+
+async def test_an_svg_over_the_limit_that_cannot_be_rendered_is_refused() -> None:
+    broken = b'<svg xmlns="http://www.w3.org/2000/svg" width="9" height="9"><rect' + b" " * 500
     with pytest.raises(ImageTooLarge):
-        await prepare_uploads([svg(RED_RECTANGLE, 300, 200)], len(RED_RECTANGLE) - 1)
+        await prepare_uploads([svg(broken, 9, 9)], 100)
 
 
 def test_an_svg_and_its_rendering_share_a_message_when_they_can() -> None:

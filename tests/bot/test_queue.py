@@ -98,13 +98,24 @@ async def test_cancelled_just_as_admitted_gives_the_slot_back() -> None:
 # -- the adaptive limit ----------------------------------------------------------------------
 
 
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 async def test_a_429_halves_the_limit_and_successes_raise_it_again() -> None:
-    queue = GenerationQueue(256)
+    clock = Clock()
+    queue = GenerationQueue(256, clock=clock)
     queue.in_flight = 40  # as if forty requests were out when the service pushed back
     queue.record(429, {})
     assert queue.capacity == 20
+    clock.now += 10
     queue.record(429, {})
     assert queue.capacity == 10
+    clock.now += 10
     for _ in range(5):
         queue.record(200, {})
     assert queue.capacity == 15
@@ -112,6 +123,32 @@ async def test_a_429_halves_the_limit_and_successes_raise_it_again() -> None:
     for _ in range(1000):
         queue.record(200, {})
     assert queue.capacity == 256  # never above what was configured
+
+
+async def test_one_burst_of_429s_is_one_cut_and_earlier_successes_do_not_undo_it() -> None:
+    clock = Clock()
+    queue = GenerationQueue(256, clock=clock)
+    queue.in_flight = 64
+    answers = [429] * 8 + [200] * 56
+    for status in answers:  # the whole burst arrives within a second
+        queue.record(status, {})
+        clock.now += 0.01
+    assert queue.capacity == 32
+    for status in reversed(answers):  # the other order ends the same
+        queue.record(status, {})
+        clock.now += 0.01
+    clock.now += 10
+    queue.in_flight = 64
+    queue.record(429, {})
+    assert queue.capacity == 16
+
+
+async def test_an_odd_rate_limit_header_is_ignored() -> None:
+    queue = GenerationQueue(8)
+    queue.in_flight = 3
+    queue.record(200, {"x-ratelimit-remaining-requests": "\u00b2"})
+    queue.record(200, {"x-ratelimit-remaining-requests": "lots"})
+    assert queue.capacity == 8
 
 
 async def test_a_nearly_spent_rate_limit_stops_the_growth() -> None:
@@ -126,7 +163,8 @@ async def test_a_nearly_spent_rate_limit_stops_the_growth() -> None:
 
 
 async def test_requests_wait_while_the_limit_is_low_and_go_when_it_recovers() -> None:
-    queue = GenerationQueue(4)
+    clock = Clock()
+    queue = GenerationQueue(4, clock=clock)
     queue.in_flight = 2
     queue.record(429, {})  # down to 1, with two still out
     queue.in_flight = 0
@@ -141,7 +179,8 @@ async def test_requests_wait_while_the_limit_is_low_and_go_when_it_recovers() ->
     tasks = [asyncio.create_task(one(i)) for i in range(3)]
     await asyncio.sleep(0.01)
     assert (started, queue.waiting, queue.waited) == ([0], 2, 2)
-    queue.record(200, {})  # a success: the limit grows to 2 and the next goes
+    clock.now += 10
+    queue.record(200, {})  # a success after the cut settled: the limit grows to 2
     await asyncio.sleep(0.01)
     assert started == [0, 1]
     release.set()

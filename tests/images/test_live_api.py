@@ -303,3 +303,10 @@ def test_an_image_is_checked_whole() -> None:
     for cut in (1, 20, len(whole) // 2):
         with pytest.raises(MalformedResponse, match=r"cut short|not a readable image"):
             identify_image(whole[:-cut], limits=limits, revised_prompt=None)
+
+
+def test_a_size_in_other_digits_is_refused_before_it_is_sent(client: ImageClient) -> None:
+    arabic_indic = "\u0661\u0660\u0662\u0664x\u0661\u0660\u0662\u0664"  # "1024x1024"
+    with pytest.raises(UnsupportedOption):
+        client.prepare(request(size=arabic_indic))
+    assert client.prepare(request(size=" 1024x1024\n")).body["size"] == "1024x1024"

@@ -97,3 +97,43 @@ async def test_the_limit_hears_every_answer(
 def test_a_pool_needs_a_slot(count: int) -> None:
     with pytest.raises(ValueError, match="at least 1"):
         ProcessingSlots(count)
+
+
+async def test_waiting_for_a_processing_slot_does_not_time_out_a_paid_answer(
+    http: aiohttp.ClientSession, images_api: FakeImagesAPI
+) -> None:
+    from tests.fakes.images_api import images_body, incompressible_png
+
+    client = ImageClient(
+        http, base_url=images_api.base_url, api_key=API_KEY, catalog=load_catalog(),
+        settings=ClientSettings(timeout=1.0),
+    )  # fmt: skip
+    images_api.push(respond(200, images_body(incompressible_png(1024, 1024))))  # about 4 MB
+    slots = ProcessingSlots(1)
+    busy = slots.lease()
+    await busy.hold()  # another answer is being posted (a slow upload to Discord)
+    asyncio.get_running_loop().call_later(1.5, busy.release)
+    lease = slots.lease()
+    try:
+        result = await client.generate(request(), lease=lease)
+    finally:
+        lease.release()
+    assert result.images and len(images_api.generation_requests) == 1
+
+
+async def test_an_odd_rate_limit_header_does_not_lose_a_paid_answer(
+    http: aiohttp.ClientSession, images_api: FakeImagesAPI
+) -> None:
+    from bot.queue import GenerationQueue
+    from tests.fakes.images_api import images_body, make_image
+
+    queue = GenerationQueue(8)
+    client = ImageClient(
+        http, base_url=images_api.base_url, api_key=API_KEY, catalog=load_catalog(),
+        settings=ClientSettings(timeout=5.0), feedback=queue,
+    )  # fmt: skip
+    headers = {"x-ratelimit-remaining-requests": "\u00b2"}
+    images_api.push(respond(200, images_body(make_image(64, 64)), headers=headers))
+    async with queue.slot():
+        result = await client.generate(request())
+    assert result.images
