@@ -10,6 +10,7 @@ import datetime as dt
 import re
 import tomllib
 from collections.abc import Iterator, Mapping
+from decimal import Decimal
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -90,6 +91,53 @@ class FreeSize(BaseModel):
         )
 
 
+# An amount of US dollars in the catalog: a non-negative finite decimal (a TOML float is read
+# through its shortest text, so 0.04 is exactly 0.04).
+Money = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
+
+
+def table_key(quality: str, size: str) -> str:
+    """The key of a per-image price or an output-token count: ``"medium:1024x1024"``."""
+    return f"{quality}:{size}"
+
+
+class Price(BaseModel):
+    """What a model costs, dated: per image by quality and size, or per million tokens."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    as_of: dt.date
+    per_image: dict[str, Money] | None = None
+    text_input_per_million: Money | None = None
+    image_input_per_million: Money | None = None
+    image_output_per_million: Money | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Price:
+        rates = {
+            "text_input_per_million": self.text_input_per_million,
+            "image_input_per_million": self.image_input_per_million,
+            "image_output_per_million": self.image_output_per_million,
+        }
+        given = [name for name, value in rates.items() if value is not None]
+        if self.per_image is not None:
+            if given:
+                raise ValueError(f"a per_image price takes no token rates (it has {given})")
+            if not self.per_image:
+                raise ValueError("per_image is empty")
+            return self
+        missing = [name for name in rates if name not in given]
+        if missing:
+            raise ValueError(
+                f"give either per_image or all three token rates (missing {', '.join(missing)})"
+            )
+        return self
+
+    @property
+    def per_token(self) -> bool:
+        return self.per_image is None
+
+
 class ModelSpec(BaseModel):
     """What one model accepts."""
 
@@ -113,11 +161,18 @@ class ModelSpec(BaseModel):
     safety_identifier: StrictBool = False
     default_size: str
     default_quality: str
+    # Image output tokens per image by "quality:WxH" (token-priced models estimate from it).
+    output_tokens: dict[str, Annotated[StrictInt, Field(ge=0)]] | None = None
+    price: Price | None = None
 
-    @field_validator("free_size", mode="before")
+    def __hash__(self) -> int:
+        # The price tables are dicts; a model is known by its name.
+        return hash(self.name)
+
+    @field_validator("free_size", "price", "output_tokens", mode="before")
     @classmethod
-    def _no_free_size(cls, value: Any) -> Any:
-        # `free_size = false` in TOML takes away the free size a base model has.
+    def _taken_away(cls, value: Any) -> Any:
+        # `free_size = false` (or `price = false`) in TOML takes away what a base model has.
         return None if value is False else value
 
     @model_validator(mode="after")
@@ -145,7 +200,47 @@ class ModelSpec(BaseModel):
             raise ValueError(
                 f"default_quality {self.default_quality!r} is not one of its qualities"
             )
+        self._check_tables()
         return self
+
+    def _check_tables(self) -> None:
+        """Every table key is ``quality:WxH``; a price covers every size and quality offered."""
+        priced_qualities = [quality for quality in self.qualities if quality != "auto"]
+        per_image = self.price.per_image if self.price is not None else None
+        tables: dict[str, Mapping[str, object]] = {
+            "output_tokens": self.output_tokens or {},
+            "price.per_image": per_image or {},
+        }
+        for field, table in tables.items():
+            for key in table:
+                quality, _, size = key.partition(":")
+                if quality not in priced_qualities or parse_size(size) is None:
+                    raise ValueError(
+                        f"{field}: {key!r} is not 'quality:WxH' with one of its qualities "
+                        f"({', '.join(priced_qualities)})"
+                    )
+        if self.price is None:
+            return
+        if self.price.per_image is not None:
+            if self.free_size is not None:
+                raise ValueError(
+                    "price.per_image cannot cover the free sizes it takes: price it per token"
+                )
+            sizes = [size for size in self.sizes if size != "auto"]
+            for quality in priced_qualities:
+                for size in sizes:
+                    if table_key(quality, size) not in self.price.per_image:
+                        raise ValueError(
+                            f"price.per_image: no price for {table_key(quality, size)!r}"
+                        )
+            return
+        for quality in priced_qualities:
+            key = table_key(quality, "1024x1024")
+            if key not in (self.output_tokens or {}):
+                raise ValueError(
+                    f"output_tokens: a model priced per token needs {key!r} (the count of "
+                    "image output tokens a 1024x1024 image takes at that quality)"
+                )
 
     @property
     def is_gpt_image(self) -> bool:
@@ -226,7 +321,11 @@ def _merge_entries(
         if base_name is not None:
             if base_name not in models and base_name not in known:
                 raise CatalogError(f"{source}: models.{name} has unknown base {base_name!r}")
-            start = resolve(base_name) if base_name != name else known[name]
+            if base_name == name:
+                start = known[name]
+            else:
+                # A price belongs to its model: one made from another names its own, or none.
+                start = {key: value for key, value in resolve(base_name).items() if key != "price"}
         else:
             start = known.get(name, {})
         resolving.pop()
