@@ -1,6 +1,6 @@
 """The image engine: a request in, decoded images out. Knows nothing of Discord."""
 
-from .catalog import Catalog, CatalogError, FreeSize, ModelSpec, load_catalog, parse_size
+from .catalog import Catalog, CatalogError, FreeSize, ModelSpec, Price, load_catalog, parse_size
 from .client import (
     CheckResult,
     ClientSettings,
@@ -24,6 +24,7 @@ from .errors import (
     UnsupportedOption,
     UpstreamUnavailable,
 )
+from .pricing import describe_price, estimate_cost, settle_cost
 from .processing import Lease, ProcessingSlots
 from .request import (
     MAX_FRAMES,
@@ -60,6 +61,7 @@ __all__ = [
     "ModerationBlocked",
     "OptionNotAvailable",
     "PreparedRequest",
+    "Price",
     "ProcessingSlots",
     "QuotaExhausted",
     "RateLimited",
@@ -68,8 +70,11 @@ __all__ = [
     "UnsupportedOption",
     "UpstreamUnavailable",
     "build_body",
+    "describe_price",
+    "estimate_cost",
     "join_url",
     "load_catalog",
     "parse_size",
     "prepare_request",
+    "settle_cost",
 ]

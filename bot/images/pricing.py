@@ -1,0 +1,180 @@
+"""What a request costs, in US dollars, from the dated prices beside the model catalog.
+
+Before a call the cost is estimated from the request, never below what it can cost (quality
+``auto`` and size ``auto`` count as the dearest the model offers); after it, it is settled from the
+response's ``usage`` where the model is priced per token and the response says, else from the
+estimate for the images delivered. A model without a price costs None: not known, never guessed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from .catalog import ModelSpec, Price, parse_size, table_key
+from .request import PreparedRequest
+
+SIX_PLACES = Decimal("0.000001")
+MILLION = Decimal(1_000_000)
+# Output tokens of sizes missing from a model's table are estimated by area from this one.
+REFERENCE_SIZE = "1024x1024"
+_REFERENCE_PIXELS = 1024 * 1024
+
+
+def _usd(amount: Decimal) -> Decimal:
+    return amount.quantize(SIX_PLACES, rounding=ROUND_HALF_UP)
+
+
+def prompt_tokens(prompt: str) -> int:
+    """The text input tokens of a prompt, estimated as one per four characters, rounded up."""
+    return -(-len(prompt) // 4)
+
+
+def _qualities(spec: ModelSpec, quality: str) -> list[str]:
+    """``quality``, or for ``auto`` every quality the model could choose."""
+    if quality != "auto":
+        return [quality]
+    return [name for name in spec.qualities if name != "auto"]
+
+
+def _sizes(spec: ModelSpec, table: Mapping[str, Any], quality: str, size: str) -> list[str]:
+    """``size``, or for ``auto`` every size the model lists or the table gives at ``quality``."""
+    if size != "auto":
+        return [size]
+    listed = [name for name in spec.sizes if name != "auto"]
+    tabled = [key.partition(":")[2] for key in table if key.partition(":")[0] == quality]
+    return listed + tabled
+
+
+def output_tokens_per_image(spec: ModelSpec, quality: str, size: str) -> int:
+    """The image output tokens one image is estimated to take (the most it can take for ``auto``).
+
+    Sizes missing from the model's ``output_tokens`` are estimated by their area relative to
+    1024x1024 at the same quality, rounded up.
+    """
+    table = spec.output_tokens or {}
+    counts = []
+    for name in _qualities(spec, quality):
+        for dims in _sizes(spec, table, name, size):
+            key = table_key(name, dims)
+            if key in table:
+                counts.append(table[key])
+                continue
+            width, height = parse_size(dims) or (1024, 1024)
+            reference = table[table_key(name, REFERENCE_SIZE)]
+            counts.append(-(-reference * width * height // _REFERENCE_PIXELS))
+    return max(counts)
+
+
+def _price_per_image(
+    spec: ModelSpec, per_image: Mapping[str, Decimal], quality: str, size: str
+) -> Decimal:
+    qualities = _qualities(spec, quality)
+    sizes = _sizes(spec, per_image, quality, size)
+    amounts = [
+        per_image[table_key(q, s)] for q in qualities for s in sizes if table_key(q, s) in per_image
+    ]
+    # Nothing matches only for a size the catalog does not list: the dearest image then.
+    return max(amounts) if amounts else max(per_image.values())
+
+
+def _rates(price: Price) -> tuple[Decimal, Decimal, Decimal]:
+    """Dollars per token: text input, image input, image output."""
+    rates = (
+        price.text_input_per_million,
+        price.image_input_per_million,
+        price.image_output_per_million,
+    )
+    text, image, output = (rate if rate is not None else Decimal(0) for rate in rates)
+    return text / MILLION, image / MILLION, output / MILLION
+
+
+def _token_estimate(prepared: PreparedRequest, price: Price, images: int) -> Decimal:
+    text_rate, _, output_rate = _rates(price)
+    per_image = output_tokens_per_image(prepared.spec, prepared.quality, prepared.size)
+    return text_rate * prompt_tokens(prepared.prompt) + output_rate * per_image * images
+
+
+def estimate_cost(prepared: PreparedRequest) -> Decimal | None:
+    """What ``prepared`` will cost at most, in US dollars (6 places); None when it has no price."""
+    price = prepared.spec.price
+    if price is None:
+        return None
+    if price.per_image is not None:
+        unit = _price_per_image(prepared.spec, price.per_image, prepared.quality, prepared.size)
+        return _usd(unit * prepared.count)
+    return _usd(_token_estimate(prepared, price, prepared.count))
+
+
+def _count(value: Any) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return None
+    return value
+
+
+def _usage_tokens(usage: Mapping[str, Any]) -> tuple[int, int, int] | None:
+    """Text input, image input and output tokens from a response's ``usage``, or None."""
+    output = _count(usage.get("output_tokens"))
+    if output is None:
+        return None
+    details = usage.get("input_tokens_details")
+    if isinstance(details, Mapping):
+        text, image = _count(details.get("text_tokens")), _count(details.get("image_tokens"))
+        if text is not None and image is not None:
+            return text, image, output
+    # Without the split, the input of a generation is its prompt: text.
+    total = _count(usage.get("input_tokens"))
+    return (total, 0, output) if total is not None else None
+
+
+def settle_cost(
+    prepared: PreparedRequest, usage: Mapping[str, Any] | None, images: int
+) -> Decimal | None:
+    """What ``prepared`` cost once ``images`` came back, in US dollars (6 places), or None.
+
+    Per-image prices: the price of one times the images delivered. Per-token prices: from
+    ``usage`` when the response gives it, else the estimate for the images delivered (the prompt
+    counted once).
+    """
+    price = prepared.spec.price
+    if price is None:
+        return None
+    images = max(images, 0)
+    if price.per_image is not None:
+        unit = _price_per_image(prepared.spec, price.per_image, prepared.quality, prepared.size)
+        return _usd(unit * images)
+    tokens = _usage_tokens(usage) if isinstance(usage, Mapping) else None
+    if tokens is None:
+        return _usd(_token_estimate(prepared, price, images))
+    text, image, output = tokens
+    text_rate, image_rate, output_rate = _rates(price)
+    return _usd(text * text_rate + image * image_rate + output * output_rate)
+
+
+def format_usd(amount: Decimal) -> str:
+    """``$0.04``, ``$0.016``, ``$40.00``: cents always, more places only where they count."""
+    if amount == amount.quantize(Decimal("0.01")):
+        return f"${amount:.2f}"
+    return f"${amount.normalize():f}"
+
+
+def describe_price(spec: ModelSpec) -> str:
+    """One line on what ``spec`` costs, e.g. ``$0.04 to $0.12 an image (prices of 2023-11-06)``."""
+    price = spec.price
+    if price is None:
+        return "no price known"
+    dated = f"(prices of {price.as_of})"
+    if price.per_image is not None:
+        low, high = min(price.per_image.values()), max(price.per_image.values())
+        amount = format_usd(low) if low == high else f"{format_usd(low)} to {format_usd(high)}"
+        return f"{amount} an image by size and quality {dated}"
+    text, image, output = (
+        format_usd(rate or Decimal(0))
+        for rate in (
+            price.text_input_per_million,
+            price.image_input_per_million,
+            price.image_output_per_million,
+        )
+    )
+    return f"{text} text input, {image} image input, {output} image output per 1M tokens {dated}"

@@ -1,0 +1,340 @@
+"""Cost from the dated prices beside the catalog: estimates before a call, settlement after."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.images import CatalogError, ImageRequest, PreparedRequest, load_catalog, prepare_request
+from bot.images.catalog import Catalog
+from bot.images.pricing import (
+    describe_price,
+    estimate_cost,
+    output_tokens_per_image,
+    prompt_tokens,
+    settle_cost,
+)
+
+CATALOG = load_catalog()
+CENT = Decimal("0.01")
+UNPRICED = (
+    "gpt-image-2.5-flare",
+    "gpt-image-2.6-flare",
+    "gpt-image-2",
+    "gpt-image-1.5",
+    "chatgpt-image-latest",
+)
+
+
+def prepared(model: str, catalog: Catalog = CATALOG, **fields: Any) -> PreparedRequest:
+    fields.setdefault("prompt", "a cat")
+    return prepare_request(ImageRequest(model=model, **fields), catalog[model])
+
+
+def usage(text: int, output: int, image: int = 0) -> dict[str, Any]:
+    return {
+        "input_tokens": text + image,
+        "input_tokens_details": {"text_tokens": text, "image_tokens": image},
+        "output_tokens": output,
+        "total_tokens": text + image + output,
+    }
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "models.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("quality", "size", "published"),
+    [
+        ("low", "1024x1024", "0.011"),
+        ("medium", "1024x1024", "0.042"),
+        ("high", "1024x1024", "0.167"),
+        ("high", "1024x1536", "0.25"),
+        ("high", "1536x1024", "0.25"),
+    ],
+)
+def test_gpt_image_1_matches_the_published_examples(
+    quality: str, size: str, published: str
+) -> None:
+    request = prepared("gpt-image-1", quality=quality, size=size)
+    estimate = estimate_cost(request)
+    assert estimate is not None
+    assert estimate.quantize(CENT) == Decimal(published).quantize(CENT)
+    out = output_tokens_per_image(request.spec, quality, size)
+    settled = settle_cost(request, usage(prompt_tokens(request.prompt), out), 1)
+    assert settled is not None and settled.quantize(CENT) == Decimal(published).quantize(CENT)
+
+
+@pytest.mark.parametrize(
+    ("model", "quality", "size", "published"),
+    [
+        ("dall-e-3", "standard", "1024x1024", "0.04"),
+        ("dall-e-3", "standard", "1792x1024", "0.08"),
+        ("dall-e-3", "hd", "1024x1024", "0.08"),
+        ("dall-e-3", "hd", "1024x1792", "0.12"),
+        ("dall-e-2", "standard", "256x256", "0.016"),
+        ("dall-e-2", "standard", "512x512", "0.018"),
+        ("dall-e-2", "standard", "1024x1024", "0.02"),
+    ],
+)
+def test_dall_e_costs_its_price_per_image(
+    model: str, quality: str, size: str, published: str
+) -> None:
+    request = prepared(model, quality=quality, size=size)
+    assert estimate_cost(request) == Decimal(published)
+    assert settle_cost(request, None, 1) == Decimal(published)
+
+
+def test_gpt_image_1_mini_matches_its_published_examples() -> None:
+    costs = {
+        quality: estimate_cost(prepared("gpt-image-1-mini", quality=quality, size="1024x1024"))
+        for quality in ("low", "medium", "high")
+    }
+    assert {q: c.quantize(Decimal("0.001")) for q, c in costs.items() if c} == {
+        "low": Decimal("0.005"),
+        "medium": Decimal("0.011"),
+        "high": Decimal("0.036"),
+    }
+
+
+def test_money_is_decimal_to_six_places() -> None:
+    estimate = estimate_cost(prepared("gpt-image-1", quality="low", size="1024x1024"))
+    assert isinstance(estimate, Decimal)
+    assert estimate == Decimal("0.010890")  # 2 prompt tokens at $5/1M + 272 at $40/1M
+    assert estimate.as_tuple().exponent == -6
+
+
+@pytest.mark.parametrize("model", ["gpt-image-1", "gpt-image-1-mini"])
+@pytest.mark.parametrize("quality", ["auto", "low", "medium", "high"])
+@pytest.mark.parametrize("size", ["auto", "1024x1024", "1024x1536", "1536x1024"])
+@pytest.mark.parametrize("count", [1, 3])
+def test_the_estimate_never_under_runs_the_settled_cost(
+    model: str, quality: str, size: str, count: int
+) -> None:
+    request = prepared(model, quality=quality, size=size, count=count, prompt="x" * 401)
+    estimate = estimate_cost(request)
+    assert estimate is not None
+    spec = request.spec
+    for actual_quality in [quality] if quality != "auto" else ["low", "medium", "high"]:
+        for actual_size in [size] if size != "auto" else ["1024x1024", "1024x1536", "1536x1024"]:
+            per_image = output_tokens_per_image(spec, actual_quality, actual_size)
+            reported = usage(prompt_tokens(request.prompt), per_image * count)
+            settled = settle_cost(request, reported, count)
+            assert settled is not None and settled <= estimate
+    assert settle_cost(request, None, count) == estimate
+
+
+def test_auto_quality_is_estimated_as_the_dearest() -> None:
+    auto = estimate_cost(prepared("gpt-image-1", quality="auto", size="1024x1024"))
+    high = estimate_cost(prepared("gpt-image-1", quality="high", size="1024x1024"))
+    assert auto == high
+    assert output_tokens_per_image(CATALOG["gpt-image-1"], "auto", "auto") == 6240
+
+
+def test_free_sizes_are_estimated_by_area(tmp_path: Path) -> None:
+    catalog = load_catalog(
+        write(
+            tmp_path,
+            """
+[models."gpt-image-2"]
+output_tokens = { "low:1024x1024" = 100, "medium:1024x1024" = 400, "high:1024x1024" = 1000 }
+
+[models."gpt-image-2".price]
+as_of = 2026-01-01
+text_input_per_million = 1
+image_input_per_million = 1
+image_output_per_million = 10
+""",
+        )
+    )
+    spec = catalog["gpt-image-2"]
+    assert output_tokens_per_image(spec, "low", "2048x2048") == 400
+    assert output_tokens_per_image(spec, "medium", "1024x512") == 200
+    assert output_tokens_per_image(spec, "low", "1000x1000") == 96  # 95.4 rounded up
+    # auto size: the largest size it lists (3840x2160), at the dearest quality
+    assert output_tokens_per_image(spec, "auto", "auto") == -(-1000 * 3840 * 2160 // 1024**2)
+
+
+def test_settled_from_usage_when_present() -> None:
+    request = prepared("gpt-image-1", quality="high", count=2)
+    reported = usage(text=10, image=100, output=5000)
+    # 10 * $5 + 100 * $10 + 5000 * $40 per 1M
+    assert settle_cost(request, reported, 2) == Decimal("0.201050")
+
+
+def test_usage_without_the_input_split_counts_input_as_text() -> None:
+    request = prepared("gpt-image-1", quality="low")
+    reported = {"input_tokens": 20, "output_tokens": 272}
+    assert settle_cost(request, reported, 1) == Decimal("0.010980")
+
+
+@pytest.mark.parametrize(
+    "reported",
+    [None, {}, {"output_tokens": "272"}, {"output_tokens": True}, {"output_tokens": -1}],
+)
+def test_unusable_usage_leaves_the_estimate_for_the_images_delivered(reported: Any) -> None:
+    request = prepared("gpt-image-1", quality="medium", count=4)
+    one = prepared("gpt-image-1", quality="medium", count=1)
+    assert settle_cost(request, reported, 1) == estimate_cost(one)
+    assert settle_cost(request, reported, 4) == estimate_cost(request)
+
+
+def test_per_image_settles_for_the_images_delivered() -> None:
+    request = prepared("dall-e-2", size="512x512", count=5)
+    assert estimate_cost(request) == Decimal("0.090000")
+    assert settle_cost(request, None, 3) == Decimal("0.054000")
+    assert settle_cost(request, None, 0) == Decimal(0)
+
+
+@pytest.mark.parametrize("model", UNPRICED)
+def test_models_without_a_price_cost_none(model: str) -> None:
+    request = prepared(model)
+    assert CATALOG[model].price is None
+    assert estimate_cost(request) is None
+    assert settle_cost(request, usage(10, 1000), 1) is None
+    assert describe_price(CATALOG[model]) == "no price known"
+
+
+def test_prices_are_dated() -> None:
+    assert CATALOG["gpt-image-1"].price is not None
+    assert CATALOG["gpt-image-1"].price.as_of == dt.date(2025, 4, 23)
+    assert describe_price(CATALOG["gpt-image-1"]) == (
+        "$5.00 text input, $10.00 image input, $40.00 image output per 1M tokens "
+        "(prices of 2025-04-23)"
+    )
+    assert describe_price(CATALOG["dall-e-2"]) == (
+        "$0.016 to $0.02 an image by size and quality (prices of 2023-11-06)"
+    )
+
+
+def test_a_per_image_table_missing_a_size_is_refused(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+[models."dall-e-3".price]
+as_of = 2024-01-01
+
+[models."dall-e-3".price.per_image]
+"standard:1024x1024" = 0.04
+"standard:1792x1024" = 0.08
+"standard:1024x1792" = 0.08
+"hd:1024x1024" = 0.08
+"hd:1792x1024" = 0.12
+""",
+    )
+    with pytest.raises(CatalogError, match=r"models\.dall-e-3: .*per_image.*'hd:1024x1792'"):
+        load_catalog(path)
+
+
+@pytest.mark.parametrize(
+    ("price", "why"),
+    [
+        ('{ as_of = 2024-01-01, per_image = { "standard:256x256" = -0.01 } }', "price"),
+        ('{ per_image = { "standard:1024x1024" = 0.02 } }', "as_of"),
+        ('{ as_of = 2024-01-01, per_image = { "standrd:1024x1024" = 0.02 } }', "standrd"),
+        ('{ as_of = 2024-01-01, per_image = { "standard:1024x1024" = "lots" } }', "price"),
+        ("{ as_of = 2024-01-01, text_input_per_million = 1 }", "image_output_per_million"),
+    ],
+)
+def test_a_bad_price_names_the_field(tmp_path: Path, price: str, why: str) -> None:
+    path = write(tmp_path, f'[models."dall-e-2"]\nprice = {price}\n')
+    with pytest.raises(CatalogError, match=rf"models\.dall-e-2: .*{why}"):
+        load_catalog(path)
+
+
+def test_a_token_price_needs_output_tokens(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+[models."gpt-image-1.5"]
+
+[models."gpt-image-1.5".price]
+as_of = 2026-01-01
+text_input_per_million = 5
+image_input_per_million = 8
+image_output_per_million = 32
+""",
+    )
+    with pytest.raises(CatalogError, match=r"gpt-image-1\.5: output_tokens: .*'low:1024x1024'"):
+        load_catalog(path)
+
+
+def test_the_operator_adds_and_overrides_prices(tmp_path: Path) -> None:
+    catalog = load_catalog(
+        write(
+            tmp_path,
+            """
+[models."gpt-image-1.5"]
+output_tokens = { "low:1024x1024" = 200, "medium:1024x1024" = 800, "high:1024x1024" = 3000 }
+
+[models."gpt-image-1.5".price]
+as_of = 2026-01-01
+text_input_per_million = 5
+image_input_per_million = 8
+image_output_per_million = "32.50"
+
+[models."dall-e-3".price]
+as_of = 2026-02-01
+
+[models."dall-e-3".price.per_image]
+"standard:1024x1024" = 0.01
+"standard:1792x1024" = 0.02
+"standard:1024x1792" = 0.02
+"hd:1024x1024" = 0.03
+"hd:1792x1024" = 0.04
+"hd:1024x1792" = 0.04
+
+[models."gpt-image-1"]
+default_quality = "low"
+""",
+        )
+    )
+    added = estimate_cost(prepared("gpt-image-1.5", catalog, quality="high", prompt="abcd"))
+    assert added == Decimal("0.097505")  # 1 * $5 + 3000 * $32.50 per 1M
+    assert estimate_cost(prepared("dall-e-3", catalog, quality="hd")) == Decimal("0.03")
+    assert catalog["dall-e-3"].price is not None
+    assert catalog["dall-e-3"].price.as_of == dt.date(2026, 2, 1)
+    # An override of other fields keeps the model's price.
+    assert catalog["gpt-image-1"].price == CATALOG["gpt-image-1"].price
+
+
+def test_a_price_is_not_inherited_from_a_base(tmp_path: Path) -> None:
+    catalog = load_catalog(
+        write(
+            tmp_path,
+            """
+[models."my-gateway-image"]
+base = "gpt-image-1"
+
+[models."my-priced-image"]
+base = "dall-e-2"
+
+[models."my-priced-image".price]
+as_of = 2026-03-01
+per_image = { "standard:256x256" = 0, "standard:512x512" = 0, "standard:1024x1024" = 0.001 }
+
+[models."gpt-image-1-mini"]
+price = false
+""",
+        )
+    )
+    assert catalog["my-gateway-image"].price is None
+    assert estimate_cost(prepared("my-gateway-image", catalog)) is None
+    assert estimate_cost(prepared("my-priced-image", catalog)) == Decimal("0.001")
+    assert catalog["gpt-image-1-mini"].price is None
+
+
+def test_shipped_models_name_their_own_prices() -> None:
+    priced = {name for name, spec in CATALOG.items() if spec.price is not None}
+    assert priced == {"gpt-image-1", "gpt-image-1-mini", "dall-e-3", "dall-e-2"}
+
+
+def test_specs_stay_hashable() -> None:
+    assert len({CATALOG["gpt-image-1"], CATALOG["dall-e-3"]}) == 2
