@@ -4,18 +4,22 @@ python -m bot                 start the Discord bot (same as `run`)
 python -m bot sync            push the slash-command definitions to Discord, then exit
 python -m bot check           validate the configuration, probe the rate-limit store and endpoint
 python -m bot imagine PROMPT  generate images from the command line into --out
+python -m bot migrate         bring the usage ledger's database up to date
+python -m bot usage           requests, images and cost from the usage ledger
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import logging
 import os
 import re
 import sys
 import time
 from collections.abc import Sequence
+from decimal import Decimal
 from pathlib import Path
 
 import aiohttp
@@ -23,6 +27,7 @@ import aiohttp
 from bot.config import ConfigError, Settings, data_dir_problem, load_settings
 from bot.images import GenerationResult, ImageError, ImageRequest, UnsupportedOption
 from bot.images.catalog import OPTION_VALUES
+from bot.images.pricing import format_usd
 from bot.offer import narrow
 from bot.ratelimit import UserRateLimiter
 from bot.services import make_client
@@ -195,12 +200,86 @@ async def _check(settings: Settings) -> int:
     return 0 if silent_store is None else 1
 
 
+async def _migrate(settings: Settings) -> int:
+    from bot.db import DatabaseUnavailable, masked_database_url, migrate_database
+
+    try:
+        revision = await migrate_database(settings.database)
+    except DatabaseUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"database {masked_database_url(settings.database)} is at revision {revision}")
+    return 0
+
+
+async def _usage(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.db import (
+        DATABASE_FAILURES,
+        DatabaseUnavailable,
+        describe_failure,
+        migrate_database,
+        open_engine,
+    )
+    from bot.usage import ledger_rows, table, totals, write_csv
+
+    try:
+        await migrate_database(settings.database)  # a ledger never written to yet is empty
+        engine = open_engine(settings.database)
+        try:
+            by_model, by_member = await totals(engine, args.since, args.server)
+            rows = await ledger_rows(engine, args.since, args.server) if args.csv else []
+        finally:
+            await engine.dispose()
+    except DatabaseUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except DATABASE_FAILURES as exc:
+        print(f"error: {describe_failure(settings.database, exc)}", file=sys.stderr)
+        return 1
+    written = None
+    if args.csv is not None:
+        try:
+            written = await asyncio.to_thread(write_csv, args.csv, rows)
+        except OSError as exc:
+            print(f"error: --csv {args.csv}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
+    period = f"since {args.since.isoformat()}" if args.since else "all time"
+    where = f"server {args.server}" if args.server is not None else "all servers"
+    requests = sum(row.requests for row in by_model)
+    images = sum(row.images for row in by_model)
+    cost = sum((Decimal(row.cost) for row in by_model), start=Decimal(0))
+    unknown = sum(row.unknown_cost for row in by_model)
+    print(
+        f"usage {period}, {where}: {requests} request(s), {images} image(s) delivered, "
+        f"{format_usd(cost)} where the cost is known, {unknown} request(s) of unknown cost"
+    )
+    print()
+    print("\n".join(table("model", by_model)))
+    print()
+    print("\n".join(table("member", by_member)))
+    if written is not None:
+        print(f"\nwrote {written} row(s) to {args.csv}")
+    return 0
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date in the form YYYY-MM-DD") from None
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bot", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command")
     commands.add_parser("run", help="start the Discord bot (the default)")
     commands.add_parser("sync", help="push the slash-command definitions to Discord")
     commands.add_parser("check", help="validate the configuration and probe the endpoint")
+    commands.add_parser("migrate", help="bring the usage ledger's database up to date")
+    usage = commands.add_parser("usage", help="requests, images and cost from the usage ledger")
+    usage.add_argument("--since", type=_date, help="from this day on (UTC), YYYY-MM-DD")
+    usage.add_argument("--server", type=int, metavar="ID", help="one Discord server's id")
+    usage.add_argument("--csv", type=Path, metavar="FILE", help="also write the rows to FILE")
     imagine = commands.add_parser("imagine", help="generate images into a directory")
     imagine.add_argument("prompt")
     imagine.add_argument("--model", help="a catalog model (default: DEFAULT_MODEL)")
@@ -235,6 +314,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_imagine(settings, args))
     if command == "check":
         return asyncio.run(_check(settings))
+    if command == "migrate":
+        return asyncio.run(_migrate(settings))
+    if command == "usage":
+        return asyncio.run(_usage(settings, args))
     from bot.app import run_bot  # Discord is imported only for the commands that need it
 
     return run_bot(settings, sync_only=command == "sync")

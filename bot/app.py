@@ -21,7 +21,9 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.config import Settings
+from bot.db import DatabaseUnavailable, migrate_database
 from bot.images import ImageClient, ProcessingSlots
+from bot.ledger import Ledger
 from bot.offer import ModelOffer, discover, narrow
 from bot.pseudonym import Pseudonymizer, load_or_create_secret
 from bot.queue import GenerationQueue
@@ -82,6 +84,7 @@ class ImagineBot(commands.Bot):
         self._queue = queue or GenerationQueue(settings.max_concurrent_generations)
         self._processing = processing or ProcessingSlots(settings.processing_slot_count)
         self._services: Services | None = None
+        self._ledger: Ledger | None = None
         self._frozen = False
         self._sync_on_start = sync_on_start
         self._shutdown_task: asyncio.Task[None] | None = None
@@ -100,6 +103,11 @@ class ImagineBot(commands.Bot):
         return self._services
 
     async def setup_hook(self) -> None:
+        # First: a database that cannot take the ledger stops start-up before anything else.
+        revision = await migrate_database(self.settings.database)
+        log.info("usage ledger database at revision %s", revision)
+        self._ledger = Ledger(self.settings.database)
+        await self._ledger.open()
         # aiohttp allows 100 connections by default; every generation in flight holds one.
         connections = max(100, 2 * self.settings.max_concurrent_generations)
         self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=connections))
@@ -116,6 +124,7 @@ class ImagineBot(commands.Bot):
             queue=self._queue,
             processing=self._processing,
             pseudonyms=self.pseudonyms,
+            ledger=self._ledger,
         )
         for extension in EXTENSIONS:
             await self.load_extension(extension)
@@ -187,6 +196,8 @@ class ImagineBot(commands.Bot):
         # discord.py's close unloads the extensions first, while Discord can still be told
         # about the requests they cancel; the engine and its session go only after that.
         await super().close()
+        if self._ledger is not None:  # after the extensions have settled their requests
+            await self._ledger.close()
         if self._images is not None:
             await self._images.close()
         if self._session is not None:
@@ -237,6 +248,9 @@ def run_bot(settings: Settings, *, sync_only: bool = False) -> int:
     discord.utils.setup_logging(level=logging.getLevelName(settings.log_level), root=True)
     try:
         asyncio.run(_serve(settings, sync_only=sync_only))
+    except DatabaseUnavailable as exc:
+        log.error("%s", exc)
+        return 1
     except _StoreSilent as exc:
         log.error("%s: check that it runs and that this host can reach it", exc)
         return 1

@@ -49,6 +49,14 @@ LONGEST_WINDOW_SECONDS = 10 * 366 * 24 * 3600
 # The client removes the key from every text it logs or keeps, wherever it occurs: a key of a
 # few characters would also cut ordinary words apart, and is no real key anyway.
 MIN_API_KEY_LENGTH = 8
+# The database URLs the ledger takes, by scheme: the async driver each is normalised to.
+DATABASE_DRIVERS = {
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+    "postgresql+asyncpg": "postgresql+asyncpg",
+}
 
 
 class ConfigError(Exception):
@@ -145,6 +153,14 @@ class Settings(BaseSettings):
         default=60.0, ge=0, le=900, description="seconds, 0 to 900"
     )
     data_dir: Path = Field(default=Path("data"), description="a writable directory")
+    database_url: str | None = Field(
+        default=None,
+        repr=False,  # it may hold the database's password
+        description=(
+            "a sqlite:///PATH URL, or a postgresql://USER:PASSWORD@HOST/DATABASE URL shared by "
+            "several bot processes (unset: DATA_DIR/imagine.db)"
+        ),
+    )
     user_id_secret: SecretStr | None = Field(
         default=None,
         description="a random string of at least 16 characters used to pseudonymise user ids",
@@ -159,6 +175,13 @@ class Settings(BaseSettings):
     @property
     def catalog(self) -> Catalog:
         return self._catalog
+
+    @property
+    def database(self) -> str:
+        """The ledger's database: DATABASE_URL, or the SQLite file in DATA_DIR."""
+        from bot.db import default_database_url  # SQLAlchemy only where a database is used
+
+        return self.database_url or default_database_url(self.data_dir)
 
     @property
     def processing_slot_count(self) -> int:
@@ -255,6 +278,41 @@ class Settings(BaseSettings):
                     "'@' must be percent-encoded)"
                 ) from None
         return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        scheme, separator, rest = value.strip().partition("://")
+        driver = DATABASE_DRIVERS.get(scheme.lower())
+        if not separator or driver is None:
+            raise ValueError("unknown database scheme")
+        if driver == "postgresql+asyncpg" and not _installed("asyncpg"):
+            raise _Refused(
+                "is not usable: postgresql:// needs the postgres extra "
+                f'(pip install "{PACKAGE}[postgres]")'
+            )
+        url = f"{driver}://{rest}"
+        from sqlalchemy.engine import make_url
+
+        try:
+            parsed = make_url(url)
+        except Exception:  # its error repeats the URL, password and all
+            raise _Refused(
+                "is not valid: the URL cannot be read (a password with '@', '/', '#' or '?' "
+                "must be percent-encoded)"
+            ) from None
+        if driver == "sqlite+aiosqlite" and parsed.database in (None, "", ":memory:"):
+            raise _Refused(
+                "is not valid: a SQLite URL must name a file, such as sqlite:////srv/imagine.db "
+                "(an in-memory database would lose the ledger at every restart)"
+            )
+        if driver == "postgresql+asyncpg" and not parsed.database:
+            raise _Refused(
+                "is not valid: it must name the database, such as postgresql://host/imagine"
+            )
+        return url
 
     @field_validator("offered_models", mode="before")
     @classmethod

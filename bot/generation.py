@@ -15,7 +15,18 @@ from dataclasses import dataclass
 
 import discord
 
-from bot.images import GenerationResult, ImageClient, ImageError, Lease, PreparedRequest
+from bot.images import (
+    AuthenticationFailed,
+    GenerationResult,
+    ImageClient,
+    ImageError,
+    InvalidRequest,
+    Lease,
+    ModerationBlocked,
+    PreparedRequest,
+    QuotaExhausted,
+)
+from bot.ledger import Ledger, Outcome
 from bot.posting import DeliveryFailed, post_result
 from bot.queue import GenerationQueue, Ticket
 from bot.replies import Replies
@@ -32,6 +43,12 @@ TOOK_TOO_LONG = (
     "Please try again."
 )
 WENT_WRONG = "Something went wrong while making your images. Please try again."
+# The image service refused before generating anything (InvalidRequest covers the options it
+# does not take, the models it does not serve and the features the account lacks).
+REFUSALS = (InvalidRequest, ModerationBlocked, QuotaExhausted, AuthenticationFailed)
+# Discord's 3 seconds to acknowledge include the rate-limit store's answer: the ledger gets less.
+LEDGER_ADMISSION_TIMEOUT = 1.0  # seconds
+LEDGER_SETTLE_TIMEOUT = 10.0  # seconds; the member has had their answer by then
 
 
 @dataclass(slots=True)
@@ -47,9 +64,11 @@ class Timeline:
 class Generation:
     """One request, admitted (valid and within the member's limits), on its way to a reply."""
 
-    def __init__(self, replies: Replies, prepared: PreparedRequest) -> None:
+    def __init__(self, replies: Replies, prepared: PreparedRequest, ledger: Ledger) -> None:
         self.replies = replies
         self.prepared = prepared
+        self.ledger = ledger
+        self.ledger_row: int | None = None  # set once the admission is recorded
         self.result: GenerationResult | None = None
         self.timeline = Timeline(received=discord.utils.utcnow())
 
@@ -60,6 +79,55 @@ class Generation:
     @property
     def member_id(self) -> int:
         return self.interaction.user.id
+
+    async def record_admission(self) -> bool:
+        """Write the ledger's row for this request; False if it could not be written (the
+        request must then not go ahead: spend is never unrecorded)."""
+        interaction = self.interaction
+        try:
+            async with asyncio.timeout(LEDGER_ADMISSION_TIMEOUT):
+                self.ledger_row = await self.ledger.admitted(
+                    self.prepared,
+                    member_id=self.member_id,
+                    guild_id=interaction.guild_id,
+                    channel_id=interaction.channel_id,
+                    at=self.timeline.received,
+                )
+        except Exception as exc:
+            log.error(
+                "the usage ledger could not record a request from user %s (%s: %s)",
+                self.member_id,
+                type(exc).__name__,
+                str(exc).splitlines()[0][:300] if str(exc) else "",
+            )
+            return False
+        return True
+
+    async def settle(self, outcome: Outcome, error: BaseException | None = None) -> None:
+        """Record how the request ended; a ledger failure is logged, never the member's."""
+        if self.ledger_row is None:
+            return
+        result = self.result
+        delivered = len(result.images) if result and outcome is Outcome.DELIVERED else 0
+        request_id = result.request_id if result else getattr(error, "request_id", None)
+        try:
+            async with asyncio.timeout(LEDGER_SETTLE_TIMEOUT):
+                await self.ledger.settle(
+                    self.ledger_row,
+                    outcome,
+                    self.prepared,
+                    images_returned=len(result.images) if result else None,
+                    images_delivered=delivered,
+                    request_id=request_id,
+                    usage=result.usage if result else None,
+                )
+        except Exception as exc:
+            log.error(
+                "the usage ledger could not settle row %s as %s (%s)",
+                self.ledger_row,
+                outcome.value,
+                type(exc).__name__,
+            )
 
     async def acknowledge(self) -> None:
         """Defer with a public placeholder; raises what Discord raises."""
@@ -81,20 +149,26 @@ class Generation:
                 lease.release()
             self.timeline.delivered = discord.utils.utcnow()
             log.debug("generation for user %s: %s", self.member_id, self.timeline)
+            await self.settle(Outcome.DELIVERED)
         except (ImageError, DeliveryFailed) as error:
             log.warning(
                 "/imagine for user %s failed: %s: %s", self.member_id, type(error).__name__, error
             )
             await self.replies.tell_privately(error.user_message)
+            refused = isinstance(error, REFUSALS)
+            await self.settle(Outcome.REFUSED if refused else Outcome.FAILED, error)
         except TimeoutError:
             log.warning("/imagine for user %s outlived its interaction token", self.member_id)
             await self.replies.tell_privately(TOOK_TOO_LONG)
+            await self.settle(Outcome.CANCELLED)
         except asyncio.CancelledError:
             await self.replies.tell_privately(CANCELLED)
+            await self.settle(Outcome.CANCELLED)
             raise
-        except Exception:
+        except Exception as error:
             log.exception("/imagine for user %s failed unexpectedly", self.member_id)
             await self.replies.tell_privately(WENT_WRONG)
+            await self.settle(Outcome.FAILED, error)
         finally:
             lease.release()
 

@@ -13,6 +13,7 @@ from bot.images import ClientSettings, ImageClient, ProcessingSlots, RetryPolicy
 from bot.images.client import UpstreamFeedback
 
 if TYPE_CHECKING:  # only the command line imports this module without Discord: keep it light
+    from bot.ledger import Ledger
     from bot.offer import ModelOffer
     from bot.pseudonym import Pseudonymizer
     from bot.queue import GenerationQueue
@@ -54,3 +55,4 @@ class Services:
     queue: GenerationQueue  # requests waiting on the image service
     processing: ProcessingSlots  # answers being read, decoded and posted
     pseudonyms: Pseudonymizer
+    ledger: Ledger  # one row per request admitted, written before anything is spent

@@ -13,6 +13,7 @@ import pytest
 
 from bot.config import Settings
 from bot.images import ClientSettings, ImageClient, RetryPolicy, load_catalog
+from tests.databases import POSTGRES_MISSING, PostgresServer, start_postgres
 from tests.fakes.images_api import FakeImagesAPI
 
 API_KEY = "sk-test-SENTINELKEY0123456789"
@@ -97,3 +98,38 @@ def client(
         catalog=load_catalog(),
         settings=client_settings,
     )
+
+
+# -- databases ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer | None]:
+    yield from start_postgres()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(
+    request: pytest.FixtureRequest, tmp_path: Path, postgres_server: PostgresServer | None
+) -> str:
+    """The ledger's database, empty: a SQLite file, then a database on a real PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}"
+    if postgres_server is None:
+        pytest.skip(POSTGRES_MISSING)
+    return postgres_server.create_database()
+
+
+_skipped_postgres: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and POSTGRES_MISSING in str(report.longrepr):
+        _skipped_postgres.append(report.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """On CI the PostgreSQL tests must run: `.ci/run` installs the server."""
+    if os.environ.get("CI") and _skipped_postgres:
+        print(f"\nCI: {len(_skipped_postgres)} PostgreSQL test(s) were skipped; install postgresql")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -18,6 +18,7 @@ from discord.ext import commands
 
 from bot.generation import CANCELLED, Generation
 from bot.images import ImageRequest, UnsupportedOption
+from bot.ledger import Outcome
 from bot.replies import DISCORD_FAILURES, Replies
 from bot.services import Services
 
@@ -30,6 +31,9 @@ log = logging.getLogger(__name__)
 
 RESTARTING = "The bot is restarting. Please try again in a minute."
 LIMITS_UNAVAILABLE = "The bot cannot check usage limits right now. Please try again soon."
+LEDGER_UNAVAILABLE = (
+    "The bot cannot record usage right now, so it cannot take requests. Please try again soon."
+)
 LIMITER_TIMEOUT = 1.5  # seconds; Discord wants an answer within 3
 CANCEL_WAIT = 10.0  # seconds for cancelled jobs to tell their members
 
@@ -44,6 +48,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
         self.limiter = services.limiter
         self.queue = services.queue
         self.processing = services.processing
+        self.ledger = services.ledger
         self.jobs: set[asyncio.Task[None]] = set()
         self.draining = False  # set once, when the cog starts to drain: newcomers are refused
         self.command = build_imagine_command(services, self.admit)
@@ -72,7 +77,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
         except UnsupportedOption as refusal:
             await replies.answer(refusal.user_message)
             return
-        generation = Generation(replies, prepared)
+        generation = Generation(replies, prepared, self.ledger)
         # Tracked from here, before anything is awaited, so that a drain cannot miss it.
         job = asyncio.create_task(self._run(generation), name=f"generation-{interaction.id}")
         self.jobs.add(job)
@@ -89,14 +94,19 @@ class ImagineCog(commands.Cog, name="Imagine"):
         try:
             if not await self._within_limits(generation):
                 return
+            if not await generation.record_admission():
+                await replies.answer(LEDGER_UNAVAILABLE)
+                return
             await generation.acknowledge()
         except asyncio.CancelledError:
             if replies.acknowledged or not await replies.answer(RESTARTING):
                 # Acknowledged already (perhaps by a defer whose answer never came back).
                 await replies.tell_privately(CANCELLED)
+            await generation.settle(Outcome.CANCELLED)
             raise
         except DISCORD_FAILURES as exc:
             log.warning("could not acknowledge an /imagine in time: %r", exc)
+            await generation.settle(Outcome.FAILED, exc)
             return
         await generation.run(self.queue, self.images, self.processing.lease())
 

@@ -466,3 +466,63 @@ def test_too_many_choices_say_the_default_counts(tmp_path: Path) -> None:
     offered = ",".join(f"m{i}" for i in range(25))
     message = error_for(IMAGE_MODELS_FILE=str(path), OFFERED_MODELS=offered)
     assert "with DEFAULT_MODEL, which is always offered, it makes 26 choices" in message
+
+
+# -- the ledger's database -------------------------------------------------------------------------
+
+
+def test_the_database_is_a_file_in_the_data_dir_by_default(tmp_path: Path) -> None:
+    settings = load_settings()
+    assert settings.database == f"sqlite+aiosqlite:///{(Path('data') / 'imagine.db').resolve()}"
+
+
+@pytest.mark.parametrize(
+    ("url", "normalised"),
+    [
+        ("sqlite:////srv/imagine.db", "sqlite+aiosqlite:////srv/imagine.db"),
+        (
+            "postgresql://bot:pw@db.example/imagine",
+            "postgresql+asyncpg://bot:pw@db.example/imagine",
+        ),
+        ("postgres://db.example:5433/imagine", "postgresql+asyncpg://db.example:5433/imagine"),
+        ("postgresql+asyncpg://db.example/imagine", "postgresql+asyncpg://db.example/imagine"),
+    ],
+)
+def test_database_urls_are_given_their_async_driver(
+    monkeypatch: pytest.MonkeyPatch, url: str, normalised: str
+) -> None:
+    monkeypatch.setattr(config, "_installed", lambda module: True)
+    monkeypatch.setenv("DATABASE_URL", url)
+    assert load_settings().database == normalised
+
+
+@pytest.mark.parametrize(
+    ("url", "sentence"),
+    [
+        (
+            "mysql://db.example/imagine",
+            "DATABASE_URL is not valid: it must be a sqlite:///PATH URL",
+        ),
+        ("sqlite://", "DATABASE_URL is not valid: a SQLite URL must name a file"),
+        ("postgresql://db.example", "DATABASE_URL is not valid: it must name the database"),
+    ],
+)
+def test_a_database_url_the_ledger_cannot_use_is_one_sentence(url: str, sentence: str) -> None:
+    assert error_for(DATABASE_URL=url).startswith(sentence)
+
+
+def test_postgresql_without_its_driver_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(config, "_installed", lambda module: False)
+    assert error_for(DATABASE_URL="postgresql://db.example/imagine") == (
+        "DATABASE_URL is not usable: postgresql:// needs the postgres extra "
+        '(pip install "imagine-bot[postgres]").'
+    )
+
+
+def test_the_database_password_stays_out_of_the_repr_and_errors(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(config, "_installed", lambda module: True)
+    monkeypatch.setenv("DATABASE_URL", "postgresql://bot:hunter2-SENTINEL@db.example/imagine")
+    assert "hunter2" not in repr(load_settings())
+    assert "hunter2" not in error_for(DATABASE_URL="mysql://bot:hunter2-SENTINEL@db/imagine")

@@ -1,0 +1,1 @@
+"""One module per revision; Alembic reads them in the order their ``down_revision`` says."""

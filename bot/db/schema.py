@@ -1,0 +1,53 @@
+"""The tables, as the latest migration leaves them (the migrations are what create them)."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+)
+
+# SQLite numbers a row only through an INTEGER PRIMARY KEY; PostgreSQL gets 64 bits.
+ROW_ID = BigInteger().with_variant(Integer(), "sqlite")
+OUTCOMES = ("pending", "delivered", "refused", "failed", "cancelled")
+MONEY = Numeric(14, 6)  # US dollars, to a millionth: per-image prices have four decimals
+
+metadata = MetaData()
+
+usage_ledger = Table(
+    "usage_ledger",
+    metadata,
+    Column("id", ROW_ID, primary_key=True, autoincrement=True),
+    Column("requested_at", DateTime(timezone=True), nullable=False),
+    Column("settled_at", DateTime(timezone=True), nullable=True),
+    Column("guild_id", BigInteger, nullable=True),
+    Column("channel_id", BigInteger, nullable=True),
+    Column("member_id", BigInteger, nullable=False),
+    Column("model", String(100), nullable=False),
+    Column("size", String(32), nullable=False),
+    Column("quality", String(32), nullable=False),
+    Column("images_requested", Integer, nullable=False),
+    Column("images_delivered", Integer, nullable=False, default=0),
+    Column("outcome", String(16), nullable=False),
+    Column("request_id", String(100), nullable=True),
+    Column("input_text_tokens", Integer, nullable=True),
+    Column("input_image_tokens", Integer, nullable=True),
+    Column("output_tokens", Integer, nullable=True),
+    Column("estimated_cost", MONEY, nullable=True),
+    Column("cost", MONEY, nullable=True),
+    CheckConstraint(
+        "outcome IN ('pending', 'delivered', 'refused', 'failed', 'cancelled')",
+        name="usage_ledger_outcome",
+    ),
+    Index("usage_ledger_requested_at", "requested_at"),
+    Index("usage_ledger_guild_requested_at", "guild_id", "requested_at"),
+    Index("usage_ledger_member_requested_at", "member_id", "requested_at"),
+)

@@ -1,0 +1,187 @@
+"""The usage ledger's database: migrations, rows, start-up failures and the two commands."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import logging
+from decimal import Decimal
+from pathlib import Path
+
+import discord
+import pytest
+from sqlalchemy import inspect
+
+from bot import app, ledger
+from bot.app import ImagineBot, run_bot
+from bot.db import DatabaseUnavailable, migrate, open_engine
+from bot.images import ImageRequest, PreparedRequest, load_catalog, prepare_request
+from bot.images.pricing import format_usd, settle_cost
+from bot.ledger import Ledger, Outcome
+from tests.bot.test_cli import run_cli
+from tests.cogs.conftest import make_settings
+from tests.conftest import API_KEY
+from tests.databases import ledger_rows
+
+LEDGER_COLUMNS = {
+    "id", "requested_at", "settled_at", "guild_id", "channel_id", "member_id", "model", "size",
+    "quality", "images_requested", "images_delivered", "outcome", "request_id",
+    "input_text_tokens", "input_image_tokens", "output_tokens", "estimated_cost", "cost",
+}  # fmt: skip
+DISCORD_ID = 1_234_567_890_123_456_789  # a snowflake: needs 64 bits
+
+
+def prepared(count: int = 2) -> PreparedRequest:
+    request = ImageRequest(prompt="an otter", model="gpt-image-1", count=count, user="u")
+    return prepare_request(request, load_catalog()["gpt-image-1"])
+
+
+async def test_migrations_create_the_schema_from_nothing_and_run_again_harmlessly(
+    database_url: str,
+) -> None:
+    engine = open_engine(database_url)
+    try:
+        assert await migrate(engine) == "0001"
+        assert await migrate(engine) == "0001"
+        async with engine.connect() as connection:
+            columns = await connection.run_sync(
+                lambda sync: {c["name"] for c in inspect(sync).get_columns("usage_ledger")}
+            )
+    finally:
+        await engine.dispose()
+    assert columns == LEDGER_COLUMNS
+
+
+async def test_a_request_is_recorded_pending_then_settled_with_its_usage_and_cost(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ledger, "estimate_cost", lambda prepared: Decimal("0.084"))
+    monkeypatch.setattr(ledger, "settle_cost", lambda prepared, usage, images: Decimal("0.0421"))
+    engine = open_engine(database_url)
+    await migrate(engine)
+    await engine.dispose()
+    book = Ledger(database_url)
+    await book.open()
+    try:
+        row_id = await book.admitted(
+            prepared(), member_id=DISCORD_ID, guild_id=DISCORD_ID + 1, channel_id=DISCORD_ID + 2
+        )
+        (pending,) = await ledger_rows(database_url)
+        assert (pending["outcome"], pending["estimated_cost"], pending["cost"]) == (
+            "pending",
+            Decimal("0.084"),
+            None,
+        )
+        usage = {
+            "input_tokens": 50,
+            "output_tokens": 544,
+            "input_tokens_details": {"text_tokens": 40, "image_tokens": 10},
+        }
+        await book.settle(
+            row_id, Outcome.DELIVERED, prepared(), images_returned=2, images_delivered=2,
+            request_id="req_42", usage=usage,
+        )  # fmt: skip
+    finally:
+        await book.close()
+    (row,) = await ledger_rows(database_url)
+    assert (row["member_id"], row["guild_id"], row["channel_id"]) == (
+        DISCORD_ID,
+        DISCORD_ID + 1,
+        DISCORD_ID + 2,
+    )
+    assert (row["model"], row["images_requested"], row["images_delivered"]) == ("gpt-image-1", 2, 2)
+    assert (row["input_text_tokens"], row["input_image_tokens"], row["output_tokens"]) == (
+        40,
+        10,
+        544,
+    )
+    assert (row["outcome"], row["request_id"], row["cost"]) == (
+        "delivered",
+        "req_42",
+        Decimal("0.0421"),
+    )
+    assert row["settled_at"] is not None
+
+
+async def test_a_database_that_cannot_be_used_stops_start_up_naming_database_url(
+    tmp_path: Path,
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    settings = make_settings(
+        "http://127.0.0.1:9/v1", tmp_path, database_url=f"sqlite:///{blocker}/ledger.db"
+    )
+    bot = ImagineBot(settings, sync_on_start=False)
+    try:
+        with pytest.raises(DatabaseUnavailable, match=r"\(DATABASE_URL\) cannot be used"):
+            await bot.setup_hook()
+    finally:
+        await bot.close()
+
+
+def test_start_up_ends_with_one_line_and_status_1_when_the_database_is_unusable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    sentence = "the database postgresql+asyncpg://bot:***@db/imagine (DATABASE_URL) cannot be used"
+
+    async def unusable(*args: object, **kwargs: object) -> None:
+        raise DatabaseUnavailable(sentence)
+
+    monkeypatch.setattr(app, "_serve", unusable)
+    monkeypatch.setattr(discord.utils, "setup_logging", lambda **kwargs: None)
+    assert run_bot(make_settings("http://127.0.0.1:9/v1", tmp_path)) == 1
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [r.getMessage() for r in errors] == [sentence]
+    assert errors[0].exc_info is None
+
+
+async def test_migrate_and_usage_commands(database_url: str, tmp_path: Path) -> None:
+    env = {"OPENAI_API_KEY": API_KEY, "DATABASE_URL": database_url}
+    code, out, err = await run_cli("migrate", env=env, cwd=tmp_path)
+    assert code == 0, err
+    assert out.strip().endswith("is at revision 0001")
+
+    book = Ledger(database_url)
+    await book.open()
+    try:
+        for member, guild in ((1, 10), (1, 10), (2, 20)):
+            row = await book.admitted(prepared(), member_id=member, guild_id=guild, channel_id=5)
+            await book.settle(
+                row, Outcome.DELIVERED, prepared(), images_returned=2, images_delivered=2
+            )
+        await book.admitted(prepared(count=1), member_id=3, guild_id=10, channel_id=5)
+    finally:
+        await book.close()
+
+    today = dt.datetime.now(dt.UTC).date().isoformat()
+    code, out, err = await run_cli(
+        "usage", "--since", today, "--server", "10", "--csv", "rows.csv", env=env, cwd=tmp_path
+    )
+    assert code == 0, err
+    expected = sum(
+        (settle_cost(prepared(), None, 2) or Decimal(0) for _ in range(2)), start=Decimal(0)
+    )
+    assert "3 request(s), 4 image(s) delivered" in out
+    assert f"{format_usd(expected)} where the cost is known, 1 request(s) of unknown cost" in out
+    assert any(line.split()[:3] == ["gpt-image-1", "3", "4"] for line in out.splitlines())
+    assert any(line.split()[:3] == ["1", "2", "4"] for line in out.splitlines())
+    with (tmp_path / "rows.csv").open(encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["member_id"] for row in rows] == ["1", "1", "3"]
+    assert [row["outcome"] for row in rows] == ["delivered", "delivered", "pending"]
+
+    code, out, _ = await run_cli("usage", "--since", "2999-01-01", env=env, cwd=tmp_path)
+    assert code == 0
+    assert "0 request(s)" in out
+
+
+async def test_migrate_names_database_url_without_its_password(tmp_path: Path) -> None:
+    env = {
+        "OPENAI_API_KEY": API_KEY,
+        "DATABASE_URL": "postgresql://bot:hunter2-SENTINEL@127.0.0.1:9/imagine",
+    }
+    code, out, err = await run_cli("migrate", env=env, cwd=tmp_path)
+    assert code == 1
+    assert "DATABASE_URL" in err and "hunter2" not in err + out
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1

@@ -1,0 +1,113 @@
+"""Every /imagine admitted leaves one row in the usage ledger, settled the way it ended."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from cogs.imagine._cog import LEDGER_UNAVAILABLE
+from tests.cogs.support import Gate, private_reply
+from tests.databases import ledger_rows
+from tests.fakes.images_api import FakeImagesAPI, api_error, respond
+
+
+@pytest.fixture
+def bot_overrides(database_url: str) -> dict[str, Any]:
+    return {"database_url": database_url, "shutdown_grace_seconds": 0.2}
+
+
+async def test_a_delivered_request_leaves_one_delivered_row(
+    simcord_env: Any,
+    guild: Any,
+    channel: Any,
+    alice: Any,
+    images_api: FakeImagesAPI,
+    database_url: str,
+) -> None:
+    result = await alice.slash(
+        channel, "imagine", prompt="a red fox", model="gpt-image-1", size="1024x1536",
+        quality="low", count=2,
+    )  # fmt: skip
+    assert len(result.response.attachments) == 2
+
+    (row,) = await ledger_rows(database_url)
+    assert row["outcome"] == "delivered"
+    assert (row["guild_id"], row["channel_id"], row["member_id"]) == (
+        guild.id,
+        channel.id,
+        alice.id,
+    )
+    assert (row["model"], row["size"], row["quality"]) == ("gpt-image-1", "1024x1536", "low")
+    assert (row["images_requested"], row["images_delivered"]) == (2, 2)
+    assert str(row["request_id"]).startswith("req_")
+    assert (row["input_text_tokens"], row["input_image_tokens"], row["output_tokens"]) == (
+        50,
+        0,
+        544,
+    )
+    assert row["settled_at"] is not None
+
+
+async def test_a_prompt_the_safety_system_blocks_is_recorded_refused(
+    simcord_env: Any, channel: Any, alice: Any, images_api: FakeImagesAPI, database_url: str
+) -> None:
+    images_api.push(api_error(400, "image_generation_user_error", "moderation_blocked"))
+    private_reply(await alice.slash(channel, "imagine", prompt="a cat"))
+
+    (row,) = await ledger_rows(database_url)
+    assert (row["outcome"], row["images_delivered"]) == ("refused", 0)
+
+
+async def test_a_request_cancelled_by_shutdown_is_recorded_cancelled(
+    simcord_env: Any, channel: Any, alice: Any, images_api: FakeImagesAPI, database_url: str
+) -> None:
+    Gate(simcord_env)  # held until the shutdown's grace period is over
+    result = await alice.slash(channel, "imagine", prompt="a cat")
+    draining = asyncio.ensure_future(simcord_env.bot.get_cog("Imagine").drain(0.2))
+    await simcord_env.settle()
+    await draining
+
+    assert "your request was cancelled" in private_reply(result).content
+    (row,) = await ledger_rows(database_url)
+    assert (row["outcome"], row["images_delivered"], row["cost"]) == ("cancelled", 0, None)
+
+
+async def test_a_ledger_that_cannot_be_written_refuses_the_request_privately(
+    simcord_env: Any, channel: Any, alice: Any, images_api: FakeImagesAPI
+) -> None:
+    ledger = simcord_env.bot.services.ledger
+    async with ledger.engine.begin() as connection:  # the table is gone: every insert fails
+        await connection.execute(text("DROP TABLE usage_ledger"))
+
+    result = await alice.slash(channel, "imagine", prompt="a cat")
+
+    assert result.response.ephemeral
+    assert result.response.content == LEDGER_UNAVAILABLE
+    assert images_api.generation_requests == []
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_a_request_that_outlives_its_token_is_recorded_cancelled(
+    simcord_env: Any, channel: Any, alice: Any, images_api: FakeImagesAPI, database_url: str
+) -> None:
+    Gate(simcord_env)  # never opened: only the interaction token's lifetime ends it
+    result = await alice.slash(channel, "imagine", prompt="a cat")
+    await simcord_env.advance_time(15 * 60)
+
+    assert "took too long" in private_reply(result).content
+    (row,) = await ledger_rows(database_url)
+    assert row["outcome"] == "cancelled"
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_an_image_service_that_is_down_leaves_a_failed_row(
+    simcord_env: Any, channel: Any, alice: Any, images_api: FakeImagesAPI, database_url: str
+) -> None:
+    images_api.push(respond(502, "<html>Bad gateway</html>", content_type="text/html"))
+    private_reply(await alice.slash(channel, "imagine", prompt="a cat"))
+
+    (row,) = await ledger_rows(database_url)
+    assert (row["outcome"], row["cost"]) == ("failed", None)
