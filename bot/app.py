@@ -106,7 +106,11 @@ class ImagineBot(commands.Bot):
         # First: a database that cannot take the ledger stops start-up before anything else.
         revision = await migrate_database(self.settings.database)
         log.info("usage ledger database at revision %s", revision)
-        self._ledger = Ledger(self.settings.database)
+        self._ledger = Ledger(
+            self.settings.database,
+            member_budget=self.settings.member_budget,
+            server_budget=self.settings.server_budget,
+        )
         await self._ledger.open()
         # aiohttp allows 100 connections by default; every generation in flight holds one.
         connections = max(100, 2 * self.settings.max_concurrent_generations)

@@ -25,6 +25,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from bot.budgets import BUDGET_ACCEPTS, Budget, parse_budgets
 from bot.images.catalog import Catalog, CatalogError, load_catalog
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -97,6 +98,12 @@ class Settings(BaseSettings):
     user_rate_limit: Annotated[tuple[RateLimitItem, ...], NoDecode] = Field(
         default=tuple(parse_many("5/hour")),
         description="limits in the `limits` notation, such as 5/hour or 2/minute;20/day",
+    )
+    member_budget: Annotated[tuple[Budget, ...], NoDecode] = Field(
+        default=(), description=f"{BUDGET_ACCEPTS}, for each member in each server"
+    )
+    server_budget: Annotated[tuple[Budget, ...], NoDecode] = Field(
+        default=(), description=f"{BUDGET_ACCEPTS}, for each server as a whole"
     )
     rate_limit_storage_uri: str = Field(
         default="memory://",
@@ -252,6 +259,16 @@ class Settings(BaseSettings):
                 # A refusal says when to try again; past a few years that date cannot be shown.
                 raise _Refused(f"is not valid: {limit} has a window longer than 10 years")
         return value
+
+    @field_validator("member_budget", "server_budget", mode="before")
+    @classmethod
+    def _budgets(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        try:
+            return parse_budgets(value)
+        except ValueError as exc:
+            raise _Refused(f"is not valid: {exc}; it must be {BUDGET_ACCEPTS}") from None
 
     @field_validator("rate_limit_storage_uri")
     @classmethod

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import discord
 
+from bot.budgets import OverBudget, PriceUnknown
 from bot.images import (
     AuthenticationFailed,
     GenerationResult,
@@ -41,6 +42,9 @@ CANCELLED = "The bot is restarting, so your request was cancelled. Sorry!"
 TOOK_TOO_LONG = (
     "Your request took too long and was cancelled before Discord stopped accepting its reply. "
     "Please try again."
+)
+LEDGER_UNAVAILABLE = (
+    "The bot cannot record usage right now, so it cannot take requests. Please try again soon."
 )
 WENT_WRONG = "Something went wrong while making your images. Please try again."
 # The image service refused before generating anything (InvalidRequest covers the options it
@@ -80,9 +84,10 @@ class Generation:
     def member_id(self) -> int:
         return self.interaction.user.id
 
-    async def record_admission(self) -> bool:
-        """Write the ledger's row for this request; False if it could not be written (the
-        request must then not go ahead: spend is never unrecorded)."""
+    async def record_admission(self) -> str | None:
+        """Write the ledger's row for this request, reserving its estimate against the budgets;
+        None when written, else what to tell the member: a budget refused it, or the row could
+        not be written (the request must then not go ahead: spend is never unrecorded)."""
         interaction = self.interaction
         try:
             async with asyncio.timeout(LEDGER_ADMISSION_TIMEOUT):
@@ -93,6 +98,9 @@ class Generation:
                     channel_id=interaction.channel_id,
                     at=self.timeline.received,
                 )
+        except (OverBudget, PriceUnknown) as refusal:
+            log.info("a budget refused a request from user %s: %s", self.member_id, refusal)
+            return str(refusal)
         except Exception as exc:
             log.error(
                 "the usage ledger could not record a request from user %s (%s: %s)",
@@ -100,8 +108,8 @@ class Generation:
                 type(exc).__name__,
                 str(exc).splitlines()[0][:300] if str(exc) else "",
             )
-            return False
-        return True
+            return LEDGER_UNAVAILABLE
+        return None
 
     async def settle(self, outcome: Outcome, error: BaseException | None = None) -> None:
         """Record how the request ended; a ledger failure is logged, never the member's."""
@@ -120,6 +128,8 @@ class Generation:
                     images_delivered=delivered,
                     request_id=request_id,
                     usage=result.usage if result else None,
+                    # Never sent (cancelled or failed before its turn): its reservation goes.
+                    sent=self.timeline.started_upstream is not None,
                 )
         except Exception as exc:
             log.error(

@@ -10,11 +10,17 @@ written is not taken: spend is never unrecorded.
 The member is stored as the raw Discord user id, not the pseudonym sent to the image API: the
 ledger stays in the operator's own database, never leaves for the image service, and budgets
 per member need a key that stays the same when USER_ID_SECRET changes.
+
+Budgets (:mod:`bot.budgets`) are checked where the row is inserted, in the same transaction: on
+PostgreSQL after taking a transaction-scoped advisory lock per member and per server, on SQLite in
+a ``BEGIN IMMEDIATE`` transaction, so that neither simultaneous requests in one process nor
+several processes sharing the database can overspend.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,13 +28,14 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import insert, update
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlalchemy import ColumnElement, case, func, insert, select, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
 
-from bot.db import open_engine
-from bot.db.schema import usage_ledger
+from bot.budgets import Budget, BudgetRefusal, OverBudget, PriceUnknown, Scope
+from bot.db import BEGIN_IMMEDIATE, open_engine
+from bot.db.schema import MONEY, usage_ledger
 from bot.images import PreparedRequest
-from bot.images.pricing import estimate_cost, settle_cost
+from bot.images.pricing import SIX_PLACES, estimate_cost, settle_cost
 
 log = logging.getLogger(__name__)
 
@@ -82,11 +89,39 @@ def _priced(price: Any, what: str) -> Decimal | None:
     return value if isinstance(value, Decimal) else None
 
 
+def _lock_key(scope: Scope, guild_id: int | None, member_id: int | None = None) -> int:
+    """A 64-bit advisory lock key for one member in one server, or one server."""
+    name = f"imagine-budget:{scope.value}:{guild_id}:{member_id}".encode()
+    return int.from_bytes(hashlib.blake2b(name, digest_size=8).digest(), "big", signed=True)
+
+
+_pending = usage_ledger.c.outcome == Outcome.PENDING.value
+# What a row counts against a money budget: a pending row its estimate; a refused row its settled
+# cost (nothing when the service refused before generating); any other its cost, or its estimate
+# where the cost is unknown (an answer that never arrived may still have been billed).
+_COUNTED_COST: ColumnElement[Any] = case(
+    (_pending, usage_ledger.c.estimated_cost),
+    (usage_ledger.c.outcome == Outcome.REFUSED.value, usage_ledger.c.cost),
+    else_=func.coalesce(usage_ledger.c.cost, usage_ledger.c.estimated_cost),
+)
+_COUNTED_IMAGES: ColumnElement[Any] = case(
+    (_pending, usage_ledger.c.images_requested), else_=usage_ledger.c.images_delivered
+)
+
+
 class Ledger:
     """Writes the usage ledger; ``open`` before use, ``close`` at the end."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        member_budget: tuple[Budget, ...] = (),
+        server_budget: tuple[Budget, ...] = (),
+    ) -> None:
         self.url = url
+        self.member_budget = member_budget
+        self.server_budget = server_budget
         self._engine: AsyncEngine | None = None
         self._sessions: async_sessionmaker[Any] | None = None
 
@@ -116,11 +151,16 @@ class Ledger:
         at: dt.datetime | None = None,
     ) -> int:
         """Record an admitted request as pending, with its estimated cost; return its row id.
-        Raises what the database raises: the caller then does not take the request."""
-        if self._sessions is None:
+
+        Raises :class:`~bot.budgets.OverBudget` or :class:`~bot.budgets.PriceUnknown` when a
+        budget refuses it (nothing is recorded), else what the database raises: in every case the
+        caller then does not take the request."""
+        if self._engine is None:
             raise RuntimeError("the ledger is not open")
+        at = at or dt.datetime.now(dt.UTC)
+        estimate = _priced(lambda: estimate_cost(prepared), "estimated cost")
         row = {
-            "requested_at": at or dt.datetime.now(dt.UTC),
+            "requested_at": at,
             "guild_id": guild_id,
             "channel_id": channel_id,
             "member_id": member_id,
@@ -130,13 +170,47 @@ class Ledger:
             "images_requested": prepared.count,
             "images_delivered": 0,
             "outcome": Outcome.PENDING.value,
-            "estimated_cost": _priced(lambda: estimate_cost(prepared), "estimated cost"),
+            "estimated_cost": estimate,
         }
-        async with self._sessions.begin() as session:
-            inserted = await session.execute(
-                insert(usage_ledger).values(row).returning(usage_ledger.c.id)
-            )
-            return int(inserted.scalar_one())
+        budgets = self._budgets(guild_id)
+        if any(not budget.images for _, budget in budgets) and estimate is None:
+            scope = next(scope for scope, budget in budgets if not budget.images)
+            raise PriceUnknown(prepared.model, scope)
+        async with self._engine.connect() as connection:
+            if budgets and connection.dialect.name == "sqlite":
+                await connection.execution_options(**{BEGIN_IMMEDIATE: True})
+            async with connection.begin():
+                if budgets:
+                    await self._lock(connection, member_id, guild_id)
+                    for scope, budget in budgets:
+                        refusal = await _check(
+                            connection, scope, budget, member_id, guild_id, at, prepared, estimate
+                        )
+                        if refusal is not None:
+                            raise OverBudget(refusal)
+                inserted = await connection.execute(
+                    insert(usage_ledger).values(row).returning(usage_ledger.c.id)
+                )
+                return int(inserted.scalar_one())
+
+    def _budgets(self, guild_id: int | None) -> list[tuple[Scope, Budget]]:
+        """The budgets a request in ``guild_id`` is checked against (a direct message has no
+        server's)."""
+        server = self.server_budget if guild_id is not None else ()
+        return [(Scope.MEMBER, budget) for budget in self.member_budget] + [
+            (Scope.SERVER, budget) for budget in server
+        ]
+
+    @staticmethod
+    async def _lock(connection: AsyncConnection, member_id: int, guild_id: int | None) -> None:
+        if connection.dialect.name != "postgresql":
+            return  # SQLite: BEGIN IMMEDIATE already holds the only write lock
+        # Always member, then server: two admissions never wait on each other in a cycle.
+        keys = [_lock_key(Scope.MEMBER, guild_id, member_id)]
+        if guild_id is not None:
+            keys.append(_lock_key(Scope.SERVER, guild_id))
+        for key in keys:
+            await connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
     async def settle(
         self,
@@ -148,16 +222,20 @@ class Ledger:
         images_delivered: int = 0,
         request_id: str | None = None,
         usage: Mapping[str, Any] | None = None,
+        sent: bool = True,
     ) -> None:
         """Record how an admitted request ended. ``images_returned``: how many images the
         service sent back (None: no answer arrived), which with ``usage`` settles the cost;
-        a request the service refused generated nothing."""
+        a request the service refused generated nothing, and one never ``sent`` cost nothing
+        (its reservation against the budgets is released)."""
         if self._sessions is None:
             raise RuntimeError("the ledger is not open")
         if outcome is Outcome.REFUSED:
             images_returned = 0
         cost = None
-        if images_returned is not None:
+        if not sent:
+            cost = Decimal(0)
+        elif images_returned is not None:
             returned = images_returned
             cost = _priced(lambda: settle_cost(prepared, usage, returned), "cost")
         tokens = Tokens.from_usage(usage)
@@ -175,3 +253,33 @@ class Ledger:
             await session.execute(
                 update(usage_ledger).where(usage_ledger.c.id == row_id).values(values)
             )
+
+
+async def _check(
+    connection: AsyncConnection,
+    scope: Scope,
+    budget: Budget,
+    member_id: int,
+    guild_id: int | None,
+    at: dt.datetime,
+    prepared: PreparedRequest,
+    estimate: Decimal | None,
+) -> BudgetRefusal | None:
+    """Whether ``budget`` leaves room for this request; the refusal when it does not."""
+    counted = _COUNTED_IMAGES if budget.images else _COUNTED_COST
+    query = select(func.coalesce(func.sum(counted), 0, type_=MONEY)).where(
+        usage_ledger.c.requested_at >= budget.period.start(at),
+        usage_ledger.c.guild_id == guild_id
+        if guild_id is not None
+        else usage_ledger.c.guild_id.is_(None),
+    )
+    if scope is Scope.MEMBER:
+        query = query.where(usage_ledger.c.member_id == member_id)
+    total = await connection.scalar(query)
+    # SQLite sums NUMERIC as a float: rounded back to the ledger's millionths of a dollar.
+    used = Decimal(str(total or 0))
+    used = used.to_integral_value() if budget.images else used.quantize(SIX_PLACES)
+    needed = Decimal(prepared.count) if budget.images else (estimate or Decimal(0))
+    if used + needed <= budget.amount:
+        return None
+    return BudgetRefusal(scope, budget, used, needed, budget.period.reset(at))

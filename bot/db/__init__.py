@@ -22,6 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 DATABASE_FILE = "imagine.db"
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+# The execution option that makes a SQLite transaction take the write lock at its BEGIN.
+BEGIN_IMMEDIATE = "sqlite_begin_immediate"
 # A database that does not answer must not hang a start-up or a member's request.
 CONNECT_TIMEOUT = 10.0  # seconds
 
@@ -47,6 +49,7 @@ def open_engine(url: str) -> AsyncEngine:
         )
     engine = create_async_engine(url, connect_args={"timeout": CONNECT_TIMEOUT})
     event.listen(engine.sync_engine, "connect", _write_ahead_log)
+    event.listen(engine.sync_engine, "begin", _begin)
     return engine
 
 
@@ -55,6 +58,16 @@ def _write_ahead_log(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.close()
+    # The driver would begin transactions itself, deferred and only before a write; the bot
+    # begins them (see _begin), so that a budget's read and insert can hold the write lock.
+    dbapi_connection.isolation_level = None
+
+
+def _begin(connection: Connection) -> None:
+    # BEGIN IMMEDIATE takes SQLite's write lock at once: other writers wait (up to the busy
+    # timeout) rather than read a total that is about to change.
+    immediate = connection.get_execution_options().get(BEGIN_IMMEDIATE, False)
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
 def _upgrade(connection: Connection) -> str | None:

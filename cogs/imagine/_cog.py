@@ -2,7 +2,8 @@
 
 Admission is everything before a request may wait for the image service: the bot is not
 shutting down, the count is within the server's cap, the engine accepts the options (nothing is
-paid for a refusal), the member is within their limits; then the interaction is acknowledged and
+paid for a refusal), the member is within their limits, the ledger records the request within
+the member's and the server's budgets; then the interaction is acknowledged and
 a :class:`~bot.generation.Generation` takes over. Unloading the cog (``bot.close()``) drains.
 """
 
@@ -31,9 +32,6 @@ log = logging.getLogger(__name__)
 
 RESTARTING = "The bot is restarting. Please try again in a minute."
 LIMITS_UNAVAILABLE = "The bot cannot check usage limits right now. Please try again soon."
-LEDGER_UNAVAILABLE = (
-    "The bot cannot record usage right now, so it cannot take requests. Please try again soon."
-)
 LIMITER_TIMEOUT = 1.5  # seconds; Discord wants an answer within 3
 CANCEL_WAIT = 10.0  # seconds for cancelled jobs to tell their members
 
@@ -94,8 +92,10 @@ class ImagineCog(commands.Cog, name="Imagine"):
         try:
             if not await self._within_limits(generation):
                 return
-            if not await generation.record_admission():
-                await replies.answer(LEDGER_UNAVAILABLE)
+            # After the limits, so a request a budget refuses has still counted against them.
+            refusal = await generation.record_admission()
+            if refusal is not None:
+                await replies.answer(refusal)
                 return
             await generation.acknowledge()
         except asyncio.CancelledError:

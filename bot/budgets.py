@@ -1,0 +1,148 @@
+"""Budgets: how much a member, and a whole server, may spend per calendar day or month (UTC).
+
+A budget is money (US dollars, from :mod:`bot.images.pricing`) or images. A request reserves its
+estimated cost and its image count when its ledger row is inserted at admission; what counts
+against a budget is the sum, over the window, of each settled row's cost (its estimate when the
+cost is unknown; a ``refused`` row only its settled cost, nothing when the service refused before
+generating) and each pending row's estimate, and likewise images delivered or, while pending,
+images requested. The check and the insert are one transaction, serialised per member and per
+server (see :meth:`bot.ledger.Ledger.admitted`), so that simultaneous requests cannot overspend.
+
+A member's budget counts their requests in that server (a direct message counts with their other
+direct messages), so that a server's own budgets later stay its own.
+
+Decision: where a money budget applies and the model has no known price, the request is refused,
+since its cost could not be bounded; an image budget still applies to unpriced models, and rows of
+unpriced models recorded before count as nothing towards a money budget.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from enum import StrEnum
+
+import discord
+
+from bot.images.pricing import format_usd
+
+
+class Period(StrEnum):
+    DAY = "day"
+    MONTH = "month"
+
+    def start(self, now: dt.datetime) -> dt.datetime:
+        """The start of the calendar day or month (UTC) that holds ``now``."""
+        day = now.astimezone(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        return day if self is Period.DAY else day.replace(day=1)
+
+    def reset(self, now: dt.datetime) -> dt.datetime:
+        """When the window holding ``now`` ends: the next midnight, or the next month's first."""
+        start = self.start(now)
+        if self is Period.DAY:
+            return start + dt.timedelta(days=1)
+        return (start + dt.timedelta(days=32)).replace(day=1)
+
+
+class Scope(StrEnum):
+    MEMBER = "member"
+    SERVER = "server"
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """One limit: ``amount`` dollars (``images`` False) or images, per ``period``."""
+
+    amount: Decimal
+    period: Period
+    images: bool = False
+
+    def describe(self, amount: Decimal | None = None) -> str:
+        """``$2.00``, ``40 images``: this budget's amount, or another in its unit."""
+        value = self.amount if amount is None else amount
+        if not self.images:
+            return format_usd(value)
+        return f"{value:f} image" if value == 1 else f"{value:f} images"
+
+    def __str__(self) -> str:
+        return f"{self.describe()}/{self.period.value}"
+
+
+BUDGET_ACCEPTS = (
+    "a ;-separated list of budgets such as $2/day;$20/month;40 images/month "
+    "(an amount in dollars or a whole number of images, per day or per month)"
+)
+_MONEY = re.compile(r"\$\s*(?P<amount>\d+(?:\.\d{1,6})?)\s*/\s*(?P<period>day|month)", re.I)
+_IMAGES = re.compile(r"(?P<amount>\d+)\s*images?\s*/\s*(?P<period>day|month)", re.I)
+
+
+def parse_budgets(text: str) -> tuple[Budget, ...]:
+    """Read ``$2/day;$20/month;40 images/month``; raise ValueError naming the part refused."""
+    budgets: list[Budget] = []
+    for part in (piece.strip() for piece in text.split(";")):
+        if not part:
+            continue
+        match = _MONEY.fullmatch(part) or _IMAGES.fullmatch(part)
+        if match is None:
+            raise ValueError(f"{part!r} is not a budget")
+        try:
+            amount = Decimal(match["amount"])
+        except InvalidOperation:  # the patterns allow only digits: a guard, not a path
+            raise ValueError(f"{part!r} is not a budget") from None
+        budgets.append(Budget(amount, Period(match["period"].lower()), images=match.re is _IMAGES))
+    return tuple(budgets)
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetRefusal:
+    """Why a request was refused: the budget, what was used of it, what this one needed."""
+
+    scope: Scope
+    budget: Budget
+    used: Decimal
+    needed: Decimal
+    resets_at: dt.datetime
+
+    def sentence(self) -> str:
+        budget = self.budget
+        member = self.scope is Scope.MEMBER
+        whose = "Your budget on this server" if member else "This server's budget"
+        if budget.images:
+            verb = "is" if self.used == 1 else "are"
+            used = f"{budget.describe(self.used)} {verb} already used or reserved"
+            needed = f"this request asks for {budget.describe(self.needed)}"
+        else:
+            used = f"{format_usd(self.used)} is already spent or reserved"
+            needed = f"this request may cost up to {format_usd(self.needed)}"
+        period = budget.period.value
+        return (
+            f"{whose} is {budget.describe()} per {period} (calendar {period}s, UTC): {used} for "
+            f"requests still running, and {needed}. "
+            f"It resets {discord.utils.format_dt(self.resets_at, 'R')}."
+        )
+
+
+class OverBudget(Exception):
+    """The request would exceed a budget; nothing was recorded."""
+
+    def __init__(self, refusal: BudgetRefusal) -> None:
+        super().__init__(refusal.sentence())
+        self.refusal = refusal
+
+
+class PriceUnknown(Exception):
+    """A money budget applies and the model has no known price; nothing was recorded."""
+
+    def __init__(self, model: str, scope: Scope) -> None:
+        self.model = model
+        self.scope = scope
+        super().__init__(self.sentence())
+
+    def sentence(self) -> str:
+        return (
+            f"This server limits spending, and the cost of {self.model} is not known to the bot, "
+            f"so it cannot be checked. A server admin can add its price (IMAGE_MODELS_FILE) or "
+            f"pick a priced model."
+        )

@@ -1,0 +1,117 @@
+"""Budgets: their notation, their windows, and admissions that cannot overspend together."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+
+from bot.budgets import BUDGET_ACCEPTS, Budget, OverBudget, Period, parse_budgets
+from bot.config import ConfigError, load_settings
+from bot.db import migrate, open_engine
+from bot.images import ImageRequest, PreparedRequest, load_catalog, prepare_request
+from bot.ledger import Ledger
+from tests.conftest import API_KEY
+from tests.databases import ledger_rows
+
+MEMBER = 1_234_567_890_123_456_789
+SERVER = 987_654_321_098_765_432
+
+
+def test_budgets_are_read_in_money_and_images_per_day_and_month() -> None:
+    assert parse_budgets("$2/day; $20.50/month;40 images/month;1 image/day") == (
+        Budget(Decimal("2"), Period.DAY),
+        Budget(Decimal("20.50"), Period.MONTH),
+        Budget(Decimal("40"), Period.MONTH, images=True),
+        Budget(Decimal("1"), Period.DAY, images=True),
+    )
+
+
+@pytest.mark.parametrize("value", ["$-1/day", "5/fortnight", "abc"])
+def test_a_malformed_budget_stops_start_up_naming_the_variable(
+    value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
+    monkeypatch.setenv("MEMBER_BUDGET", value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(require_discord=False)
+    assert str(caught.value) == (
+        f"MEMBER_BUDGET is not valid: {value!r} is not a budget; it must be {BUDGET_ACCEPTS}."
+    )
+
+
+def test_windows_are_calendar_days_and_months_in_utc() -> None:
+    late = dt.datetime(2026, 12, 31, 23, 59, tzinfo=dt.UTC)
+    assert Period.DAY.start(late) == dt.datetime(2026, 12, 31, tzinfo=dt.UTC)
+    assert Period.DAY.reset(late) == dt.datetime(2027, 1, 1, tzinfo=dt.UTC)
+    assert Period.MONTH.start(late) == dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
+    assert Period.MONTH.reset(late) == dt.datetime(2027, 1, 1, tzinfo=dt.UTC)
+    east = dt.datetime(2026, 3, 1, 0, 30, tzinfo=dt.timezone(dt.timedelta(hours=2)))  # Feb, UTC
+    assert Period.MONTH.reset(east) == dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
+
+
+async def migrated(database_url: str) -> None:
+    engine = open_engine(database_url)
+    await migrate(engine)
+    await engine.dispose()
+
+
+def one_image() -> PreparedRequest:
+    request = ImageRequest(prompt="an otter", model="dall-e-2", count=1, user="u")
+    return prepare_request(request, load_catalog()["dall-e-2"])
+
+
+async def test_twenty_simultaneous_admissions_from_two_processes_reserve_exactly_the_budget(
+    database_url: str,
+) -> None:
+    await migrated(database_url)
+    budget = parse_budgets("5 images/day")
+    # Two ledgers, two engines: two bot processes sharing the database.
+    ledgers = [Ledger(database_url, member_budget=budget) for _ in range(2)]
+    for book in ledgers:
+        await book.open()
+    try:
+        outcomes = await asyncio.gather(
+            *(
+                ledgers[n % 2].admitted(
+                    one_image(), member_id=MEMBER, guild_id=SERVER, channel_id=1
+                )
+                for n in range(20)
+            ),
+            return_exceptions=True,
+        )
+    finally:
+        for book in ledgers:
+            await book.close()
+    admitted = [o for o in outcomes if isinstance(o, int)]
+    refused = [o for o in outcomes if isinstance(o, OverBudget)]
+    assert (len(admitted), len(refused)) == (5, 15), outcomes
+    rows = await ledger_rows(database_url)
+    assert [row["outcome"] for row in rows] == ["pending"] * 5
+
+
+async def test_a_server_budget_counts_every_member_and_a_member_budget_only_its_member(
+    database_url: str,
+) -> None:
+    await migrated(database_url)
+    book = Ledger(
+        database_url,
+        member_budget=parse_budgets("$0.04/day"),
+        server_budget=parse_budgets("$0.05/month"),
+    )
+    await book.open()
+    try:
+        for member in (1, 2):  # $0.02 each
+            await book.admitted(one_image(), member_id=member, guild_id=SERVER, channel_id=1)
+        await book.admitted(one_image(), member_id=1, guild_id=SERVER + 1, channel_id=1)
+        with pytest.raises(OverBudget) as caught:
+            await book.admitted(one_image(), member_id=3, guild_id=SERVER, channel_id=1)
+        await book.admitted(one_image(), member_id=1, guild_id=SERVER + 1, channel_id=1)
+        with pytest.raises(OverBudget):
+            await book.admitted(one_image(), member_id=1, guild_id=SERVER + 1, channel_id=1)
+    finally:
+        await book.close()
+    refusal = caught.value.refusal
+    assert (refusal.used, refusal.needed) == (Decimal("0.04"), Decimal("0.02"))
