@@ -36,6 +36,11 @@ LIMITER_TIMEOUT = 1.5  # seconds; Discord wants an answer within 3
 CANCEL_WAIT = 10.0  # seconds for cancelled jobs to tell their members
 
 
+# How long the ledger may take to admit a request before it is acknowledged regardless: a
+# refusal is private either way, and Discord wants an answer within 3 seconds.
+ADMISSION_BEFORE_ACKNOWLEDGING = 1.0
+
+
 class ImagineCog(commands.Cog, name="Imagine"):
     """The /imagine command and the generation jobs it starts."""
 
@@ -89,16 +94,29 @@ class ImagineCog(commands.Cog, name="Imagine"):
     async def _run(self, generation: Generation) -> None:
         """Count the request against the member's limits, acknowledge it, then run it."""
         replies = generation.replies
+        admission: asyncio.Task[str | None] | None = None
         try:
             if not await self._within_limits(generation):
                 return
             # After the limits, so a request a budget refuses has still counted against them.
-            refusal = await generation.record_admission()
+            admission = asyncio.create_task(generation.record_admission())
+            done, _ = await asyncio.wait({admission}, timeout=ADMISSION_BEFORE_ACKNOWLEDGING)
+            if not done:
+                # The ledger is slow (a busy database): acknowledge within Discord's 3 seconds
+                # and wait on; a refusal then replaces the placeholder with a private sentence.
+                await generation.acknowledge()
+            refusal = await admission
             if refusal is not None:
-                await replies.answer(refusal)
+                if replies.acknowledged:
+                    await replies.tell_privately(refusal)
+                else:
+                    await replies.answer(refusal)
                 return
-            await generation.acknowledge()
+            if not replies.acknowledged:
+                await generation.acknowledge()
         except asyncio.CancelledError:
+            if admission is not None and not admission.done():
+                admission.cancel()
             if replies.acknowledged or not await replies.answer(RESTARTING):
                 # Acknowledged already (perhaps by a defer whose answer never came back).
                 await replies.tell_privately(CANCELLED)
