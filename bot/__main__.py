@@ -28,7 +28,7 @@ from bot.config import ConfigError, Settings, data_dir_problem, load_settings
 from bot.images import GenerationResult, ImageError, ImageRequest, UnsupportedOption
 from bot.images.catalog import OPTION_VALUES
 from bot.images.pricing import format_usd
-from bot.offer import narrow
+from bot.offer import ModelOffer, narrow
 from bot.ratelimit import UserRateLimiter
 from bot.services import make_client
 
@@ -134,9 +134,8 @@ async def _imagine(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _model_table(settings: Settings, endpoint: tuple[str, ...] | None) -> list[str]:
+def _model_table(settings: Settings, offer: ModelOffer) -> list[str]:
     """One line per catalog model: does the endpoint list it, its status, is it offered."""
-    offer = narrow(settings, endpoint)
     width = max(len(name) for name in settings.catalog)
     lines = [f"{'model':<{width}}  {'endpoint':<8}  {'offered':<7}  status"]
     for name, spec in settings.catalog.items():
@@ -144,13 +143,12 @@ def _model_table(settings: Settings, endpoint: tuple[str, ...] | None) -> list[s
         on_endpoint = "?" if listed is None else ("lists" if listed else "lacks")
         offered = "default" if name == offer.default else ("yes" if name in offer.models else "-")
         lines.append(f"{name:<{width}}  {on_endpoint:<8}  {offered:<7}  {spec.describe_status()}")
-    if endpoint is not None:
-        unknown = sorted(set(endpoint) - set(settings.catalog))
+    if offer.endpoint is not None:
+        unknown = sorted(set(offer.endpoint) - set(settings.catalog))
         image_like = [name for name in unknown if "image" in name or "dall" in name]
         if image_like:
-            lines.append(
-                f"the endpoint also lists, unknown to the catalog: {', '.join(image_like)}"
-            )
+            shown = ", ".join(image_like[:20]) + (", …" if len(image_like) > 20 else "")
+            lines.append(f"the endpoint also lists, unknown to the catalog: {shown}")
     return lines
 
 
@@ -187,9 +185,9 @@ async def _check(settings: Settings) -> int:
     print(result.detail)
     if result.models is None:
         print("the endpoint does not list its models: every configured model is offered")
-    for line in _model_table(settings, result.models):
-        print(line)
     offer = narrow(settings, result.models)
+    for line in _model_table(settings, offer):
+        print(line)
     for name in offer.lacking:
         print(f"warning: the endpoint does not list {name}, so it is not offered")
     if offer.default != settings.default_model:

@@ -50,8 +50,8 @@ WENT_WRONG = "Something went wrong while making your images. Please try again."
 # The image service refused before generating anything (InvalidRequest covers the options it
 # does not take, the models it does not serve and the features the account lacks).
 REFUSALS = (InvalidRequest, ModerationBlocked, QuotaExhausted, AuthenticationFailed)
-# Discord's 3 seconds to acknowledge include the rate-limit store's answer: the ledger gets less.
-# Seconds; past 1 s the request is acknowledged while the ledger goes on (cogs/imagine/_cog.py).
+# Seconds; past 1 s the request is acknowledged while the ledger goes on (cogs/imagine/_cog.py),
+# so this bounds only how long a member waits for a refusal from a stuck database.
 LEDGER_ADMISSION_TIMEOUT = 30.0
 LEDGER_SETTLE_TIMEOUT = 10.0  # seconds; the member has had their answer by then
 

@@ -79,6 +79,7 @@ _NEVER_RETRIED = (
 PIXEL_MARGIN = 2.0
 MAX_REDIRECTS = 5
 REQUEST_ID_CHARS = 100
+PROBE_SECONDS = 30.0  # the most a check of the endpoint waits
 MODEL_ID_CHARS = 100
 MAX_MODELS_LISTED = 2000  # OpenAI lists about a hundred; a gateway listing more is not believed
 
@@ -303,10 +304,12 @@ class ImageClient:
             "Accept": "application/json",
         }
 
-    def _timeout(self, total: float | None = None) -> aiohttp.ClientTimeout:
-        total = self.settings.timeout if total is None else total
+    def _timeout(self, total: float | None) -> aiohttp.ClientTimeout:
+        """aiohttp's limits: ``total`` (None where an ``asyncio.timeout`` around the exchange
+        keeps the time instead), and opening the connection, never longer than the whole."""
+        connect = self.settings.connect_timeout
         return aiohttp.ClientTimeout(
-            total=total, sock_connect=min(self.settings.connect_timeout, total)
+            total=total, sock_connect=connect if total is None else min(connect, total)
         )
 
     def _upstream(self, text: str, limit: int = 500) -> str:
@@ -413,9 +416,7 @@ class ImageClient:
         answered = False
         # The attempt's time limit is ours, not aiohttp's, so that it can stop while the answer
         # waits for a processing slot: the service has answered (and billed) by then.
-        untimed_body = aiohttp.ClientTimeout(
-            total=None, sock_connect=min(self.settings.connect_timeout, self.settings.timeout)
-        )
+        untimed_body = self._timeout(None)
         try:
             async with (
                 asyncio.timeout(self.settings.timeout) as deadline,
@@ -617,7 +618,7 @@ class ImageClient:
                     # No Authorization header: the URL's host is not the API and must not see
                     # the key. Redirects are followed here, so that each hop is checked.
                     async with session.get(
-                        checked, timeout=self._timeout(), allow_redirects=False
+                        checked, timeout=self._timeout(None), allow_redirects=False
                     ) as response:
                         location = response.headers.get("Location")
                         if response.status in (301, 302, 303, 307, 308) and location:
@@ -659,26 +660,33 @@ class ImageClient:
 
     # -- what the endpoint serves --------------------------------------------------------------
 
-    async def list_models(self) -> tuple[str, ...] | None:
-        """The model ids ``GET /models`` lists, or None where the endpoint has no such route.
-
-        Raises :class:`ImageError` when the endpoint fails, refuses the key, or answers with
-        something that is not a model list (an HTML page from a wrong base URL, say).
-        """
-        timeout = self._timeout(min(self.settings.timeout, 30.0))
+    async def _probe(
+        self, method: str, path: str, cap: int, data: bytes | None = None
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        """One short exchange with the endpoint (status, headers, body), or an ImageError."""
         try:
-            async with self._session.get(
-                join_url(self._base_url, "models"), headers=self._headers, timeout=timeout
+            async with self._session.request(
+                method,
+                join_url(self._base_url, path),
+                data=data,
+                headers=self._headers,
+                timeout=self._timeout(min(self.settings.timeout, PROBE_SECONDS)),
             ) as response:
-                body = await _read_capped(response, 8 * 1024 * 1024)
-                status = response.status
-                headers = response.headers
+                return response.status, response.headers, await _read_capped(response, cap)
         except TimeoutError:
             raise GenerationTimeout("the endpoint did not answer within the timeout") from None
         except aiohttp.ClientError as exc:
             raise UpstreamUnavailable(
                 f"cannot reach the endpoint: {connection_failure(exc)}"
             ) from None
+
+    async def list_models(self) -> tuple[str, ...] | None:
+        """The model ids ``GET /models`` lists, or None where the endpoint has no such route.
+
+        Raises :class:`ImageError` when the endpoint fails, refuses the key, or answers with
+        something that is not a model list (an HTML page from a wrong base URL, say).
+        """
+        status, headers, body = await self._probe("GET", "models", 8 * 1024 * 1024)
         if status in (404, 405):
             return None
         request_id = self._request_id(headers)
@@ -703,23 +711,7 @@ class ImageClient:
         models = await self.list_models()
         if models is not None:
             return CheckResult("the endpoint answers and accepts the key", models)
-        timeout = self._timeout(min(self.settings.timeout, 30.0))
-        try:
-            async with self._session.post(
-                join_url(self._base_url, "images/generations"),
-                data=b"{}",
-                headers=self._headers,
-                timeout=timeout,
-            ) as response:
-                body = await _read_capped(response, 1024 * 1024)
-                status = response.status
-                headers = response.headers
-        except TimeoutError:
-            raise GenerationTimeout("the endpoint did not answer within the timeout") from None
-        except aiohttp.ClientError as exc:
-            raise UpstreamUnavailable(
-                f"cannot reach the endpoint: {connection_failure(exc)}"
-            ) from None
+        status, headers, body = await self._probe("POST", "images/generations", 1024 * 1024, b"{}")
         if status in (400, 422):
             return CheckResult("the endpoint answers and accepts the key (no /models route)")
         raise self._classify(
