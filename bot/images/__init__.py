@@ -8,6 +8,7 @@ from .client import (
     ImageClient,
     join_url,
 )
+from .edits import EditRequest, InputImage
 from .errors import (
     AuthenticationFailed,
     GenerationTimeout,
@@ -45,6 +46,7 @@ __all__ = [
     "CatalogError",
     "CheckResult",
     "ClientSettings",
+    "EditRequest",
     "FreeSize",
     "GeneratedImage",
     "GenerationResult",
@@ -53,6 +55,7 @@ __all__ = [
     "ImageError",
     "ImageLinkBroken",
     "ImageRequest",
+    "InputImage",
     "InvalidRequest",
     "Lease",
     "MalformedResponse",

@@ -28,6 +28,7 @@ from pydantic import (
 
 Family = Literal["gpt-image", "dall-e"]
 Status = Literal["live", "shut-down"]
+InputFormat = Literal["png", "jpeg", "webp"]
 
 # Every optional request field a member may set, with the values it takes (None: a number,
 # checked where the request is built). `output_format` is narrowed per model by `output_formats`.
@@ -159,6 +160,16 @@ class ModelSpec(BaseModel):
     output_formats: tuple[str, ...] = ("png",)
     streaming: StrictBool = False
     safety_identifier: StrictBool = False
+    # POST /images/edits: whether it edits, how many input images it takes (`image[]`), whether
+    # it takes a `mask`, the input formats and largest input file, whether inputs must be
+    # square (dall-e-2), and the `input_fidelity` values it takes (none: the field is omitted).
+    edits: StrictBool = False
+    max_input_images: StrictInt = Field(default=1, ge=1, le=16)
+    mask: StrictBool = False
+    input_formats: tuple[InputFormat, ...] = ("png",)
+    max_input_mb: float = Field(default=4.0, gt=0, le=512)
+    square_input: StrictBool = False
+    input_fidelities: tuple[Literal["high", "low"], ...] = ()
     default_size: str
     default_quality: str
     # Image output tokens per image by "quality:WxH" (token-priced models estimate from it).

@@ -1,4 +1,5 @@
-"""An asynchronous client for ``POST {base_url}/images/generations`` over one shared session."""
+"""An asynchronous client for ``POST {base_url}/images/generations`` and ``/images/edits`` (a
+multipart form) over one shared session: one path for both, from retries to parsing."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ import yarl
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
-from .catalog import Catalog, parse_size
+from .catalog import Catalog, ModelSpec, parse_size
+from .edits import CHECK_OFF_LOOP_BYTES, EditRequest, input_bytes, prepare_edit
 from .errors import (
     AuthenticationFailed,
     GenerationTimeout,
@@ -297,9 +299,13 @@ class ImageClient:
 
     @property
     def _headers(self) -> dict[str, str]:
+        return {**self._form_headers, "Content-Type": "application/json"}
+
+    @property
+    def _form_headers(self) -> dict[str, str]:
+        """For a multipart form: aiohttp sets the Content-Type, with its boundary."""
         return {
             "Authorization": f"Bearer {self._api_key}",
-            "Content-Type": "application/json",
             # Several gateways refuse requests without it.
             "Accept": "application/json",
         }
@@ -321,12 +327,28 @@ class ImageClient:
 
     def prepare(self, request: ImageRequest) -> PreparedRequest:
         """Validate ``request`` against the catalog: the body that would be sent, and more."""
-        spec = self.catalog.get(request.model)
+        return prepare_request(request, self._spec_for(request.model))
+
+    def _spec_for(self, model: str) -> ModelSpec:
+        spec = self.catalog.get(model)
         if spec is None:
             raise UnsupportedOption(
-                "model", f"Unknown model {request.model!r}; known: {', '.join(self.catalog)}."
+                "model", f"Unknown model {model!r}; known: {', '.join(self.catalog)}."
             )
-        return prepare_request(request, spec)
+        return spec
+
+    async def prepare_edit(self, edit: EditRequest) -> PreparedRequest:
+        """Validate an edit against the catalog, its images read from their bytes (in a worker
+        thread when they are large), or raise :class:`UnsupportedOption`. Nothing is sent."""
+        spec = self._spec_for(edit.model)
+        if not spec.edits:
+            able = [name for name, other in self.catalog.items() if other.edits and other.is_live]
+            raise UnsupportedOption(
+                "model", f"{spec.name} cannot edit images; these can: {', '.join(able)}."
+            )
+        if input_bytes(edit) >= CHECK_OFF_LOOP_BYTES:
+            return await asyncio.to_thread(prepare_edit, edit, spec)
+        return prepare_edit(edit, spec)
 
     def _image_limits(self, prepared: PreparedRequest) -> ImageLimits:
         dims = parse_size(prepared.size)
@@ -347,12 +369,13 @@ class ImageClient:
     ) -> GenerationResult:
         """Generate the images ``request`` asks for. Raises only :class:`ImageError` subclasses.
 
-        Give it a :class:`PreparedRequest` (from :meth:`prepare`) and it is not validated again.
+        Give it a :class:`PreparedRequest` (from :meth:`prepare`) and it is not validated again;
+        one from :meth:`prepare_edit` is sent to the edits endpoint, everything else alike.
         With a ``lease``, the body is read only once it holds a processing slot; the caller
         releases it (after posting the images), whatever happens.
         """
         prepared = request if isinstance(request, PreparedRequest) else self.prepare(request)
-        payload = json.dumps(prepared.body).encode()
+        payload = None if prepared.is_edit else json.dumps(prepared.body).encode()
         limits = self._image_limits(prepared)
         policy = self.settings.retry
         started = time.perf_counter()
@@ -387,7 +410,8 @@ class ImageClient:
                 request_id or "-",
             )
         log.info(
-            "generated %d of %d image(s) with %s in %.2fs (request id %s, %d attempt(s))",
+            "%s %d of %d image(s) with %s in %.2fs (request id %s, %d attempt(s))",
+            "edited" if prepared.is_edit else "generated",
             len(images),
             prepared.count,
             prepared.model,
@@ -406,12 +430,18 @@ class ImageClient:
 
     async def _post_once(
         self,
-        payload: bytes,
+        payload: bytes | None,
         prepared: PreparedRequest,
         limits: ImageLimits,
         lease: Lease | None,
     ) -> tuple[ParsedBody, str | None]:
-        url = join_url(self._base_url, "images/generations")
+        data: bytes | aiohttp.FormData
+        if payload is None:  # an edit: a new form each attempt (aiohttp consumes one once sent)
+            url = join_url(self._base_url, "images/edits")
+            data, headers = edit_form(prepared), self._form_headers
+        else:
+            url = join_url(self._base_url, "images/generations")
+            data, headers = payload, self._headers
         request_id: str | None = None
         answered = False
         # The attempt's time limit is ours, not aiohttp's, so that it can stop while the answer
@@ -421,7 +451,7 @@ class ImageClient:
             async with (
                 asyncio.timeout(self.settings.timeout) as deadline,
                 self._session.post(
-                    url, data=payload, headers=self._headers, timeout=untimed_body
+                    url, data=data, headers=headers, timeout=untimed_body
                 ) as response,
             ):
                 answered = True
@@ -717,6 +747,32 @@ class ImageClient:
         raise self._classify(
             status, parse_error_body(body[:65536]), headers, self._request_id(headers), None
         )
+
+
+def _form_value(value: Any) -> str:
+    """A form field's text: aiohttp's FormData refuses numbers and booleans as they are."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value)
+    return str(value)
+
+
+def edit_form(prepared: PreparedRequest) -> aiohttp.FormData:
+    """The multipart body of ``POST /images/edits``: the fields of ``prepared.body``, the input
+    images (``image`` for one, ``image[]`` for several, as the SDK sends them) and the mask."""
+    form = aiohttp.FormData()
+    for name, value in prepared.body.items():
+        form.add_field(name, _form_value(value))
+    field_name = "image" if len(prepared.inputs) == 1 else "image[]"
+    for image in prepared.inputs:
+        form.add_field(
+            field_name, image.data, filename=image.filename, content_type=image.content_type
+        )
+    if prepared.mask is not None:
+        mask = prepared.mask
+        form.add_field("mask", mask.data, filename=mask.filename, content_type=mask.content_type)
+    return form
 
 
 # What an error object inside a 2xx answer would have been sent as, by its type or code.

@@ -20,6 +20,12 @@ MILLION = Decimal(1_000_000)
 # Output tokens of sizes missing from a model's table are estimated by area from this one.
 REFERENCE_SIZE = "1024x1024"
 _REFERENCE_PIXELS = 1024 * 1024
+# The most image input tokens one input image of an edit (or its mask) is counted for: OpenAI
+# bills an input image as 65 tokens plus 129 per 512-pixel tile after scaling it to fit 2048 a
+# side and 768 on its short side (at most 8 tiles: 1,097), and high input fidelity adds up to
+# 6,240 for a 1536x1024 image. Rounded up, so that the estimate stays a bound; the settled cost
+# follows the tokens the answer reports.
+INPUT_IMAGE_TOKENS_BOUND = 7_500
 
 
 def _usd(amount: Decimal) -> Decimal:
@@ -91,9 +97,14 @@ def _rates(price: Price) -> tuple[Decimal, Decimal, Decimal]:
 
 
 def _token_estimate(prepared: PreparedRequest, price: Price, images: int) -> Decimal:
-    text_rate, _, output_rate = _rates(price)
+    text_rate, image_rate, output_rate = _rates(price)
     per_image = output_tokens_per_image(prepared.spec, prepared.quality, prepared.size)
-    return text_rate * prompt_tokens(prepared.prompt) + output_rate * per_image * images
+    inputs = len(prepared.inputs) + (prepared.mask is not None)
+    return (
+        text_rate * prompt_tokens(prepared.prompt)
+        + image_rate * INPUT_IMAGE_TOKENS_BOUND * inputs
+        + output_rate * per_image * images
+    )
 
 
 def estimate_cost(prepared: PreparedRequest) -> Decimal | None:

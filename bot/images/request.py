@@ -7,10 +7,13 @@ the values resolved from its defaults, and the JSON body. The client sends that 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .catalog import OPTION_VALUES, ModelSpec
 from .errors import UnsupportedOption
+
+if TYPE_CHECKING:
+    from .edits import InputImage
 
 # GIF output: the API's bounds (frames 2-16; the delay is rounded to 10 ms and capped).
 MIN_FRAMES, MAX_FRAMES = 2, 16
@@ -53,10 +56,23 @@ class PreparedRequest:
     count: int
     options: dict[str, Any]  # the optional fields that were set, as sent (output_format, ...)
     body: dict[str, Any]
+    # An edit (POST /images/edits) has its input images, checked, and perhaps a mask; the body
+    # then holds the form's other fields.
+    inputs: tuple[InputImage, ...] = ()
+    mask: InputImage | None = None
 
     @property
     def model(self) -> str:
         return self.spec.name
+
+    @property
+    def is_edit(self) -> bool:
+        return bool(self.inputs)
+
+    @property
+    def kind(self) -> str:
+        """``generate`` or ``edit``: what the usage ledger records."""
+        return "edit" if self.is_edit else "generate"
 
     @property
     def output_format(self) -> str:

@@ -105,7 +105,7 @@ def _looks_like_svg(data: bytes) -> bool:
     return head[:1] == b"<" and _SVG_ROOT.search(data[:4096]) is not None
 
 
-def _is_complete(kind: str, data: bytes) -> bool:
+def is_complete(kind: str, data: bytes) -> bool:
     """Whether the file ends where its format says it ends: a truncated image is refused before
     it is posted as a broken picture. Structural checks only, so they cost next to nothing."""
     tail = data.rstrip(b"\x00")
@@ -157,7 +157,7 @@ def identify_image(
         raise MalformedResponse(
             f"an image of {width}x{height} is far larger than the size asked for"
         )
-    if not _is_complete(kind, data):
+    if not is_complete(kind, data):
         raise MalformedResponse(f"a {kind} image in the response is cut short")
     return GeneratedImage(data, kind, width, height, revised_prompt, frames)
 

@@ -17,10 +17,14 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-from PIL import Image
+from aiohttp import BodyPartReader, web
+from jsonschema import Draft202012Validator
+from PIL import Image, UnidentifiedImageError
+from referencing import Registry
+from referencing.jsonschema import DRAFT202012
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -64,6 +68,100 @@ GPT_ONLY_FIELDS = (
     "frame_count", "frame_duration_ms", "svg",
 )  # fmt: skip
 PROMPT_LIMIT = {"dall-e-2": 1000, "dall-e-3": 4000}
+
+# -- edits: the multipart form, checked against the OpenAPI spec's CreateImageEditRequest -------
+
+SPEC_PATH = Path(__file__).parent.parent / "data" / "openai-images.openapi.json"
+# The SDK (3.54) added these after the spec: checked by the fake's own rules, not the schema.
+EDIT_FIELDS_NEWER_THAN_SPEC = {
+    "complexity", "frame_count", "frame_duration_ms", "safety_identifier", "markup", "svg",
+}  # fmt: skip
+EDIT_VALUES_NEWER_THAN_SPEC = {
+    ("quality", "xhigh"), ("quality", "max"), ("output_format", "gif"), ("output_format", "svg"),
+}  # fmt: skip
+EDIT_INTEGERS = {"n", "output_compression", "partial_images", "frame_count", "frame_duration_ms"}
+EDIT_FILES = ("image", "image[]", "mask", "markup")
+# Which models take which `input_fidelity` (the SDK: high and low on gpt-image-1.5,
+# only low on gpt-image-1-mini, omitted for gpt-image-2 and later).
+INPUT_FIDELITIES = {"gpt-image-1.5": {"high", "low"}, "gpt-image-1": {"high", "low"}}
+INPUT_FIDELITIES["gpt-image-1-mini"] = {"low"}
+MAX_INPUT_BYTES = {"dall-e-2": 4 * 1024 * 1024}
+GPT_INPUT_BYTES = 50 * 1024 * 1024
+MAX_MASK_BYTES = 4 * 1024 * 1024
+
+
+def _edit_validator() -> Draft202012Validator:
+    spec = json.loads(SPEC_PATH.read_text())
+    registry = Registry().with_resource("spec", DRAFT202012.create_resource(spec))
+    return Draft202012Validator(
+        {"$ref": "spec#/components/schemas/CreateImageEditRequest"}, registry=registry
+    )
+
+
+EDIT_SCHEMA = json.loads(SPEC_PATH.read_text())["components"]["schemas"]["CreateImageEditRequest"]
+EDIT_VALIDATOR = _edit_validator()
+
+
+@dataclass(frozen=True)
+class FormFile:
+    """A file part of a multipart form, as received."""
+
+    field: str
+    filename: str
+    content_type: str
+    data: bytes
+
+
+def edit_form_problem(fields: dict[str, Any]) -> tuple[str, str | None] | None:
+    """Why a received edit form breaks the contract (message, param), or None. ``fields`` has
+    text fields as strings and files as lists of :class:`FormFile`."""
+    known = set(EDIT_SCHEMA["properties"]) | EDIT_FIELDS_NEWER_THAN_SPEC | {"image[]"}
+    for key in fields:
+        if key not in known:
+            return f"Unknown parameter: '{key}'.", key
+    typed: dict[str, Any] = {}
+    for key, value in fields.items():
+        if key in EDIT_FILES:
+            typed[key] = "<binary>" if key != "image[]" else ["<binary>"] * len(value)
+        elif isinstance(value, list):
+            return f"Duplicate parameter: '{key}'.", key
+        elif key in EDIT_INTEGERS:
+            try:
+                typed[key] = int(value)
+            except ValueError:
+                return f"Invalid type for '{key}': expected an integer.", key
+        elif key == "stream":
+            if value not in ("true", "false"):
+                return "Invalid type for 'stream': expected a boolean.", key
+            typed[key] = value == "true"
+        else:
+            typed[key] = value
+    if "image[]" in typed:
+        if "image" in typed:
+            return "Give either 'image' or 'image[]', not both.", "image"
+        typed["image"] = typed.pop("image[]")
+    # The schema knows the August spec; the SDK's newer fields and values are checked elsewhere.
+    checked = {
+        key: value
+        for key, value in typed.items()
+        if key not in EDIT_FIELDS_NEWER_THAN_SPEC
+        and not (isinstance(value, str) and (key, value) in EDIT_VALUES_NEWER_THAN_SPEC)
+    }
+    error = next(iter(EDIT_VALIDATOR.iter_errors(checked)), None)
+    if error is not None:
+        where = ".".join(str(part) for part in error.absolute_path) or None
+        return f"Invalid request: {error.message}", where
+    return None
+
+
+def _read_input(data: bytes) -> tuple[str, int, int, bool] | None:
+    """Format, width, height and whether it has alpha, or None if it is not an image."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
+            return (image.format or "").lower(), image.width, image.height, alpha
+    except (UnidentifiedImageError, OSError, ValueError):
+        return None
 
 
 def error_body(message: str, type_: str, code: str | None, param: str | None = None) -> bytes:
@@ -166,6 +264,7 @@ class FakeImagesAPI:
     async def start(self, port: int = 0) -> str:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/v1/images/generations", self._generations)
+        app.router.add_post("/v1/images/edits", self._edits)
         if self.models_route:
             app.router.add_get("/v1/models", self._models)
         app.router.add_get("/files/{name}", self._file)
@@ -188,6 +287,10 @@ class FakeImagesAPI:
     @property
     def generation_requests(self) -> list[RecordedRequest]:
         return [r for r in self.requests if r.path.endswith("/images/generations")]
+
+    @property
+    def edit_requests(self) -> list[RecordedRequest]:
+        return [r for r in self.requests if r.path.endswith("/images/edits")]
 
     def file_url(self, data: bytes) -> str:
         name = f"img-{next(self._ids)}"
@@ -234,6 +337,12 @@ class FakeImagesAPI:
         refused = self._authorised(request)
         if refused is not None:
             return refused
+        return await self._answer(request, lambda: self._generate(body))
+
+    async def _answer(
+        self, request: web.Request, answer: Callable[[], web.StreamResponse]
+    ) -> web.StreamResponse:
+        """A scripted fault if one is queued, else ``answer()`` after the latency."""
         self.in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         try:
@@ -241,9 +350,102 @@ class FakeImagesAPI:
                 return await self.script.popleft()(request)
             if self.latency:
                 await asyncio.sleep(self.latency)
-            return self._generate(body)
+            return answer()
         finally:
             self.in_flight -= 1
+
+    async def _edits(self, request: web.Request) -> web.StreamResponse:
+        """``POST /images/edits``: a multipart form, checked against the spec, then answered
+        like a generation (scripted faults included)."""
+        fields: dict[str, Any] = {}
+        if request.content_type == "multipart/form-data":
+            reader = await request.multipart()
+            async for part in reader:
+                if not isinstance(part, BodyPartReader) or part.name is None:
+                    continue
+                if part.filename is not None:
+                    received = FormFile(
+                        part.name,
+                        part.filename,
+                        part.headers.get("Content-Type", ""),
+                        bytes(await part.read()),
+                    )
+                    fields.setdefault(part.name, []).append(received)
+                elif part.name in fields:
+                    fields[part.name] = [fields[part.name], await part.text()]
+                else:
+                    fields[part.name] = await part.text()
+        self.requests.append(RecordedRequest("POST", request.path, dict(request.headers), fields))
+        refused = self._authorised(request)
+        if refused is not None:
+            return refused
+        if request.content_type != "multipart/form-data":
+            return self._invalid("The edits endpoint takes a multipart form.", None, "")
+        return await self._answer(request, lambda: self._edit(fields))
+
+    def _edit(self, fields: dict[str, Any]) -> web.Response:
+        problem = edit_form_problem(fields)
+        if problem is not None:
+            return self._invalid(problem[0], problem[1], "invalid_value")
+        model = fields.get("model", "gpt-image-1.5")
+        if model == "dall-e-3":
+            return self._invalid("dall-e-3 does not support image edits.", "model", "invalid_value")
+        images: list[FormFile] = fields.get("image", []) + fields.get("image[]", [])
+        refused = self._inputs_problem(model, images, fields.get("mask"))
+        if refused is not None:
+            return refused
+        fidelity = fields.get("input_fidelity")
+        if fidelity is not None and fidelity not in INPUT_FIDELITIES.get(model, set()):
+            return self._invalid(
+                f"input_fidelity is not supported for {model}.", "input_fidelity", "invalid_value"
+            )
+        body: dict[str, Any] = {
+            key: value
+            for key, value in fields.items()
+            if key not in (*EDIT_FILES, "image[]", "input_fidelity")
+        }
+        for key in EDIT_INTEGERS & body.keys():
+            body[key] = int(body[key])
+        if "stream" in body:
+            body["stream"] = body["stream"] == "true"
+        body.setdefault("model", "gpt-image-1.5")
+        return self._generate(body)
+
+    def _inputs_problem(
+        self, model: str, images: list[FormFile], masks: list[FormFile] | None
+    ) -> web.Response | None:
+        if not images:
+            return self._invalid(
+                "Missing required parameter: 'image'.", "image", "missing_required_parameter"
+            )
+        gpt = model in GPT_IMAGE
+        if len(images) > (16 if gpt else 1):
+            return self._invalid("Too many images.", "image", "invalid_value")
+        first: tuple[str, int, int, bool] | None = None
+        for upload in images:
+            read = _read_input(upload.data)
+            formats = ("png", "jpeg", "webp") if gpt else ("png",)
+            if read is None or read[0] not in formats:
+                return self._invalid(
+                    f"Invalid input image: format must be in {formats}.", "image", "invalid_value"
+                )
+            if len(upload.data) > MAX_INPUT_BYTES.get(model, GPT_INPUT_BYTES):
+                return self._invalid("The input image is too large.", "image", "invalid_value")
+            if not gpt and read[1] != read[2]:
+                return self._invalid("The image must be square.", "image", "invalid_value")
+            first = first or read
+        if masks:
+            (mask,) = masks
+            read = _read_input(mask.data)
+            if read is None or read[0] != "png" or not read[3]:
+                return self._invalid(
+                    "The mask must be a PNG with an alpha channel.", "mask", "invalid_value"
+                )
+            if first is None or read[1:3] != first[1:3] or len(mask.data) > MAX_MASK_BYTES:
+                return self._invalid(
+                    "The mask must have the same dimensions as the image.", "mask", "invalid_value"
+                )
+        return None
 
     def _invalid(self, message: str, param: str | None, code: str) -> web.Response:
         return json_response(400, error_body(message, "invalid_request_error", code, param))

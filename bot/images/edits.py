@@ -1,0 +1,212 @@
+"""Edits: images as input, checked from their bytes before anything is paid for.
+
+:func:`prepare_edit` turns an :class:`EditRequest` (the generation options, the input images and
+perhaps a mask, as bytes) into a :class:`~bot.images.request.PreparedRequest` that the client
+sends to ``POST /images/edits`` as a multipart form. Every refusal is an
+:class:`~bot.images.errors.UnsupportedOption` whose message is one sentence for the member.
+
+What a file is, is read from its bytes (Pillow), never from its name or declared content type.
+Pillow reads only the header to identify a file; completeness is checked from the file's end, so
+nothing here decodes pixels. It is still run in a worker thread when the inputs are large.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import warnings
+from dataclasses import dataclass
+
+from PIL import Image, UnidentifiedImageError
+
+from .catalog import ModelSpec
+from .errors import UnsupportedOption
+from .request import ImageRequest, PreparedRequest, prepare_request
+from .response import IMAGE_FORMATS, is_complete
+
+_MEGABYTE = 1024 * 1024
+# The mask's own limit in the API's contract ("a valid PNG file, less than 4MB").
+MAX_MASK_BYTES = 4 * _MEGABYTE
+# Above this many bytes of input, checking runs in a worker thread (see the client).
+CHECK_OFF_LOOP_BYTES = 1 * _MEGABYTE
+# Fields of a generation that the edits endpoint does not take (ImageEditParams, SDK 3.54).
+NOT_FOR_EDITS = ("moderation", "style")
+_FORMAT_NAMES = {"png": "PNG", "jpeg": "JPEG", "webp": "WebP", "gif": "GIF"}
+_EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class InputImage:
+    """An image sent to the edits endpoint, as read from its bytes."""
+
+    data: bytes
+    format: str  # "png", "jpeg" or "webp"
+    width: int
+    height: int
+    has_alpha: bool
+    field: str  # the option it came from: "image", "image2", ..., "mask"
+
+    def __repr__(self) -> str:
+        return f"InputImage({self.field}: {self.format}, {self.width}x{self.height})"
+
+    @property
+    def filename(self) -> str:
+        return f"{self.field}.{_EXTENSIONS.get(self.format, self.format)}"
+
+    @property
+    def content_type(self) -> str:
+        return f"image/{self.format}"
+
+
+@dataclass(frozen=True, slots=True)
+class EditRequest:
+    """What the member asked for: the generation options, and the images to start from (the
+    first is the one edited; the others are references), with an optional mask."""
+
+    request: ImageRequest
+    images: tuple[bytes, ...]
+    mask: bytes | None = None
+    input_fidelity: str | None = None
+
+    @property
+    def model(self) -> str:
+        return self.request.model
+
+
+def describe_input(field: str) -> str:
+    """How a sentence names an input: ``the image``, ``image 2``, ``the mask``."""
+    if field in ("image", "mask"):
+        return f"the {field}"
+    return f"image {field.removeprefix('image')}"
+
+
+def _formats(values: tuple[str, ...]) -> str:
+    names = [_FORMAT_NAMES.get(value, value) for value in values]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+
+
+def _megabytes(count: float) -> str:
+    return f"{count / _MEGABYTE:.1f} MB"
+
+
+def read_image(data: bytes, field: str, *, accepted: tuple[str, ...], max_bytes: int) -> InputImage:
+    """Identify ``data`` from its bytes, or refuse it in one sentence naming ``field``."""
+    name = describe_input(field)
+    if not data:
+        raise UnsupportedOption(field, f"{name.capitalize()} is an empty file.")
+    if len(data) > max_bytes:
+        raise UnsupportedOption(
+            field,
+            f"{name.capitalize()} is {_megabytes(len(data))}; the most accepted is "
+            f"{_megabytes(max_bytes)}.",
+        )
+    try:
+        with warnings.catch_warnings():
+            # A huge declared size is refused as not an image, not decoded: turn the warning
+            # Pillow gives below its hard limit into the same refusal.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                kind = IMAGE_FORMATS.get(image.format or "")
+                width, height = image.size
+                has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+                    "transparency" in image.info
+                )
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+        kind = None
+    except (OSError, ValueError, SyntaxError, EOFError):  # Pillow's ways to say it is broken
+        kind = None
+    if kind is None:
+        raise UnsupportedOption(
+            field,
+            f"{name.capitalize()} is not an image the bot can read; use {_formats(accepted)}.",
+        )
+    if kind not in accepted:
+        raise UnsupportedOption(
+            field,
+            f"{name.capitalize()} is a {_FORMAT_NAMES.get(kind, kind)} file; this takes "
+            f"{_formats(accepted)}.",
+        )
+    if not is_complete(kind, data):
+        raise UnsupportedOption(field, f"{name.capitalize()} is cut off (its file is incomplete).")
+    return InputImage(data, kind, width, height, has_alpha, field)
+
+
+def check_inputs(
+    edit: EditRequest, spec: ModelSpec
+) -> tuple[tuple[InputImage, ...], InputImage | None]:
+    """The input images and mask of ``edit``, read and checked against ``spec``."""
+    count = len(edit.images)
+    if count == 0:
+        raise UnsupportedOption("image", "An edit needs an image to start from.")
+    if count > spec.max_input_images:
+        takes = (
+            "one image" if spec.max_input_images == 1 else f"at most {spec.max_input_images} images"
+        )
+        raise UnsupportedOption("image", f"{spec.name} takes {takes} to edit; you gave {count}.")
+    if edit.mask is not None and not spec.mask:
+        raise UnsupportedOption("mask", f"{spec.name} does not take a mask.")
+    max_bytes = int(spec.max_input_mb * _MEGABYTE)
+    fields = ["image", *(f"image{index}" for index in range(2, count + 1))]
+    inputs = tuple(
+        read_image(data, field, accepted=spec.input_formats, max_bytes=max_bytes)
+        for field, data in zip(fields, edit.images, strict=True)
+    )
+    if spec.square_input:
+        for image in inputs:
+            if image.width != image.height:
+                raise UnsupportedOption(
+                    image.field,
+                    f"{spec.name} edits square images only; {describe_input(image.field)} is "
+                    f"{image.width}x{image.height}.",
+                )
+    if edit.mask is None:
+        return inputs, None
+    mask = read_image(
+        edit.mask, "mask", accepted=("png",), max_bytes=min(MAX_MASK_BYTES, max_bytes)
+    )
+    if not mask.has_alpha:
+        raise UnsupportedOption(
+            "mask",
+            "The mask has no transparency (alpha channel): its transparent areas mark where "
+            "the image is edited.",
+        )
+    first = inputs[0]
+    if (mask.width, mask.height) != (first.width, first.height):
+        raise UnsupportedOption(
+            "mask",
+            f"The mask is {mask.width}x{mask.height} but the image is "
+            f"{first.width}x{first.height}; they must be the same size.",
+        )
+    return inputs, mask
+
+
+def prepare_edit(edit: EditRequest, spec: ModelSpec) -> PreparedRequest:
+    """Validate ``edit`` against ``spec`` (inputs from their bytes, then the options as for a
+    generation), or raise :class:`UnsupportedOption`. Nothing is sent."""
+    if not spec.edits:
+        raise UnsupportedOption("model", f"{spec.name} cannot edit images.")
+    options = edit.request.options()
+    for name in NOT_FOR_EDITS:
+        if name in options:
+            raise UnsupportedOption(name, f"`{name}` does not apply to edits.")
+    fidelity = edit.input_fidelity
+    if fidelity is not None and fidelity not in spec.input_fidelities:
+        takes = (
+            f"takes the input fidelities {', '.join(spec.input_fidelities)}"
+            if spec.input_fidelities
+            else "does not take an input fidelity"
+        )
+        raise UnsupportedOption("input_fidelity", f"{spec.name} {takes}.")
+    prepared = prepare_request(edit.request, spec)
+    if edit.mask is not None and prepared.output_format == "gif":
+        raise UnsupportedOption("mask", "GIF output cannot be combined with a mask.")
+    inputs, mask = check_inputs(edit, spec)
+    body = dict(prepared.body)
+    if fidelity is not None:
+        body["input_fidelity"] = fidelity
+    return dataclasses.replace(prepared, body=body, inputs=inputs, mask=mask)
+
+
+def input_bytes(edit: EditRequest) -> int:
+    """How many bytes of images ``edit`` carries (to decide where to check them)."""
+    return sum(len(data) for data in edit.images) + len(edit.mask or b"")
