@@ -20,6 +20,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.admission import Admission
 from bot.config import Settings
 from bot.db import DatabaseUnavailable, migrate_database
 from bot.images import ImageClient, ProcessingSlots
@@ -32,7 +33,7 @@ from bot.services import Services, make_client
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("cogs.imagine",)
+EXTENSIONS = ("cogs.imagine", "cogs.edit")
 SYNC_STATE_FILE = "command_sync.json"
 UNEXPECTED = "Something went wrong with that command. Please try again."
 REFUSAL_TEXT_LIMIT = 300  # characters of Discord's explanation kept in the start-up log line
@@ -84,6 +85,7 @@ class ImagineBot(commands.Bot):
         self._queue = queue or GenerationQueue(settings.max_concurrent_generations)
         self._processing = processing or ProcessingSlots(settings.processing_slot_count)
         self._services: Services | None = None
+        self._admission: Admission | None = None
         self._ledger: Ledger | None = None
         self._frozen = False
         self._sync_on_start = sync_on_start
@@ -101,6 +103,13 @@ class ImagineBot(commands.Bot):
         if self._services is None:
             raise RuntimeError("the services exist once setup_hook has run")
         return self._services
+
+    @property
+    def admission(self) -> Admission:
+        """Where every command's requests are admitted; it exists once setup_hook has run."""
+        if self._admission is None:
+            raise RuntimeError("the admission exists once setup_hook has run")
+        return self._admission
 
     async def setup_hook(self) -> None:
         # First: a database that cannot take the ledger stops start-up before anything else.
@@ -130,6 +139,8 @@ class ImagineBot(commands.Bot):
             pseudonyms=self.pseudonyms,
             ledger=self._ledger,
         )
+        # One admission for every command that generates: one set of jobs to drain.
+        self._admission = Admission(self._services)
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         if self._sync_on_start:

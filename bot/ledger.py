@@ -175,6 +175,7 @@ class Ledger:
             "guild_id": guild_id,
             "channel_id": channel_id,
             "member_id": member_id,
+            "kind": prepared.kind,
             "model": prepared.model,
             "size": prepared.size,
             "quality": prepared.quality,

@@ -11,7 +11,7 @@ import logging
 import discord
 
 from bot.delivery import ImageTooLarge, Upload, pack, prepare_uploads, refit_uploads
-from bot.images import GenerationResult
+from bot.images import GenerationResult, InputImage
 from bot.replies import Replies
 
 log = logging.getLogger(__name__)
@@ -134,6 +134,12 @@ def _files(uploads: list[Upload], prompt: str) -> list[discord.File]:
     ]
 
 
+def _inputs(inputs: tuple[InputImage, ...], mask: InputImage | None) -> str:
+    """What an edit started from: ``1 image, with a mask``."""
+    text = "1 image" if len(inputs) == 1 else f"{len(inputs)} images"
+    return text + (", with a mask" if mask is not None else "")
+
+
 def _embed(member_name: str, result: GenerationResult) -> discord.Embed:
     request = result.request
     embed = discord.Embed(
@@ -141,12 +147,15 @@ def _embed(member_name: str, result: GenerationResult) -> discord.Embed:
         colour=discord.Colour.blurple(),
         timestamp=discord.utils.utcnow(),
     )
-    embed.set_author(name=clip(f"{member_name} imagined", AUTHOR_MAX))
+    verb = "edited" if request.is_edit else "imagined"
+    embed.set_author(name=clip(f"{member_name} {verb}", AUTHOR_MAX))
     embed.add_field(name="Model", value=result.model)
     embed.add_field(name="Size", value=request.size)
     embed.add_field(name="Quality", value=request.quality)
     embed.add_field(name="Images", value=str(len(result.images)))
     embed.add_field(name="Time", value=f"{result.elapsed:.1f} s")
+    if request.is_edit:
+        embed.add_field(name="From", value=_inputs(request.inputs, request.mask))
     options = ", ".join(f"{name} {value}" for name, value in request.options.items())
     if options:
         embed.add_field(name="Options", value=clip(options, FIELD_MAX))

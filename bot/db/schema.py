@@ -31,6 +31,8 @@ usage_ledger = Table(
     Column("guild_id", BigInteger, nullable=True),
     Column("channel_id", BigInteger, nullable=True),
     Column("member_id", BigInteger, nullable=False),
+    # "generate" or "edit" (migration 0004); every earlier row was a generation.
+    Column("kind", String(16), nullable=False, server_default="generate"),
     Column("model", String(100), nullable=False),
     Column("size", String(32), nullable=False),
     Column("quality", String(32), nullable=False),

@@ -337,15 +337,21 @@ class ImageClient:
             )
         return spec
 
-    async def prepare_edit(self, edit: EditRequest) -> PreparedRequest:
-        """Validate an edit against the catalog, its images read from their bytes (in a worker
-        thread when they are large), or raise :class:`UnsupportedOption`. Nothing is sent."""
-        spec = self._spec_for(edit.model)
+    def edit_spec(self, model: str) -> ModelSpec:
+        """The spec of ``model`` if it edits images, else :class:`UnsupportedOption` naming the
+        models that do (checked before any image is downloaded)."""
+        spec = self._spec_for(model)
         if not spec.edits:
             able = [name for name, other in self.catalog.items() if other.edits and other.is_live]
             raise UnsupportedOption(
                 "model", f"{spec.name} cannot edit images; these can: {', '.join(able)}."
             )
+        return spec
+
+    async def prepare_edit(self, edit: EditRequest) -> PreparedRequest:
+        """Validate an edit against the catalog, its images read from their bytes (in a worker
+        thread when they are large), or raise :class:`UnsupportedOption`. Nothing is sent."""
+        spec = self.edit_spec(edit.model)
         if input_bytes(edit) >= CHECK_OFF_LOOP_BYTES:
             return await asyncio.to_thread(prepare_edit, edit, spec)
         return prepare_edit(edit, spec)

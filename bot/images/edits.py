@@ -73,6 +73,11 @@ class EditRequest:
         return self.request.model
 
 
+def input_fields(count: int) -> list[str]:
+    """The names of ``count`` input images: ``image``, ``image2``, ``image3``, ..."""
+    return ["image", *(f"image{index}" for index in range(2, count + 1))]
+
+
 def describe_input(field: str) -> str:
     """How a sentence names an input: ``the image``, ``image 2``, ``the mask``."""
     if field in ("image", "mask"):
@@ -89,17 +94,40 @@ def _megabytes(count: float) -> str:
     return f"{count / _MEGABYTE:.1f} MB"
 
 
+def check_file_size(field: str, size: int, max_bytes: int) -> None:
+    """Refuse an input of ``size`` bytes over ``max_bytes`` (also before it is downloaded)."""
+    if size > max_bytes:
+        raise UnsupportedOption(
+            field,
+            f"{describe_input(field).capitalize()} is {_megabytes(size)}; the most accepted is "
+            f"{_megabytes(max_bytes)}.",
+        )
+
+
+def max_input_bytes(spec: ModelSpec, field: str) -> int:
+    """The largest file ``spec`` takes for the input ``field`` (the mask has its own limit)."""
+    largest = int(spec.max_input_mb * _MEGABYTE)
+    return min(MAX_MASK_BYTES, largest) if field == "mask" else largest
+
+
+def check_counts(spec: ModelSpec, images: int, has_mask: bool) -> None:
+    """Refuse more images than ``spec`` takes, or a mask it does not take."""
+    if images == 0:
+        raise UnsupportedOption("image", "An edit needs an image to start from.")
+    if images > spec.max_input_images:
+        most = spec.max_input_images
+        takes = "one image" if most == 1 else f"at most {most} images"
+        raise UnsupportedOption("image", f"{spec.name} takes {takes} to edit; you gave {images}.")
+    if has_mask and not spec.mask:
+        raise UnsupportedOption("mask", f"{spec.name} does not take a mask.")
+
+
 def read_image(data: bytes, field: str, *, accepted: tuple[str, ...], max_bytes: int) -> InputImage:
     """Identify ``data`` from its bytes, or refuse it in one sentence naming ``field``."""
     name = describe_input(field)
     if not data:
         raise UnsupportedOption(field, f"{name.capitalize()} is an empty file.")
-    if len(data) > max_bytes:
-        raise UnsupportedOption(
-            field,
-            f"{name.capitalize()} is {_megabytes(len(data))}; the most accepted is "
-            f"{_megabytes(max_bytes)}.",
-        )
+    check_file_size(field, len(data), max_bytes)
     try:
         with warnings.catch_warnings():
             # A huge declared size is refused as not an image, not decoded: turn the warning
@@ -136,20 +164,10 @@ def check_inputs(
 ) -> tuple[tuple[InputImage, ...], InputImage | None]:
     """The input images and mask of ``edit``, read and checked against ``spec``."""
     count = len(edit.images)
-    if count == 0:
-        raise UnsupportedOption("image", "An edit needs an image to start from.")
-    if count > spec.max_input_images:
-        takes = (
-            "one image" if spec.max_input_images == 1 else f"at most {spec.max_input_images} images"
-        )
-        raise UnsupportedOption("image", f"{spec.name} takes {takes} to edit; you gave {count}.")
-    if edit.mask is not None and not spec.mask:
-        raise UnsupportedOption("mask", f"{spec.name} does not take a mask.")
-    max_bytes = int(spec.max_input_mb * _MEGABYTE)
-    fields = ["image", *(f"image{index}" for index in range(2, count + 1))]
+    check_counts(spec, count, edit.mask is not None)
     inputs = tuple(
-        read_image(data, field, accepted=spec.input_formats, max_bytes=max_bytes)
-        for field, data in zip(fields, edit.images, strict=True)
+        read_image(data, field, accepted=spec.input_formats, max_bytes=max_input_bytes(spec, field))
+        for field, data in zip(input_fields(count), edit.images, strict=True)
     )
     if spec.square_input:
         for image in inputs:
@@ -161,9 +179,7 @@ def check_inputs(
                 )
     if edit.mask is None:
         return inputs, None
-    mask = read_image(
-        edit.mask, "mask", accepted=("png",), max_bytes=min(MAX_MASK_BYTES, max_bytes)
-    )
+    mask = read_image(edit.mask, "mask", accepted=("png",), max_bytes=max_input_bytes(spec, "mask"))
     if not mask.has_alpha:
         raise UnsupportedOption(
             "mask",

@@ -3,7 +3,7 @@ follows the chosen model. It builds an :class:`ImageRequest` and hands it on; no
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
 import discord
@@ -26,6 +26,9 @@ FORMAT_LABELS = {
 }
 
 Admit = Callable[[discord.Interaction, ImageRequest], Awaitable[None]]
+Autocomplete = Callable[
+    [discord.Interaction, str], Coroutine[Any, Any, list[app_commands.Choice[str]]]
+]
 
 
 def _model_label(spec: ModelSpec) -> str:
@@ -65,27 +68,23 @@ def quality_choices(spec: ModelSpec, typed: str) -> list[app_commands.Choice[str
     ][:CHOICES_MAX]
 
 
-def build_imagine_command(services: Services, admit: Admit) -> app_commands.Command[Any, ..., None]:
-    """/imagine, with choices taken from the configuration and the models the endpoint serves."""
-    settings, offer = services.settings, services.offer
-    catalog = settings.catalog
-    offered = [catalog[name] for name in offer.models]
-    model_choices = [
+def choices_of_models(specs: list[ModelSpec]) -> list[app_commands.Choice[str]]:
+    """The `model` option's choices (a shut-down model the endpoint still serves says so)."""
+    return [
         app_commands.Choice(name=clip(_model_label(spec), CHOICE_MAX), value=spec.name)
-        for spec in offered
+        for spec in specs
     ]
-    # Formats any offered model takes, in the catalog's order (the model decides what it accepts).
-    formats = list(dict.fromkeys(fmt for spec in offered for fmt in spec.output_formats))
 
-    def fixed(*values: str) -> list[app_commands.Choice[str]]:
-        return [
-            app_commands.Choice(name=FORMAT_LABELS.get(value, value), value=value)
-            for value in values
-        ]
+
+def autocompletes_following_the_model(
+    catalog: Mapping[str, ModelSpec], default: str
+) -> tuple[Autocomplete, Autocomplete]:
+    """The `size` and `quality` autocompletes, which follow the `model` option chosen so far
+    (``default`` until one is)."""
 
     def chosen_spec(interaction: discord.Interaction) -> ModelSpec:
         model = getattr(interaction.namespace, "model", None)
-        return catalog.get(model or "", catalog[offer.default])
+        return catalog.get(model or "", catalog[default])
 
     async def size_autocomplete(
         interaction: discord.Interaction, current: str
@@ -96,6 +95,28 @@ def build_imagine_command(services: Services, admit: Admit) -> app_commands.Comm
         interaction: discord.Interaction, current: str
     ) -> list[app_commands.Choice[str]]:
         return quality_choices(chosen_spec(interaction), current)
+
+    return size_autocomplete, quality_autocomplete
+
+
+def build_imagine_command(services: Services, admit: Admit) -> app_commands.Command[Any, ..., None]:
+    """/imagine, with choices taken from the configuration and the models the endpoint serves."""
+    settings, offer = services.settings, services.offer
+    catalog = settings.catalog
+    offered = [catalog[name] for name in offer.models]
+    model_choices = choices_of_models(offered)
+    # Formats any offered model takes, in the catalog's order (the model decides what it accepts).
+    formats = list(dict.fromkeys(fmt for spec in offered for fmt in spec.output_formats))
+
+    def fixed(*values: str) -> list[app_commands.Choice[str]]:
+        return [
+            app_commands.Choice(name=FORMAT_LABELS.get(value, value), value=value)
+            for value in values
+        ]
+
+    size_autocomplete, quality_autocomplete = autocompletes_following_the_model(
+        catalog, offer.default
+    )
 
     @app_commands.command(name="imagine", description="Generate images from a text prompt")
     @app_commands.describe(

@@ -1,0 +1,214 @@
+"""Admission: everything before a request may wait for the image service, for every command.
+
+The bot is not shutting down, the count is within the server's cap, the engine accepts the
+request (nothing is paid for a refusal), the member is within their limits, the ledger records
+the request within the member's and the server's budgets; then the interaction is acknowledged
+and a :class:`~bot.generation.Generation` takes over. One :class:`Admission` serves /imagine,
+/edit and the Vary image menu, and owns their jobs: draining it (when the cogs are unloaded by
+``bot.close()``) lets them finish or cancels them, whichever command started them.
+
+A request whose check takes time (an edit's images are downloaded from Discord and read) is
+checked in its job: if that takes longer than Discord's patience allows, the interaction is
+acknowledged first and a refusal then replaces the placeholder with a private sentence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import discord
+
+from bot.generation import CANCELLED, Generation
+from bot.images import ImageRequest, PreparedRequest, UnsupportedOption
+from bot.ledger import Outcome
+from bot.replies import DISCORD_FAILURES, Replies
+from bot.services import Services
+
+log = logging.getLogger(__name__)
+
+RESTARTING = "The bot is restarting. Please try again in a minute."
+LIMITS_UNAVAILABLE = "The bot cannot check usage limits right now. Please try again soon."
+LIMITER_TIMEOUT = 1.5  # seconds; Discord wants an answer within 3
+CANCEL_WAIT = 10.0  # seconds for cancelled jobs to tell their members
+
+# How long the ledger (or a slow check) may take before the request is acknowledged regardless:
+# a refusal is private either way, and Discord wants an answer within 3 seconds.
+ADMISSION_BEFORE_ACKNOWLEDGING = 1.0
+
+# Checks the request and returns it prepared, or raises UnsupportedOption with the sentence.
+Prepare = Callable[[], Coroutine[Any, Any, PreparedRequest]]
+
+
+class Admission:
+    """Admits requests and owns the jobs that run them, whichever command they came from."""
+
+    def __init__(self, services: Services) -> None:
+        self.settings = services.settings
+        self.images = services.images
+        self.limiter = services.limiter
+        self.queue = services.queue
+        self.processing = services.processing
+        self.ledger = services.ledger
+        self.jobs: set[asyncio.Task[None]] = set()
+        self.draining = False  # set once, when draining starts: newcomers are refused
+
+    async def admit(self, interaction: discord.Interaction, request: ImageRequest) -> None:
+        """A request checked at once (/imagine): refused privately, or a job is started."""
+        replies = Replies(interaction)
+        if not await self._open_to(replies, request.count):
+            return
+        try:
+            prepared = self.images.prepare(request)
+        except UnsupportedOption as refusal:
+            await replies.answer(refusal.user_message)
+            return
+        self._start(interaction, self._run(Generation(replies, prepared, self.ledger)))
+
+    async def admit_checked_later(
+        self, interaction: discord.Interaction, count: int, prepare: Prepare
+    ) -> None:
+        """A request whose check takes time (/edit, Vary image: images to download and read):
+        ``prepare`` runs in the job, before the member's limits count it."""
+        replies = Replies(interaction)
+        if not await self._open_to(replies, count):
+            return
+        self._start(interaction, self._prepare_then_run(replies, prepare))
+
+    async def _open_to(self, replies: Replies, count: int) -> bool:
+        """Whether the bot takes a request of ``count`` images now; if not, the member is told."""
+        if self.draining:
+            await replies.answer(RESTARTING)
+            return False
+        cap = self.settings.max_images_per_request
+        if count > cap:
+            await replies.answer(f"This server allows at most {cap} images per request.")
+            return False
+        return True
+
+    def _start(self, interaction: discord.Interaction, work: Coroutine[Any, Any, None]) -> None:
+        # Tracked from here, before anything is awaited, so that a drain cannot miss it.
+        job = asyncio.create_task(work, name=f"generation-{interaction.id}")
+        self.jobs.add(job)
+        job.add_done_callback(self._job_done)
+
+    def _job_done(self, job: asyncio.Task[None]) -> None:
+        self.jobs.discard(job)
+        if not job.cancelled() and job.exception() is not None:
+            log.error("a generation job failed", exc_info=job.exception())
+
+    @staticmethod
+    async def _refuse(replies: Replies, sentence: str) -> None:
+        """A private sentence, before the acknowledgement or in place of its placeholder."""
+        if replies.acknowledged:
+            await replies.tell_privately(sentence)
+        else:
+            await replies.answer(sentence)
+
+    @staticmethod
+    async def _cancelled(replies: Replies) -> None:
+        if replies.acknowledged or not await replies.answer(RESTARTING):
+            # Acknowledged already (perhaps by a defer whose answer never came back).
+            await replies.tell_privately(CANCELLED)
+
+    async def _prepare_then_run(self, replies: Replies, prepare: Prepare) -> None:
+        received = discord.utils.utcnow()
+        checking = asyncio.create_task(prepare())
+        try:
+            done, _ = await asyncio.wait({checking}, timeout=ADMISSION_BEFORE_ACKNOWLEDGING)
+            if not done:
+                await replies.defer()
+            prepared = await checking
+        except UnsupportedOption as refusal:
+            await self._refuse(replies, refusal.user_message)
+            return
+        except asyncio.CancelledError:
+            checking.cancel()
+            await self._cancelled(replies)
+            raise
+        except DISCORD_FAILURES as exc:
+            checking.cancel()
+            log.warning("could not acknowledge a request in time: %r", exc)
+            return
+        generation = Generation(replies, prepared, self.ledger)
+        generation.timeline.received = received
+        await self._run(generation)
+
+    async def _run(self, generation: Generation) -> None:
+        """Count the request against the member's limits, acknowledge it, then run it."""
+        replies = generation.replies
+        admission: asyncio.Task[str | None] | None = None
+        try:
+            if not await self._within_limits(generation):
+                return
+            # After the limits, so a request a budget refuses has still counted against them.
+            admission = asyncio.create_task(generation.record_admission())
+            done, _ = await asyncio.wait({admission}, timeout=ADMISSION_BEFORE_ACKNOWLEDGING)
+            if not done and not replies.acknowledged:
+                # The ledger is slow (a busy database): acknowledge within Discord's 3 seconds
+                # and wait on; a refusal then replaces the placeholder with a private sentence.
+                await generation.acknowledge()
+            refusal = await admission
+            if refusal is not None:
+                await self._refuse(replies, refusal)
+                return
+            if not replies.acknowledged:
+                await generation.acknowledge()
+        except asyncio.CancelledError:
+            if admission is not None and not admission.done():
+                admission.cancel()
+            await self._cancelled(replies)
+            await generation.settle(Outcome.CANCELLED)
+            raise
+        except DISCORD_FAILURES as exc:
+            log.warning("could not acknowledge a request in time: %r", exc)
+            await generation.settle(Outcome.FAILED, exc)
+            return
+        await generation.run(self.queue, self.images, self.processing.lease())
+
+    async def _within_limits(self, generation: Generation) -> bool:
+        """Count the request; when a limit refuses it, or the store does not answer, say so."""
+        replies = generation.replies
+        try:
+            # A shared store (Redis) that hangs must not outlast Discord's 3 seconds to answer.
+            async with asyncio.timeout(LIMITER_TIMEOUT):
+                refusal = await self.limiter.acquire(str(generation.member_id))
+        except Exception:
+            log.exception("the rate-limit store did not answer")
+            await self._refuse(replies, LIMITS_UNAVAILABLE)
+            return False
+        if refusal is None:
+            return True
+        again = discord.utils.format_dt(dt.datetime.fromtimestamp(refusal.reset_at, dt.UTC), "R")
+        await self._refuse(
+            replies,
+            f"You have reached this server's limit of {refusal.describe()}. "
+            f"You can try again {again}.",
+        )
+        return False
+
+    # -- shutdown --------------------------------------------------------------------------------
+
+    async def drain(self, grace: float) -> None:
+        """Refuse new requests, let those in flight finish within ``grace``, cancel the rest.
+        Every cog that admits through this calls it as it unloads; after the first, it finds
+        nothing left to wait for."""
+        self.draining = True  # checked before a job is created, with no await in between
+        if not self.jobs:
+            return
+        log.info("waiting up to %.0fs for %d request(s) in flight", grace, len(self.jobs))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while self.jobs and (remaining := deadline - loop.time()) > 0:
+            await asyncio.wait(set(self.jobs), timeout=remaining)
+        unfinished = set(self.jobs)
+        for job in unfinished:
+            job.cancel()
+        if unfinished:
+            log.warning(
+                "cancelled %d request(s) still running after the grace period", len(unfinished)
+            )
+            await asyncio.wait(unfinished, timeout=CANCEL_WAIT)
