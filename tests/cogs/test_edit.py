@@ -1,0 +1,233 @@
+"""/edit and the Vary image menu end to end: the real bot in simcord's Discord, attachments as
+options, the fake Images API's edits endpoint on loopback."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from bot.editing import VARY_PROMPT
+from tests.cogs.support import CALLBACK_DEFER, callback_types, fields, uploaded
+from tests.databases import ledger_rows
+from tests.fakes.images_api import FakeImagesAPI, edit_form_problem, incompressible_png
+
+CALLBACK_MESSAGE = 4  # an immediate answer (here: a private refusal)
+
+
+def png(width: int = 64, height: int = 64, transparent: bool = False) -> bytes:
+    mode = "RGBA" if transparent else "RGB"
+    colour = (200, 40, 40, 0) if transparent else (200, 40, 40)
+    buffer = io.BytesIO()
+    Image.new(mode, (width, height), colour).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+async def test_an_edit_posts_images_made_from_the_attachment(
+    simcord_env: Any, channel: Any, alice: Any, images_api: FakeImagesAPI
+) -> None:
+    source = png(96, 64)
+    result = await alice.slash(
+        channel, "edit", image=("photo.png", source), prompt="add a red hat", count=2
+    )
+
+    assert callback_types(simcord_env) == [CALLBACK_DEFER]
+    reply = result.response
+    assert not reply.ephemeral
+    assert await uploaded(reply) == images_api.served
+    (embed,) = reply.embeds
+    assert embed.author.name == "alice edited"
+    assert embed.description == "add a red hat"
+    assert fields(embed)["From"] == "1 image"
+    assert fields(embed)["Images"] == "2"
+
+    (sent,) = images_api.edit_requests
+    form = sent.body
+    assert edit_form_problem(form) is None
+    assert [part.data for part in form["image"]] == [source]
+    assert (form["model"], form["prompt"], form["n"]) == (
+        "gpt-image-2.5-flare",
+        "add a red hat",
+        "2",
+    )
+    assert form["user"] == form["safety_identifier"]
+    assert str(alice.id) not in form["user"]
+    assert not images_api.generation_requests
+
+
+async def test_references_and_a_mask_go_with_the_image(
+    simcord_env: Any, channel: Any, alice: Any, images_api: FakeImagesAPI
+) -> None:
+    first, second, third = png(64, 64), png(32, 32), png(48, 48)
+    result = await alice.slash(
+        channel, "edit", image=("room.png", first), prompt="put the lamp and chair in the room",
+        image2=("lamp.png", second), image3=("chair.png", third),
+        mask=("mask.png", png(64, 64, transparent=True)), model="gpt-image-1.5",
+        quality="low", size="1536x1024", fidelity="high",
+    )  # fmt: skip
+
+    assert fields(result.response.embeds[0])["From"] == "3 images, with a mask"
+    form = images_api.edit_requests[0].body
+    assert edit_form_problem(form) is None
+    assert [part.data for part in form["image[]"]] == [first, second, third]
+    assert form["mask"][0].data == png(64, 64, transparent=True)
+    assert (form["model"], form["quality"], form["size"], form["input_fidelity"]) == (
+        "gpt-image-1.5", "low", "1536x1024", "high",
+    )  # fmt: skip
+
+
+async def test_a_large_image_is_checked_off_the_loop_and_sent(
+    simcord_env: Any, channel: Any, alice: Any, images_api: FakeImagesAPI
+) -> None:
+    big = incompressible_png(700, 700)  # over 1 MB: read in a worker thread
+    assert len(big) > 1024 * 1024
+    result = await alice.slash(channel, "edit", image=("big.png", big), prompt="sharper")
+    assert len(result.response.attachments) == 1
+    assert images_api.edit_requests[0].body["image"][0].data == big
+
+
+@pytest.mark.parametrize(
+    ("options", "sentence"),
+    [
+        (
+            {"image": ("cat.png", b"GIF89a not really an image")},
+            "The image is not an image the bot can read; use PNG, JPEG or WebP.",
+        ),
+        (
+            {"image": ("cat.png", png()), "mask": ("mask.png", png())},
+            "The mask has no transparency (alpha channel): its transparent areas mark where the "
+            "image is edited.",
+        ),
+        (
+            {"image": ("cat.png", png()), "mask": ("mask.png", png(32, 32, transparent=True))},
+            "The mask is 32x32 but the image is 64x64; they must be the same size.",
+        ),
+        (
+            {"image": ("cat.png", png(64, 32)), "model": "dall-e-2"},
+            "dall-e-2 edits square images only; the image is 64x32.",
+        ),
+        (
+            {"image": ("cat.png", png()), "image2": ("dog.png", png()), "model": "dall-e-2"},
+            "dall-e-2 takes one image to edit; you gave 2.",
+        ),
+        (
+            {"image": ("cat.png", png()), "size": "640x480", "model": "gpt-image-1.5"},
+            "gpt-image-1.5 takes the sizes auto, 1024x1024, 1536x1024, 1024x1536.",
+        ),
+        (
+            {"image": ("cat.png", png()), "fidelity": "high"},
+            "gpt-image-2.5-flare does not take an input fidelity.",
+        ),
+    ],
+)
+async def test_bad_inputs_are_refused_privately_and_nothing_is_paid(
+    simcord_env: Any,
+    channel: Any,
+    alice: Any,
+    images_api: FakeImagesAPI,
+    options: dict[str, Any],
+    sentence: str,
+) -> None:
+    result = await alice.slash(channel, "edit", prompt="make it blue", **options)
+    assert callback_types(simcord_env) == [CALLBACK_MESSAGE]
+    assert result.response.ephemeral
+    assert result.response.content == sentence
+    assert not images_api.edit_requests and not images_api.generation_requests
+
+
+async def test_an_attachment_over_the_models_limit_is_refused_before_it_is_downloaded(
+    simcord_env: Any, channel: Any, alice: Any, images_api: FakeImagesAPI
+) -> None:
+    downloads: list[str] = []
+    cdn = simcord_env.backend.cdn
+    real_get = cdn.get
+
+    def counted(url: str) -> Any:
+        downloads.append(url)
+        return real_get(url)
+
+    cdn.get = counted
+    oversized = png(256, 256) + b"\0" * (4 * 1024 * 1024)
+    result = await alice.slash(
+        channel, "edit", image=("big.png", oversized), prompt="x", model="dall-e-2"
+    )
+    assert result.response.content == "The image is 4.0 MB; the most accepted is 4.0 MB."
+    assert downloads == []
+    assert not images_api.edit_requests and not images_api.generation_requests
+
+
+async def test_an_attachment_discord_cannot_serve_is_one_sentence(
+    simcord_env: Any, channel: Any, alice: Any, images_api: FakeImagesAPI
+) -> None:
+    simcord_env.backend.cdn.get = lambda url: None  # the CDN answers 404
+    result = await alice.slash(channel, "edit", image=("cat.png", png()), prompt="x")
+    assert result.response.ephemeral
+    assert result.response.content == (
+        "The image could not be downloaded from Discord. Please try again."
+    )
+    assert not images_api.edit_requests and not images_api.generation_requests
+
+
+async def test_the_model_choices_are_the_models_that_edit(simcord_env: Any) -> None:
+    command = simcord_env.bot.tree.get_command("edit")
+    (model,) = [option for option in command.to_dict(simcord_env.bot.tree)["options"]
+                if option["name"] == "model"]  # fmt: skip
+    names = [choice["value"] for choice in model["choices"]]
+    assert "dall-e-3" not in names
+    assert names[0] == "gpt-image-2.5-flare" and "dall-e-2" in names
+
+
+async def test_vary_image_edits_the_first_image_of_any_message(
+    simcord_env: Any, channel: Any, alice: Any, bob: Any, images_api: FakeImagesAPI
+) -> None:
+    first, second = png(64, 64), png(32, 32)
+    posted = await alice.send(
+        channel, "my two drawings", attachments=[("a.png", first), ("b.png", second)]
+    )
+    result = await bob.context_menu(channel, "Vary image", posted)
+
+    assert callback_types(simcord_env) == [CALLBACK_DEFER]
+    assert len(result.response.attachments) == 1
+    assert result.response.embeds[0].author.name == "bob edited"
+    form = images_api.edit_requests[0].body
+    assert [part.data for part in form["image"]] == [first]
+    assert form["prompt"] == VARY_PROMPT
+
+
+async def test_vary_image_on_the_bots_own_images_keeps_their_prompt(
+    simcord_env: Any, channel: Any, alice: Any, images_api: FakeImagesAPI
+) -> None:
+    made = await alice.slash(channel, "imagine", prompt="a lighthouse at dusk")
+    await alice.context_menu(channel, "Vary image", made.response)
+    form = images_api.edit_requests[0].body
+    assert form["prompt"] == "a lighthouse at dusk"
+    assert [part.data for part in form["image"]] == images_api.served[:1]
+
+
+async def test_vary_image_on_a_message_without_images_says_so(
+    simcord_env: Any, channel: Any, alice: Any, images_api: FakeImagesAPI
+) -> None:
+    posted = await alice.send(channel, "just words")
+    result = await alice.context_menu(channel, "Vary image", posted)
+    assert result.response.ephemeral
+    assert result.response.content == "This message has no image to vary."
+    assert not images_api.edit_requests and not images_api.generation_requests
+
+
+class TestTheLedger:
+    @pytest.fixture
+    def bot_overrides(self, database_url: str) -> dict[str, Any]:
+        return {"database_url": database_url}
+
+    async def test_an_edit_is_recorded_as_an_edit(
+        self, simcord_env: Any, channel: Any, alice: Any, database_url: str
+    ) -> None:
+        await alice.slash(channel, "imagine", prompt="a cat")
+        await alice.slash(channel, "edit", image=("cat.png", png()), prompt="a hat on the cat")
+        rows = await ledger_rows(database_url)
+        assert [(row["kind"], row["outcome"]) for row in rows] == [
+            ("generate", "delivered"),
+            ("edit", "delivered"),
+        ]
