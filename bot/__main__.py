@@ -4,6 +4,7 @@ python -m bot                 start the Discord bot (same as `run`)
 python -m bot sync            push the slash-command definitions to Discord, then exit
 python -m bot check           validate the configuration, probe the rate-limit store and endpoint
 python -m bot imagine PROMPT  generate images from the command line into --out
+python -m bot edit IMAGE...   edit images (--prompt, --mask) from the command line into --out
 python -m bot migrate         bring the usage ledger's database up to date
 python -m bot usage           requests, images and cost from the usage ledger
 """
@@ -18,15 +19,24 @@ import os
 import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from decimal import Decimal
 from pathlib import Path
 
 import aiohttp
 
 from bot.config import ConfigError, Settings, data_dir_problem, load_settings
-from bot.images import GenerationResult, ImageError, ImageRequest, UnsupportedOption
+from bot.images import (
+    EditRequest,
+    GenerationResult,
+    ImageClient,
+    ImageError,
+    ImageRequest,
+    PreparedRequest,
+    UnsupportedOption,
+)
 from bot.images.catalog import OPTION_VALUES
+from bot.images.edits import check_counts, check_file_size, input_fields, max_input_bytes
 from bot.images.pricing import format_usd
 from bot.offer import ModelOffer, narrow
 from bot.ratelimit import UserRateLimiter
@@ -78,9 +88,10 @@ def _save(result: GenerationResult, out: Path, prompt: str) -> None:
         print(f"{path}  ({image.width}x{image.height} {image.format}, {len(image.data):,} bytes)")
 
 
-async def _imagine(settings: Settings, args: argparse.Namespace) -> int:
-    request = ImageRequest(
-        prompt=args.prompt,
+def _request(settings: Settings, args: argparse.Namespace, prompt: str) -> ImageRequest:
+    """The request the options describe (``edit`` has no GIF or style options: None)."""
+    return ImageRequest(
+        prompt=prompt,
         model=args.model or settings.default_model,
         size=args.size,
         quality=args.quality,
@@ -89,20 +100,81 @@ async def _imagine(settings: Settings, args: argparse.Namespace) -> int:
         output_format=args.output_format,
         output_compression=args.output_compression,
         background=args.background,
-        moderation=args.moderation,
+        moderation=getattr(args, "moderation", None),
         complexity=args.complexity,
-        style=args.style,
-        frame_count=args.frames,
-        frame_duration_ms=args.frame_ms,
+        style=getattr(args, "style", None),
+        frame_count=getattr(args, "frames", None),
+        frame_duration_ms=getattr(args, "frame_ms", None),
     )
+
+
+def _read_input(path: Path, field: str, max_bytes: int) -> bytes:
+    """An input image's bytes, refused by its size before it is read (never unbounded)."""
+    try:
+        with path.open("rb") as handle:
+            check_file_size(field, os.fstat(handle.fileno()).st_size, max_bytes)
+            data = handle.read(max_bytes + 1)
+    except OSError as exc:
+        raise UnsupportedOption(
+            field, f"{path} cannot be read ({exc.strerror or type(exc).__name__})."
+        ) from None
+    check_file_size(field, len(data), max_bytes)  # a file that grew while it was read
+    return data
+
+
+async def _prepare_edit(
+    client: ImageClient, request: ImageRequest, args: argparse.Namespace
+) -> PreparedRequest:
+    spec = client.edit_spec(request.model)
+    check_counts(spec, len(args.images), args.mask is not None)
+    fields = input_fields(len(args.images))
+    images = tuple(
+        [
+            await asyncio.to_thread(_read_input, path, field, max_input_bytes(spec, field))
+            for field, path in zip(fields, args.images, strict=True)
+        ]
+    )
+    mask = None
+    if args.mask is not None:
+        mask = await asyncio.to_thread(
+            _read_input, args.mask, "mask", max_input_bytes(spec, "mask")
+        )
+    edit = EditRequest(request, images, mask=mask, input_fidelity=args.input_fidelity)
+    return await client.prepare_edit(edit)
+
+
+async def _imagine(settings: Settings, args: argparse.Namespace) -> int:
+    request = _request(settings, args, args.prompt)
+
+    async def prepare(client: ImageClient) -> PreparedRequest:
+        return client.prepare(request)
+
+    return await _generate_into(settings, args.out, prepare)
+
+
+async def _edit(settings: Settings, args: argparse.Namespace) -> int:
+    request = _request(settings, args, args.prompt)
+
+    async def prepare(client: ImageClient) -> PreparedRequest:
+        return await _prepare_edit(client, request, args)
+
+    return await _generate_into(settings, args.out, prepare)
+
+
+async def _generate_into(
+    settings: Settings,
+    out: Path,
+    prepare: Callable[[ImageClient], Awaitable[PreparedRequest]],
+) -> int:
+    """Prepare (nothing is sent if that refuses), check ``out``, generate, save, report."""
     async with aiohttp.ClientSession() as session:
         client = make_client(session, settings)
         try:
-            prepared = client.prepare(request)
+            prepared = await prepare(client)
             # Before anything is paid for: the images must have somewhere to go.
-            problem = await asyncio.to_thread(_destination_problem, args.out)
+            problem = await asyncio.to_thread(_destination_problem, out)
             if problem is not None:
-                print(f"error: --out {args.out}: {problem}", file=sys.stderr)
+                print(f"error: --out {out}: {problem}", file=sys.stderr)
                 return 2
             result = await client.generate(prepared)
         except UnsupportedOption as exc:
@@ -114,11 +186,11 @@ async def _imagine(settings: Settings, args: argparse.Namespace) -> int:
         finally:
             await client.close()
     try:
-        await asyncio.to_thread(_save, result, args.out, request.prompt)
+        await asyncio.to_thread(_save, result, out, prepared.prompt)
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         print(
-            f"error: the images were generated but could not be written into {args.out} "
+            f"error: the images were generated but could not be written into {out} "
             f"({reason}); request id {result.request_id or '-'}",
             file=sys.stderr,
         )
@@ -280,20 +352,33 @@ def _parser() -> argparse.ArgumentParser:
     usage.add_argument("--csv", type=Path, metavar="FILE", help="also write the rows to FILE")
     imagine = commands.add_parser("imagine", help="generate images into a directory")
     imagine.add_argument("prompt")
-    imagine.add_argument("--model", help="a catalog model (default: DEFAULT_MODEL)")
-    imagine.add_argument("--size", help="e.g. 1024x1024 (default: the model's)")
-    imagine.add_argument("--quality", help="e.g. low, medium, high, xhigh, max")
-    imagine.add_argument("--count", type=int, default=1, help="how many images (default 1)")
+    _add_image_options(imagine)
     imagine.add_argument("--style", choices=("vivid", "natural"))
-    imagine.add_argument("--background", choices=("transparent", "opaque", "auto"))
-    imagine.add_argument("--output-format", choices=OPTION_VALUES["output_format"])
-    imagine.add_argument("--output-compression", type=int, metavar="0-100")
     imagine.add_argument("--moderation", choices=OPTION_VALUES["moderation"])
-    imagine.add_argument("--complexity", choices=OPTION_VALUES["complexity"])
     imagine.add_argument("--frames", type=int, metavar="2-16", help="GIF output: frames")
     imagine.add_argument("--frame-ms", type=int, help="GIF output: milliseconds per frame")
-    imagine.add_argument("--out", type=Path, default=Path("out"), help="directory (default out/)")
+    edit = commands.add_parser(
+        "edit", help="edit images (or make one from several) into a directory"
+    )
+    edit.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="the first is edited")
+    edit.add_argument("--prompt", required=True, help="what to change, or to make")
+    edit.add_argument("--mask", type=Path, help="a PNG the first image's size; transparent = edit")
+    edit.add_argument("--input-fidelity", choices=("high", "low"), help="some models only")
+    _add_image_options(edit)
     return parser
+
+
+def _add_image_options(command: argparse.ArgumentParser) -> None:
+    """The options `imagine` and `edit` share."""
+    command.add_argument("--model", help="a catalog model (default: DEFAULT_MODEL)")
+    command.add_argument("--size", help="e.g. 1024x1024 (default: the model's)")
+    command.add_argument("--quality", help="e.g. low, medium, high, xhigh, max")
+    command.add_argument("--count", type=int, default=1, help="how many images (default 1)")
+    command.add_argument("--background", choices=("transparent", "opaque", "auto"))
+    command.add_argument("--output-format", choices=OPTION_VALUES["output_format"])
+    command.add_argument("--output-compression", type=int, metavar="0-100")
+    command.add_argument("--complexity", choices=OPTION_VALUES["complexity"])
+    command.add_argument("--out", type=Path, default=Path("out"), help="directory (default out/)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -304,12 +389,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    if command in ("imagine", "check"):
+    if command in ("imagine", "edit", "check"):
         logging.basicConfig(
             level=settings.log_level, format="%(asctime)s %(levelname)-8s %(name)s: %(message)s"
         )
     if command == "imagine":
         return asyncio.run(_imagine(settings, args))
+    if command == "edit":
+        return asyncio.run(_edit(settings, args))
     if command == "check":
         return asyncio.run(_check(settings))
     if command == "migrate":
