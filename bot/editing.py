@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 # An image to start from: a Discord attachment (downloaded once the request passes the checks
 # that need no download), or bytes already at hand (the Vary button reads its own message).
 Source = discord.Attachment | bytes
+# Seconds to download one attachment from Discord's CDN (a stuck download must not hold a job
+# past Discord's 15 minutes; the engine's own timeouts start once the request is sent).
+DOWNLOAD_TIMEOUT = 60.0
 # What a variation asks for when there is no prompt to reuse.
 VARY_PROMPT = "A variation of this image: the same subject, composition and style, made anew."
 
@@ -44,8 +47,9 @@ async def _download(source: Source, field: str) -> bytes:
     if isinstance(source, bytes):
         return source
     try:
-        return await source.read()
-    except (discord.HTTPException, aiohttp.ClientError, OSError) as exc:
+        async with asyncio.timeout(DOWNLOAD_TIMEOUT):
+            return await source.read()
+    except (discord.HTTPException, aiohttp.ClientError, OSError, TimeoutError) as exc:
         log.warning("could not download attachment %s for an edit: %r", source.id, exc)
         raise UnsupportedOption(
             field,

@@ -3,14 +3,16 @@ options, the fake Images API's edits endpoint on loopback."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 from typing import Any
 
 import pytest
 from PIL import Image
+from simcord.http.client import FakeHTTPClient
 
 from bot.editing import VARY_PROMPT
-from tests.cogs.support import CALLBACK_DEFER, callback_types, fields, uploaded
+from tests.cogs.support import CALLBACK_DEFER, callback_types, fields, private_reply, uploaded
 from tests.databases import ledger_rows
 from tests.fakes.images_api import FakeImagesAPI, edit_form_problem, incompressible_png
 
@@ -231,3 +233,32 @@ class TestTheLedger:
             ("generate", "delivered"),
             ("edit", "delivered"),
         ]
+
+
+async def test_a_slow_download_is_acknowledged_then_refused_privately(
+    simcord_env: Any,
+    channel: Any,
+    alice: Any,
+    images_api: FakeImagesAPI,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Discord wants an answer within 3 s: a check still downloading after 1 s is acknowledged
+    first, and its refusal then replaces the public placeholder with a private sentence."""
+    cdn_answers = asyncio.Event()
+    real_get = FakeHTTPClient.get_from_cdn
+
+    async def slow_cdn(self: Any, url: str) -> bytes:
+        await simcord_env.external_wait(cdn_answers.wait(), reason="a slow CDN")
+        data: bytes = await real_get(self, url)
+        return data
+
+    monkeypatch.setattr(FakeHTTPClient, "get_from_cdn", slow_cdn)
+    result = await alice.slash(channel, "edit", image=("cat.png", b"not an image"), prompt="x")
+    await simcord_env.advance_time(1.5)
+    assert callback_types(simcord_env) == [CALLBACK_DEFER]
+    cdn_answers.set()
+    await simcord_env.settle()
+    assert private_reply(result).content == (
+        "The image is not an image the bot can read; use PNG, JPEG or WebP."
+    )
+    assert not images_api.edit_requests
