@@ -755,7 +755,7 @@ class ImageClient:
         )
 
 
-def _form_value(value: Any) -> str:
+def form_value(value: Any) -> str:
     """A form field's text: aiohttp's FormData refuses numbers and booleans as they are."""
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -769,7 +769,7 @@ def edit_form(prepared: PreparedRequest) -> aiohttp.FormData:
     images (``image`` for one, ``image[]`` for several, as the SDK sends them) and the mask."""
     form = aiohttp.FormData()
     for name, value in prepared.body.items():
-        form.add_field(name, _form_value(value))
+        form.add_field(name, form_value(value))
     field_name = "image" if len(prepared.inputs) == 1 else "image[]"
     for image in prepared.inputs:
         form.add_field(

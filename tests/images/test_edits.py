@@ -3,12 +3,14 @@ paid for, sent as the multipart form the contract describes, answered like gener
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import zlib
 from typing import Any
 
 import aiohttp
 import pytest
+from hypothesis import HealthCheck, assume, given, settings
 from openai.types.image_edit_params import ImageEditParamsNonStreaming
 from PIL import Image
 from pydantic import ConfigDict, TypeAdapter, with_config
@@ -21,6 +23,8 @@ from bot.images import (
     UnsupportedOption,
     load_catalog,
 )
+from bot.images.client import form_value
+from bot.images.edits import prepare_edit
 from bot.images.pricing import INPUT_IMAGE_TOKENS_BOUND, estimate_cost
 from tests.fakes.images_api import (
     FakeImagesAPI,
@@ -30,6 +34,7 @@ from tests.fakes.images_api import (
     make_gif,
     make_image,
 )
+from tests.images.test_contract import valid_requests
 
 CATALOG = load_catalog()
 
@@ -48,6 +53,9 @@ def png(width: int = 64, height: int = 64, mode: str = "RGB", transparent: bool 
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+SQUARE_PNG = png()  # what every model that edits takes (dall-e-2: square PNGs only)
 
 
 def mask(width: int = 64, height: int = 64) -> bytes:
@@ -69,7 +77,7 @@ def assert_fits_the_contract(form: dict[str, Any]) -> None:
         if key in ("image", "image[]", "mask"):
             files = [part.data for part in value]
             as_params[key.removesuffix("[]")] = files if key == "image[]" else files[0]
-        elif key in ("n", "output_compression", "frame_count"):
+        elif key in ("n", "output_compression", "frame_count", "frame_duration_ms"):
             as_params[key] = int(value)
         else:
             as_params[key] = value
@@ -174,6 +182,21 @@ async def test_the_estimate_counts_the_input_images(client: ImageClient) -> None
     assert before is not None and after is not None
     assert after - before == extra.quantize(after)
     assert edited.kind == "edit" and plain.kind == "generate"
+
+
+@given(valid_requests())
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+def test_every_edit_the_engine_builds_fits_the_contract(request_: ImageRequest) -> None:
+    """Any valid set of options on any model that edits: the form's fields, as sent, and its
+    file, fit the spec's CreateImageEditRequest and the SDK's ImageEditParams."""
+    spec = CATALOG[request_.model]
+    assume(spec.edits)
+    request_ = dataclasses.replace(request_, moderation=None, style=None)
+    prepared = prepare_edit(EditRequest(request_, (SQUARE_PNG,)), spec)
+    form: dict[str, Any] = {key: form_value(value) for key, value in prepared.body.items()}
+    (image,) = prepared.inputs
+    form["image"] = [FormFile("image", image.filename, image.content_type, image.data)]
+    assert_fits_the_contract(form)
 
 
 # -- refused before anything is sent ------------------------------------------------------------
