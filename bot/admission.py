@@ -22,7 +22,7 @@ from typing import Any
 
 import discord
 
-from bot.generation import CANCELLED, Generation
+from bot.generation import CANCELLED, WENT_WRONG, Generation
 from bot.images import ImageRequest, PreparedRequest, UnsupportedOption
 from bot.ledger import Outcome
 from bot.replies import DISCORD_FAILURES, Replies
@@ -132,6 +132,11 @@ class Admission:
         except DISCORD_FAILURES as exc:
             checking.cancel()
             log.warning("could not acknowledge a request in time: %r", exc)
+            return
+        except Exception:
+            # A bug in a check must still end with a sentence, never a silent placeholder.
+            log.exception("checking a request failed unexpectedly")
+            await self._refuse(replies, WENT_WRONG)
             return
         generation = Generation(replies, prepared, self.ledger)
         generation.timeline.received = received

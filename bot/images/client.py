@@ -759,8 +759,6 @@ def form_value(value: Any) -> str:
     """A form field's text: aiohttp's FormData refuses numbers and booleans as they are."""
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, (dict, list)):
-        return json.dumps(value)
     return str(value)
 
 

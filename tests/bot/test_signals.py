@@ -153,7 +153,13 @@ class FakeDiscordAPI:
         commands = await request.json()
         self.synced.append(commands)
         answer = [
-            {**command, "id": str(1200000000000000000 + n), "application_id": APPLICATION_ID}
+            # Discord answers a context menu's empty description as "".
+            {
+                "description": "",
+                **command,
+                "id": str(1200000000000000000 + n),
+                "application_id": APPLICATION_ID,
+            }
             for n, command in enumerate(commands)
         ]
         return discord_json(answer)
@@ -291,6 +297,6 @@ async def test_sync_pushes_the_commands_and_exits_zero(tmp_path: Path) -> None:
 
     assert process.returncode == 0
     (commands,) = discord_api.synced  # forced, once, though nothing was synced before
-    assert [command["name"] for command in commands] == ["imagine"]
-    assert "synced 1 global command(s)" in log
+    assert [command["name"] for command in commands] == ["imagine", "edit", "Vary image"]
+    assert "synced 3 global command(s)" in log
     assert (tmp_path / "data" / "command_sync.json").is_file()  # the next start will not resync
