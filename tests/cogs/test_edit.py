@@ -12,7 +12,14 @@ from PIL import Image
 from simcord.http.client import FakeHTTPClient
 
 from bot.editing import VARY_PROMPT
-from tests.cogs.support import CALLBACK_DEFER, callback_types, fields, private_reply, uploaded
+from tests.cogs.support import (
+    CALLBACK_DEFER,
+    Gate,
+    callback_types,
+    fields,
+    private_reply,
+    uploaded,
+)
 from tests.databases import ledger_rows
 from tests.fakes.images_api import FakeImagesAPI, edit_form_problem, incompressible_png
 
@@ -262,3 +269,33 @@ async def test_a_slow_download_is_acknowledged_then_refused_privately(
         "The image is not an image the bot can read; use PNG, JPEG or WebP."
     )
     assert not images_api.edit_requests
+
+
+@pytest.mark.parametrize("bot_overrides", [{"user_rate_limit": "1/minute"}])
+async def test_edits_share_the_members_limits_and_a_refused_edit_does_not_count(
+    simcord_env: Any, channel: Any, alice: Any, images_api: FakeImagesAPI
+) -> None:
+    refused = await alice.slash(channel, "edit", image=("cat.png", b"not an image"), prompt="x")
+    assert refused.response.ephemeral  # invalid: not counted
+    made = await alice.slash(channel, "imagine", prompt="a cat")
+    assert len(made.response.attachments) == 1
+    limited = await alice.slash(channel, "edit", image=("cat.png", png()), prompt="a hat")
+    assert limited.response.ephemeral
+    assert limited.response.content.startswith(
+        "You have reached this server's limit of 1 image request per minute."
+    )
+    assert not images_api.edit_requests
+
+
+@pytest.mark.parametrize("bot_overrides", [{"shutdown_grace_seconds": 0.2}])
+async def test_an_edit_in_flight_at_shutdown_is_cancelled_with_a_sentence(
+    simcord_env: Any, channel: Any, alice: Any, images_api: FakeImagesAPI
+) -> None:
+    Gate(simcord_env)  # held until the shutdown's grace period is over
+    result = await alice.slash(channel, "edit", image=("cat.png", png()), prompt="a hat")
+    await simcord_env.bot.shutdown()  # whichever cog unloads first drains every command's jobs
+    await simcord_env.settle()
+    assert private_reply(result).content == (
+        "The bot is restarting, so your request was cancelled. Sorry!"
+    )
+    assert not simcord_env.bot.admission.jobs
