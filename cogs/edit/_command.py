@@ -3,6 +3,7 @@ and hand it, with the images to start from, to :func:`bot.editing.run_edit`; not
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import discord
@@ -11,6 +12,7 @@ from discord import app_commands
 from bot.admission import Admission
 from bot.editing import VARY_PROMPT, edit_models, image_attachments, run_edit
 from bot.images import ImageRequest
+from bot.posting import clip
 from bot.services import Services
 from cogs.imagine._command import (
     PROMPT_MAX,
@@ -19,6 +21,10 @@ from cogs.imagine._command import (
 )
 
 NO_IMAGE = "This message has no image to vary."
+WHICH_IMAGE = "This message has several images: which one should be varied?"
+CHOICE_SECONDS = 300.0  # how long the question of which image stays answerable
+SELECT_OPTIONS_MAX = 25  # Discord's most options in a select
+SELECT_LABEL_MAX = 100  # Discord's longest option label
 
 
 def _default_model(services: Services, editors: list[str]) -> str:
@@ -109,8 +115,48 @@ def build_vary_menu(services: Services, admission: Admission) -> app_commands.Co
             model=model,
             user=services.pseudonyms.for_user(interaction.user.id),
         )
-        # The first image: a message of several is varied from its first, which is what the
-        # member sees on top; the Vary button chooses among a result's images.
-        await run_edit(admission, interaction, request, attachments[:1])
+
+        async def vary(chosen: discord.Interaction, attachment: discord.Attachment) -> None:
+            await run_edit(admission, chosen, request, [attachment])
+
+        if len(attachments) == 1:
+            await vary(interaction, attachments[0])
+            return
+        # Several images: the member picks one, privately; the choice is a new interaction,
+        # admitted like any other (the menu's own 3 seconds are spent on the question).
+        await interaction.response.send_message(
+            WHICH_IMAGE, view=ChooseImage(attachments, vary), ephemeral=True
+        )
 
     return app_commands.ContextMenu(name="Vary image", callback=vary_image)
+
+
+class ChooseImage(discord.ui.View):
+    """A private select of the message's images (Discord shows at most 25 options); choosing
+    one starts its variation."""
+
+    def __init__(
+        self,
+        attachments: list[discord.Attachment],
+        vary: Callable[[discord.Interaction, discord.Attachment], Awaitable[None]],
+    ) -> None:
+        super().__init__(timeout=CHOICE_SECONDS)
+        self.attachments = attachments[:SELECT_OPTIONS_MAX]
+        self.vary = vary
+        select: discord.ui.Select[ChooseImage] = discord.ui.Select(
+            placeholder="Choose the image to vary",
+            options=[
+                discord.SelectOption(
+                    label=clip(f"Image {index}: {attachment.filename}", SELECT_LABEL_MAX),
+                    value=str(index - 1),
+                )
+                for index, attachment in enumerate(self.attachments, start=1)
+            ],
+        )
+        select.callback = self._chosen  # type: ignore[method-assign]
+        self.select = select
+        self.add_item(select)
+
+    async def _chosen(self, interaction: discord.Interaction) -> None:
+        self.stop()  # one variation per question
+        await self.vary(interaction, self.attachments[int(self.select.values[0])])

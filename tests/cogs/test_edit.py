@@ -188,21 +188,39 @@ async def test_the_model_choices_are_the_models_that_edit(simcord_env: Any) -> N
     assert names[0] == "gpt-image-2.5-flare" and "dall-e-2" in names
 
 
-async def test_vary_image_edits_the_first_image_of_any_message(
+async def test_vary_image_varies_the_image_of_any_message(
     simcord_env: Any, channel: Any, alice: Any, bob: Any, images_api: FakeImagesAPI
 ) -> None:
-    first, second = png(64, 64), png(32, 32)
-    posted = await alice.send(
-        channel, "my two drawings", attachments=[("a.png", first), ("b.png", second)]
-    )
+    drawing = png(64, 64)
+    posted = await alice.send(channel, "my drawing", attachments=[("a.png", drawing)])
     result = await bob.context_menu(channel, "Vary image", posted)
 
     assert callback_types(simcord_env) == [CALLBACK_DEFER]
     assert len(result.response.attachments) == 1
     assert result.response.embeds[0].author.name == "bob edited"
     form = images_api.edit_requests[0].body
-    assert [part.data for part in form["image"]] == [first]
+    assert [part.data for part in form["image"]] == [drawing]
     assert form["prompt"] == VARY_PROMPT
+
+
+async def test_vary_image_asks_which_image_when_there_are_several(
+    simcord_env: Any, channel: Any, alice: Any, bob: Any, images_api: FakeImagesAPI
+) -> None:
+    first, second = png(64, 64), png(32, 32)
+    posted = await alice.send(
+        channel, "my two drawings", attachments=[("a.png", first), ("b.png", second)]
+    )
+    asked = await bob.context_menu(channel, "Vary image", posted)
+    question = asked.response
+    assert question.ephemeral
+    assert question.content == "This message has several images: which one should be varied?"
+    assert not images_api.edit_requests
+
+    result = await bob.select(question, ["1"])
+    assert len(result.response.attachments) == 1
+    assert not result.response.ephemeral
+    form = images_api.edit_requests[0].body
+    assert [part.data for part in form["image"]] == [second]
 
 
 async def test_vary_image_on_the_bots_own_images_keeps_their_prompt(
