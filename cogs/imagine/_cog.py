@@ -100,10 +100,15 @@ class ImagineCog(commands.Cog, name="Imagine"):
                 return
             # After the limits, so a request a budget refuses has still counted against them.
             admission = asyncio.create_task(generation.record_admission())
-            done, _ = await asyncio.wait({admission}, timeout=ADMISSION_BEFORE_ACKNOWLEDGING)
+            # Where a budget may refuse the request, the refusal is best said before the public
+            # placeholder appears; else (the default) the ledger can only fail, and the request
+            # is acknowledged at once. Nothing is sent upstream before its row is written.
+            may_refuse = self.ledger.has_budgets(generation.interaction.guild_id)
+            wait = ADMISSION_BEFORE_ACKNOWLEDGING if may_refuse else 0.0
+            done, _ = await asyncio.wait({admission}, timeout=wait)
             if not done:
-                # The ledger is slow (a busy database): acknowledge within Discord's 3 seconds
-                # and wait on; a refusal then replaces the placeholder with a private sentence.
+                # A slow database must not outlast Discord's 3 seconds: acknowledge and wait
+                # on; a refusal then replaces the placeholder with a private sentence.
                 await generation.acknowledge()
             refusal = await admission
             if refusal is not None:
