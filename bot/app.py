@@ -249,10 +249,14 @@ class ImagineBot(commands.AutoShardedBot):
         await self.close()
 
     async def close(self) -> None:
+        if self._ready is discord.utils.MISSING:
+            # Never started (a start-up that failed before logging in, or a test):
+            # AutoShardedClient makes the queue its close writes to only when it starts.
+            await self._async_setup_hook()
         # discord.py's close unloads the extensions first, while Discord can still be told
         # about the requests they cancel; the engine and its session go only after that.
         await super().close()
-        await self._loop_lag.stop()
+        self._loop_lag.stop()
         if self.metrics_server is not None:
             await self.metrics_server.stop()
         if self._ledger is not None:  # after the extensions have settled their requests

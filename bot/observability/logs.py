@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from collections.abc import Iterable
+from typing import TextIO
 
 import discord
 from pythonjsonlogger.json import JsonFormatter
@@ -37,7 +39,9 @@ class _Redacting(logging.Formatter):
     def __init__(self, inner: logging.Formatter, secrets: Iterable[str]) -> None:
         super().__init__()
         self._inner = inner
-        self._secrets = tuple(secret for secret in secrets if secret)
+        # Also as a JSON string would spell them (a key with a backslash or a quote in it).
+        spelled = {spelling for s in secrets if s for spelling in (s, json.dumps(s)[1:-1])}
+        self._secrets = tuple(sorted(spelled, key=len, reverse=True))
 
     def format(self, record: logging.LogRecord) -> str:
         line = self._inner.format(record)
@@ -64,19 +68,26 @@ def secrets_of(settings: Settings) -> list[str]:
     return values
 
 
-def configure_logging(settings: Settings) -> logging.Handler:
-    """Set up the root logger as LOG_FORMAT says; returns the handler installed."""
-    level = logging.getLevelName(settings.log_level)
-    if settings.log_format == "json":
-        handler: logging.Handler = logging.StreamHandler(sys.stderr)
-        inner = json_formatter()
-        root = logging.getLogger()
-        root.setLevel(level)
-        root.addHandler(handler)
-    else:
-        discord.utils.setup_logging(level=level, root=True)
-        handler = logging.getLogger().handlers[-1]
-        inner = handler.formatter or logging.Formatter()
+def _dress(handler: logging.Handler, inner: logging.Formatter, settings: Settings) -> None:
     handler.setFormatter(_Redacting(inner, secrets_of(settings)))
     handler.addFilter(RequestIds())
+
+
+def json_handler(settings: Settings, stream: TextIO) -> logging.Handler:
+    """A handler writing JSON lines to ``stream``, with the request ids, secrets removed."""
+    handler = logging.StreamHandler(stream)
+    _dress(handler, json_formatter(), settings)
     return handler
+
+
+def configure_logging(settings: Settings) -> None:
+    """Set up the root logger as LOG_FORMAT says."""
+    level = logging.getLevelName(settings.log_level)
+    if settings.log_format == "json":
+        root = logging.getLogger()
+        root.setLevel(level)
+        root.addHandler(json_handler(settings, sys.stderr))
+        return
+    discord.utils.setup_logging(level=level, root=True)
+    handler = logging.getLogger().handlers[-1]
+    _dress(handler, handler.formatter or logging.Formatter(), settings)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
@@ -79,7 +80,7 @@ class Metrics:
         )
         self.loop_lag = Histogram(
             "imagine_event_loop_lag_seconds",
-            "How late a timer on the event loop fired (the loop was busy that long)",
+            "How long the event loop took to run a callback (it was busy that long)",
             buckets=LAG_BUCKETS,
             registry=self.registry,
         )
@@ -225,28 +226,49 @@ class BotCollector(Collector):
 
 
 class LoopLagMonitor:
-    """Sleeps ``interval`` seconds again and again and records how much later than asked it
-    woke up: the time the loop spent on other work that did not yield."""
+    """How long the event loop takes to run a callback handed to it from another thread: the
+    time it spent on work that did not yield. Measured from a thread, so that a loop that is
+    stuck altogether is seen as such, and no timer of the loop's own is involved."""
 
     def __init__(self, metrics: Metrics, interval: float = LAG_INTERVAL) -> None:
         self._metrics = metrics
         self._interval = interval
-        self._task: asyncio.Task[None] | None = None
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
         self.last = 0.0  # seconds, the latest measurement
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._measure(), name="event-loop-lag")
+        if self._thread is None:
+            loop = asyncio.get_running_loop()
+            self._thread = threading.Thread(
+                target=self._measure, args=(loop,), name="event-loop-lag", daemon=True
+            )
+            self._thread.start()
 
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+    def stop(self) -> None:
+        """The thread ends within one interval; nothing waits for it."""
+        self._stopped.set()
 
-    async def _measure(self) -> None:
-        while True:
-            asked = time.perf_counter()
-            await asyncio.sleep(self._interval)
-            self.last = max(time.perf_counter() - asked - self._interval, 0.0)
+    def _measure(self, loop: asyncio.AbstractEventLoop) -> None:
+        while not self._stopped.wait(self._interval):
+            if not self._ping(loop):
+                return
+
+    def _ping(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """One measurement; False once the loop or the monitor has stopped."""
+        arrived = threading.Event()
+        sent = time.perf_counter()
+
+        def record() -> None:
+            self.last = time.perf_counter() - sent
             self._metrics.loop_lag.observe(self.last)
+            arrived.set()
+
+        try:
+            loop.call_soon_threadsafe(record)
+        except RuntimeError:  # the loop is closed
+            return False
+        while not arrived.wait(self._interval):
+            if self._stopped.is_set() or loop.is_closed():
+                return False
+        return True

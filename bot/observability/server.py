@@ -29,6 +29,7 @@ class MetricsServer:
         self._port = port
         self._runner: web.AppRunner | None = None
         self.port: int | None = None  # the port listened on, once started (METRICS_PORT=0)
+        self._failing = ""  # what the last health check found failing, to log it once
 
     async def start(self) -> None:
         app = web.Application()
@@ -62,9 +63,13 @@ class MetricsServer:
 
     async def _healthz(self, _request: web.Request) -> web.Response:
         health = await self._health()
-        if not health.ok:
-            failing = ", ".join(
-                f"{name} ({part.detail})" for name, part in health.parts.items() if not part.ok
-            )
-            log.warning("health check failing: %s", failing)
+        failing = ", ".join(
+            f"{name} ({part.detail})" for name, part in health.parts.items() if not part.ok
+        )
+        if failing != self._failing:  # once per change, not at every probe
+            if failing:
+                log.warning("health check failing: %s", failing)
+            else:
+                log.info("health check passing again")
+            self._failing = failing
         return web.json_response(health.as_json(), status=200 if health.ok else 503)
