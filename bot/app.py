@@ -12,6 +12,7 @@ import gc
 import hashlib
 import json
 import logging
+import os
 import signal
 from pathlib import Path
 from typing import TypedDict
@@ -80,9 +81,11 @@ class ImagineBot(commands.AutoShardedBot):
         sync_on_start: bool = True,
         queue: GenerationQueue | None = None,
         processing: ProcessingSlots | None = None,
+        serve_metrics: bool = True,
     ) -> None:
         """``queue`` and ``processing``: made outside (a test harness's, which declares its
-        waits); by default the bot makes them from the configuration."""
+        waits); by default the bot makes them from the configuration. ``serve_metrics``: False
+        where the bot only syncs its commands (the running bot may hold METRICS_PORT)."""
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=discord.Intents.default(),
@@ -111,6 +114,7 @@ class ImagineBot(commands.AutoShardedBot):
         # One registry per bot: tests run several bots in one process.
         self.metrics = Metrics()
         self.metrics_server: MetricsServer | None = None
+        self._serve_metrics_on = settings.metrics_port if serve_metrics else None
         self._loop_lag = LoopLagMonitor(self.metrics)
 
     @property
@@ -156,8 +160,8 @@ class ImagineBot(commands.AutoShardedBot):
             metrics=self.metrics,
         )
         self.metrics.watch(BotCollector(self._queue, self._processing, self._images, self))
-        if settings.metrics_port is not None:
-            await self._serve_metrics(settings.metrics_host, settings.metrics_port)
+        if self._serve_metrics_on is not None:
+            await self._serve_metrics(settings.metrics_host, self._serve_metrics_on)
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         if self._sync_on_start:
@@ -168,9 +172,11 @@ class ImagineBot(commands.AutoShardedBot):
         try:
             await server.start()
         except OSError as exc:
+            # asyncio's own text repeats the address as a Python tuple: the errno's words only.
+            reason = os.strerror(exc.errno) if exc.errno else type(exc).__name__
             raise MetricsUnavailable(
                 f"the metrics server cannot listen on {host}:{port} (METRICS_HOST, METRICS_PORT): "
-                f"{exc.strerror or type(exc).__name__}"
+                f"{reason}"
             ) from None
         self.metrics_server = server
         self._loop_lag.start()
@@ -288,7 +294,9 @@ async def _serve(settings: Settings, *, sync_only: bool) -> None:
         limiter = UserRateLimiter(settings.user_rate_limit, settings.rate_limit_storage_uri)
         if (silent_store := await limiter.probe()) is not None:
             raise _StoreSilent(silent_store)
-    async with ImagineBot(settings, sync_on_start=not sync_only) as bot:
+    async with ImagineBot(
+        settings, sync_on_start=not sync_only, serve_metrics=not sync_only
+    ) as bot:
         if sync_only:
             await bot.login(token)  # runs setup_hook, which then leaves syncing to us
             await bot.sync_commands(force=True)

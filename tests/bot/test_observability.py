@@ -11,12 +11,14 @@ from pathlib import Path
 import pytest
 
 from bot.__main__ import _health
-from bot.app import ImagineBot, shard_options
+from bot.app import ImagineBot, MetricsUnavailable, shard_options
 from bot.config import ConfigError, Settings, load_settings
 from bot.observability import context
 from bot.observability.health import gateway_part
 from bot.observability.logs import json_handler
+from tests.cogs.conftest import make_settings
 from tests.conftest import API_KEY, DISCORD_TOKEN
+from tests.fakes.images_api import FakeImagesAPI
 
 EVERY_ADDRESS = "0.0.0.0"  # noqa: S104 - only read: `health` asks 127.0.0.1 then
 
@@ -184,3 +186,36 @@ async def test_health_with_nothing_listening_is_unhealthy_in_one_line(
     assert err == (
         f"unhealthy: no answer from http://127.0.0.1:{port}/healthz (ClientConnectorError)\n"
     )
+
+
+async def test_a_metrics_port_in_use_stops_start_up_naming_both_variables(
+    images_api: FakeImagesAPI, tmp_path: Path
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        bot = ImagineBot(
+            make_settings(images_api.base_url, tmp_path, metrics_port=port), sync_on_start=False
+        )
+        try:
+            with pytest.raises(MetricsUnavailable) as caught:
+                await bot.setup_hook()
+        finally:
+            await bot.close()
+    assert str(caught.value) == (
+        f"the metrics server cannot listen on 127.0.0.1:{port} (METRICS_HOST, METRICS_PORT): "
+        "Address already in use"
+    )
+
+
+async def test_syncing_commands_never_opens_the_metrics_port(
+    images_api: FakeImagesAPI, tmp_path: Path
+) -> None:
+    settings = make_settings(images_api.base_url, tmp_path, metrics_port=0)
+    bot = ImagineBot(settings, sync_on_start=False, serve_metrics=False)
+    try:
+        await bot.setup_hook()
+        assert bot.metrics_server is None
+    finally:
+        await bot.close()
