@@ -15,7 +15,7 @@ from bot.app import ImagineBot, MetricsUnavailable, shard_options
 from bot.config import ConfigError, Settings, load_settings
 from bot.observability import context
 from bot.observability.health import gateway_part
-from bot.observability.logs import json_handler
+from bot.observability.logs import configure_logging, json_handler
 from tests.cogs.conftest import make_settings
 from tests.conftest import API_KEY, DISCORD_TOKEN
 from tests.fakes.images_api import FakeImagesAPI
@@ -219,3 +219,31 @@ async def test_syncing_commands_never_opens_the_metrics_port(
         assert bot.metrics_server is None
     finally:
         await bot.close()
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_the_bots_log_lines_lose_the_secrets_in_either_format(
+    tmp_path: Path, log_format: str
+) -> None:
+    settings = Settings(
+        _env_file=None,
+        openai_api_key=API_KEY,
+        discord_token=DISCORD_TOKEN,
+        data_dir=tmp_path,
+        log_format=log_format,
+    )
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        configure_logging(settings)
+        (installed,) = [handler for handler in root.handlers if handler not in handlers]
+        line = installed.format(record("Authorization: Bearer %s", API_KEY))
+    finally:
+        for handler in root.handlers[:]:
+            if handler not in handlers:
+                root.removeHandler(handler)
+        root.setLevel(level)
+    assert API_KEY not in line
+    assert "Authorization: Bearer [redacted]" in line
+    if log_format == "json":
+        assert json.loads(line)["message"] == "Authorization: Bearer [redacted]"
