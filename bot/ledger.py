@@ -140,6 +140,10 @@ class Ledger:
         self._group_commit: _GroupCommit | None = None
 
     @property
+    def is_open(self) -> bool:
+        return self._engine is not None
+
+    @property
     def engine(self) -> AsyncEngine:
         if self._engine is None:
             raise RuntimeError("the ledger is not open")
@@ -245,11 +249,12 @@ class Ledger:
         request_id: str | None = None,
         usage: Mapping[str, Any] | None = None,
         sent: bool = True,
-    ) -> None:
-        """Record how an admitted request ended. ``images_returned``: how many images the
-        service sent back (None: no answer arrived), which with ``usage`` settles the cost;
-        a request the service refused generated nothing, and one never ``sent`` cost nothing
-        (its reservation against the budgets is released)."""
+    ) -> Decimal | None:
+        """Record how an admitted request ended; return its settled cost (None: unknown).
+
+        ``images_returned``: how many images the service sent back (None: no answer arrived),
+        which with ``usage`` settles the cost; a request the service refused generated nothing,
+        and one never ``sent`` cost nothing (its reservation against the budgets is released)."""
         if self._sessions is None:
             raise RuntimeError("the ledger is not open")
         if outcome is Outcome.REFUSED:
@@ -278,6 +283,7 @@ class Ledger:
             await session.execute(
                 update(usage_ledger).where(usage_ledger.c.id == row_id).values(values)
             )
+        return cost
 
 
 async def _used(

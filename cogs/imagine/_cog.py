@@ -20,6 +20,7 @@ from discord.ext import commands
 from bot.generation import CANCELLED, Generation
 from bot.images import ImageRequest, UnsupportedOption
 from bot.ledger import Outcome
+from bot.observability.context import new_correlation_id
 from bot.replies import DISCORD_FAILURES, Replies
 from bot.services import Services
 
@@ -52,6 +53,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
         self.queue = services.queue
         self.processing = services.processing
         self.ledger = services.ledger
+        self.metrics = services.metrics
         self.jobs: set[asyncio.Task[None]] = set()
         self.draining = False  # set once, when the cog starts to drain: newcomers are refused
         self.command = build_imagine_command(services, self.admit)
@@ -67,20 +69,26 @@ class ImagineCog(commands.Cog, name="Imagine"):
 
     async def admit(self, interaction: discord.Interaction, request: ImageRequest) -> None:
         """Refuse what cannot go ahead at once and privately; start a job for the rest."""
+        # Every line logged for this request from here on, in its job too, carries this id.
+        new_correlation_id()
+        log.debug("/imagine from user %s (interaction %s)", interaction.user.id, interaction.id)
         replies = Replies(interaction)
         if self.draining:
+            self.metrics.request("restarting")
             await replies.answer(RESTARTING)
             return
         cap = self.settings.max_images_per_request
         if request.count > cap:
+            self.metrics.request("invalid")
             await replies.answer(f"This server allows at most {cap} images per request.")
             return
         try:
             prepared = self.images.prepare(request)
         except UnsupportedOption as refusal:
+            self.metrics.request("invalid")
             await replies.answer(refusal.user_message)
             return
-        generation = Generation(replies, prepared, self.ledger)
+        generation = Generation(replies, prepared, self.ledger, self.metrics)
         # Tracked from here, before anything is awaited, so that a drain cannot miss it.
         job = asyncio.create_task(self._run(generation), name=f"generation-{interaction.id}")
         self.jobs.add(job)
@@ -141,10 +149,12 @@ class ImagineCog(commands.Cog, name="Imagine"):
                 refusal = await self.limiter.acquire(str(generation.member_id))
         except Exception:
             log.exception("the rate-limit store did not answer")
+            self.metrics.request("limits_unavailable")
             await generation.replies.answer(LIMITS_UNAVAILABLE)
             return False
         if refusal is None:
             return True
+        self.metrics.request("rate_limited")
         again = discord.utils.format_dt(dt.datetime.fromtimestamp(refusal.reset_at, dt.UTC), "R")
         await generation.replies.answer(
             f"You have reached this server's limit of {refusal.describe()}. "

@@ -47,7 +47,7 @@ from simcord.backend.cdn import CdnStore
 from bot.app import ImagineBot
 from bot.images import ImageRequest, ProcessingSlots
 from bot.services import make_client
-from tests.cogs.conftest import make_settings
+from tests.cogs.conftest import RECOMMENDED_SHARDS, make_settings
 from tests.cogs.support import upload_limit
 from tests.fakes.images_api import FakeImagesAPI, incompressible_png, json_response
 
@@ -291,7 +291,7 @@ async def run_phase(
         )
         bot = ImagineBot(settings)
         with instrumented(probe), upload_limit(UPLOAD_LIMIT):
-            async with simcord.run(bot, settle_timeout=30) as env:
+            async with simcord.run(bot, shard_count=RECOMMENDED_SHARDS, settle_timeout=30) as env:
                 # Loaded as an extension, so not the class this module could import: go by name.
                 cog: Any = bot.get_cog("Imagine")
                 guild = env.create_guild("bench")
