@@ -278,7 +278,7 @@ class Ledger:
         }
         if self._group_commit is not None:
             await self._group_commit.settle(_Settlement(row_id, values))
-            return
+            return cost
         async with self._sessions.begin() as session:
             await session.execute(
                 update(usage_ledger).where(usage_ledger.c.id == row_id).values(values)
