@@ -25,6 +25,7 @@ import discord
 from bot.generation import CANCELLED, WENT_WRONG, Generation
 from bot.images import ImageRequest, PreparedRequest, UnsupportedOption
 from bot.ledger import Outcome
+from bot.observability.context import new_correlation_id
 from bot.replies import DISCORD_FAILURES, Replies
 from bot.services import Services
 
@@ -53,38 +54,52 @@ class Admission:
         self.queue = services.queue
         self.processing = services.processing
         self.ledger = services.ledger
+        self.metrics = services.metrics
         self.jobs: set[asyncio.Task[None]] = set()
         self.draining = False  # set once, when draining starts: newcomers are refused
 
     async def admit(self, interaction: discord.Interaction, request: ImageRequest) -> None:
         """A request checked at once (/imagine): refused privately, or a job is started."""
-        replies = Replies(interaction)
+        replies = self._received(interaction, "/imagine")
         if not await self._open_to(replies, request.count):
             return
         try:
             prepared = self.images.prepare(request)
         except UnsupportedOption as refusal:
+            self.metrics.request("invalid")
             await replies.answer(refusal.user_message)
             return
-        self._start(interaction, self._run(Generation(replies, prepared, self.ledger)))
+        self._start(interaction, self._run(self._generation(replies, prepared)))
 
     async def admit_checked_later(
         self, interaction: discord.Interaction, count: int, prepare: Prepare
     ) -> None:
         """A request whose check takes time (/edit, Vary image: images to download and read):
         ``prepare`` runs in the job, before the member's limits count it."""
-        replies = Replies(interaction)
+        replies = self._received(interaction, "an edit")
         if not await self._open_to(replies, count):
             return
         self._start(interaction, self._prepare_then_run(replies, prepare))
 
+    @staticmethod
+    def _received(interaction: discord.Interaction, what: str) -> Replies:
+        # Every line logged for this request from here on, in its job too, carries this id.
+        new_correlation_id()
+        log.debug("%s from user %s (interaction %s)", what, interaction.user.id, interaction.id)
+        return Replies(interaction)
+
+    def _generation(self, replies: Replies, prepared: PreparedRequest) -> Generation:
+        return Generation(replies, prepared, self.ledger, self.metrics)
+
     async def _open_to(self, replies: Replies, count: int) -> bool:
         """Whether the bot takes a request of ``count`` images now; if not, the member is told."""
         if self.draining:
+            self.metrics.request("restarting")
             await replies.answer(RESTARTING)
             return False
         cap = self.settings.max_images_per_request
         if count > cap:
+            self.metrics.request("invalid")
             await replies.answer(f"This server allows at most {cap} images per request.")
             return False
         return True
@@ -123,6 +138,7 @@ class Admission:
                 await replies.defer()
             prepared = await checking
         except UnsupportedOption as refusal:
+            self.metrics.request("invalid")
             await self._refuse(replies, refusal.user_message)
             return
         except asyncio.CancelledError:
@@ -138,7 +154,7 @@ class Admission:
             log.exception("checking a request failed unexpectedly")
             await self._refuse(replies, WENT_WRONG)
             return
-        generation = Generation(replies, prepared, self.ledger)
+        generation = self._generation(replies, prepared)
         generation.timeline.received = received
         await self._run(generation)
 
@@ -151,10 +167,15 @@ class Admission:
                 return
             # After the limits, so a request a budget refuses has still counted against them.
             admission = asyncio.create_task(generation.record_admission())
-            done, _ = await asyncio.wait({admission}, timeout=ADMISSION_BEFORE_ACKNOWLEDGING)
+            # Where a budget may refuse the request, the refusal is best said before the public
+            # placeholder appears; else (the default) the ledger can only fail, and the request
+            # is acknowledged at once. Nothing is sent upstream before its row is written.
+            may_refuse = self.ledger.has_budgets(generation.interaction.guild_id)
+            wait = ADMISSION_BEFORE_ACKNOWLEDGING if may_refuse else 0.0
+            done, _ = await asyncio.wait({admission}, timeout=wait)
             if not done and not replies.acknowledged:
-                # The ledger is slow (a busy database): acknowledge within Discord's 3 seconds
-                # and wait on; a refusal then replaces the placeholder with a private sentence.
+                # A slow database must not outlast Discord's 3 seconds: acknowledge and wait
+                # on; a refusal then replaces the placeholder with a private sentence.
                 await generation.acknowledge()
             refusal = await admission
             if refusal is not None:
@@ -183,10 +204,12 @@ class Admission:
                 refusal = await self.limiter.acquire(str(generation.member_id))
         except Exception:
             log.exception("the rate-limit store did not answer")
+            self.metrics.request("limits_unavailable")
             await self._refuse(replies, LIMITS_UNAVAILABLE)
             return False
         if refusal is None:
             return True
+        self.metrics.request("rate_limited")
         again = discord.utils.format_dt(dt.datetime.fromtimestamp(refusal.reset_at, dt.UTC), "R")
         await self._refuse(
             replies,

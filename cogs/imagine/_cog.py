@@ -30,6 +30,8 @@ class ImagineCog(commands.Cog, name="Imagine"):
         self.bot = bot
         self.settings = services.settings
         self.admission = admission
+        self.queue = services.queue  # read by the benchmark
+        self.processing = services.processing
         self.command = build_imagine_command(services, admission.admit)
 
     @property
