@@ -11,6 +11,13 @@ The member is stored as the raw Discord user id, not the pseudonym sent to the i
 ledger stays in the operator's own database, never leaves for the image service, and budgets
 per member need a key that stays the same when USER_ID_SECRET changes.
 
+A settlement the database does not take (it went away, or hangs) is kept in memory and written
+again, with growing pauses, until the database answers: meanwhile the row stays ``pending``, so
+its estimate stays reserved against the budgets (never an overspend), and once written the
+reservation is settled or released. Writing a settlement twice writes the same values: nothing is
+counted twice. A process stopped before the database came back leaves those rows ``pending`` and
+logs their ids.
+
 Budgets (:mod:`bot.budgets`) are checked where the row is inserted, in the same transaction: on
 PostgreSQL after taking a transaction-scoped advisory lock per member and per server, on SQLite in
 a ``BEGIN IMMEDIATE`` transaction, so that neither simultaneous requests in one process nor
@@ -43,6 +50,12 @@ from bot.images.pricing import SIX_PLACES, estimate_cost, settle_cost
 log = logging.getLogger(__name__)
 
 REQUEST_ID_CHARS = 100  # the column's width; the engine already bounds request ids to this
+# Seconds between attempts to write settlements the database did not take: short at first (a
+# restart takes seconds), then no more than twice a minute while it stays away.
+SETTLE_RETRY_FIRST = 0.5
+SETTLE_RETRY_LONGEST = 30.0
+SETTLE_ATTEMPT_TIMEOUT = 10.0  # seconds for one attempt; a hanging database is tried again later
+SETTLE_AT_CLOSE_TIMEOUT = 5.0  # seconds for a last attempt when the bot stops
 
 
 class Outcome(StrEnum):
@@ -132,6 +145,9 @@ class Ledger:
         # 20 s). They take turns here instead, each write a few milliseconds.
         self._sqlite = make_url(url).get_backend_name() == "sqlite"
         self._write_turn = asyncio.Lock()
+        # Settlements not yet written, by row id; a row settled again replaces its values.
+        self._unsettled: dict[int, dict[str, Any]] = {}
+        self._retrying: asyncio.Task[None] | None = None
 
     def _writing(self) -> contextlib.AbstractAsyncContextManager[object]:
         return self._write_turn if self._sqlite else contextlib.nullcontext()
@@ -147,10 +163,30 @@ class Ledger:
         self._sessions = async_sessionmaker(self._engine, expire_on_commit=False)
 
     async def close(self) -> None:
+        if self._retrying is not None:
+            self._retrying.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retrying
+            self._retrying = None
+        if self._unsettled and self._sessions is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(SETTLE_AT_CLOSE_TIMEOUT):
+                    await self._write_unsettled()
+        if self._unsettled:
+            log.error(
+                "the usage ledger could not settle row(s) %s before stopping: they stay pending, "
+                "their estimates reserved against the budgets",
+                ", ".join(map(str, sorted(self._unsettled))),
+            )
         if self._engine is not None:
             await self._engine.dispose()
             self._engine = None
             self._sessions = None
+
+    @property
+    def unsettled(self) -> frozenset[int]:
+        """The rows whose settlement the database has not taken yet."""
+        return frozenset(self._unsettled)
 
     async def admitted(
         self,
@@ -260,10 +296,48 @@ class Ledger:
             "output_tokens": tokens.output,
             "cost": cost,
         }
+        self._unsettled[row_id] = values
+        try:
+            await self._write_settlement(row_id, values)
+        except BaseException:  # a failure, or the caller's timeout: written later in any case
+            self._retry_later()
+            raise
+
+    async def _write_settlement(self, row_id: int, values: dict[str, Any]) -> None:
+        if self._sessions is None:
+            raise RuntimeError("the ledger is not open")
         async with self._writing(), self._sessions.begin() as session:
             await session.execute(
                 update(usage_ledger).where(usage_ledger.c.id == row_id).values(values)
             )
+        if self._unsettled.get(row_id) is values:  # not settled anew meanwhile
+            del self._unsettled[row_id]
+
+    async def _write_unsettled(self) -> None:
+        for row_id, values in list(self._unsettled.items()):
+            await self._write_settlement(row_id, values)
+
+    def _retry_later(self) -> None:
+        if self._retrying is None or self._retrying.done():
+            self._retrying = asyncio.create_task(self._retry(), name="ledger-settle-retry")
+
+    async def _retry(self) -> None:
+        pause = SETTLE_RETRY_FIRST
+        while self._unsettled:
+            await asyncio.sleep(pause)
+            try:
+                async with asyncio.timeout(SETTLE_ATTEMPT_TIMEOUT):
+                    await self._write_unsettled()
+            except Exception as exc:
+                log.warning(
+                    "the usage ledger still cannot settle %d row(s) (%s); trying again in %.0fs",
+                    len(self._unsettled),
+                    type(exc).__name__,
+                    min(pause * 2, SETTLE_RETRY_LONGEST),
+                )
+                pause = min(pause * 2, SETTLE_RETRY_LONGEST)
+            else:
+                log.info("the usage ledger settled the rows it could not settle before")
 
 
 async def _check(
