@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from limits import RateLimitItem
-from limits.aio.storage import Storage
+from limits.aio.storage import MemoryStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import storage_from_string
 
@@ -125,6 +125,21 @@ class UserRateLimiter:
             entry.users -= 1
             if not entry.users:
                 del self._locks[user_key]  # members who are not asking hold no memory
+
+    async def refund(self, user_key: str) -> None:
+        """Take back one request :meth:`acquire` counted, which the bot then could not take (its
+        database did not answer): a member is not held back by the bot's own bad day. In memory
+        and on Redis; other shared stores keep the count."""
+        if self._atomic is not None:
+            await self._atomic.refund(user_key)
+        elif isinstance(self._storage, MemoryStorage):
+            storage = self._storage
+            for limit in self._limits:
+                key = limit.key_for(user_key)
+                # limits keeps a window's entries newest first and has no call to take one back.
+                async with storage.locks[key]:
+                    if entries := storage.events.get(key):
+                        del entries[0]
 
     async def _acquire(self, user_key: str) -> Refusal | None:
         for limit in self._limits:

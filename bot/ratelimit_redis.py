@@ -50,6 +50,16 @@ return 0
 """
 
 
+# KEYS: the member's moving-window lists. Takes back the newest entry of each (one member's
+# entries differ only by milliseconds: which one goes does not change what the windows count).
+REFUND_ONE = """
+for _, key in ipairs(KEYS) do
+    redis.call('LPOP', key)
+end
+return 0
+"""
+
+
 class AtomicAcquire:
     """Counts a request against all of a member's limits on Redis, or against none."""
 
@@ -57,6 +67,7 @@ class AtomicAcquire:
         self._bridge = bridge
         self._limits = tuple(limits)
         self._script = bridge.get_connection().register_script(ACQUIRE_ALL)
+        self._refund = bridge.get_connection().register_script(REFUND_ONE)
         self._windows = tuple(
             str(part) for limit in limits for part in (limit.amount, limit.get_expiry())
         )
@@ -73,10 +84,16 @@ class AtomicAcquire:
 
     async def acquire(self, user_key: str) -> tuple[RateLimitItem, float] | None:
         """None when counted; else the limit that refuses and when it lets a request through."""
-        keys = tuple(self._bridge.prefixed_key(limit.key_for(user_key)) for limit in self._limits)
-        answer: Any = await self._script.execute(keys, self._windows)
+        answer: Any = await self._script.execute(self._keys(user_key), self._windows)
         if answer == 0:
             return None
         index, oldest = answer
         limit = self._limits[int(index) - 1]
         return limit, float(oldest) + limit.get_expiry()
+
+    async def refund(self, user_key: str) -> None:
+        """Take back one request counted by :meth:`acquire`, from every window."""
+        await self._refund.execute(self._keys(user_key), ())
+
+    def _keys(self, user_key: str) -> tuple[str, ...]:
+        return tuple(self._bridge.prefixed_key(limit.key_for(user_key)) for limit in self._limits)

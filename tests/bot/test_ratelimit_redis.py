@@ -86,3 +86,17 @@ async def test_a_store_that_goes_away_fails_fast_and_is_used_again_when_it_is_ba
     assert await limiter.probe(1.0) is None
     assert await limiter.acquire("alice") is None  # the script is loaded again, unasked
     assert await remaining(limiter, "5/minute", "alice") == 4
+
+
+async def test_a_request_taken_back_frees_its_place_in_every_window(
+    redis_server: RedisServer,
+) -> None:
+    first, second = limiters(redis_server, "10/hour;2/minute")
+    assert await first.acquire("alice") is None
+    assert await second.acquire("alice") is None
+
+    await first.refund("alice")
+
+    assert await remaining(second, "10/hour", "alice") == 9
+    assert await second.acquire("alice") is None
+    assert await first.acquire("alice") is not None

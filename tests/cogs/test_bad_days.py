@@ -65,7 +65,11 @@ class TestTheDatabaseGoesAway:
     @pytest.fixture
     def bot_overrides(self, postgres_server_of_its_own: PostgresServer) -> dict[str, Any]:
         self.database_url = postgres_server_of_its_own.create_database()
-        return {"database_url": self.database_url, "member_budget": "2 images/day"}
+        return {
+            "database_url": self.database_url,
+            "member_budget": "2 images/day",
+            "user_rate_limit": "3/minute",
+        }
 
     async def test_a_request_in_flight_is_settled_once_it_is_back_and_nothing_counts_twice(
         self,
@@ -95,7 +99,8 @@ class TestTheDatabaseGoesAway:
         assert [(row["outcome"], row["images_delivered"]) for row in rows] == [("delivered", 1)]
 
         # Recovered without a restart; the budget counts the delivered image once and the
-        # refused request not at all: one more image today, then no more.
+        # refused request not at all: one more image today, then no more. Nor did the refused
+        # request count against the limit of three a minute: the fourth meets the budget.
         third = await alice.slash(channel, "imagine", prompt="a fox")
         gate.open(1)
         await finish(simcord_env)
