@@ -169,9 +169,11 @@ class Ledger:
                 await self._retrying
             self._retrying = None
         if self._unsettled and self._sessions is not None:
-            with contextlib.suppress(TimeoutError):
+            try:
                 async with asyncio.timeout(SETTLE_AT_CLOSE_TIMEOUT):
                     await self._write_unsettled()
+            except Exception as exc:  # still away: said below, row by row
+                log.warning("a last attempt to settle failed (%s)", type(exc).__name__)
         if self._unsettled:
             log.error(
                 "the usage ledger could not settle row(s) %s before stopping: they stay pending, "

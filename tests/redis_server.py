@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -52,9 +53,19 @@ class RedisServer:
             time.sleep(0.02)
         raise RuntimeError("redis-server did not start in time")
 
+    def pause(self) -> None:
+        """Freeze the server: connections stay open and nothing answers, as on a hung host."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         """Stop the server at once; everything it held is gone (nothing is persisted)."""
         if self.process is not None:
+            self.process.send_signal(signal.SIGCONT)  # a paused server is stopped all the same
             self.process.kill()
             self.process.wait()
             self.process = None

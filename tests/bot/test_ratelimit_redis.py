@@ -100,3 +100,26 @@ async def test_a_request_taken_back_frees_its_place_in_every_window(
     assert await remaining(second, "10/hour", "alice") == 9
     assert await second.acquire("alice") is None
     assert await first.acquire("alice") is not None
+
+
+async def test_a_store_that_hangs_is_given_up_on_and_used_again_when_it_answers(
+    redis_server: RedisServer,
+) -> None:
+    (limiter,) = limiters(redis_server, "5/minute", count=1)
+    assert await limiter.acquire("alice") is None
+
+    redis_server.pause()
+    try:
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.5):  # the command's own limit is 1.5 s
+                await limiter.acquire("alice")
+    finally:
+        redis_server.resume()
+
+    # The connection the abandoned call used is not reused with its answer still unread.
+    assert await limiter.acquire("bob") is None
+    assert await remaining(limiter, "5/minute", "bob") == 4
+    # The abandoned call had reached the server, which ran it once it woke: the request counts
+    # though the member was told the limits could not be checked (erring towards the limit),
+    # and counts once.
+    assert await remaining(limiter, "5/minute", "alice") == 3
