@@ -14,7 +14,7 @@ from sqlalchemy import inspect
 
 from bot import app, ledger
 from bot.app import ImagineBot, run_bot
-from bot.db import DatabaseUnavailable, migrate, open_engine
+from bot.db import DatabaseUnavailable, migrate, migrate_database, open_engine
 from bot.images import ImageRequest, PreparedRequest, load_catalog, prepare_request
 from bot.images.pricing import format_usd, settle_cost
 from bot.ledger import Ledger, Outcome
@@ -191,9 +191,7 @@ async def test_a_bot_stopping_while_the_database_is_away_names_the_rows_left_pen
     postgres_server_of_its_own: PostgresServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     url = postgres_server_of_its_own.create_database()
-    engine = open_engine(url)
-    await migrate(engine)
-    await engine.dispose()
+    await migrate_database(url)
     book = Ledger(url)
     await book.open()
     row_id = await book.admitted(prepared(), member_id=DISCORD_ID, guild_id=None, channel_id=None)
