@@ -3,7 +3,8 @@
 Run as ``python -m tests.cogs.instance '<json>'`` by tests/cogs/test_shared_state.py: it starts an
 ImagineBot in its own simcord, with the member and server ids the test gives (so that every process
 sees the same member), prints ``ready``, waits for a line on its standard input, sends its share of
-/imagine requests, waits for them to end, and prints one JSON line: what each request got.
+/imagine requests (with ``hold``, prints ``sent`` and waits for another line), waits for them to
+end, stops as an operator's restart stops it, and prints one JSON line: what each request got.
 """
 
 from __future__ import annotations
@@ -63,7 +64,10 @@ async def main(plan: dict[str, Any]) -> None:
                 await alice.slash(channel, "imagine", prompt=f"a cat {n}", model="dall-e-2")
                 for n in range(plan["requests"])
             ]
-            await finish(env)
+            if plan.get("hold"):  # the test says when this process's requests may end
+                print("sent", flush=True)
+                await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+            await finish(env, seconds=60.0)
             print(json.dumps([outcome(result) for result in results]), flush=True)
     finally:
         await env.shutdown()
