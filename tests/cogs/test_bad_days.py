@@ -61,6 +61,40 @@ class TestTheLimitStoreGoesAway:
         assert "limit of 2 image requests per minute" in limited.response.content
 
 
+class TestTheLimitStoreHangs:
+    @pytest.fixture
+    def bot_overrides(self, redis_server: RedisServer) -> dict[str, Any]:
+        return {"rate_limit_storage_uri": redis_server.url}
+
+    async def test_the_member_is_answered_within_discord_s_three_seconds_and_it_recovers(
+        self,
+        simcord_env: Any,
+        channel: Any,
+        alice: Any,
+        images_api: FakeImagesAPI,
+        redis_server: RedisServer,
+    ) -> None:
+        limiter = simcord_env.bot.get_cog("Imagine").limiter
+        asking = limiter.acquire
+
+        async def declared(user_key: str) -> Any:  # simcord cannot see a wait on a socket
+            return await simcord_env.external_wait(asking(user_key), reason="the limit store")
+
+        limiter.acquire = declared
+        redis_server.pause()  # connections stay open; nothing answers
+        try:
+            hung = await alice.slash(channel, "imagine", prompt="a dog")
+            await simcord_env.advance_time(2.0)  # on the bot's clock: within Discord's 3 s
+        finally:
+            redis_server.resume()
+
+        assert hung.response.ephemeral
+        assert hung.response.content == LIMITS_UNAVAILABLE
+        assert images_api.generation_requests == []
+        again = await alice.slash(channel, "imagine", prompt="a fox")
+        assert len(again.response.attachments) == 1
+
+
 class TestTheDatabaseGoesAway:
     @pytest.fixture
     def bot_overrides(self, postgres_server_of_its_own: PostgresServer) -> dict[str, Any]:
