@@ -22,7 +22,7 @@ from simcord.env import Env
 from bot.app import ImagineBot
 from bot.images import ProcessingSlots
 from bot.queue import GenerationQueue
-from tests.cogs.conftest import DeclaredQueueWaits, make_settings
+from tests.cogs.conftest import RECOMMENDED_SHARDS, DeclaredQueueWaits, make_settings
 from tests.cogs.support import declare_generation_waits, finish
 
 
@@ -49,6 +49,8 @@ async def main(plan: dict[str, Any]) -> None:
     queue = GenerationQueue(settings.max_concurrent_generations, wait=waits)
     processing = ProcessingSlots(settings.processing_slot_count, wait=waits)
     bot = ImagineBot(settings, queue=queue, processing=processing)
+    if bot.shard_count is None:
+        bot.shard_count = RECOMMENDED_SHARDS
     env = Env(bot)
     waits.env = env
     await env.start()
