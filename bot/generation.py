@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import discord
 
-from bot.budgets import OverBudget, PriceUnknown
+from bot.budgets import Budget, OverBudget, PriceUnknown
 from bot.images import (
     AuthenticationFailed,
     GenerationResult,
@@ -69,10 +69,19 @@ class Timeline:
 class Generation:
     """One request, admitted (valid and within the member's limits), on its way to a reply."""
 
-    def __init__(self, replies: Replies, prepared: PreparedRequest, ledger: Ledger) -> None:
+    def __init__(
+        self,
+        replies: Replies,
+        prepared: PreparedRequest,
+        ledger: Ledger,
+        budgets: tuple[tuple[Budget, ...], tuple[Budget, ...]] | None = None,
+    ) -> None:
+        """``budgets``: the member's and the server's, from the server's settings (None: the
+        ledger's defaults)."""
         self.replies = replies
         self.prepared = prepared
         self.ledger = ledger
+        self.budgets = budgets
         self.ledger_row: int | None = None  # set once the admission is recorded
         self.result: GenerationResult | None = None
         self.timeline = Timeline(received=discord.utils.utcnow())
@@ -98,6 +107,7 @@ class Generation:
                     guild_id=interaction.guild_id,
                     channel_id=interaction.channel_id,
                     at=self.timeline.received,
+                    chosen_budgets=self.budgets,
                 )
         except (OverBudget, PriceUnknown) as refusal:
             log.info("a budget refused a request from user %s: %s", self.member_id, refusal)

@@ -24,6 +24,7 @@ from bot.replies import DISCORD_FAILURES, Replies
 from bot.services import Services
 
 from ._command import build_imagine_command
+from ._server import apply_server_settings
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot
@@ -46,6 +47,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
 
     def __init__(self, bot: ImagineBot, services: Services) -> None:
         self.bot = bot
+        self.services = services
         self.settings = services.settings
         self.images = services.images
         self.limiter = services.limiter
@@ -68,10 +70,15 @@ class ImagineCog(commands.Cog, name="Imagine"):
     async def admit(self, interaction: discord.Interaction, request: ImageRequest) -> None:
         """Refuse what cannot go ahead at once and privately; start a job for the rest."""
         replies = Replies(interaction)
+        # Before the draining check: nothing is awaited between it and the job's creation.
+        admissible = await apply_server_settings(interaction, request, self.services)
         if self.draining:
             await replies.answer(RESTARTING)
             return
-        cap = self.settings.max_images_per_request
+        if isinstance(admissible, str):
+            await replies.answer(admissible)
+            return
+        request, cap = admissible.request, admissible.cap
         if request.count > cap:
             await replies.answer(f"This server allows at most {cap} images per request.")
             return
@@ -80,7 +87,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
         except UnsupportedOption as refusal:
             await replies.answer(refusal.user_message)
             return
-        generation = Generation(replies, prepared, self.ledger)
+        generation = Generation(replies, prepared, self.ledger, admissible.budgets)
         # Tracked from here, before anything is awaited, so that a drain cannot miss it.
         job = asyncio.create_task(self._run(generation), name=f"generation-{interaction.id}")
         self.jobs.add(job)
