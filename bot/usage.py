@@ -108,9 +108,11 @@ class Day:
     cost: Decimal
 
 
-async def daily(engine: AsyncEngine, since: dt.date, server: int | None) -> list[Day]:
-    """Requests, images delivered and known cost per day (UTC) from ``since`` to today, every
-    day listed (a day without requests with zeros)."""
+async def daily(
+    engine: AsyncEngine, since: dt.date, until: dt.date, server: int | None
+) -> list[Day]:
+    """Requests, images delivered and known cost per day (UTC) from ``since`` to ``until``,
+    every day listed (a day without requests with zeros)."""
     requested = usage_ledger.c.requested_at
     async with engine.connect() as connection:
         # SQLite keeps the time as UTC text; PostgreSQL's date follows the session's time zone.
@@ -131,9 +133,8 @@ async def daily(engine: AsyncEngine, since: dt.date, server: int | None) -> list
         (value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value))): row
         for value, *row in rows
     }
-    today = dt.datetime.now(dt.UTC).date()
     days = []
-    for offset in range((today - since).days + 1):
+    for offset in range((until - since).days + 1):
         when = since + dt.timedelta(days=offset)
         requests, images, cost = found.get(when, (0, 0, 0))
         days.append(Day(when, int(requests), int(images), Decimal(str(cost))))

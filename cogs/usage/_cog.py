@@ -85,7 +85,7 @@ class UsageCog(commands.Cog, name="Usage"):
 
     async def _member_embed(self, guild_id: int, member_id: int) -> discord.Embed:
         engine = self.services.ledger.engine
-        now = dt.datetime.now(dt.UTC)
+        now = discord.utils.utcnow()  # the clock the rows are stamped with
         today = await overall(engine, Period.DAY.start(now), guild_id, member_id)
         month = await overall(engine, Period.MONTH.start(now), guild_id, member_id)
         embed = discord.Embed(title="Your usage on this server")
@@ -143,7 +143,7 @@ class UsageCog(commands.Cog, name="Usage"):
 
     async def _server_report(self, guild_id: int) -> tuple[discord.Embed, list[discord.File]]:
         engine = self.services.ledger.engine
-        now = dt.datetime.now(dt.UTC)
+        now = discord.utils.utcnow()  # the clock the rows are stamped with
         first_day = now.date() - dt.timedelta(days=CHART_DAYS - 1)
         month_start = Period.MONTH.start(now)
         embed = discord.Embed(title="This server's usage")
@@ -167,7 +167,7 @@ class UsageCog(commands.Cog, name="Usage"):
             value=_clip("\n".join(f"{row.key}: {_totals_line(row)}" for row in models) or "None."),
             inline=False,
         )
-        days = await daily(engine, first_day, guild_id)
+        days = await daily(engine, first_day, now.date(), guild_id)
         chart = await asyncio.to_thread(render_chart, days)
         rows = await ledger_rows(engine, first_day, guild_id)
         text = io.StringIO()
