@@ -3,9 +3,11 @@ the cache's few seconds; what a manager types is read or refused."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.budgets import Budget, Period
 from bot.db import migrate, open_engine
@@ -31,11 +33,15 @@ class Clock:
         return self.now
 
 
+def returning(engine: AsyncEngine) -> Callable[[], AsyncEngine]:
+    return lambda: engine
+
+
 async def test_another_process_sees_a_change_once_its_cache_expires(database_url: str) -> None:
     engines = [open_engine(database_url) for _ in range(2)]  # two bot processes
     await migrate(engines[0])
     clock = Clock()
-    here, there = (SettingsStore(lambda e=e: e, clock=clock) for e in engines)
+    here, there = (SettingsStore(returning(engine), clock=clock) for engine in engines)
     try:
         assert (await there.get(SERVER)).max_images is None  # read, and cached there
         await here.change(SERVER, Setting.MAX_IMAGES, "2", by=MANAGER)

@@ -103,7 +103,7 @@ async def test_twenty_simultaneous_requests_from_one_member_admit_exactly_the_bu
         if len(waiting) == 20:
             arrived.set()
         await simcord_env.external_wait(arrived.wait(), reason="the twenty admissions gather")
-        return await real_admitted(*args, **kwargs)
+        return int(await real_admitted(*args, **kwargs))
 
     ledger.admitted = all_at_once
     declare_generation_waits(simcord_env)
