@@ -368,7 +368,7 @@ def describe(setting: Setting, raw: str | None, rules: Rules, chosen: ServerSett
     if setting is Setting.CHANNELS:
         return " ".join(f"<#{channel}>" for channel in chosen.channels or ()) or "every channel"
     if setting is Setting.PREVIEWS:
-        return {None: "off (default)", True: "on", False: "off"}[chosen.partial_previews]
+        return {None: "the bot's default", True: "on", False: "off"}[chosen.partial_previews]
     return raw or "default"
 
 
