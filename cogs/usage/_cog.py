@@ -75,13 +75,15 @@ class UsageCog(commands.Cog, name="Usage"):
 
     async def member_usage(self, interaction: discord.Interaction) -> None:
         assert interaction.guild_id is not None  # the command is guild only
+        # Several queries: a busy database must not outlast Discord's 3 seconds to answer.
+        await interaction.response.defer(ephemeral=True, thinking=True)
         try:
             embed = await self._member_embed(interaction.guild_id, interaction.user.id)
         except Exception:
             log.exception("could not read the usage of user %s", interaction.user.id)
-            await interaction.response.send_message(USAGE_UNAVAILABLE, ephemeral=True)
+            await interaction.edit_original_response(content=USAGE_UNAVAILABLE)
             return
-        await interaction.response.send_message(embed=embed, ephemeral=True)
+        await interaction.edit_original_response(embed=embed)
 
     async def _member_embed(self, guild_id: int, member_id: int) -> discord.Embed:
         engine = self.services.ledger.engine

@@ -4,6 +4,7 @@ chart and CSV; nobody else sees the server's."""
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 from decimal import Decimal
 from typing import Any
@@ -13,6 +14,8 @@ import pytest
 
 from bot.budgets import Period
 from bot.images.pricing import format_usd
+from bot.usage import Day
+from bot.usage_chart import render_chart
 from cogs.usage._cog import CHART_FILE, CSV_FILE, MANAGERS_ONLY
 from tests.cogs.support import fields
 from tests.fakes.images_api import FakeImagesAPI
@@ -24,6 +27,13 @@ DALL_E_2_SQUARE = Decimal("0.02")  # dall-e-2, standard, 1024x1024: its publishe
 @pytest.fixture
 def bot_overrides(database_url: str) -> dict[str, Any]:
     return {"database_url": database_url, "member_budget": "$1/day;10 images/month"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def matplotlib_imported() -> None:
+    """simcord allows the bot 5 s to settle; matplotlib's first import (and font cache) in a
+    fresh process can take longer on a loaded machine, once per process, not per chart."""
+    render_chart([Day(dt.date(2026, 1, 1), 1, 1, Decimal(1))])
 
 
 @pytest.fixture
