@@ -297,11 +297,10 @@ class SettingsStore:
             if connection.dialect.name == "sqlite":
                 await connection.execution_options(**{BEGIN_IMMEDIATE: True})
             async with connection.begin():
-                if connection.dialect.name == "postgresql":  # one change of a setting at a time
-                    await connection.execute(
-                        select(server_settings.c.value).where(key).with_for_update()
-                    )
-                old = await connection.scalar(select(server_settings.c.value).where(key))
+                # PostgreSQL: one change of a setting at a time (SQLite: BEGIN IMMEDIATE).
+                old = await connection.scalar(
+                    select(server_settings.c.value).where(key).with_for_update()
+                )
                 if value is None:
                     await connection.execute(delete(server_settings).where(key))
                 elif old is None:
