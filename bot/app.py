@@ -34,11 +34,12 @@ from bot.offer import ModelOffer, discover, narrow
 from bot.pseudonym import Pseudonymizer, load_or_create_secret
 from bot.queue import GenerationQueue
 from bot.ratelimit import UserRateLimiter
+from bot.server_settings import Rules, SettingsStore
 from bot.services import Services, make_client
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("cogs.imagine",)
+EXTENSIONS = ("cogs.imagine", "cogs.usage", "cogs.settings")
 SYNC_STATE_FILE = "command_sync.json"
 UNEXPECTED = "Something went wrong with that command. Please try again."
 REFUSAL_TEXT_LIMIT = 300  # characters of Discord's explanation kept in the start-up log line
@@ -147,7 +148,7 @@ class ImagineBot(commands.AutoShardedBot):
         self._images = make_client(self._session, self.settings, feedback=self._queue)
         # Before the command is built: its model choices are what the endpoint serves.
         self.offer = await discover(self._images, self.settings)
-        settings = self.settings
+        settings, ledger = self.settings, self._ledger
         self._services = Services(
             settings=settings,
             images=self._images,
@@ -158,6 +159,15 @@ class ImagineBot(commands.AutoShardedBot):
             pseudonyms=self.pseudonyms,
             ledger=self._ledger,
             metrics=self.metrics,
+            server_settings=SettingsStore(lambda: ledger.engine),
+            server_rules=Rules(
+                offered=self.offer.models,
+                default_model=self.offer.default,
+                catalog=settings.catalog,
+                max_images=settings.max_images_per_request,
+                default_member_budget=settings.member_budget,
+                default_server_budget=settings.server_budget,
+            ),
         )
         self.metrics.watch(BotCollector(self._queue, self._processing, self._images, self))
         if self._serve_metrics_on is not None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import discord
 
-from bot.budgets import OverBudget, PriceUnknown
+from bot.budgets import Budget, OverBudget, PriceUnknown
 from bot.images import (
     AuthenticationFailed,
     GenerationResult,
@@ -76,11 +76,15 @@ class Generation:
         prepared: PreparedRequest,
         ledger: Ledger,
         metrics: Metrics | None = None,
+        budgets: tuple[tuple[Budget, ...], tuple[Budget, ...]] | None = None,
     ) -> None:
+        """``budgets``: the member's and the server's, from the server's settings (None: the
+        ledger's defaults)."""
         self.replies = replies
         self.prepared = prepared
         self.ledger = ledger
         self.metrics = metrics or Metrics()
+        self.budgets = budgets
         self.ledger_row: int | None = None  # set once the admission is recorded
         self.result: GenerationResult | None = None
         self.timeline = Timeline(received=discord.utils.utcnow())
@@ -106,6 +110,7 @@ class Generation:
                     guild_id=interaction.guild_id,
                     channel_id=interaction.channel_id,
                     at=self.timeline.received,
+                    chosen_budgets=self.budgets,
                 )
         except (OverBudget, PriceUnknown) as refusal:
             log.info("a budget refused a request from user %s: %s", self.member_id, refusal)

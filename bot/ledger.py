@@ -125,12 +125,12 @@ _pending = usage_ledger.c.outcome == Outcome.PENDING.value
 # What a row counts against a money budget: a pending row its estimate; a refused row its settled
 # cost (nothing when the service refused before generating); any other its cost, or its estimate
 # where the cost is unknown (an answer that never arrived may still have been billed).
-_COUNTED_COST: ColumnElement[Any] = case(
+COUNTED_COST: ColumnElement[Any] = case(
     (_pending, usage_ledger.c.estimated_cost),
     (usage_ledger.c.outcome == Outcome.REFUSED.value, usage_ledger.c.cost),
     else_=func.coalesce(usage_ledger.c.cost, usage_ledger.c.estimated_cost),
 )
-_COUNTED_IMAGES: ColumnElement[Any] = case(
+COUNTED_IMAGES: ColumnElement[Any] = case(
     (_pending, usage_ledger.c.images_requested), else_=usage_ledger.c.images_delivered
 )
 
@@ -211,8 +211,11 @@ class Ledger:
         guild_id: int | None,
         channel_id: int | None,
         at: dt.datetime | None = None,
+        chosen_budgets: tuple[tuple[Budget, ...], tuple[Budget, ...]] | None = None,
     ) -> int:
         """Record an admitted request as pending, with its estimated cost; return its row id.
+        ``chosen_budgets``: the member's and the server's budgets of this server (its settings), in
+        place of the defaults the ledger was made with.
 
         Raises :class:`~bot.budgets.OverBudget` or :class:`~bot.budgets.PriceUnknown` when a
         budget refuses it (nothing is recorded), else what the database raises: in every case the
@@ -234,7 +237,7 @@ class Ledger:
             "outcome": Outcome.PENDING.value,
             "estimated_cost": estimate,
         }
-        budgets = self._budgets(guild_id)
+        budgets = self._budgets(guild_id, chosen_budgets)
         if any(not budget.images for _, budget in budgets) and estimate is None:
             scope = next(scope for scope, budget in budgets if not budget.images)
             raise PriceUnknown(prepared.model, scope)
@@ -253,16 +256,26 @@ class Ledger:
             )
             return int(inserted.scalar_one())
 
-    def has_budgets(self, guild_id: int | None) -> bool:
-        """Whether a budget applies to requests in ``guild_id``: only then may an admission be
-        refused for anything but the database failing."""
-        return bool(self._budgets(guild_id))
+    def has_budgets(
+        self,
+        guild_id: int | None,
+        chosen: tuple[tuple[Budget, ...], tuple[Budget, ...]] | None = None,
+    ) -> bool:
+        """Whether a budget applies to requests in ``guild_id`` (``chosen``: its server's, as
+        :meth:`admitted` takes them): only then may an admission be refused for anything but the
+        database failing."""
+        return bool(self._budgets(guild_id, chosen))
 
-    def _budgets(self, guild_id: int | None) -> list[tuple[Scope, Budget]]:
+    def _budgets(
+        self,
+        guild_id: int | None,
+        chosen: tuple[tuple[Budget, ...], tuple[Budget, ...]] | None = None,
+    ) -> list[tuple[Scope, Budget]]:
         """The budgets a request in ``guild_id`` is checked against (a direct message has no
         server's)."""
-        server = self.server_budget if guild_id is not None else ()
-        return [(Scope.MEMBER, budget) for budget in self.member_budget] + [
+        member, server = chosen or (self.member_budget, self.server_budget)
+        server = server if guild_id is not None else ()
+        return [(Scope.MEMBER, budget) for budget in member] + [
             (Scope.SERVER, budget) for budget in server
         ]
 
@@ -372,19 +385,13 @@ async def _used(
     at: dt.datetime,
 ) -> Decimal:
     """What the ledger counts against ``budget`` in its period so far."""
-    counted = _COUNTED_IMAGES if budget.images else _COUNTED_COST
-    query = select(func.coalesce(func.sum(counted), 0, type_=MONEY)).where(
-        usage_ledger.c.requested_at >= budget.period.start(at),
-        usage_ledger.c.guild_id == guild_id
-        if guild_id is not None
-        else usage_ledger.c.guild_id.is_(None),
+    return await counted_since(
+        connection,
+        budget.period.start(at),
+        guild_id,
+        member_id if scope is Scope.MEMBER else None,
+        images=budget.images,
     )
-    if scope is Scope.MEMBER:
-        query = query.where(usage_ledger.c.member_id == member_id)
-    total = await connection.scalar(query)
-    # SQLite sums NUMERIC as a float: rounded back to the ledger's millionths of a dollar.
-    used = Decimal(str(total or 0))
-    return used.to_integral_value() if budget.images else used.quantize(SIX_PLACES)
 
 
 def _needed(budget: Budget, prepared: PreparedRequest, estimate: Decimal | None) -> Decimal:
@@ -568,3 +575,29 @@ def _never_sent() -> dict[str, Any]:
         "output_tokens": None,
         "cost": Decimal(0),
     }
+
+
+async def counted_since(
+    connection: AsyncConnection,
+    since: dt.datetime,
+    guild_id: int | None,
+    member_id: int | None,
+    *,
+    images: bool,
+) -> Decimal:
+    """What counts against a budget since ``since``: dollars spent or reserved (``images``:
+    images delivered or reserved), in ``guild_id`` (None: direct messages), by ``member_id``
+    (None: every member)."""
+    counted = COUNTED_IMAGES if images else COUNTED_COST
+    query = select(func.coalesce(func.sum(counted), 0, type_=MONEY)).where(
+        usage_ledger.c.requested_at >= since,
+        usage_ledger.c.guild_id == guild_id
+        if guild_id is not None
+        else usage_ledger.c.guild_id.is_(None),
+    )
+    if member_id is not None:
+        query = query.where(usage_ledger.c.member_id == member_id)
+    total = await connection.scalar(query)
+    # SQLite sums NUMERIC as a float: rounded back to the ledger's millionths of a dollar.
+    used = Decimal(str(total or 0))
+    return used.to_integral_value() if images else used.quantize(SIX_PLACES)

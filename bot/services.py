@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # only the command line imports this module without Discord: 
     from bot.pseudonym import Pseudonymizer
     from bot.queue import GenerationQueue
     from bot.ratelimit import UserRateLimiter
+    from bot.server_settings import Rules, SettingsStore
 
 _MEGABYTE = 1024 * 1024
 
@@ -57,4 +58,6 @@ class Services:
     processing: ProcessingSlots  # answers being read, decoded and posted
     pseudonyms: Pseudonymizer
     ledger: Ledger  # one row per request admitted, written before anything is spent
+    server_settings: SettingsStore  # each server's /imagine-settings, cached a few seconds
+    server_rules: Rules  # what the configuration lets a server choose
     metrics: Metrics = field(default_factory=Metrics)  # what /metrics reports (METRICS_PORT)

@@ -13,6 +13,7 @@ from sqlalchemy import (
     Numeric,
     String,
     Table,
+    Text,
 )
 
 # SQLite numbers a row only through an INTEGER PRIMARY KEY; PostgreSQL gets 64 bits.
@@ -50,4 +51,27 @@ usage_ledger = Table(
     Index("usage_ledger_requested_at", "requested_at"),
     Index("usage_ledger_guild_requested_at", "guild_id", "requested_at"),
     Index("usage_ledger_member_requested_at", "member_id", "requested_at"),
+)
+
+server_settings = Table(
+    "server_settings",
+    metadata,
+    Column("guild_id", BigInteger, primary_key=True),
+    Column("name", String(32), primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("changed_at", DateTime(timezone=True), nullable=False),
+    Column("changed_by", BigInteger, nullable=False),
+)
+
+settings_changes = Table(
+    "settings_changes",
+    metadata,
+    Column("id", ROW_ID, primary_key=True, autoincrement=True),
+    Column("guild_id", BigInteger, nullable=False),
+    Column("name", String(32), nullable=False),
+    Column("old_value", Text, nullable=True),  # None: it was the default
+    Column("new_value", Text, nullable=True),  # None: reset to the default
+    Column("changed_at", DateTime(timezone=True), nullable=False),
+    Column("changed_by", BigInteger, nullable=False),
+    Index("settings_changes_guild_changed_at", "guild_id", "changed_at"),
 )

@@ -25,6 +25,7 @@ from bot.replies import DISCORD_FAILURES, Replies
 from bot.services import Services
 
 from ._command import build_imagine_command
+from ._server import apply_server_settings
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot
@@ -47,6 +48,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
 
     def __init__(self, bot: ImagineBot, services: Services) -> None:
         self.bot = bot
+        self.services = services
         self.settings = services.settings
         self.images = services.images
         self.limiter = services.limiter
@@ -73,11 +75,16 @@ class ImagineCog(commands.Cog, name="Imagine"):
         new_correlation_id()
         log.debug("/imagine from user %s (interaction %s)", interaction.user.id, interaction.id)
         replies = Replies(interaction)
+        # Before the draining check: nothing is awaited between it and the job's creation.
+        admissible = await apply_server_settings(interaction, request, self.services)
         if self.draining:
             self.metrics.request("restarting")
             await replies.answer(RESTARTING)
             return
-        cap = self.settings.max_images_per_request
+        if isinstance(admissible, str):
+            await replies.answer(admissible)
+            return
+        request, cap = admissible.request, admissible.cap
         if request.count > cap:
             self.metrics.request("invalid")
             await replies.answer(f"This server allows at most {cap} images per request.")
@@ -88,7 +95,9 @@ class ImagineCog(commands.Cog, name="Imagine"):
             self.metrics.request("invalid")
             await replies.answer(refusal.user_message)
             return
-        generation = Generation(replies, prepared, self.ledger, self.metrics)
+        generation = Generation(
+            replies, prepared, self.ledger, self.metrics, budgets=admissible.budgets
+        )
         # Tracked from here, before anything is awaited, so that a drain cannot miss it.
         job = asyncio.create_task(self._run(generation), name=f"generation-{interaction.id}")
         self.jobs.add(job)
@@ -111,7 +120,9 @@ class ImagineCog(commands.Cog, name="Imagine"):
             # Where a budget may refuse the request, the refusal is best said before the public
             # placeholder appears; else (the default) the ledger can only fail, and the request
             # is acknowledged at once. Nothing is sent upstream before its row is written.
-            may_refuse = self.ledger.has_budgets(generation.interaction.guild_id)
+            may_refuse = self.ledger.has_budgets(
+                generation.interaction.guild_id, generation.budgets
+            )
             wait = ADMISSION_BEFORE_ACKNOWLEDGING if may_refuse else 0.0
             done, _ = await asyncio.wait({admission}, timeout=wait)
             if not done:

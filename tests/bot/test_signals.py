@@ -291,6 +291,6 @@ async def test_sync_pushes_the_commands_and_exits_zero(tmp_path: Path) -> None:
 
     assert process.returncode == 0
     (commands,) = discord_api.synced  # forced, once, though nothing was synced before
-    assert [command["name"] for command in commands] == ["imagine"]
-    assert "synced 1 global command(s)" in log
+    assert [command["name"] for command in commands] == ["imagine", "usage", "imagine-settings"]
+    assert "synced 3 global command(s)" in log
     assert (tmp_path / "data" / "command_sync.json").is_file()  # the next start will not resync

@@ -1,0 +1,64 @@
+"""A server's /imagine-settings applied to one /imagine: where it may be used, which models,
+the default model and quality, the most images, and the budgets it is checked against."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from dataclasses import dataclass
+
+import discord
+
+from bot.budgets import Budget
+from bot.images import ImageRequest
+from bot.server_settings import mentioned_channels
+from bot.services import Services
+
+log = logging.getLogger(__name__)
+
+SETTINGS_UNAVAILABLE = (
+    "The bot cannot read this server's settings right now. Please try again soon."
+)
+SETTINGS_TIMEOUT = 1.5  # seconds; a cached read takes none, and Discord wants an answer within 3
+
+
+@dataclass(frozen=True, slots=True)
+class Admissible:
+    """The request as this server's settings make it, and what bounds it."""
+
+    request: ImageRequest
+    cap: int  # the most images per request
+    budgets: tuple[tuple[Budget, ...], tuple[Budget, ...]] | None  # member's, server's
+
+
+async def apply_server_settings(
+    interaction: discord.Interaction, request: ImageRequest, services: Services
+) -> Admissible | str:
+    """The request with the server's defaults filled in, or the sentence refusing it."""
+    rules = services.server_rules
+    try:
+        async with asyncio.timeout(SETTINGS_TIMEOUT):
+            chosen = await services.server_settings.get(interaction.guild_id)
+    except Exception as exc:
+        log.error("could not read the settings of server %s: %r", interaction.guild_id, exc)
+        return SETTINGS_UNAVAILABLE
+    channels = chosen.channels
+    if channels is not None and interaction.guild_id is not None:
+        parent = getattr(interaction.channel, "parent_id", None)  # a thread counts as its channel
+        if interaction.channel_id not in channels and parent not in channels:
+            return f"On this server, /imagine works in {mentioned_channels(channels)}."
+    allowed = rules.allowed(chosen)
+    picked = getattr(interaction.namespace, "model", None)
+    if picked is not None and picked not in allowed:
+        return f"This server allows these models: {', '.join(allowed)}."
+    model = picked or rules.default(chosen)
+    quality = request.quality
+    if quality is None and chosen.default_quality in rules.catalog[model].qualities:
+        quality = chosen.default_quality
+    budgets = None
+    if interaction.guild_id is not None:
+        budgets = (rules.member_budget(chosen), rules.server_budget(chosen))
+    return Admissible(
+        dataclasses.replace(request, model=model, quality=quality), rules.cap(chosen), budgets
+    )
