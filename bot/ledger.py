@@ -136,6 +136,11 @@ class Ledger:
     def _writing(self) -> contextlib.AbstractAsyncContextManager[object]:
         return self._write_turn if self._sqlite else contextlib.nullcontext()
 
+    def write_turn(self) -> contextlib.AbstractAsyncContextManager[object]:
+        """Held by anything else that writes to this database from this process (the buttons'
+        saved requests): on SQLite, writers take turns rather than fall into the busy wait."""
+        return self._writing()
+
     @property
     def engine(self) -> AsyncEngine:
         if self._engine is None:

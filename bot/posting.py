@@ -37,19 +37,22 @@ def clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
-async def post_result(replies: Replies, result: GenerationResult) -> None:
-    """Post the images with their embed; raises :class:`DeliveryFailed` when Discord will not."""
+async def post_result(
+    replies: Replies, result: GenerationResult, view: discord.ui.View | None = None
+) -> None:
+    """Post the images with their embed, and ``view`` (the buttons) under the first message;
+    raises :class:`DeliveryFailed` when Discord will not."""
     embed = _embed(replies.member_name, result)
     limit = replies.upload_limit
     try:
-        await _upload(replies, result, embed, limit)
+        await _upload(replies, result, embed, limit, view)
     except discord.HTTPException as exc:
         if exc.status != TOO_LARGE:
             raise
         # The server's real limit is below what the interaction reported: try once, smaller.
         log.warning("Discord refused an upload as too large; retrying at half the limit")
         try:
-            await _upload(replies, result, embed, limit // 2)
+            await _upload(replies, result, embed, limit // 2, view)
         except discord.HTTPException as again:
             if again.status != TOO_LARGE:
                 raise
@@ -57,7 +60,11 @@ async def post_result(replies: Replies, result: GenerationResult) -> None:
 
 
 async def _upload(
-    replies: Replies, result: GenerationResult, embed: discord.Embed, limit: int
+    replies: Replies,
+    result: GenerationResult,
+    embed: discord.Embed,
+    limit: int,
+    view: discord.ui.View | None,
 ) -> None:
     """One attempt at ``limit`` bytes; lets a 413 on the first message through for a retry."""
     try:
@@ -67,7 +74,9 @@ async def _upload(
     first, *rest = pack(uploads, limit)
     prompt = result.request.prompt
     try:
-        await replies.post(content=_note(result, uploads), embed=embed, files=_files(first, prompt))
+        await replies.post(
+            content=_note(result, uploads), embed=embed, files=_files(first, prompt), view=view
+        )
     except discord.HTTPException as exc:
         if exc.status == TOO_LARGE:
             raise

@@ -21,8 +21,10 @@ from bot.generation import CANCELLED, Generation
 from bot.images import ImageRequest, UnsupportedOption
 from bot.ledger import Outcome
 from bot.replies import DISCORD_FAILURES, Replies
+from bot.saved_requests import SavedRequests
 from bot.services import Services
 
+from ._buttons import ImageButtons
 from ._command import build_imagine_command
 
 if TYPE_CHECKING:
@@ -46,6 +48,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
 
     def __init__(self, bot: ImagineBot, services: Services) -> None:
         self.bot = bot
+        self.services = services
         self.settings = services.settings
         self.images = services.images
         self.limiter = services.limiter
@@ -55,6 +58,8 @@ class ImagineCog(commands.Cog, name="Imagine"):
         self.jobs: set[asyncio.Task[None]] = set()
         self.draining = False  # set once, when the cog starts to drain: newcomers are refused
         self.command = build_imagine_command(services, self.admit)
+        # The buttons under posted images; each press that makes images comes back to admit.
+        self.buttons = ImageButtons(self, SavedRequests(services.ledger))
 
     async def cog_load(self) -> None:
         self.bot.tree.add_command(self.command)
@@ -62,6 +67,10 @@ class ImagineCog(commands.Cog, name="Imagine"):
     async def cog_unload(self) -> None:
         await self.drain(self.settings.shutdown_grace_seconds)
         self.bot.tree.remove_command(self.command.name)
+
+    @commands.Cog.listener()
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        await self.buttons.on_interaction(interaction)  # an Edit prompt modal submitted
 
     # -- admission -------------------------------------------------------------------------------
 
@@ -80,7 +89,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
         except UnsupportedOption as refusal:
             await replies.answer(refusal.user_message)
             return
-        generation = Generation(replies, prepared, self.ledger)
+        generation = Generation(replies, prepared, self.ledger, self.buttons.for_generation)
         # Tracked from here, before anything is awaited, so that a drain cannot miss it.
         job = asyncio.create_task(self._run(generation), name=f"generation-{interaction.id}")
         self.jobs.add(job)

@@ -1,0 +1,122 @@
+"""What a posted set of images was made from, kept so that the buttons under it work after a
+restart and after any number of messages.
+
+A button's ``custom_id`` holds 100 characters and a prompt up to 32000, so the request is a row
+of ``generation_state`` in the bot's database (the ledger's engine, SQLite or PostgreSQL) and
+the button carries the row's id. The row holds what the member asked for, resolved (size and
+quality as sent), never the pseudonym: each press is sent with the presser's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import insert, select
+
+from bot.db.schema import generation_state
+from bot.images import ImageRequest, PreparedRequest
+from bot.ledger import Ledger
+
+# The optional fields a request may carry (the rest of ImageRequest is named columns).
+_OPTION_FIELDS = frozenset(field.name for field in dataclasses.fields(ImageRequest)) - {
+    "prompt",
+    "model",
+    "size",
+    "quality",
+    "count",
+    "user",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SavedRequest:
+    """A request as it was asked, read back from the database."""
+
+    key: int
+    member_id: int  # who asked
+    guild_id: int | None
+    channel_id: int | None
+    prompt: str
+    model: str
+    size: str
+    quality: str
+    count: int
+    options: dict[str, Any]
+
+    def request(
+        self, *, user: str, prompt: str | None = None, size: str | None = None
+    ) -> ImageRequest:
+        """The same request again, for the member whose pseudonym is ``user``, with a new
+        prompt or size where given."""
+        options = {name: value for name, value in self.options.items() if name in _OPTION_FIELDS}
+        return ImageRequest(
+            prompt=self.prompt if prompt is None else prompt,
+            model=self.model,
+            size=size or self.size,
+            quality=self.quality,
+            count=self.count,
+            user=user,
+            **options,
+        )
+
+
+class SavedRequests:
+    """The ``generation_state`` table, through the ledger's engine (opened and closed by it)."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+
+    async def save(
+        self,
+        prepared: PreparedRequest,
+        *,
+        member_id: int,
+        guild_id: int | None,
+        channel_id: int | None,
+    ) -> int:
+        """Keep ``prepared`` as asked by ``member_id``; return its key."""
+        row = {
+            "created_at": dt.datetime.now(dt.UTC),
+            "guild_id": guild_id,
+            "channel_id": channel_id,
+            "member_id": member_id,
+            "model": prepared.model,
+            "prompt": prepared.prompt,
+            "size": prepared.size,
+            "quality": prepared.quality,
+            "image_count": prepared.count,
+            "options": json.dumps(prepared.options, sort_keys=True),
+        }
+        async with self.ledger.write_turn(), self.ledger.engine.begin() as connection:
+            inserted = await connection.execute(
+                insert(generation_state).values(row).returning(generation_state.c.id)
+            )
+            return int(inserted.scalar_one())
+
+    async def load(self, key: int) -> SavedRequest | None:
+        """The request kept under ``key``; None when there is none."""
+        async with self.ledger.engine.connect() as connection:
+            row = (
+                await connection.execute(
+                    select(generation_state).where(generation_state.c.id == key)
+                )
+            ).one_or_none()
+        if row is None:
+            return None
+        options = json.loads(row.options)
+        return SavedRequest(
+            key=int(row.id),
+            member_id=int(row.member_id),
+            guild_id=row.guild_id,
+            channel_id=row.channel_id,
+            prompt=row.prompt,
+            model=row.model,
+            size=row.size,
+            quality=row.quality,
+            count=int(row.image_count),
+            options=options if isinstance(options, dict) else {},
+        )
