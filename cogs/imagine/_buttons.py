@@ -57,6 +57,7 @@ NOT_YOURS = (
 NOT_DELETED = "Discord did not let the bot delete these images. Please try again."
 NO_VARY = "Varying an image is not available yet."
 NO_SUCH_IMAGE = "That image is no longer in this message."
+UNEXPECTED = "Something went wrong with that button. Please try again."
 
 
 class Action(StrEnum):
@@ -123,7 +124,11 @@ class ImageButton(discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], te
         )
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        await buttons_of(interaction.client).pressed(interaction, self)
+        try:
+            await buttons_of(interaction.client).pressed(interaction, self)
+        except Exception:
+            log.exception("a %s button failed", self.action.value)
+            await _tell_unexpected(interaction)
 
 
 def buttons_of(client: discord.Client) -> ImageButtons:
@@ -262,9 +267,13 @@ class ImageButtons:
             return
         prompt = dict(_submitted_values(data.get("components"))).get(PROMPT_INPUT, "")
         replies = Replies(interaction)
-        saved = await self._load(replies, int(match["key"]))
-        if saved is not None:
-            await self._again(replies, saved, prompt=prompt)
+        try:
+            saved = await self._load(replies, int(match["key"]))
+            if saved is not None:
+                await self._again(replies, saved, prompt=prompt)
+        except Exception:
+            log.exception("an edited prompt failed")
+            await _tell_unexpected(interaction)
 
     async def _load(self, replies: Replies, key: int) -> SavedRequest | None:
         """The request behind a button, or None after telling the presser why not."""
@@ -333,6 +342,17 @@ class ImageButtons:
                 await interaction.followup.send(NOT_DELETED, ephemeral=True)
             except DISCORD_FAILURES:
                 log.warning("could not tell user %s either", interaction.user.id)
+
+
+async def _tell_unexpected(interaction: discord.Interaction) -> None:
+    """The last resort for a press: the presser gets a private sentence, the log the detail."""
+    try:
+        if interaction.response.is_done():
+            await interaction.followup.send(UNEXPECTED, ephemeral=True)
+        else:
+            await interaction.response.send_message(UNEXPECTED, ephemeral=True)
+    except DISCORD_FAILURES:
+        log.warning("could not tell user %s about the failure", interaction.user.id)
 
 
 def source_image(message: discord.Message, index: int) -> discord.Attachment | None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import discord
 import pytest
-from sqlalchemy import delete
+from sqlalchemy import Executable, delete, text
 
 from bot.app import ImagineBot
 from bot.config import Settings
@@ -238,6 +238,16 @@ async def test_a_rerolls_delete_belongs_to_the_presser(
     assert rerolled.response is None
 
 
+async def _execute(settings: Settings, statement: Executable) -> None:
+    """Change the bot's database behind its back."""
+    engine = open_engine(settings.database)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(statement)
+    finally:
+        await engine.dispose()
+
+
 # -- after a restart -----------------------------------------------------------------------------
 
 
@@ -304,17 +314,63 @@ async def test_a_model_no_longer_offered_after_a_restart_is_refused_privately(
     assert len(images_api.generation_requests) == 1
 
 
-async def test_a_button_whose_request_is_gone_says_so(
+async def test_images_are_posted_without_buttons_when_their_request_cannot_be_saved(
     simcord_env: Any, channel: Any, alice: Any, settings: Settings
 ) -> None:
+    await _execute(settings, text("DROP TABLE generation_state"))
+
+    result = await alice.slash(channel, "imagine", prompt="a cat", count=2)
+
+    assert len(result.response.attachments) == 2
+    assert result.response.components == []
+
+
+@pytest.mark.parametrize(
+    ("change", "sentence"),
+    [
+        (delete(generation_state), GONE),
+        (
+            text("DROP TABLE generation_state"),
+            "The bot cannot read this request right now. Please try again soon.",
+        ),
+    ],
+    ids=["request-gone", "database-unreadable"],
+)
+async def test_a_press_whose_request_is_gone_or_unreadable_is_answered_privately(
+    simcord_env: Any,
+    channel: Any,
+    alice: Any,
+    settings: Settings,
+    images_api: FakeImagesAPI,
+    change: Executable,
+    sentence: str,
+) -> None:
     first = await alice.slash(channel, "imagine", prompt="a cat")
-    engine = open_engine(settings.database)
-    try:
-        async with engine.begin() as connection:
-            await connection.execute(delete(generation_state))
-    finally:
-        await engine.dispose()
+    await _execute(settings, change)
 
-    refused = await alice.click(first.response, label="Reroll")
+    for label in ("Reroll", "Edit prompt"):
+        assert private(await alice.click(first.response, label=label)) == sentence
+    assert len(images_api.generation_requests) == 1
 
-    assert private(refused) == GONE
+
+# -- the hook for Vary ---------------------------------------------------------------------------
+
+
+async def test_vary_buttons_appear_once_a_handler_is_set_and_hand_it_the_chosen_image(
+    simcord_env: Any, channel: Any, alice: Any, images_api: FakeImagesAPI
+) -> None:
+    handed: list[tuple[str, str, bytes]] = []
+
+    async def vary(interaction: discord.Interaction, saved: Any, source: Any) -> None:
+        handed.append((saved.prompt, source.filename, await source.read()))
+        await interaction.response.send_message("varying", ephemeral=True)
+
+    buttons = simcord_env.bot.get_cog("Imagine").buttons
+    without = await alice.slash(channel, "imagine", prompt="a fox")
+    assert "Vary" not in labels(without.response)
+    buttons.vary = vary
+    first = await alice.slash(channel, "imagine", prompt="two foxes", count=2)
+
+    assert labels(first.response)[-2:] == ["Vary 1", "Vary 2"]
+    await alice.click(first.response, label="Vary 2")
+    assert handed == [("two foxes", "imagine-2.png", images_api.served[2])]
