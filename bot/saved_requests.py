@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +32,11 @@ _OPTION_FIELDS = frozenset(field.name for field in dataclasses.fields(ImageReque
     "count",
     "user",
 }
+
+
+# Prompt characters of recent requests kept in memory (a few megabytes; 250 prompts of the
+# longest, thousands of typical ones).
+REMEMBERED_CHARS = 8_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,10 +72,29 @@ class SavedRequest:
 
 
 class SavedRequests:
-    """The ``generation_state`` table, through the ledger's engine (opened and closed by it)."""
+    """The ``generation_state`` table, through the ledger's engine (opened and closed by it).
 
-    def __init__(self, ledger: Ledger) -> None:
+    The requests this process saved most recently are also kept in memory: presses come mostly
+    soon after the images are posted, and a press then needs no database read (a read costs
+    milliseconds of threads and locks under load, and a press has 3 seconds to be answered).
+    A key is never reused, so what is kept never goes stale.
+    """
+
+    def __init__(self, ledger: Ledger, *, remembered_chars: int = REMEMBERED_CHARS) -> None:
         self.ledger = ledger
+        self._recent: OrderedDict[int, SavedRequest] = OrderedDict()
+        self._recent_chars = 0
+        self._remembered_chars = remembered_chars
+
+    def _remember(self, saved: SavedRequest) -> None:
+        if saved.key in self._recent:
+            self._recent.move_to_end(saved.key)
+            return
+        self._recent[saved.key] = saved
+        self._recent_chars += len(saved.prompt)
+        while self._recent_chars > self._remembered_chars:
+            _, oldest = self._recent.popitem(last=False)
+            self._recent_chars -= len(oldest.prompt)
 
     async def save(
         self,
@@ -95,10 +121,16 @@ class SavedRequests:
             inserted = await connection.execute(
                 insert(generation_state).values(row).returning(generation_state.c.id)
             )
-            return int(inserted.scalar_one())
+            key = int(inserted.scalar_one())
+        self._remember(_saved({**row, "id": key}))
+        return key
 
     async def load(self, key: int) -> SavedRequest | None:
         """The request kept under ``key``; None when there is none."""
+        recent = self._recent.get(key)
+        if recent is not None:
+            self._recent.move_to_end(key)
+            return recent
         async with self.ledger.engine.connect() as connection:
             row = (
                 await connection.execute(
@@ -107,16 +139,23 @@ class SavedRequests:
             ).one_or_none()
         if row is None:
             return None
-        options = json.loads(row.options)
-        return SavedRequest(
-            key=int(row.id),
-            member_id=int(row.member_id),
-            guild_id=row.guild_id,
-            channel_id=row.channel_id,
-            prompt=row.prompt,
-            model=row.model,
-            size=row.size,
-            quality=row.quality,
-            count=int(row.image_count),
-            options=options if isinstance(options, dict) else {},
-        )
+        saved = _saved(row._mapping)
+        self._remember(saved)
+        return saved
+
+
+def _saved(row: Mapping[Any, Any]) -> SavedRequest:
+    """A row of ``generation_state`` as a request (its options parsed anew: never shared)."""
+    options = json.loads(row["options"])
+    return SavedRequest(
+        key=int(row["id"]),
+        member_id=int(row["member_id"]),
+        guild_id=row["guild_id"],
+        channel_id=row["channel_id"],
+        prompt=row["prompt"],
+        model=row["model"],
+        size=row["size"],
+        quality=row["quality"],
+        count=int(row["image_count"]),
+        options=options if isinstance(options, dict) else {},
+    )

@@ -55,3 +55,20 @@ async def test_a_request_comes_back_as_asked_and_goes_again_with_the_pressers_ps
 
 async def test_a_key_that_was_never_saved_finds_nothing(saved: SavedRequests) -> None:
     assert await saved.load(404) is None
+
+
+async def test_another_process_reads_what_this_one_saved_and_memory_stays_bounded(
+    saved: SavedRequests,
+) -> None:
+    spec = load_catalog()["dall-e-2"]
+    prompts = [f"{number} " + "x" * 98 for number in range(5)]  # 100 characters each
+    keys = []
+    for number, prompt in enumerate(prompts):
+        prepared = prepare_request(ImageRequest(prompt=prompt, model=spec.name), spec)
+        keys.append(await saved.save(prepared, member_id=number, guild_id=None, channel_id=None))
+    elsewhere = SavedRequests(saved.ledger, remembered_chars=250)  # room for two prompts
+
+    read = [await elsewhere.load(key) for key in keys]
+
+    assert [found.prompt if found else None for found in read] == prompts
+    assert sum(len(kept.prompt) for kept in elsewhere._recent.values()) <= 250

@@ -342,10 +342,12 @@ async def test_a_press_whose_request_is_gone_or_unreadable_is_answered_privately
     alice: Any,
     settings: Settings,
     images_api: FakeImagesAPI,
+    restarted: Any,
     change: Executable,
     sentence: str,
 ) -> None:
     first = await alice.slash(channel, "imagine", prompt="a cat")
+    await restarted()  # the new bot has only the database to go by
     await _execute(settings, change)
 
     for label in ("Reroll", "Edit prompt"):
