@@ -244,7 +244,9 @@ async def _ready(buttons: asyncio.Task[discord.ui.View | None] | None) -> discor
     if not done:
         log.warning("the buttons were not ready in time; the images are posted without them")
         return None
-    if buttons.cancelled() or buttons.exception() is not None:
+    if buttons.cancelled():
+        return None
+    if buttons.exception() is not None:
         log.error("the buttons could not be made", exc_info=buttons.exception())
         return None
     return buttons.result()
