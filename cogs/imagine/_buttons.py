@@ -58,6 +58,7 @@ NOT_DELETED = "Discord did not let the bot delete these images. Please try again
 NO_VARY = "Varying an image is not available yet."
 NO_SUCH_IMAGE = "That image is no longer in this message."
 UNEXPECTED = "Something went wrong with that button. Please try again."
+RESTARTING = "The bot is restarting. Please try again in a minute."  # as /imagine says
 
 
 class Action(StrEnum):
@@ -124,19 +125,24 @@ class ImageButton(discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], te
         )
 
     async def callback(self, interaction: discord.Interaction) -> None:
+        buttons = buttons_of(interaction.client)
         try:
-            await buttons_of(interaction.client).pressed(interaction, self)
+            if self.action is Action.DELETE:  # needs nothing but the press: works while draining
+                await delete_images(interaction, asker=self.argument)
+            elif buttons is None:  # the cog is gone: the bot is shutting down
+                await Replies(interaction).answer(RESTARTING)
+            else:
+                await buttons.pressed(interaction, self)
         except Exception:
             log.exception("a %s button failed", self.action.value)
             await _tell_unexpected(interaction)
 
 
-def buttons_of(client: discord.Client) -> ImageButtons:
-    """The bot's :class:`ImageButtons` (its /imagine cog's); pressed buttons find it here."""
+def buttons_of(client: discord.Client) -> ImageButtons | None:
+    """The bot's :class:`ImageButtons` (its /imagine cog's), where pressed buttons find it; None
+    once the cog is unloaded (it drains before the buttons are unregistered)."""
     cog = cast(commands.Bot, client).get_cog("Imagine")
-    if cog is None:
-        raise RuntimeError("the /imagine extension is not loaded")
-    return cast("ImagineCog", cog).buttons
+    return None if cog is None else cast("ImagineCog", cog).buttons
 
 
 class PromptModal(discord.ui.Modal):
@@ -241,9 +247,7 @@ class ImageButtons:
     # -- presses ---------------------------------------------------------------------------------
 
     async def pressed(self, interaction: discord.Interaction, button: ImageButton) -> None:
-        if button.action is Action.DELETE:
-            await self._delete(interaction, asker=button.argument)
-            return
+        """A press of any button but Delete (:func:`delete_images`), which needs no request."""
         replies = Replies(interaction)
         saved = await self._load(replies, button.key)
         if saved is None:
@@ -254,7 +258,7 @@ class ImageButtons:
             await self._again(replies, saved)
         elif button.action is Action.LARGER:
             await self._larger(replies, saved)
-        else:
+        elif button.action is Action.VARY:
             await self._vary(replies, saved, button.argument or 0)
 
     async def on_interaction(self, interaction: discord.Interaction) -> None:
@@ -326,22 +330,22 @@ class ImageButtons:
             return
         await self.vary(replies.interaction, saved, source)
 
-    async def _delete(self, interaction: discord.Interaction, *, asker: int | None) -> None:
-        """Remove the message, for the member who asked or one who may manage messages."""
-        replies = Replies(interaction)
-        allowed = interaction.user.id == asker or interaction.permissions.manage_messages
-        if not allowed:
-            await replies.answer(NOT_YOURS)
-            return
+
+async def delete_images(interaction: discord.Interaction, *, asker: int | None) -> None:
+    """Remove the pressed message, for the member who asked or one who may manage messages."""
+    allowed = interaction.user.id == asker or interaction.permissions.manage_messages
+    if not allowed:
+        await Replies(interaction).answer(NOT_YOURS)
+        return
+    try:
+        await interaction.response.defer()  # no new message: the pressed one goes
+        await interaction.delete_original_response()
+    except DISCORD_FAILURES as exc:
+        log.warning("could not delete an /imagine message: %r", exc)
         try:
-            await interaction.response.defer()  # no new message: the pressed one goes
-            await interaction.delete_original_response()
-        except DISCORD_FAILURES as exc:
-            log.warning("could not delete an /imagine message: %r", exc)
-            try:
-                await interaction.followup.send(NOT_DELETED, ephemeral=True)
-            except DISCORD_FAILURES:
-                log.warning("could not tell user %s either", interaction.user.id)
+            await interaction.followup.send(NOT_DELETED, ephemeral=True)
+        except DISCORD_FAILURES:
+            log.warning("could not tell user %s either", interaction.user.id)
 
 
 async def _tell_unexpected(interaction: discord.Interaction) -> None:

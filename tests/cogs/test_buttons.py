@@ -3,6 +3,7 @@ each press is a new request from the presser, and they keep working after a rest
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,7 +18,7 @@ from bot.db.schema import generation_state
 from bot.images import ProcessingSlots
 from bot.queue import GenerationQueue
 from tests.cogs.conftest import DeclaredQueueWaits, make_settings
-from tests.cogs.support import fields, uploaded
+from tests.cogs.support import Gate, fields, uploaded
 from tests.fakes.images_api import FakeImagesAPI
 
 GONE = "The bot no longer has the request behind these buttons. Please use /imagine."
@@ -376,3 +377,25 @@ async def test_vary_buttons_appear_once_a_handler_is_set_and_hand_it_the_chosen_
     assert labels(first.response)[-2:] == ["Vary 1", "Vary 2"]
     await alice.click(first.response, label="Vary 2")
     assert handed == [("two foxes", "imagine-2.png", images_api.served[2])]
+
+
+# -- while shutting down -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bot_overrides", [{"shutdown_grace_seconds": 0.5}])
+async def test_while_the_bot_drains_a_press_is_told_it_restarts_and_delete_still_works(
+    simcord_env: Any, channel: Any, alice: Any, bob: Any, images_api: FakeImagesAPI
+) -> None:
+    posted = await alice.slash(channel, "imagine", prompt="a cat")
+    Gate(simcord_env)  # holds the next generation, so that the drain has a request to wait for
+    await bob.slash(channel, "imagine", prompt="held")
+
+    draining = asyncio.ensure_future(simcord_env.bot.shutdown())
+    await simcord_env.settle()
+    refused = await bob.click(posted.response, label="Reroll")
+    await alice.click(posted.response, label="Delete")
+    await draining
+
+    assert private(refused) == "The bot is restarting. Please try again in a minute."
+    assert posted.response is None
+    assert len(images_api.generation_requests) == 1
