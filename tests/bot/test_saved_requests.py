@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -72,3 +73,23 @@ async def test_another_process_reads_what_this_one_saved_and_memory_stays_bounde
 
     assert [found.prompt if found else None for found in read] == prompts
     assert sum(len(kept.prompt) for kept in elsewhere._recent.values()) <= 250
+
+
+async def test_saves_at_once_get_each_their_own_key(saved: SavedRequests) -> None:
+    spec = load_catalog()["dall-e-2"]
+    prompts = [f"request {number}" for number in range(30)]
+    prepared = [prepare_request(ImageRequest(prompt=p, model=spec.name), spec) for p in prompts]
+
+    keys = await asyncio.gather(
+        *(
+            saved.save(request, member_id=number, guild_id=None, channel_id=None)
+            for number, request in enumerate(prepared)
+        )
+    )
+
+    assert len(set(keys)) == 30
+    elsewhere = SavedRequests(saved.ledger)
+    found = [await elsewhere.load(key) for key in keys]
+    assert [(f.prompt, f.member_id) if f else None for f in found] == [
+        (prompt, number) for number, prompt in enumerate(prompts)
+    ]
