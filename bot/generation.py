@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 import discord
 
@@ -55,6 +57,13 @@ REFUSALS = (InvalidRequest, ModerationBlocked, QuotaExhausted, AuthenticationFai
 # so this bounds only how long a member waits for a refusal from a stuck database.
 LEDGER_ADMISSION_TIMEOUT = 30.0
 LEDGER_SETTLE_TIMEOUT = 10.0  # seconds; the member has had their answer by then
+# How long the images wait, once made, for their buttons (their request being saved): past it
+# they are posted without buttons rather than held up by a slow database.
+BUTTONS_WAIT = 2.0  # seconds
+
+# Makes the buttons posted under a generation's images (None: none); it must not raise. Started
+# when the generation starts, so that saving the request overlaps the wait for the images.
+Buttons = Callable[["Generation"], Coroutine[Any, Any, discord.ui.View | None]]
 
 
 @dataclass(slots=True)
@@ -77,14 +86,16 @@ class Generation:
         ledger: Ledger,
         metrics: Metrics | None = None,
         budgets: tuple[tuple[Budget, ...], tuple[Budget, ...]] | None = None,
+        buttons: Buttons | None = None,
     ) -> None:
         """``budgets``: the member's and the server's, from the server's settings (None: the
-        ledger's defaults)."""
+        ledger's defaults); ``buttons``: what puts buttons under the images."""
         self.replies = replies
         self.prepared = prepared
         self.ledger = ledger
         self.metrics = metrics or Metrics()
         self.budgets = budgets
+        self.buttons = buttons
         self.ledger_row: int | None = None  # set once the admission is recorded
         self.result: GenerationResult | None = None
         self.timeline = Timeline(received=discord.utils.utcnow())
@@ -171,11 +182,14 @@ class Generation:
         """
         expires = self.interaction.created_at + TOKEN_LIFETIME - TOKEN_MARGIN
         budget = max((expires - discord.utils.utcnow()).total_seconds(), 1.0)
+        buttons: asyncio.Task[discord.ui.View | None] | None = None
+        if self.buttons is not None:
+            buttons = asyncio.create_task(self.buttons(self))
         try:
             async with asyncio.timeout(budget):
                 self.result = await self._generate(queue, images, lease)
                 self.metrics.generated(self.result.model, self.result.elapsed)
-                uploaded = await post_result(self.replies, self.result)
+                uploaded = await post_result(self.replies, self.result, await _ready(buttons))
                 lease.release()
             self.timeline.delivered = discord.utils.utcnow()
             self.metrics.delivered(
@@ -207,6 +221,8 @@ class Generation:
             await self.settle(Outcome.FAILED, error)
         finally:
             lease.release()
+            if buttons is not None:
+                buttons.cancel()
 
     async def _generate(
         self, queue: GenerationQueue, images: ImageClient, lease: Lease
@@ -238,3 +254,19 @@ class Generation:
                     f"⏳ Waiting for a free slot: you are number {shown} in the queue."
                 )
             await asyncio.sleep(POSITION_UPDATE_INTERVAL)
+
+
+async def _ready(buttons: asyncio.Task[discord.ui.View | None] | None) -> discord.ui.View | None:
+    """The buttons, if they are ready within :data:`BUTTONS_WAIT`; else none."""
+    if buttons is None:
+        return None
+    done, _ = await asyncio.wait({buttons}, timeout=BUTTONS_WAIT)
+    if not done:
+        log.warning("the buttons were not ready in time; the images are posted without them")
+        return None
+    if buttons.cancelled():
+        return None
+    if buttons.exception() is not None:
+        log.error("the buttons could not be made", exc_info=buttons.exception())
+        return None
+    return buttons.result()

@@ -152,6 +152,7 @@ class Ledger:
         self._sessions: async_sessionmaker[Any] | None = None
         self._sqlite = make_url(url).get_backend_name() == "sqlite"
         self._group_commit: _GroupCommit | None = None
+        self._write_turn = asyncio.Lock()  # SQLite: one writer of this process at a time
         # Settlements not yet written, by row id; a row settled again replaces its values.
         self._unsettled: dict[int, dict[str, Any]] = {}
         self._retrying: asyncio.Task[None] | None = None
@@ -159,6 +160,12 @@ class Ledger:
     @property
     def is_open(self) -> bool:
         return self._engine is not None
+
+    def write_turn(self) -> contextlib.AbstractAsyncContextManager[object]:
+        """Held by anything else that writes to this database from this process (the buttons'
+        saved requests): on SQLite, writers take turns with the ledger's group commit rather
+        than fall into SQLite's busy wait."""
+        return self._write_turn if self._sqlite else contextlib.nullcontext()
 
     @property
     def engine(self) -> AsyncEngine:
@@ -170,7 +177,7 @@ class Ledger:
         self._engine = open_engine(self.url)
         self._sessions = async_sessionmaker(self._engine, expire_on_commit=False)
         if self._sqlite:
-            self._group_commit = _GroupCommit(self._engine)
+            self._group_commit = _GroupCommit(self._engine, self._write_turn)
 
     async def close(self) -> None:
         if self._retrying is not None:
@@ -452,8 +459,9 @@ class _GroupCommit:
     The writer runs while there is something to write and ends when nothing is left, so an idle
     ledger holds no task."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, write_turn: asyncio.Lock) -> None:
         self._engine = engine
+        self._write_turn = write_turn
         self._waiting: list[_Admission | _Settlement] = []
         self._writer: asyncio.Task[None] | None = None
 
@@ -497,7 +505,7 @@ class _GroupCommit:
         settlements = [w for w in writes if isinstance(w, _Settlement)]
         taken: list[_Admission] = []
         refused: list[tuple[_Admission, OverBudget]] = []
-        async with self._engine.connect() as connection:
+        async with self._write_turn, self._engine.connect() as connection:
             if any(a.budgets for a in admissions):
                 await connection.execution_options(**{BEGIN_IMMEDIATE: True})
             async with connection.begin():

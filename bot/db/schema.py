@@ -75,3 +75,21 @@ settings_changes = Table(
     Column("changed_by", BigInteger, nullable=False),
     Index("settings_changes_guild_changed_at", "guild_id", "changed_at"),
 )
+
+# What a posted set of images was made from, so that its buttons can ask again after a restart:
+# a custom_id holds 100 characters, a prompt up to 32000. One row per request that got buttons.
+generation_state = Table(
+    "generation_state",
+    metadata,
+    Column("id", ROW_ID, primary_key=True, autoincrement=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("guild_id", BigInteger, nullable=True),
+    Column("channel_id", BigInteger, nullable=True),
+    Column("member_id", BigInteger, nullable=False),  # who asked: may delete the images
+    Column("model", String(100), nullable=False),
+    Column("prompt", Text, nullable=False),
+    Column("size", String(32), nullable=False),
+    Column("quality", String(100), nullable=False),
+    Column("image_count", Integer, nullable=False),
+    Column("options", Text, nullable=False),  # JSON: the optional fields, as sent
+)

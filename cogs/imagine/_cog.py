@@ -22,8 +22,10 @@ from bot.images import ImageRequest, UnsupportedOption
 from bot.ledger import Outcome
 from bot.observability.context import new_correlation_id
 from bot.replies import DISCORD_FAILURES, Replies
+from bot.saved_requests import SavedRequests
 from bot.services import Services
 
+from ._buttons import ImageButtons
 from ._command import build_imagine_command
 from ._server import apply_server_settings
 
@@ -59,6 +61,8 @@ class ImagineCog(commands.Cog, name="Imagine"):
         self.jobs: set[asyncio.Task[None]] = set()
         self.draining = False  # set once, when the cog starts to drain: newcomers are refused
         self.command = build_imagine_command(services, self.admit)
+        # The buttons under posted images; each press that makes images comes back to admit.
+        self.buttons = ImageButtons(self, SavedRequests(services.ledger))
 
     async def cog_load(self) -> None:
         self.bot.tree.add_command(self.command)
@@ -66,6 +70,10 @@ class ImagineCog(commands.Cog, name="Imagine"):
     async def cog_unload(self) -> None:
         await self.drain(self.settings.shutdown_grace_seconds)
         self.bot.tree.remove_command(self.command.name)
+
+    @commands.Cog.listener()
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        await self.buttons.on_interaction(interaction)  # an Edit prompt modal submitted
 
     # -- admission -------------------------------------------------------------------------------
 
@@ -96,7 +104,12 @@ class ImagineCog(commands.Cog, name="Imagine"):
             await replies.answer(refusal.user_message)
             return
         generation = Generation(
-            replies, prepared, self.ledger, self.metrics, budgets=admissible.budgets
+            replies,
+            prepared,
+            self.ledger,
+            self.metrics,
+            budgets=admissible.budgets,
+            buttons=self.buttons.for_generation,
         )
         # Tracked from here, before anything is awaited, so that a drain cannot miss it.
         job = asyncio.create_task(self._run(generation), name=f"generation-{interaction.id}")

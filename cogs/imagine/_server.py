@@ -49,7 +49,10 @@ async def apply_server_settings(
         if interaction.channel_id not in channels and parent not in channels:
             return f"On this server, /imagine works in {mentioned_channels(channels)}."
     allowed = rules.allowed(chosen)
-    picked = getattr(interaction.namespace, "model", None)
+    if interaction.type is discord.InteractionType.application_command:
+        picked = getattr(interaction.namespace, "model", None)  # None: the member left it
+    else:  # a button or form under posted images asks again with the model they were made with
+        picked = request.model
     if picked is not None and picked not in allowed:
         return f"This server allows these models: {', '.join(allowed)}."
     model = picked or rules.default(chosen)
