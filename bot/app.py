@@ -25,6 +25,7 @@ from bot.db import DatabaseUnavailable, migrate_database
 from bot.images import ImageClient, ProcessingSlots
 from bot.ledger import Ledger
 from bot.offer import ModelOffer, discover, narrow
+from bot.progress import EditBudget
 from bot.pseudonym import Pseudonymizer, load_or_create_secret
 from bot.queue import GenerationQueue
 from bot.ratelimit import UserRateLimiter
@@ -61,9 +62,10 @@ class ImagineBot(commands.Bot):
         sync_on_start: bool = True,
         queue: GenerationQueue | None = None,
         processing: ProcessingSlots | None = None,
+        edits: EditBudget | None = None,
     ) -> None:
-        """``queue`` and ``processing``: made outside (a test harness's, which declares its
-        waits); by default the bot makes them from the configuration."""
+        """``queue``, ``processing`` and ``edits``: made outside (a test harness's, which
+        declares its waits); by default the bot makes them from the configuration."""
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=discord.Intents.default(),
@@ -83,6 +85,7 @@ class ImagineBot(commands.Bot):
         )
         self._queue = queue or GenerationQueue(settings.max_concurrent_generations)
         self._processing = processing or ProcessingSlots(settings.processing_slot_count)
+        self._edits = edits or EditBudget()
         self._services: Services | None = None
         self._ledger: Ledger | None = None
         self._frozen = False
@@ -129,6 +132,7 @@ class ImagineBot(commands.Bot):
             processing=self._processing,
             pseudonyms=self.pseudonyms,
             ledger=self._ledger,
+            edits=self._edits,
         )
         for extension in EXTENSIONS:
             await self.load_extension(extension)

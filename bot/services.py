@@ -15,6 +15,7 @@ from bot.images.client import UpstreamFeedback
 if TYPE_CHECKING:  # only the command line imports this module without Discord: keep it light
     from bot.ledger import Ledger
     from bot.offer import ModelOffer
+    from bot.progress import EditBudget
     from bot.pseudonym import Pseudonymizer
     from bot.queue import GenerationQueue
     from bot.ratelimit import UserRateLimiter
@@ -56,3 +57,4 @@ class Services:
     processing: ProcessingSlots  # answers being read, decoded and posted
     pseudonyms: Pseudonymizer
     ledger: Ledger  # one row per request admitted, written before anything is spent
+    edits: EditBudget  # progress edits (previews, time elapsed), across all requests
