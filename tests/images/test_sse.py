@@ -19,7 +19,7 @@ CASES: list[tuple[str, bytes, Events]] = [
     ("only one space dropped", b"data:  x\n\n", [("message", b" x")]),
     ("a comment is skipped", b": keep-alive\n\ndata: 1\n\n", [("message", b"1")]),
     ("a comment inside an event", b"data: 1\n: ping\ndata: 2\n\n", [("message", b"1\n2")]),
-    ("unknown fields are ignored", b"id: 7\nretry: 10\nfoo: bar\ndata: 1\n\n", [("message", b"1")]),
+    ("unknown fields", b"id: 7\nretry: 10\nfoo: bar\ndata: 1\n\n", [("message", b"1")]),
     ("a field without a colon", b"data\n\n", [("message", b"")]),
     ("an event without data is not dispatched", b"event: a\n\ndata: 1\n\n", [("message", b"1")]),
     ("blank lines between events", b"\n\n\ndata: 1\n\n\n\n", [("message", b"1")]),
@@ -29,7 +29,7 @@ CASES: list[tuple[str, bytes, Events]] = [
         b"data: 1\n\ndata: 2\n",
         [("message", b"1"), ("message", b"2")],
     ),
-    ("the stream ends in the middle of a line", b"data: 1\n\ndata: {\"a", [("message", b"1"), ("message", b'{"a')]),
+    ("cut mid-line", b"data: 1\n\ndata: {\"a", [("message", b"1"), ("message", b'{"a')]),
     ("a colon in the value", b"data: {\"a\": 1}\n\n", [("message", b'{"a": 1}')]),
     ("[DONE] is data like any other", b"data: [DONE]\n\n", [("message", b"[DONE]")]),
 ]  # fmt: skip

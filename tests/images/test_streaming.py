@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from decimal import Decimal
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -160,7 +160,7 @@ DELIVERING: Delivering = [
         [IMAGE],
         1,
         1,
-    ),  # fmt: skip
+    ),
     (
         "an event line of several megabytes",
         lambda: stream(partial_event(BIG, 0) + completed_event(BIG)),
@@ -274,7 +274,7 @@ FAILING: Failing = [
         ),
         ModerationBlocked,
         "moderation_blocked",
-    ),  # fmt: skip
+    ),
     (
         "cut short in the middle of an image",
         lambda: stream(partial_event(ROUGH, 0), completed_event(IMAGE)[:200], cut=True),
