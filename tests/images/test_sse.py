@@ -23,7 +23,7 @@ CASES: list[tuple[str, bytes, Events]] = [
     ("a field without a colon", b"data\n\n", [("message", b"")]),
     ("an event without data is not dispatched", b"event: a\n\ndata: 1\n\n", [("message", b"1")]),
     ("blank lines between events", b"\n\n\ndata: 1\n\n\n\n", [("message", b"1")]),
-    ("the event name resets", b"event: a\ndata: 1\n\ndata: 2\n\n", [("a", b"1"), ("message", b"2")]),
+    ("name resets", b"event: a\ndata: 1\n\ndata: 2\n\n", [("a", b"1"), ("message", b"2")]),
     (
         "the stream ends without the last blank line",
         b"data: 1\n\ndata: 2\n",
