@@ -264,8 +264,8 @@ class FakeImagesAPI:
         assert isinstance(answer.body, bytes)
         events = [event + b"\n\n" for event in answer.body.split(b"\n\n") if event]
         pause = self.latency / len(events) if self.latency else self.stream_pause
-        request_id = {"x-request-id": answer.headers["x-request-id"]}
-        return await stream(*events, pause=pause, headers=request_id)(request)
+        request_id = answer.headers.get("x-request-id", f"req_{next(self._ids)}")
+        return await stream(*events, pause=pause, headers={"x-request-id": request_id})(request)
 
     def _invalid(self, message: str, param: str | None, code: str) -> web.Response:
         return json_response(400, error_body(message, "invalid_request_error", code, param))
