@@ -8,8 +8,11 @@ Edits are throttled twice so that Discord's rate limits are never provoked, howe
 requests run: each message is edited at most once every :data:`MIN_EDIT_INTERVAL` seconds, and
 every progress edit of the bot draws on one shared :class:`EditBudget`. Nothing queues: a preview
 that arrives while the last one is still fresh replaces the one waiting (only the newest is ever
-shown), and an elapsed-time update the budget cannot pay for is skipped and retried a little
-later, at a random moment so that requests started together do not keep colliding.
+shown), and an update the budget cannot pay for waits its turn with the others, the longest
+waiting first.
+
+One task per bot (the budget's) keeps the time for every display: a request adds no timer of its
+own, whatever the number of requests in flight.
 """
 
 from __future__ import annotations
@@ -17,8 +20,6 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-import math
-import random
 import warnings
 
 import discord
@@ -39,12 +40,15 @@ ELAPSED_INTERVAL = 5.0  # seconds between elapsed-time updates
 # acknowledgements, images and answers always have room.
 EDITS_PER_SECOND = 10.0
 EDIT_BURST = 10
+TICK = 0.25  # seconds: the longest a due update waits for the scheduler to look again
+EARLY = 0.001  # seconds: a timer that fires this early is on time (float rounding)
 STOP_WAIT = 5.0  # seconds an edit under way may take to finish once the images are ready
 PREVIEW_ALT_TEXT = "A rough preview of the image being generated."
 
 
 class EditBudget:
-    """A token bucket for progress edits, shared by every request of one bot."""
+    """A token bucket for progress edits, shared by every request of one bot, and the one task
+    that tells each request's display when an edit is due."""
 
     def __init__(
         self,
@@ -53,8 +57,9 @@ class EditBudget:
         *,
         wait: WaitFor = wait_plainly,
     ) -> None:
-        """``wait``: how a progress display sleeps until its next edit is due (a test harness
-        that must know why the bot is idle passes one that declares the wait)."""
+        """``wait``: how the scheduler sleeps until the next update is due, and an edit waits for
+        its preview to be made (a test harness that must know why the bot is idle passes one
+        that declares the wait)."""
         if rate <= 0 or burst < 1:
             raise ValueError("rate must be positive and burst at least 1")
         self.rate = rate
@@ -63,7 +68,9 @@ class EditBudget:
         self._tokens = float(burst)
         self._updated: float | None = None
         self.spent = 0  # edits paid for, since start
-        self.refused = 0  # edits skipped for want of budget, since start
+        self.refused = 0  # edits put off for want of budget, since start
+        self._displays: list[ProgressDisplay] = []
+        self._scheduler: asyncio.Task[None] | None = None
 
     def try_take(self) -> bool:
         """Pay for one edit now, if the budget allows; never waits."""
@@ -77,6 +84,38 @@ class EditBudget:
             return True
         self.refused += 1
         return False
+
+    # -- the scheduler -----------------------------------------------------------------------
+
+    def _add(self, display: ProgressDisplay) -> None:
+        self._displays.append(display)
+        if self._scheduler is None or self._scheduler.done():
+            loop = asyncio.get_running_loop()
+            self._scheduler = loop.create_task(self._schedule(), name="imagine-progress")
+
+    def _remove(self, display: ProgressDisplay) -> None:
+        if display in self._displays:
+            self._displays.remove(display)
+        if not self._displays and self._scheduler is not None:
+            self._scheduler.cancel()  # asleep: nothing left to keep the time for
+            self._scheduler = None
+
+    async def _schedule(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._displays:
+            now = loop.time()
+            # The longest waiting first, so that a short budget is shared out in turn.
+            due = sorted(
+                (display for display in self._displays if display.due_at() <= now + EARLY),
+                key=lambda display: display.due_at(),
+            )
+            for display in due:
+                if not self.try_take():
+                    break
+                display.edit_now()
+            soonest = min((display.due_at() for display in self._displays), default=now + TICK)
+            delay = TICK if due else min(max(soonest - loop.time(), 0.0), TICK)
+            await self.wait(asyncio.sleep(delay))
 
 
 def make_preview(data: bytes, long_side: int = PREVIEW_LONG_SIDE) -> tuple[bytes, str] | None:
@@ -101,7 +140,8 @@ def make_preview(data: bytes, long_side: int = PREVIEW_LONG_SIDE) -> tuple[bytes
 
 
 class ProgressDisplay:
-    """The progress of one request, shown in its deferred reply until :meth:`stop`."""
+    """The progress of one request, shown in its deferred reply from :meth:`start` to
+    :meth:`stop`."""
 
     def __init__(self, replies: Replies, budget: EditBudget, *, previews: int = 0) -> None:
         self.replies = replies
@@ -112,22 +152,14 @@ class ProgressDisplay:
         self.dropped_previews = 0  # replaced by a newer one before they could be shown
         self._pending: PartialImage | None = None
         self._stopped = False
-        self._editing = False
-        self._task: asyncio.Task[None] | None = None
+        self._sending = False  # an edit is on its way to Discord: it is let finish
+        self._edit: asyncio.Task[None] | None = None
         self._started = 0.0
-        self._last_edit = -math.inf
-        self._retry_at = 0.0
+        self._last_edit: float | None = None
 
     def start(self) -> None:
         self._started = asyncio.get_running_loop().time()
-        self._restart()
-
-    def _restart(self) -> None:
-        # The loop only ever sleeps (a plain sleep, which a test harness can drive) or edits:
-        # news that may make an edit due sooner restarts it rather than waking it.
-        if self._task is not None:
-            self._task.cancel()
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="imagine-progress")
+        self.budget._add(self)
 
     def offer(self, partial: PartialImage) -> None:
         """A partial image arrived (called by the engine on the loop; returns at once)."""
@@ -136,68 +168,83 @@ class ProgressDisplay:
         if self._pending is not None:
             self.dropped_previews += 1
         self._pending = partial
-        if not self._editing:  # an edit under way looks for the newest preview when it ends
-            self._restart()
+        # Shown at once when the message and the budget allow; else when the scheduler says.
+        now = asyncio.get_running_loop().time()
+        if self.due_at() <= now + EARLY and self.budget.try_take():
+            self.edit_now()
 
     async def stop(self) -> None:
-        """No more edits; an edit under way is let finish, so that it cannot land after (and
-        over) the images or the failure message that follow."""
+        """No more edits; an edit on its way to Discord is let finish, so that it cannot land
+        after (and over) the images or the failure message that follow."""
         self._stopped = True
-        task = self._task
-        if task is None or task.done():
+        self.budget._remove(self)
+        edit = self._edit
+        if edit is None or edit.done():
             return
-        if not self._editing:
-            task.cancel()
-        await asyncio.wait({task}, timeout=STOP_WAIT)
-        if not task.done():
-            task.cancel()
+        if not self._sending:
+            edit.cancel()  # still making the preview: nothing was sent
+        try:
+            # Through the budget's wait: for a test harness, Discord's answer is outside input.
+            await self.budget.wait(self._landed(edit))
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # the request itself is being cancelled
+        except Exception:  # noqa: S110 - Replies logs a failed edit; a timeout ends it here
+            pass
 
-    # -- the loop ------------------------------------------------------------------------------
+    @staticmethod
+    async def _landed(edit: asyncio.Task[None]) -> None:
+        # Awaited itself, not through asyncio.wait: cancelling the request cancels it too.
+        async with asyncio.timeout(STOP_WAIT):
+            await edit
 
-    def _due_in(self, now: float) -> float:
-        """Seconds until the next edit may be made."""
-        after_last = self._last_edit + MIN_EDIT_INTERVAL
+    def due_at(self) -> float:
+        """When the next edit may be made (loop time); infinity while one is under way."""
+        if self._stopped or (self._edit is not None and not self._edit.done()):
+            return float("inf")
+        after_last = -float("inf") if self._last_edit is None else self._last_edit
+        after_last += MIN_EDIT_INTERVAL
         if self._pending is not None:
-            due = after_last
-        else:
-            base = self._started if self._last_edit == -math.inf else self._last_edit
-            due = max(base + ELAPSED_INTERVAL, after_last)
-        return max(due, self._retry_at) - now
+            return after_last
+        base = self._started if self._last_edit is None else self._last_edit
+        return max(base + ELAPSED_INTERVAL, after_last)
 
-    async def _run(self) -> None:
+    def edit_now(self) -> None:
+        """Make the edit that is due (its budget paid for), in a task of its own."""
         loop = asyncio.get_running_loop()
-        while not self._stopped:
-            delay = self._due_in(loop.time())
-            if delay > 0:
-                await self.budget.wait(asyncio.sleep(delay))
-                continue
-            if not self.budget.try_take():
-                self._retry_at = loop.time() + random.uniform(0.3, 1.2)
-                continue
-            self._editing = True
-            try:
-                partial, self._pending = self._pending, None
-                if partial is not None:
-                    await self._show_preview(partial)
-                else:
-                    await self._show_elapsed(loop.time())
-            finally:
-                self._editing = False
+        self._edit = loop.create_task(self._make_edit(), name="imagine-progress-edit")
+
+    async def _make_edit(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            partial, self._pending = self._pending, None
+            if partial is not None:
+                await self._show_preview(partial)
+            else:
+                await self._show_elapsed()
+        finally:
+            self._sending = False
             self._last_edit = loop.time()
 
-    def _text(self, now: float) -> str:
-        seconds = int(now - self._started)
+    def _text(self) -> str:
+        # Rounded: the scheduler wakes when an update is due, give or take float rounding.
+        seconds = round(asyncio.get_running_loop().time() - self._started)
         text = f"🎨 Generating… {seconds} s"
         if self.shown_previews:
             text += f" (preview {self.shown_previews} of {self.previews})"
         return text
 
-    async def _show_elapsed(self, now: float) -> None:
+    async def _show_elapsed(self) -> None:
         self.elapsed_updates += 1
-        await self.replies.show_progress(self._text(now))
+        self._sending = True
+        await self.replies.show_progress(self._text())
 
     async def _show_preview(self, partial: PartialImage) -> None:
-        made = await run_in_encoder(make_preview, partial.data)
+        # Through the budget's wait: for a test harness, the encoder thread is outside input.
+        encoding = asyncio.ensure_future(run_in_encoder(make_preview, partial.data))
+        await self.budget.wait(encoding)
+        made = encoding.result()
         if made is None:
             log.warning("a partial image could not be read; no preview shown")
             return
@@ -205,10 +252,10 @@ class ProgressDisplay:
             return  # the images came while the preview was being made
         data, kind = made
         self.shown_previews = min(self.shown_previews + 1, max(self.previews, 1))
-        loop = asyncio.get_running_loop()
         preview = discord.File(
             io.BytesIO(data),
             filename=f"preview.{'jpg' if kind == 'jpeg' else kind}",
             description=PREVIEW_ALT_TEXT,
         )
-        await self.replies.show_preview(self._text(loop.time()), preview)
+        self._sending = True
+        await self.replies.show_preview(self._text(), preview)

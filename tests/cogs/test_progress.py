@@ -130,7 +130,7 @@ async def test_many_requests_share_one_budget_of_edits(
     simcord_env: Any, guild: Any, channel: Any, images_api: FakeImagesAPI
 ) -> None:
     """Twenty requests waiting at once: the bot's ten edits a second are shared out, the rest
-    skip a beat and try again later, so every reply still moves."""
+    wait their turn (the longest waiting first), so every reply still moves."""
     budget: EditBudget = simcord_env.bot.services.edits
     gate = Gate(simcord_env)
     members = [guild.add_member(simcord_env.create_user(f"member{i}")) for i in range(20)]
@@ -146,7 +146,7 @@ async def test_many_requests_share_one_budget_of_edits(
     for _ in range(8):
         await simcord_env.advance_time(0.5)
     assert all(r.response.content.startswith("🎨 Generating…") for r in results)
-    assert budget.refused >= 20 - budget.burst
+    assert budget.refused  # the budget did say no, and the rest were updated in turn
 
     for index in range(20):
         gate.open(index)
