@@ -118,9 +118,14 @@ class EditBudget:
             await self.wait(asyncio.sleep(delay))
 
 
-def make_preview(data: bytes, long_side: int = PREVIEW_LONG_SIDE) -> tuple[bytes, str] | None:
+def make_preview(
+    partial: PartialImage, long_side: int = PREVIEW_LONG_SIDE
+) -> tuple[bytes, str] | None:
     """A small rendering of a partial image: (bytes, "jpeg" or "webp"), or None if it cannot be
-    read. CPU-bound: run it off the event loop."""
+    read. CPU-bound (base64, then decoding and scaling): run it off the event loop."""
+    data = partial.decode()
+    if data is None:
+        return None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -242,7 +247,7 @@ class ProgressDisplay:
 
     async def _show_preview(self, partial: PartialImage) -> None:
         # Through the budget's wait: for a test harness, the encoder thread is outside input.
-        encoding = asyncio.ensure_future(run_in_encoder(make_preview, partial.data))
+        encoding = asyncio.ensure_future(run_in_encoder(make_preview, partial))
         await self.budget.wait(encoding)
         made = encoding.result()
         if made is None:

@@ -47,13 +47,24 @@ DONE = b"[DONE]"
 
 @dataclass(frozen=True, slots=True, repr=False)
 class PartialImage:
-    """A preview of an image still being generated: its bytes as sent, not checked further."""
+    """A preview of an image still being generated, as sent: still base64, since most previews
+    are never shown (a newer one replaces them first) and decoding a 4K one takes milliseconds.
+    :meth:`decode` (in a worker thread) gives its bytes, not checked further."""
 
     index: int  # partial_image_index, from 0
-    data: bytes
+    encoded: str | memoryview
+    max_bytes: int
+
+    def decode(self) -> bytes | None:
+        """The image's bytes, or None where they are not valid base64 or too large."""
+        try:
+            return _decode_b64(self.encoded, max_bytes=self.max_bytes)
+        except MalformedResponse as exc:
+            log.warning("a partial image of the stream was dropped: %s", exc)
+            return None
 
     def __repr__(self) -> str:
-        return f"PartialImage({self.index}, {len(self.data):,} bytes)"
+        return f"PartialImage({self.index}, {len(self.encoded):,} base64 characters)"
 
 
 OnPartial = Callable[[PartialImage], None]
@@ -181,13 +192,8 @@ class _StreamReader:
         self.partials += 1
         if self.on_partial is None or not encoded:
             return
-        try:
-            data = _decode_b64(encoded, max_bytes=self.limits.max_bytes)
-        except MalformedResponse as exc:
-            # Only a preview: the images themselves are checked when they come.
-            log.warning("a partial image of the stream was dropped: %s", exc)
-            return
-        self.on_partial(PartialImage(index, data))
+        # Only a preview: decoded where it is shown; the images are checked when they come.
+        self.on_partial(PartialImage(index, encoded, self.limits.max_bytes))
 
     async def _completed(self, document: dict[str, Any], encoded: str | memoryview | None) -> bool:
         if len(self.images) >= self.expected:

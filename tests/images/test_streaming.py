@@ -72,7 +72,7 @@ async def test_a_streaming_model_asks_for_a_stream_and_gets_previews_then_the_im
     assert (sent.body["stream"], sent.body["partial_images"]) == (True, 2)
     assert "text/event-stream" in sent.headers["Accept"]
     assert [image.data for image in result.images] == images_api.served
-    assert [p.data for p in previews] == images_api.served_partials
+    assert [p.decode() for p in previews] == images_api.served_partials
     assert [p.index for p in previews] == [0, 1, 0, 1]
     # Each image's usage: the prompt once, every image's output (with its partials) added.
     assert result.usage == {
@@ -358,4 +358,4 @@ async def test_a_bad_preview_is_dropped_and_the_image_still_comes(
     images_api.push(stream(broken, completed_event(IMAGE)))
     result, previews = await generate(client, streaming())
     assert [image.data for image in result.images] == [IMAGE]
-    assert previews == []
+    assert [preview.decode() for preview in previews] == [None]  # no preview made of it
