@@ -20,7 +20,9 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import time
 import warnings
+from collections.abc import Callable
 
 import discord
 from PIL import Image
@@ -56,15 +58,18 @@ class EditBudget:
         burst: int = EDIT_BURST,
         *,
         wait: WaitFor = wait_plainly,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """``wait``: how the scheduler sleeps until the next update is due, and an edit waits for
         its preview to be made (a test harness that must know why the bot is idle passes one
-        that declares the wait)."""
+        that declares the wait). ``clock``: seconds, the clock the loop's timers follow (a test
+        harness with a clock of its own passes it)."""
         if rate <= 0 or burst < 1:
             raise ValueError("rate must be positive and burst at least 1")
         self.rate = rate
         self.burst = burst
         self.wait = wait
+        self.clock = clock
         self._tokens = float(burst)
         self._updated: float | None = None
         self.spent = 0  # edits paid for, since start
@@ -74,7 +79,7 @@ class EditBudget:
 
     def try_take(self) -> bool:
         """Pay for one edit now, if the budget allows; never waits."""
-        now = asyncio.get_running_loop().time()
+        now = self.clock()
         if self._updated is not None:
             self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
         self._updated = now
@@ -101,9 +106,8 @@ class EditBudget:
             self._scheduler = None
 
     async def _schedule(self) -> None:
-        loop = asyncio.get_running_loop()
         while self._displays:
-            now = loop.time()
+            now = self.clock()
             # The longest waiting first, so that a short budget is shared out in turn.
             due = sorted(
                 (display for display in self._displays if display.due_at() <= now + EARLY),
@@ -114,7 +118,7 @@ class EditBudget:
                     break
                 display.edit_now()
             soonest = min((display.due_at() for display in self._displays), default=now + TICK)
-            delay = TICK if due else min(max(soonest - loop.time(), 0.0), TICK)
+            delay = TICK if due else min(max(soonest - self.clock(), 0.0), TICK)
             await self.wait(asyncio.sleep(delay))
 
 
@@ -163,7 +167,7 @@ class ProgressDisplay:
         self._last_edit: float | None = None
 
     def start(self) -> None:
-        self._started = asyncio.get_running_loop().time()
+        self._started = self.budget.clock()
         self.budget._add(self)
 
     def offer(self, partial: PartialImage) -> None:
@@ -174,7 +178,7 @@ class ProgressDisplay:
             self.dropped_previews += 1
         self._pending = partial
         # Shown at once when the message and the budget allow; else when the scheduler says.
-        now = asyncio.get_running_loop().time()
+        now = self.budget.clock()
         if self.due_at() <= now + EARLY and self.budget.try_take():
             self.edit_now()
 
@@ -205,7 +209,7 @@ class ProgressDisplay:
             await edit
 
     def due_at(self) -> float:
-        """When the next edit may be made (loop time); infinity while one is under way."""
+        """When the next edit may be made (the budget's clock); infinity while one is under way."""
         if self._stopped or (self._edit is not None and not self._edit.done()):
             return float("inf")
         after_last = -float("inf") if self._last_edit is None else self._last_edit
@@ -221,7 +225,6 @@ class ProgressDisplay:
         self._edit = loop.create_task(self._make_edit(), name="imagine-progress-edit")
 
     async def _make_edit(self) -> None:
-        loop = asyncio.get_running_loop()
         try:
             partial, self._pending = self._pending, None
             if partial is not None:
@@ -230,11 +233,11 @@ class ProgressDisplay:
                 await self._show_elapsed()
         finally:
             self._sending = False
-            self._last_edit = loop.time()
+            self._last_edit = self.budget.clock()
 
     def _text(self) -> str:
         # Rounded: the scheduler wakes when an update is due, give or take float rounding.
-        seconds = round(asyncio.get_running_loop().time() - self._started)
+        seconds = round(self.budget.clock() - self._started)
         text = f"🎨 Generating… {seconds} s"
         if self.shown_previews:
             text += f" (preview {self.shown_previews} of {self.previews})"

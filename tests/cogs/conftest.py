@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from typing import Any
@@ -72,7 +73,8 @@ async def simcord_bot(
 ) -> AsyncIterator[ImagineBot]:
     queue = GenerationQueue(settings.max_concurrent_generations, wait=queue_waits)
     processing = ProcessingSlots(settings.processing_slot_count, wait=queue_waits)
-    edits = EditBudget(wait=progress_waits)
+    # simcord's clock: the loop's, which moves with env.advance_time.
+    edits = EditBudget(wait=progress_waits, clock=lambda: asyncio.get_running_loop().time())
     bot = ImagineBot(settings, queue=queue, processing=processing, edits=edits)
     yield bot
     await bot.close()  # simcord detaches the bot without closing it; its HTTP session must go
