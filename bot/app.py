@@ -31,6 +31,7 @@ from bot.observability.logs import configure_logging
 from bot.observability.metrics import BotCollector, LoopLagMonitor, Metrics
 from bot.observability.server import MetricsServer
 from bot.offer import ModelOffer, discover, narrow
+from bot.progress import EditBudget
 from bot.pseudonym import Pseudonymizer, load_or_create_secret
 from bot.queue import GenerationQueue
 from bot.ratelimit import UserRateLimiter
@@ -83,10 +84,12 @@ class ImagineBot(commands.AutoShardedBot):
         queue: GenerationQueue | None = None,
         processing: ProcessingSlots | None = None,
         serve_metrics: bool = True,
+        edits: EditBudget | None = None,
     ) -> None:
-        """``queue`` and ``processing``: made outside (a test harness's, which declares its
-        waits); by default the bot makes them from the configuration. ``serve_metrics``: False
-        where the bot only syncs its commands (the running bot may hold METRICS_PORT)."""
+        """``queue``, ``processing`` and ``edits``: made outside (a test harness's, which
+        declares its waits); by default the bot makes them from the configuration.
+        ``serve_metrics``: False where the bot only syncs its commands (the running bot may hold
+        METRICS_PORT)."""
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=discord.Intents.default(),
@@ -107,6 +110,7 @@ class ImagineBot(commands.AutoShardedBot):
         )
         self._queue = queue or GenerationQueue(settings.max_concurrent_generations)
         self._processing = processing or ProcessingSlots(settings.processing_slot_count)
+        self._edits = edits or EditBudget()
         self._services: Services | None = None
         self._ledger: Ledger | None = None
         self._frozen = False
@@ -168,6 +172,7 @@ class ImagineBot(commands.AutoShardedBot):
                 default_member_budget=settings.member_budget,
                 default_server_budget=settings.server_budget,
             ),
+            edits=self._edits,
         )
         self.metrics.watch(BotCollector(self._queue, self._processing, self._images, self))
         if self._serve_metrics_on is not None:

@@ -32,6 +32,7 @@ from bot.images import (
 from bot.ledger import Ledger, Outcome
 from bot.observability.metrics import Metrics
 from bot.posting import DeliveryFailed, post_result
+from bot.progress import EditBudget, ProgressDisplay
 from bot.queue import GenerationQueue, Ticket
 from bot.replies import Replies
 
@@ -174,11 +175,18 @@ class Generation:
         await self.replies.defer()
         self.timeline.acknowledged = discord.utils.utcnow()
 
-    async def run(self, queue: GenerationQueue, images: ImageClient, lease: Lease) -> None:
+    async def run(
+        self,
+        queue: GenerationQueue,
+        images: ImageClient,
+        lease: Lease,
+        edits: EditBudget | None = None,
+    ) -> None:
         """Wait for a slot, generate and post, within the interaction token's lifetime.
 
         ``lease`` takes a processing slot when the answer arrives; it is held until the images
-        are posted and released here whatever happens.
+        are posted and released here whatever happens. With ``edits`` (the bot's budget of
+        progress edits), the reply shows previews, or the time elapsed, while the images are made.
         """
         expires = self.interaction.created_at + TOKEN_LIFETIME - TOKEN_MARGIN
         budget = max((expires - discord.utils.utcnow()).total_seconds(), 1.0)
@@ -187,7 +195,7 @@ class Generation:
             buttons = asyncio.create_task(self.buttons(self))
         try:
             async with asyncio.timeout(budget):
-                self.result = await self._generate(queue, images, lease)
+                self.result = await self._generate(queue, images, lease, edits)
                 self.metrics.generated(self.result.model, self.result.elapsed)
                 uploaded = await post_result(self.replies, self.result, await _ready(buttons))
                 lease.release()
@@ -225,7 +233,7 @@ class Generation:
                 buttons.cancel()
 
     async def _generate(
-        self, queue: GenerationQueue, images: ImageClient, lease: Lease
+        self, queue: GenerationQueue, images: ImageClient, lease: Lease, edits: EditBudget | None
     ) -> GenerationResult:
         # The only place that takes a slot: what decides when a request may go upstream.
         watchers: list[asyncio.Task[None]] = []
@@ -239,7 +247,18 @@ class Generation:
                     watchers[0].cancel()
                     await self.replies.show_progress("🎨 Generating…")
                 self.timeline.started_upstream = discord.utils.utcnow()
-                return await images.generate(self.prepared, lease=lease)
+                if edits is None:
+                    return await images.generate(self.prepared, lease=lease)
+                display = ProgressDisplay(
+                    self.replies, edits, previews=self.prepared.partial_images
+                )
+                display.start()
+                try:
+                    on_partial = display.offer if self.prepared.streams else None
+                    return await images.generate(self.prepared, lease=lease, on_partial=on_partial)
+                finally:
+                    # Before anything else edits the reply: no preview may land over the images.
+                    await display.stop()
         finally:
             for watcher in watchers:
                 watcher.cancel()

@@ -61,6 +61,11 @@ class Replies:
     async def show_progress(self, text: str) -> None:
         await self._edit_quietly(content=text)
 
+    async def show_preview(self, text: str, preview: discord.File) -> None:
+        """The placeholder with a preview of the image being made (it replaces the last one);
+        the images replace it when they are posted."""
+        await self._edit_quietly(content=text, attachments=[preview])
+
     async def post(
         self,
         *,

@@ -20,6 +20,9 @@ MILLION = Decimal(1_000_000)
 # Output tokens of sizes missing from a model's table are estimated by area from this one.
 REFERENCE_SIZE = "1024x1024"
 _REFERENCE_PIXELS = 1024 * 1024
+# Each partial image a stream sends is billed as this many more image output tokens (OpenAI's
+# image generation guide, "Streaming"), for each image of the request.
+PARTIAL_IMAGE_OUTPUT_TOKENS = 100
 
 
 def _usd(amount: Decimal) -> Decimal:
@@ -93,6 +96,7 @@ def _rates(price: Price) -> tuple[Decimal, Decimal, Decimal]:
 def _token_estimate(prepared: PreparedRequest, price: Price, images: int) -> Decimal:
     text_rate, _, output_rate = _rates(price)
     per_image = output_tokens_per_image(prepared.spec, prepared.quality, prepared.size)
+    per_image += PARTIAL_IMAGE_OUTPUT_TOKENS * prepared.partial_images
     return text_rate * prompt_tokens(prepared.prompt) + output_rate * per_image * images
 
 

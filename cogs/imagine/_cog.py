@@ -10,6 +10,7 @@ a :class:`~bot.generation.Generation` takes over. Unloading the cog (``bot.close
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import logging
 from typing import TYPE_CHECKING
@@ -58,6 +59,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
         self.processing = services.processing
         self.ledger = services.ledger
         self.metrics = services.metrics
+        self.edits = services.edits
         self.jobs: set[asyncio.Task[None]] = set()
         self.draining = False  # set once, when the cog starts to drain: newcomers are refused
         self.command = build_imagine_command(services, self.admit)
@@ -97,6 +99,9 @@ class ImagineCog(commands.Cog, name="Imagine"):
             self.metrics.request("invalid")
             await replies.answer(f"This server allows at most {cap} images per request.")
             return
+        # Previews while the image is made: PARTIAL_IMAGES, unless the server turned them off.
+        partials = self.settings.partial_images if admissible.previews else 0
+        request = dataclasses.replace(request, partial_images=partials)
         try:
             prepared = self.images.prepare(request)
         except UnsupportedOption as refusal:
@@ -165,7 +170,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
             log.warning("could not acknowledge an /imagine in time: %r", exc)
             await generation.settle(Outcome.FAILED, exc)
             return
-        await generation.run(self.queue, self.images, self.processing.lease())
+        await generation.run(self.queue, self.images, self.processing.lease(), self.edits)
 
     async def _within_limits(self, generation: Generation) -> bool:
         """Count the request; when a limit refuses it, or the store does not answer, say so."""

@@ -30,6 +30,7 @@ class Admissible:
     request: ImageRequest
     cap: int  # the most images per request
     budgets: tuple[tuple[Budget, ...], tuple[Budget, ...]] | None  # member's, server's
+    previews: bool  # whether partial previews are shown while the images are made
 
 
 async def apply_server_settings(
@@ -63,5 +64,8 @@ async def apply_server_settings(
     if interaction.guild_id is not None:
         budgets = (rules.member_budget(chosen), rules.server_budget(chosen))
     return Admissible(
-        dataclasses.replace(request, model=model, quality=quality), rules.cap(chosen), budgets
+        dataclasses.replace(request, model=model, quality=quality),
+        rules.cap(chosen),
+        budgets,
+        previews=chosen.partial_previews is not False,  # unset: PARTIAL_IMAGES decides
     )

@@ -186,3 +186,18 @@ async def test_members_who_cannot_manage_the_server_cannot_change_its_settings(
     answer = await setting(alice, channel, "max-images", value=1)
     assert answer == MANAGERS_ONLY
     assert await table_rows(database_url, settings_changes) == []
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_a_server_that_turns_previews_off_gets_no_stream(
+    simcord_env: Any, channel: Any, alice: Any, manager: Any, images_api: FakeImagesAPI
+) -> None:
+    await alice.slash(channel, "imagine", prompt="a fox", model="gpt-image-1")
+    assert images_api.generation_requests[0].body["stream"] is True  # PARTIAL_IMAGES's default
+
+    await setting(manager, channel, "previews", on=False)
+    result = await alice.slash(channel, "imagine", prompt="a fox", model="gpt-image-1")
+
+    body = images_api.generation_requests[1].body
+    assert "stream" not in body and "partial_images" not in body
+    assert len(result.response.attachments) == 1
