@@ -39,9 +39,10 @@ USER 10001:10001
 # Declared after the chown, so a new volume starts out owned by the bot's user.
 VOLUME ["/data"]
 EXPOSE 9100
-# `python -m bot health` asks the bot's own /healthz on 127.0.0.1:$METRICS_PORT; it exits 1
-# when the bot is not connected or the metrics server is off (METRICS_PORT unset).
-HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
+# `python -m bot health` asks the bot's own /healthz on $METRICS_PORT and exits 1 unless the
+# gateway is connected and the database and the limit store answer (or when METRICS_PORT is
+# unset: no metrics server). It waits up to 10 s for the answer, plus Python's start.
+HEALTHCHECK --interval=30s --timeout=20s --start-period=60s --retries=3 \
     CMD ["python", "-m", "bot", "health"]
 # SIGTERM (docker stop's signal) makes the bot drain its requests for SHUTDOWN_GRACE_SECONDS;
 # give `docker stop` more time than that (`--time`, or compose's stop_grace_period).
