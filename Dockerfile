@@ -16,7 +16,7 @@ COPY pyproject.toml README.md LICENSE /src/
 COPY bot /src/bot
 COPY cogs /src/cogs
 # --no-deps: every dependency comes from the lock above, never resolved again here. pip and
-# setuptools are not needed to run the bot: they stay behind.
+# setuptools are not needed to run the bot: they go, and stay out of the runtime stage.
 RUN /opt/venv/bin/pip install --no-deps /src \
     && /opt/venv/bin/python -m pip uninstall --yes pip setuptools
 
