@@ -6,6 +6,7 @@ python -m bot check           validate the configuration, probe the rate-limit s
 python -m bot imagine PROMPT  generate images from the command line into --out
 python -m bot migrate         bring the usage ledger's database up to date
 python -m bot usage           requests, images and cost from the usage ledger
+python -m bot health          ask the running bot's /healthz (METRICS_PORT); exit 0 when healthy
 """
 
 from __future__ import annotations
@@ -260,6 +261,56 @@ async def _usage(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+HEALTH_TIMEOUT = 10.0  # seconds: the bot's own checks take at most 3
+
+
+def _health_url(settings: Settings) -> str | None:
+    """Where the running bot answers /healthz: METRICS_HOST, or loopback where the bot listens
+    on every address."""
+    if not settings.metrics_port:
+        return None
+    host = settings.metrics_host
+    if host in ("0.0.0.0", "::", ""):  # noqa: S104 - read, not bound: every address
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{settings.metrics_port}/healthz"
+
+
+async def _health(settings: Settings) -> int:
+    url = _health_url(settings)
+    if url is None:
+        print(
+            "unhealthy: METRICS_PORT is not set (or 0): the bot serves /healthz only on a "
+            "port given there",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=HEALTH_TIMEOUT)) as session,
+            session.get(url) as response,
+        ):
+            report = await response.json(content_type=None)
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        print(f"unhealthy: no answer from {url} ({type(exc).__name__})", file=sys.stderr)
+        return 1
+    parts = {
+        name: part
+        for name, part in (report.items() if isinstance(report, dict) else ())
+        if isinstance(part, dict)
+    }
+    summary = ", ".join(f"{name}: {part.get('detail', '?')}" for name, part in parts.items())
+    if response.status == 200:
+        print(f"healthy: {summary}")
+        return 0
+    failing = ", ".join(
+        f"{name}: {part.get('detail', '?')}" for name, part in parts.items() if not part.get("ok")
+    )
+    print(f"unhealthy (HTTP {response.status}): {failing or summary}", file=sys.stderr)
+    return 1
+
+
 def _date(text: str) -> dt.date:
     try:
         return dt.date.fromisoformat(text)
@@ -274,6 +325,7 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("sync", help="push the slash-command definitions to Discord")
     commands.add_parser("check", help="validate the configuration and probe the endpoint")
     commands.add_parser("migrate", help="bring the usage ledger's database up to date")
+    commands.add_parser("health", help="ask the running bot whether it is healthy")
     usage = commands.add_parser("usage", help="requests, images and cost from the usage ledger")
     usage.add_argument("--since", type=_date, help="from this day on (UTC), YYYY-MM-DD")
     usage.add_argument("--server", type=int, metavar="ID", help="one Discord server's id")
@@ -316,6 +368,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_migrate(settings))
     if command == "usage":
         return asyncio.run(_usage(settings, args))
+    if command == "health":
+        return asyncio.run(_health(settings))
     from bot.app import run_bot  # Discord is imported only for the commands that need it
 
     return run_bot(settings, sync_only=command == "sync")

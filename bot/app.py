@@ -12,8 +12,10 @@ import gc
 import hashlib
 import json
 import logging
+import os
 import signal
 from pathlib import Path
+from typing import TypedDict
 
 import aiohttp
 import discord
@@ -24,6 +26,10 @@ from bot.config import Settings
 from bot.db import DatabaseUnavailable, migrate_database
 from bot.images import ImageClient, ProcessingSlots
 from bot.ledger import Ledger
+from bot.observability import health
+from bot.observability.logs import configure_logging
+from bot.observability.metrics import BotCollector, LoopLagMonitor, Metrics
+from bot.observability.server import MetricsServer
 from bot.offer import ModelOffer, discover, narrow
 from bot.pseudonym import Pseudonymizer, load_or_create_secret
 from bot.queue import GenerationQueue
@@ -53,7 +59,21 @@ class ImagineTree(app_commands.CommandTree["ImagineBot"]):
             log.warning("could not tell the user about the failure")
 
 
-class ImagineBot(commands.Bot):
+class ShardOptions(TypedDict, total=False):
+    shard_count: int | None
+    shard_ids: list[int]  # absent: every shard runs in this process
+
+
+def shard_options(settings: Settings) -> ShardOptions:
+    """AutoShardedBot's arguments: SHARD_COUNT and SHARD_IDS, or Discord's recommended count
+    (shard_count None) with every shard in this process."""
+    options: ShardOptions = {"shard_count": settings.shard_count}
+    if settings.shard_ids:
+        options["shard_ids"] = list(settings.shard_ids)
+    return options
+
+
+class ImagineBot(commands.AutoShardedBot):
     def __init__(
         self,
         settings: Settings,
@@ -61,14 +81,17 @@ class ImagineBot(commands.Bot):
         sync_on_start: bool = True,
         queue: GenerationQueue | None = None,
         processing: ProcessingSlots | None = None,
+        serve_metrics: bool = True,
     ) -> None:
         """``queue`` and ``processing``: made outside (a test harness's, which declares its
-        waits); by default the bot makes them from the configuration."""
+        waits); by default the bot makes them from the configuration. ``serve_metrics``: False
+        where the bot only syncs its commands (the running bot may hold METRICS_PORT)."""
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=discord.Intents.default(),
             tree_cls=ImagineTree,
             allowed_mentions=discord.AllowedMentions.none(),
+            **shard_options(settings),
         )
         self.settings = settings
         self._session: aiohttp.ClientSession | None = None
@@ -88,6 +111,11 @@ class ImagineBot(commands.Bot):
         self._frozen = False
         self._sync_on_start = sync_on_start
         self._shutdown_task: asyncio.Task[None] | None = None
+        # One registry per bot: tests run several bots in one process.
+        self.metrics = Metrics()
+        self.metrics_server: MetricsServer | None = None
+        self._serve_metrics_on = settings.metrics_port if serve_metrics else None
+        self._loop_lag = LoopLagMonitor(self.metrics)
 
     @property
     def images(self) -> ImageClient:
@@ -129,11 +157,41 @@ class ImagineBot(commands.Bot):
             processing=self._processing,
             pseudonyms=self.pseudonyms,
             ledger=self._ledger,
+            metrics=self.metrics,
         )
+        self.metrics.watch(BotCollector(self._queue, self._processing, self._images, self))
+        if self._serve_metrics_on is not None:
+            await self._serve_metrics(settings.metrics_host, self._serve_metrics_on)
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         if self._sync_on_start:
             await self.sync_commands()
+
+    async def _serve_metrics(self, host: str, port: int) -> None:
+        server = MetricsServer(self.metrics.registry, self.health, host=host, port=port)
+        try:
+            await server.start()
+        except OSError as exc:
+            # asyncio's own text repeats the address as a Python tuple: the errno's words only.
+            reason = os.strerror(exc.errno) if exc.errno else type(exc).__name__
+            raise MetricsUnavailable(
+                f"the metrics server cannot listen on {host}:{port} (METRICS_HOST, METRICS_PORT): "
+                f"{reason}"
+            ) from None
+        self.metrics_server = server
+        self._loop_lag.start()
+
+    async def health(self) -> health.Health:
+        """Whether the gateway is connected and the database and the limit store answer."""
+        services = self._services
+        if services is None:
+            return health.Health({"setup": health.Part(False, "the bot is starting")})
+        return await health.check(
+            ready=self.is_ready(),
+            closed=self.is_closed(),
+            engine=services.ledger.engine if services.ledger.is_open else None,
+            probe=services.limiter.probe,
+        )
 
     async def on_ready(self) -> None:
         if not self._frozen:
@@ -197,15 +255,26 @@ class ImagineBot(commands.Bot):
         await self.close()
 
     async def close(self) -> None:
+        if self._ready is discord.utils.MISSING:
+            # Never started (a start-up that failed before logging in, or a test):
+            # AutoShardedClient makes the queue its close writes to only when it starts.
+            await self._async_setup_hook()
         # discord.py's close unloads the extensions first, while Discord can still be told
         # about the requests they cancel; the engine and its session go only after that.
         await super().close()
+        self._loop_lag.stop()
+        if self.metrics_server is not None:
+            await self.metrics_server.stop()
         if self._ledger is not None:  # after the extensions have settled their requests
             await self._ledger.close()
         if self._images is not None:
             await self._images.close()
         if self._session is not None:
             await self._session.close()
+
+
+class MetricsUnavailable(Exception):
+    """The metrics server cannot listen where it is told: one sentence naming the variables."""
 
 
 class _StoreSilent(Exception):
@@ -225,7 +294,9 @@ async def _serve(settings: Settings, *, sync_only: bool) -> None:
         limiter = UserRateLimiter(settings.user_rate_limit, settings.rate_limit_storage_uri)
         if (silent_store := await limiter.probe()) is not None:
             raise _StoreSilent(silent_store)
-    async with ImagineBot(settings, sync_on_start=not sync_only) as bot:
+    async with ImagineBot(
+        settings, sync_on_start=not sync_only, serve_metrics=not sync_only
+    ) as bot:
         if sync_only:
             await bot.login(token)  # runs setup_hook, which then leaves syncing to us
             await bot.sync_commands(force=True)
@@ -249,10 +320,13 @@ def _refusal(exc: discord.HTTPException, settings: Settings) -> str:
 
 
 def run_bot(settings: Settings, *, sync_only: bool = False) -> int:
-    discord.utils.setup_logging(level=logging.getLevelName(settings.log_level), root=True)
+    configure_logging(settings)
     try:
         asyncio.run(_serve(settings, sync_only=sync_only))
     except DatabaseUnavailable as exc:
+        log.error("%s", exc)
+        return 1
+    except MetricsUnavailable as exc:
         log.error("%s", exc)
         return 1
     except _StoreSilent as exc:

@@ -8,7 +8,9 @@ masked.
 from __future__ import annotations
 
 import importlib.util
+import ipaddress
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit, urlunsplit
@@ -46,6 +48,9 @@ UNUSABLE_STORES = {
     "memcached": "keeps no moving window, which the per-user limits use; use redis:// or mongodb://"
 }
 MAX_DISCORD_CHOICES = 25
+# A host name the metrics server may listen on (an IP address is read by ipaddress instead).
+_HOST_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
+MAX_SHARDS = 65535  # far above what any bot runs: a bound for a mistyped number
 LONGEST_WINDOW_SECONDS = 10 * 366 * 24 * 3600
 # The client removes the key from every text it logs or keeps, wherever it occurs: a key of a
 # few characters would also cut ordinary words apart, and is no real key anyway.
@@ -175,6 +180,28 @@ class Settings(BaseSettings):
     dev_guild_id: int | None = Field(default=None, gt=0, description="a Discord server id")
     log_level: str = Field(
         default="INFO", description="one of DEBUG, INFO, WARNING, ERROR, CRITICAL"
+    )
+    log_format: str = Field(default="text", description="text or json (one JSON object a line)")
+    metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="a port number 1-65535 for /metrics and /healthz (0: any free port; "
+        "unset: no metrics server)",
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        description="the address the metrics server listens on, such as 127.0.0.1 or 0.0.0.0",
+    )
+    shard_count: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_SHARDS,
+        description=f"a whole number 1-{MAX_SHARDS} (unset: the number Discord recommends)",
+    )
+    shard_ids: Annotated[tuple[int, ...], NoDecode] = Field(
+        default=(),
+        description="a comma-separated list of shard numbers, such as 0,1 (unset: every shard)",
     )
 
     _catalog: Catalog = PrivateAttr()
@@ -378,6 +405,62 @@ class Settings(BaseSettings):
         if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise ValueError("unknown level")
         return level
+
+    @field_validator("log_format")
+    @classmethod
+    def _log_format(cls, value: str) -> str:
+        chosen = value.strip().lower()
+        if chosen not in ("text", "json"):
+            raise ValueError("unknown format")
+        return chosen
+
+    @field_validator("metrics_host")
+    @classmethod
+    def _metrics_host(cls, value: str) -> str:
+        host = value.strip().removeprefix("[").removesuffix("]")
+        try:
+            return str(ipaddress.ip_address(host))
+        except ValueError:
+            pass
+        if not _HOST_NAME.fullmatch(host):
+            raise ValueError("not an address")
+        return host
+
+    @field_validator("shard_ids", mode="before")
+    @classmethod
+    def _shard_list(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        parts = [part.strip() for part in value.split(",") if part.strip()]
+        if not all(part.isascii() and part.isdigit() for part in parts):
+            raise _Refused(
+                "is not valid: it must be a comma-separated list of shard numbers, such as 0,1"
+            )
+        return tuple(int(part) for part in parts)
+
+    @model_validator(mode="after")
+    def _shards(self) -> Settings:
+        if not self.shard_ids:
+            return self
+        if self.shard_count is None:
+            raise ValueError(
+                "SHARD_IDS is not valid without SHARD_COUNT: set SHARD_COUNT to the total number "
+                "of shards across every process"
+            )
+        repeated = sorted({shard for shard in self.shard_ids if self.shard_ids.count(shard) > 1})
+        if repeated:
+            raise ValueError(
+                f"SHARD_IDS is not valid: {', '.join(map(str, repeated))} "
+                f"{'is' if len(repeated) == 1 else 'are'} listed more than once"
+            )
+        beyond = [shard for shard in self.shard_ids if shard >= self.shard_count]
+        if beyond:
+            raise ValueError(
+                f"SHARD_IDS is not valid: shard numbers go from 0 to {self.shard_count - 1} "
+                f"with SHARD_COUNT={self.shard_count}, so {', '.join(map(str, beyond))} "
+                f"{'is' if len(beyond) == 1 else 'are'} out of range"
+            )
+        return self
 
     @field_validator("user_id_secret")
     @classmethod

@@ -28,6 +28,7 @@ from bot.images import (
     QuotaExhausted,
 )
 from bot.ledger import Ledger, Outcome
+from bot.observability.metrics import Metrics
 from bot.posting import DeliveryFailed, post_result
 from bot.queue import GenerationQueue, Ticket
 from bot.replies import Replies
@@ -69,10 +70,17 @@ class Timeline:
 class Generation:
     """One request, admitted (valid and within the member's limits), on its way to a reply."""
 
-    def __init__(self, replies: Replies, prepared: PreparedRequest, ledger: Ledger) -> None:
+    def __init__(
+        self,
+        replies: Replies,
+        prepared: PreparedRequest,
+        ledger: Ledger,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.replies = replies
         self.prepared = prepared
         self.ledger = ledger
+        self.metrics = metrics or Metrics()
         self.ledger_row: int | None = None  # set once the admission is recorded
         self.result: GenerationResult | None = None
         self.timeline = Timeline(received=discord.utils.utcnow())
@@ -101,8 +109,10 @@ class Generation:
                 )
         except (OverBudget, PriceUnknown) as refusal:
             log.info("a budget refused a request from user %s: %s", self.member_id, refusal)
+            self.metrics.request("over_budget")
             return str(refusal)
         except Exception as exc:
+            self.metrics.request("ledger_unavailable")
             log.error(
                 "the usage ledger could not record a request from user %s (%s: %s)",
                 self.member_id,
@@ -114,6 +124,7 @@ class Generation:
 
     async def settle(self, outcome: Outcome, error: BaseException | None = None) -> None:
         """Record how the request ended; a ledger failure is logged, never the member's."""
+        self.metrics.request(outcome.value)
         if self.ledger_row is None:
             return
         result = self.result
@@ -121,7 +132,7 @@ class Generation:
         request_id = result.request_id if result else getattr(error, "request_id", None)
         try:
             async with asyncio.timeout(LEDGER_SETTLE_TIMEOUT):
-                await self.ledger.settle(
+                cost = await self.ledger.settle(
                     self.ledger_row,
                     outcome,
                     self.prepared,
@@ -132,6 +143,8 @@ class Generation:
                     # Never sent (cancelled or failed before its turn): its reservation goes.
                     sent=self.timeline.started_upstream is not None,
                 )
+            if self.timeline.started_upstream is not None:
+                self.metrics.spent(self.prepared.model, cost)
         except Exception as exc:
             log.error(
                 "the usage ledger could not settle row %s as %s (%s)",
@@ -156,9 +169,16 @@ class Generation:
         try:
             async with asyncio.timeout(budget):
                 self.result = await self._generate(queue, images, lease)
-                await post_result(self.replies, self.result)
+                self.metrics.generated(self.result.model, self.result.elapsed)
+                uploaded = await post_result(self.replies, self.result)
                 lease.release()
             self.timeline.delivered = discord.utils.utcnow()
+            self.metrics.delivered(
+                self.result.model,
+                len(self.result.images),
+                uploaded,
+                (self.timeline.delivered - self.timeline.received).total_seconds(),
+            )
             log.debug("generation for user %s: %s", self.member_id, self.timeline)
             await self.settle(Outcome.DELIVERED)
         except (ImageError, DeliveryFailed) as error:

@@ -37,19 +37,20 @@ def clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
-async def post_result(replies: Replies, result: GenerationResult) -> None:
-    """Post the images with their embed; raises :class:`DeliveryFailed` when Discord will not."""
+async def post_result(replies: Replies, result: GenerationResult) -> int:
+    """Post the images with their embed; return the bytes uploaded. Raises
+    :class:`DeliveryFailed` when Discord will not take them."""
     embed = _embed(replies.member_name, result)
     limit = replies.upload_limit
     try:
-        await _upload(replies, result, embed, limit)
+        return await _upload(replies, result, embed, limit)
     except discord.HTTPException as exc:
         if exc.status != TOO_LARGE:
             raise
         # The server's real limit is below what the interaction reported: try once, smaller.
         log.warning("Discord refused an upload as too large; retrying at half the limit")
         try:
-            await _upload(replies, result, embed, limit // 2)
+            return await _upload(replies, result, embed, limit // 2)
         except discord.HTTPException as again:
             if again.status != TOO_LARGE:
                 raise
@@ -58,8 +59,9 @@ async def post_result(replies: Replies, result: GenerationResult) -> None:
 
 async def _upload(
     replies: Replies, result: GenerationResult, embed: discord.Embed, limit: int
-) -> None:
-    """One attempt at ``limit`` bytes; lets a 413 on the first message through for a retry."""
+) -> int:
+    """One attempt at ``limit`` bytes; lets a 413 on the first message through for a retry.
+    Returns the bytes uploaded."""
     try:
         uploads = await prepare_uploads(result.images, limit)
     except ImageTooLarge as exc:
@@ -74,9 +76,11 @@ async def _upload(
         raise DeliveryFailed(
             f"uploading to Discord failed: {exc}", user_message=UPLOAD_FAILED
         ) from None
+    uploaded = _size(first)
     for part in rest:
         try:
             await replies.follow_up(_files(part, prompt))
+            uploaded += _size(part)
         except discord.HTTPException as exc:
             if exc.status != TOO_LARGE:
                 # The images already posted stay; Replies.tell_privately says the rest are
@@ -84,11 +88,17 @@ async def _upload(
                 raise DeliveryFailed(
                     f"a follow-up upload failed: {exc}", user_message=UPLOAD_FAILED
                 ) from None
-            await _follow_up_smaller(replies, part, limit // 2, prompt)
+            uploaded += await _follow_up_smaller(replies, part, limit // 2, prompt)
+    return uploaded
 
 
-async def _follow_up_smaller(replies: Replies, part: list[Upload], limit: int, prompt: str) -> None:
-    """A follow-up Discord refused as too large, once more at ``limit`` bytes."""
+def _size(uploads: list[Upload]) -> int:
+    return sum(len(upload.data) for upload in uploads)
+
+
+async def _follow_up_smaller(replies: Replies, part: list[Upload], limit: int, prompt: str) -> int:
+    """A follow-up Discord refused as too large, once more at ``limit`` bytes; returns the bytes
+    uploaded."""
     log.warning("Discord refused a follow-up as too large; retrying at half the limit")
     try:
         smaller = await refit_uploads(part, limit)
@@ -102,6 +112,7 @@ async def _follow_up_smaller(replies: Replies, part: list[Upload], limit: int, p
             raise DeliveryFailed(
                 f"a follow-up upload failed: {exc}", user_message=sentence
             ) from None
+    return _size(smaller)
 
 
 def _note(result: GenerationResult, uploads: list[Upload]) -> str | None:

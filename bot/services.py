@@ -3,7 +3,7 @@ command line. (The image engine itself is `bot/images`.)"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -11,6 +11,7 @@ import aiohttp
 from bot.config import Settings
 from bot.images import ClientSettings, ImageClient, ProcessingSlots, RetryPolicy
 from bot.images.client import UpstreamFeedback
+from bot.observability.metrics import Metrics
 
 if TYPE_CHECKING:  # only the command line imports this module without Discord: keep it light
     from bot.ledger import Ledger
@@ -56,3 +57,4 @@ class Services:
     processing: ProcessingSlots  # answers being read, decoded and posted
     pseudonyms: Pseudonymizer
     ledger: Ledger  # one row per request admitted, written before anything is spent
+    metrics: Metrics = field(default_factory=Metrics)  # what /metrics reports (METRICS_PORT)

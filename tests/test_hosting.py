@@ -11,12 +11,14 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from bot.config import SHARED_STORES, Settings
+from bot import config
+from bot.config import SHARED_STORES, Settings, load_settings
 from cogs.imagine._cog import CANCEL_WAIT
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -267,6 +269,41 @@ def test_every_variable_compose_names_is_documented_in_env_example() -> None:
     assert named
     missing = sorted(name for name in named if f"\n{name}=" not in documented())
     assert not missing, f"not in .env.example: {', '.join(missing)}"
+
+
+# What an operator puts in .env for compose to read: the shared profile's password.
+COMPOSE_ENV = {"POSTGRES_PASSWORD": "letters0and0digits0only"}
+
+
+def interpolated(value: str) -> str:
+    """Compose's ${NAME} and ${NAME:-default}, with COMPOSE_ENV as the .env file."""
+
+    def substitute(match: re.Match[str]) -> str:
+        return COMPOSE_ENV.get(match[1]) or (match[2] or "")
+
+    return re.sub(r"\$\{([A-Z_][A-Z0-9_]*)(?::-([^}]*))?\}", substitute, value)
+
+
+@pytest.mark.parametrize("name", sorted(bot_services()))
+def test_the_bot_accepts_the_settings_compose_and_the_image_give_it(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The image has the redis and postgres extras (checked above); this environment may not.
+    monkeypatch.setattr(config, "_installed", lambda module: True)
+    image_env = " ".join(arguments for keyword, arguments in final_stage() if keyword == "ENV")
+    given = dict(re.findall(r"\b([A-Z_][A-Z0-9_]*)=(\S+)", image_env))
+    given |= {
+        key: interpolated(str(value)) for key, value in bot_services()[name]["environment"].items()
+    }
+    settings_given = {
+        key: value for key, value in given.items() if key.lower() in Settings.model_fields
+    }
+    assert "METRICS_PORT" in settings_given
+    for key, value in settings_given.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-compose-0123456789")
+    settings = load_settings(require_discord=False, env_file=None)
+    assert settings.metrics_port  # the health check has a server to ask
 
 
 # -- systemd --------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import math
 import os
 import socket
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
@@ -19,6 +20,8 @@ import aiohttp
 import yarl
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
+
+from bot.observability import context
 
 from .catalog import Catalog, parse_size
 from .errors import (
@@ -285,6 +288,9 @@ class ImageClient:
         self.catalog = catalog
         self.settings = settings or ClientSettings()
         self._download_session: aiohttp.ClientSession | None = None
+        # By the error's class name, since start (read by the metrics at scrape time).
+        self.retries: Counter[str] = Counter()  # attempts retried
+        self.failures: Counter[str] = Counter()  # generations that ended in an error
 
     def __repr__(self) -> str:
         return f"ImageClient(base_url={self._base_url!r})"
@@ -352,6 +358,13 @@ class ImageClient:
         releases it (after posting the images), whatever happens.
         """
         prepared = request if isinstance(request, PreparedRequest) else self.prepare(request)
+        try:
+            return await self._generate(prepared, lease)
+        except ImageError as error:
+            self.failures[type(error).__name__] += 1
+            raise
+
+    async def _generate(self, prepared: PreparedRequest, lease: Lease | None) -> GenerationResult:
         payload = json.dumps(prepared.body).encode()
         limits = self._image_limits(prepared)
         policy = self.settings.retry
@@ -367,6 +380,7 @@ class ImageClient:
                     lease.release()  # no slot is held through a back-off
                 if attempt > policy.max_retries:
                     raise retry.error from None
+                self.retries[type(retry.error).__name__] += 1
                 delay = retry_delay(attempt, retry.headers, policy, time.time())
                 log.warning(
                     "image request attempt %d failed (%s); retrying in %.1fs",
@@ -426,6 +440,8 @@ class ImageClient:
             ):
                 answered = True
                 request_id = self._request_id(response.headers)
+                if request_id is not None:
+                    context.request_id.set(request_id)  # on this task's log lines from now on
                 if self.feedback is not None:
                     self.feedback.record(response.status, response.headers)
                 if lease is not None:

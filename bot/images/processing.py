@@ -28,6 +28,7 @@ class ProcessingSlots:
         self._wait = wait
         self.busy = 0  # slots held now
         self.waited = 0  # leases that had to wait for a slot, since start
+        self.waiting = 0  # leases waiting for a slot now
 
     def lease(self) -> Lease:
         """A lease for one request; it takes a slot when the request's answer arrives."""
@@ -36,7 +37,11 @@ class ProcessingSlots:
     async def _take(self) -> None:
         if self._semaphore.locked():
             self.waited += 1
-            await self._wait(self._semaphore.acquire())
+            self.waiting += 1
+            try:
+                await self._wait(self._semaphore.acquire())
+            finally:
+                self.waiting -= 1
         else:
             await self._semaphore.acquire()
         self.busy += 1

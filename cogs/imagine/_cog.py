@@ -20,6 +20,7 @@ from discord.ext import commands
 from bot.generation import CANCELLED, Generation
 from bot.images import ImageRequest, UnsupportedOption
 from bot.ledger import Outcome
+from bot.observability.context import new_correlation_id
 from bot.replies import DISCORD_FAILURES, Replies
 from bot.services import Services
 
@@ -52,6 +53,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
         self.queue = services.queue
         self.processing = services.processing
         self.ledger = services.ledger
+        self.metrics = services.metrics
         self.jobs: set[asyncio.Task[None]] = set()
         self.draining = False  # set once, when the cog starts to drain: newcomers are refused
         self.command = build_imagine_command(services, self.admit)
@@ -67,20 +69,26 @@ class ImagineCog(commands.Cog, name="Imagine"):
 
     async def admit(self, interaction: discord.Interaction, request: ImageRequest) -> None:
         """Refuse what cannot go ahead at once and privately; start a job for the rest."""
+        # Every line logged for this request from here on, in its job too, carries this id.
+        new_correlation_id()
+        log.debug("/imagine from user %s (interaction %s)", interaction.user.id, interaction.id)
         replies = Replies(interaction)
         if self.draining:
+            self.metrics.request("restarting")
             await replies.answer(RESTARTING)
             return
         cap = self.settings.max_images_per_request
         if request.count > cap:
+            self.metrics.request("invalid")
             await replies.answer(f"This server allows at most {cap} images per request.")
             return
         try:
             prepared = self.images.prepare(request)
         except UnsupportedOption as refusal:
+            self.metrics.request("invalid")
             await replies.answer(refusal.user_message)
             return
-        generation = Generation(replies, prepared, self.ledger)
+        generation = Generation(replies, prepared, self.ledger, self.metrics)
         # Tracked from here, before anything is awaited, so that a drain cannot miss it.
         job = asyncio.create_task(self._run(generation), name=f"generation-{interaction.id}")
         self.jobs.add(job)
@@ -100,10 +108,15 @@ class ImagineCog(commands.Cog, name="Imagine"):
                 return
             # After the limits, so a request a budget refuses has still counted against them.
             admission = asyncio.create_task(generation.record_admission())
-            done, _ = await asyncio.wait({admission}, timeout=ADMISSION_BEFORE_ACKNOWLEDGING)
+            # Where a budget may refuse the request, the refusal is best said before the public
+            # placeholder appears; else (the default) the ledger can only fail, and the request
+            # is acknowledged at once. Nothing is sent upstream before its row is written.
+            may_refuse = self.ledger.has_budgets(generation.interaction.guild_id)
+            wait = ADMISSION_BEFORE_ACKNOWLEDGING if may_refuse else 0.0
+            done, _ = await asyncio.wait({admission}, timeout=wait)
             if not done:
-                # The ledger is slow (a busy database): acknowledge within Discord's 3 seconds
-                # and wait on; a refusal then replaces the placeholder with a private sentence.
+                # A slow database must not outlast Discord's 3 seconds: acknowledge and wait
+                # on; a refusal then replaces the placeholder with a private sentence.
                 await generation.acknowledge()
             refusal = await admission
             if refusal is not None:
@@ -136,10 +149,12 @@ class ImagineCog(commands.Cog, name="Imagine"):
                 refusal = await self.limiter.acquire(str(generation.member_id))
         except Exception:
             log.exception("the rate-limit store did not answer")
+            self.metrics.request("limits_unavailable")
             await generation.replies.answer(LIMITS_UNAVAILABLE)
             return False
         if refusal is None:
             return True
+        self.metrics.request("rate_limited")
         again = discord.utils.format_dt(dt.datetime.fromtimestamp(refusal.reset_at, dt.UTC), "R")
         await generation.replies.answer(
             f"You have reached this server's limit of {refusal.describe()}. "

@@ -40,13 +40,14 @@ from typing import Any
 import aiohttp
 import discord
 import simcord
+import simcord._dpy_internals as simcord_internals
 from PIL import Image
 from simcord.backend.cdn import CdnStore
 
 from bot.app import ImagineBot
 from bot.images import ImageRequest, ProcessingSlots
 from bot.services import make_client
-from tests.cogs.conftest import make_settings
+from tests.cogs.conftest import RECOMMENDED_SHARDS, make_settings
 from tests.cogs.support import upload_limit
 from tests.fakes.images_api import FakeImagesAPI, incompressible_png, json_response
 
@@ -208,24 +209,54 @@ async def ticker(
             probe.peak_rss = max(probe.peak_rss, rss_bytes())
 
 
+# The loop methods simcord wraps on the bot's loop to follow its work and run its timers on a
+# virtual clock.
+SIMCORD_LOOP_HOOKS = (
+    "create_task",
+    "call_soon",
+    "call_later",
+    "call_at",
+    "call_soon_threadsafe",
+    "run_in_executor",
+)
+
+
 @contextmanager
 def unsettled(env: Any) -> Iterator[None]:
-    """Let each /imagine return as soon as it is dispatched.
+    """Let the bot run on the plain event loop, as it does against Discord.
 
     simcord normally settles after every dispatch (waits until the bot is idle), which is what
-    makes tests deterministic and what would serialise a load test. Here the bot's tasks run on
-    the real loop instead, as they do against Discord; its timers fire on the real clock.
+    makes tests deterministic and what would serialise a load test. It also wraps the loop's
+    scheduling methods: every callback is recorded, and a timer that comes due is run by
+    advancing a virtual clock, one advance at a time. Under hundreds of concurrent requests that
+    queue of advances held timers back by seconds (a 1 s fallback fired after 45 s), which the
+    bot never sees against Discord. Here the dispatch returns at once and the loop's own methods
+    are used, so timers fire on the real clock and callbacks cost what they cost.
     """
     real = env._settle_internal
+    loop = asyncio.get_running_loop()
+    hooks = {name: loop.__dict__[name] for name in SIMCORD_LOOP_HOOKS if name in loop.__dict__}
 
     async def dispatched_only(*args: Any, **kwargs: Any) -> None:
         await asyncio.sleep(0)
 
+    # simcord's time.monotonic, which the loop's clock reads, answers its virtual time inside
+    # the bot: back to the real one. (discord.py's datetime stays simcord's: interactions carry
+    # its virtual time, and the bot measures their tokens' lifetime against it.)
+    virtual_monotonic = time.monotonic
+    real_monotonic = (simcord_internals._clock_originals or (virtual_monotonic,))[0]
+
     env._settle_internal = dispatched_only
+    for name in hooks:
+        delattr(loop, name)
+    time.monotonic = real_monotonic
     try:
         yield
     finally:
+        time.monotonic = virtual_monotonic
         env._settle_internal = real
+        for name, hook in hooks.items():
+            setattr(loop, name, hook)
 
 
 def percentiles(values: list[float]) -> str:
@@ -260,7 +291,7 @@ async def run_phase(
         )
         bot = ImagineBot(settings)
         with instrumented(probe), upload_limit(UPLOAD_LIMIT):
-            async with simcord.run(bot, settle_timeout=30) as env:
+            async with simcord.run(bot, shard_count=RECOMMENDED_SHARDS, settle_timeout=30) as env:
                 # Loaded as an extension, so not the class this module could import: go by name.
                 cog: Any = bot.get_cog("Imagine")
                 guild = env.create_guild("bench")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import datetime as dt
 import logging
+import sqlite3
 from decimal import Decimal
 from pathlib import Path
 
@@ -14,7 +16,14 @@ from sqlalchemy import inspect
 
 from bot import app, ledger
 from bot.app import ImagineBot, run_bot
-from bot.db import DatabaseUnavailable, migrate, open_engine
+from bot.db import (
+    DATABASE_FILE,
+    DatabaseUnavailable,
+    default_database_url,
+    migrate,
+    migrate_database,
+    open_engine,
+)
 from bot.images import ImageRequest, PreparedRequest, load_catalog, prepare_request
 from bot.images.pricing import format_usd, settle_cost
 from bot.ledger import Ledger, Outcome
@@ -185,3 +194,53 @@ async def test_migrate_names_database_url_without_its_password(tmp_path: Path) -
     assert "DATABASE_URL" in err and "hunter2" not in err + out
     assert "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+async def test_simultaneous_requests_each_get_their_own_row_in_one_group(tmp_path: Path) -> None:
+    url = default_database_url(tmp_path)
+    await migrate_database(url)
+    book = Ledger(url)
+    await book.open()
+    try:
+        ids = await asyncio.gather(
+            *(
+                book.admitted(prepared(), member_id=member, guild_id=7, channel_id=8)
+                for member in range(1, 51)
+            )
+        )
+    finally:
+        await book.close()
+    rows = await ledger_rows(url)
+    assert len(set(ids)) == 50
+    assert {row["id"]: row["member_id"] for row in rows} == dict(
+        zip(ids, range(1, 51), strict=True)
+    )
+
+
+async def test_a_request_that_gives_up_while_its_row_is_written_is_settled_as_never_sent(
+    tmp_path: Path,
+) -> None:
+    url = default_database_url(tmp_path)
+    await migrate_database(url)
+    book = Ledger(url)
+    await book.open()
+    # Another process holds SQLite's write lock: the ledger's writer waits in the database.
+    other_process = sqlite3.connect(tmp_path / DATABASE_FILE, isolation_level=None)
+    other_process.execute("BEGIN IMMEDIATE")
+    commit = book._group_commit
+    assert commit is not None, "SQLite writes go through the group commit"
+    try:
+        admission = asyncio.create_task(
+            book.admitted(prepared(), member_id=DISCORD_ID, guild_id=7, channel_id=8)
+        )
+        await asyncio.sleep(0)  # submitted
+        while commit._waiting:  # noqa: ASYNC110 - until the writer has taken it into a group
+            await asyncio.sleep(0.01)
+        admission.cancel()
+    finally:
+        other_process.rollback()
+        other_process.close()
+    await book.close()  # the writer finishes what it took
+    (row,) = await ledger_rows(url)
+    assert row["outcome"] == Outcome.CANCELLED.value
+    assert Decimal(row["cost"]) == 0  # never sent: nothing counts against a budget

@@ -13,6 +13,10 @@ from bot.queue import GenerationQueue
 from tests.conftest import API_KEY, DISCORD_TOKEN
 from tests.fakes.images_api import FakeImagesAPI
 
+# What Discord recommends at login when SHARD_COUNT is unset, for a bot in few servers; simcord
+# serves no recommendation and needs the count before it connects the bot.
+RECOMMENDED_SHARDS = 1
+
 
 def make_settings(base_url: str, data_dir: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
@@ -64,6 +68,8 @@ async def simcord_bot(
     queue = GenerationQueue(settings.max_concurrent_generations, wait=queue_waits)
     processing = ProcessingSlots(settings.processing_slot_count, wait=queue_waits)
     bot = ImagineBot(settings, queue=queue, processing=processing)
+    if bot.shard_count is None:
+        bot.shard_count = RECOMMENDED_SHARDS
     yield bot
     await bot.close()  # simcord detaches the bot without closing it; its HTTP session must go
 

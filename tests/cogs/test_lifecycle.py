@@ -9,7 +9,7 @@ import pytest
 import simcord
 
 from bot.app import ImagineBot
-from tests.cogs.conftest import make_settings
+from tests.cogs.conftest import RECOMMENDED_SHARDS, make_settings
 from tests.cogs.support import private_reply, upload_limit, uploaded
 from tests.fakes.images_api import FakeImagesAPI, incompressible_png
 
@@ -60,12 +60,16 @@ async def test_commands_are_synced_only_when_their_definitions_change(
     images_api: FakeImagesAPI, tmp_path: Path
 ) -> None:
     data = tmp_path / "data"
-    async with simcord.run(ImagineBot(make_settings(images_api.base_url, data))) as env:
+    async with simcord.run(
+        ImagineBot(make_settings(images_api.base_url, data)), shard_count=RECOMMENDED_SHARDS
+    ) as env:
         assert len(command_syncs(env)) == 1
-    async with simcord.run(ImagineBot(make_settings(images_api.base_url, data))) as env:
+    async with simcord.run(
+        ImagineBot(make_settings(images_api.base_url, data)), shard_count=RECOMMENDED_SHARDS
+    ) as env:
         assert command_syncs(env) == []  # unchanged: Discord is not asked again
     changed = make_settings(images_api.base_url, data, offered_models="dall-e-3,dall-e-2")
-    async with simcord.run(ImagineBot(changed)) as env:
+    async with simcord.run(ImagineBot(changed), shard_count=RECOMMENDED_SHARDS) as env:
         assert len(command_syncs(env)) == 1
 
 
@@ -75,7 +79,7 @@ async def test_a_development_guild_is_synced_at_every_start(
     data = tmp_path / "data"
     for _ in range(2):
         bot = ImagineBot(make_settings(images_api.base_url, data, dev_guild_id=4242))
-        async with simcord.run(bot) as env:
+        async with simcord.run(bot, shard_count=RECOMMENDED_SHARDS) as env:
             assert any("/guilds/4242/commands" in path for path in command_syncs(env))
 
 
@@ -83,7 +87,7 @@ async def test_shutdown_with_nothing_in_flight_closes_the_bot(
     images_api: FakeImagesAPI, tmp_path: Path
 ) -> None:
     bot = ImagineBot(make_settings(images_api.base_url, tmp_path / "data"))
-    async with simcord.run(bot) as env:
+    async with simcord.run(bot, shard_count=RECOMMENDED_SHARDS) as env:
         guild = env.create_guild("g")
         channel = guild.create_text_channel("c")
         alice = guild.add_member(env.create_user("alice"))
@@ -99,7 +103,7 @@ async def test_sync_only_mode_leaves_syncing_to_its_caller(
     images_api: FakeImagesAPI, tmp_path: Path
 ) -> None:
     bot = ImagineBot(make_settings(images_api.base_url, tmp_path / "data"), sync_on_start=False)
-    async with simcord.run(bot, strict_sync=False) as env:
+    async with simcord.run(bot, shard_count=RECOMMENDED_SHARDS, strict_sync=False) as env:
         assert command_syncs(env) == []
         await bot.sync_commands(force=True)
         assert len(command_syncs(env)) == 1

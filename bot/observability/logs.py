@@ -1,0 +1,93 @@
+"""Logging set-up: discord.py's text lines (LOG_FORMAT=text) or one JSON object a line
+(LOG_FORMAT=json, with python-json-logger), secrets removed from either."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Iterable
+from typing import TextIO
+
+import discord
+from pythonjsonlogger.json import JsonFormatter
+
+from bot.config import Settings
+from bot.observability import context
+
+REDACTED = "[redacted]"
+
+
+class RequestIds(logging.Filter):
+    """Adds the current request's ids to a record (as ``correlation_id`` and ``request_id``)
+    where the task logging it works for one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        correlation = context.correlation_id.get()
+        if correlation is not None:
+            record.correlation_id = correlation
+        upstream = context.request_id.get()
+        if upstream is not None:
+            record.request_id = upstream
+        return True
+
+
+class _Redacting(logging.Formatter):
+    """Removes the secrets from the finished line, tracebacks and extra fields included: a
+    library's message or an exception's text may repeat a header or a URL."""
+
+    def __init__(self, inner: logging.Formatter, secrets: Iterable[str]) -> None:
+        super().__init__()
+        self._inner = inner
+        # Also as a JSON string would spell them (a key with a backslash or a quote in it).
+        spelled = {spelling for s in secrets if s for spelling in (s, json.dumps(s)[1:-1])}
+        self._secrets = tuple(sorted(spelled, key=len, reverse=True))
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = self._inner.format(record)
+        for secret in self._secrets:
+            line = line.replace(secret, REDACTED)
+        return line
+
+
+def json_formatter() -> logging.Formatter:
+    """One JSON object a line: time (ISO 8601, UTC), level, logger, message, the request's ids
+    when there are, and the traceback as ``exc_info``."""
+    return JsonFormatter(
+        "%(levelname)s %(name)s %(message)s",
+        rename_fields={"levelname": "level", "name": "logger"},
+        timestamp="time",
+    )
+
+
+def secrets_of(settings: Settings) -> list[str]:
+    values = [settings.openai_api_key.get_secret_value()]
+    for secret in (settings.discord_token, settings.user_id_secret):
+        if secret is not None:
+            values.append(secret.get_secret_value())
+    return values
+
+
+def _dress(handler: logging.Handler, inner: logging.Formatter, settings: Settings) -> None:
+    handler.setFormatter(_Redacting(inner, secrets_of(settings)))
+    handler.addFilter(RequestIds())
+
+
+def json_handler(settings: Settings, stream: TextIO) -> logging.Handler:
+    """A handler writing JSON lines to ``stream``, with the request ids, secrets removed."""
+    handler = logging.StreamHandler(stream)
+    _dress(handler, json_formatter(), settings)
+    return handler
+
+
+def configure_logging(settings: Settings) -> None:
+    """Set up the root logger as LOG_FORMAT says."""
+    level = logging.getLevelName(settings.log_level)
+    if settings.log_format == "json":
+        root = logging.getLogger()
+        root.setLevel(level)
+        root.addHandler(json_handler(settings, sys.stderr))
+        return
+    discord.utils.setup_logging(level=level, root=True)
+    handler = logging.getLogger().handlers[-1]
+    _dress(handler, handler.formatter or logging.Formatter(), settings)

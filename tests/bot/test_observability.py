@@ -1,0 +1,249 @@
+"""Shards, metrics server and log-format settings; JSON log lines; `python -m bot health` when
+nothing answers."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+from pathlib import Path
+
+import pytest
+
+from bot.__main__ import _health
+from bot.app import ImagineBot, MetricsUnavailable, shard_options
+from bot.config import ConfigError, Settings, load_settings
+from bot.observability import context
+from bot.observability.health import gateway_part
+from bot.observability.logs import configure_logging, json_handler
+from tests.cogs.conftest import make_settings
+from tests.conftest import API_KEY, DISCORD_TOKEN
+from tests.fakes.images_api import FakeImagesAPI
+
+EVERY_ADDRESS = "0.0.0.0"  # noqa: S104 - only read: `health` asks 127.0.0.1 then
+
+
+@pytest.fixture(autouse=True)
+def key_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
+
+
+def settings_with(**env: str) -> Settings:
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        return load_settings(require_discord=False, env_file=None)
+
+
+def refusal(**env: str) -> str:
+    with pytest.raises(ConfigError) as caught:
+        settings_with(**env)
+    return str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("env", "sentence"),
+    [
+        (
+            {"SHARD_IDS": "0,1"},
+            "SHARD_IDS is not valid without SHARD_COUNT: set SHARD_COUNT to the total number of "
+            "shards across every process.",
+        ),
+        (
+            {"SHARD_COUNT": "2", "SHARD_IDS": "1,2,3"},
+            "SHARD_IDS is not valid: shard numbers go from 0 to 1 with SHARD_COUNT=2, so 2, 3 are "
+            "out of range.",
+        ),
+        (
+            {"SHARD_COUNT": "4", "SHARD_IDS": "1,3,1"},
+            "SHARD_IDS is not valid: 1 is listed more than once.",
+        ),
+        (
+            {"SHARD_COUNT": "4", "SHARD_IDS": "one,two"},
+            "SHARD_IDS is not valid: it must be a comma-separated list of shard numbers, such as "
+            "0,1.",
+        ),
+        (
+            {"SHARD_COUNT": "0"},
+            "SHARD_COUNT is not valid: it must be a whole number 1-65535 (unset: the number "
+            "Discord recommends).",
+        ),
+        (
+            {"METRICS_PORT": "http"},
+            "METRICS_PORT is not valid: it must be a port number 1-65535 for /metrics and /healthz "
+            "(0: any free port; unset: no metrics server).",
+        ),
+        (
+            {"METRICS_HOST": "my host"},
+            "METRICS_HOST is not valid: it must be the address the metrics server listens on, "
+            "such as 127.0.0.1 or 0.0.0.0.",
+        ),
+        (
+            {"LOG_FORMAT": "xml"},
+            "LOG_FORMAT is not valid: it must be text or json (one JSON object a line).",
+        ),
+    ],
+)
+def test_each_bad_value_is_one_sentence_naming_its_variable(
+    env: dict[str, str], sentence: str
+) -> None:
+    assert refusal(**env) == sentence
+
+
+def test_defaults_run_every_shard_discord_recommends_without_a_metrics_server() -> None:
+    settings = settings_with()
+    assert (settings.shard_count, settings.shard_ids) == (None, ())
+    assert (settings.metrics_port, settings.metrics_host) == (None, "127.0.0.1")
+    assert settings.log_format == "text"
+    assert shard_options(settings) == {"shard_count": None}
+
+
+async def test_the_bot_runs_the_shards_it_is_given() -> None:
+    settings = settings_with(
+        SHARD_COUNT="4", SHARD_IDS=" 2, 3 ", METRICS_HOST="[::1]", LOG_FORMAT="JSON"
+    )
+    assert (settings.metrics_host, settings.log_format) == ("::1", "json")
+    bot = ImagineBot(settings, sync_on_start=False)
+    try:
+        assert (bot.shard_count, bot.shard_ids) == (4, [2, 3])
+    finally:
+        await bot.close()
+    everything = ImagineBot(settings_with(SHARD_COUNT="3"), sync_on_start=False)
+    try:
+        assert (everything.shard_count, everything.shard_ids) == (3, None)
+    finally:
+        await everything.close()
+
+
+def record(message: str, *args: object) -> logging.LogRecord:
+    """A record as a logger would make it; formatted directly, never emitted (the suite fails a
+    test whose emitted records hold a secret)."""
+    return logging.LogRecord("bot.test", logging.WARNING, __file__, 1, message, args, None)
+
+
+def test_a_json_line_carries_the_request_ids_and_never_a_secret(tmp_path: Path) -> None:
+    settings = Settings(
+        _env_file=None,
+        openai_api_key=API_KEY,
+        discord_token=DISCORD_TOKEN,
+        data_dir=tmp_path,
+    )
+    handler = json_handler(settings, open(tmp_path / "unused.log", "w"))  # noqa: SIM115
+    try:
+        correlation = context.new_correlation_id()
+        context.request_id.set("req_42")
+        line = record("the key %s and token %s in a library's message", API_KEY, DISCORD_TOKEN)
+        assert handler.filter(line)
+        parsed = json.loads(handler.format(line))
+    finally:
+        handler.close()
+        context.correlation_id.set(None)
+        context.request_id.set(None)
+    assert parsed["message"] == "the key [redacted] and token [redacted] in a library's message"
+    assert parsed["correlation_id"] == correlation
+    assert parsed["request_id"] == "req_42"
+    assert (parsed["level"], parsed["logger"]) == ("WARNING", "bot.test")
+    assert parsed["time"].endswith("+00:00")
+
+
+def test_lines_outside_a_request_carry_no_ids(tmp_path: Path) -> None:
+    settings = Settings(_env_file=None, openai_api_key=API_KEY, data_dir=tmp_path)
+    handler = json_handler(settings, open(tmp_path / "unused.log", "w"))  # noqa: SIM115
+    try:
+        line = record("ready as %s", "the bot")
+        handler.filter(line)
+        parsed = json.loads(handler.format(line))
+    finally:
+        handler.close()
+    assert "correlation_id" not in parsed and "request_id" not in parsed
+    assert parsed["message"] == "ready as the bot"
+
+
+def test_the_gateway_part_says_why_it_is_down() -> None:
+    assert gateway_part(ready=True, closed=False).ok
+    assert gateway_part(ready=False, closed=False).detail == "not connected to the Discord gateway"
+    assert gateway_part(ready=True, closed=True).detail == "the bot is shutting down"
+
+
+async def test_health_without_metrics_port_is_unhealthy_and_says_so(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert await _health(settings_with()) == 1
+    assert capsys.readouterr().err == (
+        "unhealthy: METRICS_PORT is not set (or 0): the bot serves /healthz only on a port "
+        "given there\n"
+    )
+
+
+async def test_health_with_nothing_listening_is_unhealthy_in_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with socket.socket() as probe:  # a port that was free a moment ago, and nothing on it
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    assert await _health(settings_with(METRICS_PORT=str(port), METRICS_HOST=EVERY_ADDRESS)) == 1
+    err = capsys.readouterr().err
+    assert err == (
+        f"unhealthy: no answer from http://127.0.0.1:{port}/healthz (ClientConnectorError)\n"
+    )
+
+
+async def test_a_metrics_port_in_use_stops_start_up_naming_both_variables(
+    images_api: FakeImagesAPI, tmp_path: Path
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        bot = ImagineBot(
+            make_settings(images_api.base_url, tmp_path, metrics_port=port), sync_on_start=False
+        )
+        try:
+            with pytest.raises(MetricsUnavailable) as caught:
+                await bot.setup_hook()
+        finally:
+            await bot.close()
+    assert str(caught.value) == (
+        f"the metrics server cannot listen on 127.0.0.1:{port} (METRICS_HOST, METRICS_PORT): "
+        "Address already in use"
+    )
+
+
+async def test_syncing_commands_never_opens_the_metrics_port(
+    images_api: FakeImagesAPI, tmp_path: Path
+) -> None:
+    settings = make_settings(images_api.base_url, tmp_path, metrics_port=0)
+    bot = ImagineBot(settings, sync_on_start=False, serve_metrics=False)
+    try:
+        await bot.setup_hook()
+        assert bot.metrics_server is None
+    finally:
+        await bot.close()
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_the_bots_log_lines_lose_the_secrets_in_either_format(
+    tmp_path: Path, log_format: str
+) -> None:
+    settings = Settings(
+        _env_file=None,
+        openai_api_key=API_KEY,
+        discord_token=DISCORD_TOKEN,
+        data_dir=tmp_path,
+        log_format=log_format,
+    )
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        configure_logging(settings)
+        (installed,) = [handler for handler in root.handlers if handler not in handlers]
+        line = installed.format(record("Authorization: Bearer %s", API_KEY))
+    finally:
+        for handler in root.handlers[:]:
+            if handler not in handlers:
+                root.removeHandler(handler)
+        root.setLevel(level)
+    assert API_KEY not in line
+    assert "Authorization: Bearer [redacted]" in line
+    if log_format == "json":
+        assert json.loads(line)["message"] == "Authorization: Bearer [redacted]"
