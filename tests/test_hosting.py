@@ -69,7 +69,7 @@ def compose() -> dict[str, Any]:
     return document
 
 
-def bot_services() -> dict[str, dict[str, Any]]:
+def image_services() -> dict[str, dict[str, Any]]:
     """The services that run this repository's image."""
     return {
         name: service
@@ -78,9 +78,14 @@ def bot_services() -> dict[str, dict[str, Any]]:
     }
 
 
+def bot_services() -> dict[str, dict[str, Any]]:
+    """The services that run the bot itself: the image's own command, not a one-off one."""
+    return {name: service for name, service in image_services().items() if "command" not in service}
+
+
 def enabled(profile: str) -> dict[str, dict[str, Any]]:
-    """The bot services `docker compose --profile PROFILE up` starts: those of the profile and
-    those without any (compose always starts a service that names no profile)."""
+    """The bots `docker compose --profile PROFILE up` starts: those of the profile and those
+    without any (compose always starts a service that names no profile)."""
     return {
         name: service
         for name, service in bot_services().items()
@@ -256,6 +261,12 @@ def test_the_shared_profile_shares_limits_and_ledger_between_its_bots() -> None:
         for store in ("redis", "postgres"):
             assert "shared" in services[store]["profiles"]
             assert service["depends_on"][store]["condition"] == "service_healthy", name
+        # Several bots starting together would race to migrate PostgreSQL: one service does it
+        # before any of them starts.
+        migrate = service["depends_on"]["migrate"]
+        assert migrate["condition"] == "service_completed_successfully", name
+    assert services["migrate"]["command"] == ["python", "-m", "bot", "migrate"]
+    assert "shared" in services["migrate"]["profiles"]
     # The image has the clients of both (without them the bots would stop at start-up).
     assert SHARED_STORES["redis"][0] in IMAGE_EXTRAS
     assert "postgres" in IMAGE_EXTRAS
@@ -264,7 +275,7 @@ def test_the_shared_profile_shares_limits_and_ledger_between_its_bots() -> None:
 def test_every_variable_compose_names_is_documented_in_env_example() -> None:
     text = COMPOSE.read_text("utf-8")
     named = set(re.findall(r"\$\{([A-Z_][A-Z0-9_]*)", text))
-    for service in bot_services().values():
+    for service in image_services().values():
         named |= set(service.get("environment", {}))
     assert named
     missing = sorted(name for name in named if f"\n{name}=" not in documented())
@@ -284,7 +295,7 @@ def interpolated(value: str) -> str:
     return re.sub(r"\$\{([A-Z_][A-Z0-9_]*)(?::-([^}]*))?\}", substitute, value)
 
 
-@pytest.mark.parametrize("name", sorted(bot_services()))
+@pytest.mark.parametrize("name", sorted(image_services()))
 def test_the_bot_accepts_the_settings_compose_and_the_image_give_it(
     name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -293,7 +304,8 @@ def test_the_bot_accepts_the_settings_compose_and_the_image_give_it(
     image_env = " ".join(arguments for keyword, arguments in final_stage() if keyword == "ENV")
     given = dict(re.findall(r"\b([A-Z_][A-Z0-9_]*)=(\S+)", image_env))
     given |= {
-        key: interpolated(str(value)) for key, value in bot_services()[name]["environment"].items()
+        key: interpolated(str(value))
+        for key, value in image_services()[name]["environment"].items()
     }
     settings_given = {
         key: value for key, value in given.items() if key.lower() in Settings.model_fields
