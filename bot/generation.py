@@ -147,7 +147,7 @@ class Generation:
                 self.metrics.spent(self.prepared.model, cost)
         except Exception as exc:
             log.error(
-                "the usage ledger could not settle row %s as %s (%s)",
+                "the usage ledger could not settle row %s as %s (%s); it will try again",
                 self.ledger_row,
                 outcome.value,
                 type(exc).__name__,

@@ -11,6 +11,13 @@ The member is stored as the raw Discord user id, not the pseudonym sent to the i
 ledger stays in the operator's own database, never leaves for the image service, and budgets
 per member need a key that stays the same when USER_ID_SECRET changes.
 
+A settlement the database does not take (it went away, or hangs) is kept in memory and written
+again, with growing pauses, until the database answers: meanwhile the row stays ``pending``, so
+its estimate stays reserved against the budgets (never an overspend), and once written the
+reservation is settled or released. Writing a settlement twice writes the same values: nothing is
+counted twice. A process stopped before the database came back leaves those rows ``pending`` and
+logs their ids.
+
 Budgets (:mod:`bot.budgets`) are checked where the row is inserted, in the same transaction: on
 PostgreSQL after taking a transaction-scoped advisory lock per member and per server, on SQLite in
 a ``BEGIN IMMEDIATE`` transaction, so that neither simultaneous requests in one process nor
@@ -28,6 +35,7 @@ on the pool, serialised per member and server by the advisory locks.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import hashlib
 import logging
@@ -50,6 +58,12 @@ from bot.images.pricing import SIX_PLACES, estimate_cost, settle_cost
 log = logging.getLogger(__name__)
 
 REQUEST_ID_CHARS = 100  # the column's width; the engine already bounds request ids to this
+# Seconds between attempts to write settlements the database did not take: short at first (a
+# restart takes seconds), then no more than twice a minute while it stays away.
+SETTLE_RETRY_FIRST = 0.5
+SETTLE_RETRY_LONGEST = 30.0
+SETTLE_ATTEMPT_TIMEOUT = 10.0  # seconds for one attempt; a hanging database is tried again later
+SETTLE_AT_CLOSE_TIMEOUT = 5.0  # seconds for a last attempt when the bot stops
 # The most writes committed in one transaction: a group stays a few milliseconds of SQLite's time.
 GROUP_LIMIT = 500
 
@@ -138,6 +152,9 @@ class Ledger:
         self._sessions: async_sessionmaker[Any] | None = None
         self._sqlite = make_url(url).get_backend_name() == "sqlite"
         self._group_commit: _GroupCommit | None = None
+        # Settlements not yet written, by row id; a row settled again replaces its values.
+        self._unsettled: dict[int, dict[str, Any]] = {}
+        self._retrying: asyncio.Task[None] | None = None
 
     @property
     def is_open(self) -> bool:
@@ -156,6 +173,23 @@ class Ledger:
             self._group_commit = _GroupCommit(self._engine)
 
     async def close(self) -> None:
+        if self._retrying is not None:
+            self._retrying.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retrying
+            self._retrying = None
+        if self._unsettled and self._sessions is not None:
+            try:
+                async with asyncio.timeout(SETTLE_AT_CLOSE_TIMEOUT):
+                    await self._write_unsettled()
+            except Exception as exc:  # still away: said below, row by row
+                log.warning("a last attempt to settle failed (%s)", type(exc).__name__)
+        if self._unsettled:
+            log.error(
+                "the usage ledger could not settle row(s) %s before stopping: they stay pending, "
+                "their estimates reserved against the budgets",
+                ", ".join(map(str, sorted(self._unsettled))),
+            )
         if self._group_commit is not None:
             await self._group_commit.close()  # what is waiting is written first
             self._group_commit = None
@@ -163,6 +197,11 @@ class Ledger:
             await self._engine.dispose()
             self._engine = None
             self._sessions = None
+
+    @property
+    def unsettled(self) -> frozenset[int]:
+        """The rows whose settlement the database has not taken yet."""
+        return frozenset(self._unsettled)
 
     async def admitted(
         self,
@@ -276,14 +315,52 @@ class Ledger:
             "output_tokens": tokens.output,
             "cost": cost,
         }
+        self._unsettled[row_id] = values
+        try:
+            await self._write_settlement(row_id, values)
+        except BaseException:  # a failure, or the caller's timeout: written later in any case
+            self._retry_later()
+            raise
+        return cost
+
+    async def _write_settlement(self, row_id: int, values: dict[str, Any]) -> None:
+        if self._sessions is None:
+            raise RuntimeError("the ledger is not open")
         if self._group_commit is not None:
             await self._group_commit.settle(_Settlement(row_id, values))
-            return cost
-        async with self._sessions.begin() as session:
-            await session.execute(
-                update(usage_ledger).where(usage_ledger.c.id == row_id).values(values)
-            )
-        return cost
+        else:
+            async with self._sessions.begin() as session:
+                await session.execute(
+                    update(usage_ledger).where(usage_ledger.c.id == row_id).values(values)
+                )
+        if self._unsettled.get(row_id) is values:  # not settled anew meanwhile
+            del self._unsettled[row_id]
+
+    async def _write_unsettled(self) -> None:
+        for row_id, values in list(self._unsettled.items()):
+            await self._write_settlement(row_id, values)
+
+    def _retry_later(self) -> None:
+        if self._retrying is None or self._retrying.done():
+            self._retrying = asyncio.create_task(self._retry(), name="ledger-settle-retry")
+
+    async def _retry(self) -> None:
+        pause = SETTLE_RETRY_FIRST
+        while self._unsettled:
+            await asyncio.sleep(pause)
+            try:
+                async with asyncio.timeout(SETTLE_ATTEMPT_TIMEOUT):
+                    await self._write_unsettled()
+            except Exception as exc:
+                log.warning(
+                    "the usage ledger still cannot settle %d row(s) (%s); trying again in %.0fs",
+                    len(self._unsettled),
+                    type(exc).__name__,
+                    min(pause * 2, SETTLE_RETRY_LONGEST),
+                )
+                pause = min(pause * 2, SETTLE_RETRY_LONGEST)
+            else:
+                log.info("the usage ledger settled the rows it could not settle before")
 
 
 async def _used(

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import discord
 from discord.ext import commands
 
-from bot.generation import CANCELLED, Generation
+from bot.generation import CANCELLED, LEDGER_UNAVAILABLE, Generation
 from bot.images import ImageRequest, UnsupportedOption
 from bot.ledger import Outcome
 from bot.observability.context import new_correlation_id
@@ -124,6 +124,8 @@ class ImagineCog(commands.Cog, name="Imagine"):
                     await replies.tell_privately(refusal)
                 else:
                     await replies.answer(refusal)
+                if refusal == LEDGER_UNAVAILABLE:  # not taken: not counted against the limits
+                    await self._refund_limits(generation)
                 return
             if not replies.acknowledged:
                 await generation.acknowledge()
@@ -161,6 +163,13 @@ class ImagineCog(commands.Cog, name="Imagine"):
             f"You can try again {again}.",
         )
         return False
+
+    async def _refund_limits(self, generation: Generation) -> None:
+        try:
+            async with asyncio.timeout(LIMITER_TIMEOUT):
+                await self.limiter.refund(str(generation.member_id))
+        except Exception as exc:  # the request stays counted: the member waits a little longer
+            log.warning("could not take back a request from the limits (%s)", type(exc).__name__)
 
     # -- shutdown --------------------------------------------------------------------------------
 

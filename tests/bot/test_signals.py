@@ -58,7 +58,7 @@ class Refusing(MemoryStorage):
         raise ConnectionRefusedError(111, "Connection refused")
 
 bot.config._installed = lambda module: True
-bot.ratelimit.storage_from_string = lambda uri: Refusing()
+bot.ratelimit.storage_from_string = lambda uri, **options: Refusing()
 discord.http.Route.BASE = "http://127.0.0.1:9/api/v10"  # never the real Discord
 """
 STORE_AT_START_UP = (
