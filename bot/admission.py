@@ -1,9 +1,11 @@
 """Admission: everything before a request may wait for the image service, for every command.
 
-The bot is not shutting down, the count is within the server's cap, the engine accepts the
-request (nothing is paid for a refusal), the member is within their limits, the ledger records
-the request within the member's and the server's budgets; then the interaction is acknowledged
-and a :class:`~bot.generation.Generation` takes over. One :class:`Admission` serves /imagine,
+The server's settings allow it (channel, model; they fill in the default model and quality, and
+say the cap, the budgets and whether previews are shown), the bot is not shutting down, the
+count is within the server's cap, the engine accepts the request (nothing is paid for
+a refusal), the member is within their limits, the ledger records the request within the
+member's and the server's budgets; then the interaction is acknowledged and
+a :class:`~bot.generation.Generation` takes over. One :class:`Admission` serves /imagine,
 /edit and the Vary image menu, and owns their jobs: draining it (when the cogs are unloaded by
 ``bot.close()``) lets them finish or cancels them, whichever command started them.
 
@@ -15,6 +17,7 @@ acknowledged first and a refusal then replaces the placeholder with a private se
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Callable, Coroutine
@@ -22,11 +25,12 @@ from typing import Any
 
 import discord
 
-from bot.generation import CANCELLED, WENT_WRONG, Generation
+from bot.generation import CANCELLED, LEDGER_UNAVAILABLE, WENT_WRONG, Buttons, Generation
 from bot.images import ImageRequest, PreparedRequest, UnsupportedOption
 from bot.ledger import Outcome
 from bot.observability.context import new_correlation_id
 from bot.replies import DISCORD_FAILURES, Replies
+from bot.server_admission import Admissible, apply_server_settings, picked_model
 from bot.services import Services
 
 log = logging.getLogger(__name__)
@@ -40,14 +44,16 @@ CANCEL_WAIT = 10.0  # seconds for cancelled jobs to tell their members
 # a refusal is private either way, and Discord wants an answer within 3 seconds.
 ADMISSION_BEFORE_ACKNOWLEDGING = 1.0
 
-# Checks the request and returns it prepared, or raises UnsupportedOption with the sentence.
-Prepare = Callable[[], Coroutine[Any, Any, PreparedRequest]]
+# Checks the request (as the server's settings made it) and returns it prepared, or raises
+# UnsupportedOption with the sentence.
+Prepare = Callable[[ImageRequest], Coroutine[Any, Any, PreparedRequest]]
 
 
 class Admission:
     """Admits requests and owns the jobs that run them, whichever command they came from."""
 
     def __init__(self, services: Services) -> None:
+        self.services = services
         self.settings = services.settings
         self.images = services.images
         self.limiter = services.limiter
@@ -55,31 +61,63 @@ class Admission:
         self.processing = services.processing
         self.ledger = services.ledger
         self.metrics = services.metrics
+        self.edits = services.edits  # the bot's budget of progress edits (previews, time)
         self.jobs: set[asyncio.Task[None]] = set()
         self.draining = False  # set once, when draining starts: newcomers are refused
 
-    async def admit(self, interaction: discord.Interaction, request: ImageRequest) -> None:
-        """A request checked at once (/imagine): refused privately, or a job is started."""
+    async def admit(
+        self,
+        interaction: discord.Interaction,
+        request: ImageRequest,
+        *,
+        buttons: Buttons | None = None,
+    ) -> None:
+        """A request checked at once (/imagine, a button under posted images): refused
+        privately, or a job is started. ``buttons`` puts buttons under its images."""
         replies = self._received(interaction, "/imagine")
-        if not await self._open_to(replies, request.count):
+        # Before the draining check: nothing is awaited between it and the job's creation.
+        settled = await apply_server_settings(
+            interaction, request, self.services, picked=picked_model(interaction, request)
+        )
+        admissible = await self._open_to(replies, settled, request.count)
+        if admissible is None:
             return
         try:
-            prepared = self.images.prepare(request)
+            prepared = self.images.prepare(self._with_previews(admissible))
         except UnsupportedOption as refusal:
             self.metrics.request("invalid")
             await replies.answer(refusal.user_message)
             return
-        self._start(interaction, self._run(self._generation(replies, prepared)))
+        generation = self._generation(replies, prepared, admissible, buttons)
+        self._start(interaction, self._run(generation))
 
     async def admit_checked_later(
-        self, interaction: discord.Interaction, count: int, prepare: Prepare
+        self,
+        interaction: discord.Interaction,
+        request: ImageRequest,
+        prepare: Prepare,
+        *,
+        picked: str | None,
+        command: str,
     ) -> None:
-        """A request whose check takes time (/edit, Vary image: images to download and read):
-        ``prepare`` runs in the job, before the member's limits count it."""
-        replies = self._received(interaction, "an edit")
-        if not await self._open_to(replies, count):
+        """A request whose check takes time (/edit, Vary: images to download and read):
+        ``prepare`` runs in the job, on the request as the server's settings make it, before the
+        member's limits count it. ``picked``: the model the member chose (None: the default);
+        only models that edit stand in for the server's default."""
+        replies = self._received(interaction, command)
+        catalog = self.images.catalog
+        settled = await apply_server_settings(
+            interaction,
+            request,
+            self.services,
+            picked=picked,
+            command=command,
+            usable=lambda name: name in catalog and catalog[name].edits,
+        )
+        admissible = await self._open_to(replies, settled, request.count)
+        if admissible is None:
             return
-        self._start(interaction, self._prepare_then_run(replies, prepare))
+        self._start(interaction, self._prepare_then_run(replies, admissible, prepare))
 
     @staticmethod
     def _received(interaction: discord.Interaction, what: str) -> Replies:
@@ -88,21 +126,46 @@ class Admission:
         log.debug("%s from user %s (interaction %s)", what, interaction.user.id, interaction.id)
         return Replies(interaction)
 
-    def _generation(self, replies: Replies, prepared: PreparedRequest) -> Generation:
-        return Generation(replies, prepared, self.ledger, self.metrics)
+    def _with_previews(self, admissible: Admissible) -> ImageRequest:
+        # Previews while the image is made: PARTIAL_IMAGES, unless the server turned them off.
+        partials = self.settings.partial_images if admissible.previews else 0
+        return dataclasses.replace(admissible.request, partial_images=partials)
 
-    async def _open_to(self, replies: Replies, count: int) -> bool:
-        """Whether the bot takes a request of ``count`` images now; if not, the member is told."""
+    def _generation(
+        self,
+        replies: Replies,
+        prepared: PreparedRequest,
+        admissible: Admissible,
+        buttons: Buttons | None = None,
+    ) -> Generation:
+        return Generation(
+            replies,
+            prepared,
+            self.ledger,
+            self.metrics,
+            budgets=admissible.budgets,
+            buttons=buttons,
+        )
+
+    async def _open_to(
+        self, replies: Replies, settled: Admissible | str, count: int
+    ) -> Admissible | None:
+        """The request as the server's settings make it, if the bot takes a request of
+        ``count`` images now; if not (or the settings refuse it: ``settled`` is then the
+        sentence), the member is told and it is None."""
         if self.draining:
             self.metrics.request("restarting")
             await replies.answer(RESTARTING)
-            return False
-        cap = self.settings.max_images_per_request
+            return None
+        if isinstance(settled, str):
+            await replies.answer(settled)
+            return None
+        cap = settled.cap
         if count > cap:
             self.metrics.request("invalid")
             await replies.answer(f"This server allows at most {cap} images per request.")
-            return False
-        return True
+            return None
+        return settled
 
     def _start(self, interaction: discord.Interaction, work: Coroutine[Any, Any, None]) -> None:
         # Tracked from here, before anything is awaited, so that a drain cannot miss it.
@@ -129,9 +192,11 @@ class Admission:
             # Acknowledged already (perhaps by a defer whose answer never came back).
             await replies.tell_privately(CANCELLED)
 
-    async def _prepare_then_run(self, replies: Replies, prepare: Prepare) -> None:
+    async def _prepare_then_run(
+        self, replies: Replies, admissible: Admissible, prepare: Prepare
+    ) -> None:
         received = discord.utils.utcnow()
-        checking = asyncio.create_task(prepare())
+        checking = asyncio.create_task(prepare(self._with_previews(admissible)))
         try:
             done, _ = await asyncio.wait({checking}, timeout=ADMISSION_BEFORE_ACKNOWLEDGING)
             if not done:
@@ -154,7 +219,7 @@ class Admission:
             log.exception("checking a request failed unexpectedly")
             await self._refuse(replies, WENT_WRONG)
             return
-        generation = self._generation(replies, prepared)
+        generation = self._generation(replies, prepared, admissible)
         generation.timeline.received = received
         await self._run(generation)
 
@@ -170,7 +235,9 @@ class Admission:
             # Where a budget may refuse the request, the refusal is best said before the public
             # placeholder appears; else (the default) the ledger can only fail, and the request
             # is acknowledged at once. Nothing is sent upstream before its row is written.
-            may_refuse = self.ledger.has_budgets(generation.interaction.guild_id)
+            may_refuse = self.ledger.has_budgets(
+                generation.interaction.guild_id, generation.budgets
+            )
             wait = ADMISSION_BEFORE_ACKNOWLEDGING if may_refuse else 0.0
             done, _ = await asyncio.wait({admission}, timeout=wait)
             if not done and not replies.acknowledged:
@@ -180,6 +247,8 @@ class Admission:
             refusal = await admission
             if refusal is not None:
                 await self._refuse(replies, refusal)
+                if refusal == LEDGER_UNAVAILABLE:  # not taken: not counted against the limits
+                    await self._refund_limits(generation)
                 return
             if not replies.acknowledged:
                 await generation.acknowledge()
@@ -193,7 +262,7 @@ class Admission:
             log.warning("could not acknowledge a request in time: %r", exc)
             await generation.settle(Outcome.FAILED, exc)
             return
-        await generation.run(self.queue, self.images, self.processing.lease())
+        await generation.run(self.queue, self.images, self.processing.lease(), self.edits)
 
     async def _within_limits(self, generation: Generation) -> bool:
         """Count the request; when a limit refuses it, or the store does not answer, say so."""
@@ -217,6 +286,13 @@ class Admission:
             f"You can try again {again}.",
         )
         return False
+
+    async def _refund_limits(self, generation: Generation) -> None:
+        try:
+            async with asyncio.timeout(LIMITER_TIMEOUT):
+                await self.limiter.refund(str(generation.member_id))
+        except Exception as exc:  # the request stays counted: the member waits a little longer
+            log.warning("could not take back a request from the limits (%s)", type(exc).__name__)
 
     # -- shutdown --------------------------------------------------------------------------------
 

@@ -32,14 +32,16 @@ from bot.observability.logs import configure_logging
 from bot.observability.metrics import BotCollector, LoopLagMonitor, Metrics
 from bot.observability.server import MetricsServer
 from bot.offer import ModelOffer, discover, narrow
+from bot.progress import EditBudget
 from bot.pseudonym import Pseudonymizer, load_or_create_secret
 from bot.queue import GenerationQueue
 from bot.ratelimit import UserRateLimiter
+from bot.server_settings import Rules, SettingsStore
 from bot.services import Services, make_client
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("cogs.imagine", "cogs.edit")
+EXTENSIONS = ("cogs.imagine", "cogs.edit", "cogs.usage", "cogs.settings")
 SYNC_STATE_FILE = "command_sync.json"
 UNEXPECTED = "Something went wrong with that command. Please try again."
 REFUSAL_TEXT_LIMIT = 300  # characters of Discord's explanation kept in the start-up log line
@@ -83,10 +85,12 @@ class ImagineBot(commands.AutoShardedBot):
         queue: GenerationQueue | None = None,
         processing: ProcessingSlots | None = None,
         serve_metrics: bool = True,
+        edits: EditBudget | None = None,
     ) -> None:
-        """``queue`` and ``processing``: made outside (a test harness's, which declares its
-        waits); by default the bot makes them from the configuration. ``serve_metrics``: False
-        where the bot only syncs its commands (the running bot may hold METRICS_PORT)."""
+        """``queue``, ``processing`` and ``edits``: made outside (a test harness's, which
+        declares its waits); by default the bot makes them from the configuration.
+        ``serve_metrics``: False where the bot only syncs its commands (the running bot may hold
+        METRICS_PORT)."""
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=discord.Intents.default(),
@@ -107,6 +111,7 @@ class ImagineBot(commands.AutoShardedBot):
         )
         self._queue = queue or GenerationQueue(settings.max_concurrent_generations)
         self._processing = processing or ProcessingSlots(settings.processing_slot_count)
+        self._edits = edits or EditBudget()
         self._services: Services | None = None
         self._admission: Admission | None = None
         self._ledger: Ledger | None = None
@@ -156,7 +161,7 @@ class ImagineBot(commands.AutoShardedBot):
         self._images = make_client(self._session, self.settings, feedback=self._queue)
         # Before the command is built: its model choices are what the endpoint serves.
         self.offer = await discover(self._images, self.settings)
-        settings = self.settings
+        settings, ledger = self.settings, self._ledger
         self._services = Services(
             settings=settings,
             images=self._images,
@@ -167,6 +172,16 @@ class ImagineBot(commands.AutoShardedBot):
             pseudonyms=self.pseudonyms,
             ledger=self._ledger,
             metrics=self.metrics,
+            server_settings=SettingsStore(lambda: ledger.engine),
+            server_rules=Rules(
+                offered=self.offer.models,
+                default_model=self.offer.default,
+                catalog=settings.catalog,
+                max_images=settings.max_images_per_request,
+                default_member_budget=settings.member_budget,
+                default_server_budget=settings.server_budget,
+            ),
+            edits=self._edits,
         )
         self.metrics.watch(BotCollector(self._queue, self._processing, self._images, self))
         if self._serve_metrics_on is not None:

@@ -155,6 +155,15 @@ class Settings(BaseSettings):
         le=2048,
         description="megabytes, at least 1 and at most 2048, and no less than MAX_IMAGE_MB",
     )
+    partial_images: int = Field(
+        default=2,
+        ge=0,
+        le=3,
+        description=(
+            "a whole number 0-3: previews streamed while an image is made, where the model "
+            "streams (0: none); each is billed as 100 more image output tokens"
+        ),
+    )
     max_concurrent_generations: int = Field(
         default=256, ge=1, le=1000, description="a whole number 1-1000"
     )

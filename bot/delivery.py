@@ -20,13 +20,16 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from PIL import Image, ImageSequence
 
 from bot.images import GeneratedImage
+
+T = TypeVar("T")
 
 MAX_FILES_PER_MESSAGE = 10
 _QUALITIES = (90, 80, 70)
@@ -81,6 +84,11 @@ def _encoder() -> ThreadPoolExecutor:
     """Threads of their own for re-encoding, one a core: it is CPU-bound and takes hundreds of
     milliseconds, and in the shared default pool it would hold up the quick work queued behind."""
     return ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="reencode")
+
+
+async def run_in_encoder(func: Callable[..., T], *args: Any) -> T:
+    """Run CPU-bound image work (``func(*args)``) in the re-encoding threads, off the loop."""
+    return await asyncio.get_running_loop().run_in_executor(_encoder(), func, *args)
 
 
 class ImageTooLarge(Exception):

@@ -66,14 +66,18 @@ async def run_edit(
     *,
     mask: Source | None = None,
     input_fidelity: str | None = None,
+    picked: str | None = None,
+    command: str = "/edit",
 ) -> None:
     """Admit an edit of ``sources`` (the first is edited, the others are references) with
-    ``request``'s prompt and options, as a Generation for ``interaction``: checked, counted
-    against the member's limits and budgets, acknowledged, run and posted like /imagine, every
-    refusal a private sentence. ``request.user`` is the member's pseudonym."""
+    ``request``'s prompt and options, as a Generation for ``interaction``: the server's
+    settings applied, checked, counted against the member's limits and budgets, acknowledged,
+    run and posted like /imagine, every refusal a private sentence. ``request.user`` is the
+    member's pseudonym; ``picked`` the model the member chose (None: ``request.model`` is only
+    the command's default, and the server's default model stands in for it where it edits)."""
     images = admission.images
 
-    async def prepare() -> PreparedRequest:
+    async def prepare(request: ImageRequest) -> PreparedRequest:
         spec = images.edit_spec(request.model)
         check_counts(spec, len(sources), mask is not None)
         fields = input_fields(len(sources))
@@ -89,7 +93,9 @@ async def run_edit(
             EditRequest(request, inputs, mask=mask_bytes, input_fidelity=input_fidelity)
         )
 
-    await admission.admit_checked_later(interaction, request.count, prepare)
+    await admission.admit_checked_later(
+        interaction, request, prepare, picked=picked, command=command
+    )
 
 
 def edit_models(admission: Admission, offered: Sequence[str]) -> list[str]:

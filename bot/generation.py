@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 import discord
 
-from bot.budgets import OverBudget, PriceUnknown
+from bot.budgets import Budget, OverBudget, PriceUnknown
 from bot.images import (
     AuthenticationFailed,
     GenerationResult,
@@ -30,6 +32,7 @@ from bot.images import (
 from bot.ledger import Ledger, Outcome
 from bot.observability.metrics import Metrics
 from bot.posting import DeliveryFailed, post_result
+from bot.progress import EditBudget, ProgressDisplay
 from bot.queue import GenerationQueue, Ticket
 from bot.replies import Replies
 
@@ -51,10 +54,17 @@ WENT_WRONG = "Something went wrong while making your images. Please try again."
 # The image service refused before generating anything (InvalidRequest covers the options it
 # does not take, the models it does not serve and the features the account lacks).
 REFUSALS = (InvalidRequest, ModerationBlocked, QuotaExhausted, AuthenticationFailed)
-# Seconds; past 1 s the request is acknowledged while the ledger goes on (cogs/imagine/_cog.py),
+# Seconds; past 1 s the request is acknowledged while the ledger goes on (bot/admission.py),
 # so this bounds only how long a member waits for a refusal from a stuck database.
 LEDGER_ADMISSION_TIMEOUT = 30.0
 LEDGER_SETTLE_TIMEOUT = 10.0  # seconds; the member has had their answer by then
+# How long the images wait, once made, for their buttons (their request being saved): past it
+# they are posted without buttons rather than held up by a slow database.
+BUTTONS_WAIT = 2.0  # seconds
+
+# Makes the buttons posted under a generation's images (None: none); it must not raise. Started
+# when the generation starts, so that saving the request overlaps the wait for the images.
+Buttons = Callable[["Generation"], Coroutine[Any, Any, discord.ui.View | None]]
 
 
 @dataclass(slots=True)
@@ -76,11 +86,17 @@ class Generation:
         prepared: PreparedRequest,
         ledger: Ledger,
         metrics: Metrics | None = None,
+        budgets: tuple[tuple[Budget, ...], tuple[Budget, ...]] | None = None,
+        buttons: Buttons | None = None,
     ) -> None:
+        """``budgets``: the member's and the server's, from the server's settings (None: the
+        ledger's defaults); ``buttons``: what puts buttons under the images."""
         self.replies = replies
         self.prepared = prepared
         self.ledger = ledger
         self.metrics = metrics or Metrics()
+        self.budgets = budgets
+        self.buttons = buttons
         self.ledger_row: int | None = None  # set once the admission is recorded
         self.result: GenerationResult | None = None
         self.timeline = Timeline(received=discord.utils.utcnow())
@@ -106,6 +122,7 @@ class Generation:
                     guild_id=interaction.guild_id,
                     channel_id=interaction.channel_id,
                     at=self.timeline.received,
+                    chosen_budgets=self.budgets,
                 )
         except (OverBudget, PriceUnknown) as refusal:
             log.info("a budget refused a request from user %s: %s", self.member_id, refusal)
@@ -147,7 +164,7 @@ class Generation:
                 self.metrics.spent(self.prepared.model, cost)
         except Exception as exc:
             log.error(
-                "the usage ledger could not settle row %s as %s (%s)",
+                "the usage ledger could not settle row %s as %s (%s); it will try again",
                 self.ledger_row,
                 outcome.value,
                 type(exc).__name__,
@@ -158,19 +175,29 @@ class Generation:
         await self.replies.defer()
         self.timeline.acknowledged = discord.utils.utcnow()
 
-    async def run(self, queue: GenerationQueue, images: ImageClient, lease: Lease) -> None:
+    async def run(
+        self,
+        queue: GenerationQueue,
+        images: ImageClient,
+        lease: Lease,
+        edits: EditBudget | None = None,
+    ) -> None:
         """Wait for a slot, generate and post, within the interaction token's lifetime.
 
         ``lease`` takes a processing slot when the answer arrives; it is held until the images
-        are posted and released here whatever happens.
+        are posted and released here whatever happens. With ``edits`` (the bot's budget of
+        progress edits), the reply shows previews, or the time elapsed, while the images are made.
         """
         expires = self.interaction.created_at + TOKEN_LIFETIME - TOKEN_MARGIN
         budget = max((expires - discord.utils.utcnow()).total_seconds(), 1.0)
+        buttons: asyncio.Task[discord.ui.View | None] | None = None
+        if self.buttons is not None:
+            buttons = asyncio.create_task(self.buttons(self))
         try:
             async with asyncio.timeout(budget):
-                self.result = await self._generate(queue, images, lease)
+                self.result = await self._generate(queue, images, lease, edits)
                 self.metrics.generated(self.result.model, self.result.elapsed)
-                uploaded = await post_result(self.replies, self.result)
+                uploaded = await post_result(self.replies, self.result, await _ready(buttons))
                 lease.release()
             self.timeline.delivered = discord.utils.utcnow()
             self.metrics.delivered(
@@ -202,9 +229,11 @@ class Generation:
             await self.settle(Outcome.FAILED, error)
         finally:
             lease.release()
+            if buttons is not None:
+                buttons.cancel()
 
     async def _generate(
-        self, queue: GenerationQueue, images: ImageClient, lease: Lease
+        self, queue: GenerationQueue, images: ImageClient, lease: Lease, edits: EditBudget | None
     ) -> GenerationResult:
         # The only place that takes a slot: what decides when a request may go upstream.
         watchers: list[asyncio.Task[None]] = []
@@ -218,7 +247,18 @@ class Generation:
                     watchers[0].cancel()
                     await self.replies.show_progress("🎨 Generating…")
                 self.timeline.started_upstream = discord.utils.utcnow()
-                return await images.generate(self.prepared, lease=lease)
+                if edits is None:
+                    return await images.generate(self.prepared, lease=lease)
+                display = ProgressDisplay(
+                    self.replies, edits, previews=self.prepared.partial_images
+                )
+                display.start()
+                try:
+                    on_partial = display.offer if self.prepared.streams else None
+                    return await images.generate(self.prepared, lease=lease, on_partial=on_partial)
+                finally:
+                    # Before anything else edits the reply: no preview may land over the images.
+                    await display.stop()
         finally:
             for watcher in watchers:
                 watcher.cancel()
@@ -233,3 +273,19 @@ class Generation:
                     f"⏳ Waiting for a free slot: you are number {shown} in the queue."
                 )
             await asyncio.sleep(POSITION_UPDATE_INTERVAL)
+
+
+async def _ready(buttons: asyncio.Task[discord.ui.View | None] | None) -> discord.ui.View | None:
+    """The buttons, if they are ready within :data:`BUTTONS_WAIT`; else none."""
+    if buttons is None:
+        return None
+    done, _ = await asyncio.wait({buttons}, timeout=BUTTONS_WAIT)
+    if not done:
+        log.warning("the buttons were not ready in time; the images are posted without them")
+        return None
+    if buttons.cancelled():
+        return None
+    if buttons.exception() is not None:
+        log.error("the buttons could not be made", exc_info=buttons.exception())
+        return None
+    return buttons.result()

@@ -11,6 +11,13 @@ The member is stored as the raw Discord user id, not the pseudonym sent to the i
 ledger stays in the operator's own database, never leaves for the image service, and budgets
 per member need a key that stays the same when USER_ID_SECRET changes.
 
+A settlement the database does not take (it went away, or hangs) is kept in memory and written
+again, with growing pauses, until the database answers: meanwhile the row stays ``pending``, so
+its estimate stays reserved against the budgets (never an overspend), and once written the
+reservation is settled or released. Writing a settlement twice writes the same values: nothing is
+counted twice. A process stopped before the database came back leaves those rows ``pending`` and
+logs their ids.
+
 Budgets (:mod:`bot.budgets`) are checked where the row is inserted, in the same transaction: on
 PostgreSQL after taking a transaction-scoped advisory lock per member and per server, on SQLite in
 a ``BEGIN IMMEDIATE`` transaction, so that neither simultaneous requests in one process nor
@@ -28,6 +35,7 @@ on the pool, serialised per member and server by the advisory locks.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import hashlib
 import logging
@@ -50,6 +58,12 @@ from bot.images.pricing import SIX_PLACES, estimate_cost, settle_cost
 log = logging.getLogger(__name__)
 
 REQUEST_ID_CHARS = 100  # the column's width; the engine already bounds request ids to this
+# Seconds between attempts to write settlements the database did not take: short at first (a
+# restart takes seconds), then no more than twice a minute while it stays away.
+SETTLE_RETRY_FIRST = 0.5
+SETTLE_RETRY_LONGEST = 30.0
+SETTLE_ATTEMPT_TIMEOUT = 10.0  # seconds for one attempt; a hanging database is tried again later
+SETTLE_AT_CLOSE_TIMEOUT = 5.0  # seconds for a last attempt when the bot stops
 # The most writes committed in one transaction: a group stays a few milliseconds of SQLite's time.
 GROUP_LIMIT = 500
 
@@ -111,12 +125,12 @@ _pending = usage_ledger.c.outcome == Outcome.PENDING.value
 # What a row counts against a money budget: a pending row its estimate; a refused row its settled
 # cost (nothing when the service refused before generating); any other its cost, or its estimate
 # where the cost is unknown (an answer that never arrived may still have been billed).
-_COUNTED_COST: ColumnElement[Any] = case(
+COUNTED_COST: ColumnElement[Any] = case(
     (_pending, usage_ledger.c.estimated_cost),
     (usage_ledger.c.outcome == Outcome.REFUSED.value, usage_ledger.c.cost),
     else_=func.coalesce(usage_ledger.c.cost, usage_ledger.c.estimated_cost),
 )
-_COUNTED_IMAGES: ColumnElement[Any] = case(
+COUNTED_IMAGES: ColumnElement[Any] = case(
     (_pending, usage_ledger.c.images_requested), else_=usage_ledger.c.images_delivered
 )
 
@@ -138,10 +152,20 @@ class Ledger:
         self._sessions: async_sessionmaker[Any] | None = None
         self._sqlite = make_url(url).get_backend_name() == "sqlite"
         self._group_commit: _GroupCommit | None = None
+        self._write_turn = asyncio.Lock()  # SQLite: one writer of this process at a time
+        # Settlements not yet written, by row id; a row settled again replaces its values.
+        self._unsettled: dict[int, dict[str, Any]] = {}
+        self._retrying: asyncio.Task[None] | None = None
 
     @property
     def is_open(self) -> bool:
         return self._engine is not None
+
+    def write_turn(self) -> contextlib.AbstractAsyncContextManager[object]:
+        """Held by anything else that writes to this database from this process (the buttons'
+        saved requests): on SQLite, writers take turns with the ledger's group commit rather
+        than fall into SQLite's busy wait."""
+        return self._write_turn if self._sqlite else contextlib.nullcontext()
 
     @property
     def engine(self) -> AsyncEngine:
@@ -153,9 +177,26 @@ class Ledger:
         self._engine = open_engine(self.url)
         self._sessions = async_sessionmaker(self._engine, expire_on_commit=False)
         if self._sqlite:
-            self._group_commit = _GroupCommit(self._engine)
+            self._group_commit = _GroupCommit(self._engine, self._write_turn)
 
     async def close(self) -> None:
+        if self._retrying is not None:
+            self._retrying.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retrying
+            self._retrying = None
+        if self._unsettled and self._sessions is not None:
+            try:
+                async with asyncio.timeout(SETTLE_AT_CLOSE_TIMEOUT):
+                    await self._write_unsettled()
+            except Exception as exc:  # still away: said below, row by row
+                log.warning("a last attempt to settle failed (%s)", type(exc).__name__)
+        if self._unsettled:
+            log.error(
+                "the usage ledger could not settle row(s) %s before stopping: they stay pending, "
+                "their estimates reserved against the budgets",
+                ", ".join(map(str, sorted(self._unsettled))),
+            )
         if self._group_commit is not None:
             await self._group_commit.close()  # what is waiting is written first
             self._group_commit = None
@@ -163,6 +204,11 @@ class Ledger:
             await self._engine.dispose()
             self._engine = None
             self._sessions = None
+
+    @property
+    def unsettled(self) -> frozenset[int]:
+        """The rows whose settlement the database has not taken yet."""
+        return frozenset(self._unsettled)
 
     async def admitted(
         self,
@@ -172,8 +218,11 @@ class Ledger:
         guild_id: int | None,
         channel_id: int | None,
         at: dt.datetime | None = None,
+        chosen_budgets: tuple[tuple[Budget, ...], tuple[Budget, ...]] | None = None,
     ) -> int:
         """Record an admitted request as pending, with its estimated cost; return its row id.
+        ``chosen_budgets``: the member's and the server's budgets of this server (its settings), in
+        place of the defaults the ledger was made with.
 
         Raises :class:`~bot.budgets.OverBudget` or :class:`~bot.budgets.PriceUnknown` when a
         budget refuses it (nothing is recorded), else what the database raises: in every case the
@@ -196,7 +245,7 @@ class Ledger:
             "outcome": Outcome.PENDING.value,
             "estimated_cost": estimate,
         }
-        budgets = self._budgets(guild_id)
+        budgets = self._budgets(guild_id, chosen_budgets)
         if any(not budget.images for _, budget in budgets) and estimate is None:
             scope = next(scope for scope, budget in budgets if not budget.images)
             raise PriceUnknown(prepared.model, scope)
@@ -215,16 +264,26 @@ class Ledger:
             )
             return int(inserted.scalar_one())
 
-    def has_budgets(self, guild_id: int | None) -> bool:
-        """Whether a budget applies to requests in ``guild_id``: only then may an admission be
-        refused for anything but the database failing."""
-        return bool(self._budgets(guild_id))
+    def has_budgets(
+        self,
+        guild_id: int | None,
+        chosen: tuple[tuple[Budget, ...], tuple[Budget, ...]] | None = None,
+    ) -> bool:
+        """Whether a budget applies to requests in ``guild_id`` (``chosen``: its server's, as
+        :meth:`admitted` takes them): only then may an admission be refused for anything but the
+        database failing."""
+        return bool(self._budgets(guild_id, chosen))
 
-    def _budgets(self, guild_id: int | None) -> list[tuple[Scope, Budget]]:
+    def _budgets(
+        self,
+        guild_id: int | None,
+        chosen: tuple[tuple[Budget, ...], tuple[Budget, ...]] | None = None,
+    ) -> list[tuple[Scope, Budget]]:
         """The budgets a request in ``guild_id`` is checked against (a direct message has no
         server's)."""
-        server = self.server_budget if guild_id is not None else ()
-        return [(Scope.MEMBER, budget) for budget in self.member_budget] + [
+        member, server = chosen or (self.member_budget, self.server_budget)
+        server = server if guild_id is not None else ()
+        return [(Scope.MEMBER, budget) for budget in member] + [
             (Scope.SERVER, budget) for budget in server
         ]
 
@@ -277,14 +336,52 @@ class Ledger:
             "output_tokens": tokens.output,
             "cost": cost,
         }
+        self._unsettled[row_id] = values
+        try:
+            await self._write_settlement(row_id, values)
+        except BaseException:  # a failure, or the caller's timeout: written later in any case
+            self._retry_later()
+            raise
+        return cost
+
+    async def _write_settlement(self, row_id: int, values: dict[str, Any]) -> None:
+        if self._sessions is None:
+            raise RuntimeError("the ledger is not open")
         if self._group_commit is not None:
             await self._group_commit.settle(_Settlement(row_id, values))
-            return cost
-        async with self._sessions.begin() as session:
-            await session.execute(
-                update(usage_ledger).where(usage_ledger.c.id == row_id).values(values)
-            )
-        return cost
+        else:
+            async with self._sessions.begin() as session:
+                await session.execute(
+                    update(usage_ledger).where(usage_ledger.c.id == row_id).values(values)
+                )
+        if self._unsettled.get(row_id) is values:  # not settled anew meanwhile
+            del self._unsettled[row_id]
+
+    async def _write_unsettled(self) -> None:
+        for row_id, values in list(self._unsettled.items()):
+            await self._write_settlement(row_id, values)
+
+    def _retry_later(self) -> None:
+        if self._retrying is None or self._retrying.done():
+            self._retrying = asyncio.create_task(self._retry(), name="ledger-settle-retry")
+
+    async def _retry(self) -> None:
+        pause = SETTLE_RETRY_FIRST
+        while self._unsettled:
+            await asyncio.sleep(pause)
+            try:
+                async with asyncio.timeout(SETTLE_ATTEMPT_TIMEOUT):
+                    await self._write_unsettled()
+            except Exception as exc:
+                log.warning(
+                    "the usage ledger still cannot settle %d row(s) (%s); trying again in %.0fs",
+                    len(self._unsettled),
+                    type(exc).__name__,
+                    min(pause * 2, SETTLE_RETRY_LONGEST),
+                )
+                pause = min(pause * 2, SETTLE_RETRY_LONGEST)
+            else:
+                log.info("the usage ledger settled the rows it could not settle before")
 
 
 async def _used(
@@ -296,19 +393,13 @@ async def _used(
     at: dt.datetime,
 ) -> Decimal:
     """What the ledger counts against ``budget`` in its period so far."""
-    counted = _COUNTED_IMAGES if budget.images else _COUNTED_COST
-    query = select(func.coalesce(func.sum(counted), 0, type_=MONEY)).where(
-        usage_ledger.c.requested_at >= budget.period.start(at),
-        usage_ledger.c.guild_id == guild_id
-        if guild_id is not None
-        else usage_ledger.c.guild_id.is_(None),
+    return await counted_since(
+        connection,
+        budget.period.start(at),
+        guild_id,
+        member_id if scope is Scope.MEMBER else None,
+        images=budget.images,
     )
-    if scope is Scope.MEMBER:
-        query = query.where(usage_ledger.c.member_id == member_id)
-    total = await connection.scalar(query)
-    # SQLite sums NUMERIC as a float: rounded back to the ledger's millionths of a dollar.
-    used = Decimal(str(total or 0))
-    return used.to_integral_value() if budget.images else used.quantize(SIX_PLACES)
 
 
 def _needed(budget: Budget, prepared: PreparedRequest, estimate: Decimal | None) -> Decimal:
@@ -369,8 +460,9 @@ class _GroupCommit:
     The writer runs while there is something to write and ends when nothing is left, so an idle
     ledger holds no task."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, write_turn: asyncio.Lock) -> None:
         self._engine = engine
+        self._write_turn = write_turn
         self._waiting: list[_Admission | _Settlement] = []
         self._writer: asyncio.Task[None] | None = None
 
@@ -414,7 +506,7 @@ class _GroupCommit:
         settlements = [w for w in writes if isinstance(w, _Settlement)]
         taken: list[_Admission] = []
         refused: list[tuple[_Admission, OverBudget]] = []
-        async with self._engine.connect() as connection:
+        async with self._write_turn, self._engine.connect() as connection:
             if any(a.budgets for a in admissions):
                 await connection.execution_options(**{BEGIN_IMMEDIATE: True})
             async with connection.begin():
@@ -492,3 +584,29 @@ def _never_sent() -> dict[str, Any]:
         "output_tokens": None,
         "cost": Decimal(0),
     }
+
+
+async def counted_since(
+    connection: AsyncConnection,
+    since: dt.datetime,
+    guild_id: int | None,
+    member_id: int | None,
+    *,
+    images: bool,
+) -> Decimal:
+    """What counts against a budget since ``since``: dollars spent or reserved (``images``:
+    images delivered or reserved), in ``guild_id`` (None: direct messages), by ``member_id``
+    (None: every member)."""
+    counted = COUNTED_IMAGES if images else COUNTED_COST
+    query = select(func.coalesce(func.sum(counted), 0, type_=MONEY)).where(
+        usage_ledger.c.requested_at >= since,
+        usage_ledger.c.guild_id == guild_id
+        if guild_id is not None
+        else usage_ledger.c.guild_id.is_(None),
+    )
+    if member_id is not None:
+        query = query.where(usage_ledger.c.member_id == member_id)
+    total = await connection.scalar(query)
+    # SQLite sums NUMERIC as a float: rounded back to the ledger's millionths of a dollar.
+    used = Decimal(str(total or 0))
+    return used.to_integral_value() if images else used.quantize(SIX_PLACES)

@@ -37,20 +37,22 @@ def clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
-async def post_result(replies: Replies, result: GenerationResult) -> int:
-    """Post the images with their embed; return the bytes uploaded. Raises
-    :class:`DeliveryFailed` when Discord will not take them."""
+async def post_result(
+    replies: Replies, result: GenerationResult, view: discord.ui.View | None = None
+) -> int:
+    """Post the images with their embed, and ``view`` (the buttons) under the first message;
+    return the bytes uploaded. Raises :class:`DeliveryFailed` when Discord will not take them."""
     embed = _embed(replies.member_name, result)
     limit = replies.upload_limit
     try:
-        return await _upload(replies, result, embed, limit)
+        return await _upload(replies, result, embed, limit, view)
     except discord.HTTPException as exc:
         if exc.status != TOO_LARGE:
             raise
         # The server's real limit is below what the interaction reported: try once, smaller.
         log.warning("Discord refused an upload as too large; retrying at half the limit")
         try:
-            return await _upload(replies, result, embed, limit // 2)
+            return await _upload(replies, result, embed, limit // 2, view)
         except discord.HTTPException as again:
             if again.status != TOO_LARGE:
                 raise
@@ -58,7 +60,11 @@ async def post_result(replies: Replies, result: GenerationResult) -> int:
 
 
 async def _upload(
-    replies: Replies, result: GenerationResult, embed: discord.Embed, limit: int
+    replies: Replies,
+    result: GenerationResult,
+    embed: discord.Embed,
+    limit: int,
+    view: discord.ui.View | None,
 ) -> int:
     """One attempt at ``limit`` bytes; lets a 413 on the first message through for a retry.
     Returns the bytes uploaded."""
@@ -69,7 +75,9 @@ async def _upload(
     first, *rest = pack(uploads, limit)
     prompt = result.request.prompt
     try:
-        await replies.post(content=_note(result, uploads), embed=embed, files=_files(first, prompt))
+        await replies.post(
+            content=_note(result, uploads), embed=embed, files=_files(first, prompt), view=view
+        )
     except discord.HTTPException as exc:
         if exc.status == TOO_LARGE:
             raise

@@ -3,9 +3,12 @@
 A request counts when it is accepted, before it is queued or sent, whatever its outcome: the
 image may be billed even when the answer is lost, and counting up front is what keeps twenty
 simultaneous requests from one user from all passing the check before any of them is recorded.
-Requests refused by validation never count. Within one process a member's checks run one at a
-time; several processes sharing a store rely on the store's atomic hit per limit. A store too
-slow to answer (the command gives it 1.5 s) may have counted some of a request's limits.
+Requests refused by validation never count. A member's limits are checked and counted as one:
+a request counts against all of them or, refused by one, against none. In memory the member's
+checks run one at a time in this process; on Redis (shared by several processes) one Lua script
+checks every window and counts all or none, atomically in the server (see
+:mod:`bot.ratelimit_redis`). Other shared stores (MongoDB, a Redis cluster, whose keys for one
+member may live on different nodes) are atomic per limit only.
 """
 
 from __future__ import annotations
@@ -16,9 +19,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from limits import RateLimitItem
-from limits.aio.storage import Storage
+from limits.aio.storage import MemoryStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import storage_from_string
+
+from bot.ratelimit_redis import STORE_CONNECT_SECONDS, AtomicAcquire
 
 # Long enough for a store across a network, short enough that a start-up does not seem to hang.
 STORE_PROBE_SECONDS = 5.0
@@ -74,13 +79,18 @@ class UserRateLimiter:
         if storage is None:
             if not storage_uri.startswith("async+"):
                 storage_uri = f"async+{storage_uri}"  # the asyncio flavour of the same store
-            made = storage_from_string(storage_uri)
+            options = {}
+            if storage_uri.startswith(("async+redis", "async+valkey")):
+                # A server that went away must fail fast (the member gets a sentence), not hang.
+                options = {"connect_timeout": STORE_CONNECT_SECONDS}
+            made = storage_from_string(storage_uri, **options)
             assert isinstance(made, Storage)
             storage = made
         self._storage = storage
         self._limiter = MovingWindowRateLimiter(self._storage)
         self._limits = tuple(limits)
         self._locks: dict[str, _UserLock] = {}
+        self._atomic = AtomicAcquire.for_storage(storage, self._limits)
 
     @property
     def store(self) -> str:
@@ -101,6 +111,9 @@ class UserRateLimiter:
 
     async def acquire(self, user_key: str) -> Refusal | None:
         """Count one request for ``user_key``, or say which limit refuses it and until when."""
+        if self._atomic is not None:
+            refused = await self._atomic.acquire(user_key)
+            return None if refused is None else Refusal(*refused)
         # One check at a time per member: with a networked store every call yields, and two
         # requests interleaving test-then-hit could use up one limit that the other refuses.
         entry = self._locks.setdefault(user_key, _UserLock())
@@ -112,6 +125,21 @@ class UserRateLimiter:
             entry.users -= 1
             if not entry.users:
                 del self._locks[user_key]  # members who are not asking hold no memory
+
+    async def refund(self, user_key: str) -> None:
+        """Take back one request :meth:`acquire` counted, which the bot then could not take (its
+        database did not answer): a member is not held back by the bot's own bad day. In memory
+        and on Redis; other shared stores keep the count."""
+        if self._atomic is not None:
+            await self._atomic.refund(user_key)
+        elif isinstance(self._storage, MemoryStorage):
+            storage = self._storage
+            for limit in self._limits:
+                key = limit.key_for(user_key)
+                # limits keeps a window's entries newest first and has no call to take one back.
+                async with storage.locks[key]:
+                    if entries := storage.events.get(key):
+                        del entries[0]
 
     async def _acquire(self, user_key: str) -> Refusal | None:
         for limit in self._limits:

@@ -61,13 +61,29 @@ class Replies:
     async def show_progress(self, text: str) -> None:
         await self._edit_quietly(content=text)
 
+    async def show_preview(self, text: str, preview: discord.File) -> None:
+        """The placeholder with a preview of the image being made (it replaces the last one);
+        the images replace it when they are posted."""
+        await self._edit_quietly(content=text, attachments=[preview])
+
     async def post(
-        self, *, content: str | None, embed: discord.Embed, files: Sequence[discord.File]
+        self,
+        *,
+        content: str | None,
+        embed: discord.Embed,
+        files: Sequence[discord.File],
+        view: discord.ui.View | None = None,
     ) -> None:
-        """Replace the placeholder with the images; raises what Discord raises."""
-        await self.interaction.edit_original_response(
-            content=content, embed=embed, attachments=list(files)
-        )
+        """Replace the placeholder with the images (and the buttons under them, if any); raises
+        what Discord raises."""
+        if view is None:
+            await self.interaction.edit_original_response(
+                content=content, embed=embed, attachments=list(files)
+            )
+        else:
+            await self.interaction.edit_original_response(
+                content=content, embed=embed, attachments=list(files), view=view
+            )
         self.posted = True
 
     async def follow_up(self, files: Sequence[discord.File]) -> None:

@@ -16,9 +16,11 @@ from bot.observability.metrics import Metrics
 if TYPE_CHECKING:  # only the command line imports this module without Discord: keep it light
     from bot.ledger import Ledger
     from bot.offer import ModelOffer
+    from bot.progress import EditBudget
     from bot.pseudonym import Pseudonymizer
     from bot.queue import GenerationQueue
     from bot.ratelimit import UserRateLimiter
+    from bot.server_settings import Rules, SettingsStore
 
 _MEGABYTE = 1024 * 1024
 
@@ -57,4 +59,7 @@ class Services:
     processing: ProcessingSlots  # answers being read, decoded and posted
     pseudonyms: Pseudonymizer
     ledger: Ledger  # one row per request admitted, written before anything is spent
+    server_settings: SettingsStore  # each server's /imagine-settings, cached a few seconds
+    server_rules: Rules  # what the configuration lets a server choose
+    edits: EditBudget  # progress edits (previews, time elapsed), across all requests
     metrics: Metrics = field(default_factory=Metrics)  # what /metrics reports (METRICS_PORT)

@@ -1,4 +1,5 @@
-"""``python -m bot usage``: what the ledger says was asked for and spent, for a period."""
+"""What the ledger says was asked for and spent: one set of queries for the operator's
+``python -m bot usage`` and the members' and managers' ``/usage``."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from sqlalchemy import ColumnElement, Select, and_, case, func, select, true
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -28,33 +29,41 @@ class Totals:
     unknown_cost: int  # requests whose cost is not known (still pending, or no price)
 
 
-def _period(since: dt.date | None, server: int | None) -> ColumnElement[bool]:
+def _period(
+    since: dt.date | dt.datetime | None, server: int | None, member: int | None = None
+) -> ColumnElement[bool]:
+    """Rows from ``since`` (a day: from its midnight UTC) in one server, of one member."""
     conditions: list[ColumnElement[bool]] = []
     if since is not None:
-        start = dt.datetime.combine(since, dt.time(), tzinfo=dt.UTC)
+        start = (
+            since
+            if isinstance(since, dt.datetime)
+            else dt.datetime.combine(since, dt.time(), tzinfo=dt.UTC)
+        )
         conditions.append(usage_ledger.c.requested_at >= start)
     if server is not None:
         conditions.append(usage_ledger.c.guild_id == server)
+    if member is not None:
+        conditions.append(usage_ledger.c.member_id == member)
     return and_(true(), *conditions)
 
 
+def _aggregates() -> list[ColumnElement[Any]]:
+    """Requests, images delivered, known cost, requests of unknown cost."""
+    return [
+        func.count(),
+        func.coalesce(func.sum(usage_ledger.c.images_delivered), 0),
+        func.coalesce(func.sum(usage_ledger.c.cost), 0),
+        func.sum(case((usage_ledger.c.cost.is_(None), 1), else_=0)),
+    ]
+
+
 def _totals_by(column: Any, where: ColumnElement[bool]) -> Select[Any]:
-    return (
-        select(
-            column,
-            func.count(),
-            func.coalesce(func.sum(usage_ledger.c.images_delivered), 0),
-            func.coalesce(func.sum(usage_ledger.c.cost), 0),
-            func.sum(case((usage_ledger.c.cost.is_(None), 1), else_=0)),
-        )
-        .where(where)
-        .group_by(column)
-        .order_by(column)
-    )
+    return select(column, *_aggregates()).where(where).group_by(column).order_by(column)
 
 
 async def totals(
-    engine: AsyncEngine, since: dt.date | None, server: int | None
+    engine: AsyncEngine, since: dt.date | dt.datetime | None, server: int | None
 ) -> tuple[list[Totals], list[Totals]]:
     """Totals by model and by member for the period."""
     where = _period(since, server)
@@ -62,6 +71,74 @@ async def totals(
         by_model = (await connection.execute(_totals_by(usage_ledger.c.model, where))).all()
         by_member = (await connection.execute(_totals_by(usage_ledger.c.member_id, where))).all()
     return [_totals(row) for row in by_model], [_totals(row) for row in by_member]
+
+
+async def overall(
+    engine: AsyncEngine,
+    since: dt.date | dt.datetime | None,
+    server: int | None,
+    member: int | None = None,
+) -> Totals:
+    """The period's totals, in one server, of one member (key ``all``)."""
+    query = select(*_aggregates()).where(_period(since, server, member))
+    async with engine.connect() as connection:
+        row = (await connection.execute(query)).one()
+    return _totals(("all", *row))
+
+
+async def recent(
+    engine: AsyncEngine, server: int | None, member: int, limit: int = 10
+) -> list[Any]:
+    """A member's latest requests in one server, newest first."""
+    query = (
+        select(usage_ledger)
+        .where(_period(None, server, member))
+        .order_by(usage_ledger.c.id.desc())
+        .limit(limit)
+    )
+    async with engine.connect() as connection:
+        return list((await connection.execute(query)).all())
+
+
+@dataclass(frozen=True, slots=True)
+class Day:
+    day: dt.date
+    requests: int
+    images: int
+    cost: Decimal
+
+
+async def daily(
+    engine: AsyncEngine, since: dt.date, until: dt.date, server: int | None
+) -> list[Day]:
+    """Requests, images delivered and known cost per day (UTC) from ``since`` to ``until``,
+    every day listed (a day without requests with zeros)."""
+    requested = usage_ledger.c.requested_at
+    async with engine.connect() as connection:
+        # SQLite keeps the time as UTC text; PostgreSQL's date follows the session's time zone.
+        postgresql = connection.dialect.name == "postgresql"
+        day = func.date(func.timezone("UTC", requested) if postgresql else requested)
+        query = (
+            select(
+                day,
+                func.count(),
+                func.coalesce(func.sum(usage_ledger.c.images_delivered), 0),
+                func.coalesce(func.sum(usage_ledger.c.cost), 0),
+            )
+            .where(_period(since, server))
+            .group_by(day)
+        )
+        rows = (await connection.execute(query)).all()
+    found = {
+        (value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value))): row
+        for value, *row in rows
+    }
+    days = []
+    for offset in range((until - since).days + 1):
+        when = since + dt.timedelta(days=offset)
+        requests, images, cost = found.get(when, (0, 0, 0))
+        days.append(Day(when, int(requests), int(images), Decimal(str(cost))))
+    return days
 
 
 def _totals(row: Sequence[Any]) -> Totals:
@@ -81,10 +158,15 @@ async def ledger_rows(
 def write_csv(path: Path, rows: list[Sequence[Any]]) -> int:
     """Write ``rows`` to ``path`` with a header; return how many."""
     with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(COLUMNS)
-        for row in rows:
-            writer.writerow(_cell(value) for value in row)
+        return write_csv_to(handle, rows)
+
+
+def write_csv_to(handle: TextIO, rows: list[Sequence[Any]]) -> int:
+    """Write ``rows`` with a header to an open text file; return how many."""
+    writer = csv.writer(handle)
+    writer.writerow(COLUMNS)
+    for row in rows:
+        writer.writerow(_cell(value) for value in row)
     return len(rows)
 
 

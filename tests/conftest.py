@@ -15,6 +15,7 @@ from bot.config import Settings
 from bot.images import ClientSettings, ImageClient, RetryPolicy, load_catalog
 from tests.databases import POSTGRES_MISSING, PostgresServer, start_postgres
 from tests.fakes.images_api import FakeImagesAPI
+from tests.redis_server import REDIS_MISSING, RedisServer, start_redis
 
 API_KEY = "sk-test-SENTINELKEY0123456789"
 DISCORD_TOKEN = "discord-SENTINEL-token.abc.def"
@@ -120,16 +121,39 @@ def database_url(
     return postgres_server.create_database()
 
 
-_skipped_postgres: list[str] = []
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A real Redis server of this test's own (a test may stop and start it), on loopback."""
+    for server in start_redis():
+        if server is None:
+            pytest.skip(REDIS_MISSING)
+        yield server
+
+
+@pytest.fixture
+def postgres_server_of_its_own() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server that this test alone uses, so that it may stop and start it."""
+    for server in start_postgres():
+        if server is None:
+            pytest.skip(POSTGRES_MISSING)
+        yield server
+
+
+# The servers `.ci/run` installs: on CI, a test skipped for want of one fails the run.
+_MISSING_ON_CI = {POSTGRES_MISSING: "postgresql", REDIS_MISSING: "redis-server"}
+_skipped_for_want_of: dict[str, list[str]] = {}
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    if report.skipped and POSTGRES_MISSING in str(report.longrepr):
-        _skipped_postgres.append(report.nodeid)
+    if report.skipped:
+        for reason, package in _MISSING_ON_CI.items():
+            if reason in str(report.longrepr):
+                _skipped_for_want_of.setdefault(package, []).append(report.nodeid)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """On CI the PostgreSQL tests must run: `.ci/run` installs the server."""
-    if os.environ.get("CI") and _skipped_postgres:
-        print(f"\nCI: {len(_skipped_postgres)} PostgreSQL test(s) were skipped; install postgresql")
+    """On CI the PostgreSQL and Redis tests must run: `.ci/run` installs the servers."""
+    if os.environ.get("CI") and _skipped_for_want_of:
+        for package, tests in _skipped_for_want_of.items():
+            print(f"\nCI: {len(tests)} test(s) needing {package} were skipped; install {package}")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -7,6 +7,7 @@ socket in that directory; as root it runs as the postgres user, which PostgreSQL
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import itertools
 import os
@@ -36,7 +37,7 @@ def _server_binary(name: str) -> str | None:
     return candidates[-1] if candidates else None
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
@@ -48,7 +49,28 @@ class PostgresServer:
     run_as: list[str]
     psql: str
     socket_dir: Path
+    pg_ctl: str = "pg_ctl"
     _names: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+
+    @property
+    def data_dir(self) -> Path:
+        return self.socket_dir / "data"
+
+    def _pg_ctl(self, *arguments: str) -> None:
+        subprocess.run(  # noqa: S603 - fixed arguments
+            [*self.run_as, self.pg_ctl, "-D", str(self.data_dir), *arguments],
+            check=True, capture_output=True,
+        )  # fmt: skip
+
+    def start(self) -> None:
+        """Start the server on its data directory and port, and wait until it accepts."""
+        options = f"-p {self.port} -k {self.socket_dir} -h 127.0.0.1 -F"
+        log = str(self.socket_dir / "server.log")
+        self._pg_ctl("-l", log, "-o", options, "-w", "start")
+
+    def stop(self) -> None:
+        """Stop the server at once, as a crash would (committed work survives)."""
+        self._pg_ctl("-m", "immediate", "-w", "stop")
 
     def create_database(self) -> str:
         """A new, empty database; its postgresql+asyncpg:// URL."""
@@ -73,19 +95,20 @@ def start_postgres() -> Iterator[PostgresServer | None]:
         postgres = pwd.getpwnam("postgres")
         os.chown(root, postgres.pw_uid, postgres.pw_gid)
         run_as = ["runuser", "-u", "postgres", "--"]
-    data, port = root / "data", _free_port()
+    data, port = root / "data", free_port()
 
     def run(*command: Any) -> None:
         subprocess.run([*run_as, *map(str, command)], check=True, capture_output=True)  # noqa: S603
 
     try:
         run(initdb, "-D", data, "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8")
-        options = f"-p {port} -k {root} -h 127.0.0.1 -F"
-        run(pg_ctl, "-D", data, "-l", root / "server.log", "-o", options, "-w", "start")
+        server = PostgresServer(port, run_as, psql, root, pg_ctl)
+        server.start()
         try:
-            yield PostgresServer(port, run_as, psql, root)
+            yield server
         finally:
-            run(pg_ctl, "-D", data, "-m", "immediate", "-w", "stop")
+            with contextlib.suppress(subprocess.CalledProcessError):  # a test may have stopped it
+                server.stop()
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

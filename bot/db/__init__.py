@@ -15,7 +15,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.util import CommandError
-from sqlalchemy import Connection, event
+from sqlalchemy import Connection, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -78,9 +78,18 @@ def _upgrade(connection: Connection) -> str | None:
     return MigrationContext.configure(connection).get_current_revision()
 
 
+# Several processes sharing a PostgreSQL database start at once: one migrates while the others
+# wait on this transaction-scoped advisory lock, then find the schema up to date.
+MIGRATION_LOCK = 0x696D6167696E65  # "imagine"
+
+
 async def migrate(engine: AsyncEngine) -> str | None:
     """Apply every migration not yet applied; return the revision the database is now at."""
     async with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            await connection.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK}
+            )
         return await connection.run_sync(_upgrade)
 
 

@@ -13,6 +13,7 @@ from sqlalchemy import (
     Numeric,
     String,
     Table,
+    Text,
 )
 
 # SQLite numbers a row only through an INTEGER PRIMARY KEY; PostgreSQL gets 64 bits.
@@ -52,4 +53,45 @@ usage_ledger = Table(
     Index("usage_ledger_requested_at", "requested_at"),
     Index("usage_ledger_guild_requested_at", "guild_id", "requested_at"),
     Index("usage_ledger_member_requested_at", "member_id", "requested_at"),
+)
+
+server_settings = Table(
+    "server_settings",
+    metadata,
+    Column("guild_id", BigInteger, primary_key=True),
+    Column("name", String(32), primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("changed_at", DateTime(timezone=True), nullable=False),
+    Column("changed_by", BigInteger, nullable=False),
+)
+
+settings_changes = Table(
+    "settings_changes",
+    metadata,
+    Column("id", ROW_ID, primary_key=True, autoincrement=True),
+    Column("guild_id", BigInteger, nullable=False),
+    Column("name", String(32), nullable=False),
+    Column("old_value", Text, nullable=True),  # None: it was the default
+    Column("new_value", Text, nullable=True),  # None: reset to the default
+    Column("changed_at", DateTime(timezone=True), nullable=False),
+    Column("changed_by", BigInteger, nullable=False),
+    Index("settings_changes_guild_changed_at", "guild_id", "changed_at"),
+)
+
+# What a posted set of images was made from, so that its buttons can ask again after a restart:
+# a custom_id holds 100 characters, a prompt up to 32000. One row per request that got buttons.
+generation_state = Table(
+    "generation_state",
+    metadata,
+    Column("id", ROW_ID, primary_key=True, autoincrement=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("guild_id", BigInteger, nullable=True),
+    Column("channel_id", BigInteger, nullable=True),
+    Column("member_id", BigInteger, nullable=False),  # who asked: may delete the images
+    Column("model", String(100), nullable=False),
+    Column("prompt", Text, nullable=False),
+    Column("size", String(32), nullable=False),
+    Column("quality", String(100), nullable=False),
+    Column("image_count", Integer, nullable=False),
+    Column("options", Text, nullable=False),  # JSON: the optional fields, as sent
 )

@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import aiohttp
@@ -44,7 +44,7 @@ from .errors import (
     clean_text,
     upstream_text,
 )
-from .processing import Lease
+from .processing import Lease, run_off_loop_if_large
 from .request import ImageRequest, PreparedRequest, prepare_request
 from .response import (
     ErrorBody,
@@ -57,15 +57,10 @@ from .response import (
     parse_error_body,
 )
 from .retry import RetryPolicy, retry_delay, server_wait, should_retry
+from .streaming import OnPartial, is_event_stream, read_event_stream
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-
-# Bodies above this are parsed in a worker thread. Parsing costs about 0.26 ms a megabyte (the
-# base64 is lifted out of the JSON and decoded with SIMD), so below it the hop to a thread, and
-# the wait for a free one, cost more than the few milliseconds the loop is held.
-OFF_LOOP_THRESHOLD = 8 * 1024 * 1024
 _MODERATION_CODES = frozenset({"moderation_blocked", "content_policy_violation"})
 _MODEL_GONE_CODES = frozenset(
     {"model_not_found", "model_shut_down", "model_deprecated", "model_retired"}
@@ -142,13 +137,6 @@ class _Retry(Exception):
         super().__init__(str(error))
         self.error = error
         self.headers: Mapping[str, str] = headers or {}
-
-
-async def run_off_loop_if_large(size: int, func: Callable[[], T]) -> T:
-    """Run ``func`` in a worker thread when its input is large enough to stall the loop."""
-    if size >= OFF_LOOP_THRESHOLD:
-        return await asyncio.to_thread(func)
-    return func()
 
 
 async def _read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes:
@@ -316,6 +304,13 @@ class ImageClient:
             "Accept": "application/json",
         }
 
+    def _post_headers(self, prepared: PreparedRequest) -> dict[str, str]:
+        headers = self._form_headers if prepared.is_edit else self._headers
+        if not prepared.streams:
+            return headers
+        # JSON stays acceptable: a gateway that does not stream answers with it, and is read.
+        return headers | {"Accept": "text/event-stream, application/json"}
+
     def _timeout(self, total: float | None) -> aiohttp.ClientTimeout:
         """aiohttp's limits: ``total`` (None where an ``asyncio.timeout`` around the exchange
         keeps the time instead), and opening the connection, never longer than the whole."""
@@ -377,23 +372,31 @@ class ImageClient:
         )
 
     async def generate(
-        self, request: ImageRequest | PreparedRequest, *, lease: Lease | None = None
+        self,
+        request: ImageRequest | PreparedRequest,
+        *,
+        lease: Lease | None = None,
+        on_partial: OnPartial | None = None,
     ) -> GenerationResult:
         """Generate the images ``request`` asks for. Raises only :class:`ImageError` subclasses.
 
         Give it a :class:`PreparedRequest` (from :meth:`prepare`) and it is not validated again;
         one from :meth:`prepare_edit` is sent to the edits endpoint, everything else alike.
-        With a ``lease``, the body is read only once it holds a processing slot; the caller
-        releases it (after posting the images), whatever happens.
+        With a ``lease``, the body is read only once it holds a processing slot (a stream: once
+        its first image arrives); the caller releases it (after posting the images), whatever
+        happens. Where the request streams, ``on_partial`` is called with each preview as it
+        arrives, on the event loop: it must return at once.
         """
         prepared = request if isinstance(request, PreparedRequest) else self.prepare(request)
         try:
-            return await self._generate(prepared, lease)
+            return await self._generate(prepared, lease, on_partial)
         except ImageError as error:
             self.failures[type(error).__name__] += 1
             raise
 
-    async def _generate(self, prepared: PreparedRequest, lease: Lease | None) -> GenerationResult:
+    async def _generate(
+        self, prepared: PreparedRequest, lease: Lease | None, on_partial: OnPartial | None
+    ) -> GenerationResult:
         payload = None if prepared.is_edit else json.dumps(prepared.body).encode()
         limits = self._image_limits(prepared)
         policy = self.settings.retry
@@ -402,7 +405,9 @@ class ImageClient:
         while True:
             attempt += 1
             try:
-                parsed, request_id = await self._post_once(payload, prepared, limits, lease)
+                parsed, request_id = await self._post_once(
+                    payload, prepared, limits, lease, on_partial
+                )
                 break
             except _Retry as retry:
                 if lease is not None:
@@ -454,14 +459,15 @@ class ImageClient:
         prepared: PreparedRequest,
         limits: ImageLimits,
         lease: Lease | None,
+        on_partial: OnPartial | None = None,
     ) -> tuple[ParsedBody, str | None]:
         data: bytes | aiohttp.FormData
         if payload is None:  # an edit: a new form each attempt (aiohttp consumes one once sent)
             url = join_url(self._base_url, "images/edits")
-            data, headers = edit_form(prepared), self._form_headers
+            data = edit_form(prepared)
         else:
             url = join_url(self._base_url, "images/generations")
-            data, headers = payload, self._headers
+            data = payload
         request_id: str | None = None
         answered = False
         # The attempt's time limit is ours, not aiohttp's, so that it can stop while the answer
@@ -471,7 +477,7 @@ class ImageClient:
             async with (
                 asyncio.timeout(self.settings.timeout) as deadline,
                 self._session.post(
-                    url, data=data, headers=headers, timeout=untimed_body
+                    url, data=data, headers=self._post_headers(prepared), timeout=untimed_body
                 ) as response,
             ):
                 answered = True
@@ -480,11 +486,31 @@ class ImageClient:
                     context.request_id.set(request_id)  # on this task's log lines from now on
                 if self.feedback is not None:
                     self.feedback.record(response.status, response.headers)
-                if lease is not None:
-                    # The body stays in the socket until a slot is free.
-                    await _without_deadline(deadline, lease.hold())
+
+                async def hold_slot() -> None:
+                    if lease is not None:
+                        # The body stays in the socket until a slot is free.
+                        await _without_deadline(deadline, lease.hold())
+
+                succeeded = 200 <= response.status < 300
+                if succeeded and is_event_stream(response):
+                    try:
+                        streamed = await read_event_stream(
+                            response,
+                            cap=self.settings.max_response_bytes,
+                            limits=limits,
+                            expected=prepared.count,
+                            on_partial=on_partial,
+                            before_images=hold_slot,
+                        )
+                    except ErrorInBody as inside:
+                        raise self._classify(
+                            _status_of(inside.info), inside.info, {}, request_id, prepared
+                        ) from None
+                    return streamed, request_id
+                await hold_slot()
                 body = await _read_capped(response, self.settings.max_response_bytes)
-                if 200 <= response.status < 300:
+                if succeeded:
                     try:
                         parsed = await run_off_loop_if_large(
                             len(body),

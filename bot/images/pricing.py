@@ -26,6 +26,9 @@ _REFERENCE_PIXELS = 1024 * 1024
 # 6,240 for a 1536x1024 image. Rounded up, so that the estimate stays a bound; the settled cost
 # follows the tokens the answer reports.
 INPUT_IMAGE_TOKENS_BOUND = 7_500
+# Each partial image a stream sends is billed as this many more image output tokens (OpenAI's
+# image generation guide, "Streaming"), for each image of the request.
+PARTIAL_IMAGE_OUTPUT_TOKENS = 100
 
 
 def _usd(amount: Decimal) -> Decimal:
@@ -99,6 +102,7 @@ def _rates(price: Price) -> tuple[Decimal, Decimal, Decimal]:
 def _token_estimate(prepared: PreparedRequest, price: Price, images: int) -> Decimal:
     text_rate, image_rate, output_rate = _rates(price)
     per_image = output_tokens_per_image(prepared.spec, prepared.quality, prepared.size)
+    per_image += PARTIAL_IMAGE_OUTPUT_TOKENS * prepared.partial_images
     inputs = len(prepared.inputs) + (prepared.mask is not None)
     return (
         text_rate * prompt_tokens(prepared.prompt)

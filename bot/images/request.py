@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 # GIF output: the API's bounds (frames 2-16; the delay is rounded to 10 ms and capped).
 MIN_FRAMES, MAX_FRAMES = 2, 16
 MIN_FRAME_MS, MAX_FRAME_MS = 10, 655_350
+MAX_PARTIAL_IMAGES = 3  # the API's bound on `partial_images`
+# Output formats the API never streams (nor makes partial images of).
+UNSTREAMED_FORMATS = frozenset({"gif", "svg"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +41,9 @@ class ImageRequest:
     style: str | None = None
     frame_count: int | None = None
     frame_duration_ms: int | None = None
+    # Previews while the image is made (0: none). Not the member's choice but the bot's (its
+    # configuration, perhaps the server's); asked for only where the model streams.
+    partial_images: int = 0
 
     def options(self) -> dict[str, Any]:
         """The optional model-specific fields that were set."""
@@ -60,6 +66,11 @@ class PreparedRequest:
     # then holds the form's other fields.
     inputs: tuple[InputImage, ...] = ()
     mask: InputImage | None = None
+    partial_images: int = 0  # previews asked for: the request streams when there are any
+
+    @property
+    def streams(self) -> bool:
+        return self.partial_images > 0
 
     @property
     def model(self) -> str:
@@ -179,6 +190,10 @@ def prepare_request(request: ImageRequest, spec: ModelSpec) -> PreparedRequest:
         if getattr(request, name) is not None:
             options[name] = getattr(request, name)
     body.update(options)
+    partial_images = _partial_images(request, spec, options)
+    if partial_images:
+        body["stream"] = True
+        body["partial_images"] = partial_images
     if request.user:
         # `user` is what older gateways know; `safety_identifier` replaces it where it exists.
         body["user"] = request.user
@@ -192,7 +207,19 @@ def prepare_request(request: ImageRequest, spec: ModelSpec) -> PreparedRequest:
         count=request.count,
         options=options,
         body=body,
+        partial_images=partial_images,
     )
+
+
+def _partial_images(request: ImageRequest, spec: ModelSpec, options: dict[str, Any]) -> int:
+    """How many previews to ask for: none where the model or the output format does not stream."""
+    if not 0 <= request.partial_images <= MAX_PARTIAL_IMAGES:
+        raise UnsupportedOption(
+            "partial_images", f"`partial_images` takes 0 to {MAX_PARTIAL_IMAGES}."
+        )
+    if not spec.streaming or options.get("output_format", "png") in UNSTREAMED_FORMATS:
+        return 0
+    return request.partial_images
 
 
 def build_body(request: ImageRequest, spec: ModelSpec) -> dict[str, Any]:

@@ -27,7 +27,7 @@ SELECT_OPTIONS_MAX = 25  # Discord's most options in a select
 SELECT_LABEL_MAX = 100  # Discord's longest option label
 
 
-def _default_model(services: Services, editors: list[str]) -> str:
+def default_edit_model(services: Services, editors: list[str]) -> str:
     """The offer's default where it edits, else the first offered model that does."""
     default = services.offer.default
     return default if default in editors else editors[0]
@@ -41,7 +41,7 @@ def build_edit_command(
     editors = edit_models(admission, services.offer.models)
     if not editors:
         return None
-    default = _default_model(services, editors)
+    default = default_edit_model(services, editors)
     size_autocomplete, quality_autocomplete = autocompletes_following_the_model(catalog, default)
 
     @app_commands.command(name="edit", description="Edit an image, or make one from several")
@@ -87,19 +87,28 @@ def build_edit_command(
         )
         references = [extra for extra in (image2, image3, image4) if extra is not None]
         sources = [image, *references]
-        await run_edit(admission, interaction, request, sources, mask=mask, input_fidelity=fidelity)
+        await run_edit(
+            admission,
+            interaction,
+            request,
+            sources,
+            mask=mask,
+            input_fidelity=fidelity,
+            picked=model,
+        )
 
     return edit_command
 
 
 def build_vary_menu(services: Services, admission: Admission) -> app_commands.ContextMenu | None:
-    """Vary image: a variation of the first image of any message, with the default edit model.
+    """Vary image: a variation of an image of any message, with the default edit model (the
+    server's, where it edits).
     The prompt is the message's own where the bot posted it (its embed holds the prompt), else a
     request for a variation. None where no offered model edits."""
     editors = edit_models(admission, services.offer.models)
     if not editors:
         return None
-    model = _default_model(services, editors)
+    model = default_edit_model(services, editors)
 
     async def vary_image(interaction: discord.Interaction, message: discord.Message) -> None:
         attachments = image_attachments(message)
@@ -117,7 +126,7 @@ def build_vary_menu(services: Services, admission: Admission) -> app_commands.Co
         )
 
         async def vary(chosen: discord.Interaction, attachment: discord.Attachment) -> None:
-            await run_edit(admission, chosen, request, [attachment])
+            await run_edit(admission, chosen, request, [attachment], command="Vary image")
 
         if len(attachments) == 1:
             await vary(interaction, attachments[0])

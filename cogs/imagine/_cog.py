@@ -1,8 +1,9 @@
-"""The /imagine cog: its command, admitted through the bot's shared admission.
+"""The /imagine cog: its command and the buttons under posted images, admitted through the bot's
+shared admission.
 
-Admission (limits, ledger, budgets, acknowledgement, the jobs and their drain) lives in
-:mod:`bot.admission`, shared with /edit; what happens to a request after that lives in
-``bot.generation`` (one object per request) and ``bot.posting``. Unloading the cog
+Admission (the server's settings, limits, ledger, budgets, acknowledgement, the jobs and their
+drain) lives in :mod:`bot.admission`, shared with /edit; what happens to a request after that
+lives in ``bot.generation`` (one object per request) and ``bot.posting``. Unloading the cog
 (``bot.close()``) drains.
 """
 
@@ -11,11 +12,15 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
+import discord
 from discord.ext import commands
 
 from bot.admission import Admission
+from bot.images import ImageRequest
+from bot.saved_requests import SavedRequests
 from bot.services import Services
 
+from ._buttons import ImageButtons
 from ._command import build_imagine_command
 
 if TYPE_CHECKING:
@@ -24,15 +29,23 @@ if TYPE_CHECKING:
 
 
 class ImagineCog(commands.Cog, name="Imagine"):
-    """The /imagine command; its requests are admitted and run by the bot's admission."""
+    """The /imagine command and the buttons under its images; their requests are admitted and
+    run by the bot's admission."""
 
     def __init__(self, bot: ImagineBot, services: Services, admission: Admission) -> None:
         self.bot = bot
+        self.services = services
         self.settings = services.settings
         self.admission = admission
-        self.queue = services.queue  # read by the benchmark
+        self.queue = services.queue  # read by the benchmarks
         self.processing = services.processing
-        self.command = build_imagine_command(services, admission.admit)
+        self.command = build_imagine_command(services, self.admit)
+        # The buttons under posted images; each press that makes images comes back to admit.
+        self.buttons = ImageButtons(self, SavedRequests(services.ledger))
+
+    async def admit(self, interaction: discord.Interaction, request: ImageRequest) -> None:
+        """An /imagine, or a button's new request: admitted, its images posted with buttons."""
+        await self.admission.admit(interaction, request, buttons=self.buttons.for_generation)
 
     @property
     def jobs(self) -> set[asyncio.Task[None]]:
@@ -52,3 +65,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
     async def cog_unload(self) -> None:
         await self.drain(self.settings.shutdown_grace_seconds)
         self.bot.tree.remove_command(self.command.name)
+
+    @commands.Cog.listener()
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        await self.buttons.on_interaction(interaction)  # an Edit prompt modal submitted

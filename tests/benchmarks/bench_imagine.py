@@ -14,7 +14,12 @@ Phases per N:
   the bot's own line for the service, how many waited for a processing slot;
 - capped (--cap N, off unless given): the upstream limit forced down, as a rate-limited
   service would force it; requests/s then follows the cap;
-- engine alone: the same requests through the image engine with no Discord in the process.
+- engine alone: the same requests through the image engine with no Discord in the process;
+- streaming (N = 50 unless --stream-n): the same requests with previews on (PARTIAL_IMAGES=2):
+  each answer is a stream of two partial images (as large as the image) and the image, spread
+  over --stream-latency (4 s: both previews can be shown, 1.5 s apart), and every preview is
+  made into a 512-pixel JPEG off the loop and edited into the reply, within the edit budget.
+  The other phases run with previews off, as before streaming existed.
 
 simcord's fake CDN keeps a digest of each upload instead of its bytes, so the process's memory
 is the bot's, not the fake Discord's archive of every image posted.
@@ -41,6 +46,7 @@ import aiohttp
 import discord
 import simcord
 import simcord._dpy_internals as simcord_internals
+from aiohttp import web
 from PIL import Image
 from simcord.backend.cdn import CdnStore
 
@@ -49,7 +55,7 @@ from bot.images import ImageRequest, ProcessingSlots
 from bot.services import make_client
 from tests.cogs.conftest import RECOMMENDED_SHARDS, make_settings
 from tests.cogs.support import upload_limit
-from tests.fakes.images_api import FakeImagesAPI, incompressible_png, json_response
+from tests.fakes.images_api import FakeImagesAPI, incompressible_png
 
 UPLOAD_LIMIT = 10 * 1024 * 1024  # a server without boosts
 FOUR_K = (3840, 2160)
@@ -81,7 +87,7 @@ class BenchImagesAPI(FakeImagesAPI):
         super().__init__(api_key="bench-key", latency=latency)
         self._standard = standard
         self._large = large
-        self._answers: dict[str, bytes] = {}
+        self._answers: dict[str, tuple[bytes, str]] = {}
 
     def _image(self, width: int, height: int, fmt: str, shade: int) -> bytes:
         return self._large if (width, height) == FOUR_K else self._standard
@@ -93,11 +99,13 @@ class BenchImagesAPI(FakeImagesAPI):
         if cached is None:
             response = super()._generate(body)
             self.served.clear()  # a long run must not keep every image it served
+            self.served_partials.clear()
             if response.status != 200:
                 return response
             assert isinstance(response.body, bytes)
-            cached = self._answers[key] = response.body
-        return json_response(200, cached)
+            cached = self._answers[key] = (response.body, response.content_type)
+        data, content_type = cached
+        return web.Response(status=200, body=data, content_type=content_type)
 
 
 def _serve(latency: float, standard: bytes, large: bytes, port_out: Any) -> None:
@@ -141,6 +149,7 @@ class Probe:
     acknowledged: dict[int, float] = field(default_factory=dict)
     delivered: dict[int, float] = field(default_factory=dict)
     uploaded_digests: dict[int, list[str]] = field(default_factory=dict)
+    previews: int = 0  # preview edits made
     worst_stall: float = 0.0
     peak_rss: int = 0
     peak_in_flight: int = 0
@@ -165,7 +174,10 @@ def instrumented(probe: Probe) -> Iterator[None]:
 
     async def edit(self: Any, **kwargs: Any) -> Any:
         message = await real_edit(self, **kwargs)
-        if kwargs.get("attachments"):
+        attachments = kwargs.get("attachments")
+        if attachments and attachments[0].filename.startswith("preview."):
+            probe.previews += 1
+        elif attachments:
             probe.delivered[self.user.id] = time.perf_counter()
         return message
 
@@ -271,10 +283,15 @@ def percentiles(values: list[float]) -> str:
 
 
 async def run_phase(
-    base_url: str, n: int, latency: float, cap: int | None = None, slots: int | None = None
+    base_url: str,
+    n: int,
+    latency: float,
+    cap: int | None = None,
+    slots: int | None = None,
+    partial_images: int = 0,
 ) -> dict[str, Any]:
     probe = Probe()
-    overrides: dict[str, Any] = {}
+    overrides: dict[str, Any] = {"partial_images": partial_images}
     if cap:
         overrides["max_concurrent_generations"] = cap
     if slots:
@@ -327,8 +344,13 @@ async def run_phase(
         probe.delivered[u] - probe.arrived[u] - latency for u in probe.delivered if u in large
     ]
     harness = [probe.arrived[u] - probe.dispatched[u] for u in probe.arrived]
+    budget = bot.services.edits
     return {
         "n": n,
+        "previews": probe.previews,
+        "edits_spent": budget.spent,
+        "edits_refused": budget.refused,
+        "partial_images": partial_images,
         "cap": settings.max_concurrent_generations,
         "slots": settings.processing_slot_count,
         "waited_upstream": cog.queue.waited,
@@ -365,6 +387,13 @@ def report(phase: str, figures: dict[str, Any]) -> None:
         f"simcord to bot {percentiles(figures['harness'])}"
     )
     print(f"  acknowledge (defer)  {percentiles(figures['acks'])}")
+    if figures["partial_images"]:
+        print(
+            f"  progress             {figures['previews']} previews shown of "
+            f"{figures['partial_images'] * figures['n']} partial images streamed; "
+            f"{figures['edits_spent']} progress edits paid for, "
+            f"{figures['edits_refused']} skipped for want of budget"
+        )
     print(
         f"  stages               {figures['waited_upstream']} waited in the bot's line for the "
         f"service (peak {figures['peak_in_flight']} in flight upstream); "
@@ -446,16 +475,29 @@ async def main_async(args: argparse.Namespace) -> None:
                     await run_phase(base_url, n, args.latency, cap=args.cap, slots=args.slots),
                 )
             await run_engine_phase(base_url, n, args.latency)
+    if args.stream_n:
+        with images_api_process(args.stream_latency, standard, large) as base_url:
+            await run_phase(base_url, 10, args.stream_latency, slots=args.slots, partial_images=2)
+            figures = await run_phase(
+                base_url, args.stream_n, args.stream_latency, slots=args.slots, partial_images=2
+            )
+            report("streaming, two previews each", figures)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--n", type=int, nargs="+", default=[50, 200])
+    parser.add_argument("--n", type=int, nargs="*", default=[50, 200])
     parser.add_argument("--latency", type=float, default=1.0, help="upstream latency L, seconds")
     parser.add_argument(
         "--cap", type=int, default=0, help="also run with MAX_CONCURRENT_GENERATIONS forced to this"
     )
     parser.add_argument("--slots", type=int, default=0, help="PROCESSING_SLOTS (0: the default)")
+    parser.add_argument(
+        "--stream-n", type=int, default=50, help="requests of the streaming run (0: none)"
+    )
+    parser.add_argument(
+        "--stream-latency", type=float, default=4.0, help="upstream latency of the streaming run"
+    )
     asyncio.run(main_async(parser.parse_args()))
 
 

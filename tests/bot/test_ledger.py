@@ -30,7 +30,7 @@ from bot.ledger import Ledger, Outcome
 from tests.bot.test_cli import run_cli
 from tests.cogs.conftest import make_settings
 from tests.conftest import API_KEY
-from tests.databases import ledger_rows
+from tests.databases import PostgresServer, ledger_rows
 
 LEDGER_COLUMNS = {
     "id", "requested_at", "settled_at", "guild_id", "channel_id", "member_id", "kind", "model",
@@ -244,3 +244,24 @@ async def test_a_request_that_gives_up_while_its_row_is_written_is_settled_as_ne
     (row,) = await ledger_rows(url)
     assert row["outcome"] == Outcome.CANCELLED.value
     assert Decimal(row["cost"]) == 0  # never sent: nothing counts against a budget
+
+
+async def test_a_bot_stopping_while_the_database_is_away_names_the_rows_left_pending(
+    postgres_server_of_its_own: PostgresServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = postgres_server_of_its_own.create_database()
+    await migrate_database(url)
+    book = Ledger(url)
+    await book.open()
+    row_id = await book.admitted(prepared(), member_id=DISCORD_ID, guild_id=None, channel_id=None)
+
+    postgres_server_of_its_own.stop()
+    with pytest.raises(Exception):  # noqa: B017, PT011 - whatever the driver raises
+        await book.settle(row_id, Outcome.DELIVERED, prepared(), images_returned=2)
+    assert book.unsettled == {row_id}
+    await book.close()
+
+    assert f"could not settle row(s) {row_id} before stopping" in caplog.text
+    postgres_server_of_its_own.start()
+    (row,) = await ledger_rows(url)
+    assert row["outcome"] == "pending"  # its estimate stays reserved: never an overspend

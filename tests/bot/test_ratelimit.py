@@ -122,3 +122,17 @@ def test_passwords_are_masked_in_every_shape_of_storage_uri() -> None:
         "redis+cluster://u:***@h1:7000,h2:7001"
     )
     assert masked_storage_uri("mongodb://h:27017/db") == "mongodb://h:27017/db"
+
+
+async def test_a_request_taken_back_frees_its_place_in_every_window() -> None:
+    limiter = UserRateLimiter(parse_many("10/hour;2/minute"))
+    assert await limiter.acquire("alice") is None
+    assert await limiter.acquire("alice") is None
+
+    await limiter.refund("alice")
+    await limiter.refund("bob")  # nothing counted: nothing to take back
+
+    hourly = parse_many("10/hour")[0]
+    assert (await limiter._limiter.get_window_stats(hourly, "alice")).remaining == 9
+    assert await limiter.acquire("alice") is None
+    assert await limiter.acquire("alice") is not None

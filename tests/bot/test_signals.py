@@ -58,7 +58,7 @@ class Refusing(MemoryStorage):
         raise ConnectionRefusedError(111, "Connection refused")
 
 bot.config._installed = lambda module: True
-bot.ratelimit.storage_from_string = lambda uri: Refusing()
+bot.ratelimit.storage_from_string = lambda uri, **options: Refusing()
 discord.http.Route.BASE = "http://127.0.0.1:9/api/v10"  # never the real Discord
 """
 STORE_AT_START_UP = (
@@ -297,6 +297,7 @@ async def test_sync_pushes_the_commands_and_exits_zero(tmp_path: Path) -> None:
 
     assert process.returncode == 0
     (commands,) = discord_api.synced  # forced, once, though nothing was synced before
-    assert [command["name"] for command in commands] == ["imagine", "edit", "Vary image"]
-    assert "synced 3 global command(s)" in log
+    names = [command["name"] for command in commands]
+    assert names == ["imagine", "edit", "usage", "imagine-settings", "Vary image"]
+    assert "synced 5 global command(s)" in log
     assert (tmp_path / "data" / "command_sync.json").is_file()  # the next start will not resync

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,7 @@ import pytest
 from bot.app import ImagineBot
 from bot.config import Settings
 from bot.images import ProcessingSlots
+from bot.progress import EditBudget
 from bot.queue import GenerationQueue
 from tests.conftest import API_KEY, DISCORD_TOKEN
 from tests.fakes.images_api import FakeImagesAPI
@@ -46,14 +48,17 @@ def settings(images_api: FakeImagesAPI, tmp_path: Path, bot_overrides: dict[str,
 
 class DeclaredQueueWaits:
     """How the bot's queue waits for a turn in tests: declared to simcord as intended, since
-    simcord cannot see that a request waits on the requests ahead of it."""
+    simcord cannot see that a request waits on the requests ahead of it. The progress shown
+    while an image is made waits for its next edit the same way: its timers then move only
+    with ``env.advance_time``."""
 
-    def __init__(self) -> None:
+    def __init__(self, reason: str = "waiting in the generation queue") -> None:
         self.env: Any = None  # the environment running the bot, once it runs
+        self.reason = reason
 
     async def __call__(self, turn: Awaitable[object]) -> None:
         assert self.env is not None, "the bot queued a request before simcord ran it"
-        await self.env.external_wait(turn, reason="waiting in the generation queue")
+        await self.env.external_wait(turn, reason=self.reason)
 
 
 @pytest.fixture
@@ -62,12 +67,19 @@ def queue_waits() -> DeclaredQueueWaits:
 
 
 @pytest.fixture
+def progress_waits() -> DeclaredQueueWaits:
+    return DeclaredQueueWaits("progress waiting for its next edit")
+
+
+@pytest.fixture
 async def simcord_bot(
-    settings: Settings, queue_waits: DeclaredQueueWaits
+    settings: Settings, queue_waits: DeclaredQueueWaits, progress_waits: DeclaredQueueWaits
 ) -> AsyncIterator[ImagineBot]:
     queue = GenerationQueue(settings.max_concurrent_generations, wait=queue_waits)
     processing = ProcessingSlots(settings.processing_slot_count, wait=queue_waits)
-    bot = ImagineBot(settings, queue=queue, processing=processing)
+    # simcord's clock: the loop's, which moves with env.advance_time.
+    edits = EditBudget(wait=progress_waits, clock=lambda: asyncio.get_running_loop().time())
+    bot = ImagineBot(settings, queue=queue, processing=processing, edits=edits)
     if bot.shard_count is None:
         bot.shard_count = RECOMMENDED_SHARDS
     yield bot
@@ -75,9 +87,11 @@ async def simcord_bot(
 
 
 @pytest.fixture
-def simcord_env(simcord_env: Any, queue_waits: DeclaredQueueWaits) -> Any:
-    """simcord's environment, with the queue's waits declared to it."""
-    queue_waits.env = simcord_env
+def simcord_env(
+    simcord_env: Any, queue_waits: DeclaredQueueWaits, progress_waits: DeclaredQueueWaits
+) -> Any:
+    """simcord's environment, with the queue's and the progress display's waits declared."""
+    queue_waits.env = progress_waits.env = simcord_env
     return simcord_env
 
 

@@ -1,7 +1,9 @@
-"""Budgets through /imagine: a member over budget is told so privately, before anything is spent."""
+"""Budgets through /imagine: a member over budget is told so privately, before anything is spent;
+on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import discord
@@ -10,11 +12,9 @@ import pytest
 from bot.budgets import Period
 from bot.images import ImageRequest, load_catalog, prepare_request
 from bot.images.pricing import estimate_cost
-from tests.cogs.support import private_reply
+from tests.cogs.support import declare_generation_waits, finish, private_reply
 from tests.databases import ledger_rows
 from tests.fakes.images_api import FakeImagesAPI
-
-pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 
 @pytest.fixture
@@ -76,3 +76,49 @@ async def test_a_request_the_safety_system_refuses_frees_its_reservation(
 
     assert len(again.response.attachments) == 1
     assert [row["outcome"] for row in await ledger_rows(database_url)] == ["refused", "delivered"]
+
+
+@pytest.mark.parametrize("budget", ["5 images/day"])
+async def test_twenty_simultaneous_requests_from_one_member_admit_exactly_the_budget(
+    simcord_env: Any,
+    channel: Any,
+    alice: Any,
+    images_api: FakeImagesAPI,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # simcord delivers interactions one at a time: each admission is held at the ledger until
+    # all twenty have arrived, then they race for the budget together, as twenty at once would.
+    # Each held request is acknowledged (as a slow ledger's is) without a second's wait.
+    monkeypatch.setattr("bot.admission.ADMISSION_BEFORE_ACKNOWLEDGING", 0.01)
+    ledger = simcord_env.bot.services.ledger
+    real_admitted = ledger.admitted
+    arrived = asyncio.Event()
+    waiting: list[None] = []
+
+    async def all_at_once(*args: Any, **kwargs: Any) -> int:
+        waiting.append(None)
+        if len(waiting) == 20:
+            arrived.set()
+        await simcord_env.external_wait(arrived.wait(), reason="the twenty admissions gather")
+        return int(await real_admitted(*args, **kwargs))
+
+    ledger.admitted = all_at_once
+    declare_generation_waits(simcord_env)
+    results = [
+        await alice.slash(channel, "imagine", prompt=f"cat {n}", model="dall-e-2")
+        for n in range(20)
+    ]
+    await finish(simcord_env, seconds=60)
+
+    delivered = [r for r in results if r.response is not None and r.response.attachments]
+    told = [
+        m.content
+        for r in results
+        for m in ([r.response] if r.response is not None else []) + list(r.followups)
+        if m.ephemeral and m.content.startswith("Your budget on this server is 5 images per day")
+    ]
+    assert (len(delivered), len(told)) == (5, 15)
+    assert len(images_api.generation_requests) == 5
+    rows = await ledger_rows(database_url)
+    assert [row["outcome"] for row in rows] == ["delivered"] * 5

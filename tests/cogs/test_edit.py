@@ -63,6 +63,8 @@ async def test_an_edit_posts_images_made_from_the_attachment(
     )
     assert form["user"] == form["safety_identifier"]
     assert str(alice.id) not in form["user"]
+    assert (form["stream"], form["partial_images"]) == ("true", "2")  # previews, as /imagine
+    assert images_api.served_partials  # streamed as image_edit.* events, read like /imagine's
     assert not images_api.generation_requests
 
 
@@ -243,6 +245,50 @@ async def test_vary_image_on_a_message_without_images_says_so(
     assert not images_api.edit_requests and not images_api.generation_requests
 
 
+async def test_vary_under_posted_images_edits_the_chosen_one_and_posts_the_result(
+    simcord_env: Any, channel: Any, alice: Any, bob: Any, images_api: FakeImagesAPI
+) -> None:
+    made = await alice.slash(
+        channel, "imagine", prompt="two foxes", count=2, model="gpt-image-1.5", quality="low"
+    )
+    buttons = [b["label"] for row in made.response.components for b in row["components"]]
+    assert buttons[-2:] == ["Vary 1", "Vary 2"]
+
+    varied = await bob.click(made.response, label="Vary 2")
+
+    (sent,) = images_api.edit_requests
+    form = sent.body
+    assert edit_form_problem(form) is None
+    assert [part.data for part in form["image"]] == [images_api.served[1]]
+    assert (form["prompt"], form["model"], form["quality"], form["n"]) == (
+        "two foxes",
+        "gpt-image-1.5",
+        "low",
+        "1",
+    )
+    asked = images_api.generation_requests[0].body
+    assert form["user"] != asked["user"]  # bob's pseudonym: the presser asks
+    assert str(bob.id) not in form["user"]
+    reply = varied.response
+    assert not reply.ephemeral and reply.id != made.response.id
+    assert await uploaded(reply) == images_api.served[2:]
+    assert reply.embeds[0].author.name == "bob edited"
+    assert len(await uploaded(made.response)) == 2  # the pressed message keeps its images
+
+
+@pytest.mark.parametrize("bot_overrides", [{"user_rate_limit": "1/minute"}])
+async def test_a_vary_press_over_the_pressers_limit_is_told_privately(
+    simcord_env: Any, channel: Any, alice: Any, images_api: FakeImagesAPI
+) -> None:
+    made = await alice.slash(channel, "imagine", prompt="a fox")
+    refused = await alice.click(made.response, label="Vary")
+    assert refused.response.ephemeral
+    assert refused.response.content.startswith(
+        "You have reached this server's limit of 1 image request per minute."
+    )
+    assert not images_api.edit_requests
+
+
 class TestTheLedger:
     @pytest.fixture
     def bot_overrides(self, database_url: str) -> dict[str, Any]:
@@ -258,6 +304,26 @@ class TestTheLedger:
             ("generate", "delivered"),
             ("edit", "delivered"),
         ]
+
+
+class TestBudgets:
+    @pytest.fixture
+    def bot_overrides(self, database_url: str) -> dict[str, Any]:
+        return {"database_url": database_url, "member_budget": "1 image/day"}
+
+    async def test_an_edit_over_the_members_budget_is_refused_privately_and_not_sent(
+        self, simcord_env: Any, channel: Any, alice: Any, images_api: FakeImagesAPI
+    ) -> None:
+        made = await alice.slash(channel, "imagine", prompt="a cat")
+        assert len(made.response.attachments) == 1
+        refused = await alice.slash(channel, "edit", image=("cat.png", png()), prompt="a hat")
+        varied = await alice.click(made.response, label="Vary")
+        for result in (refused, varied):
+            assert result.response.ephemeral
+            assert result.response.content.startswith(
+                "Your budget on this server is 1 image per day"
+            )
+        assert not images_api.edit_requests
 
 
 async def test_a_slow_download_is_acknowledged_then_refused_privately(

@@ -43,10 +43,12 @@ async def test_a_delivered_request_leaves_one_delivered_row(
     assert (row["model"], row["size"], row["quality"]) == ("gpt-image-1", "1024x1536", "low")
     assert (row["images_requested"], row["images_delivered"]) == (2, 2)
     assert str(row["request_id"]).startswith("req_")
+    # Streamed (two partial images each, 100 output tokens apiece): each image's completed
+    # event reports its usage; the prompt counts once, the output tokens add up.
     assert (row["input_text_tokens"], row["input_image_tokens"], row["output_tokens"]) == (
         50,
         0,
-        544,
+        2 * (272 + 2 * 100),
     )
     assert row["settled_at"] is not None
 

@@ -2,7 +2,9 @@
 
 It refuses what the real API refuses (wrong key, unknown model, a size or quality the model does
 not take, ``response_format`` on GPT image models, ``null`` values, unknown fields) with the real
-error shapes, and answers like the real one otherwise. Tests script faults with :meth:`push`.
+error shapes, and answers like the real one otherwise: with ``"stream": true``, Server-Sent
+Events (``partial_images`` partial images, then one completed event per image), paced over its
+``latency``. Tests script faults with :meth:`push` (see :func:`stream` for streamed ones).
 """
 
 from __future__ import annotations
@@ -68,6 +70,8 @@ GPT_ONLY_FIELDS = (
     "frame_count", "frame_duration_ms", "svg",
 )  # fmt: skip
 PROMPT_LIMIT = {"dall-e-2": 1000, "dall-e-3": 4000}
+EVENT_STREAM = "text/event-stream"
+NO_BUFFERING = {"Cache-Control": "no-cache"}
 
 # -- edits: the multipart form, checked against the OpenAPI spec's CreateImageEditRequest -------
 
@@ -252,8 +256,11 @@ class FakeImagesAPI:
     svg_access: bool = True
     requests: list[RecordedRequest] = field(default_factory=list)
     served: list[bytes] = field(default_factory=list)  # every image served, in order
+    served_partials: list[bytes] = field(default_factory=list)  # every partial image streamed
+    partial_bytes: bytes | None = None  # serve these bytes for every partial image
     script: deque[Handler] = field(default_factory=deque)
     base_url: str = ""
+    stream_pause: float = 0.0  # seconds between streamed events (when latency is 0)
     in_flight: int = 0  # generation requests being answered right now
     peak_in_flight: int = 0
     _runner: web.AppRunner | None = None
@@ -337,22 +344,38 @@ class FakeImagesAPI:
         refused = self._authorised(request)
         if refused is not None:
             return refused
-        return await self._answer(request, lambda: self._generate(body))
+        streamed = isinstance(body, dict) and body.get("stream") is True
+        return await self._answer(request, lambda: self._generate(body), streamed=streamed)
 
     async def _answer(
-        self, request: web.Request, answer: Callable[[], web.StreamResponse]
+        self, request: web.Request, answer: Callable[[], web.Response], *, streamed: bool
     ) -> web.StreamResponse:
-        """A scripted fault if one is queued, else ``answer()`` after the latency."""
+        """A scripted fault if one is queued, else ``answer()`` after the latency (a stream's
+        events spread over it)."""
         self.in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         try:
             if self.script:
                 return await self.script.popleft()(request)
-            if self.latency:
+            if self.latency and not streamed:
                 await asyncio.sleep(self.latency)
-            return answer()
+            response = answer()
+            if response.content_type != EVENT_STREAM:
+                if self.latency and streamed:
+                    await asyncio.sleep(self.latency)
+                return response
+            return await self._paced(request, response)
         finally:
             self.in_flight -= 1
+
+    async def _paced(self, request: web.Request, answer: web.Response) -> web.StreamResponse:
+        """Send a stream's events one by one, spread over the latency: the headers at once,
+        the last image at the end, as the real service streams."""
+        assert isinstance(answer.body, bytes)
+        events = [event + b"\n\n" for event in answer.body.split(b"\n\n") if event]
+        pause = self.latency / len(events) if self.latency else self.stream_pause
+        request_id = answer.headers.get("x-request-id", f"req_{next(self._ids)}")
+        return await stream(*events, pause=pause, headers={"x-request-id": request_id})(request)
 
     async def _edits(self, request: web.Request) -> web.StreamResponse:
         """``POST /images/edits``: a multipart form, checked against the spec, then answered
@@ -381,7 +404,8 @@ class FakeImagesAPI:
             return refused
         if request.content_type != "multipart/form-data":
             return self._invalid("The edits endpoint takes a multipart form.", None, "")
-        return await self._answer(request, lambda: self._edit(fields))
+        streamed = fields.get("stream") == "true"
+        return await self._answer(request, lambda: self._edit(fields), streamed=streamed)
 
     def _edit(self, fields: dict[str, Any]) -> web.Response:
         problem = edit_form_problem(fields)
@@ -409,7 +433,14 @@ class FakeImagesAPI:
         if "stream" in body:
             body["stream"] = body["stream"] == "true"
         body.setdefault("model", "gpt-image-1.5")
-        return self._generate(body)
+        answer = self._generate(body)
+        if answer.content_type == EVENT_STREAM and isinstance(answer.body, bytes):
+            # An edit's stream names its events image_edit.*, as the SDK's ImageEditStreamEvent.
+            for event in (b"partial_image", b"completed"):
+                answer.body = answer.body.replace(
+                    b'"image_generation.' + event + b'"', b'"image_edit.' + event + b'"'
+                )
+        return answer
 
     def _inputs_problem(
         self, model: str, images: list[FormFile], masks: list[FormFile] | None
@@ -556,7 +587,44 @@ class FakeImagesAPI:
             if size in STANDARD_GPT_SIZES - {"auto"}:  # the spec's enum knows only these
                 answer["size"] = size
         headers = {"x-request-id": f"req_{next(self._ids)}"}
+        if body.get("stream") is True:
+            return self._event_stream(body, answer, width, height, fmt, headers)
         return json_response(200, json.dumps(answer).encode(), headers)
+
+    def _event_stream(
+        self,
+        body: dict[str, Any],
+        answer: dict[str, Any],
+        width: int,
+        height: int,
+        fmt: str,
+        headers: dict[str, str],
+    ) -> web.Response:
+        """The answer as the stream the real service sends: for each image, its partial images
+        (rough renderings of it), then its completed event with that image's usage."""
+        partials = body.get("partial_images", 0)
+        common = {
+            "background": answer["background"],
+            "output_format": fmt,
+            "quality": answer["quality"],
+            "size": body.get("size", "auto"),
+        }
+        usage = {
+            "input_tokens": 50,
+            "output_tokens": 272 + 100 * partials,
+            "total_tokens": 322 + 100 * partials,
+            "input_tokens_details": {"text_tokens": 50, "image_tokens": 0},
+        }
+        events: list[bytes] = []
+        for item in answer["data"]:
+            for index in range(partials):
+                rough = self.partial_bytes or self._image(width, height, fmt, 20 + index)
+                self.served_partials.append(rough)
+                events.append(partial_event(rough, index, **common))
+            events.append(completed_event(item["b64_json"], usage=usage, **common))
+        return web.Response(
+            body=b"".join(events), content_type=EVENT_STREAM, headers=headers | NO_BUFFERING
+        )
 
     def _format_problem(self, body: dict[str, Any], fmt: str, n: int) -> web.Response | None:
         """The API's rules for GIF and SVG output, and the access they need."""
@@ -579,7 +647,7 @@ class FakeImagesAPI:
                     "output_format",
                 ),
             )
-        if "output_compression" in body or body.get("stream") or "partial_images" in body:
+        if "output_compression" in body or body.get("stream") or body.get("partial_images"):
             return self._invalid(
                 f"{fmt} output does not support compression or streaming.",
                 "output_format",
@@ -670,6 +738,86 @@ def reset_before_answer() -> Handler:
 def images_body(*images: bytes, **extra: Any) -> bytes:
     data = [{"b64_json": base64.b64encode(image).decode()} for image in images]
     return json.dumps({"created": int(time.time()), "data": data, **extra}).encode()
+
+
+# -- streams ------------------------------------------------------------------------------------
+
+
+def sse(document: dict[str, Any] | bytes, event: str | None = None) -> bytes:
+    """One Server-Sent Event: ``event:`` (the document's type unless given) and one data line."""
+    data = document if isinstance(document, bytes) else json.dumps(document).encode()
+    name = event or (document.get("type") if isinstance(document, dict) else None)
+    return (f"event: {name}\n".encode() if name else b"") + b"data: " + data + b"\n\n"
+
+
+def _event_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "background": "opaque",
+        "output_format": "png",
+        "quality": "medium",
+        "size": "1024x1024",
+        "created_at": int(time.time()),
+    } | fields
+
+
+def partial_event(image: bytes, index: int, **fields: Any) -> bytes:
+    """An ``image_generation.partial_image`` event, as the SDK's ImageGenPartialImageEvent."""
+    document = {
+        "type": "image_generation.partial_image",
+        "b64_json": base64.b64encode(image).decode(),
+        "partial_image_index": index,
+    }
+    return sse(document | _event_fields(fields))
+
+
+def completed_event(image: bytes | str, **fields: Any) -> bytes:
+    """An ``image_generation.completed`` event, as the SDK's ImageGenCompletedEvent."""
+    encoded = image if isinstance(image, str) else base64.b64encode(image).decode()
+    usage = {
+        "input_tokens": 50,
+        "output_tokens": 272,
+        "total_tokens": 322,
+        "input_tokens_details": {"text_tokens": 50, "image_tokens": 0},
+    }
+    document = {"type": "image_generation.completed", "b64_json": encoded, "usage": usage}
+    return sse(document | _event_fields(fields))
+
+
+def error_event(message: str, type_: str, code: str | None) -> bytes:
+    """An ``error`` event, with the body of an error answer (what the SDK raises on)."""
+    return sse(json.loads(error_body(message, type_, code)), event="error")
+
+
+def stream(
+    *chunks: bytes,
+    pause: float = 0.0,
+    content_type: str = EVENT_STREAM,
+    headers: dict[str, str] | None = None,
+    cut: bool = False,
+) -> Handler:
+    """Answer 200 with these bytes, chunk by chunk (``pause`` seconds apart), chunked; with
+    ``cut``, drop the connection after the last instead of ending the stream."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(
+            status=200, headers={"Content-Type": content_type} | NO_BUFFERING | (headers or {})
+        )
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for index, chunk in enumerate(chunks):
+            if index and pause:
+                await asyncio.sleep(pause)
+            await response.write(chunk)
+        if cut:
+            await asyncio.sleep(0.05)  # let the last chunk leave before the connection drops
+            transport = request.transport
+            if transport is not None:
+                transport.abort()
+            return response
+        await response.write_eof()
+        return response
+
+    return handler
 
 
 async def _serve(port: int, api_key: str) -> None:

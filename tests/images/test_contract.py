@@ -19,8 +19,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
-from openai.types import ImagesResponse
-from openai.types.image_generate_params import ImageGenerateParamsNonStreaming
+from openai.types import ImageGenStreamEvent, ImagesResponse
+from openai.types.image_generate_params import (
+    ImageGenerateParamsNonStreaming,
+    ImageGenerateParamsStreaming,
+)
 from openai.types.image_model import ImageModel
 from pydantic import TypeAdapter
 from referencing import Registry
@@ -45,6 +48,8 @@ def validator(schema_name: str) -> Draft202012Validator:
 
 
 SDK_REQUEST = TypeAdapter(ImageGenerateParamsNonStreaming)
+SDK_STREAMING_REQUEST = TypeAdapter(ImageGenerateParamsStreaming)
+SDK_STREAM_EVENT: TypeAdapter[Any] = TypeAdapter(ImageGenStreamEvent)
 SDK_FIELDS = (
     ImageGenerateParamsNonStreaming.__required_keys__
     | ImageGenerateParamsNonStreaming.__optional_keys__
@@ -61,7 +66,8 @@ def spec_knows(body: dict[str, Any]) -> bool:
 
 
 def assert_valid_request(body: dict[str, Any]) -> None:
-    SDK_REQUEST.validate_python(body, strict=True)
+    adapter = SDK_STREAMING_REQUEST if body.get("stream") else SDK_REQUEST
+    adapter.validate_python(body, strict=True)
     # TypedDicts and the schema leave unknown keys open; the real API does not.
     assert set(body) <= SDK_FIELDS
     assert None not in body.values()
@@ -121,6 +127,7 @@ def valid_requests(draw: st.DrawFn) -> ImageRequest:
     if "style" in spec.options and draw(st.booleans()):
         options["style"] = draw(st.sampled_from(["vivid", "natural"]))
     return ImageRequest(
+        partial_images=draw(st.integers(0, 3)),
         prompt=draw(st.text(min_size=1, max_size=200).filter(str.strip)),
         model=name,
         size=draw(st.none() | st.sampled_from(spec.sizes)),
@@ -195,3 +202,54 @@ def test_the_fakes_error_bodies_fit_the_spec() -> None:
     validator("ErrorResponse").validate(
         json.loads(error_body("bad", "invalid_request_error", None))
     )
+
+
+@pytest.mark.parametrize(
+    "req",
+    [
+        ImageRequest(prompt="otter", model="gpt-image-1.5", partial_images=1),
+        ImageRequest(prompt="otter", model="gpt-image-1-mini", count=2, partial_images=2),
+        ImageRequest(
+            prompt="otter", model="gpt-image-2.5-flare", quality="xhigh", size="1536x864",
+            output_format="webp", background="transparent", partial_images=3,
+        ),
+        ImageRequest(prompt="otter", model="gpt-image-2", output_format="jpeg", partial_images=2),
+    ],
+)  # fmt: skip
+async def test_the_fakes_streams_fit_the_sdks_event_types(
+    client: ImageClient, images_api: FakeImagesAPI, req: ImageRequest
+) -> None:
+    """Every event the fake streams is one of the SDK's ImageGenStreamEvent types, in the order
+    the API sends them: each image's partial images (indices from 0), then its completed event."""
+    import aiohttp
+
+    from bot.images.sse import SSEParser
+
+    prepared = client.prepare(req)
+    assert prepared.body["stream"] is True
+    assert_valid_request(prepared.body)
+    parser = SSEParser()
+    events = []
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            images_api.base_url + "/images/generations",
+            json=prepared.body,
+            headers={"Authorization": f"Bearer {images_api.api_key}"},
+        ) as response,
+    ):
+        assert response.status == 200
+        assert response.content_type == "text/event-stream"
+        async for chunk, _ in response.content.iter_chunks():
+            events += parser.feed(chunk)
+    events += parser.close()
+    kinds = []
+    for event in events:
+        document = json.loads(event.data)
+        parsed = SDK_STREAM_EVENT.validate_python(document, strict=True)
+        assert event.event == document["type"] == parsed.type
+        kinds.append(
+            parsed.partial_image_index if parsed.type.endswith("partial_image") else "completed"
+        )
+    one_image = [*range(req.partial_images), "completed"]
+    assert kinds == one_image * req.count

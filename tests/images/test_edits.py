@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
-from openai.types.image_edit_params import ImageEditParamsNonStreaming
+from openai.types.image_edit_params import ImageEditParamsNonStreaming, ImageEditParamsStreaming
 from PIL import Image
 from pydantic import ConfigDict, TypeAdapter, with_config
 
@@ -27,6 +27,7 @@ from bot.images.client import form_value
 from bot.images.edits import prepare_edit
 from bot.images.pricing import INPUT_IMAGE_TOKENS_BOUND, estimate_cost
 from tests.fakes.images_api import (
+    EDIT_INTEGERS,
     FakeImagesAPI,
     FormFile,
     api_error,
@@ -45,7 +46,13 @@ class SdkEditParams(ImageEditParamsNonStreaming, total=False):
     pass
 
 
+@with_config(ConfigDict(arbitrary_types_allowed=True))
+class SdkStreamingEditParams(ImageEditParamsStreaming, total=False):
+    pass
+
+
 SDK_EDIT = TypeAdapter(SdkEditParams)
+SDK_STREAMING_EDIT = TypeAdapter(SdkStreamingEditParams)
 
 
 def png(width: int = 64, height: int = 64, mode: str = "RGB", transparent: bool = False) -> bytes:
@@ -77,11 +84,14 @@ def assert_fits_the_contract(form: dict[str, Any]) -> None:
         if key in ("image", "image[]", "mask"):
             files = [part.data for part in value]
             as_params[key.removesuffix("[]")] = files if key == "image[]" else files[0]
-        elif key in ("n", "output_compression", "frame_count", "frame_duration_ms"):
+        elif key in EDIT_INTEGERS:
             as_params[key] = int(value)
+        elif key == "stream":
+            as_params[key] = value == "true"
         else:
             as_params[key] = value
-    SDK_EDIT.validate_python(as_params, strict=True)
+    sdk = SDK_STREAMING_EDIT if as_params.get("stream") else SDK_EDIT
+    sdk.validate_python(as_params, strict=True)
 
 
 # -- what is sent -------------------------------------------------------------------------------

@@ -1,0 +1,189 @@
+"""What a posted set of images was made from, kept so that the buttons under it work after a
+restart and after any number of messages.
+
+A button's ``custom_id`` holds 100 characters and a prompt up to 32000, so the request is a row
+of ``generation_state`` in the bot's database (the ledger's engine, SQLite or PostgreSQL) and
+the button carries the row's id. The row holds what the member asked for, resolved (size and
+quality as sent), never the pseudonym: each press is sent with the presser's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import json
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import insert, select
+
+from bot.db.schema import generation_state
+from bot.images import ImageRequest, PreparedRequest
+from bot.ledger import Ledger
+
+# The optional fields a request may carry (the rest of ImageRequest is named columns).
+_OPTION_FIELDS = frozenset(field.name for field in dataclasses.fields(ImageRequest)) - {
+    "prompt",
+    "model",
+    "size",
+    "quality",
+    "count",
+    "user",
+}
+
+
+# Prompt characters of recent requests kept in memory (a few megabytes; 250 prompts of the
+# longest, thousands of typical ones).
+REMEMBERED_CHARS = 8_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class SavedRequest:
+    """A request as it was asked, read back from the database."""
+
+    key: int
+    member_id: int  # who asked
+    guild_id: int | None
+    channel_id: int | None
+    prompt: str
+    model: str
+    size: str
+    quality: str
+    count: int
+    options: dict[str, Any]
+
+    def request(
+        self, *, user: str, prompt: str | None = None, size: str | None = None
+    ) -> ImageRequest:
+        """The same request again, for the member whose pseudonym is ``user``, with a new
+        prompt or size where given."""
+        options = {name: value for name, value in self.options.items() if name in _OPTION_FIELDS}
+        return ImageRequest(
+            prompt=self.prompt if prompt is None else prompt,
+            model=self.model,
+            size=size or self.size,
+            quality=self.quality,
+            count=self.count,
+            user=user,
+            **options,
+        )
+
+
+class SavedRequests:
+    """The ``generation_state`` table, through the ledger's engine (opened and closed by it).
+
+    The requests this process saved most recently are also kept in memory: presses come mostly
+    soon after the images are posted, and a press then needs no database read (a read costs
+    milliseconds of threads and locks under load, and a press has 3 seconds to be answered).
+    A key is never reused, so what is kept never goes stale.
+
+    Saves are written together: those that arrive while one transaction holds the database's
+    write turn go in the next one, so a burst of requests costs a few commits, not one each,
+    and the ledger's admissions, which share the turn, wait less.
+    """
+
+    def __init__(self, ledger: Ledger, *, remembered_chars: int = REMEMBERED_CHARS) -> None:
+        self.ledger = ledger
+        self._recent: OrderedDict[int, SavedRequest] = OrderedDict()
+        self._recent_chars = 0
+        self._remembered_chars = remembered_chars
+        self._waiting: list[tuple[dict[str, Any], asyncio.Future[int]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    def _remember(self, saved: SavedRequest) -> None:
+        if saved.key in self._recent:
+            self._recent.move_to_end(saved.key)
+            return
+        self._recent[saved.key] = saved
+        self._recent_chars += len(saved.prompt)
+        while self._recent_chars > self._remembered_chars:
+            _, oldest = self._recent.popitem(last=False)
+            self._recent_chars -= len(oldest.prompt)
+
+    async def save(
+        self,
+        prepared: PreparedRequest,
+        *,
+        member_id: int,
+        guild_id: int | None,
+        channel_id: int | None,
+    ) -> int:
+        """Keep ``prepared`` as asked by ``member_id``; return its key."""
+        row = {
+            "created_at": dt.datetime.now(dt.UTC),
+            "guild_id": guild_id,
+            "channel_id": channel_id,
+            "member_id": member_id,
+            "model": prepared.model,
+            "prompt": prepared.prompt,
+            "size": prepared.size,
+            "quality": prepared.quality,
+            "image_count": prepared.count,
+            "options": json.dumps(prepared.options, sort_keys=True),
+        }
+        written: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._waiting.append((row, written))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write(), name="saved-requests-writer")
+        key = await written
+        self._remember(_saved({**row, "id": key}))
+        return key
+
+    async def _write(self) -> None:
+        """Write the waiting saves, a transaction at a time, until none wait."""
+        while self._waiting:
+            batch, self._waiting = self._waiting, []
+            try:
+                keys = []
+                async with self.ledger.write_turn(), self.ledger.engine.begin() as connection:
+                    for row, _ in batch:
+                        inserted = await connection.execute(
+                            insert(generation_state).values(row).returning(generation_state.c.id)
+                        )
+                        keys.append(int(inserted.scalar_one()))
+            except Exception as exc:
+                for _, written in batch:
+                    if not written.done():
+                        written.set_exception(exc)
+                continue
+            for (_, written), key in zip(batch, keys, strict=True):
+                if not written.done():  # its generation may have ended meanwhile
+                    written.set_result(key)
+
+    async def load(self, key: int) -> SavedRequest | None:
+        """The request kept under ``key``; None when there is none."""
+        recent = self._recent.get(key)
+        if recent is not None:
+            self._recent.move_to_end(key)
+            return recent
+        async with self.ledger.engine.connect() as connection:
+            row = (
+                await connection.execute(
+                    select(generation_state).where(generation_state.c.id == key)
+                )
+            ).one_or_none()
+        if row is None:
+            return None
+        saved = _saved(row._mapping)
+        self._remember(saved)
+        return saved
+
+
+def _saved(row: Mapping[Any, Any]) -> SavedRequest:
+    """A row of ``generation_state`` as a request (its options parsed anew: never shared)."""
+    options = json.loads(row["options"])
+    return SavedRequest(
+        key=int(row["id"]),
+        member_id=int(row["member_id"]),
+        guild_id=row["guild_id"],
+        channel_id=row["channel_id"],
+        prompt=row["prompt"],
+        model=row["model"],
+        size=row["size"],
+        quality=row["quality"],
+        count=int(row["image_count"]),
+        options=options if isinstance(options, dict) else {},
+    )

@@ -1,0 +1,375 @@
+"""Server settings: what a server's managers choose with /imagine-settings, over the operator's
+defaults from the environment.
+
+A setting left at its default has no row in ``server_settings``; a change writes the row and one
+row of ``settings_changes`` (who, when, the old and new value) in one transaction, so that the
+record cannot miss a change. Values are stored as the normalised text a manager could type again.
+
+Several bot processes may share the database (PostgreSQL): each keeps a server's settings for
+:data:`CACHE_SECONDS` and reads them again after that, so a change made through one process is
+seen by every other within that time, and by the process that made it at once.
+
+Decisions: a server's budget replaces the operator's default of the same scope (``none`` lifts
+it for that server; a reset brings the default back). The most images per request may only be
+lowered below the operator's ``MAX_IMAGES_PER_REQUEST``. A stored value that the operator's
+configuration no longer allows (a model no longer offered) is ignored where it is used, not
+deleted: it comes back into force if the configuration does.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bot.budgets import BUDGET_ACCEPTS, Budget, parse_budgets
+from bot.db import BEGIN_IMMEDIATE
+from bot.db.schema import server_settings, settings_changes
+from bot.images import ModelSpec
+
+CACHE_SECONDS = 5.0  # how long another process may act on a server's settings before a change
+NO_BUDGET = "none"
+
+
+class Setting(StrEnum):
+    MODELS = "models"
+    DEFAULT_MODEL = "default-model"
+    DEFAULT_QUALITY = "default-quality"
+    MAX_IMAGES = "max-images"
+    MEMBER_BUDGET = "member-budget"
+    SERVER_BUDGET = "server-budget"
+    CHANNELS = "channels"
+    PREVIEWS = "previews"
+
+
+DESCRIPTIONS = {
+    Setting.MODELS: "the models members may choose",
+    Setting.DEFAULT_MODEL: "the model used when a member picks none",
+    Setting.DEFAULT_QUALITY: "the quality used when a member picks none",
+    Setting.MAX_IMAGES: "the most images one request may ask for",
+    Setting.MEMBER_BUDGET: "each member's budget on this server",
+    Setting.SERVER_BUDGET: "this server's budget as a whole",
+    Setting.CHANNELS: "the channels where /imagine works",
+    Setting.PREVIEWS: "whether partial previews are shown while an image is drawn",
+}
+
+
+class SettingRefused(ValueError):
+    """A value that is not accepted; the message is the sentence for the manager."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    """One server's choices; None: the operator's default."""
+
+    values: Mapping[str, str] = field(default_factory=dict)  # as stored, by setting name
+
+    def raw(self, setting: Setting) -> str | None:
+        return self.values.get(setting.value)
+
+    @property
+    def allowed_models(self) -> tuple[str, ...] | None:
+        raw = self.raw(Setting.MODELS)
+        return tuple(raw.split(",")) if raw else None
+
+    @property
+    def default_model(self) -> str | None:
+        return self.raw(Setting.DEFAULT_MODEL)
+
+    @property
+    def default_quality(self) -> str | None:
+        return self.raw(Setting.DEFAULT_QUALITY)
+
+    @property
+    def max_images(self) -> int | None:
+        raw = self.raw(Setting.MAX_IMAGES)
+        return int(raw) if raw and raw.isdigit() else None
+
+    @property
+    def member_budget(self) -> tuple[Budget, ...] | None:
+        return _budgets(self.raw(Setting.MEMBER_BUDGET))
+
+    @property
+    def server_budget(self) -> tuple[Budget, ...] | None:
+        return _budgets(self.raw(Setting.SERVER_BUDGET))
+
+    @property
+    def channels(self) -> tuple[int, ...] | None:
+        raw = self.raw(Setting.CHANNELS)
+        return tuple(int(part) for part in raw.split(",")) if raw else None
+
+    @property
+    def partial_previews(self) -> bool | None:
+        """Stored for the streaming previews, which read it; None: the bot's default."""
+        raw = self.raw(Setting.PREVIEWS)
+        return None if raw is None else raw == "on"
+
+
+def _budgets(raw: str | None) -> tuple[Budget, ...] | None:
+    if raw is None:
+        return None
+    try:
+        return () if raw == NO_BUDGET else parse_budgets(raw)
+    except ValueError:  # stored by an older version in a notation no longer read: the default
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """What the operator's configuration lets a server choose."""
+
+    offered: tuple[str, ...]  # the models the bot offers, its default first
+    default_model: str
+    catalog: Mapping[str, ModelSpec]
+    max_images: int  # MAX_IMAGES_PER_REQUEST
+    default_member_budget: tuple[Budget, ...] = ()
+    default_server_budget: tuple[Budget, ...] = ()
+
+    # -- what is in force ----------------------------------------------------------------------
+
+    def allowed(self, chosen: ServerSettings) -> tuple[str, ...]:
+        """The models members of this server may choose (never none)."""
+        allowed = chosen.allowed_models
+        if allowed is None:
+            return self.offered
+        kept = tuple(name for name in allowed if name in self.offered)
+        return kept or self.offered
+
+    def default(self, chosen: ServerSettings) -> str:
+        allowed = self.allowed(chosen)
+        for name in (chosen.default_model, self.default_model):
+            if name in allowed:
+                return str(name)
+        return allowed[0]
+
+    def cap(self, chosen: ServerSettings) -> int:
+        value = chosen.max_images
+        return self.max_images if value is None else min(value, self.max_images)
+
+    def member_budget(self, chosen: ServerSettings) -> tuple[Budget, ...]:
+        value = chosen.member_budget
+        return self.default_member_budget if value is None else value
+
+    def server_budget(self, chosen: ServerSettings) -> tuple[Budget, ...]:
+        value = chosen.server_budget
+        return self.default_server_budget if value is None else value
+
+    def qualities(self, chosen: ServerSettings) -> tuple[str, ...]:
+        """The qualities some allowed model takes, in the catalog's order."""
+        names = (q for name in self.allowed(chosen) for q in self.catalog[name].qualities)
+        return tuple(dict.fromkeys(names))
+
+    # -- reading what a manager typed ----------------------------------------------------------
+
+    def parse(
+        self,
+        setting: Setting,
+        text: str,
+        chosen: ServerSettings,
+        channel_exists: Callable[[int], bool] = lambda _id: True,
+    ) -> str:
+        """The value to store for ``text``; :class:`SettingRefused` naming what is accepted."""
+        text = text.strip()
+        if setting is Setting.MODELS:
+            names = _words(text)
+            unknown = [name for name in names if name not in self.offered]
+            if not names or unknown:
+                raise SettingRefused(
+                    f"{setting.value} must be one or more of the models this bot offers, "
+                    f"separated by commas: {', '.join(self.offered)}."
+                )
+            return ",".join(dict.fromkeys(names))
+        if setting is Setting.DEFAULT_MODEL:
+            allowed = self.allowed(chosen)
+            if text not in allowed:
+                raise SettingRefused(
+                    f"{setting.value} must be one of the models this server allows: "
+                    f"{', '.join(allowed)}."
+                )
+            return text
+        if setting is Setting.DEFAULT_QUALITY:
+            qualities = self.qualities(chosen)
+            if text.lower() not in qualities:
+                raise SettingRefused(
+                    f"{setting.value} must be one of the qualities the allowed models take: "
+                    f"{', '.join(qualities)}."
+                )
+            return text.lower()
+        if setting is Setting.MAX_IMAGES:
+            if not text.isdigit() or not 1 <= int(text) <= self.max_images:
+                raise SettingRefused(
+                    f"{setting.value} must be a whole number from 1 to {self.max_images} "
+                    f"(the most this bot allows)."
+                )
+            return str(int(text))
+        if setting in (Setting.MEMBER_BUDGET, Setting.SERVER_BUDGET):
+            if text.lower() == NO_BUDGET:
+                return NO_BUDGET
+            try:
+                budgets = parse_budgets(text)
+            except ValueError as exc:
+                raise SettingRefused(
+                    f"{setting.value} must be {BUDGET_ACCEPTS}, or {NO_BUDGET} for no budget "
+                    f"({exc})."
+                ) from None
+            if not budgets:
+                raise SettingRefused(
+                    f"{setting.value} must be {BUDGET_ACCEPTS}, or {NO_BUDGET} for no budget."
+                )
+            return ";".join(str(budget) for budget in budgets)
+        if setting is Setting.CHANNELS:
+            found = [re.fullmatch(r"<#(\d{1,20})>|(\d{1,20})", word) for word in _words(text)]
+            ids = [int(match[1] or match[2]) for match in found if match]
+            known = all(channel_exists(channel) for channel in ids)
+            if not ids or len(ids) < len(found) or not known:
+                raise SettingRefused(
+                    f"{setting.value} must be one or more channels of this server, mentioned "
+                    f"with # (such as #general #art)."
+                )
+            return ",".join(str(channel) for channel in dict.fromkeys(ids))
+        if setting is Setting.PREVIEWS:
+            if text.lower() not in ("on", "off", "true", "false"):
+                raise SettingRefused(f"{setting.value} must be on or off.")
+            return "on" if text.lower() in ("on", "true") else "off"
+        raise SettingRefused(f"{setting.value} is not a setting.")  # every member is handled
+
+
+def _words(text: str) -> list[str]:
+    return [word for word in re.split(r"[\s,;]+", text) if word]
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One row of the settings' record."""
+
+    name: str
+    old_value: str | None
+    new_value: str | None
+    changed_at: dt.datetime
+    changed_by: int
+
+
+class SettingsStore:
+    """Reads and changes servers' settings in the bot's database, with a short cache."""
+
+    def __init__(
+        self,
+        engine: Callable[[], AsyncEngine],
+        *,
+        cache_seconds: float = CACHE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._engine = engine  # the ledger's: one pool for the bot's database
+        self._cache_seconds = cache_seconds
+        self._clock = clock
+        self._cache: dict[int, tuple[float, ServerSettings]] = {}
+
+    async def get(self, guild_id: int | None) -> ServerSettings:
+        """The server's settings, at most ``cache_seconds`` old; a direct message has none."""
+        if guild_id is None:
+            return ServerSettings()
+        cached = self._cache.get(guild_id)
+        if cached is not None and cached[0] > self._clock():
+            return cached[1]
+        query = select(server_settings.c.name, server_settings.c.value).where(
+            server_settings.c.guild_id == guild_id
+        )
+        async with self._engine().connect() as connection:
+            rows = (await connection.execute(query)).all()
+        chosen = ServerSettings({str(name): str(value) for name, value in rows})
+        self._cache[guild_id] = (self._clock() + self._cache_seconds, chosen)
+        return chosen
+
+    async def change(
+        self, guild_id: int, setting: Setting, value: str | None, *, by: int
+    ) -> str | None:
+        """Set ``setting`` to ``value`` (None: back to the default) and record who did it and
+        when; return the value it had (None: the default)."""
+        now = dt.datetime.now(dt.UTC)
+        key = (server_settings.c.guild_id == guild_id) & (server_settings.c.name == setting.value)
+        async with self._engine().connect() as connection:
+            if connection.dialect.name == "sqlite":
+                await connection.execution_options(**{BEGIN_IMMEDIATE: True})
+            async with connection.begin():
+                # PostgreSQL: one change of a setting at a time (SQLite: BEGIN IMMEDIATE).
+                old = await connection.scalar(
+                    select(server_settings.c.value).where(key).with_for_update()
+                )
+                if value is None:
+                    await connection.execute(delete(server_settings).where(key))
+                elif old is None:
+                    await connection.execute(
+                        insert(server_settings).values(
+                            guild_id=guild_id, name=setting.value, value=value,
+                            changed_at=now, changed_by=by,
+                        )
+                    )  # fmt: skip
+                else:
+                    await connection.execute(
+                        update(server_settings)
+                        .where(key)
+                        .values(value=value, changed_at=now, changed_by=by)
+                    )
+                await connection.execute(
+                    insert(settings_changes).values(
+                        guild_id=guild_id, name=setting.value, old_value=old, new_value=value,
+                        changed_at=now, changed_by=by,
+                    )
+                )  # fmt: skip
+        self._cache.pop(guild_id, None)  # this process sees its own change at once
+        return None if old is None else str(old)
+
+    async def last_changes(self, guild_id: int) -> dict[str, Change]:
+        """The latest change of each setting that has one."""
+        query = (
+            select(settings_changes)
+            .where(settings_changes.c.guild_id == guild_id)
+            .order_by(settings_changes.c.id)
+        )
+        async with self._engine().connect() as connection:
+            rows = (await connection.execute(query)).all()
+        latest: dict[str, Change] = {}
+        for row in rows:
+            latest[row.name] = Change(
+                row.name, row.old_value, row.new_value, _utc(row.changed_at), int(row.changed_by)
+            )
+        return latest
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    # SQLite hands back what was stored, in UTC, without its zone.
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+def describe(setting: Setting, raw: str | None, rules: Rules, chosen: ServerSettings) -> str:
+    """How ``show`` says a setting: its value, or the default in force."""
+    if setting is Setting.MODELS:
+        return ", ".join(rules.allowed(chosen))
+    if setting is Setting.DEFAULT_MODEL:
+        return rules.default(chosen)
+    if setting is Setting.DEFAULT_QUALITY:
+        return raw or "each model's own"
+    if setting is Setting.MAX_IMAGES:
+        return str(rules.cap(chosen))
+    if setting in (Setting.MEMBER_BUDGET, Setting.SERVER_BUDGET):
+        budgets = (
+            rules.member_budget(chosen)
+            if setting is Setting.MEMBER_BUDGET
+            else rules.server_budget(chosen)
+        )
+        return ";".join(str(budget) for budget in budgets) or "no budget"
+    if setting is Setting.CHANNELS:
+        return " ".join(f"<#{channel}>" for channel in chosen.channels or ()) or "every channel"
+    if setting is Setting.PREVIEWS:
+        return {None: "the bot's default", True: "on", False: "off"}[chosen.partial_previews]
+    return raw or "default"
+
+
+def mentioned_channels(ids: Iterable[int]) -> str:
+    return ", ".join(f"<#{channel}>" for channel in ids)

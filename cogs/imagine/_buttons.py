@@ -1,0 +1,370 @@
+"""The buttons under every posted set of images: Reroll, Edit prompt, Larger, Delete (and Vary,
+once it has a handler).
+
+They keep working after a restart and after any number of messages: each is a discord.py
+``DynamicItem`` whose ``custom_id`` names an action and the key of the request in the bot's
+database (:mod:`bot.saved_requests`), registered at start by the extension's ``setup``. The
+Edit prompt modal is answered the same way: its submission is read from the interaction by
+``custom_id``, not by a modal object that a restart would forget.
+
+Every press that makes images is a new request from the presser: it goes through the /imagine
+admission (``ImagineCog.admit``: validation, the presser's limits and budgets, the
+acknowledgement) with the presser's pseudonym, and every refusal or failure is private.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, cast
+
+import discord
+from discord.ext import commands
+
+from bot.generation import Generation
+from bot.images.larger import larger_size
+from bot.replies import DISCORD_FAILURES, Replies
+from bot.saved_requests import SavedRequest, SavedRequests
+
+if TYPE_CHECKING:
+    from ._cog import ImagineCog
+
+log = logging.getLogger(__name__)
+
+# imagine:<action>:<key>[:<argument>]: Delete carries the asker's id (so it needs no database),
+# Vary the index of the image it varies (0-based). At most 6 + 6 + 20 + 20 characters, far
+# inside Discord's 100.
+BUTTON_ID = re.compile(
+    r"imagine:(?P<action>reroll|edit|larger|delete|vary):(?P<key>[0-9]{1,19})"
+    r"(?::(?P<argument>[0-9]{1,20}))?"
+)
+MODAL_ID = re.compile(r"imagine:prompt:(?P<key>[0-9]{1,19})")
+PROMPT_INPUT = "prompt"
+TEXT_INPUT_MAX = 4000  # Discord's longest text input value (a prompt may be 32000)
+BUTTONS_PER_ROW = 5
+LOAD_TIMEOUT = 1.0  # seconds to read a request back: a press wants an answer within 3
+MODAL_TIMEOUT = 900.0  # seconds a modal object is kept (its submission is read by custom_id)
+
+GONE = "The bot no longer has the request behind these buttons. Please use /imagine."
+UNREADABLE = "The bot cannot read this request right now. Please try again soon."
+NOT_YOURS = (
+    "Only the member who asked for these images, or someone allowed to manage messages here, "
+    "can delete them."
+)
+NOT_DELETED = "Discord did not let the bot delete these images. Please try again."
+NO_VARY = "Varying an image is not available yet."
+NO_SUCH_IMAGE = "That image is no longer in this message."
+UNEXPECTED = "Something went wrong with that button. Please try again."
+RESTARTING = "The bot is restarting. Please try again in a minute."  # as /imagine says
+
+
+class Action(StrEnum):
+    REROLL = "reroll"
+    EDIT = "edit"
+    LARGER = "larger"
+    DELETE = "delete"
+    VARY = "vary"
+
+
+# What a button looks like; Larger's label also names the size it asks for.
+LOOKS: Mapping[Action, tuple[str, str, discord.ButtonStyle]] = {
+    Action.REROLL: ("🔁", "Reroll", discord.ButtonStyle.primary),
+    Action.EDIT: ("✏️", "Edit prompt", discord.ButtonStyle.secondary),
+    Action.LARGER: ("🔍", "Larger", discord.ButtonStyle.secondary),
+    Action.DELETE: ("🗑️", "Delete", discord.ButtonStyle.danger),
+    Action.VARY: ("🎨", "Vary", discord.ButtonStyle.secondary),
+}
+
+# The hook for Vary: called with the press, the request the images came from, and the posted
+# image to vary (read back from the message: the bot stores no image files). It is a new request
+# from the presser and owns its answer, as ImagineCog.admit does.
+VaryHandler = Callable[[discord.Interaction, SavedRequest, discord.Attachment], Awaitable[None]]
+
+
+def button_id(action: Action, key: int, argument: int | None = None) -> str:
+    custom_id = f"imagine:{action.value}:{key}"
+    return custom_id if argument is None else f"{custom_id}:{argument}"
+
+
+class ImageButton(discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], template=BUTTON_ID):
+    """One button under a set of images; what it does is in :class:`ImageButtons`."""
+
+    def __init__(
+        self, action: Action, key: int, argument: int | None = None, *, label: str | None = None
+    ) -> None:
+        emoji, default_label, style = LOOKS[action]
+        super().__init__(
+            discord.ui.Button(
+                style=style,
+                emoji=emoji,
+                label=label or default_label,
+                custom_id=button_id(action, key, argument),
+            )
+        )
+        self.action = action
+        self.key = key
+        self.argument = argument
+
+    @classmethod
+    async def from_custom_id(
+        cls,
+        interaction: discord.Interaction,
+        item: discord.ui.Item[Any],
+        match: re.Match[str],
+        /,
+    ) -> ImageButton:
+        argument = match["argument"]
+        return cls(
+            Action(match["action"]),
+            int(match["key"]),
+            int(argument) if argument is not None else None,
+            label=getattr(item, "label", None),
+        )
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        buttons = buttons_of(interaction.client)
+        try:
+            if self.action is Action.DELETE:  # needs nothing but the press: works while draining
+                await delete_images(interaction, asker=self.argument)
+            elif buttons is None:  # the cog is gone: the bot is shutting down
+                await Replies(interaction).answer(RESTARTING)
+            else:
+                await buttons.pressed(interaction, self)
+        except Exception:
+            log.exception("a %s button failed", self.action.value)
+            await _tell_unexpected(interaction)
+
+
+def buttons_of(client: discord.Client) -> ImageButtons | None:
+    """The bot's :class:`ImageButtons` (its /imagine cog's), where pressed buttons find it; None
+    once the cog is unloaded (it drains before the buttons are unregistered)."""
+    cog = cast(commands.Bot, client).get_cog("Imagine")
+    return None if cog is None else cast("ImagineCog", cog).buttons
+
+
+class PromptModal(discord.ui.Modal):
+    """Edit prompt: the prompt, prefilled, to change and send again.
+
+    Its submission is handled by :meth:`ImageButtons.on_interaction`, found by ``custom_id``,
+    so that a modal still open when the bot restarts is answered too; this object only draws it.
+    """
+
+    def __init__(self, saved: SavedRequest) -> None:
+        super().__init__(
+            title="Edit the prompt",
+            custom_id=f"imagine:prompt:{saved.key}",
+            timeout=MODAL_TIMEOUT,
+        )
+        longer = len(saved.prompt) > TEXT_INPUT_MAX
+        self.prompt: discord.ui.TextInput[PromptModal] = discord.ui.TextInput(
+            custom_id=PROMPT_INPUT,
+            style=discord.TextStyle.paragraph,
+            default=saved.prompt[:TEXT_INPUT_MAX],
+            max_length=TEXT_INPUT_MAX,
+            required=True,
+        )
+        self.add_item(
+            discord.ui.Label(
+                text="Prompt",
+                description=(
+                    f"Only the first {TEXT_INPUT_MAX:,} characters of the prompt fit here."
+                    if longer
+                    else f"{saved.model}, {saved.size}, quality {saved.quality}"
+                ),
+                component=self.prompt,
+            )
+        )
+
+
+def _submitted_values(components: Any) -> Iterator[tuple[str, str]]:
+    """(custom_id, value) of every text input in a modal submission, however it is nested
+    (in action rows, or in labels)."""
+    if not isinstance(components, list):
+        return
+    for component in components:
+        if not isinstance(component, dict):
+            continue
+        if isinstance(component.get("value"), str) and isinstance(component.get("custom_id"), str):
+            yield component["custom_id"], component["value"]
+        yield from _submitted_values(component.get("components"))
+        yield from _submitted_values([component.get("component")])
+
+
+class ImageButtons:
+    """What the buttons do, for the /imagine cog whose admission every new request goes through."""
+
+    def __init__(self, cog: ImagineCog, saved: SavedRequests) -> None:
+        self.cog = cog
+        self.saved = saved
+        # Set by whoever wires /images/edits: Vary buttons are shown only once it is.
+        self.vary: VaryHandler | None = None
+
+    # -- under the images ------------------------------------------------------------------------
+
+    async def for_generation(self, generation: Generation) -> discord.ui.View | None:
+        """Save the request and make its buttons (bot.generation.Buttons); None, with a log line,
+        when it cannot be saved: the images are posted without buttons then."""
+        interaction = generation.interaction
+        try:
+            key = await self.saved.save(
+                generation.prepared,
+                member_id=generation.member_id,
+                guild_id=interaction.guild_id,
+                channel_id=interaction.channel_id,
+            )
+        except Exception as exc:
+            log.error(
+                "could not save a request for its buttons (%s: %s)",
+                type(exc).__name__,
+                str(exc).splitlines()[0][:300] if str(exc) else "",
+            )
+            return None
+        return self.view(key, generation)
+
+    def view(self, key: int, generation: Generation) -> discord.ui.View:
+        prepared = generation.prepared
+        view = discord.ui.View(timeout=None)
+        row = [ImageButton(Action.REROLL, key), ImageButton(Action.EDIT, key)]
+        larger = larger_size(prepared.spec, prepared.size)
+        if larger is not None:
+            row.append(ImageButton(Action.LARGER, key, label=f"Larger ({larger})"))
+        row.append(ImageButton(Action.DELETE, key, generation.member_id))
+        for button in row:
+            button.item.row = 0
+            view.add_item(button)
+        if self.vary is not None:
+            count = prepared.count
+            for index in range(count):
+                label = "Vary" if count == 1 else f"Vary {index + 1}"
+                button = ImageButton(Action.VARY, key, index, label=label)
+                button.item.row = 1 + index // BUTTONS_PER_ROW
+                view.add_item(button)
+        return view
+
+    # -- presses ---------------------------------------------------------------------------------
+
+    async def pressed(self, interaction: discord.Interaction, button: ImageButton) -> None:
+        """A press of any button but Delete (:func:`delete_images`), which needs no request."""
+        replies = Replies(interaction)
+        saved = await self._load(replies, button.key)
+        if saved is None:
+            return
+        if button.action is Action.EDIT:
+            await interaction.response.send_modal(PromptModal(saved))
+        elif button.action is Action.REROLL:
+            await self._again(replies, saved)
+        elif button.action is Action.LARGER:
+            await self._larger(replies, saved)
+        elif button.action is Action.VARY:
+            await self._vary(replies, saved, button.argument or 0)
+
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        """An Edit prompt modal submitted: the request again, with the new prompt."""
+        if interaction.type is not discord.InteractionType.modal_submit:
+            return
+        data: Mapping[str, Any] = interaction.data or {}
+        match = MODAL_ID.fullmatch(str(data.get("custom_id", "")))
+        if match is None:
+            return
+        prompt = dict(_submitted_values(data.get("components"))).get(PROMPT_INPUT, "")
+        replies = Replies(interaction)
+        try:
+            saved = await self._load(replies, int(match["key"]))
+            if saved is not None:
+                await self._again(replies, saved, prompt=prompt)
+        except Exception:
+            log.exception("an edited prompt failed")
+            await _tell_unexpected(interaction)
+
+    async def _load(self, replies: Replies, key: int) -> SavedRequest | None:
+        """The request behind a button, or None after telling the presser why not."""
+        try:
+            async with asyncio.timeout(LOAD_TIMEOUT):
+                saved = await self.saved.load(key)
+        except Exception as exc:
+            log.error("could not read saved request %s (%s)", key, type(exc).__name__)
+            await replies.answer(UNREADABLE)
+            return None
+        if saved is None:
+            await replies.answer(GONE)
+        return saved
+
+    async def _again(
+        self,
+        replies: Replies,
+        saved: SavedRequest,
+        *,
+        prompt: str | None = None,
+        size: str | None = None,
+    ) -> None:
+        """The saved request, as the presser's own new request (with a new prompt or size)."""
+        services = self.cog.services
+        if saved.model not in services.offer.models:
+            await replies.answer(
+                f"The model {saved.model} is no longer offered here. Please use /imagine."
+            )
+            return
+        user = services.pseudonyms.for_user(replies.interaction.user.id)
+        request = saved.request(user=user, prompt=prompt, size=size)
+        await self.cog.admit(replies.interaction, request)
+
+    async def _larger(self, replies: Replies, saved: SavedRequest) -> None:
+        spec = self.cog.services.settings.catalog.get(saved.model)
+        larger = larger_size(spec, saved.size) if spec is not None else None
+        if larger is None:
+            await replies.answer(f"{saved.model} makes nothing larger than {saved.size}.")
+            return
+        await self._again(replies, saved, size=larger)
+
+    async def _vary(self, replies: Replies, saved: SavedRequest, index: int) -> None:
+        if self.vary is None:
+            await replies.answer(NO_VARY)
+            return
+        message = replies.interaction.message
+        source = source_image(message, index) if message is not None else None
+        if source is None:
+            await replies.answer(NO_SUCH_IMAGE)
+            return
+        await self.vary(replies.interaction, saved, source)
+
+
+async def delete_images(interaction: discord.Interaction, *, asker: int | None) -> None:
+    """Remove the pressed message, for the member who asked or one who may manage messages."""
+    allowed = interaction.user.id == asker or interaction.permissions.manage_messages
+    if not allowed:
+        await Replies(interaction).answer(NOT_YOURS)
+        return
+    try:
+        await interaction.response.defer()  # no new message: the pressed one goes
+        await interaction.delete_original_response()
+    except DISCORD_FAILURES as exc:
+        log.warning("could not delete an /imagine message: %r", exc)
+        try:
+            await interaction.followup.send(NOT_DELETED, ephemeral=True)
+        except DISCORD_FAILURES:
+            log.warning("could not tell user %s either", interaction.user.id)
+
+
+async def _tell_unexpected(interaction: discord.Interaction) -> None:
+    """The last resort for a press: the presser gets a private sentence, the log the detail."""
+    try:
+        if interaction.response.is_done():
+            await interaction.followup.send(UNEXPECTED, ephemeral=True)
+        else:
+            await interaction.response.send_message(UNEXPECTED, ephemeral=True)
+    except DISCORD_FAILURES:
+        log.warning("could not tell user %s about the failure", interaction.user.id)
+
+
+def source_image(message: discord.Message, index: int) -> discord.Attachment | None:
+    """The ``index``-th image of a posted set (0-based), as Vary sends it: an SVG's PNG
+    rendering stands for the SVG, which the edits endpoint does not take."""
+    images = [
+        attachment
+        for attachment in message.attachments
+        if not attachment.filename.lower().endswith(".svg")
+    ]
+    return images[index] if 0 <= index < len(images) else None

@@ -1,0 +1,172 @@
+"""/imagine-settings: one subcommand per setting, ``reset`` to go back to the operator's default,
+and ``show``. Discord shows the command only to members who may manage the server
+(``default_member_permissions``); the handler checks it again, since a server's own command
+permissions can open it to others, and a change must come from someone who could make it anyway.
+Every answer is private.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.server_settings import DESCRIPTIONS, Setting, SettingRefused, describe
+from bot.services import Services
+
+if TYPE_CHECKING:
+    from bot.app import ImagineBot
+
+log = logging.getLogger(__name__)
+
+MANAGERS_ONLY = "Only members who can manage this server can change its /imagine settings."
+SETTINGS_UNAVAILABLE = "The bot cannot read or save settings right now. Please try again soon."
+
+
+class SettingsCog(commands.Cog, name="Settings"):
+    def __init__(self, bot: ImagineBot, services: Services) -> None:
+        self.bot = bot
+        self.services = services
+        self.group = self._build()
+
+    async def cog_load(self) -> None:
+        self.bot.tree.add_command(self.group)
+
+    async def cog_unload(self) -> None:
+        self.bot.tree.remove_command(self.group.name)
+
+    def _build(self) -> app_commands.Group:
+        group = app_commands.Group(
+            name="imagine-settings",
+            description="How /imagine behaves on this server",
+            default_permissions=discord.Permissions(manage_guild=True),
+            guild_only=True,
+        )
+        offered = [app_commands.Choice(name=name, value=name) for name in self.offered()][:25]
+        settings = [
+            app_commands.Choice(name=f"{item.value}: {DESCRIPTIONS[item]}"[:100], value=item.value)
+            for item in Setting
+        ]
+
+        @group.command(name="show", description="This server's settings and who changed them")
+        async def show(interaction: discord.Interaction) -> None:
+            await self.show(interaction)
+
+        @group.command(name="models", description=DESCRIPTIONS[Setting.MODELS])
+        @app_commands.describe(value="Model names separated by commas")
+        async def models(interaction: discord.Interaction, value: str) -> None:
+            await self.change(interaction, Setting.MODELS, value)
+
+        @group.command(name="default-model", description=DESCRIPTIONS[Setting.DEFAULT_MODEL])
+        @app_commands.choices(value=offered)
+        async def default_model(interaction: discord.Interaction, value: str) -> None:
+            await self.change(interaction, Setting.DEFAULT_MODEL, value)
+
+        @group.command(name="default-quality", description=DESCRIPTIONS[Setting.DEFAULT_QUALITY])
+        @app_commands.describe(value="low, medium, high, ... (what the allowed models take)")
+        async def default_quality(interaction: discord.Interaction, value: str) -> None:
+            await self.change(interaction, Setting.DEFAULT_QUALITY, value)
+
+        @group.command(name="max-images", description=DESCRIPTIONS[Setting.MAX_IMAGES])
+        async def max_images(
+            interaction: discord.Interaction, value: app_commands.Range[int, 1, 10]
+        ) -> None:
+            await self.change(interaction, Setting.MAX_IMAGES, str(value))
+
+        @group.command(name="member-budget", description=DESCRIPTIONS[Setting.MEMBER_BUDGET])
+        @app_commands.describe(value="Such as $2/day;$20/month;40 images/month, or none")
+        async def member_budget(interaction: discord.Interaction, value: str) -> None:
+            await self.change(interaction, Setting.MEMBER_BUDGET, value)
+
+        @group.command(name="server-budget", description=DESCRIPTIONS[Setting.SERVER_BUDGET])
+        @app_commands.describe(value="Such as $50/month;1000 images/month, or none")
+        async def server_budget(interaction: discord.Interaction, value: str) -> None:
+            await self.change(interaction, Setting.SERVER_BUDGET, value)
+
+        @group.command(name="channels", description=DESCRIPTIONS[Setting.CHANNELS])
+        @app_commands.describe(value="Channels mentioned with #, such as #art #memes")
+        async def channels(interaction: discord.Interaction, value: str) -> None:
+            await self.change(interaction, Setting.CHANNELS, value)
+
+        @group.command(name="previews", description=DESCRIPTIONS[Setting.PREVIEWS])
+        async def previews(interaction: discord.Interaction, on: bool) -> None:
+            await self.change(interaction, Setting.PREVIEWS, "on" if on else "off")
+
+        @group.command(name="reset", description="Put a setting back to the bot's default")
+        @app_commands.choices(setting=settings)
+        async def reset(interaction: discord.Interaction, setting: str) -> None:
+            await self.change(interaction, Setting(setting), None)
+
+        return group
+
+    def offered(self) -> tuple[str, ...]:
+        return self.services.server_rules.offered
+
+    async def change(
+        self, interaction: discord.Interaction, setting: Setting, text: str | None
+    ) -> None:
+        """Check and store one setting (``text`` None: reset it), recording who and when."""
+        guild = interaction.guild
+        if guild is None or not interaction.permissions.manage_guild:
+            await interaction.response.send_message(MANAGERS_ONLY, ephemeral=True)
+            return
+        store, rules = self.services.server_settings, self.services.server_rules
+        try:
+            chosen = await store.get(guild.id)
+            value = None
+            if text is not None:
+                value = rules.parse(
+                    setting,
+                    text,
+                    chosen,
+                    channel_exists=lambda channel: guild.get_channel_or_thread(channel) is not None,
+                )
+            old = await store.change(guild.id, setting, value, by=interaction.user.id)
+            now = await store.get(guild.id)
+        except SettingRefused as refusal:
+            await interaction.response.send_message(str(refusal), ephemeral=True)
+            return
+        except Exception:
+            log.exception("could not change the setting %s of server %s", setting, guild.id)
+            await interaction.response.send_message(SETTINGS_UNAVAILABLE, ephemeral=True)
+            return
+        log.info(
+            "user %s changed %s of server %s from %r to %r",
+            interaction.user.id, setting.value, guild.id, old, value,
+        )  # fmt: skip
+        shown = describe(setting, value, rules, now)
+        was = "the default" if old is None else old
+        if value is None:
+            answer = f"{setting.value} is back to the default: {shown} (it was {was})."
+        else:
+            answer = f"{setting.value} is now {shown} (it was {was})."
+        await interaction.response.send_message(answer, ephemeral=True)
+
+    async def show(self, interaction: discord.Interaction) -> None:
+        guild = interaction.guild
+        if guild is None or not interaction.permissions.manage_guild:
+            await interaction.response.send_message(MANAGERS_ONLY, ephemeral=True)
+            return
+        store, rules = self.services.server_settings, self.services.server_rules
+        try:
+            chosen = await store.get(guild.id)
+            changes = await store.last_changes(guild.id)
+        except Exception:
+            log.exception("could not read the settings of server %s", guild.id)
+            await interaction.response.send_message(SETTINGS_UNAVAILABLE, ephemeral=True)
+            return
+        embed = discord.Embed(title="/imagine settings on this server")
+        for setting in Setting:
+            raw = chosen.raw(setting)
+            value = describe(setting, raw, rules, chosen)
+            change = changes.get(setting.value)
+            if raw is None:
+                value += " (default)" if setting is not Setting.PREVIEWS else ""
+            if change is not None:
+                when = discord.utils.format_dt(change.changed_at, "R")
+                value += f"\nchanged by <@{change.changed_by}> {when}"
+            embed.add_field(name=setting.value, value=value[:1024], inline=False)
+        await interaction.response.send_message(embed=embed, ephemeral=True)

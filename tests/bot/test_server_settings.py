@@ -1,0 +1,96 @@
+"""Server settings in the database: two bot processes sharing it see each other's changes within
+the cache's few seconds; what a manager types is read or refused."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from decimal import Decimal
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bot.budgets import Budget, Period
+from bot.db import migrate, open_engine
+from bot.images import load_catalog
+from bot.server_settings import (
+    CACHE_SECONDS,
+    Rules,
+    ServerSettings,
+    Setting,
+    SettingRefused,
+    SettingsStore,
+)
+
+SERVER = 987_654_321_098_765_432
+MANAGER = 1_234_567_890_123_456_789
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def returning(engine: AsyncEngine) -> Callable[[], AsyncEngine]:
+    return lambda: engine
+
+
+async def test_another_process_sees_a_change_once_its_cache_expires(database_url: str) -> None:
+    engines = [open_engine(database_url) for _ in range(2)]  # two bot processes
+    await migrate(engines[0])
+    clock = Clock()
+    here, there = (SettingsStore(returning(engine), clock=clock) for engine in engines)
+    try:
+        assert (await there.get(SERVER)).max_images is None  # read, and cached there
+        await here.change(SERVER, Setting.MAX_IMAGES, "2", by=MANAGER)
+
+        assert (await here.get(SERVER)).max_images == 2  # the process that made it: at once
+        assert (await there.get(SERVER)).max_images is None  # still within its cache
+        clock.now += CACHE_SECONDS
+        assert (await there.get(SERVER)).max_images == 2
+        assert (await there.last_changes(SERVER))["max-images"].changed_by == MANAGER
+    finally:
+        for engine in engines:
+            await engine.dispose()
+
+
+def rules() -> Rules:
+    return Rules(
+        offered=("gpt-image-1", "dall-e-2", "dall-e-3"),
+        default_model="gpt-image-1",
+        catalog=load_catalog(),
+        max_images=4,
+        default_member_budget=(Budget(Decimal(2), Period.DAY),),
+    )
+
+
+def test_what_a_manager_types_is_stored_normalised() -> None:
+    chosen = ServerSettings()
+    assert rules().parse(Setting.MODELS, "dall-e-2  dall-e-2,gpt-image-1", chosen) == (
+        "dall-e-2,gpt-image-1"
+    )
+    assert rules().parse(Setting.MEMBER_BUDGET, "$2/day; 40 images/month", chosen) == (
+        "$2.00/day;40 images/month"
+    )
+    assert rules().parse(Setting.SERVER_BUDGET, "None", chosen) == "none"
+    assert rules().parse(Setting.CHANNELS, "<#123>, 456", chosen) == "123,456"
+
+
+def test_a_servers_choices_narrow_what_the_operator_offers() -> None:
+    chosen = ServerSettings(
+        {"models": "dall-e-2,dall-e-3", "member-budget": "none", "max-images": "9"}
+    )
+    assert rules().allowed(chosen) == ("dall-e-2", "dall-e-3")
+    assert rules().default(chosen) == "dall-e-2"  # the operator's default is not allowed here
+    assert rules().member_budget(chosen) == ()
+    assert rules().cap(chosen) == 4  # never above MAX_IMAGES_PER_REQUEST
+    gone = ServerSettings({"models": "midjourney"})  # no longer offered: the operator's choice
+    assert rules().allowed(gone) == rules().offered
+
+
+def test_a_quality_no_allowed_model_takes_is_refused() -> None:
+    chosen = ServerSettings({"models": "dall-e-2"})
+    with pytest.raises(SettingRefused, match="the allowed models take: standard"):
+        rules().parse(Setting.DEFAULT_QUALITY, "high", chosen)

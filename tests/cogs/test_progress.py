@@ -1,0 +1,162 @@
+"""Live progress in the reply, through simcord: previews from a stream, replaced by the images;
+a failure mid-stream told privately; the time elapsed where the model does not stream."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from bot.progress import EditBudget
+from tests.cogs.support import Gate, private_reply, uploaded
+from tests.fakes.images_api import (
+    FakeImagesAPI,
+    error_event,
+    make_image,
+    partial_event,
+    stream,
+)
+
+
+def edits_of_the_reply(env: Any) -> list[dict[str, Any]]:
+    """What each edit of a deferred reply sent Discord, in order."""
+    return [
+        r.json
+        for r in env.http_requests
+        if r.method == "PATCH" and r.path.endswith("/messages/@original")
+    ]
+
+
+def filenames(edit: dict[str, Any]) -> list[str] | None:
+    """The attachments an edit set (None: it left them as they were)."""
+    attachments = edit.get("attachments")
+    return None if attachments is None else [a["filename"] for a in attachments]
+
+
+def stored(env: Any, filename: str) -> list[bytes]:
+    """Every upload of that name simcord's CDN received."""
+    blobs = env.backend.cdn._blobs
+    return [data for url, data in blobs.items() if url.endswith("/" + filename)]
+
+
+async def test_previews_show_in_the_reply_and_the_images_replace_them(
+    simcord_env: Any, channel: Any, alice: Any, images_api: FakeImagesAPI
+) -> None:
+    images_api.stream_pause = 0.2  # the service sends the partial images a moment apart
+
+    result = await alice.slash(channel, "imagine", prompt="a red fox", model="gpt-image-1.5")
+
+    body = images_api.generation_requests[0].body
+    assert (body["stream"], body["partial_images"]) == (True, 2)
+    edits = edits_of_the_reply(simcord_env)
+    # First a preview (the second came within 1.5 s of it: dropped, not queued), then the image.
+    assert [filenames(edit) for edit in edits] == [["preview.jpg"], ["imagine-1.png"]]
+    assert edits[0]["content"].startswith("🎨 Generating…")
+    assert edits[0]["content"].endswith("(preview 1 of 2)")
+    assert edits[0]["attachments"][0]["description"]  # alt text
+    (preview,) = stored(simcord_env, "preview.jpg")
+    with Image.open(io.BytesIO(preview)) as image:
+        assert (image.format, image.size) == ("JPEG", (512, 512))  # of a 1024x1024 partial
+    # The reply holds the images alone: no preview, no progress text.
+    reply = result.response
+    assert [a.filename for a in reply.attachments] == ["imagine-1.png"]
+    assert await uploaded(reply) == images_api.served
+    assert not reply.content
+
+
+async def test_an_error_event_mid_stream_is_told_privately_and_the_preview_goes(
+    simcord_env: Any, channel: Any, alice: Any, images_api: FakeImagesAPI
+) -> None:
+    images_api.push(
+        stream(
+            partial_event(make_image(1024, 1024, shade=4), 0),
+            error_event("Blocked.", "image_generation_user_error", "moderation_blocked"),
+            pause=0.2,
+        )
+    )
+
+    result = await alice.slash(channel, "imagine", prompt="a fox", model="gpt-image-1.5")
+
+    assert private_reply(result).content == (
+        "The image service's safety system blocked this prompt or its result. Try rephrasing it."
+    )
+    edits = edits_of_the_reply(simcord_env)
+    assert filenames(edits[0]) == ["preview.jpg"]
+    assert filenames(edits[-1]) == []  # the preview cleared before the reply went
+    assert [m for m in channel.history() if m.author.bot] == []
+
+
+async def test_a_model_that_does_not_stream_shows_the_time_elapsed(
+    simcord_env: Any, channel: Any, alice: Any, images_api: FakeImagesAPI
+) -> None:
+    gate = Gate(simcord_env)  # the image service takes its time
+    result = await alice.slash(channel, "imagine", prompt="a fox", model="dall-e-3")
+
+    await simcord_env.advance_time(5)
+    assert result.response.content == "🎨 Generating… 5 s"
+    await simcord_env.advance_time(3)
+    assert result.response.content == "🎨 Generating… 5 s"  # every 5 seconds, not more often
+    await simcord_env.advance_time(2)
+    assert result.response.content == "🎨 Generating… 10 s"
+
+    gate.open(0)
+    await simcord_env.settle()
+    assert "stream" not in images_api.generation_requests[0].body
+    assert [a.filename for a in result.response.attachments] == ["imagine-1.png"]
+    assert not result.response.content
+    progress = [e for e in edits_of_the_reply(simcord_env) if filenames(e) is None]
+    assert [e["content"] for e in progress] == ["🎨 Generating… 5 s", "🎨 Generating… 10 s"]
+
+
+@pytest.mark.parametrize("bot_overrides", [{"partial_images": 0}])
+async def test_previews_off_asks_for_no_stream_and_counts_the_seconds(
+    simcord_env: Any, channel: Any, alice: Any, images_api: FakeImagesAPI
+) -> None:
+    gate = Gate(simcord_env)
+    result = await alice.slash(channel, "imagine", prompt="a fox", model="gpt-image-1.5")
+    await simcord_env.advance_time(5)
+    assert result.response.content == "🎨 Generating… 5 s"
+    gate.open(0)
+    await simcord_env.settle()
+    body = images_api.generation_requests[0].body
+    assert "stream" not in body and "partial_images" not in body
+    assert [a.filename for a in result.response.attachments] == ["imagine-1.png"]
+
+
+async def test_many_requests_share_one_budget_of_edits(
+    simcord_env: Any, guild: Any, channel: Any, images_api: FakeImagesAPI
+) -> None:
+    """Twenty requests waiting at once: the bot's ten edits a second are shared out, the rest
+    wait their turn (the longest waiting first), so every reply still moves."""
+    budget: EditBudget = simcord_env.bot.services.edits
+    gate = Gate(simcord_env)
+    members = [guild.add_member(simcord_env.create_user(f"member{i}")) for i in range(20)]
+    results = [
+        await member.slash(channel, "imagine", prompt="a fox", model="dall-e-3")
+        for member in members
+    ]
+    assert len(gate.opened) == 20
+
+    await simcord_env.advance_time(5)
+    updated = [r for r in results if r.response.content]
+    assert len(updated) == budget.burst  # the budget's burst, not one edit per request
+    for _ in range(8):
+        await simcord_env.advance_time(0.5)
+    assert all(r.response.content.startswith("🎨 Generating…") for r in results)
+    assert budget.refused  # the budget did say no, and the rest were updated in turn
+
+    for index in range(20):
+        gate.open(index)
+    await simcord_env.settle()
+    assert all(r.response.attachments for r in results)
+
+
+async def test_the_budget_never_pays_for_more_than_its_rate() -> None:
+    budget = EditBudget(rate=10, burst=3)
+    assert [budget.try_take() for _ in range(4)] == [True, True, True, False]
+    await asyncio.sleep(0.11)
+    assert [budget.try_take() for _ in range(2)] == [True, False]
+    assert (budget.spent, budget.refused) == (4, 2)
