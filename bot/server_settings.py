@@ -18,6 +18,8 @@ deleted: it comes back into force if the configuration does.
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import datetime as dt
 import re
 import time
@@ -269,6 +271,8 @@ class SettingsStore:
         self._cache_seconds = cache_seconds
         self._clock = clock
         self._cache: dict[int, tuple[float, ServerSettings]] = {}
+        self._reading: dict[int, asyncio.Future[ServerSettings]] = {}
+        self._changes: collections.Counter[int] = collections.Counter()  # by this process
 
     async def get(self, guild_id: int | None) -> ServerSettings:
         """The server's settings, at most ``cache_seconds`` old; a direct message has none."""
@@ -277,13 +281,24 @@ class SettingsStore:
         cached = self._cache.get(guild_id)
         if cached is not None and cached[0] > self._clock():
             return cached[1]
+        # Requests arriving together for a server whose settings are not cached share one read:
+        # a burst of /imagine must not become a burst of database round trips before each defer.
+        reading = self._reading.get(guild_id)
+        if reading is None:
+            reading = asyncio.ensure_future(self._read(guild_id, self._changes[guild_id]))
+            self._reading[guild_id] = reading
+            reading.add_done_callback(lambda _: self._reading.pop(guild_id, None))
+        return await asyncio.shield(reading)  # one caller's timeout does not cancel the others'
+
+    async def _read(self, guild_id: int, changes_before: int) -> ServerSettings:
         query = select(server_settings.c.name, server_settings.c.value).where(
             server_settings.c.guild_id == guild_id
         )
         async with self._engine().connect() as connection:
             rows = (await connection.execute(query)).all()
         chosen = ServerSettings({str(name): str(value) for name, value in rows})
-        self._cache[guild_id] = (self._clock() + self._cache_seconds, chosen)
+        if self._changes[guild_id] == changes_before:  # else it may predate this process's change
+            self._cache[guild_id] = (self._clock() + self._cache_seconds, chosen)
         return chosen
 
     async def change(
@@ -322,7 +337,9 @@ class SettingsStore:
                         changed_at=now, changed_by=by,
                     )
                 )  # fmt: skip
+        self._changes[guild_id] += 1
         self._cache.pop(guild_id, None)  # this process sees its own change at once
+        self._reading.pop(guild_id, None)
         return None if old is None else str(old)
 
     async def last_changes(self, guild_id: int) -> dict[str, Change]:

@@ -40,7 +40,7 @@ from tests.benchmarks.bench_imagine import (
     ticker,
     unsettled,
 )
-from tests.cogs.conftest import make_settings
+from tests.cogs.conftest import RECOMMENDED_SHARDS, make_settings
 from tests.fakes.images_api import incompressible_png
 
 
@@ -78,7 +78,7 @@ async def presses(base_url: str, n: int) -> None:
         )  # fmt: skip
         bot = ImagineBot(settings)
         with instrumented(probe), press_times(probe, modals):
-            async with simcord.run(bot, settle_timeout=60) as env:
+            async with simcord.run(bot, shard_count=RECOMMENDED_SHARDS, settle_timeout=60) as env:
                 cog: Any = bot.get_cog("Imagine")
                 guild = env.create_guild("bench")
                 channel = guild.create_text_channel("imagine")

@@ -3,10 +3,12 @@ the cache's few seconds; what a manager types is read or refused."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from decimal import Decimal
 
 import pytest
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.budgets import Budget, Period
@@ -54,6 +56,29 @@ async def test_another_process_sees_a_change_once_its_cache_expires(database_url
     finally:
         for engine in engines:
             await engine.dispose()
+
+
+async def test_requests_arriving_together_share_one_read_of_the_settings(
+    database_url: str,
+) -> None:
+    engine = open_engine(database_url)
+    await migrate(engine)
+    await SettingsStore(returning(engine)).change(SERVER, Setting.MAX_IMAGES, "3", by=MANAGER)
+    reads: list[str] = []
+    event.listen(
+        engine.sync_engine,
+        "before_cursor_execute",
+        lambda _c, _k, statement, *_: (
+            reads.append(statement) if "server_settings" in statement else None
+        ),
+    )
+    store = SettingsStore(returning(engine))
+    try:
+        answers = await asyncio.gather(*(store.get(SERVER) for _ in range(20)))
+    finally:
+        await engine.dispose()
+    assert [answer.max_images for answer in answers] == [3] * 20
+    assert len(reads) == 1
 
 
 def rules() -> Rules:
