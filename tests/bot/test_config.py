@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import inspect
 import os
 import sys
@@ -196,14 +195,6 @@ def test_a_shared_store_without_its_extra_is_refused_with_the_install_command(
         f"RATE_LIMIT_STORAGE_URI is not usable: {scheme}:// needs the {extra} extra "
         f'(pip install "imagine-bot[{extra}]").'
     )
-
-
-@pytest.mark.skipif(
-    importlib.util.find_spec("coredis") is not None, reason="the redis extra is installed here"
-)
-def test_redis_without_its_client_library_is_refused() -> None:
-    message = error_for(RATE_LIMIT_STORAGE_URI="redis://localhost:6379")
-    assert message.endswith('needs the redis extra (pip install "imagine-bot[redis]").')
 
 
 def test_a_shared_store_with_its_extra_is_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
