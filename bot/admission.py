@@ -79,13 +79,13 @@ class Admission:
         settled = await apply_server_settings(
             interaction, request, self.services, picked=picked_model(interaction, request)
         )
-        admissible = await self._open_to(replies, settled, request.count)
+        admissible = await self._open_to(replies, settled, request.count, "imagine")
         if admissible is None:
             return
         try:
             prepared = self.images.prepare(self._with_previews(admissible))
         except UnsupportedOption as refusal:
-            self.metrics.request("invalid")
+            self.metrics.request("invalid", "imagine")
             await replies.answer(refusal.user_message)
             return
         generation = self._generation(replies, prepared, admissible, buttons)
@@ -114,7 +114,7 @@ class Admission:
             command=command,
             usable=lambda name: name in catalog and catalog[name].edits,
         )
-        admissible = await self._open_to(replies, settled, request.count)
+        admissible = await self._open_to(replies, settled, request.count, "edit")
         if admissible is None:
             return
         self._start(interaction, self._prepare_then_run(replies, admissible, prepare))
@@ -148,13 +148,14 @@ class Admission:
         )
 
     async def _open_to(
-        self, replies: Replies, settled: Admissible | str, count: int
+        self, replies: Replies, settled: Admissible | str, count: int, kind: str
     ) -> Admissible | None:
         """The request as the server's settings make it, if the bot takes a request of
         ``count`` images now; if not (or the settings refuse it: ``settled`` is then the
-        sentence), the member is told and it is None."""
+        sentence), the member is told and it is None. ``kind``: what the metrics count it under,
+        "imagine" or "edit"."""
         if self.draining:
-            self.metrics.request("restarting")
+            self.metrics.request("restarting", kind)
             await replies.answer(RESTARTING)
             return None
         if isinstance(settled, str):
@@ -162,7 +163,7 @@ class Admission:
             return None
         cap = settled.cap
         if count > cap:
-            self.metrics.request("invalid")
+            self.metrics.request("invalid", kind)
             await replies.answer(f"This server allows at most {cap} images per request.")
             return None
         return settled
@@ -203,7 +204,7 @@ class Admission:
                 await replies.defer()
             prepared = await checking
         except UnsupportedOption as refusal:
-            self.metrics.request("invalid")
+            self.metrics.request("invalid", "edit")
             await self._refuse(replies, refusal.user_message)
             return
         except asyncio.CancelledError:
@@ -273,12 +274,12 @@ class Admission:
                 refusal = await self.limiter.acquire(str(generation.member_id))
         except Exception:
             log.exception("the rate-limit store did not answer")
-            self.metrics.request("limits_unavailable")
+            self.metrics.request("limits_unavailable", generation.command)
             await self._refuse(replies, LIMITS_UNAVAILABLE)
             return False
         if refusal is None:
             return True
-        self.metrics.request("rate_limited")
+        self.metrics.request("rate_limited", generation.command)
         again = discord.utils.format_dt(dt.datetime.fromtimestamp(refusal.reset_at, dt.UTC), "R")
         await self._refuse(
             replies,

@@ -102,6 +102,11 @@ class Generation:
         self.timeline = Timeline(received=discord.utils.utcnow())
 
     @property
+    def command(self) -> str:
+        """What the metrics count this request under: an edit (/edit, Vary) or a generation."""
+        return "edit" if self.prepared.is_edit else "imagine"
+
+    @property
     def interaction(self) -> discord.Interaction:
         return self.replies.interaction
 
@@ -126,10 +131,10 @@ class Generation:
                 )
         except (OverBudget, PriceUnknown) as refusal:
             log.info("a budget refused a request from user %s: %s", self.member_id, refusal)
-            self.metrics.request("over_budget")
+            self.metrics.request("over_budget", self.command)
             return str(refusal)
         except Exception as exc:
-            self.metrics.request("ledger_unavailable")
+            self.metrics.request("ledger_unavailable", self.command)
             log.error(
                 "the usage ledger could not record a request from user %s (%s: %s)",
                 self.member_id,
@@ -141,7 +146,7 @@ class Generation:
 
     async def settle(self, outcome: Outcome, error: BaseException | None = None) -> None:
         """Record how the request ended; a ledger failure is logged, never the member's."""
-        self.metrics.request(outcome.value)
+        self.metrics.request(outcome.value, self.command)
         if self.ledger_row is None:
             return
         result = self.result

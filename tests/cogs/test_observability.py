@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
@@ -259,3 +260,21 @@ async def test_json_log_lines_of_a_request_carry_its_ids_and_no_key(
         assert line["request_id"].startswith("req_")
         ours = [other for other in lines if other.get("correlation_id") == line["correlation_id"]]
         assert any(other["message"].startswith("/imagine from user") for other in ours)
+
+
+@pytest.mark.parametrize("bot_overrides", [METRICS])
+async def test_edits_are_counted_apart_from_generations(
+    simcord_env: Any,
+    channel: Any,
+    alice: Any,
+    images_api: FakeImagesAPI,
+    scraper: aiohttp.ClientSession,
+) -> None:
+    picture = io.BytesIO()
+    Image.new("RGB", (64, 64), "teal").save(picture, "PNG")
+    await alice.slash(channel, "edit", image=("photo.png", picture.getvalue()), prompt="a hat")
+    await alice.slash(channel, "imagine", prompt="a cat")
+
+    samples = await scrape(scraper, simcord_env.bot)
+    assert samples["imagine_requests_total", "command=edit,outcome=delivered"] == 1
+    assert samples["imagine_requests_total", "command=imagine,outcome=delivered"] == 1
