@@ -28,6 +28,10 @@ class Replies:
         self.interaction = interaction
         # The reply already carries images: a later failure must leave them and say so.
         self.posted = False
+        # The messages posted after the first, in order; and who hears of each new one (the
+        # buttons, whose Delete removes them too). It is given every id so far and must not raise.
+        self.follow_up_ids: list[int] = []
+        self.on_follow_up: Callable[[tuple[int, ...]], Awaitable[None]] | None = None
 
     @property
     def acknowledged(self) -> bool:
@@ -88,7 +92,10 @@ class Replies:
 
     async def follow_up(self, files: Sequence[discord.File]) -> None:
         """More images after the first message; raises what Discord raises."""
-        await self.interaction.followup.send(files=list(files))
+        message = await self.interaction.followup.send(files=list(files), wait=True)
+        self.follow_up_ids.append(message.id)
+        if self.on_follow_up is not None:
+            await self.on_follow_up(tuple(self.follow_up_ids))
 
     async def tell_privately(self, sentence: str) -> None:
         """Replace the public "thinking" message with a sentence only the user sees.

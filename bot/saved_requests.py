@@ -14,11 +14,12 @@ import dataclasses
 import datetime as dt
 import json
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.db.schema import generation_state
 from bot.images import ImageRequest, PreparedRequest
@@ -39,6 +40,10 @@ _OPTION_FIELDS = frozenset(field.name for field in dataclasses.fields(ImageReque
 # longest, thousands of typical ones).
 REMEMBERED_CHARS = 8_000_000
 
+# One write to the table, run inside the transaction it is batched into; what it returns goes
+# back to whoever asked for it.
+_Write = Callable[[AsyncConnection], Awaitable[Any]]
+
 
 @dataclass(frozen=True, slots=True)
 class SavedRequest:
@@ -54,6 +59,8 @@ class SavedRequest:
     quality: str
     count: int
     options: dict[str, Any]
+    # The messages the images were posted in after the first, which carries the buttons.
+    follow_up_ids: tuple[int, ...] = ()
 
     def request(
         self, *, user: str, prompt: str | None = None, size: str | None = None
@@ -80,9 +87,10 @@ class SavedRequests:
     milliseconds of threads and locks under load, and a press has 3 seconds to be answered).
     A key is never reused, so what is kept never goes stale.
 
-    Saves are written together: those that arrive while one transaction holds the database's
-    write turn go in the next one, so a burst of requests costs a few commits, not one each,
-    and the ledger's admissions, which share the turn, wait less.
+    Writes (saves, and the follow-up messages a set was posted in) are written together: those
+    that arrive while one transaction holds the database's write turn go in the next one, so a
+    burst of requests costs a few commits, not one each, and the ledger's admissions, which
+    share the turn, wait less.
     """
 
     def __init__(self, ledger: Ledger, *, remembered_chars: int = REMEMBERED_CHARS) -> None:
@@ -90,7 +98,7 @@ class SavedRequests:
         self._recent: OrderedDict[int, SavedRequest] = OrderedDict()
         self._recent_chars = 0
         self._remembered_chars = remembered_chars
-        self._waiting: list[tuple[dict[str, Any], asyncio.Future[int]]] = []
+        self._waiting: list[tuple[_Write, asyncio.Future[Any]]] = []
         self._writer: asyncio.Task[None] | None = None
 
     def _remember(self, saved: SavedRequest) -> None:
@@ -124,34 +132,57 @@ class SavedRequests:
             "image_count": prepared.count,
             "options": json.dumps(prepared.options, sort_keys=True),
         }
-        written: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._waiting.append((row, written))
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write(), name="saved-requests-writer")
-        key = await written
+
+        async def insert_row(connection: AsyncConnection) -> int:
+            inserted = await connection.execute(
+                insert(generation_state).values(row).returning(generation_state.c.id)
+            )
+            return int(inserted.scalar_one())
+
+        key = int(await self._queue(insert_row))
         self._remember(_saved({**row, "id": key}))
         return key
 
+    async def record_follow_ups(self, key: int, message_ids: tuple[int, ...]) -> None:
+        """The set saved under ``key`` was posted in ``message_ids`` too, after its first
+        message (all of them so far: each call replaces the last)."""
+        recent = self._recent.get(key)
+        if recent is not None:  # remembered at once: a press may come before the write ends
+            self._recent[key] = dataclasses.replace(recent, follow_up_ids=message_ids)
+        values = {"followup_ids": json.dumps(list(message_ids))}
+
+        async def update_row(connection: AsyncConnection) -> None:
+            await connection.execute(
+                update(generation_state).where(generation_state.c.id == key).values(values)
+            )
+
+        await self._queue(update_row)
+
+    async def _queue(self, write: _Write) -> Any:
+        """``write``, in the next transaction the writer commits; what it returned."""
+        written: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiting.append((write, written))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write(), name="saved-requests-writer")
+        return await written
+
     async def _write(self) -> None:
-        """Write the waiting saves, a transaction at a time, until none wait."""
+        """Write what waits, a transaction at a time and in the order asked, until none waits."""
         while self._waiting:
             batch, self._waiting = self._waiting, []
             try:
-                keys = []
+                results = []
                 async with self.ledger.write_turn(), self.ledger.engine.begin() as connection:
-                    for row, _ in batch:
-                        inserted = await connection.execute(
-                            insert(generation_state).values(row).returning(generation_state.c.id)
-                        )
-                        keys.append(int(inserted.scalar_one()))
+                    for write, _ in batch:
+                        results.append(await write(connection))
             except Exception as exc:
                 for _, written in batch:
                     if not written.done():
                         written.set_exception(exc)
                 continue
-            for (_, written), key in zip(batch, keys, strict=True):
+            for (_, written), result in zip(batch, results, strict=True):
                 if not written.done():  # its generation may have ended meanwhile
-                    written.set_result(key)
+                    written.set_result(result)
 
     async def load(self, key: int) -> SavedRequest | None:
         """The request kept under ``key``; None when there is none."""
@@ -175,6 +206,7 @@ class SavedRequests:
 def _saved(row: Mapping[Any, Any]) -> SavedRequest:
     """A row of ``generation_state`` as a request (its options parsed anew: never shared)."""
     options = json.loads(row["options"])
+    follow_ups = json.loads(row.get("followup_ids") or "[]")
     return SavedRequest(
         key=int(row["id"]),
         member_id=int(row["member_id"]),
@@ -186,4 +218,7 @@ def _saved(row: Mapping[Any, Any]) -> SavedRequest:
         quality=row["quality"],
         count=int(row["image_count"]),
         options=options if isinstance(options, dict) else {},
+        follow_up_ids=tuple(int(message_id) for message_id in follow_ups)
+        if isinstance(follow_ups, list)
+        else (),
     )

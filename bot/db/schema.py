@@ -94,4 +94,6 @@ generation_state = Table(
     Column("quality", String(100), nullable=False),
     Column("image_count", Integer, nullable=False),
     Column("options", Text, nullable=False),  # JSON: the optional fields, as sent
+    # JSON list of the ids of the messages posted after the first (migration 0005); NULL: none
+    Column("followup_ids", Text, nullable=True),
 )

@@ -15,6 +15,8 @@ acknowledgement) with the presser's pseudonym, and every refusal or failure is p
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import re
 from collections.abc import Awaitable, Callable, Iterator, Mapping
@@ -34,7 +36,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# imagine:<action>:<key>[:<argument>]: Delete carries the asker's id (so it needs no database),
+# imagine:<action>:<key>[:<argument>]: Delete carries the asker's id (so who may delete needs no
+# database: it gives only the follow-up messages to delete with the pressed one),
 # Vary the index of the image it varies (0-based). At most 6 + 6 + 20 + 20 characters, far
 # inside Discord's 100.
 BUTTON_ID = re.compile(
@@ -47,6 +50,9 @@ TEXT_INPUT_MAX = 4000  # Discord's longest text input value (a prompt may be 320
 BUTTONS_PER_ROW = 5
 LOAD_TIMEOUT = 1.0  # seconds to read a request back: a press wants an answer within 3
 MODAL_TIMEOUT = 900.0  # seconds a modal object is kept (its submission is read by custom_id)
+# Seconds posting waits for a follow-up's id to be written (it is remembered in memory at once):
+# past it the images go on being posted and the write finishes on its own.
+RECORD_TIMEOUT = 2.0
 
 GONE = "The bot no longer has the request behind these buttons. Please use /imagine."
 UNREADABLE = "The bot cannot read this request right now. Please try again soon."
@@ -127,8 +133,9 @@ class ImageButton(discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], te
     async def callback(self, interaction: discord.Interaction) -> None:
         buttons = buttons_of(interaction.client)
         try:
-            if self.action is Action.DELETE:  # needs nothing but the press: works while draining
-                await delete_images(interaction, asker=self.argument)
+            if self.action is Action.DELETE:  # works while draining, and without the database
+                saved = buttons.saved if buttons is not None else None
+                await delete_images(interaction, asker=self.argument, key=self.key, saved=saved)
             elif buttons is None:  # the cog is gone: the bot is shutting down
                 await Replies(interaction).answer(RESTARTING)
             else:
@@ -222,7 +229,21 @@ class ImageButtons:
                 str(exc).splitlines()[0][:300] if str(exc) else "",
             )
             return None
+        generation.replies.on_follow_up = functools.partial(self._record_follow_ups, key)
         return self.view(key, generation)
+
+    async def _record_follow_ups(self, key: int, message_ids: tuple[int, ...]) -> None:
+        """Keep the follow-up messages a set was posted in, for its Delete; a failure costs
+        only that (one log line): the images are posted all the same."""
+        try:
+            async with asyncio.timeout(RECORD_TIMEOUT):
+                await self.saved.record_follow_ups(key, message_ids)
+        except Exception as exc:
+            log.error(
+                "could not record the follow-up messages of saved request %s (%s)",
+                key,
+                type(exc).__name__,
+            )
 
     def view(self, key: int, generation: Generation) -> discord.ui.View:
         prepared = generation.prepared
@@ -331,14 +352,22 @@ class ImageButtons:
         await self.vary(replies.interaction, saved, source)
 
 
-async def delete_images(interaction: discord.Interaction, *, asker: int | None) -> None:
-    """Remove the pressed message, for the member who asked or one who may manage messages."""
+async def delete_images(
+    interaction: discord.Interaction, *, asker: int | None, key: int, saved: SavedRequests | None
+) -> None:
+    """Remove the pressed message and the follow-ups its images were posted in (as ``saved``
+    has them under ``key``), for the member who asked or one who may manage messages.
+
+    The follow-ups go first: if one cannot be deleted, the pressed message stays, with its
+    Delete button to try again.
+    """
     allowed = interaction.user.id == asker or interaction.permissions.manage_messages
     if not allowed:
         await Replies(interaction).answer(NOT_YOURS)
         return
     try:
         await interaction.response.defer()  # no new message: the pressed one goes
+        await _delete_messages(interaction, await _follow_up_ids(saved, key))
         await interaction.delete_original_response()
     except DISCORD_FAILURES as exc:
         log.warning("could not delete an /imagine message: %r", exc)
@@ -346,6 +375,40 @@ async def delete_images(interaction: discord.Interaction, *, asker: int | None) 
             await interaction.followup.send(NOT_DELETED, ephemeral=True)
         except DISCORD_FAILURES:
             log.warning("could not tell user %s either", interaction.user.id)
+
+
+async def _follow_up_ids(saved: SavedRequests | None, key: int) -> tuple[int, ...]:
+    """The follow-ups of the set saved under ``key``; none when they cannot be read (the pressed
+    message is deleted all the same: the member wants the images gone)."""
+    if saved is None:  # the cog is unloaded: the bot is shutting down
+        return ()
+    try:
+        async with asyncio.timeout(LOAD_TIMEOUT):
+            found = await saved.load(key)
+    except Exception as exc:
+        log.warning(
+            "could not read the follow-up messages of saved request %s (%s); "
+            "deleting the pressed message only",
+            key,
+            type(exc).__name__,
+        )
+        return ()
+    return () if found is None else found.follow_up_ids
+
+
+async def _delete_messages(interaction: discord.Interaction, message_ids: tuple[int, ...]) -> None:
+    """Delete the bot's messages ``message_ids`` in the pressed message's channel, through the
+    channel: a follow-up belongs to the interaction that posted it, whose token has expired or
+    is not this press's. One already gone is no failure; any other failure is raised."""
+    if not message_ids or interaction.channel_id is None:
+        return
+    channel = interaction.client.get_partial_messageable(
+        interaction.channel_id, guild_id=interaction.guild_id
+    )
+    for message_id in message_ids:
+        # One deleted already (by hand, or by an earlier press that failed later) is gone.
+        with contextlib.suppress(discord.NotFound):
+            await channel.get_partial_message(message_id).delete()
 
 
 async def _tell_unexpected(interaction: discord.Interaction) -> None:

@@ -93,3 +93,32 @@ async def test_saves_at_once_get_each_their_own_key(saved: SavedRequests) -> Non
     assert [(f.prompt, f.member_id) if f else None for f in found] == [
         (prompt, number) for number, prompt in enumerate(prompts)
     ]
+
+
+async def test_the_follow_ups_a_set_was_posted_in_are_kept_for_this_process_and_the_next(
+    saved: SavedRequests,
+) -> None:
+    spec = load_catalog()["dall-e-2"]
+    posted = [
+        await saved.save(
+            prepare_request(ImageRequest(prompt=f"set {n}", model=spec.name), spec),
+            member_id=DISCORD_ID,
+            guild_id=DISCORD_ID,
+            channel_id=DISCORD_ID,
+        )
+        for n in range(2)
+    ]
+    three_messages = posted[1]
+
+    # Each follow-up is recorded as it is posted, with those before it, at once with the others.
+    await asyncio.gather(
+        saved.record_follow_ups(three_messages, (DISCORD_ID + 1,)),
+        saved.record_follow_ups(three_messages, (DISCORD_ID + 1, DISCORD_ID + 2)),
+    )
+
+    follow_ups = (DISCORD_ID + 1, DISCORD_ID + 2)
+    here = await saved.load(three_messages)
+    assert here is not None and here.follow_up_ids == follow_ups
+    elsewhere = SavedRequests(saved.ledger)  # a restarted bot has only the database
+    found = [await elsewhere.load(key) for key in posted]
+    assert [f.follow_up_ids if f else None for f in found] == [(), follow_ups]

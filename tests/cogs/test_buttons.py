@@ -18,10 +18,11 @@ from bot.db.schema import generation_state
 from bot.images import ProcessingSlots
 from bot.queue import GenerationQueue
 from tests.cogs.conftest import RECOMMENDED_SHARDS, DeclaredQueueWaits, make_settings
-from tests.cogs.support import Gate, fields, uploaded
-from tests.fakes.images_api import FakeImagesAPI
+from tests.cogs.support import Gate, fields, upload_limit, uploaded
+from tests.fakes.images_api import FakeImagesAPI, incompressible_png
 
 GONE = "The bot no longer has the request behind these buttons. Please use /imagine."
+NOT_DELETED = "Discord did not let the bot delete these images. Please try again."
 
 
 def labels(message: Any) -> list[str]:
@@ -244,6 +245,63 @@ async def test_a_rerolls_delete_belongs_to_the_presser(
     assert rerolled.response is None
 
 
+async def posted_in_three_messages(channel: Any, alice: Any, images_api: FakeImagesAPI) -> Any:
+    """Alice's three images, one a message (the upload limit takes one): the first message,
+    with the buttons, and two follow-ups."""
+    image = incompressible_png(300, 300)
+    images_api.image_bytes = image
+    with upload_limit(len(image) + 1000):
+        result = await alice.slash(channel, "imagine", prompt="three cats", count=3)
+    assert len(result.response.attachments) == 1
+    assert [len(m.attachments) for m in result.followups if not m.ephemeral] == [1, 1]
+    return result
+
+
+async def test_delete_removes_every_message_the_images_were_posted_in(
+    simcord_env: Any, channel: Any, alice: Any, images_api: FakeImagesAPI
+) -> None:
+    posted = await posted_in_three_messages(channel, alice, images_api)
+
+    pressed = await alice.click(posted.response, label="Delete")
+
+    assert posted.response is None
+    assert posted.followups == []
+    assert [m.content for m in pressed.followups] == []  # nothing said: it is done
+
+
+async def test_delete_goes_on_past_a_follow_up_already_deleted_by_hand(
+    simcord_env: Any, guild: Any, channel: Any, alice: Any, images_api: FakeImagesAPI
+) -> None:
+    moderators = guild.create_role("mods", permissions=discord.Permissions(manage_messages=True))
+    moderator = guild.add_member(simcord_env.create_user("mod"), roles=[moderators])
+    posted = await posted_in_three_messages(channel, alice, images_api)
+    await moderator.delete(posted.followups[0])
+
+    pressed = await alice.click(posted.response, label="Delete")
+
+    assert posted.response is None
+    assert posted.followups == []
+    assert [m.content for m in pressed.followups] == []
+
+
+async def test_a_follow_up_discord_will_not_delete_is_said_privately_and_delete_works_again(
+    simcord_env: Any, channel: Any, alice: Any, images_api: FakeImagesAPI
+) -> None:
+    posted = await posted_in_three_messages(channel, alice, images_api)
+    simcord_env.inject_error("DELETE", "/channels/*/messages/*", status=403, code=50013, times=1)
+
+    refused = await alice.click(posted.response, label="Delete")
+
+    (told,) = refused.followups
+    assert told.ephemeral and told.content == NOT_DELETED
+    assert told.attachments == []
+    # The pressed message stays, with its Delete button, to try again.
+    assert len(posted.response.attachments) == 1
+    await alice.click(posted.response, label="Delete")
+    assert posted.response is None
+    assert posted.followups == []
+
+
 async def _execute(settings: Settings, statement: Executable) -> None:
     """Change the bot's database behind its back."""
     engine = open_engine(settings.database)
@@ -307,6 +365,18 @@ async def test_buttons_posted_before_a_restart_are_answered_by_the_new_bot(
         "a grey wolf",
     ]
     assert first.response is None
+
+
+async def test_delete_after_a_restart_removes_the_follow_ups_too(
+    simcord_env: Any, channel: Any, alice: Any, images_api: FakeImagesAPI, restarted: Any
+) -> None:
+    posted = await posted_in_three_messages(channel, alice, images_api)
+
+    await restarted()  # the new bot knows the follow-ups from the database only
+    await alice.click(posted.response, label="Delete")
+
+    assert posted.response is None
+    assert posted.followups == []
 
 
 async def test_a_model_no_longer_offered_after_a_restart_is_refused_privately(
