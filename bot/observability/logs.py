@@ -50,6 +50,27 @@ class _Redacting(logging.Formatter):
         return line
 
 
+class _WithRequestIds(logging.Formatter):
+    """A text line followed by the request's ids, where it has them: ``[correlation_id=…
+    request_id=…]`` at the end of the line's first row, before any traceback."""
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self._inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = self._inner.format(record)
+        ids = " ".join(
+            f"{name}={value}"
+            for name in ("correlation_id", "request_id")
+            if (value := getattr(record, name, None)) is not None
+        )
+        if not ids:
+            return line
+        first, newline, rest = line.partition("\n")
+        return f"{first} [{ids}]{newline}{rest}"
+
+
 def json_formatter() -> logging.Formatter:
     """One JSON object a line: time (ISO 8601, UTC), level, logger, message, the request's ids
     when there are, and the traceback as ``exc_info``."""
@@ -90,4 +111,4 @@ def configure_logging(settings: Settings) -> None:
         return
     discord.utils.setup_logging(level=level, root=True)
     handler = logging.getLogger().handlers[-1]
-    _dress(handler, handler.formatter or logging.Formatter(), settings)
+    _dress(handler, _WithRequestIds(handler.formatter or logging.Formatter()), settings)

@@ -247,3 +247,29 @@ def test_the_bots_log_lines_lose_the_secrets_in_either_format(
     assert "Authorization: Bearer [redacted]" in line
     if log_format == "json":
         assert json.loads(line)["message"] == "Authorization: Bearer [redacted]"
+
+
+def test_a_text_line_ends_with_the_request_ids(tmp_path: Path) -> None:
+    settings = Settings(_env_file=None, openai_api_key=API_KEY, data_dir=tmp_path)
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        configure_logging(settings)
+        (installed,) = [handler for handler in root.handlers if handler not in handlers]
+        outside = record("ready as %s", "the bot")
+        installed.filter(outside)
+        correlation = context.new_correlation_id()
+        context.request_id.set("req_42")
+        inside = record("the image service answered %d", 200)
+        installed.filter(inside)
+    finally:
+        context.correlation_id.set(None)
+        context.request_id.set(None)
+        for handler in root.handlers[:]:
+            if handler not in handlers:
+                root.removeHandler(handler)
+        root.setLevel(level)
+    assert installed.format(outside).endswith("ready as the bot")
+    assert installed.format(inside).endswith(
+        f"the image service answered 200 [correlation_id={correlation} request_id=req_42]"
+    )
