@@ -52,7 +52,7 @@ def build_edit_command(
         image2="Another image to draw from (models that take several)",
         image3="Another image to draw from (models that take several)",
         image4="Another image to draw from (models that take several)",
-        model=f"The image model (default {default})",
+        model=f"The image model (left out: the server's default, else {default})",
         size="Width x height; the choices follow the model",
         quality="Rendering quality; the choices follow the model",
         count=f"How many images (at most {settings.max_images_per_request})",

@@ -121,7 +121,7 @@ def build_imagine_command(services: Services, admit: Admit) -> app_commands.Comm
     @app_commands.command(name="imagine", description="Generate images from a text prompt")
     @app_commands.describe(
         prompt="What to draw",
-        model=f"The image model (default {offer.default})",
+        model=f"The image model (left out: the server's default, else {offer.default})",
         size="Width x height; the choices follow the model",
         quality="Rendering quality; the choices follow the model",
         count=f"How many images (at most {settings.max_images_per_request})",
