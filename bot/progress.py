@@ -134,6 +134,15 @@ def make_preview(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as opened:
+                # The header is read, not the pixels: a small file can declare a huge image,
+                # which decoding would turn into gigabytes.
+                if opened.width * opened.height > partial.max_pixels:
+                    log.warning(
+                        "a partial image of %dx%d is larger than the request allows: no preview",
+                        opened.width,
+                        opened.height,
+                    )
+                    return None
                 opened.draft("RGB", (long_side, long_side))  # JPEG: decode at a reduced scale
                 transparent = "A" in opened.getbands() or "transparency" in opened.info
                 image = opened.convert("RGBA" if transparent else "RGB")

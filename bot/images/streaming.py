@@ -54,6 +54,7 @@ class PartialImage:
     index: int  # partial_image_index, from 0
     encoded: str | memoryview
     max_bytes: int
+    max_pixels: int  # as for the final images: a preview is never decoded beyond this
 
     def decode(self) -> bytes | None:
         """The image's bytes, or None where they are not valid base64 or too large."""
@@ -193,7 +194,7 @@ class _StreamReader:
         if self.on_partial is None or not encoded:
             return
         # Only a preview: decoded where it is shown; the images are checked when they come.
-        self.on_partial(PartialImage(index, encoded, self.limits.max_bytes))
+        self.on_partial(PartialImage(index, encoded, self.limits.max_bytes, self.limits.max_pixels))
 
     async def _completed(self, document: dict[str, Any], encoded: str | memoryview | None) -> bool:
         if len(self.images) >= self.expected:

@@ -3,13 +3,16 @@ way a stream goes wrong (error events, cut short, oversized lines, JSON instead 
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import io
 import json
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
 import pytest
+from PIL import Image
 
 from bot.images import (
     ClientSettings,
@@ -28,6 +31,7 @@ from bot.images import (
 )
 from bot.images.pricing import estimate_cost
 from bot.images.streaming import PartialImage
+from bot.progress import make_preview
 from tests.conftest import API_KEY
 from tests.fakes.images_api import (
     FakeImagesAPI,
@@ -359,3 +363,16 @@ async def test_a_bad_preview_is_dropped_and_the_image_still_comes(
     result, previews = await generate(client, streaming())
     assert [image.data for image in result.images] == [IMAGE]
     assert [preview.decode() for preview in previews] == [None]  # no preview made of it
+
+
+def test_a_preview_declaring_more_pixels_than_the_request_allows_is_not_decoded() -> None:
+    # A few kilobytes of PNG that would decode into 400 MB: refused from its header.
+    huge = io.BytesIO()
+    Image.new("L", (20_000, 20_000)).save(huge, "PNG", optimize=False)
+    encoded = base64.b64encode(huge.getvalue()).decode()
+    allowed = PartialImage(0, encoded, max_bytes=10_000_000, max_pixels=4_000_000)
+    assert make_preview(allowed) is None
+    small = io.BytesIO()
+    Image.new("RGB", (64, 48), "teal").save(small, "PNG")
+    fine = PartialImage(0, base64.b64encode(small.getvalue()).decode(), 10_000_000, 4_000_000)
+    assert make_preview(fine) is not None
