@@ -358,8 +358,16 @@ class Ledger:
             del self._unsettled[row_id]
 
     async def _write_unsettled(self) -> None:
+        """Write every settlement kept for later; one that fails does not hold up the others
+        (the first failure is raised once all were tried)."""
+        failure: Exception | None = None
         for row_id, values in list(self._unsettled.items()):
-            await self._write_settlement(row_id, values)
+            try:
+                await self._write_settlement(row_id, values)
+            except Exception as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
 
     def _retry_later(self) -> None:
         if self._retrying is None or self._retrying.done():

@@ -8,12 +8,15 @@ estimate for the images delivered. A model without a price costs None: not known
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from .catalog import ModelSpec, Price, parse_size, table_key
 from .request import PreparedRequest
+
+log = logging.getLogger(__name__)
 
 SIX_PLACES = Decimal("0.000001")
 MILLION = Decimal(1_000_000)
@@ -29,6 +32,8 @@ INPUT_IMAGE_TOKENS_BOUND = 7_500
 # Each partial image a stream sends is billed as this many more image output tokens (OpenAI's
 # image generation guide, "Streaming"), for each image of the request.
 PARTIAL_IMAGE_OUTPUT_TOKENS = 100
+# A settled cost from `usage` above this many times the estimate is not believed.
+UNBELIEVABLE_USAGE = 10
 
 
 def _usd(amount: Decimal) -> Decimal:
@@ -123,7 +128,8 @@ def estimate_cost(prepared: PreparedRequest) -> Decimal | None:
 
 
 def _count(value: Any) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    # The image service's word, not trusted: a count no answer could have is no count.
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**31:
         return None
     return value
 
@@ -164,7 +170,20 @@ def settle_cost(
         return _usd(_token_estimate(prepared, price, images))
     text, image, output = tokens
     text_rate, image_rate, output_rate = _rates(price)
-    return _usd(text * text_rate + image * image_rate + output * output_rate)
+    reported = _usd(text * text_rate + image * image_rate + output * output_rate)
+    estimate = _usd(_token_estimate(prepared, price, images))
+    if reported > estimate * UNBELIEVABLE_USAGE:
+        # A gateway's broken (or hostile) usage must not empty every budget: the estimate,
+        # which already errs high, stands instead.
+        log.warning(
+            "the image service reported usage costing %s, over %d times the estimate %s: "
+            "the estimate is recorded",
+            format_usd(reported),
+            UNBELIEVABLE_USAGE,
+            format_usd(estimate),
+        )
+        return estimate
+    return reported
 
 
 def format_usd(amount: Decimal) -> str:

@@ -338,3 +338,13 @@ def test_shipped_models_name_their_own_prices() -> None:
 
 def test_specs_stay_hashable() -> None:
     assert len({CATALOG["gpt-image-1"], CATALOG["dall-e-3"]}) == 2
+
+
+@pytest.mark.parametrize("output", [10**13, 2**31 - 1])
+def test_usage_no_answer_could_have_is_not_believed(output: int) -> None:
+    request = prepared("gpt-image-1", quality="low")
+    estimate = settle_cost(request, None, 1)
+    assert estimate is not None
+    # Out of range (10**13 would be $400 million), or in range but far above the estimate:
+    # the estimate, which errs high already, is what is recorded.
+    assert settle_cost(request, usage(text=20, output=output), 1) == estimate
