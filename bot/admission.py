@@ -197,6 +197,11 @@ class Admission:
         self, replies: Replies, admissible: Admissible, prepare: Prepare
     ) -> None:
         received = discord.utils.utcnow()
+        member_id = replies.interaction.user.id
+        # Counted before anything is downloaded: a member over their limit costs the bot no
+        # download; a request the checks refuse is taken back from the limits.
+        if not await self._within_limits(replies, member_id, "edit"):
+            return
         checking = asyncio.create_task(prepare(self._with_previews(admissible)))
         try:
             done, _ = await asyncio.wait({checking}, timeout=ADMISSION_BEFORE_ACKNOWLEDGING)
@@ -206,6 +211,7 @@ class Admission:
         except UnsupportedOption as refusal:
             self.metrics.request("invalid", "edit")
             await self._refuse(replies, refusal.user_message)
+            await self._refund_limits(member_id)
             return
         except asyncio.CancelledError:
             checking.cancel()
@@ -214,22 +220,27 @@ class Admission:
         except DISCORD_FAILURES as exc:
             checking.cancel()
             log.warning("could not acknowledge a request in time: %r", exc)
+            await self._refund_limits(member_id)
             return
         except Exception:
             # A bug in a check must still end with a sentence, never a silent placeholder.
             log.exception("checking a request failed unexpectedly")
             await self._refuse(replies, WENT_WRONG)
+            await self._refund_limits(member_id)
             return
         generation = self._generation(replies, prepared, admissible)
         generation.timeline.received = received
-        await self._run(generation)
+        await self._run(generation, limits_counted=True)
 
-    async def _run(self, generation: Generation) -> None:
-        """Count the request against the member's limits, acknowledge it, then run it."""
+    async def _run(self, generation: Generation, *, limits_counted: bool = False) -> None:
+        """Count the request against the member's limits (unless ``limits_counted``),
+        acknowledge it, then run it."""
         replies = generation.replies
         admission: asyncio.Task[str | None] | None = None
         try:
-            if not await self._within_limits(generation):
+            if not limits_counted and not await self._within_limits(
+                replies, generation.member_id, generation.command
+            ):
                 return
             # After the limits, so a request a budget refuses has still counted against them.
             admission = asyncio.create_task(generation.record_admission())
@@ -249,7 +260,7 @@ class Admission:
             if refusal is not None:
                 await self._refuse(replies, refusal)
                 if refusal == LEDGER_UNAVAILABLE:  # not taken: not counted against the limits
-                    await self._refund_limits(generation)
+                    await self._refund_limits(generation.member_id)
                 return
             if not replies.acknowledged:
                 await generation.acknowledge()
@@ -265,21 +276,21 @@ class Admission:
             return
         await generation.run(self.queue, self.images, self.processing.lease(), self.edits)
 
-    async def _within_limits(self, generation: Generation) -> bool:
-        """Count the request; when a limit refuses it, or the store does not answer, say so."""
-        replies = generation.replies
+    async def _within_limits(self, replies: Replies, member_id: int, kind: str) -> bool:
+        """Count the request; when a limit refuses it, or the store does not answer, say so.
+        ``kind``: what the metrics count it under."""
         try:
             # A shared store (Redis) that hangs must not outlast Discord's 3 seconds to answer.
             async with asyncio.timeout(LIMITER_TIMEOUT):
-                refusal = await self.limiter.acquire(str(generation.member_id))
+                refusal = await self.limiter.acquire(str(member_id))
         except Exception:
             log.exception("the rate-limit store did not answer")
-            self.metrics.request("limits_unavailable", generation.command)
+            self.metrics.request("limits_unavailable", kind)
             await self._refuse(replies, LIMITS_UNAVAILABLE)
             return False
         if refusal is None:
             return True
-        self.metrics.request("rate_limited", generation.command)
+        self.metrics.request("rate_limited", kind)
         again = discord.utils.format_dt(dt.datetime.fromtimestamp(refusal.reset_at, dt.UTC), "R")
         await self._refuse(
             replies,
@@ -288,10 +299,10 @@ class Admission:
         )
         return False
 
-    async def _refund_limits(self, generation: Generation) -> None:
+    async def _refund_limits(self, member_id: int) -> None:
         try:
             async with asyncio.timeout(LIMITER_TIMEOUT):
-                await self.limiter.refund(str(generation.member_id))
+                await self.limiter.refund(str(member_id))
         except Exception as exc:  # the request stays counted: the member waits a little longer
             log.warning("could not take back a request from the limits (%s)", type(exc).__name__)
 

@@ -289,6 +289,35 @@ async def test_a_vary_press_over_the_pressers_limit_is_told_privately(
     assert not images_api.edit_requests
 
 
+@pytest.mark.parametrize("bot_overrides", [{"user_rate_limit": "2/minute"}])
+async def test_a_member_over_their_limit_costs_the_bot_no_download(
+    simcord_env: Any, channel: Any, alice: Any, images_api: FakeImagesAPI
+) -> None:
+    downloads: list[str] = []
+    cdn = simcord_env.backend.cdn
+    real_get = cdn.get
+
+    def counted(url: str) -> Any:
+        downloads.append(url)
+        return real_get(url)
+
+    cdn.get = counted
+    # A refused edit is taken back from the limits: it leaves room for the next one.
+    refused = await alice.slash(channel, "edit", image=("a.txt", b"not an image"), prompt="x")
+    assert refused.response.ephemeral
+    await alice.slash(channel, "imagine", prompt="a cat")
+    made = await alice.slash(channel, "edit", image=("a.png", png()), prompt="a hat")
+    assert len(made.response.attachments) == 1
+    downloads.clear()
+
+    limited = await alice.slash(
+        channel, "edit", image=("a.png", png()), image2=("b.png", png()), prompt="x"
+    )
+
+    assert limited.response.content.startswith("You have reached")
+    assert downloads == []
+
+
 class TestTheLedger:
     @pytest.fixture
     def bot_overrides(self, database_url: str) -> dict[str, Any]:
