@@ -29,7 +29,7 @@ from bot.generation import CANCELLED, LEDGER_UNAVAILABLE, WENT_WRONG, Buttons, G
 from bot.images import ImageRequest, PreparedRequest, UnsupportedOption
 from bot.ledger import Outcome
 from bot.observability.context import new_correlation_id
-from bot.replies import DISCORD_FAILURES, Replies
+from bot.replies import DISCORD_FAILURES, Replies, step_timeout, time_to_acknowledge
 from bot.server_admission import Admissible, apply_server_settings, picked_model
 from bot.services import Services
 
@@ -204,7 +204,8 @@ class Admission:
             return
         checking = asyncio.create_task(prepare(self._with_previews(admissible)))
         try:
-            done, _ = await asyncio.wait({checking}, timeout=ADMISSION_BEFORE_ACKNOWLEDGING)
+            wait = min(ADMISSION_BEFORE_ACKNOWLEDGING, time_to_acknowledge(replies.interaction))
+            done, _ = await asyncio.wait({checking}, timeout=wait)
             if not done:
                 await replies.defer()
             prepared = await checking
@@ -250,7 +251,9 @@ class Admission:
             may_refuse = self.ledger.has_budgets(
                 generation.interaction.guild_id, generation.budgets
             )
-            wait = ADMISSION_BEFORE_ACKNOWLEDGING if may_refuse else 0.0
+            wait = 0.0
+            if may_refuse:
+                wait = min(ADMISSION_BEFORE_ACKNOWLEDGING, time_to_acknowledge(replies.interaction))
             done, _ = await asyncio.wait({admission}, timeout=wait)
             if not done and not replies.acknowledged:
                 # A slow database must not outlast Discord's 3 seconds: acknowledge and wait
@@ -281,7 +284,7 @@ class Admission:
         ``kind``: what the metrics count it under."""
         try:
             # A shared store (Redis) that hangs must not outlast Discord's 3 seconds to answer.
-            async with asyncio.timeout(LIMITER_TIMEOUT):
+            async with asyncio.timeout(step_timeout(replies.interaction, LIMITER_TIMEOUT)):
                 refusal = await self.limiter.acquire(str(member_id))
         except Exception:
             log.exception("the rate-limit store did not answer")

@@ -7,6 +7,7 @@ carry on. Posting the images is the exception: its failures are the caller's to 
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -18,6 +19,30 @@ log = logging.getLogger(__name__)
 
 # What talking to Discord can raise besides its own errors: discord.py retries only resets.
 DISCORD_FAILURES = (discord.HTTPException, aiohttp.ClientError, OSError)
+
+# Discord wants an interaction acknowledged within 3 seconds of its creation; the bot aims at
+# this, leaving the rest for the acknowledgement's own round trip.
+ACKNOWLEDGE_WITHIN = 2.5
+# However late it is, a step before the acknowledgement gets this long to answer.
+SHORTEST_STEP = 0.25
+
+
+def time_to_acknowledge(interaction: discord.Interaction) -> float:
+    """Seconds left before ``interaction`` must be acknowledged, from 0 to ACKNOWLEDGE_WITHIN.
+
+    Every step before the acknowledgement (settings, limits, a saved request, the ledger) takes
+    at most what is left, so that their waits never add up past Discord's patience. A host clock
+    ahead of Discord's makes this 0: the bot then acknowledges at once, which is harmless."""
+    deadline = interaction.created_at + dt.timedelta(seconds=ACKNOWLEDGE_WITHIN)
+    left = (deadline - discord.utils.utcnow()).total_seconds()
+    return min(max(left, 0.0), ACKNOWLEDGE_WITHIN)
+
+
+def step_timeout(interaction: discord.Interaction, longest: float) -> float:
+    """How long a step before the acknowledgement may take: ``longest``, or what is left."""
+    return min(longest, max(time_to_acknowledge(interaction), SHORTEST_STEP))
+
+
 ALREADY_ACKNOWLEDGED = 40060
 
 

@@ -14,6 +14,7 @@ import discord
 
 from bot.budgets import Budget
 from bot.images import ImageRequest
+from bot.replies import step_timeout
 from bot.server_settings import mentioned_channels
 from bot.services import Services
 
@@ -59,7 +60,7 @@ async def apply_server_settings(
     one, the request's own model, else the first allowed one that is, stands in for it."""
     rules = services.server_rules
     try:
-        async with asyncio.timeout(SETTINGS_TIMEOUT):
+        async with asyncio.timeout(step_timeout(interaction, SETTINGS_TIMEOUT)):
             chosen = await services.server_settings.get(interaction.guild_id)
     except Exception as exc:
         log.error("could not read the settings of server %s: %r", interaction.guild_id, exc)

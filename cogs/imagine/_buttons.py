@@ -28,7 +28,7 @@ from discord.ext import commands
 
 from bot.generation import Generation
 from bot.images.larger import larger_size
-from bot.replies import DISCORD_FAILURES, Replies
+from bot.replies import DISCORD_FAILURES, Replies, step_timeout
 from bot.saved_requests import SavedRequest, SavedRequests
 
 if TYPE_CHECKING:
@@ -303,7 +303,7 @@ class ImageButtons:
     async def _load(self, replies: Replies, key: int) -> SavedRequest | None:
         """The request behind a button, or None after telling the presser why not."""
         try:
-            async with asyncio.timeout(LOAD_TIMEOUT):
+            async with asyncio.timeout(step_timeout(replies.interaction, LOAD_TIMEOUT)):
                 saved = await self.saved.load(key)
         except Exception as exc:
             log.error("could not read saved request %s (%s)", key, type(exc).__name__)

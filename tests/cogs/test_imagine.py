@@ -7,9 +7,12 @@ import io
 import re
 from typing import Any
 
+import discord
 import pytest
 from PIL import Image
 
+from bot.admission import LIMITS_UNAVAILABLE
+from bot.replies import ACKNOWLEDGE_WITHIN
 from tests.cogs.support import (
     CALLBACK_DEFER,
     Gate,
@@ -386,3 +389,37 @@ async def test_shutdown_lets_requests_finish_within_the_grace_and_tells_the_rest
     assert not cog.jobs
     assert bot.is_closed()
     assert bot.images._session.closed  # closed only after the cog had told its members
+
+
+async def test_slow_steps_before_the_acknowledgement_never_add_up_past_discords_patience(
+    simcord_env: Any, channel: Any, alice: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each step alone within its own timeout (settings 1.5 s, limits 1.5 s), together 2.8 s:
+    # the limits get only what is left of 2.5 s, and the member hears in time.
+    services = simcord_env.bot.services
+    read_settings, count = services.server_settings.get, services.limiter.acquire
+
+    async def slow_settings(guild_id: Any) -> Any:
+        await asyncio.sleep(1.4)
+        return await read_settings(guild_id)
+
+    async def slow_limits(key: str) -> Any:
+        await asyncio.sleep(1.4)
+        return await count(key)
+
+    monkeypatch.setattr(services.server_settings, "get", slow_settings)
+    monkeypatch.setattr(services.limiter, "acquire", slow_limits)
+    answered: list[float] = []
+    real_send = discord.InteractionResponse.send_message
+
+    async def timed_send(self: Any, *args: Any, **kwargs: Any) -> Any:
+        answered.append((discord.utils.utcnow() - self._parent.created_at).total_seconds())
+        return await real_send(self, *args, **kwargs)
+
+    monkeypatch.setattr(discord.InteractionResponse, "send_message", timed_send)
+    result = await alice.slash(channel, "imagine", prompt="a cat")
+
+    assert result.response.ephemeral
+    assert result.response.content == LIMITS_UNAVAILABLE
+    (after,) = answered
+    assert after <= ACKNOWLEDGE_WITHIN + 0.01
