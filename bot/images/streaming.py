@@ -39,6 +39,10 @@ from .sse import ServerSentEvent, SSEParser
 
 log = logging.getLogger(__name__)
 
+# The most a stream may hold of one event before it takes a processing slot: previews are
+# read without one (most are small), but nothing large is.
+UNSLOTTED_BYTES = 8 * 1024 * 1024
+
 EVENT_STREAM = "text/event-stream"
 PARTIAL_EVENTS = frozenset({"image_generation.partial_image", "image_edit.partial_image"})
 COMPLETED_EVENTS = frozenset({"image_generation.completed", "image_edit.completed"})
@@ -157,6 +161,7 @@ class _StreamReader:
         self.expected = expected
         self.on_partial = on_partial
         self.before_images = before_images
+        self.holding_slot = False
         self.images: list[GeneratedImage] = []
         self.usages: list[Mapping[str, Any]] = []
         self.extra = 0
@@ -196,14 +201,19 @@ class _StreamReader:
         # Only a preview: decoded where it is shown; the images are checked when they come.
         self.on_partial(PartialImage(index, encoded, self.limits.max_bytes, self.limits.max_pixels))
 
+    async def hold_slot(self) -> None:
+        """Await ``before_images`` (a processing slot), once."""
+        if not self.holding_slot:
+            self.holding_slot = True
+            await self.before_images()
+
     async def _completed(self, document: dict[str, Any], encoded: str | memoryview | None) -> bool:
         if len(self.images) >= self.expected:
             self.extra += 1
             return True
         if not encoded:
             raise MalformedResponse("a completed event of the image stream carries no image")
-        if not self.images:
-            await self.before_images()
+        await self.hold_slot()
         limits = self.limits
         self.images.append(
             await run_off_loop_if_large(
@@ -246,7 +256,8 @@ async def read_event_stream(
     """Read a streamed answer into the images it carries (at most ``expected``).
 
     ``on_partial`` is called with each preview; ``before_images`` is awaited once, when the first
-    image has arrived and before it is decoded. Raises :class:`ErrorInBody` for an error event,
+    image has arrived and before it is decoded, or sooner, once more than UNSLOTTED_BYTES of an
+    event are held. Raises :class:`ErrorInBody` for an error event,
     :class:`ResponseTooLarge` past ``cap`` bytes, :class:`MalformedResponse` for a stream cut
     short before any image, or one that is not a stream of image events.
     """
@@ -263,6 +274,11 @@ async def read_event_stream(
             for event in parser.feed(chunk):
                 if await reader.handle(event, at_end=False):
                     return reader.result()
+            if not reader.holding_slot and parser.pending_bytes > UNSLOTTED_BYTES:
+                # A large event on its way (an image, or an outsized preview): the rest of it
+                # waits in the socket until a slot is free, so that memory stays bounded by the
+                # slots, not by the streams in flight.
+                await reader.hold_slot()
     except aiohttp.ClientPayloadError:
         # The connection dropped mid-stream. Whole images that came before it are delivered
         # (they were generated, and perhaps billed); with none, the stream is a failure.

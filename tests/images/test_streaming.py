@@ -3,6 +3,7 @@ way a stream goes wrong (error events, cut short, oversized lines, JSON instead 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import io
@@ -29,7 +30,9 @@ from bot.images import (
     load_catalog,
     prepare_request,
 )
+from bot.images import streaming as streaming_module
 from bot.images.pricing import estimate_cost
+from bot.images.processing import ProcessingSlots
 from bot.images.streaming import PartialImage
 from bot.progress import make_preview
 from tests.conftest import API_KEY
@@ -376,3 +379,28 @@ def test_a_preview_declaring_more_pixels_than_the_request_allows_is_not_decoded(
     Image.new("RGB", (64, 48), "teal").save(small, "PNG")
     fine = PartialImage(0, base64.b64encode(small.getvalue()).decode(), 10_000_000, 4_000_000)
     assert make_preview(fine) is not None
+
+
+async def test_a_stream_takes_its_slot_before_reading_a_large_event(
+    client: ImageClient, images_api: FakeImagesAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Small previews are read without a slot; an event larger than the bound is not read
+    # further until the stream holds one, so memory is bounded by the slots.
+    monkeypatch.setattr(streaming_module, "UNSLOTTED_BYTES", 1_000_000)
+    images_api.push(stream(partial_event(ROUGH, 0), partial_event(BIG, 1), completed_event(IMAGE)))
+    slots = ProcessingSlots(1)
+    busy = slots.lease()
+    await busy.hold()  # the one slot is taken by another request's images
+    previews: list[PartialImage] = []
+    lease = slots.lease()
+    request = asyncio.ensure_future(
+        client.generate(streaming(), lease=lease, on_partial=previews.append)
+    )
+    while not slots.waiting:  # noqa: ASYNC110 - until the stream asks for the slot
+        await asyncio.sleep(0.01)
+    assert [preview.index for preview in previews] == [0]  # the large one is not in memory yet
+    busy.release()
+    result = await request
+    lease.release()
+    assert [preview.index for preview in previews] == [0, 1]
+    assert [image.data for image in result.images] == [IMAGE]
