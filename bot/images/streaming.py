@@ -13,6 +13,7 @@ may take a minute); it takes one when its first image arrives, before that image
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -86,9 +87,16 @@ class _Event:
     encoded: str | memoryview | None  # the b64_json value, lifted out of the JSON where large
 
 
-def _load(data: bytes) -> _Event:
+class _ParseWhole(Exception):
+    """A large event whose image could not be lifted out: it must be parsed whole, which takes
+    long enough to be done off the event loop."""
+
+
+def _load(data: bytes, *, whole: bool = True) -> _Event:
     """The event's JSON object; a large ``b64_json`` is lifted out before ``json.loads`` (which
-    would hold the GIL copying it into a str, see :func:`~bot.images.response.parse_body`)."""
+    would hold the GIL copying it into a str, see :func:`~bot.images.response.parse_body`).
+    ``whole``: False where a large event that cannot be lifted must not be parsed here (raises
+    :class:`_ParseWhole`)."""
     lifted = _lift_encoded_images(data) if len(data) >= LIFT_AT_LEAST else None
     if lifted is not None:
         try:
@@ -101,6 +109,8 @@ def _load(data: bytes) -> _Event:
                     return _Event(document, value)
         except (ValueError, _FallBack):
             pass
+    if not whole and len(data) >= LIFT_AT_LEAST:
+        raise _ParseWhole
     document = json.loads(data)
     if not isinstance(document, dict):
         raise MalformedResponse("an event of the image stream is not a JSON object")
@@ -172,7 +182,11 @@ class _StreamReader:
         if event.data.strip() == DONE:
             return True
         try:
-            loaded = await run_off_loop_if_large(len(event.data), lambda: _load(event.data))
+            data = event.data
+            try:
+                loaded = await run_off_loop_if_large(len(data), lambda: _load(data, whole=False))
+            except _ParseWhole:  # a large event that is not a plain image event: in a thread
+                loaded = await asyncio.to_thread(_load, data)
         except (ValueError, RecursionError):
             if at_end:
                 raise MalformedResponse(
