@@ -9,6 +9,7 @@ Everything is private (ephemeral).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import io
 import logging
@@ -22,6 +23,7 @@ from discord.ext import commands
 from bot.budgets import Budget, Period
 from bot.images.pricing import format_usd
 from bot.ledger import counted_since
+from bot.replies import DISCORD_FAILURES
 from bot.services import Services
 from bot.usage import Totals, daily, ledger_rows, overall, recent, totals, write_csv_to
 from bot.usage_chart import render_chart
@@ -38,6 +40,11 @@ TOP_MEMBERS = 10
 RECENT_REQUESTS = 10
 CHART_FILE = "usage-30-days.png"
 CSV_FILE = "usage-30-days.csv"
+CHART_DESCRIPTION = "Cost and images per day"
+CSV_TOO_LARGE = (
+    "The CSV is too large to attach here: the operator can write it with "
+    "python -m bot usage --server {guild_id} --csv FILE"
+)
 FIELD_MAX = 1024  # Discord's longest embed field value
 
 
@@ -136,14 +143,22 @@ class UsageCog(commands.Cog, name="Usage"):
         # The chart is drawn in a worker thread and the rows read: acknowledge first.
         await interaction.response.defer(ephemeral=True, thinking=True)
         try:
-            embed, files = await self._server_report(interaction.guild_id)
+            embed, chart, table = await self._server_report(interaction.guild_id)
+            files = [discord.File(io.BytesIO(chart), CHART_FILE, description=CHART_DESCRIPTION)]
+            if len(chart) + len(table) <= interaction.filesize_limit:
+                files.append(discord.File(io.BytesIO(table), CSV_FILE))
+            else:
+                embed.set_footer(text=CSV_TOO_LARGE.format(guild_id=interaction.guild_id))
+            await interaction.edit_original_response(embed=embed, attachments=files)
         except Exception:
             log.exception("could not report the usage of server %s", interaction.guild_id)
-            await interaction.edit_original_response(content=USAGE_UNAVAILABLE)
-            return
-        await interaction.edit_original_response(embed=embed, attachments=files)
+            with contextlib.suppress(*DISCORD_FAILURES):
+                await interaction.edit_original_response(
+                    content=USAGE_UNAVAILABLE, embed=None, attachments=[]
+                )
 
-    async def _server_report(self, guild_id: int) -> tuple[discord.Embed, list[discord.File]]:
+    async def _server_report(self, guild_id: int) -> tuple[discord.Embed, bytes, bytes]:
+        """The server's report: its embed, the chart (PNG) and the CSV of its rows."""
         engine = self.services.ledger.engine
         now = discord.utils.utcnow()  # the clock the rows are stamped with
         first_day = now.date() - dt.timedelta(days=CHART_DAYS - 1)
@@ -172,14 +187,15 @@ class UsageCog(commands.Cog, name="Usage"):
         days = await daily(engine, first_day, now.date(), guild_id)
         chart = await asyncio.to_thread(render_chart, days)
         rows = await ledger_rows(engine, first_day, guild_id)
-        text = io.StringIO()
-        write_csv_to(text, rows)
+        table = await asyncio.to_thread(_csv_bytes, rows)  # a busy server has tens of thousands
         embed.set_image(url=f"attachment://{CHART_FILE}")
-        files = [
-            discord.File(io.BytesIO(chart), CHART_FILE, description="Cost and images per day"),
-            discord.File(io.BytesIO(text.getvalue().encode()), CSV_FILE),
-        ]
-        return embed, files
+        return embed, chart, table
+
+
+def _csv_bytes(rows: Any) -> bytes:
+    text = io.StringIO()
+    write_csv_to(text, rows)
+    return text.getvalue().encode()
 
 
 def _totals_line(totals: Totals) -> str:

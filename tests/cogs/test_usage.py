@@ -16,8 +16,8 @@ from bot.budgets import Period
 from bot.images.pricing import format_usd
 from bot.usage import Day
 from bot.usage_chart import render_chart
-from cogs.usage._cog import CHART_FILE, CSV_FILE, MANAGERS_ONLY
-from tests.cogs.support import fields
+from cogs.usage._cog import CHART_FILE, CSV_FILE, CSV_TOO_LARGE, MANAGERS_ONLY
+from tests.cogs.support import fields, upload_limit
 from tests.fakes.images_api import FakeImagesAPI
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -117,6 +117,21 @@ async def test_a_manager_gets_the_servers_totals_top_members_models_chart_and_cs
     assert sum(Decimal(row["cost"]) for row in rows) == 4 * DALL_E_2_SQUARE
     assert sum(int(row["images_delivered"]) for row in rows) == 4
     assert {int(row["member_id"]) for row in rows} == {alice.id, bob.id}
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_a_csv_too_large_for_the_upload_limit_is_left_out_with_the_command_to_use(
+    simcord_env: Any, channel: Any, alice: Any, manager: Any, images_api: FakeImagesAPI
+) -> None:
+    await draw(alice, channel)
+    chart_alone = len(await (await manager.slash(channel, "usage", scope="server"))
+                      .response.attachments[0].read())  # fmt: skip
+    with upload_limit(chart_alone + 50):  # the chart fits, the CSV does not beside it
+        result = await manager.slash(channel, "usage", scope="server")
+
+    assert [a.filename for a in result.response.attachments] == [CHART_FILE]
+    (embed,) = result.response.embeds
+    assert embed.footer.text == CSV_TOO_LARGE.format(guild_id=channel.guild.id)
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
