@@ -63,6 +63,9 @@ class Admission:
         self.metrics = services.metrics
         self.edits = services.edits  # the bot's budget of progress edits (previews, time)
         self.jobs: set[asyncio.Task[None]] = set()
+        # What puts buttons under an edit's images, once the /imagine cog (which owns the
+        # buttons) is loaded.
+        self.edit_buttons: Buttons | None = None
         self.draining = False  # set once, when draining starts: newcomers are refused
 
     async def admit(
@@ -229,7 +232,7 @@ class Admission:
             await self._refuse(replies, WENT_WRONG)
             await self._refund_limits(member_id)
             return
-        generation = self._generation(replies, prepared, admissible)
+        generation = self._generation(replies, prepared, admissible, self.edit_buttons)
         generation.timeline.received = received
         await self._run(generation, limits_counted=True)
 

@@ -248,10 +248,12 @@ class ImageButtons:
     def view(self, key: int, generation: Generation) -> discord.ui.View:
         prepared = generation.prepared
         view = discord.ui.View(timeout=None)
-        row = [ImageButton(Action.REROLL, key), ImageButton(Action.EDIT, key)]
-        larger = larger_size(prepared.spec, prepared.size)
-        if larger is not None:
-            row.append(ImageButton(Action.LARGER, key, label=f"Larger ({larger})"))
+        row: list[ImageButton] = []
+        if not prepared.is_edit:  # an edit's inputs are not kept: it is varied, not asked again
+            row += [ImageButton(Action.REROLL, key), ImageButton(Action.EDIT, key)]
+            larger = larger_size(prepared.spec, prepared.size)
+            if larger is not None:
+                row.append(ImageButton(Action.LARGER, key, label=f"Larger ({larger})"))
         row.append(ImageButton(Action.DELETE, key, generation.member_id))
         for button in row:
             button.item.row = 0

@@ -42,6 +42,8 @@ class ImagineCog(commands.Cog, name="Imagine"):
         self.command = build_imagine_command(services, self.admit)
         # The buttons under posted images; each press that makes images comes back to admit.
         self.buttons = ImageButtons(self, SavedRequests(services.ledger))
+        # Edits (/edit, Vary) get buttons too: Delete, and Vary again (see ImageButtons.view).
+        admission.edit_buttons = self.buttons.for_generation
 
     async def admit(self, interaction: discord.Interaction, request: ImageRequest) -> None:
         """An /imagine, or a button's new request: admitted, its images posted with buttons."""

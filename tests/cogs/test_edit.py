@@ -318,6 +318,22 @@ async def test_a_member_over_their_limit_costs_the_bot_no_download(
     assert downloads == []
 
 
+async def test_an_edit_can_be_deleted_and_varied_but_not_asked_again(
+    simcord_env: Any, channel: Any, alice: Any, images_api: FakeImagesAPI
+) -> None:
+    result = await alice.slash(channel, "edit", image=("photo.png", png()), prompt="a hat")
+    buttons = [b["label"] for row in result.response.components for b in row["components"]]
+    # Its inputs are not kept: Reroll, Edit prompt and Larger could not ask for it again.
+    assert buttons == ["Delete", "Vary"]
+
+    varied = await alice.click(result.response, label="Vary")
+    assert len(images_api.edit_requests) == 2
+    assert varied.response.embeds[0].author.name == "alice edited"
+
+    await alice.click(result.response, label="Delete")
+    assert result.response is None  # Discord no longer has the message
+
+
 class TestTheLedger:
     @pytest.fixture
     def bot_overrides(self, database_url: str) -> dict[str, Any]:
