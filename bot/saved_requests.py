@@ -39,6 +39,7 @@ _OPTION_FIELDS = frozenset(field.name for field in dataclasses.fields(ImageReque
 # Prompt characters of recent requests kept in memory (a few megabytes; 250 prompts of the
 # longest, thousands of typical ones).
 REMEMBERED_CHARS = 8_000_000
+DELETED_REMEMBERED = 10_000  # keys of sets deleted recently, kept in memory
 
 # One write to the table, run inside the transaction it is batched into; what it returns goes
 # back to whoever asked for it.
@@ -100,6 +101,17 @@ class SavedRequests:
         self._remembered_chars = remembered_chars
         self._waiting: list[tuple[_Write, asyncio.Future[Any]]] = []
         self._writer: asyncio.Task[None] | None = None
+        # Sets deleted by this process, recently: a follow-up of theirs still being posted when
+        # Delete was pressed is deleted as it comes.
+        self._deleted: OrderedDict[int, None] = OrderedDict()
+
+    def mark_deleted(self, key: int) -> None:
+        self._deleted[key] = None
+        while len(self._deleted) > DELETED_REMEMBERED:
+            self._deleted.popitem(last=False)
+
+    def was_deleted(self, key: int) -> bool:
+        return key in self._deleted
 
     def _remember(self, saved: SavedRequest) -> None:
         if saved.key in self._recent:

@@ -229,12 +229,23 @@ class ImageButtons:
                 str(exc).splitlines()[0][:300] if str(exc) else "",
             )
             return None
-        generation.replies.on_follow_up = functools.partial(self._record_follow_ups, key)
+        generation.replies.on_follow_up = functools.partial(
+            self._record_follow_ups, key, interaction
+        )
         return self.view(key, generation)
 
-    async def _record_follow_ups(self, key: int, message_ids: tuple[int, ...]) -> None:
+    async def _record_follow_ups(
+        self, key: int, interaction: discord.Interaction, message_ids: tuple[int, ...]
+    ) -> None:
         """Keep the follow-up messages a set was posted in, for its Delete; a failure costs
-        only that (one log line): the images are posted all the same."""
+        only that (one log line): the images are posted all the same. Where the set was
+        deleted while its follow-ups were still being posted, they are deleted too."""
+        if self.saved.was_deleted(key):
+            try:
+                await _delete_messages(interaction, message_ids)
+            except DISCORD_FAILURES as exc:
+                log.warning("could not delete the follow-ups of a deleted set: %r", exc)
+            return
         try:
             async with asyncio.timeout(RECORD_TIMEOUT):
                 await self.saved.record_follow_ups(key, message_ids)
@@ -367,6 +378,8 @@ async def delete_images(
     if not allowed:
         await Replies(interaction).answer(NOT_YOURS)
         return
+    if saved is not None:
+        saved.mark_deleted(key)  # a follow-up still being posted is deleted as it comes
     try:
         await interaction.response.defer()  # no new message: the pressed one goes
         await _delete_messages(interaction, await _follow_up_ids(saved, key))

@@ -17,6 +17,7 @@ from bot.db import open_engine
 from bot.db.schema import generation_state
 from bot.images import ProcessingSlots
 from bot.queue import GenerationQueue
+from bot.replies import Replies
 from tests.cogs.conftest import RECOMMENDED_SHARDS, DeclaredQueueWaits, make_settings
 from tests.cogs.support import Gate, fields, upload_limit, uploaded
 from tests.fakes.images_api import FakeImagesAPI, incompressible_png
@@ -477,3 +478,31 @@ async def test_while_the_bot_drains_a_press_is_told_it_restarts_and_delete_still
     assert private(refused) == "The bot is restarting. Please try again in a minute."
     assert posted.response is None
     assert len(images_api.generation_requests) == 1
+
+
+async def test_delete_while_follow_ups_are_still_posting_removes_them_as_they_come(
+    simcord_env: Any,
+    channel: Any,
+    alice: Any,
+    images_api: FakeImagesAPI,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    release = asyncio.Event()
+    real_follow_up = Replies.follow_up
+
+    async def slow_follow_up(self: Any, files: Any) -> None:
+        await simcord_env.external_wait(release.wait(), reason="a slow upload")
+        await real_follow_up(self, files)
+
+    monkeypatch.setattr(Replies, "follow_up", slow_follow_up)
+    image = incompressible_png(300, 300)
+    images_api.image_bytes = image
+    with upload_limit(len(image) + 1000):  # one image a message
+        result = await alice.slash(channel, "imagine", prompt="three cats", count=3)
+        await simcord_env.settle()
+        await alice.click(result.response, label="Delete")
+        assert result.response is None
+        release.set()
+        await simcord_env.settle()
+
+    assert [m for m in result.followups if not m.ephemeral] == []
