@@ -359,10 +359,37 @@ class ImageButtons:
             return
         message = replies.interaction.message
         source = source_image(message, index) if message is not None else None
+        if source is None and message is not None and saved.follow_up_ids:
+            source = await self._in_follow_ups(replies, saved, index - _image_count(message))
         if source is None:
             await replies.answer(NO_SUCH_IMAGE)
             return
         await self.vary(replies.interaction, saved, source)
+
+    @staticmethod
+    async def _in_follow_ups(
+        replies: Replies, saved: SavedRequest, index: int
+    ) -> discord.Attachment | None:
+        """The ``index``-th image (0-based) after the first message's: the rest of a set that
+        did not fit in one message went into follow-ups, in order."""
+        interaction = replies.interaction
+        if index < 0 or interaction.channel_id is None:
+            return None
+        channel = interaction.client.get_partial_messageable(
+            interaction.channel_id, guild_id=interaction.guild_id
+        )
+        for message_id in saved.follow_up_ids:
+            try:
+                async with asyncio.timeout(step_timeout(interaction, LOAD_TIMEOUT)):
+                    message = await channel.fetch_message(message_id)
+            except (TimeoutError, *DISCORD_FAILURES) as exc:
+                log.warning("could not read a follow-up of saved request %s: %r", saved.key, exc)
+                return None
+            found = source_image(message, index)
+            if found is not None:
+                return found
+            index -= _image_count(message)
+        return None
 
 
 async def delete_images(
@@ -435,6 +462,10 @@ async def _tell_unexpected(interaction: discord.Interaction) -> None:
             await interaction.response.send_message(UNEXPECTED, ephemeral=True)
     except DISCORD_FAILURES:
         log.warning("could not tell user %s about the failure", interaction.user.id)
+
+
+def _image_count(message: discord.Message) -> int:
+    return sum(not a.filename.lower().endswith(".svg") for a in message.attachments)
 
 
 def source_image(message: discord.Message, index: int) -> discord.Attachment | None:

@@ -20,6 +20,7 @@ from tests.cogs.support import (
     private_reply,
     uploaded,
 )
+from tests.cogs.test_buttons import posted_in_three_messages
 from tests.databases import ledger_rows
 from tests.fakes.images_api import FakeImagesAPI, edit_form_problem, incompressible_png
 
@@ -332,6 +333,18 @@ async def test_an_edit_can_be_deleted_and_varied_but_not_asked_again(
 
     await alice.click(result.response, label="Delete")
     assert result.response is None  # Discord no longer has the message
+
+
+async def test_vary_finds_an_image_posted_in_a_follow_up(
+    simcord_env: Any, channel: Any, alice: Any, images_api: FakeImagesAPI
+) -> None:
+    posted = await posted_in_three_messages(channel, alice, images_api)
+    third = await posted.followups[-1].attachments[0].read()
+
+    await alice.click(posted.response, label="Vary 3")
+
+    (sent,) = images_api.edit_requests
+    assert [part.data for part in sent.body["image"]] == [third]
 
 
 class TestTheLedger:
