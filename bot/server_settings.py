@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import datetime as dt
+import hashlib
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from sqlalchemy import delete, insert, select, update
+from sqlalchemy import text as sql
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.budgets import BUDGET_ACCEPTS, Budget, parse_budgets
@@ -312,7 +314,13 @@ class SettingsStore:
             if connection.dialect.name == "sqlite":
                 await connection.execution_options(**{BEGIN_IMMEDIATE: True})
             async with connection.begin():
-                # PostgreSQL: one change of a setting at a time (SQLite: BEGIN IMMEDIATE).
+                # One change of a server's settings at a time: SQLite's BEGIN IMMEDIATE, or on
+                # PostgreSQL a lock for the server (a row FOR UPDATE locks nothing where the
+                # setting has no row yet, and two first changes would both insert it).
+                if connection.dialect.name == "postgresql":
+                    await connection.execute(
+                        sql("SELECT pg_advisory_xact_lock(:key)"), {"key": _lock_key(guild_id)}
+                    )
                 old = await connection.scalar(
                     select(server_settings.c.value).where(key).with_for_update()
                 )
@@ -390,3 +398,9 @@ def describe(setting: Setting, raw: str | None, rules: Rules, chosen: ServerSett
 
 def mentioned_channels(ids: Iterable[int]) -> str:
     return ", ".join(f"<#{channel}>" for channel in ids)
+
+
+def _lock_key(guild_id: int) -> int:
+    """A 64-bit advisory lock key for one server's settings."""
+    name = f"imagine-settings:{guild_id}".encode()
+    return int.from_bytes(hashlib.blake2b(name, digest_size=8).digest(), "big", signed=True)

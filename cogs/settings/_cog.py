@@ -7,20 +7,24 @@ Every answer is private.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.server_settings import DESCRIPTIONS, Setting, SettingRefused, describe
+from bot.replies import time_to_acknowledge
+from bot.server_settings import DESCRIPTIONS, ServerSettings, Setting, SettingRefused, describe
 from bot.services import Services
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MANAGERS_ONLY = "Only members who can manage this server can change its /imagine settings."
 SETTINGS_UNAVAILABLE = "The bot cannot read or save settings right now. Please try again soon."
@@ -114,7 +118,8 @@ class SettingsCog(commands.Cog, name="Settings"):
             await interaction.response.send_message(MANAGERS_ONLY, ephemeral=True)
             return
         store, rules = self.services.server_settings, self.services.server_rules
-        try:
+
+        async def store_it() -> tuple[str | None, str | None, ServerSettings]:
             chosen = await store.get(guild.id)
             value = None
             if text is not None:
@@ -125,13 +130,16 @@ class SettingsCog(commands.Cog, name="Settings"):
                     channel_exists=lambda channel: guild.get_channel_or_thread(channel) is not None,
                 )
             old = await store.change(guild.id, setting, value, by=interaction.user.id)
-            now = await store.get(guild.id)
+            return value, old, await store.get(guild.id)
+
+        try:
+            value, old, now = await _within_patience(interaction, store_it())
         except SettingRefused as refusal:
-            await interaction.response.send_message(str(refusal), ephemeral=True)
+            await _answer(interaction, str(refusal))
             return
         except Exception:
             log.exception("could not change the setting %s of server %s", setting, guild.id)
-            await interaction.response.send_message(SETTINGS_UNAVAILABLE, ephemeral=True)
+            await _answer(interaction, SETTINGS_UNAVAILABLE)
             return
         log.info(
             "user %s changed %s of server %s from %r to %r",
@@ -143,7 +151,7 @@ class SettingsCog(commands.Cog, name="Settings"):
             answer = f"{setting.value} is back to the default: {shown} (it was {was})."
         else:
             answer = f"{setting.value} is now {shown} (it was {was})."
-        await interaction.response.send_message(answer, ephemeral=True)
+        await _answer(interaction, answer)
 
     async def show(self, interaction: discord.Interaction) -> None:
         guild = interaction.guild
@@ -151,12 +159,15 @@ class SettingsCog(commands.Cog, name="Settings"):
             await interaction.response.send_message(MANAGERS_ONLY, ephemeral=True)
             return
         store, rules = self.services.server_settings, self.services.server_rules
+
+        async def read() -> tuple[ServerSettings, dict[str, Any]]:
+            return await store.get(guild.id), await store.last_changes(guild.id)
+
         try:
-            chosen = await store.get(guild.id)
-            changes = await store.last_changes(guild.id)
+            chosen, changes = await _within_patience(interaction, read())
         except Exception:
             log.exception("could not read the settings of server %s", guild.id)
-            await interaction.response.send_message(SETTINGS_UNAVAILABLE, ephemeral=True)
+            await _answer(interaction, SETTINGS_UNAVAILABLE)
             return
         embed = discord.Embed(title="/imagine settings on this server")
         for setting in Setting:
@@ -169,4 +180,32 @@ class SettingsCog(commands.Cog, name="Settings"):
                 when = discord.utils.format_dt(change.changed_at, "R")
                 value += f"\nchanged by <@{change.changed_by}> {when}"
             embed.add_field(name=setting.value, value=value[:1024], inline=False)
-        await interaction.response.send_message(embed=embed, ephemeral=True)
+        await _answer(interaction, embed=embed)
+
+
+async def _within_patience(interaction: discord.Interaction, work: Coroutine[Any, Any, T]) -> T:
+    """``work``'s result; a slow database gets the interaction deferred (privately) first, so
+    that Discord's 3 seconds never run out."""
+    task = asyncio.ensure_future(work)
+    done, _ = await asyncio.wait({task}, timeout=time_to_acknowledge(interaction))
+    if not done:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+    return await task
+
+
+async def _answer(
+    interaction: discord.Interaction,
+    content: str | None = None,
+    *,
+    embed: discord.Embed | None = None,
+) -> None:
+    """The private answer, as the reply or, once deferred, as its follow-up."""
+    if interaction.response.is_done():
+        if embed is None:
+            await interaction.followup.send(content or "", ephemeral=True)
+        else:
+            await interaction.followup.send(content or "", embed=embed, ephemeral=True)
+    elif embed is None:
+        await interaction.response.send_message(content, ephemeral=True)
+    else:
+        await interaction.response.send_message(content, embed=embed, ephemeral=True)

@@ -81,6 +81,25 @@ async def test_requests_arriving_together_share_one_read_of_the_settings(
     assert len(reads) == 1
 
 
+async def test_two_managers_changing_a_default_setting_at_once_both_succeed(
+    database_url: str,
+) -> None:
+    engines = [open_engine(database_url) for _ in range(2)]  # two bot processes
+    await migrate(engines[0])
+    stores = [SettingsStore(returning(engine)) for engine in engines]
+    try:
+        # No row yet for the setting: both would insert it, without the server's lock.
+        for _ in range(5):
+            await asyncio.gather(
+                stores[0].change(SERVER, Setting.MAX_IMAGES, "2", by=MANAGER),
+                stores[1].change(SERVER, Setting.MAX_IMAGES, "3", by=MANAGER + 1),
+            )
+            await stores[0].change(SERVER, Setting.MAX_IMAGES, None, by=MANAGER)
+    finally:
+        for engine in engines:
+            await engine.dispose()
+
+
 def rules() -> Rules:
     return Rules(
         offered=("gpt-image-1", "dall-e-2", "dall-e-3"),
