@@ -322,8 +322,10 @@ class ImageButtons:
             log.error("could not read saved request %s (%s)", key, type(exc).__name__)
             await replies.answer(UNREADABLE)
             return None
-        if saved is None:
+        if saved is None or saved.guild_id != replies.interaction.guild_id:
+            # Another server's request (a forged form's id) is no request of this one.
             await replies.answer(GONE)
+            return None
         return saved
 
     async def _again(
