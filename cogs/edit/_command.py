@@ -3,6 +3,7 @@ and hand it, with the images to start from, to :func:`bot.editing.run_edit`; not
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -13,6 +14,7 @@ from bot.admission import Admission
 from bot.editing import VARY_PROMPT, edit_models, image_attachments, run_edit
 from bot.images import ImageRequest
 from bot.posting import clip
+from bot.replies import DISCORD_FAILURES
 from bot.services import Services
 from cogs.imagine._command import (
     PROMPT_MAX,
@@ -134,7 +136,7 @@ def build_vary_menu(services: Services, admission: Admission) -> app_commands.Co
         # Several images: the member picks one, privately; the choice is a new interaction,
         # admitted like any other (the menu's own 3 seconds are spent on the question).
         await interaction.response.send_message(
-            WHICH_IMAGE, view=ChooseImage(attachments, vary), ephemeral=True
+            WHICH_IMAGE, view=ChooseImage(attachments, vary, interaction), ephemeral=True
         )
 
     return app_commands.ContextMenu(name="Vary image", callback=vary_image)
@@ -148,10 +150,12 @@ class ChooseImage(discord.ui.View):
         self,
         attachments: list[discord.Attachment],
         vary: Callable[[discord.Interaction, discord.Attachment], Awaitable[None]],
+        question: discord.Interaction,
     ) -> None:
         super().__init__(timeout=CHOICE_SECONDS)
         self.attachments = attachments[:SELECT_OPTIONS_MAX]
         self.vary = vary
+        self.question = question  # the private message asking, edited once it is answered
         select: discord.ui.Select[ChooseImage] = discord.ui.Select(
             placeholder="Choose the image to vary",
             options=[
@@ -168,4 +172,14 @@ class ChooseImage(discord.ui.View):
 
     async def _chosen(self, interaction: discord.Interaction) -> None:
         self.stop()  # one variation per question
-        await self.vary(interaction, self.attachments[int(self.select.values[0])])
+        index = int(self.select.values[0])
+        await self.vary(interaction, self.attachments[index])
+        await self._close(f"Image {index + 1} chosen.")
+
+    async def on_timeout(self) -> None:
+        await self._close("This question has expired: use Vary image again.")
+
+    async def _close(self, sentence: str) -> None:
+        """No select left that nothing would answer."""
+        with contextlib.suppress(*DISCORD_FAILURES):
+            await self.question.edit_original_response(content=sentence, view=None)

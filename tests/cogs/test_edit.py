@@ -12,6 +12,7 @@ from PIL import Image
 from simcord.http.client import FakeHTTPClient
 
 from bot.editing import VARY_PROMPT
+from cogs.edit._command import CHOICE_SECONDS
 from tests.cogs.support import (
     CALLBACK_DEFER,
     Gate,
@@ -224,6 +225,22 @@ async def test_vary_image_asks_which_image_when_there_are_several(
     assert not result.response.ephemeral
     form = images_api.edit_requests[0].body
     assert [part.data for part in form["image"]] == [second]
+    # Answered: the question keeps no select that nothing would answer any more.
+    assert asked.response.content == "Image 2 chosen."
+    assert not asked.response.components
+
+
+async def test_an_unanswered_question_of_vary_image_expires_without_its_select(
+    simcord_env: Any, channel: Any, alice: Any, bob: Any, images_api: FakeImagesAPI
+) -> None:
+    posted = await alice.send(
+        channel, "two drawings", attachments=[("a.png", png(64, 64)), ("b.png", png(32, 32))]
+    )
+    asked = await bob.context_menu(channel, "Vary image", posted)
+    await simcord_env.advance_time(CHOICE_SECONDS + 1)
+    assert asked.response.content == "This question has expired: use Vary image again."
+    assert not asked.response.components
+    assert not images_api.edit_requests
 
 
 async def test_vary_image_on_the_bots_own_images_keeps_their_prompt(
