@@ -28,6 +28,20 @@ from tests.fakes.images_api import FakeImagesAPI, edit_form_problem, incompressi
 CALLBACK_MESSAGE = 4  # an immediate answer (here: a private refusal)
 
 
+def counted_downloads(env: Any) -> list[str]:
+    """The attachment URLs the bot downloads from simcord's CDN from now on."""
+    downloads: list[str] = []
+    cdn = env.backend.cdn
+    real_get = cdn.get
+
+    def counted(url: str) -> Any:
+        downloads.append(url)
+        return real_get(url)
+
+    cdn.get = counted
+    return downloads
+
+
 def png(width: int = 64, height: int = 64, transparent: bool = False) -> bytes:
     mode = "RGBA" if transparent else "RGB"
     colour = (200, 40, 40, 0) if transparent else (200, 40, 40)
@@ -153,15 +167,7 @@ async def test_bad_inputs_are_refused_privately_and_nothing_is_paid(
 async def test_an_attachment_over_the_models_limit_is_refused_before_it_is_downloaded(
     simcord_env: Any, channel: Any, alice: Any, images_api: FakeImagesAPI
 ) -> None:
-    downloads: list[str] = []
-    cdn = simcord_env.backend.cdn
-    real_get = cdn.get
-
-    def counted(url: str) -> Any:
-        downloads.append(url)
-        return real_get(url)
-
-    cdn.get = counted
+    downloads = counted_downloads(simcord_env)
     oversized = png(256, 256) + b"\0" * (4 * 1024 * 1024)
     result = await alice.slash(
         channel, "edit", image=("big.png", oversized), prompt="x", model="dall-e-2"
@@ -311,15 +317,7 @@ async def test_a_vary_press_over_the_pressers_limit_is_told_privately(
 async def test_a_member_over_their_limit_costs_the_bot_no_download(
     simcord_env: Any, channel: Any, alice: Any, images_api: FakeImagesAPI
 ) -> None:
-    downloads: list[str] = []
-    cdn = simcord_env.backend.cdn
-    real_get = cdn.get
-
-    def counted(url: str) -> Any:
-        downloads.append(url)
-        return real_get(url)
-
-    cdn.get = counted
+    downloads = counted_downloads(simcord_env)
     # A refused edit is taken back from the limits: it leaves room for the next one.
     refused = await alice.slash(channel, "edit", image=("a.txt", b"not an image"), prompt="x")
     assert refused.response.ephemeral
