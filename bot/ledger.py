@@ -53,7 +53,7 @@ from bot.budgets import Budget, BudgetRefusal, OverBudget, PriceUnknown, Scope
 from bot.db import BEGIN_IMMEDIATE, open_engine
 from bot.db.schema import MONEY, usage_ledger
 from bot.images import PreparedRequest
-from bot.images.pricing import SIX_PLACES, estimate_cost, settle_cost
+from bot.images.pricing import SIX_PLACES, estimate_cost, settle_cost, token_count
 
 log = logging.getLogger(__name__)
 
@@ -92,17 +92,13 @@ class Tokens:
             return cls()
         details = usage.get("input_tokens_details")
         details = details if isinstance(details, Mapping) else {}
-        text = _count(details.get("text_tokens"))
-        image = _count(details.get("image_tokens"))
+        text = token_count(details.get("text_tokens"))
+        image = token_count(details.get("image_tokens"))
         if text is None and image is None:
-            text = _count(usage.get("input_tokens"))  # no breakdown: a prompt is all text
-        return cls(input_text=text, input_image=image, output=_count(usage.get("output_tokens")))
-
-
-def _count(value: object) -> int | None:
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**31:
-        return value
-    return None
+            text = token_count(usage.get("input_tokens"))  # no breakdown: a prompt is all text
+        return cls(
+            input_text=text, input_image=image, output=token_count(usage.get("output_tokens"))
+        )
 
 
 def _priced(price: Any, what: str) -> Decimal | None:
@@ -325,17 +321,13 @@ class Ledger:
         elif images_returned is not None:
             returned = images_returned
             cost = _priced(lambda: settle_cost(prepared, usage, returned), "cost")
-        tokens = Tokens.from_usage(usage)
-        values = {
-            "settled_at": dt.datetime.now(dt.UTC),
-            "outcome": outcome.value,
-            "images_delivered": images_delivered,
-            "request_id": request_id[:REQUEST_ID_CHARS] if request_id else None,
-            "input_text_tokens": tokens.input_text,
-            "input_image_tokens": tokens.input_image,
-            "output_tokens": tokens.output,
-            "cost": cost,
-        }
+        values = _settled(
+            outcome,
+            images_delivered=images_delivered,
+            request_id=request_id[:REQUEST_ID_CHARS] if request_id else None,
+            tokens=Tokens.from_usage(usage),
+            cost=cost,
+        )
         self._unsettled[row_id] = values
         try:
             await self._write_settlement(row_id, values)
@@ -546,7 +538,7 @@ class _GroupCommit:
                 admission.written.set_exception(over)
         for admission, row_id in zip(taken, ids, strict=True):
             if admission.written.done():  # its request gave up waiting: it was never sent
-                self._submit(_Settlement(row_id, _never_sent()))
+                self._submit(_Settlement(row_id, _settled(Outcome.CANCELLED, cost=Decimal(0))))
             else:
                 admission.written.set_result(row_id)
 
@@ -581,16 +573,24 @@ class _GroupCommit:
         return None
 
 
-def _never_sent() -> dict[str, Any]:
+def _settled(
+    outcome: Outcome,
+    *,
+    images_delivered: int = 0,
+    request_id: str | None = None,
+    tokens: Tokens = Tokens(),
+    cost: Decimal | None,
+) -> dict[str, Any]:
+    """The columns a settlement writes (those of ``_SETTLE_MANY``)."""
     return {
         "settled_at": dt.datetime.now(dt.UTC),
-        "outcome": Outcome.CANCELLED.value,
-        "images_delivered": 0,
-        "request_id": None,
-        "input_text_tokens": None,
-        "input_image_tokens": None,
-        "output_tokens": None,
-        "cost": Decimal(0),
+        "outcome": outcome.value,
+        "images_delivered": images_delivered,
+        "request_id": request_id,
+        "input_text_tokens": tokens.input_text,
+        "input_image_tokens": tokens.input_image,
+        "output_tokens": tokens.output,
+        "cost": cost,
     }
 
 

@@ -127,8 +127,9 @@ def estimate_cost(prepared: PreparedRequest) -> Decimal | None:
     return _usd(_token_estimate(prepared, price, prepared.count))
 
 
-def _count(value: Any) -> int | None:
-    # The image service's word, not trusted: a count no answer could have is no count.
+def token_count(value: Any) -> int | None:
+    """A token count from the image service's ``usage``, which is not trusted: anything but a
+    whole number of zero or more that an answer could have (under 2**31) is no count."""
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**31:
         return None
     return value
@@ -136,16 +137,19 @@ def _count(value: Any) -> int | None:
 
 def _usage_tokens(usage: Mapping[str, Any]) -> tuple[int, int, int] | None:
     """Text input, image input and output tokens from a response's ``usage``, or None."""
-    output = _count(usage.get("output_tokens"))
+    output = token_count(usage.get("output_tokens"))
     if output is None:
         return None
     details = usage.get("input_tokens_details")
     if isinstance(details, Mapping):
-        text, image = _count(details.get("text_tokens")), _count(details.get("image_tokens"))
+        text, image = (
+            token_count(details.get("text_tokens")),
+            token_count(details.get("image_tokens")),
+        )
         if text is not None and image is not None:
             return text, image, output
     # Without the split, the input of a generation is its prompt: text.
-    total = _count(usage.get("input_tokens"))
+    total = token_count(usage.get("input_tokens"))
     return (total, 0, output) if total is not None else None
 
 
