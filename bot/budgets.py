@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
@@ -93,6 +94,19 @@ def parse_budgets(text: str) -> tuple[Budget, ...]:
             raise ValueError(f"{part!r} is not a budget") from None
         budgets.append(Budget(amount, Period(match["period"].lower()), images=match.re is _IMAGES))
     return tuple(budgets)
+
+
+def tightest(budgets: Iterable[Budget]) -> tuple[Budget, ...]:
+    """The lowest budget of each unit and period, in the order each first appears.
+
+    Budgets of one scope, unit and period count the same requests against the same window, so
+    they all hold exactly when the lowest does; budgets of different periods or units all stay."""
+    lowest: dict[tuple[bool, Period], Budget] = {}
+    for budget in budgets:
+        key = (budget.images, budget.period)
+        if key not in lowest or budget.amount < lowest[key].amount:
+            lowest[key] = budget
+    return tuple(lowest.values())
 
 
 @dataclass(frozen=True, slots=True)

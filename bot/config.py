@@ -110,6 +110,14 @@ class Settings(BaseSettings):
     server_budget: Annotated[tuple[Budget, ...], NoDecode] = Field(
         default=(), description=f"{BUDGET_ACCEPTS}, for each server as a whole"
     )
+    servers_may_raise_budgets: bool = Field(
+        default=False,
+        description=(
+            "true or false: whether a server's managers may replace MEMBER_BUDGET and "
+            "SERVER_BUDGET with higher budgets, or none, in /imagine-settings (false: they are "
+            "ceilings a server can only lower)"
+        ),
+    )
     rate_limit_storage_uri: str = Field(
         default="memory://",
         repr=False,  # it may hold the store's password

@@ -17,7 +17,15 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.replies import time_to_acknowledge
-from bot.server_settings import DESCRIPTIONS, ServerSettings, Setting, SettingRefused, describe
+from bot.server_settings import (
+    BUDGETS,
+    DESCRIPTIONS,
+    ServerSettings,
+    Setting,
+    SettingRefused,
+    budget_changed,
+    describe,
+)
 from bot.services import Services
 
 if TYPE_CHECKING:
@@ -149,6 +157,8 @@ class SettingsCog(commands.Cog, name="Settings"):
         was = "the default" if old is None else old
         if value is None:
             answer = f"{setting.value} is back to the default: {shown} (it was {was})."
+        elif setting in BUDGETS:  # the operator's ceiling may be what applies
+            answer = budget_changed(setting, value, was, rules, now)
         else:
             answer = f"{setting.value} is now {shown} (it was {was})."
         await _answer(interaction, answer)
