@@ -1,6 +1,6 @@
 """The operator's MEMBER_BUDGET and SERVER_BUDGET through simcord: ceilings a server's managers can
-lower and never lift (unless SERVERS_MAY_RAISE_BUDGETS), and what /imagine-settings and /usage say
-of them; on SQLite and PostgreSQL."""
+lower and never lift (unless SERVERS_MAY_RAISE_BUDGETS), what /imagine-settings and /usage say of
+them, and amounts too large to be a budget refused with a sentence; on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -8,7 +8,12 @@ from typing import Any
 
 import pytest
 
+from bot.budgets import BUDGET_ACCEPTS
+from bot.db.schema import server_settings, settings_changes
+from bot.server_settings import Setting
+from cogs.settings._cog import SETTINGS_UNAVAILABLE
 from tests.cogs.support import fields, setting
+from tests.cogs.test_settings import table_rows
 from tests.fakes.images_api import FakeImagesAPI
 
 OPERATOR = {"member_budget": "$0.10/day", "server_budget": "$0.20/day"}
@@ -116,3 +121,50 @@ async def test_a_budget_above_the_ceiling_is_told_and_both_budgets_hold(
     assert (await hd_image(alice, channel)).content.startswith(
         "Your budget on this server is $0.10 per day"
     )
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize(
+    ("value", "shown", "most"),
+    [
+        ("$" + "9" * 27 + "/day", "'$" + "9" * 27 + "/day'", "$1,000,000"),
+        ("9" * 1100 + " images/month", "'" + "9" * 39 + "…'", "1,000,000 images"),
+        ("$1000000.01/month", "'$1000000.01/month'", "$1,000,000"),
+    ],
+)
+async def test_an_amount_too_large_for_a_budget_is_refused_with_a_sentence(
+    simcord_env: Any,
+    channel: Any,
+    alice: Any,
+    manager: Any,
+    database_url: str,
+    value: str,
+    shown: str,
+    most: str,
+) -> None:
+    answer = await setting(manager, channel, "member-budget", value=value)
+
+    assert answer != SETTINGS_UNAVAILABLE
+    assert answer == (
+        f"member-budget must be {BUDGET_ACCEPTS}, or none for no budget of this server's own "
+        f"({shown} is more than {most}, the most a budget may be)."
+    )
+    assert await table_rows(database_url, settings_changes) == []
+    assert await table_rows(database_url, server_settings) == []
+    usage = await alice.slash(channel, "usage")
+    assert fields(usage.response.embeds[0])["Budgets"].startswith("Yours: $0.10 per day")
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_a_budget_an_older_version_stored_unbounded_is_ignored_and_replaceable(
+    simcord_env: Any, guild: Any, channel: Any, alice: Any, manager: Any
+) -> None:
+    # Stored before amounts were bounded: thousands of digits, which nothing can add up to.
+    legacy = "9" * 3000 + " images/month"
+    store = simcord_env.bot.services.server_settings
+    await store.change(guild.id, Setting.MEMBER_BUDGET, legacy, by=manager.id)
+
+    usage = await alice.slash(channel, "usage")
+    assert fields(usage.response.embeds[0])["Budgets"].startswith("Yours: $0.10 per day")
+    answer = await setting(manager, channel, "member-budget", value="$0.05/day")
+    assert answer == f"member-budget is now $0.05/day (it was {legacy[:199]}…)."
