@@ -180,6 +180,7 @@ class ImagineBot(commands.AutoShardedBot):
                 max_images=settings.max_images_per_request,
                 default_member_budget=settings.member_budget,
                 default_server_budget=settings.server_budget,
+                servers_may_raise_budgets=settings.servers_may_raise_budgets,
             ),
             edits=self._edits,
         )

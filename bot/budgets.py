@@ -14,12 +14,19 @@ direct messages), so that a server's own budgets later stay its own.
 Decision: where a money budget applies and the model has no known price, the request is refused,
 since its cost could not be bounded; an image budget still applies to unpriced models, and rows of
 unpriced models recorded before count as nothing towards a money budget.
+
+Decision: an amount is at most :data:`MAX_BUDGET_USD` dollars or :data:`MAX_BUDGET_IMAGES` images,
+whoever types it (the operator's MEMBER_BUDGET and SERVER_BUDGET, a manager's /imagine-settings):
+far above any real budget, and far below what the ledger's money columns (``Numeric(14, 6)``,
+under $100,000,000) and their sums hold, so that every figure a budget is compared with or shown
+beside stays exact.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
@@ -70,10 +77,14 @@ class Budget:
         return f"{self.describe()}/{self.period.value}"
 
 
+MAX_BUDGET_USD = Decimal(1_000_000)
+MAX_BUDGET_IMAGES = Decimal(1_000_000)
 BUDGET_ACCEPTS = (
     "a ;-separated list of budgets such as $2/day;$20/month;40 images/month "
-    "(an amount in dollars or a whole number of images, per day or per month)"
+    f"(an amount in dollars up to ${MAX_BUDGET_USD:,}, or a whole number of images up to "
+    f"{MAX_BUDGET_IMAGES:,}, per day or per month)"
 )
+SHOWN_CHARS = 40  # of a refused part, repeated in the sentence: a long paste is not echoed whole
 _MONEY = re.compile(r"\$\s*(?P<amount>\d+(?:\.\d{1,6})?)\s*/\s*(?P<period>day|month)", re.I)
 _IMAGES = re.compile(r"(?P<amount>\d+)\s*images?\s*/\s*(?P<period>day|month)", re.I)
 
@@ -86,13 +97,35 @@ def parse_budgets(text: str) -> tuple[Budget, ...]:
             continue
         match = _MONEY.fullmatch(part) or _IMAGES.fullmatch(part)
         if match is None:
-            raise ValueError(f"{part!r} is not a budget")
+            raise ValueError(f"{_shown(part)} is not a budget")
         try:
             amount = Decimal(match["amount"])
         except InvalidOperation:  # the patterns allow only digits: a guard, not a path
-            raise ValueError(f"{part!r} is not a budget") from None
-        budgets.append(Budget(amount, Period(match["period"].lower()), images=match.re is _IMAGES))
+            raise ValueError(f"{_shown(part)} is not a budget") from None
+        images = match.re is _IMAGES
+        most = MAX_BUDGET_IMAGES if images else MAX_BUDGET_USD
+        if amount > most:
+            bound = f"{most:,} images" if images else f"${most:,}"
+            raise ValueError(f"{_shown(part)} is more than {bound}, the most a budget may be")
+        budgets.append(Budget(amount, Period(match["period"].lower()), images=images))
     return tuple(budgets)
+
+
+def _shown(part: str) -> str:
+    return repr(part if len(part) <= SHOWN_CHARS else part[: SHOWN_CHARS - 1] + "…")
+
+
+def tightest(budgets: Iterable[Budget]) -> tuple[Budget, ...]:
+    """The lowest budget of each unit and period, in the order each first appears.
+
+    Budgets of one scope, unit and period count the same requests against the same window, so
+    they all hold exactly when the lowest does; budgets of different periods or units all stay."""
+    lowest: dict[tuple[bool, Period], Budget] = {}
+    for budget in budgets:
+        key = (budget.images, budget.period)
+        if key not in lowest or budget.amount < lowest[key].amount:
+            lowest[key] = budget
+    return tuple(lowest.values())
 
 
 @dataclass(frozen=True, slots=True)

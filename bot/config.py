@@ -29,6 +29,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.budgets import BUDGET_ACCEPTS, Budget, parse_budgets
 from bot.images.catalog import Catalog, CatalogError, load_catalog
+from bot.images.pricing import MAX_REQUEST_COST, dearest_request
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 PACKAGE = "imagine-bot"
@@ -109,6 +110,14 @@ class Settings(BaseSettings):
     )
     server_budget: Annotated[tuple[Budget, ...], NoDecode] = Field(
         default=(), description=f"{BUDGET_ACCEPTS}, for each server as a whole"
+    )
+    servers_may_raise_budgets: bool = Field(
+        default=False,
+        description=(
+            "true or false: whether a server's managers may replace MEMBER_BUDGET and "
+            "SERVER_BUDGET with higher budgets, or none, in /imagine-settings (false: they are "
+            "ceilings a server can only lower)"
+        ),
     )
     rate_limit_storage_uri: str = Field(
         default="memory://",
@@ -493,6 +502,17 @@ class Settings(BaseSettings):
             catalog = load_catalog(self.image_models_file)
         except CatalogError as exc:
             raise ValueError(f"IMAGE_MODELS_FILE: {exc}") from None
+        for spec in catalog.values():
+            dearest = dearest_request(spec)
+            if dearest is not None and dearest > MAX_REQUEST_COST:
+                # The amount is not repeated: a mistyped price can make it too long to print.
+                raise ValueError(
+                    f"IMAGE_MODELS_FILE: {self.image_models_file or 'models.toml'}: "
+                    f"models.{spec.name}: price: "
+                    f"one request could cost more than ${MAX_REQUEST_COST:,} at these prices, "
+                    f"the most the bot records for one request (prices are US dollars per "
+                    f"image, or per 1M tokens)"
+                )
         self._catalog = catalog
         return self
 

@@ -9,11 +9,17 @@ Several bot processes may share the database (PostgreSQL): each keeps a server's
 :data:`CACHE_SECONDS` and reads them again after that, so a change made through one process is
 seen by every other within that time, and by the process that made it at once.
 
-Decisions: a server's budget replaces the operator's default of the same scope (``none`` lifts
-it for that server; a reset brings the default back). The most images per request may only be
-lowered below the operator's ``MAX_IMAGES_PER_REQUEST``. A stored value that the operator's
-configuration no longer allows (a model no longer offered) is ignored where it is used, not
-deleted: it comes back into force if the configuration does.
+Decisions: the operator's ``MEMBER_BUDGET`` and ``SERVER_BUDGET`` are ceilings, since anyone may
+invite the bot and its managers are not the operator who pays: a server's own budget of the same
+scope applies beside them, and both must hold (of one unit and period, the lower amount; of
+different periods or units, each), so that a server can lower them and never lift them;
+``none`` means no budget of the server's own beyond the operator's, as a reset does. A value above
+the ceiling is accepted (it comes into force if the operator raises the ceiling) and the answer
+says that the ceiling applies. Where the operator sets ``SERVERS_MAY_RAISE_BUDGETS``, a server's
+budget instead replaces the operator's of the same scope, and ``none`` lifts it. The most images
+per request may likewise only be lowered below the operator's ``MAX_IMAGES_PER_REQUEST``. A
+stored value that the operator's configuration no longer allows (a model no longer offered) is
+ignored where it is used, not deleted: it comes back into force if the configuration does.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy import text as sql
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.budgets import BUDGET_ACCEPTS, Budget, parse_budgets
+from bot.budgets import BUDGET_ACCEPTS, Budget, parse_budgets, tightest
 from bot.db import BEGIN_IMMEDIATE
 from bot.db.schema import server_settings, settings_changes
 from bot.images import ModelSpec
@@ -62,6 +68,9 @@ DESCRIPTIONS = {
     Setting.CHANNELS: "the channels where /imagine works",
     Setting.PREVIEWS: "whether partial previews are shown while an image is drawn",
 }
+
+
+BUDGETS = (Setting.MEMBER_BUDGET, Setting.SERVER_BUDGET)
 
 
 class SettingRefused(ValueError):
@@ -132,8 +141,9 @@ class Rules:
     default_model: str
     catalog: Mapping[str, ModelSpec]
     max_images: int  # MAX_IMAGES_PER_REQUEST
-    default_member_budget: tuple[Budget, ...] = ()
-    default_server_budget: tuple[Budget, ...] = ()
+    default_member_budget: tuple[Budget, ...] = ()  # MEMBER_BUDGET
+    default_server_budget: tuple[Budget, ...] = ()  # SERVER_BUDGET
+    servers_may_raise_budgets: bool = False  # SERVERS_MAY_RAISE_BUDGETS
 
     # -- what is in force ----------------------------------------------------------------------
 
@@ -157,12 +167,49 @@ class Rules:
         return self.max_images if value is None else min(value, self.max_images)
 
     def member_budget(self, chosen: ServerSettings) -> tuple[Budget, ...]:
-        value = chosen.member_budget
-        return self.default_member_budget if value is None else value
+        """Each member's budgets in force on this server."""
+        return self.budget(Setting.MEMBER_BUDGET, chosen)
 
     def server_budget(self, chosen: ServerSettings) -> tuple[Budget, ...]:
-        value = chosen.server_budget
-        return self.default_server_budget if value is None else value
+        """The server's budgets in force as a whole."""
+        return self.budget(Setting.SERVER_BUDGET, chosen)
+
+    def budget(self, setting: Setting, chosen: ServerSettings) -> tuple[Budget, ...]:
+        """The budgets in force for ``setting`` (member-budget or server-budget) on a server."""
+        own = self.own_budget(setting, chosen)
+        ceiling = self.ceiling(setting)
+        if own is None:
+            return ceiling
+        if self.servers_may_raise_budgets:
+            return own  # the operator's only where the server set none of its own
+        return tightest((*ceiling, *own))
+
+    def own_budget(self, setting: Setting, chosen: ServerSettings) -> tuple[Budget, ...] | None:
+        """What the server set for ``setting`` (``()``: none); None: nothing, or unreadable."""
+        return chosen.member_budget if setting is Setting.MEMBER_BUDGET else chosen.server_budget
+
+    def ceiling(self, setting: Setting) -> tuple[Budget, ...]:
+        """The operator's budgets for ``setting``: the default, and the ceiling unless servers
+        may raise budgets."""
+        if setting is Setting.MEMBER_BUDGET:
+            return self.default_member_budget
+        return self.default_server_budget
+
+    def above_ceiling(
+        self, setting: Setting, chosen: ServerSettings
+    ) -> list[tuple[Budget, Budget]]:
+        """Each budget the server set above the operator's of the same unit and period, with
+        that ceiling (which is what applies); none where servers may raise budgets."""
+        own = self.own_budget(setting, chosen)
+        if own is None or self.servers_may_raise_budgets:
+            return []
+        lowest = {
+            (budget.images, budget.period): budget for budget in tightest(self.ceiling(setting))
+        }
+        pairs = [(budget, lowest.get((budget.images, budget.period))) for budget in own]
+        return [
+            (budget, cap) for budget, cap in pairs if cap is not None and budget.amount > cap.amount
+        ]
 
     def qualities(self, chosen: ServerSettings) -> tuple[str, ...]:
         """The qualities some allowed model takes, in the catalog's order."""
@@ -212,21 +259,21 @@ class Rules:
                     f"(the most this bot allows)."
                 )
             return str(int(text))
-        if setting in (Setting.MEMBER_BUDGET, Setting.SERVER_BUDGET):
+        if setting in BUDGETS:
             if text.lower() == NO_BUDGET:
                 return NO_BUDGET
+            accepts = f"{setting.value} must be {BUDGET_ACCEPTS}, or {NO_BUDGET} for no budget"
+            if not self.servers_may_raise_budgets and self.ceiling(setting):
+                accepts += " of this server's own"
             try:
                 budgets = parse_budgets(text)
             except ValueError as exc:
-                raise SettingRefused(
-                    f"{setting.value} must be {BUDGET_ACCEPTS}, or {NO_BUDGET} for no budget "
-                    f"({exc})."
-                ) from None
+                raise SettingRefused(f"{accepts} ({exc}).") from None
             if not budgets:
-                raise SettingRefused(
-                    f"{setting.value} must be {BUDGET_ACCEPTS}, or {NO_BUDGET} for no budget."
-                )
-            return ";".join(str(budget) for budget in budgets)
+                raise SettingRefused(f"{accepts}.")
+            # Stored as the lowest of each unit and period, which is what holds: a paste of the
+            # same budget a hundred times is one, and the answer that repeats it stays short.
+            return ";".join(str(budget) for budget in tightest(budgets))
         if setting is Setting.CHANNELS:
             found = [re.fullmatch(r"<#(\d{1,20})>|(\d{1,20})", word) for word in _words(text)]
             ids = [int(match[1] or match[2]) for match in found if match]
@@ -382,18 +429,57 @@ def describe(setting: Setting, raw: str | None, rules: Rules, chosen: ServerSett
         return raw or "each model's own"
     if setting is Setting.MAX_IMAGES:
         return str(rules.cap(chosen))
-    if setting in (Setting.MEMBER_BUDGET, Setting.SERVER_BUDGET):
-        budgets = (
-            rules.member_budget(chosen)
-            if setting is Setting.MEMBER_BUDGET
-            else rules.server_budget(chosen)
-        )
-        return ";".join(str(budget) for budget in budgets) or "no budget"
+    if setting in BUDGETS:
+        text = budget_text(rules.budget(setting, chosen))
+        if _ceiling_matters(setting, rules, chosen):
+            own = budget_text(rules.own_budget(setting, chosen) or (), none=NO_BUDGET)
+            text += f"\nthis server's own: {own} · this bot's ceiling: "
+            text += budget_text(rules.ceiling(setting))
+        return text
     if setting is Setting.CHANNELS:
         return " ".join(f"<#{channel}>" for channel in chosen.channels or ()) or "every channel"
     if setting is Setting.PREVIEWS:
         return {None: "the bot's default", True: "on", False: "off"}[chosen.partial_previews]
     return raw or "default"
+
+
+def budget_text(budgets: Iterable[Budget], *, none: str = "no budget") -> str:
+    return ";".join(str(budget) for budget in budgets) or none
+
+
+def _ceiling_matters(setting: Setting, rules: Rules, chosen: ServerSettings) -> bool:
+    """Whether the server set a budget of its own that the operator's ceiling bounds."""
+    own = rules.own_budget(setting, chosen)
+    return own is not None and not rules.servers_may_raise_budgets and bool(rules.ceiling(setting))
+
+
+def budget_changed(
+    setting: Setting, value: str, was: str, rules: Rules, chosen: ServerSettings
+) -> str:
+    """The answer to a manager who set a budget: what they set and, where the operator's
+    ceiling changes what applies, that it does and what is in force."""
+    own = rules.own_budget(setting, chosen) or ()
+    in_force = rules.budget(setting, chosen)
+    if not _ceiling_matters(setting, rules, chosen) or in_force == tightest(own):
+        return f"{setting.value} is now {budget_text(in_force)} (it was {was})."
+    ceiling = budget_text(rules.ceiling(setting))
+    if not own:
+        return (
+            f"{setting.value} is now {NO_BUDGET} (it was {was}): this server sets no budget of "
+            f"its own, and this bot's ceiling, set by its operator, applies: {ceiling}."
+        )
+    answer = f"{setting.value} is now {value} (it was {was}). "
+    above = rules.above_ceiling(setting, chosen)
+    if above:
+        verb = "is" if len(above) == 1 else "are"
+        answer += (
+            f"{', '.join(str(budget) for budget, _ in above)} {verb} above this bot's ceiling "
+            f"of {', '.join(str(cap) for _, cap in above)}, set by its operator, so the "
+            f"ceiling applies."
+        )
+    else:
+        answer += f"This bot's ceiling of {ceiling}, set by its operator, applies as well."
+    return answer + f" In force on this server: {budget_text(in_force)}."
 
 
 def mentioned_channels(ids: Iterable[int]) -> str:

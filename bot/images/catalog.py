@@ -93,8 +93,11 @@ class FreeSize(BaseModel):
 
 
 # An amount of US dollars in the catalog: a non-negative finite decimal (a TOML float is read
-# through its shortest text, so 0.04 is exactly 0.04).
-Money = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
+# through its shortest text, so 0.04 is exactly 0.04), per image or per 1M tokens, at most
+# MAX_PRICE: real prices are cents and tens of dollars, and a bound keeps every cost worked out
+# from one (tokens an answer reports included) within the ledger's columns.
+MAX_PRICE = Decimal(10_000)
+Money = Annotated[Decimal, Field(ge=0, le=MAX_PRICE, allow_inf_nan=False)]
 
 
 def table_key(quality: str, size: str) -> str:

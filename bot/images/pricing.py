@@ -14,7 +14,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from .catalog import ModelSpec, Price, parse_size, table_key
-from .request import PreparedRequest
+from .request import MAX_PARTIAL_IMAGES, PreparedRequest
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,11 @@ INPUT_IMAGE_TOKENS_BOUND = 7_500
 PARTIAL_IMAGE_OUTPUT_TOKENS = 100
 # A settled cost from `usage` above this many times the estimate is not believed.
 UNBELIEVABLE_USAGE = 10
+# The most one request may be estimated at by the catalog's prices (checked at start-up, see
+# dearest_request): the ledger's money columns hold under $100,000,000 (Numeric(14, 6)), and a
+# settled cost may be believed up to UNBELIEVABLE_USAGE times the estimate. The dearest request
+# of a shipped model costs a few dollars.
+MAX_REQUEST_COST = Decimal(10_000)
 
 
 def _usd(amount: Decimal) -> Decimal:
@@ -125,6 +130,33 @@ def estimate_cost(prepared: PreparedRequest) -> Decimal | None:
         unit = _price_per_image(prepared.spec, price.per_image, prepared.quality, prepared.size)
         return _usd(unit * prepared.count)
     return _usd(_token_estimate(prepared, price, prepared.count))
+
+
+def dearest_request(spec: ModelSpec) -> Decimal | None:
+    """A bound on what one request to ``spec`` can be estimated at (None: it has no price): the
+    most images, each at the dearest quality and size (a free size at its most pixels) with every
+    preview, the longest prompt, and for an edit the most input images and a mask. Not rounded:
+    an operator's mistyped price may make it too large to round to six places."""
+    price = spec.price
+    if price is None:
+        return None
+    if price.per_image is not None:
+        return max(price.per_image.values()) * spec.max_count
+    text_rate, image_rate, output_rate = _rates(price)
+    table = spec.output_tokens or {}
+    areas = [width * height for width, height in filter(None, map(parse_size, spec.sizes))]
+    if spec.free_size is not None:
+        areas.append(spec.free_size.max_pixels)
+    references = [count for key, count in table.items() if key.endswith(f":{REFERENCE_SIZE}")]
+    by_area = -(-max(references, default=0) * max(areas, default=0) // _REFERENCE_PIXELS)
+    per_image = max(max(table.values(), default=0), by_area)
+    per_image += PARTIAL_IMAGE_OUTPUT_TOKENS * MAX_PARTIAL_IMAGES
+    inputs = spec.max_input_images + spec.mask if spec.edits else 0
+    return (
+        text_rate * -(-spec.max_prompt_chars // 4)
+        + image_rate * INPUT_IMAGE_TOKENS_BOUND * inputs
+        + output_rate * per_image * spec.max_count
+    )
 
 
 def token_count(value: Any) -> int | None:

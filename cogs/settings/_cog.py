@@ -17,7 +17,15 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.replies import time_to_acknowledge
-from bot.server_settings import DESCRIPTIONS, ServerSettings, Setting, SettingRefused, describe
+from bot.server_settings import (
+    BUDGETS,
+    DESCRIPTIONS,
+    ServerSettings,
+    Setting,
+    SettingRefused,
+    budget_changed,
+    describe,
+)
 from bot.services import Services
 
 if TYPE_CHECKING:
@@ -28,6 +36,7 @@ T = TypeVar("T")
 
 MANAGERS_ONLY = "Only members who can manage this server can change its /imagine settings."
 SETTINGS_UNAVAILABLE = "The bot cannot read or save settings right now. Please try again soon."
+SHOWN_VALUE_CHARS = 200  # of an old value in an answer, which Discord caps at 2,000 characters
 
 
 class SettingsCog(commands.Cog, name="Settings"):
@@ -146,9 +155,11 @@ class SettingsCog(commands.Cog, name="Settings"):
             interaction.user.id, setting.value, guild.id, old, value,
         )  # fmt: skip
         shown = describe(setting, value, rules, now)
-        was = "the default" if old is None else old
+        was = "the default" if old is None else _clipped(old)
         if value is None:
             answer = f"{setting.value} is back to the default: {shown} (it was {was})."
+        elif setting in BUDGETS:  # the operator's ceiling may be what applies
+            answer = budget_changed(setting, value, was, rules, now)
         else:
             answer = f"{setting.value} is now {shown} (it was {was})."
         await _answer(interaction, answer)
@@ -181,6 +192,11 @@ class SettingsCog(commands.Cog, name="Settings"):
                 value += f"\nchanged by <@{change.changed_by}> {when}"
             embed.add_field(name=setting.value, value=value[:1024], inline=False)
         await _answer(interaction, embed=embed)
+
+
+def _clipped(value: str) -> str:
+    """A value stored before, as the answer repeats it: an older version took any length."""
+    return value if len(value) <= SHOWN_VALUE_CHARS else value[: SHOWN_VALUE_CHARS - 1] + "…"
 
 
 async def _within_patience(interaction: discord.Interaction, work: Coroutine[Any, Any, T]) -> T:

@@ -5,14 +5,23 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
-from bot.budgets import BUDGET_ACCEPTS, Budget, OverBudget, Period, parse_budgets
+from bot.budgets import (
+    BUDGET_ACCEPTS,
+    MAX_BUDGET_USD,
+    Budget,
+    OverBudget,
+    Period,
+    parse_budgets,
+)
 from bot.config import ConfigError, load_settings
 from bot.db import migrate, open_engine
 from bot.images import ImageRequest, PreparedRequest, load_catalog, prepare_request
-from bot.ledger import Ledger
+from bot.images.pricing import MAX_REQUEST_COST
+from bot.ledger import Ledger, Outcome, counted_since
 from tests.conftest import API_KEY
 from tests.databases import ledger_rows
 
@@ -39,6 +48,27 @@ def test_a_malformed_budget_stops_start_up_naming_the_variable(
         load_settings(require_discord=False)
     assert str(caught.value) == (
         f"MEMBER_BUDGET is not valid: {value!r} is not a budget; it must be {BUDGET_ACCEPTS}."
+    )
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "most"),
+    [
+        ("MEMBER_BUDGET", "$1000000.000001/day", "$1,000,000"),
+        ("SERVER_BUDGET", "$2/day;" + "9" * 27 + " images/month", "1,000,000 images"),
+    ],
+)
+def test_an_amount_too_large_for_a_budget_stops_start_up_naming_the_variable(
+    variable: str, value: str, most: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(require_discord=False)
+    part = value.split(";")[-1]
+    assert str(caught.value) == (
+        f"{variable} is not valid: {part!r} is more than {most}, the most a budget may be; "
+        f"it must be {BUDGET_ACCEPTS}."
     )
 
 
@@ -115,3 +145,37 @@ async def test_a_server_budget_counts_every_member_and_a_member_budget_only_its_
         await book.close()
     refusal = caught.value.refusal
     assert (refusal.used, refusal.needed) == (Decimal("0.04"), Decimal("0.02"))
+
+
+async def test_the_dearest_request_and_the_largest_budget_fit_the_ledger(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Priced at the bounds start-up allows: ten images of $1,000 are one request of $10,000.
+    models = tmp_path / "models.toml"
+    models.write_text(
+        '[models.dear]\nbase = "dall-e-2"\n[models.dear.price]\nas_of = 2026-01-01\n'
+        'per_image = { "standard:256x256" = 1000, "standard:512x512" = 1000, '
+        '"standard:1024x1024" = 1000 }\n'
+    )
+    monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
+    monkeypatch.setenv("IMAGE_MODELS_FILE", str(models))
+    monkeypatch.setenv("MEMBER_BUDGET", f"${MAX_BUDGET_USD}/month")
+    settings = load_settings(require_discord=False)
+    request = ImageRequest(prompt="gold", model="dear", count=10, user="u")
+    dearest = prepare_request(request, settings.catalog["dear"])
+    await migrated(database_url)
+    book = Ledger(database_url, member_budget=settings.member_budget)
+    await book.open()
+    try:
+        for _ in range(3):
+            row = await book.admitted(dearest, member_id=MEMBER, guild_id=SERVER, channel_id=1)
+            await book.settle(
+                row, Outcome.DELIVERED, dearest, images_returned=10, images_delivered=10
+            )
+        async with book.engine.connect() as connection:
+            since = Period.MONTH.start(dt.datetime.now(dt.UTC))
+            used = await counted_since(connection, since, SERVER, MEMBER, images=False)
+    finally:
+        await book.close()
+    assert used == 3 * MAX_REQUEST_COST
+    assert [row["cost"] for row in await ledger_rows(database_url)] == [MAX_REQUEST_COST] * 3

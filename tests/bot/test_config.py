@@ -296,6 +296,45 @@ def test_a_bad_models_file_names_the_model_and_field(
     assert "models.x" in message and "default_size" in message
 
 
+DEAR_IMAGE = """
+[models.dear]
+base = "dall-e-2"
+[models.dear.price]
+as_of = 2026-01-01
+per_image = {{ "standard:256x256" = {price}, "standard:512x512" = 0.018, \
+  "standard:1024x1024" = 0.02 }}
+"""
+LONG_PROMPTS = """
+[models.long]
+base = "gpt-image-1"
+max_prompt_chars = 1000000000000
+[models.long.price]
+as_of = 2026-01-01
+text_input_per_million = 5.0
+image_input_per_million = 10.0
+image_output_per_million = 40.0
+"""
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        (DEAR_IMAGE.format(price="1e9"), "models.dear: price.per_image.standard:256x256: Input "
+         "should be less than or equal to 10000"),
+        (DEAR_IMAGE.format(price="1001"), "models.dear: price: one request could cost more than "
+         "$10,000 at these prices, the most the bot records for one request"),
+        (LONG_PROMPTS, "models.long: price: one request could cost more than $10,000"),
+    ],
+)  # fmt: skip
+def test_a_price_the_ledger_could_not_record_stops_start_up(
+    tmp_path: Path, text: str, says: str
+) -> None:
+    path = tmp_path / "models.toml"
+    path.write_text(text)
+    message = error_for(IMAGE_MODELS_FILE=str(path))
+    assert message.startswith(f"IMAGE_MODELS_FILE: {path}") and says in message
+
+
 def test_every_setting_is_documented_in_env_example_and_the_readme() -> None:
     from bot.config import Settings
 

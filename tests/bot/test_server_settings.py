@@ -4,6 +4,7 @@ the cache's few seconds; what a manager types is read or refused."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable
 from decimal import Decimal
 
@@ -119,6 +120,9 @@ def test_what_a_manager_types_is_stored_normalised() -> None:
         "$2.00/day;40 images/month"
     )
     assert rules().parse(Setting.SERVER_BUDGET, "None", chosen) == "none"
+    # The lowest of each unit and period is what holds, and all that is kept of a long paste.
+    pasted = "$3/day;$1/month;" * 300 + "$2/day"
+    assert rules().parse(Setting.SERVER_BUDGET, pasted, chosen) == "$2.00/day;$1.00/month"
     assert rules().parse(Setting.CHANNELS, "<#123>, 456", chosen) == "123,456"
 
 
@@ -128,7 +132,7 @@ def test_a_servers_choices_narrow_what_the_operator_offers() -> None:
     )
     assert rules().allowed(chosen) == ("dall-e-2", "dall-e-3")
     assert rules().default(chosen) == "dall-e-2"  # the operator's default is not allowed here
-    assert rules().member_budget(chosen) == ()
+    assert rules().member_budget(chosen) == (Budget(Decimal(2), Period.DAY),)  # the ceiling
     assert rules().cap(chosen) == 4  # never above MAX_IMAGES_PER_REQUEST
     gone = ServerSettings({"models": "midjourney"})  # no longer offered: the operator's choice
     assert rules().allowed(gone) == rules().offered
@@ -138,3 +142,19 @@ def test_a_quality_no_allowed_model_takes_is_refused() -> None:
     chosen = ServerSettings({"models": "dall-e-2"})
     with pytest.raises(SettingRefused, match="the allowed models take: standard"):
         rules().parse(Setting.DEFAULT_QUALITY, "high", chosen)
+
+
+def test_a_servers_budget_holds_beside_the_operators_ceiling() -> None:
+    def budget(text: str, *, servers_may_raise_budgets: bool = False) -> str:
+        chosen = ServerSettings({"member-budget": text})
+        rule = dataclasses.replace(rules(), servers_may_raise_budgets=servers_may_raise_budgets)
+        return ";".join(map(str, rule.member_budget(chosen)))
+
+    # One unit and period: the lower amount; another period or unit: both hold.
+    assert budget("$5/day") == "$2.00/day"
+    assert budget("$1/day") == "$1.00/day"
+    assert budget("$20/month;10 images/day;$3/day") == "$2.00/day;$20.00/month;10 images/day"
+    assert budget("none") == "$2.00/day"
+    # Where the operator lets servers raise budgets, a server's replaces the operator's.
+    assert budget("$5/day", servers_may_raise_budgets=True) == "$5.00/day"
+    assert budget("none", servers_may_raise_budgets=True) == ""

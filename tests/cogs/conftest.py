@@ -5,6 +5,7 @@ from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from typing import Any
 
+import discord
 import pytest
 
 from bot.app import ImagineBot
@@ -113,3 +114,10 @@ def alice(simcord_env: Any, guild: Any) -> Any:
 @pytest.fixture
 def bob(simcord_env: Any, guild: Any) -> Any:
     return guild.add_member(simcord_env.create_user("bob"))
+
+
+@pytest.fixture
+def manager(simcord_env: Any, guild: Any) -> Any:
+    """carol, who may manage the server (and so use /imagine-settings)."""
+    role = guild.create_role("Mods", permissions=discord.Permissions(manage_guild=True))
+    return guild.add_member(simcord_env.create_user("carol"), roles=[role])

@@ -29,6 +29,13 @@ async def uploaded(message: Any) -> list[bytes]:
     return [await attachment.read() for attachment in message.attachments]
 
 
+async def setting(manager: Any, channel: Any, name: str, **options: Any) -> str:
+    """Run one /imagine-settings subcommand; its private answer."""
+    result = await manager.slash(channel, f"imagine-settings {name}", **options)
+    assert result.response.ephemeral
+    return str(result.response.content)
+
+
 def private_reply(result: Any) -> Any:
     """The one ephemeral message a failed request ends with; the public placeholder is gone."""
     assert result.response is None, "the public placeholder was not removed"

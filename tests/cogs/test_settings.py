@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import discord
 import pytest
 from simcord import SetupError
 from sqlalchemy import select
@@ -15,26 +14,13 @@ from bot.budgets import BUDGET_ACCEPTS
 from bot.db import open_engine
 from bot.db.schema import server_settings, settings_changes
 from cogs.settings._cog import MANAGERS_ONLY
-from tests.cogs.support import fields
+from tests.cogs.support import fields, setting
 from tests.fakes.images_api import FakeImagesAPI, make_image
 
 
 @pytest.fixture
 def bot_overrides(database_url: str) -> dict[str, Any]:
     return {"database_url": database_url, "member_budget": "$5/day"}
-
-
-@pytest.fixture
-def manager(simcord_env: Any, guild: Any) -> Any:
-    role = guild.create_role("Mods", permissions=discord.Permissions(manage_guild=True))
-    return guild.add_member(simcord_env.create_user("carol"), roles=[role])
-
-
-async def setting(manager: Any, channel: Any, name: str, **options: Any) -> str:
-    """Run one /imagine-settings subcommand; its private answer."""
-    result = await manager.slash(channel, f"imagine-settings {name}", **options)
-    assert result.response.ephemeral
-    return str(result.response.content)
 
 
 async def table_rows(url: str, table: Any) -> list[dict[str, Any]]:
@@ -98,11 +84,11 @@ async def test_changes_apply_to_the_next_imagine_and_are_recorded_with_who_and_w
     assert values["channels"] == "every channel (default)"
 
 
-async def test_a_servers_budget_replaces_the_default_and_none_lifts_it(
+async def test_a_servers_own_budget_applies_beside_the_operators_and_none_removes_it(
     simcord_env: Any, channel: Any, alice: Any, manager: Any, images_api: FakeImagesAPI
 ) -> None:
     answer = await setting(manager, channel, "member-budget", value="1 image/day")
-    assert answer == "member-budget is now 1 image/day (it was the default)."
+    assert answer.endswith("In force on this server: $5.00/day;1 image/day.")
     first = await alice.slash(channel, "imagine", prompt="a cat", model="dall-e-2")
     assert len(first.response.attachments) == 1
     refused = await alice.slash(channel, "imagine", prompt="a dog", model="dall-e-2")
@@ -137,7 +123,7 @@ async def test_imagine_works_only_in_the_channels_chosen(
         ("max-images", {"value": 9}, "max-images must be a whole number from 1 to 4 (the most "
          "this bot allows)."),
         ("member-budget", {"value": "lots"}, f"member-budget must be {BUDGET_ACCEPTS}, or none "
-         "for no budget ('lots' is not a budget)."),
+         "for no budget of this server's own ('lots' is not a budget)."),
         ("models", {"value": "dall-e-2, midjourney"}, "models must be one or more of the models "
          "this bot offers, separated by commas: "),
         ("default-quality", {"value": "ultra"}, "default-quality must be one of the qualities the "

@@ -36,12 +36,6 @@ def matplotlib_imported() -> None:
     render_chart([Day(dt.date(2026, 1, 1), 1, 1, Decimal(1))])
 
 
-@pytest.fixture
-def manager(simcord_env: Any, guild: Any) -> Any:
-    role = guild.create_role("Mods", permissions=discord.Permissions(manage_guild=True))
-    return guild.add_member(simcord_env.create_user("carol"), roles=[role])
-
-
 async def draw(member: Any, channel: Any, count: int = 1) -> None:
     result = await member.slash(
         channel, "imagine", prompt="a lighthouse", model="dall-e-2", size="1024x1024", count=count
