@@ -1,4 +1,4 @@
-# The bot's image: `docker build -t imagine-bot .`, then see compose.yaml or README "Hosting".
+# The bot's image: `docker build -t imagine-bot .`, then see compose.yaml or docs/hosting.md.
 # Two stages: the builder installs the locked dependencies (with their hashes) and the bot into
 # a virtual environment; the runtime stage copies only that environment, without pip's cache
 # or the build tools.

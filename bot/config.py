@@ -11,6 +11,7 @@ import importlib.util
 import ipaddress
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit, urlunsplit
@@ -32,6 +33,7 @@ from bot.images.catalog import Catalog, CatalogError, load_catalog
 from bot.images.pricing import MAX_REQUEST_COST, dearest_request
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
+DEFAULT_RATE_LIMIT = "5/hour"
 PACKAGE = "imagine-bot"
 # Each shared store the per-user limits can use: the extra that installs its client, and the
 # modules limits' asyncio storage class for it imports. From limits 5.x: RedisStorage and its
@@ -79,8 +81,33 @@ class _Refused(ValueError):
     """A validator's own reason: the words that follow the variable's name in the sentence."""
 
 
+@dataclass(frozen=True)
+class Shown:
+    """How the configuration reference and ``.env.example`` show a variable, where its default
+    value alone does not say it (``python -m bot.config_docs`` writes both from the fields)."""
+
+    default: str | None = None  # the default in words, for the reference
+    required: str | None = None  # when a variable with a default is required nonetheless
+    value: str | None = None  # what .env.example sets it to, where not the default
+    commented: bool = False  # .env.example leaves it commented out
+
+
+def about(accepts: str, *explanation: str) -> str:
+    """A field's description: what it accepts (completing "it must be ...", the words of a
+    start-up error), then paragraphs that explain it, for the reference and .env.example."""
+    return "\n\n".join((accepts, *explanation))
+
+
+def what_it_accepts(description: str | None) -> str:
+    """What a field accepts: its description's first paragraph."""
+    return (description or "a valid value").split("\n\n", 1)[0]
+
+
 class Settings(BaseSettings):
-    """Every setting of the bot. Field descriptions say what each variable accepts."""
+    """Every setting of the bot. Each field's description is its documentation: its first
+    paragraph says what the variable accepts (start-up errors repeat it), the others explain
+    it. The configuration reference (docs/configuration.md) and .env.example are generated
+    from them by ``python -m bot.config_docs``, and a test fails while either is stale."""
 
     model_config = SettingsConfigDict(
         env_file=".env",
@@ -91,25 +118,66 @@ class Settings(BaseSettings):
         hide_input_in_errors=True,
     )
 
-    discord_token: SecretStr | None = Field(
-        default=None, description="the bot token from the Discord developer portal"
+    discord_token: Annotated[SecretStr | None, Shown(required="to run or sync")] = Field(
+        default=None,
+        description=about(
+            "the bot token from the Discord developer portal",
+            "Developer portal → your application → **Bot** → **Reset Token**; see "
+            "[Creating the Discord application]"
+            "(getting-started.md#creating-the-discord-application). The other commands of "
+            "`python -m bot` (`check`, `imagine`, `edit`, `usage`, `migrate`, `health`) do "
+            "without it.",
+        ),
     )
     openai_api_key: SecretStr = Field(
-        description="the API key of the OpenAI account or gateway (sent as a Bearer token)"
+        description=about(
+            "the API key of the OpenAI account or gateway (sent as a Bearer token)",
+            "The key of your OpenAI account, or of the gateway `OPENAI_BASE_URL` names, sent as "
+            "`Authorization: Bearer <key>`; at least 8 characters. It never appears in logs, "
+            "messages or errors.",
+        )
     )
     openai_base_url: str = Field(
         default=DEFAULT_BASE_URL,
-        description="an http(s) URL of an OpenAI-compatible API, such as https://api.openai.com/v1",
+        description=about(
+            "an http(s) URL of an OpenAI-compatible API, such as https://api.openai.com/v1",
+            "The Images API's base URL: any gateway that republishes it works (the bot sends "
+            "`POST {OPENAI_BASE_URL}/images/generations` and `/images/edits`). A trailing slash "
+            "is fine and a query string (`?api-version=…`) is kept; no user name or password "
+            "(credentials go in `OPENAI_API_KEY`).",
+        ),
     )
-    user_rate_limit: Annotated[tuple[RateLimitItem, ...], NoDecode] = Field(
-        default=tuple(parse_many("5/hour")),
-        description="limits in the `limits` notation, such as 5/hour or 2/minute;20/day",
+    user_rate_limit: Annotated[
+        tuple[RateLimitItem, ...], NoDecode, Shown(value=DEFAULT_RATE_LIMIT)
+    ] = Field(
+        default=tuple(parse_many(DEFAULT_RATE_LIMIT)),
+        description=about(
+            "limits in the `limits` notation, such as 5/hour or 2/minute;20/day",
+            "Per Discord user, in a moving window; several separated by `;`, each letting at "
+            "least 1 request through. A request counts once it is accepted (valid and within "
+            "the limits), before it is queued, whatever its outcome; requests refused as "
+            "invalid never count. See [Rate limits](commands.md#rate-limits).",
+        ),
     )
-    member_budget: Annotated[tuple[Budget, ...], NoDecode] = Field(
-        default=(), description=f"{BUDGET_ACCEPTS}, for each member in each server"
+    member_budget: Annotated[tuple[Budget, ...], NoDecode, Shown(default="no budget")] = Field(
+        default=(),
+        description=about(
+            f"{BUDGET_ACCEPTS}, for each member in each server",
+            "In money (US dollars, as the catalog's prices say) and in images, per calendar day "
+            "or month in UTC. A request reserves its estimated cost and image count when it is "
+            "admitted; a money budget refuses models whose price is not known. A request a "
+            "budget refuses has still counted against `USER_RATE_LIMIT`. A server's managers "
+            "replace it for their server with `/imagine-settings member-budget`. See "
+            "[Budgets](usage.md#budgets).",
+        ),
     )
-    server_budget: Annotated[tuple[Budget, ...], NoDecode] = Field(
-        default=(), description=f"{BUDGET_ACCEPTS}, for each server as a whole"
+    server_budget: Annotated[tuple[Budget, ...], NoDecode, Shown(default="no budget")] = Field(
+        default=(),
+        description=about(
+            f"{BUDGET_ACCEPTS}, for each server as a whole",
+            "Each server's budget as a whole, in the notation of `MEMBER_BUDGET`; "
+            "`/imagine-settings server-budget` replaces it for one server.",
+        ),
     )
     servers_may_raise_budgets: bool = Field(
         default=False,
@@ -122,22 +190,68 @@ class Settings(BaseSettings):
     rate_limit_storage_uri: str = Field(
         default="memory://",
         repr=False,  # it may hold the store's password
-        description=(
+        description=about(
             "memory:// (one process) or a storage URI shared by several processes, "
-            "such as redis://localhost:6379"
+            "such as redis://localhost:6379",
+            "Where the per-user limits are kept: `memory://` for one process, or a store several "
+            "bot processes share: `redis://host:6379` (also `rediss://`, `redis+sentinel://`, "
+            "`redis+cluster://`) with the `redis` extra, `mongodb://host:27017` with the "
+            "`mongodb` extra. Without the extra, start-up stops with the install command; a "
+            "store that does not answer stops start-up too. Memcached cannot be used: its "
+            "storage in `limits` keeps no moving window. On Redis a member's limits are checked "
+            "and counted as one across processes; turn on Redis's persistence (`appendonly "
+            "yes`) if its restart should not forget the counts. See "
+            "[Several processes, one state](operations.md#several-processes-one-state).",
         ),
     )
-    default_model: str = Field(default="gpt-image-2.5-flare", description="a model of the catalog")
-    offered_models: Annotated[tuple[str, ...], NoDecode] = Field(
-        default=(),
-        description=f"a comma-separated list of catalog models, at most {MAX_DISCORD_CHOICES}",
+    default_model: str = Field(
+        default="gpt-image-2.5-flare",
+        description=about(
+            "a model of the catalog",
+            "The model used when a member picks none. Where the endpoint lists its models and "
+            "lacks this one, the first configured model it serves is used instead (and the log "
+            "says so).",
+        ),
     )
-    image_models_file: Path | None = Field(
-        default=None, description="the path of a TOML file adding or overriding models"
+    offered_models: Annotated[tuple[str, ...], NoDecode, Shown(default="every catalog model")] = (
+        Field(
+            default=(),
+            description=about(
+                f"a comma-separated list of catalog models, at most {MAX_DISCORD_CHOICES}",
+                "The models members may choose, each listed once; `DEFAULT_MODEL` is always "
+                "offered and counts towards the 25. Where the endpoint lists its models, only "
+                "those it serves are offered.",
+            ),
+        )
     )
-    max_images_per_request: int = Field(default=4, ge=1, le=10, description="a whole number 1-10")
+    image_models_file: Annotated[Path | None, Shown(default="the shipped catalog only")] = Field(
+        default=None,
+        description=about(
+            "the path of a TOML file adding or overriding models",
+            "A gateway's own model names, other defaults, a lower `max_count`, prices: the same "
+            "shape as `bot/images/models.toml`; see "
+            "[Your own models](models.md#your-own-models).",
+        ),
+    )
+    max_images_per_request: int = Field(
+        default=4,
+        ge=1,
+        le=10,
+        description=about(
+            "a whole number 1-10",
+            "The most images one request may ask for, whatever the model allows; "
+            "`/imagine-settings max-images` lowers it for one server.",
+        ),
+    )
     request_timeout: float = Field(
-        default=180.0, gt=0, le=840, description="seconds, more than 0 and at most 840"
+        default=180.0,
+        gt=0,
+        le=840,
+        description=about(
+            "seconds, more than 0 and at most 840",
+            "How long one attempt at the image service may take, connection to last byte. "
+            "Time an answer waits for a processing slot is not counted.",
+        ),
     )
     connect_timeout: float = Field(
         default=10.0,
@@ -147,79 +261,184 @@ class Settings(BaseSettings):
             "seconds to open a connection to the image service, more than 0 and at most 120"
         ),
     )
-    max_retries: int = Field(default=2, ge=0, le=5, description="a whole number 0-5")
+    max_retries: int = Field(
+        default=2,
+        ge=0,
+        le=5,
+        description=about(
+            "a whole number 0-5",
+            "How many times a failed request (429 rate limit, 5xx, dropped connection) is "
+            "retried. Each retry of a generation may be billed.",
+        ),
+    )
     allow_private_image_urls: bool = Field(
         default=False,
-        description=(
+        description=about(
             "true or false: whether image URLs returned by the image service may point at "
-            "loopback or private network addresses (true for a gateway on the same host or network)"
+            "loopback or private network addresses (true for a gateway on the same host or "
+            "network)",
+            "Otherwise image URLs are fetched only from public addresses, each redirect checked.",
         ),
     )
     max_image_mb: float = Field(
-        default=32.0, ge=0.1, le=512, description="megabytes, at least 0.1 and at most 512"
+        default=32.0,
+        ge=0.1,
+        le=512,
+        description=about(
+            "megabytes, at least 0.1 and at most 512",
+            "The largest single image accepted from the image service.",
+        ),
     )
     max_response_mb: float = Field(
         default=96.0,
         ge=1,
         le=2048,
-        description="megabytes, at least 1 and at most 2048, and no less than MAX_IMAGE_MB",
+        description=about(
+            "megabytes, at least 1 and at most 2048, and no less than MAX_IMAGE_MB",
+            "The largest response body accepted from the image service; a streamed answer "
+            "counts whole.",
+        ),
     )
     partial_images: int = Field(
         default=2,
         ge=0,
         le=3,
-        description=(
+        description=about(
             "a whole number 0-3: previews streamed while an image is made, where the model "
-            "streams (0: none); each is billed as 100 more image output tokens"
+            "streams (0: none); each is billed as 100 more image output tokens",
+            "Asked for only where the model streams (the catalog's `streaming`; not GIF or SVG "
+            "output). With 2, a gpt-image-1-mini image costs 200 x $8/1M = $0.0016 more, a "
+            "gpt-image-1 image 200 x $40/1M = $0.008 more. 0 turns previews (and streaming) "
+            "off: the reply shows the time elapsed instead. See "
+            "[Live progress](buttons.md#live-progress).",
         ),
     )
     max_concurrent_generations: int = Field(
-        default=256, ge=1, le=1000, description="a whole number 1-1000"
-    )
-    processing_slots: int | None = Field(
-        default=None, ge=1, le=64, description="a whole number 1-64 (unset: 4 per core, at least 4)"
-    )
-    shutdown_grace_seconds: float = Field(
-        default=60.0, ge=0, le=900, description="seconds, 0 to 900"
-    )
-    data_dir: Path = Field(default=Path("data"), description="a writable directory")
-    database_url: str | None = Field(
-        default=None,
-        repr=False,  # it may hold the database's password
-        description=(
-            "a sqlite:///PATH URL, or a postgresql://USER:PASSWORD@HOST/DATABASE URL shared by "
-            "several bot processes (unset: DATA_DIR/imagine.db)"
+        default=256,
+        ge=1,
+        le=1000,
+        description=about(
+            "a whole number 1-1000",
+            "The most requests waiting on the image service at once, across the whole bot; the "
+            "rest wait in the bot's queue and see their place in line. A waiting request costs "
+            "a socket, not memory, so this is high; the bot lowers it by itself while the "
+            "service answers 429 or its `x-ratelimit-remaining-requests` runs out, and raises it "
+            "again as the service recovers.",
         ),
     )
-    user_id_secret: SecretStr | None = Field(
+    processing_slots: Annotated[int | None, Shown(default="4 per core, at least 4")] = Field(
         default=None,
-        description="a random string of at least 16 characters used to pseudonymise user ids",
+        ge=1,
+        le=64,
+        description=about(
+            "a whole number 1-64 (unset: 4 per core, at least 4)",
+            "How many answers are read, decoded, re-encoded and posted at once; the others wait "
+            "in the network buffers. Memory is about this times the largest response.",
+        ),
     )
-    dev_guild_id: int | None = Field(default=None, gt=0, description="a Discord server id")
+    shutdown_grace_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        le=900,
+        description=about(
+            "seconds, 0 to 900",
+            "On SIGTERM or SIGINT, how long requests in flight may take to finish. Whatever "
+            "supervises the bot must wait longer before killing it: see "
+            "[Hosting](hosting.md).",
+        ),
+    )
+    data_dir: Annotated[Path, Shown(commented=True)] = Field(
+        default=Path("data"),
+        description=about(
+            "a writable directory",
+            "Where the bot keeps its state: the pseudonym secret (unless `USER_ID_SECRET` is "
+            "set), the digest of the last command sync, and the usage ledger's SQLite file "
+            "unless `DATABASE_URL` says otherwise; created when missing. A relative path is "
+            "read from the working directory. The Docker image sets `/data`, its volume: "
+            "leave it unset there.",
+        ),
+    )
+    database_url: Annotated[str | None, Shown(default="`DATA_DIR/imagine.db` (SQLite)")] = Field(
+        default=None,
+        repr=False,  # it may hold the database's password
+        description=about(
+            "a sqlite:///PATH URL, or a postgresql://USER:PASSWORD@HOST/DATABASE URL shared by "
+            "several bot processes (unset: DATA_DIR/imagine.db)",
+            "The usage ledger's database. Unset: the SQLite file `DATA_DIR/imagine.db`, which "
+            "needs no set-up; a file elsewhere: `sqlite:////srv/imagine.db`. To share one "
+            "ledger between several bot processes, a PostgreSQL server (the `postgres` extra): "
+            "`postgresql://USER:PASSWORD@HOST:5432/DATABASE`. The password is never logged.",
+        ),
+    )
+    user_id_secret: Annotated[SecretStr | None, Shown(default="generated into `DATA_DIR`")] = Field(
+        default=None,
+        description=about(
+            "a random string of at least 16 characters used to pseudonymise user ids",
+            "The key of the pseudonyms sent to the image API as `user` (an HMAC-SHA256 of "
+            "the Discord user id). Unset: one is generated once and kept in `DATA_DIR`; "
+            "back it up, or the members' pseudonyms change.",
+        ),
+    )
+    dev_guild_id: int | None = Field(
+        default=None,
+        gt=0,
+        description=about(
+            "a Discord server id",
+            "A server (guild) whose commands are synced at every start, so that they show "
+            "there at once: for development.",
+        ),
+    )
     log_level: str = Field(
         default="INFO", description="one of DEBUG, INFO, WARNING, ERROR, CRITICAL"
     )
-    log_format: str = Field(default="text", description="text or json (one JSON object a line)")
-    metrics_port: int | None = Field(
+    log_format: str = Field(
+        default="text",
+        description=about(
+            "text or json (one JSON object a line)",
+            "`text`: discord.py's lines, ending with the request's ids in brackets; `json`: one "
+            "JSON object a line with time, level, logger, message, and on the lines of a "
+            "member's request its `correlation_id` and the image service's `request_id`. See "
+            "[Log lines](operations.md#log-lines).",
+        ),
+    )
+    metrics_port: Annotated[int | None, Shown(default="no metrics server")] = Field(
         default=None,
         ge=0,
         le=65535,
-        description="a port number 1-65535 for /metrics and /healthz (0: any free port; "
-        "unset: no metrics server)",
+        description=about(
+            "a port number 1-65535 for /metrics and /healthz (0: any free port; "
+            "unset: no metrics server)",
+            "Prometheus metrics at `/metrics`, a health check at `/healthz` (`python -m bot "
+            "health` asks it); with 0 the port chosen is logged at start. See "
+            "[Metrics and health](operations.md#metrics-and-health).",
+        ),
     )
     metrics_host: str = Field(
         default="127.0.0.1",
-        description="the address the metrics server listens on, such as 127.0.0.1 or 0.0.0.0",
+        description=about(
+            "the address the metrics server listens on, such as 127.0.0.1 or 0.0.0.0",
+            "An IP address or host name: 127.0.0.1 for this host only, or 0.0.0.0 in a "
+            "container whose port is published to Prometheus. The server has no "
+            "authentication: do not expose it to the internet.",
+        ),
     )
-    shard_count: int | None = Field(
+    shard_count: Annotated[int | None, Shown(default="the number Discord recommends")] = Field(
         default=None,
         ge=1,
         le=MAX_SHARDS,
-        description=f"a whole number 1-{MAX_SHARDS} (unset: the number Discord recommends)",
+        description=about(
+            f"a whole number 1-{MAX_SHARDS} (unset: the number Discord recommends)",
+            "The total number of shards across every process. See [Shards](operations.md#shards).",
+        ),
     )
-    shard_ids: Annotated[tuple[int, ...], NoDecode] = Field(
+    shard_ids: Annotated[tuple[int, ...], NoDecode, Shown(default="every shard")] = Field(
         default=(),
-        description="a comma-separated list of shard numbers, such as 0,1 (unset: every shard)",
+        description=about(
+            "a comma-separated list of shard numbers, such as 0,1 (unset: every shard)",
+            "The shards this process runs; needs `SHARD_COUNT`, each number below it and listed "
+            "once. To split a large bot over processes, give each the same `SHARD_COUNT` and its "
+            "own `SHARD_IDS` (`0,1` in one, `2,3` in the next...).",
+        ),
     )
 
     _catalog: Catalog = PrivateAttr()
@@ -575,7 +794,7 @@ def _problems(exc: ValidationError, settings_class: type[Settings]) -> list[str]
         if variable in seen:  # a union type reports each of its branches
             continue
         seen.add(variable)
-        accepts = info.description or "a valid value"
+        accepts = what_it_accepts(info.description)
         reason = error.get("ctx", {}).get("error")
         if error["type"] == "missing":
             missing.append((variable, accepts))

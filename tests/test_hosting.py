@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
+from dotenv import dotenv_values
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
@@ -282,6 +283,25 @@ def test_every_variable_compose_names_is_documented_in_env_example() -> None:
     assert not missing, f"not in .env.example: {', '.join(missing)}"
 
 
+def test_a_dotenv_copied_from_env_example_keeps_the_settings_the_image_makes() -> None:
+    # Compose's env_file (and `docker run --env-file`) override the image's ENV: a setting the
+    # image makes (DATA_DIR=/data, its volume) must be left out of .env.example, or given again
+    # by compose's own environment, which wins over env_file.
+    image_env = " ".join(arguments for keyword, arguments in final_stage() if keyword == "ENV")
+    made = {
+        name
+        for name in re.findall(r"\b([A-Z_][A-Z0-9_]*)=", image_env)
+        if name.lower() in Settings.model_fields
+    }
+    assert "DATA_DIR" in made
+    in_example = set(dotenv_values(ROOT / ".env.example"))
+    for name in sorted(made & in_example):
+        for service_name, service in image_services().items():
+            assert name in service.get("environment", {}), (
+                f"a .env copied from .env.example sets {name} over the image's in {service_name}"
+            )
+
+
 # What an operator puts in .env for compose to read: the shared profile's password.
 COMPOSE_ENV = {"POSTGRES_PASSWORD": "letters0and0digits0only"}
 
@@ -332,7 +352,7 @@ def test_the_systemd_unit_can_write_only_its_data_dir() -> None:
         if value.startswith("DATA_DIR=")
     )
     assert data_dir in service["ReadWritePaths"].split()
-    # A relative DATA_DIR from the settings file (.env.example's is) lands in a writable place.
+    # A relative DATA_DIR from the settings file (the default is) lands in a writable place.
     assert service["WorkingDirectory"] in service["ReadWritePaths"].split()
     assert service["EnvironmentFile"].startswith("/")
 

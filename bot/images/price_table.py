@@ -1,7 +1,7 @@
-"""The README's table of what a typical request costs per priced model, computed from the
-catalog's prices by the same estimate the bot reserves against budgets.
+"""The table of what a typical request costs per priced model (docs/models.md, "What a request
+costs"), computed from the catalog's prices by the same estimate the bot reserves against budgets.
 
-``python -m bot.images.price_table`` prints it; a test checks that the README shows exactly this.
+``python -m bot.images.price_table`` prints it; a test checks that the page shows exactly this.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def model_table(spec: ModelSpec) -> list[str]:
 
 
 def markdown(catalog: Mapping[str, ModelSpec]) -> str:
-    """Every priced model's table, between the README's markers."""
+    """Every priced model's table, between the page's markers."""
     parts = [START, ""]
     for spec in catalog.values():
         if spec.price is not None:

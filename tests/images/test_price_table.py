@@ -1,4 +1,4 @@
-"""The README's table of typical costs is the one the catalog's prices give today."""
+"""The documentation's table of typical costs is the one the catalog's prices give today."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ from pathlib import Path
 from bot.images import load_catalog
 from bot.images.price_table import markdown, typical_cost
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+PRICES_PAGE = Path(__file__).resolve().parents[2] / "docs" / "models.md"
 
 
-def test_the_readme_shows_the_costs_the_catalog_gives() -> None:
-    assert markdown(load_catalog()) in README.read_text("utf-8"), (
-        "the README's price table is stale: paste the output of python -m bot.images.price_table"
+def test_the_models_page_shows_the_costs_the_catalog_gives() -> None:
+    assert markdown(load_catalog()) in PRICES_PAGE.read_text("utf-8"), (
+        "the price table of docs/models.md is stale: paste the output of "
+        "python -m bot.images.price_table"
     )
 
 
