@@ -8,8 +8,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from bot.images import CatalogError, ImageRequest, PreparedRequest, load_catalog, prepare_request
+from bot.images import (
+    CatalogError,
+    ImageRequest,
+    PreparedRequest,
+    load_catalog,
+    prepare_request,
+)
 from bot.images.catalog import Catalog
 from bot.images.pricing import (
     describe_price,
@@ -18,6 +26,7 @@ from bot.images.pricing import (
     prompt_tokens,
     settle_cost,
 )
+from tests.fakes.tokens import LONG_PROMPTS, o200k_tokens, prompt_of
 
 CATALOG = load_catalog()
 CENT = Decimal("0.01")
@@ -107,7 +116,7 @@ def test_gpt_image_1_mini_matches_its_published_examples() -> None:
 def test_money_is_decimal_to_six_places() -> None:
     estimate = estimate_cost(prepared("gpt-image-1", quality="low", size="1024x1024"))
     assert isinstance(estimate, Decimal)
-    assert estimate == Decimal("0.010890")  # 2 prompt tokens at $5/1M + 272 at $40/1M
+    assert estimate == Decimal("0.010905")  # 5 prompt bytes at $5/1M + 272 at $40/1M
     assert estimate.as_tuple().exponent == -6
 
 
@@ -297,7 +306,7 @@ default_quality = "low"
         )
     )
     added = estimate_cost(prepared("gpt-image-1.5", catalog, quality="high", prompt="abcd"))
-    assert added == Decimal("0.097505")  # 1 * $5 + 3000 * $32.50 per 1M
+    assert added == Decimal("0.097520")  # 4 bytes * $5 + 3000 * $32.50 per 1M
     assert estimate_cost(prepared("dall-e-3", catalog, quality="hd")) == Decimal("0.03")
     assert catalog["dall-e-3"].price is not None
     assert catalog["dall-e-3"].price.as_of == dt.date(2026, 2, 1)
@@ -348,3 +357,45 @@ def test_usage_no_answer_could_have_is_not_believed(output: int) -> None:
     # Out of range (10**13 would be $400 million), or in range but far above the estimate:
     # the estimate, which errs high already, is what is recorded.
     assert settle_cost(request, usage(text=20, output=output), 1) == estimate
+
+
+# -- a prompt's tokens, in any script -----------------------------------------------------------
+
+# Scripts by their code points (the last: anything, lone surrogates too); a text is drawn from
+# one of them, or from several mixed.
+SCRIPTS = [
+    (0x4E00, 0x9FFF),  # Chinese
+    (0x0400, 0x04FF),  # Cyrillic
+    (0x0600, 0x06FF),  # Arabic
+    (0x0900, 0x097F),  # Devanagari
+    (0x1F300, 0x1FAFF),  # emoji
+    (0, 0x10FFFF),
+]
+_SCRIPT_CHARACTERS = [
+    st.characters(min_codepoint=low, max_codepoint=high, exclude_categories=())
+    for low, high in SCRIPTS
+]
+any_script_text = st.one_of(
+    [st.text(), st.text(st.one_of(_SCRIPT_CHARACTERS), max_size=2000)]
+    + [st.text(characters, max_size=2000) for characters in _SCRIPT_CHARACTERS]
+)
+
+
+@given(any_script_text)
+@settings(max_examples=500, deadline=None)
+def test_no_prompt_in_any_script_takes_more_tokens_than_it_is_counted(text: str) -> None:
+    assert prompt_tokens(text) >= o200k_tokens(text)
+
+
+@pytest.mark.parametrize("script", LONG_PROMPTS)
+@pytest.mark.parametrize("model", ["gpt-image-1", "gpt-image-1-mini"])
+def test_a_long_prompt_in_any_script_costs_no_more_than_it_reserved(
+    script: str, model: str
+) -> None:
+    prompt = prompt_of(script)
+    request = prepared(model, quality="low", size="1024x1024", prompt=prompt)
+    per_image = output_tokens_per_image(request.spec, "low", "1024x1024")
+    cost = settle_cost(request, usage(o200k_tokens(prompt), per_image), 1)
+    estimate = estimate_cost(request)
+    assert cost is not None and estimate is not None
+    assert cost <= estimate
