@@ -4,6 +4,7 @@ on SQLite and on PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from decimal import Decimal
 from typing import Any
 
@@ -15,8 +16,8 @@ from bot.images import ImageRequest, load_catalog, prepare_request
 from bot.images.pricing import estimate_cost
 from tests.cogs.support import declare_generation_waits, finish, private_reply
 from tests.databases import ledger_rows
-from tests.fakes.images_api import FakeImagesAPI
-from tests.fakes.tokens import honest_usage, prompt_of
+from tests.fakes.images_api import FakeImagesAPI, UsageReport
+from tests.fakes.tokens import honest_usage, no_usage, prompt_of
 
 
 @pytest.fixture
@@ -170,3 +171,40 @@ async def test_eight_long_chinese_prompts_at_once_spend_no_more_than_the_budget(
     delivered, told = delivered_and_told(results, "Your budget on this server is $0.25 per day")
     assert delivered in (2, 3) and delivered + told == 8
     assert [row["outcome"] for row in rows] == ["delivered"] * delivered
+
+
+@pytest.mark.parametrize("budget", ["$0.05/day"])
+@pytest.mark.parametrize("reported", [honest_usage, no_usage], ids=["honest", "no-usage"])
+async def test_a_service_that_reports_no_usage_is_stopped_by_the_budget_as_an_honest_one(
+    simcord_env: Any,
+    channel: Any,
+    alice: Any,
+    images_api: FakeImagesAPI,
+    database_url: str,
+    reported: UsageReport,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    images_api.usage_report = reported
+    results = [await cheapest_image(alice, channel, f"a cat {n}") for n in range(10)]
+
+    told = "Your budget on this server is $0.05 per day"
+    assert delivered_and_told(results, told) == (2, 8)
+    rows = await ledger_rows(database_url)
+    # 272 output tokens and two previews' 200 at $40/1M: what an image of gpt-image-1 at low
+    # 1024x1024 costs at least, and with the honest service's few prompt tokens, a little more.
+    least = Decimal("0.018880")
+    costs = [row["cost"] for row in rows]
+    if reported is no_usage:
+        assert costs == [least, least]
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert (
+            warnings
+            == [
+                "the image service reported usage costing $0.00 for 1 image(s) of gpt-image-1, "
+                "under the $0.01888 they cost at least at that size and quality: the least is "
+                "recorded"
+            ]
+            * 2
+        )
+    else:
+        assert all(least < cost < least + Decimal("0.0001") for cost in costs)

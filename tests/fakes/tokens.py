@@ -54,3 +54,13 @@ def honest_usage(body: dict[str, Any], images: int, partials: int) -> dict[str, 
         "total_tokens": text + output,
         "input_tokens_details": {"text_tokens": text, "image_tokens": 0},
     }
+
+
+def no_usage(body: dict[str, Any], images: int, partials: int) -> dict[str, Any]:
+    """A service (a gateway) that reports every count as nothing."""
+    return {
+        "input_tokens": 0,
+        "output_tokens": 0,
+        "total_tokens": 0,
+        "input_tokens_details": {"text_tokens": 0, "image_tokens": 0},
+    }

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
+import logging
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -10,18 +12,22 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from PIL import Image
 
 from bot.images import (
     CatalogError,
+    EditRequest,
     ImageRequest,
     PreparedRequest,
     load_catalog,
     prepare_request,
 )
 from bot.images.catalog import Catalog
+from bot.images.edits import prepare_edit
 from bot.images.pricing import (
     describe_price,
     estimate_cost,
+    format_usd,
     output_tokens_per_image,
     prompt_tokens,
     settle_cost,
@@ -37,6 +43,15 @@ UNPRICED = (
     "gpt-image-1.5",
     "chatgpt-image-latest",
 )
+
+
+def _png() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+PNG = _png()
 
 
 def prepared(model: str, catalog: Catalog = CATALOG, **fields: Any) -> PreparedRequest:
@@ -173,9 +188,9 @@ image_output_per_million = 10
 
 def test_settled_from_usage_when_present() -> None:
     request = prepared("gpt-image-1", quality="high", count=2)
-    reported = usage(text=10, image=100, output=5000)
-    # 10 * $5 + 100 * $10 + 5000 * $40 per 1M
-    assert settle_cost(request, reported, 2) == Decimal("0.201050")
+    reported = usage(text=10, image=100, output=9000)
+    # 10 * $5 + 100 * $10 + 9000 * $40 per 1M
+    assert settle_cost(request, reported, 2) == Decimal("0.361050")
 
 
 def test_usage_without_the_input_split_counts_input_as_text() -> None:
@@ -399,3 +414,63 @@ def test_a_long_prompt_in_any_script_costs_no_more_than_it_reserved(
     estimate = estimate_cost(request)
     assert cost is not None and estimate is not None
     assert cost <= estimate
+
+
+# -- what images cost at least, whatever the usage says -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("quality", "size", "least"),
+    [
+        ("low", "1024x1024", "0.021760"),  # 2 * 272 output tokens at $40/1M
+        ("high", "1536x1024", "0.496640"),  # 2 * 6208
+        ("auto", "auto", "0.021760"),  # the fewest any quality and size takes: low 1024x1024
+    ],
+)
+def test_usage_of_no_tokens_settles_at_what_the_images_cost_at_least(
+    quality: str, size: str, least: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    request = prepared("gpt-image-1", quality=quality, size=size, count=2)
+    with caplog.at_level(logging.WARNING, logger="bot.images.pricing"):
+        assert settle_cost(request, usage(text=0, output=0), 2) == Decimal(least)
+    (line,) = [r for r in caplog.records if r.name == "bot.images.pricing"]
+    assert line.levelno == logging.WARNING
+    assert line.getMessage() == (
+        f"the image service reported usage costing $0.00 for 2 image(s) of gpt-image-1, under "
+        f"the {format_usd(Decimal(least))} they cost at least at that size and quality: the "
+        "least is recorded"
+    )
+    assert "a cat" not in line.getMessage()
+
+
+def test_usage_at_or_above_the_least_is_believed_and_nothing_is_said(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    request = prepared("gpt-image-1", quality="low", size="1024x1024", count=2)
+    with caplog.at_level(logging.WARNING, logger="bot.images.pricing"):
+        assert settle_cost(request, usage(text=0, output=544), 2) == Decimal("0.021760")
+        assert settle_cost(request, usage(text=3, output=600), 2) == Decimal("0.024015")
+        # Fewer images delivered than asked for: the least is theirs alone.
+        assert settle_cost(request, usage(text=3, output=272), 1) == Decimal("0.010895")
+        assert settle_cost(request, usage(text=3, output=0), 0) == Decimal("0.000015")
+    assert caplog.records == []
+
+
+@pytest.mark.parametrize(("previews", "least"), [(0, "0.021760"), (3, "0.033760"), (9, "0.037760")])
+def test_the_previews_a_stream_carried_count_in_what_it_costs_at_least(
+    previews: int, least: str
+) -> None:
+    # Two images with two previews each asked for: each preview carried is 100 output tokens
+    # more, and no more than the four asked for count, whatever the stream sent.
+    request = prepared("gpt-image-1", quality="low", size="1024x1024", count=2, partial_images=2)
+    assert settle_cost(request, usage(0, 0), 2, previews=previews) == Decimal(least)
+
+
+def test_an_edit_whose_usage_does_not_split_its_input_counts_it_at_the_dearer_rate() -> None:
+    request = prepare_edit(
+        EditRequest(ImageRequest(prompt="add a hat", model="gpt-image-1", quality="low"), (PNG,)),
+        CATALOG["gpt-image-1"],
+    )
+    reported = {"input_tokens": 1000, "output_tokens": 272}
+    # 1000 input tokens at the image rate ($10/1M, not $5) + 272 at $40/1M
+    assert settle_cost(request, reported, 1) == Decimal("0.020880")
