@@ -162,6 +162,7 @@ class Generation:
                     images_delivered=delivered,
                     request_id=request_id,
                     usage=result.usage if result else None,
+                    previews_returned=result.previews if result else 0,
                     # Never sent (cancelled or failed before its turn): its reservation goes.
                     sent=self.timeline.started_upstream is not None,
                 )

@@ -304,13 +304,15 @@ class Ledger:
         images_delivered: int = 0,
         request_id: str | None = None,
         usage: Mapping[str, Any] | None = None,
+        previews_returned: int = 0,
         sent: bool = True,
     ) -> Decimal | None:
         """Record how an admitted request ended; return its settled cost (None: unknown).
 
         ``images_returned``: how many images the service sent back (None: no answer arrived),
-        which with ``usage`` settles the cost; a request the service refused generated nothing,
-        and one never ``sent`` cost nothing (its reservation against the budgets is released)."""
+        which with ``usage`` (and the ``previews_returned`` a stream carried) settles the cost; a
+        request the service refused generated nothing, and one never ``sent`` cost nothing (its
+        reservation against the budgets is released)."""
         if self._sessions is None:
             raise RuntimeError("the ledger is not open")
         if outcome is Outcome.REFUSED:
@@ -320,7 +322,9 @@ class Ledger:
             cost = Decimal(0)
         elif images_returned is not None:
             returned = images_returned
-            cost = _priced(lambda: settle_cost(prepared, usage, returned), "cost")
+            cost = _priced(
+                lambda: settle_cost(prepared, usage, returned, previews=previews_returned), "cost"
+            )
         values = _settled(
             outcome,
             images_delivered=images_delivered,

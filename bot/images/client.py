@@ -102,6 +102,7 @@ class GenerationResult:
     request_id: str | None = None
     usage: Mapping[str, Any] | None = None
     attempts: int = 1
+    previews: int = 0  # partial images the stream carried (each is billed)
 
     @property
     def model(self) -> str:
@@ -451,6 +452,7 @@ class ImageClient:
             request_id=request_id,
             usage=parsed.usage,
             attempts=attempt,
+            previews=parsed.previews,
         )
 
     async def _post_once(

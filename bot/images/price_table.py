@@ -13,7 +13,7 @@ from bot.images.catalog import ModelSpec, load_catalog
 from bot.images.pricing import describe_price, estimate_cost
 from bot.images.request import ImageRequest, prepare_request
 
-TYPICAL_PROMPT = "x" * 200  # a 200-character prompt
+TYPICAL_PROMPT = "x" * 200  # a 200-character English prompt: 200 bytes, reserved as 200 tokens
 START = "<!-- price-table:start (python -m bot.images.price_table) -->"
 END = "<!-- price-table:end -->"
 

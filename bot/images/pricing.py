@@ -4,6 +4,27 @@ Before a call the cost is estimated from the request, never below what it can co
 ``auto`` and size ``auto`` count as the dearest the model offers); after it, it is settled from the
 response's ``usage`` where the model is priced per token and the response says, else from the
 estimate for the images delivered. A model without a price costs None: not known, never guessed.
+
+The estimate is what a request reserves against the budgets, so it must be a bound. Decision: a
+prompt counts as many text tokens as it has UTF-8 bytes. Every token of a byte-level BPE tokenizer
+(``o200k_base``, which the GPT image models read prompts with, and any other a gateway may use)
+covers at least one byte of the text, so no prompt in any script takes more; one text token per
+four characters, as before, let a Chinese prompt (about a token a character) cost twice its
+reservation, and eight at once overspend a budget. Counting with the real tokenizer instead was
+measured and refused: bpe-openai (the one that ships ``o200k_base`` and works offline) added
+135 MB to the process and half a second to start-up, and held the GIL for up to 5 ms a
+32,000-character count, so that a thread would not have spared the event loop; tiktoken downloads
+its table at first use. The bound takes microseconds. It reserves about 3 times the text tokens
+of Chinese and 4 to 5 times those of English: at gpt-image-1's $5 per million, at most 3 cents
+for a 6,000-character English prompt (Discord's longest) and 9 for a Chinese one, until the
+settled cost, from the tokens the answer reports, frees the rest.
+
+A settled cost is not believed below what the answer must have cost: the image output tokens the
+model spends on each image delivered at that size and quality (the fewest for ``auto``), and on
+each preview the stream carried, whatever the ``usage`` says; a service reporting no tokens would
+otherwise make every image free. Nor above ten times the estimate (a broken or hostile gateway
+must not empty a budget): the estimate stands. Either disagreement is logged, one line, without
+the prompt or any id.
 """
 
 from __future__ import annotations
@@ -46,8 +67,10 @@ def _usd(amount: Decimal) -> Decimal:
 
 
 def prompt_tokens(prompt: str) -> int:
-    """The text input tokens of a prompt, estimated as one per four characters, rounded up."""
-    return -(-len(prompt) // 4)
+    """The most text input tokens ``prompt`` can take: its UTF-8 bytes (no token of a byte-level
+    BPE tokenizer is shorter than a byte). A lone surrogate counts the 3 bytes of the character
+    that replaces it."""
+    return len(prompt.encode("utf-8", "surrogatepass"))
 
 
 def _qualities(spec: ModelSpec, quality: str) -> list[str]:
@@ -66,12 +89,10 @@ def _sizes(spec: ModelSpec, table: Mapping[str, Any], quality: str, size: str) -
     return listed + tabled
 
 
-def output_tokens_per_image(spec: ModelSpec, quality: str, size: str) -> int:
-    """The image output tokens one image is estimated to take (the most it can take for ``auto``).
-
-    Sizes missing from the model's ``output_tokens`` are estimated by their area relative to
-    1024x1024 at the same quality, rounded up.
-    """
+def _output_token_counts(spec: ModelSpec, quality: str, size: str, *, up: bool) -> list[int]:
+    """The image output tokens of one image at each quality and size ``quality`` and ``size``
+    may be. Sizes missing from the model's ``output_tokens`` are estimated by their area relative
+    to 1024x1024 at the same quality, rounded ``up`` (else down)."""
     table = spec.output_tokens or {}
     counts = []
     for name in _qualities(spec, quality):
@@ -81,9 +102,19 @@ def output_tokens_per_image(spec: ModelSpec, quality: str, size: str) -> int:
                 counts.append(table[key])
                 continue
             width, height = parse_size(dims) or (1024, 1024)
-            reference = table[table_key(name, REFERENCE_SIZE)]
-            counts.append(-(-reference * width * height // _REFERENCE_PIXELS))
-    return max(counts)
+            scaled = table[table_key(name, REFERENCE_SIZE)] * width * height
+            counts.append(-(-scaled // _REFERENCE_PIXELS) if up else scaled // _REFERENCE_PIXELS)
+    return counts
+
+
+def output_tokens_per_image(spec: ModelSpec, quality: str, size: str) -> int:
+    """The image output tokens one image is estimated to take (the most it may for ``auto``)."""
+    return max(_output_token_counts(spec, quality, size, up=True))
+
+
+def least_output_tokens_per_image(spec: ModelSpec, quality: str, size: str) -> int:
+    """The image output tokens one image takes at least (the fewest it may for ``auto``)."""
+    return min(_output_token_counts(spec, quality, size, up=False))
 
 
 def _price_per_image(
@@ -119,6 +150,15 @@ def _token_estimate(prepared: PreparedRequest, price: Price, images: int) -> Dec
         + image_rate * INPUT_IMAGE_TOKENS_BOUND * inputs
         + output_rate * per_image * images
     )
+
+
+def _least_cost(prepared: PreparedRequest, price: Price, images: int, previews: int) -> Decimal:
+    """What ``images`` images of ``prepared`` cost at least: their image output tokens, and those
+    of the ``previews`` the stream carried (no more than it asked for)."""
+    _, _, output_rate = _rates(price)
+    per_image = least_output_tokens_per_image(prepared.spec, prepared.quality, prepared.size)
+    previews = min(max(previews, 0), prepared.partial_images * images)
+    return _usd(output_rate * (per_image * images + PARTIAL_IMAGE_OUTPUT_TOKENS * previews))
 
 
 def estimate_cost(prepared: PreparedRequest) -> Decimal | None:
@@ -167,11 +207,14 @@ def token_count(value: Any) -> int | None:
     return value
 
 
-def _usage_tokens(usage: Mapping[str, Any]) -> tuple[int, int, int] | None:
-    """Text input, image input and output tokens from a response's ``usage``, or None."""
+def _reported_cost(
+    prepared: PreparedRequest, price: Price, usage: Mapping[str, Any]
+) -> Decimal | None:
+    """What ``usage`` says the request cost, or None where it gives no usable counts."""
     output = token_count(usage.get("output_tokens"))
     if output is None:
         return None
+    text_rate, image_rate, output_rate = _rates(price)
     details = usage.get("input_tokens_details")
     if isinstance(details, Mapping):
         text, image = (
@@ -179,20 +222,26 @@ def _usage_tokens(usage: Mapping[str, Any]) -> tuple[int, int, int] | None:
             token_count(details.get("image_tokens")),
         )
         if text is not None and image is not None:
-            return text, image, output
-    # Without the split, the input of a generation is its prompt: text.
+            return _usd(text * text_rate + image * image_rate + output * output_rate)
     total = token_count(usage.get("input_tokens"))
-    return (total, 0, output) if total is not None else None
+    if total is None:
+        return None
+    # Without the split, the input of a generation is its prompt: text. An edit's is images and
+    # text in unknown shares: all of it at the dearer rate, so that leaving the split out never
+    # makes an edit cheaper.
+    input_rate = max(text_rate, image_rate) if prepared.is_edit else text_rate
+    return _usd(total * input_rate + output * output_rate)
 
 
 def settle_cost(
-    prepared: PreparedRequest, usage: Mapping[str, Any] | None, images: int
+    prepared: PreparedRequest, usage: Mapping[str, Any] | None, images: int, *, previews: int = 0
 ) -> Decimal | None:
     """What ``prepared`` cost once ``images`` came back, in US dollars (6 places), or None.
 
     Per-image prices: the price of one times the images delivered. Per-token prices: from
-    ``usage`` when the response gives it, else the estimate for the images delivered (the prompt
-    counted once).
+    ``usage`` when the response gives it, never below the image output tokens of the images
+    and the ``previews`` (partial images) the answer carried nor above ten times the estimate,
+    else the estimate for the images delivered (the prompt counted once).
     """
     price = prepared.spec.price
     if price is None:
@@ -201,13 +250,22 @@ def settle_cost(
     if price.per_image is not None:
         unit = _price_per_image(prepared.spec, price.per_image, prepared.quality, prepared.size)
         return _usd(unit * images)
-    tokens = _usage_tokens(usage) if isinstance(usage, Mapping) else None
-    if tokens is None:
-        return _usd(_token_estimate(prepared, price, images))
-    text, image, output = tokens
-    text_rate, image_rate, output_rate = _rates(price)
-    reported = _usd(text * text_rate + image * image_rate + output * output_rate)
     estimate = _usd(_token_estimate(prepared, price, images))
+    reported = _reported_cost(prepared, price, usage) if isinstance(usage, Mapping) else None
+    if reported is None:
+        return estimate
+    least = _least_cost(prepared, price, images, previews)
+    if reported < least:
+        # A service that reports no tokens (or too few) must not make images free.
+        log.warning(
+            "the image service reported usage costing %s for %d image(s) of %s, under the %s "
+            "they cost at least at that size and quality: the least is recorded",
+            format_usd(reported),
+            images,
+            prepared.model,
+            format_usd(least),
+        )
+        return least
     if reported > estimate * UNBELIEVABLE_USAGE:
         # A gateway's broken (or hostile) usage must not empty every budget: the estimate,
         # which already errs high, stands instead.

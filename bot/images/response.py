@@ -69,6 +69,7 @@ class ParsedBody:
     revised_prompts: list[str | None]
     usage: dict[str, Any] | None = None
     extra_items: int = 0  # items beyond the number asked for, dropped unread
+    previews: int = 0  # partial images a stream carried: each is billed
 
 
 class ErrorInBody(MalformedResponse):

@@ -255,6 +255,7 @@ class _StreamReader:
             revised_prompts=[None] * len(self.images),
             usage=merge_usage(self.usages),
             extra_items=self.extra,
+            previews=self.partials,
         )
 
 

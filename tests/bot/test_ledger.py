@@ -65,7 +65,7 @@ async def test_a_request_is_recorded_pending_then_settled_with_its_usage_and_cos
     database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(ledger, "estimate_cost", lambda prepared: Decimal("0.084"))
-    monkeypatch.setattr(ledger, "settle_cost", lambda prepared, usage, images: Decimal("0.0421"))
+    monkeypatch.setattr(ledger, "settle_cost", lambda *args, **kwargs: Decimal("0.0421"))
     engine = open_engine(database_url)
     await migrate(engine)
     await engine.dispose()

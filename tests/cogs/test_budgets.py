@@ -4,6 +4,8 @@ on SQLite and on PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import logging
+from decimal import Decimal
 from typing import Any
 
 import discord
@@ -14,7 +16,8 @@ from bot.images import ImageRequest, load_catalog, prepare_request
 from bot.images.pricing import estimate_cost
 from tests.cogs.support import declare_generation_waits, finish, private_reply
 from tests.databases import ledger_rows
-from tests.fakes.images_api import FakeImagesAPI
+from tests.fakes.images_api import FakeImagesAPI, UsageReport
+from tests.fakes.tokens import honest_usage, no_usage, prompt_of
 
 
 @pytest.fixture
@@ -78,6 +81,47 @@ async def test_a_request_the_safety_system_refuses_frees_its_reservation(
     assert [row["outcome"] for row in await ledger_rows(database_url)] == ["refused", "delivered"]
 
 
+def gather_admissions(env: Any, monkeypatch: pytest.MonkeyPatch, count: int) -> None:
+    """Hold each of the next ``count`` admissions at the ledger until all have arrived, then
+    let them race for the budget together, as ``count`` requests at once would (simcord
+    delivers interactions one at a time). Each held request is acknowledged (as a slow ledger's
+    is) without a second's wait."""
+    monkeypatch.setattr("bot.admission.ADMISSION_BEFORE_ACKNOWLEDGING", 0.01)
+    ledger = env.bot.services.ledger
+    real_admitted = ledger.admitted
+    arrived = asyncio.Event()
+    waiting: list[None] = []
+
+    async def all_at_once(*args: Any, **kwargs: Any) -> int:
+        waiting.append(None)
+        if len(waiting) == count:
+            arrived.set()
+        await env.external_wait(arrived.wait(), reason=f"the {count} admissions gather")
+        return int(await real_admitted(*args, **kwargs))
+
+    ledger.admitted = all_at_once
+    declare_generation_waits(env)
+
+
+async def cheapest_image(member: Any, channel: Any, prompt: str) -> Any:
+    """/imagine of one gpt-image-1 image at its cheapest: low quality, 1024x1024."""
+    return await member.slash(
+        channel, "imagine", prompt=prompt, model="gpt-image-1", quality="low", size="1024x1024"
+    )
+
+
+def delivered_and_told(results: list[Any], told: str) -> tuple[int, int]:
+    """How many requests delivered images, and how many were told a sentence starting ``told``."""
+    delivered = [r for r in results if r.response is not None and r.response.attachments]
+    refused = [
+        m.content
+        for r in results
+        for m in ([r.response] if r.response is not None else []) + list(r.followups)
+        if m.ephemeral and m.content.startswith(told)
+    ]
+    return len(delivered), len(refused)
+
+
 @pytest.mark.parametrize("budget", ["5 images/day"])
 async def test_twenty_simultaneous_requests_from_one_member_admit_exactly_the_budget(
     simcord_env: Any,
@@ -87,38 +131,80 @@ async def test_twenty_simultaneous_requests_from_one_member_admit_exactly_the_bu
     database_url: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # simcord delivers interactions one at a time: each admission is held at the ledger until
-    # all twenty have arrived, then they race for the budget together, as twenty at once would.
-    # Each held request is acknowledged (as a slow ledger's is) without a second's wait.
-    monkeypatch.setattr("bot.admission.ADMISSION_BEFORE_ACKNOWLEDGING", 0.01)
-    ledger = simcord_env.bot.services.ledger
-    real_admitted = ledger.admitted
-    arrived = asyncio.Event()
-    waiting: list[None] = []
-
-    async def all_at_once(*args: Any, **kwargs: Any) -> int:
-        waiting.append(None)
-        if len(waiting) == 20:
-            arrived.set()
-        await simcord_env.external_wait(arrived.wait(), reason="the twenty admissions gather")
-        return int(await real_admitted(*args, **kwargs))
-
-    ledger.admitted = all_at_once
-    declare_generation_waits(simcord_env)
+    gather_admissions(simcord_env, monkeypatch, 20)
     results = [
         await alice.slash(channel, "imagine", prompt=f"cat {n}", model="dall-e-2")
         for n in range(20)
     ]
     await finish(simcord_env, seconds=60)
 
-    delivered = [r for r in results if r.response is not None and r.response.attachments]
-    told = [
-        m.content
-        for r in results
-        for m in ([r.response] if r.response is not None else []) + list(r.followups)
-        if m.ephemeral and m.content.startswith("Your budget on this server is 5 images per day")
-    ]
-    assert (len(delivered), len(told)) == (5, 15)
+    told = "Your budget on this server is 5 images per day"
+    assert delivered_and_told(results, told) == (5, 15)
     assert len(images_api.generation_requests) == 5
     rows = await ledger_rows(database_url)
     assert [row["outcome"] for row in rows] == ["delivered"] * 5
+
+
+@pytest.mark.parametrize("budget", ["$0.25/day"])
+async def test_eight_long_chinese_prompts_at_once_spend_no_more_than_the_budget(
+    simcord_env: Any,
+    channel: Any,
+    alice: Any,
+    images_api: FakeImagesAPI,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The service counts the prompt with the real tokenizer: about a token a Chinese character,
+    # where four characters a token was reserved before.
+    images_api.usage_report = honest_usage
+    gather_admissions(simcord_env, monkeypatch, 8)
+    prompt = prompt_of("Chinese")
+    results = [await cheapest_image(alice, channel, prompt) for _ in range(8)]
+    await finish(simcord_env, seconds=60)
+
+    rows = await ledger_rows(database_url)
+    assert sum(row["cost"] for row in rows) <= Decimal("0.25")
+    assert all(row["cost"] <= row["estimated_cost"] for row in rows)
+    # Each reserves $0.11 (18,000 bytes of prompt as text tokens, 272 output tokens and two
+    # previews' 200) and costs $0.047: two at once fit the budget, and a third once two have
+    # settled, if its admission comes after (PostgreSQL takes them one by one).
+    delivered, told = delivered_and_told(results, "Your budget on this server is $0.25 per day")
+    assert delivered in (2, 3) and delivered + told == 8
+    assert [row["outcome"] for row in rows] == ["delivered"] * delivered
+
+
+@pytest.mark.parametrize("budget", ["$0.05/day"])
+@pytest.mark.parametrize("reported", [honest_usage, no_usage], ids=["honest", "no-usage"])
+async def test_a_service_that_reports_no_usage_is_stopped_by_the_budget_as_an_honest_one(
+    simcord_env: Any,
+    channel: Any,
+    alice: Any,
+    images_api: FakeImagesAPI,
+    database_url: str,
+    reported: UsageReport,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    images_api.usage_report = reported
+    results = [await cheapest_image(alice, channel, f"a cat {n}") for n in range(10)]
+
+    told = "Your budget on this server is $0.05 per day"
+    assert delivered_and_told(results, told) == (2, 8)
+    rows = await ledger_rows(database_url)
+    # 272 output tokens and two previews' 200 at $40/1M: what an image of gpt-image-1 at low
+    # 1024x1024 costs at least, and with the honest service's few prompt tokens, a little more.
+    least = Decimal("0.018880")
+    costs = [row["cost"] for row in rows]
+    if reported is no_usage:
+        assert costs == [least, least]
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert (
+            warnings
+            == [
+                "the image service reported usage costing $0.00 for 1 image(s) of gpt-image-1, "
+                "under the $0.01888 they cost at least at that size and quality: the least is "
+                "recorded"
+            ]
+            * 2
+        )
+    else:
+        assert all(least < cost < least + Decimal("0.0001") for cost in costs)

@@ -29,6 +29,9 @@ from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# The `usage` an answer reports, from the request's body, the images it covers and the previews
+# streamed for each: a test makes it honest (the real tokenizer's count) or broken (nothing).
+UsageReport = Callable[[dict[str, Any], int, int], dict[str, Any]]
 
 # The models of the `openai` SDK 3.54.0 (November 2026).
 FREE_SIZE_MODELS = {
@@ -262,6 +265,7 @@ class FakeImagesAPI:
     base_url: str = ""
     stream_pause: float = 0.0  # seconds between streamed events (when latency is 0)
     in_flight: int = 0  # generation requests being answered right now
+    usage_report: UsageReport | None = None  # None: the fixed counts of fixed_usage
     peak_in_flight: int = 0
     _runner: web.AppRunner | None = None
     _files: dict[str, bytes] = field(default_factory=dict)
@@ -577,12 +581,7 @@ class FakeImagesAPI:
                 else "opaque",
                 "output_format": fmt,
                 "quality": "medium" if quality == "auto" else quality,
-                "usage": {
-                    "input_tokens": 50,
-                    "output_tokens": 272 * n,
-                    "total_tokens": 50 + 272 * n,
-                    "input_tokens_details": {"text_tokens": 50, "image_tokens": 0},
-                },
+                "usage": (self.usage_report or fixed_usage)(body, n, 0),
             }
             if size in STANDARD_GPT_SIZES - {"auto"}:  # the spec's enum knows only these
                 answer["size"] = size
@@ -609,12 +608,7 @@ class FakeImagesAPI:
             "quality": answer["quality"],
             "size": body.get("size", "auto"),
         }
-        usage = {
-            "input_tokens": 50,
-            "output_tokens": 272 + 100 * partials,
-            "total_tokens": 322 + 100 * partials,
-            "input_tokens_details": {"text_tokens": 50, "image_tokens": 0},
-        }
+        usage = (self.usage_report or fixed_usage)(body, 1, partials)
         events: list[bytes] = []
         for item in answer["data"]:
             for index in range(partials):
@@ -667,6 +661,18 @@ class FakeImagesAPI:
         if key not in self._image_cache:
             self._image_cache[key] = make_image(width, height, fmt, shade)
         return self._image_cache[key]
+
+
+def fixed_usage(body: dict[str, Any], images: int, partials: int) -> dict[str, Any]:
+    """What the fake reports unless told otherwise: 50 text tokens, and 272 output tokens an
+    image (gpt-image-1's low 1024x1024) with 100 more a preview."""
+    output = (272 + 100 * partials) * images
+    return {
+        "input_tokens": 50,
+        "output_tokens": output,
+        "total_tokens": 50 + output,
+        "input_tokens_details": {"text_tokens": 50, "image_tokens": 0},
+    }
 
 
 # -- scripted faults ---------------------------------------------------------------------------

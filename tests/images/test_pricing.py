@@ -3,21 +3,36 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
+import logging
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
 
-from bot.images import CatalogError, ImageRequest, PreparedRequest, load_catalog, prepare_request
+from bot.images import (
+    CatalogError,
+    EditRequest,
+    ImageRequest,
+    PreparedRequest,
+    load_catalog,
+    prepare_request,
+)
 from bot.images.catalog import Catalog
+from bot.images.edits import prepare_edit
 from bot.images.pricing import (
     describe_price,
     estimate_cost,
+    format_usd,
     output_tokens_per_image,
     prompt_tokens,
     settle_cost,
 )
+from tests.fakes.tokens import LONG_PROMPTS, o200k_tokens, prompt_of
 
 CATALOG = load_catalog()
 CENT = Decimal("0.01")
@@ -28,6 +43,15 @@ UNPRICED = (
     "gpt-image-1.5",
     "chatgpt-image-latest",
 )
+
+
+def _png() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+PNG = _png()
 
 
 def prepared(model: str, catalog: Catalog = CATALOG, **fields: Any) -> PreparedRequest:
@@ -107,7 +131,7 @@ def test_gpt_image_1_mini_matches_its_published_examples() -> None:
 def test_money_is_decimal_to_six_places() -> None:
     estimate = estimate_cost(prepared("gpt-image-1", quality="low", size="1024x1024"))
     assert isinstance(estimate, Decimal)
-    assert estimate == Decimal("0.010890")  # 2 prompt tokens at $5/1M + 272 at $40/1M
+    assert estimate == Decimal("0.010905")  # 5 prompt bytes at $5/1M + 272 at $40/1M
     assert estimate.as_tuple().exponent == -6
 
 
@@ -164,9 +188,9 @@ image_output_per_million = 10
 
 def test_settled_from_usage_when_present() -> None:
     request = prepared("gpt-image-1", quality="high", count=2)
-    reported = usage(text=10, image=100, output=5000)
-    # 10 * $5 + 100 * $10 + 5000 * $40 per 1M
-    assert settle_cost(request, reported, 2) == Decimal("0.201050")
+    reported = usage(text=10, image=100, output=9000)
+    # 10 * $5 + 100 * $10 + 9000 * $40 per 1M
+    assert settle_cost(request, reported, 2) == Decimal("0.361050")
 
 
 def test_usage_without_the_input_split_counts_input_as_text() -> None:
@@ -297,7 +321,7 @@ default_quality = "low"
         )
     )
     added = estimate_cost(prepared("gpt-image-1.5", catalog, quality="high", prompt="abcd"))
-    assert added == Decimal("0.097505")  # 1 * $5 + 3000 * $32.50 per 1M
+    assert added == Decimal("0.097520")  # 4 bytes * $5 + 3000 * $32.50 per 1M
     assert estimate_cost(prepared("dall-e-3", catalog, quality="hd")) == Decimal("0.03")
     assert catalog["dall-e-3"].price is not None
     assert catalog["dall-e-3"].price.as_of == dt.date(2026, 2, 1)
@@ -348,3 +372,105 @@ def test_usage_no_answer_could_have_is_not_believed(output: int) -> None:
     # Out of range (10**13 would be $400 million), or in range but far above the estimate:
     # the estimate, which errs high already, is what is recorded.
     assert settle_cost(request, usage(text=20, output=output), 1) == estimate
+
+
+# -- a prompt's tokens, in any script -----------------------------------------------------------
+
+# Scripts by their code points (the last: anything, lone surrogates too); a text is drawn from
+# one of them, or from several mixed.
+SCRIPTS = [
+    (0x4E00, 0x9FFF),  # Chinese
+    (0x0400, 0x04FF),  # Cyrillic
+    (0x0600, 0x06FF),  # Arabic
+    (0x0900, 0x097F),  # Devanagari
+    (0x1F300, 0x1FAFF),  # emoji
+    (0, 0x10FFFF),
+]
+_SCRIPT_CHARACTERS = [
+    st.characters(min_codepoint=low, max_codepoint=high, exclude_categories=())
+    for low, high in SCRIPTS
+]
+any_script_text = st.one_of(
+    [st.text(), st.text(st.one_of(_SCRIPT_CHARACTERS), max_size=2000)]
+    + [st.text(characters, max_size=2000) for characters in _SCRIPT_CHARACTERS]
+)
+
+
+@given(any_script_text)
+@settings(max_examples=500, deadline=None)
+def test_no_prompt_in_any_script_takes_more_tokens_than_it_is_counted(text: str) -> None:
+    assert prompt_tokens(text) >= o200k_tokens(text)
+
+
+@pytest.mark.parametrize("script", LONG_PROMPTS)
+@pytest.mark.parametrize("model", ["gpt-image-1", "gpt-image-1-mini"])
+def test_a_long_prompt_in_any_script_costs_no_more_than_it_reserved(
+    script: str, model: str
+) -> None:
+    prompt = prompt_of(script)
+    request = prepared(model, quality="low", size="1024x1024", prompt=prompt)
+    per_image = output_tokens_per_image(request.spec, "low", "1024x1024")
+    cost = settle_cost(request, usage(o200k_tokens(prompt), per_image), 1)
+    estimate = estimate_cost(request)
+    assert cost is not None and estimate is not None
+    assert cost <= estimate
+
+
+# -- what images cost at least, whatever the usage says -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("quality", "size", "least"),
+    [
+        ("low", "1024x1024", "0.021760"),  # 2 * 272 output tokens at $40/1M
+        ("high", "1536x1024", "0.496640"),  # 2 * 6208
+        ("auto", "auto", "0.021760"),  # the fewest any quality and size takes: low 1024x1024
+    ],
+)
+def test_usage_of_no_tokens_settles_at_what_the_images_cost_at_least(
+    quality: str, size: str, least: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    request = prepared("gpt-image-1", quality=quality, size=size, count=2)
+    with caplog.at_level(logging.WARNING, logger="bot.images.pricing"):
+        assert settle_cost(request, usage(text=0, output=0), 2) == Decimal(least)
+    (line,) = [r for r in caplog.records if r.name == "bot.images.pricing"]
+    assert line.levelno == logging.WARNING
+    assert line.getMessage() == (
+        f"the image service reported usage costing $0.00 for 2 image(s) of gpt-image-1, under "
+        f"the {format_usd(Decimal(least))} they cost at least at that size and quality: the "
+        "least is recorded"
+    )
+    assert "a cat" not in line.getMessage()
+
+
+def test_usage_at_or_above_the_least_is_believed_and_nothing_is_said(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    request = prepared("gpt-image-1", quality="low", size="1024x1024", count=2)
+    with caplog.at_level(logging.WARNING, logger="bot.images.pricing"):
+        assert settle_cost(request, usage(text=0, output=544), 2) == Decimal("0.021760")
+        assert settle_cost(request, usage(text=3, output=600), 2) == Decimal("0.024015")
+        # Fewer images delivered than asked for: the least is theirs alone.
+        assert settle_cost(request, usage(text=3, output=272), 1) == Decimal("0.010895")
+        assert settle_cost(request, usage(text=3, output=0), 0) == Decimal("0.000015")
+    assert caplog.records == []
+
+
+@pytest.mark.parametrize(("previews", "least"), [(0, "0.021760"), (3, "0.033760"), (9, "0.037760")])
+def test_the_previews_a_stream_carried_count_in_what_it_costs_at_least(
+    previews: int, least: str
+) -> None:
+    # Two images with two previews each asked for: each preview carried is 100 output tokens
+    # more, and no more than the four asked for count, whatever the stream sent.
+    request = prepared("gpt-image-1", quality="low", size="1024x1024", count=2, partial_images=2)
+    assert settle_cost(request, usage(0, 0), 2, previews=previews) == Decimal(least)
+
+
+def test_an_edit_whose_usage_does_not_split_its_input_counts_it_at_the_dearer_rate() -> None:
+    request = prepare_edit(
+        EditRequest(ImageRequest(prompt="add a hat", model="gpt-image-1", quality="low"), (PNG,)),
+        CATALOG["gpt-image-1"],
+    )
+    reported = {"input_tokens": 1000, "output_tokens": 272}
+    # 1000 input tokens at the image rate ($10/1M, not $5) + 272 at $40/1M
+    assert settle_cost(request, reported, 1) == Decimal("0.020880")
