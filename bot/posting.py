@@ -12,7 +12,7 @@ import discord
 
 from bot.delivery import ImageTooLarge, Upload, pack, prepare_uploads, refit_uploads
 from bot.images import GenerationResult, InputImage
-from bot.replies import Replies
+from bot.replies import Replies, clip
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +31,6 @@ class DeliveryFailed(Exception):
     def __init__(self, detail: str, *, user_message: str) -> None:
         super().__init__(detail)
         self.user_message = user_message
-
-
-def clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
 async def post_result(

@@ -13,8 +13,7 @@ from discord import app_commands
 from bot.admission import Admission
 from bot.editing import VARY_PROMPT, edit_models, image_attachments, run_edit
 from bot.images import ImageRequest
-from bot.posting import clip
-from bot.replies import DISCORD_FAILURES
+from bot.replies import DISCORD_FAILURES, clip
 from bot.services import Services
 from cogs.imagine._command import (
     PROMPT_MAX,

@@ -16,8 +16,15 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.replies import time_to_acknowledge
-from bot.server_settings import DESCRIPTIONS, ServerSettings, Setting, SettingRefused, describe
+from bot.replies import clip, fit_content, fit_embed, time_to_acknowledge
+from bot.server_settings import (
+    DESCRIPTIONS,
+    ServerSettings,
+    Setting,
+    SettingRefused,
+    describe,
+    described_value,
+)
 from bot.services import Services
 
 if TYPE_CHECKING:
@@ -146,7 +153,7 @@ class SettingsCog(commands.Cog, name="Settings"):
             interaction.user.id, setting.value, guild.id, old, value,
         )  # fmt: skip
         shown = describe(setting, value, rules, now)
-        was = "the default" if old is None else old
+        was = "the default" if old is None else described_value(setting, old)
         if value is None:
             answer = f"{setting.value} is back to the default: {shown} (it was {was})."
         else:
@@ -179,7 +186,7 @@ class SettingsCog(commands.Cog, name="Settings"):
             if change is not None:
                 when = discord.utils.format_dt(change.changed_at, "R")
                 value += f"\nchanged by <@{change.changed_by}> {when}"
-            embed.add_field(name=setting.value, value=value[:1024], inline=False)
+            embed.add_field(name=setting.value, value=clip(value, 1024), inline=False)
         await _answer(interaction, embed=embed)
 
 
@@ -199,7 +206,10 @@ async def _answer(
     *,
     embed: discord.Embed | None = None,
 ) -> None:
-    """The private answer, as the reply or, once deferred, as its follow-up."""
+    """The private answer, as the reply or, once deferred, as its follow-up, within Discord's
+    limits (a value a manager typed can be long: an answer too long would never be shown)."""
+    content = None if content is None else fit_content(content)
+    embed = None if embed is None else fit_embed(embed)
     if interaction.response.is_done():
         if embed is None:
             await interaction.followup.send(content or "", ephemeral=True)
