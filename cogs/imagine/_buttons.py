@@ -328,6 +328,24 @@ class ImageButtons:
             return None
         return saved
 
+    async def saved_prompt(
+        self, interaction: discord.Interaction, message: discord.Message
+    ) -> str | None:
+        """The whole prompt of the set whose first message is ``message`` (its embed shows only
+        the first 3,000 characters); None where it is not known or cannot be read in time."""
+        key = saved_key(message)
+        if key is None:
+            return None
+        try:
+            async with asyncio.timeout(step_timeout(interaction, LOAD_TIMEOUT)):
+                saved = await self.saved.load(key)
+        except Exception as exc:
+            log.warning("could not read saved request %s (%s)", key, type(exc).__name__)
+            return None
+        if saved is None or saved.guild_id != interaction.guild_id:
+            return None
+        return saved.prompt
+
     async def _again(
         self,
         replies: Replies,
@@ -464,6 +482,16 @@ async def _tell_unexpected(interaction: discord.Interaction) -> None:
             await interaction.response.send_message(UNEXPECTED, ephemeral=True)
     except DISCORD_FAILURES:
         log.warning("could not tell user %s about the failure", interaction.user.id)
+
+
+def saved_key(message: discord.Message) -> int | None:
+    """The key of the request behind the buttons of ``message``; None where it has none."""
+    for row in message.components:
+        for child in getattr(row, "children", ()):
+            match = BUTTON_ID.fullmatch(getattr(child, "custom_id", None) or "")
+            if match is not None:
+                return int(match["key"])
+    return None
 
 
 def _image_count(message: discord.Message) -> int:

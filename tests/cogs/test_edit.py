@@ -7,6 +7,7 @@ import asyncio
 import io
 from typing import Any
 
+import discord
 import pytest
 from PIL import Image
 from simcord.http.client import FakeHTTPClient
@@ -360,6 +361,53 @@ async def test_vary_finds_an_image_posted_in_a_follow_up(
 
     (sent,) = images_api.edit_requests
     assert [part.data for part in sent.body["image"]] == [third]
+
+
+class TestVaryUnderTheServersSettings:
+    @pytest.fixture
+    def manager(self, simcord_env: Any, guild: Any) -> Any:
+        role = guild.create_role("Mods", permissions=discord.Permissions(manage_guild=True))
+        return guild.add_member(simcord_env.create_user("carol"), roles=[role])
+
+    async def test_vary_on_a_model_the_server_no_longer_allows_falls_back_to_its_default(
+        self, simcord_env: Any, channel: Any, alice: Any, manager: Any, images_api: FakeImagesAPI
+    ) -> None:
+        made = await alice.slash(
+            channel, "imagine", prompt="a fox", model="gpt-image-1.5", size="1536x1024",
+            quality="low",
+        )  # fmt: skip
+        plain = await alice.slash(channel, "edit", image=("a.png", png()), prompt="a hat")
+        assert len(plain.response.attachments) == 1
+        changed = await manager.slash(
+            channel, "imagine-settings models", value="gpt-image-2.5-flare, dall-e-2"
+        )
+        assert changed.response.content.startswith("models is now gpt-image-2.5-flare")
+
+        varied = await alice.click(made.response, label="Vary")
+
+        assert not varied.response.ephemeral, varied.response.content
+        assert len(varied.response.attachments) == 1
+        edited, fallback = (request.body for request in images_api.edit_requests)
+        assert fallback["model"] == "gpt-image-2.5-flare"
+        assert fallback["prompt"] == "a fox"
+        # The size and quality were gpt-image-1.5's: the default model's own stand in, as for
+        # an /edit that names no model.
+        assert (fallback.get("size"), fallback.get("quality")) == (
+            edited.get("size"),
+            edited.get("quality"),
+        )
+
+    async def test_vary_image_sends_the_whole_saved_prompt_not_the_embeds_clipped_one(
+        self, simcord_env: Any, channel: Any, alice: Any, images_api: FakeImagesAPI
+    ) -> None:
+        prompt = ", ".join(["a lighthouse at dusk"] * 200)  # 4,398 characters; the embed 3,000
+        made = await alice.slash(channel, "imagine", prompt=prompt)
+        assert len(made.response.embeds[0].description) < len(prompt)
+
+        await alice.context_menu(channel, "Vary image", made.response)
+
+        (sent,) = images_api.edit_requests
+        assert sent.body["prompt"] == prompt
 
 
 class TestTheLedger:
