@@ -24,7 +24,14 @@ from tests.cogs.support import (
 )
 from tests.cogs.test_buttons import posted_in_three_messages
 from tests.databases import ledger_rows
-from tests.fakes.images_api import FakeImagesAPI, edit_form_problem, incompressible_png
+from tests.fakes.images_api import (
+    FakeImagesAPI,
+    edit_form_problem,
+    images_body,
+    incompressible_png,
+    make_image,
+    respond,
+)
 
 CALLBACK_MESSAGE = 4  # an immediate answer (here: a private refusal)
 
@@ -361,6 +368,53 @@ async def test_vary_finds_an_image_posted_in_a_follow_up(
 
     (sent,) = images_api.edit_requests
     assert [part.data for part in sent.body["image"]] == [third]
+
+
+def labels(message: Any) -> list[str]:
+    return [button["label"] for row in message.components for button in row["components"]]
+
+
+async def test_animated_gifs_get_no_vary_button(
+    simcord_env: Any, channel: Any, alice: Any, images_api: FakeImagesAPI
+) -> None:
+    """The edits endpoint takes PNG, JPEG or WebP: a Vary under a GIF could only refuse."""
+    made = await alice.slash(
+        channel, "imagine", prompt="a flickering candle", format="gif", frames=4, count=2
+    )
+    assert [a.filename for a in made.response.attachments] == ["imagine-1.gif", "imagine-2.gif"]
+    assert labels(made.response) == ["Reroll", "Edit prompt", "Larger (2048x2048)", "Delete"]
+
+
+async def test_fewer_images_than_asked_get_a_vary_button_each_and_no_more(
+    simcord_env: Any, channel: Any, alice: Any, images_api: FakeImagesAPI
+) -> None:
+    images_api.push(respond(200, images_body(make_image(64, 64), make_image(64, 64, shade=1))))
+    made = await alice.slash(channel, "imagine", prompt="three owls", count=3)
+    assert len(made.response.attachments) == 2
+    assert [label for label in labels(made.response) if label.startswith("Vary")] == [
+        "Vary 1",
+        "Vary 2",
+    ]
+
+
+async def test_an_svg_posted_without_its_rendering_gets_no_vary_button(
+    simcord_env: Any, channel: Any, alice: Any, images_api: FakeImagesAPI
+) -> None:
+    """Vary sends an SVG's PNG rendering (the edits endpoint takes no SVG): without one, a Vary
+    button could only answer that the image is not there."""
+    broken = b'<svg xmlns="http://www.w3.org/2000/svg" width="64" height="64"><rect'
+    images_api.push(respond(200, images_body(broken)))
+    made = await alice.slash(channel, "imagine", prompt="a logo", format="svg")
+    assert [a.filename for a in made.response.attachments] == ["imagine-1.svg"]
+    assert "Vary" not in labels(made.response)
+
+    drawn = await alice.slash(channel, "imagine", prompt="a logo", format="svg")
+    assert [a.filename for a in drawn.response.attachments] == ["imagine-1.svg", "imagine-1.png"]
+    await alice.click(drawn.response, label="Vary")
+    (sent,) = images_api.edit_requests
+    assert [part.data for part in sent.body["image"]] == [
+        await drawn.response.attachments[1].read()
+    ]
 
 
 class TestVaryUnderTheServersSettings:
