@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+from collections.abc import Callable
 from typing import Any
 
 import discord
@@ -26,12 +27,14 @@ from tests.cogs.test_buttons import posted_in_three_messages
 from tests.databases import ledger_rows
 from tests.fakes.images_api import (
     FakeImagesAPI,
+    FormFile,
     edit_form_problem,
     images_body,
     incompressible_png,
     make_image,
     respond,
 )
+from tests.fakes.phone_photos import motion_photo, ultra_hdr
 
 CALLBACK_MESSAGE = 4  # an immediate answer (here: a private refusal)
 
@@ -121,6 +124,32 @@ async def test_a_large_image_is_checked_off_the_loop_and_sent(
     result = await alice.slash(channel, "edit", image=("big.png", big), prompt="sharper")
     assert len(result.response.attachments) == 1
     assert images_api.edit_requests[0].body["image"][0].data == big
+
+
+@pytest.mark.parametrize("made", [ultra_hdr, motion_photo], ids=["ultra-hdr", "motion-photo"])
+async def test_a_phone_photo_is_edited_and_varied_from_its_picture(
+    simcord_env: Any,
+    channel: Any,
+    alice: Any,
+    bob: Any,
+    images_api: FakeImagesAPI,
+    made: Callable[[], tuple[bytes, bytes]],
+) -> None:
+    """A photo with a gain map after it (Ultra HDR: "MPO") or a video after it (a motion photo)
+    is edited as the photo: the picture alone is sent, nothing after it."""
+    data, picture = made()
+    result = await alice.slash(channel, "edit", image=("PXL_2026.jpg", data), prompt="a hat")
+    assert not result.response.ephemeral, result.response.content
+    assert len(result.response.attachments) == 1
+
+    posted = await alice.send(channel, "my photo", attachments=[("PXL_2026.jpg", data)])
+    varied = await bob.context_menu(channel, "Vary image", posted)
+    assert len(varied.response.attachments) == 1
+
+    for sent in images_api.edit_requests:
+        assert edit_form_problem(sent.body) is None
+        assert sent.body["image"] == [FormFile("image", "image.jpg", "image/jpeg", picture)]
+    assert len(images_api.edit_requests) == 2
 
 
 @pytest.mark.parametrize(
