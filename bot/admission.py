@@ -102,11 +102,13 @@ class Admission:
         *,
         picked: str | None,
         command: str,
+        preferred: str | None = None,
     ) -> None:
         """A request whose check takes time (/edit, Vary: images to download and read):
         ``prepare`` runs in the job, on the request as the server's settings make it, before the
         member's limits count it. ``picked``: the model the member chose (None: the default);
-        only models that edit stand in for the server's default."""
+        only models that edit stand in for the server's default. ``preferred``: a model used
+        before the default where the server allows it (see ``apply_server_settings``)."""
         replies = self._received(interaction, command)
         catalog = self.images.catalog
         settled = await apply_server_settings(
@@ -116,6 +118,7 @@ class Admission:
             picked=picked,
             command=command,
             usable=lambda name: name in catalog and catalog[name].edits,
+            preferred=preferred,
         )
         admissible = await self._open_to(replies, settled, request.count, "edit")
         if admissible is None:

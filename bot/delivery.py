@@ -74,6 +74,7 @@ class Upload:
     description: str | None = None  # alt text
     preview_of: str | None = None  # on a rendering of an SVG: that SVG's filename
     preview_failed: bool = False  # on an SVG: it could not be rendered, so it goes alone
+    image: int = 0  # which image of the set it shows (1-based): an SVG and its rendering share one
 
     def __repr__(self) -> str:
         return f"Upload({self.filename!r}, {len(self.data):,} bytes)"
@@ -249,6 +250,7 @@ def _refit(upload: Upload, limit: int) -> Upload:
         reencoded=True,
         description=upload.description,
         preview_of=upload.preview_of,
+        image=upload.image,
     )
 
 
@@ -267,9 +269,9 @@ def _extension(kind: str) -> str:
     return "jpg" if kind == "jpeg" else kind
 
 
-async def _svg_uploads(name: str, image: GeneratedImage, limit: int) -> list[Upload]:
+async def _svg_uploads(name: str, number: int, image: GeneratedImage, limit: int) -> list[Upload]:
     """The SVG, then its rendering (which Discord can show); the SVG alone, marked, if the
-    rendering cannot be made."""
+    rendering cannot be made. ``number``: which image of the set it is."""
     svg = f"{name}.svg"
     too_large = len(image.data) > limit
     loop = asyncio.get_running_loop()
@@ -279,7 +281,7 @@ async def _svg_uploads(name: str, image: GeneratedImage, limit: int) -> list[Upl
     if preview is None:
         if too_large:
             raise ImageTooLarge(f"an SVG of {len(image.data):,} bytes is over {limit:,}")
-        return [Upload(svg, image.data, preview_failed=True)]
+        return [Upload(svg, image.data, preview_failed=True, image=number)]
     data, kind = preview
     if too_large:
         # The SVG cannot go; its rendering can, and the reply says an image was re-encoded.
@@ -289,13 +291,18 @@ async def _svg_uploads(name: str, image: GeneratedImage, limit: int) -> list[Upl
                 data,
                 reencoded=True,
                 description="A rendering of an SVG too large to upload",
+                image=number,
             )
         ]
     # Not `reencoded`, even when shrunk: the image itself, the SVG, goes out whole.
     rendering = Upload(
-        f"{name}.{_extension(kind)}", data, description=f"A rendering of {svg}", preview_of=svg
+        f"{name}.{_extension(kind)}",
+        data,
+        description=f"A rendering of {svg}",
+        preview_of=svg,
+        image=number,
     )
-    return [Upload(svg, image.data), rendering]
+    return [Upload(svg, image.data, image=number), rendering]
 
 
 async def prepare_uploads(
@@ -309,15 +316,15 @@ async def prepare_uploads(
     async def one(index: int, image: GeneratedImage) -> list[Upload]:
         name = f"{stem}-{index}"
         if image.format == "svg":
-            return await _svg_uploads(name, image, limit)
+            return await _svg_uploads(name, index, image, limit)
         if len(image.data) <= limit:
-            return [Upload(f"{name}.{image.format}", image.data)]
+            return [Upload(f"{name}.{image.format}", image.data, image=index)]
         loop = asyncio.get_running_loop()
         if image.format == "gif" and image.frames > 1:
             gif = await loop.run_in_executor(_encoder(), shrink_gif_to_fit, image.data, limit)
-            return [Upload(f"{name}.gif", gif, reencoded=True)]
+            return [Upload(f"{name}.gif", gif, reencoded=True, image=index)]
         data, kind = await loop.run_in_executor(_encoder(), shrink_to_fit, image.data, limit)
-        return [Upload(f"{name}.{_extension(kind)}", data, reencoded=True)]
+        return [Upload(f"{name}.{_extension(kind)}", data, reencoded=True, image=index)]
 
     per_image = await asyncio.gather(*(one(i, img) for i, img in enumerate(images, start=1)))
     return [upload for uploads in per_image for upload in uploads]

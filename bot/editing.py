@@ -68,13 +68,16 @@ async def run_edit(
     input_fidelity: str | None = None,
     picked: str | None = None,
     command: str = "/edit",
+    preferred: str | None = None,
 ) -> None:
     """Admit an edit of ``sources`` (the first is edited, the others are references) with
     ``request``'s prompt and options, as a Generation for ``interaction``: the server's
     settings applied, checked, counted against the member's limits and budgets, acknowledged,
     run and posted like /imagine, every refusal a private sentence. ``request.user`` is the
     member's pseudonym; ``picked`` the model the member chose (None: ``request.model`` is only
-    the command's default, and the server's default model stands in for it where it edits)."""
+    the command's default, and the server's default model stands in for it where it edits);
+    ``preferred`` a model used before the server's default where the server allows it (Vary:
+    the images' own model; ``request``'s size and quality are its own, dropped if it is not)."""
     images = admission.images
 
     async def prepare(request: ImageRequest) -> PreparedRequest:
@@ -94,7 +97,7 @@ async def run_edit(
         )
 
     await admission.admit_checked_later(
-        interaction, request, prepare, picked=picked, command=command
+        interaction, request, prepare, picked=picked, command=command, preferred=preferred
     )
 
 

@@ -31,7 +31,7 @@ from bot.images import (
 )
 from bot.ledger import Ledger, Outcome
 from bot.observability.metrics import Metrics
-from bot.posting import DeliveryFailed, post_result
+from bot.posting import ButtonsFor, DeliveryFailed, post_result
 from bot.progress import EditBudget, ProgressDisplay
 from bot.queue import GenerationQueue, Ticket
 from bot.replies import Replies
@@ -62,9 +62,10 @@ LEDGER_SETTLE_TIMEOUT = 10.0  # seconds; the member has had their answer by then
 # they are posted without buttons rather than held up by a slow database.
 BUTTONS_WAIT = 2.0  # seconds
 
-# Makes the buttons posted under a generation's images (None: none); it must not raise. Started
-# when the generation starts, so that saving the request overlaps the wait for the images.
-Buttons = Callable[["Generation"], Coroutine[Any, Any, discord.ui.View | None]]
+# Makes what makes the buttons posted under a generation's images, once the uploads are known
+# (None: no buttons); it must not raise. Started when the generation starts, so that saving the
+# request overlaps the wait for the images.
+Buttons = Callable[["Generation"], Coroutine[Any, Any, ButtonsFor | None]]
 
 
 @dataclass(slots=True)
@@ -196,7 +197,7 @@ class Generation:
         """
         expires = self.interaction.created_at + TOKEN_LIFETIME - TOKEN_MARGIN
         budget = max((expires - discord.utils.utcnow()).total_seconds(), 1.0)
-        buttons: asyncio.Task[discord.ui.View | None] | None = None
+        buttons: asyncio.Task[ButtonsFor | None] | None = None
         if self.buttons is not None:
             buttons = asyncio.create_task(self.buttons(self))
         try:
@@ -281,7 +282,7 @@ class Generation:
             await asyncio.sleep(POSITION_UPDATE_INTERVAL)
 
 
-async def _ready(buttons: asyncio.Task[discord.ui.View | None] | None) -> discord.ui.View | None:
+async def _ready(buttons: asyncio.Task[ButtonsFor | None] | None) -> ButtonsFor | None:
     """The buttons, if they are ready within :data:`BUTTONS_WAIT`; else none."""
     if buttons is None:
         return None

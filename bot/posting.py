@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Callable, Sequence
 
 import discord
 
 from bot.delivery import ImageTooLarge, Upload, pack, prepare_uploads, refit_uploads
 from bot.images import GenerationResult, InputImage
-from bot.replies import Replies
+from bot.replies import Replies, clip
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,10 @@ UPLOAD_TOO_LARGE = "The images are too large to upload to this server."
 TOO_LARGE = 413
 
 
+# The buttons under a set of images, made for the uploads that are posted, in order.
+ButtonsFor = Callable[[Sequence[Upload]], discord.ui.View]
+
+
 class DeliveryFailed(Exception):
     """Discord did not take the images: a failure on the Discord side, not the image service's."""
 
@@ -33,26 +38,23 @@ class DeliveryFailed(Exception):
         self.user_message = user_message
 
 
-def clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
-
-
 async def post_result(
-    replies: Replies, result: GenerationResult, view: discord.ui.View | None = None
+    replies: Replies, result: GenerationResult, buttons: ButtonsFor | None = None
 ) -> int:
-    """Post the images with their embed, and ``view`` (the buttons) under the first message;
-    return the bytes uploaded. Raises :class:`DeliveryFailed` when Discord will not take them."""
+    """Post the images with their embed, and the buttons ``buttons`` makes for the uploads
+    actually posted under the first message; return the bytes uploaded. Raises
+    :class:`DeliveryFailed` when Discord will not take them."""
     embed = _embed(replies.member_name, result)
     limit = replies.upload_limit
     try:
-        return await _upload(replies, result, embed, limit, view)
+        return await _upload(replies, result, embed, limit, buttons)
     except discord.HTTPException as exc:
         if exc.status != TOO_LARGE:
             raise
         # The server's real limit is below what the interaction reported: try once, smaller.
         log.warning("Discord refused an upload as too large; retrying at half the limit")
         try:
-            return await _upload(replies, result, embed, limit // 2, view)
+            return await _upload(replies, result, embed, limit // 2, buttons)
         except discord.HTTPException as again:
             if again.status != TOO_LARGE:
                 raise
@@ -64,7 +66,7 @@ async def _upload(
     result: GenerationResult,
     embed: discord.Embed,
     limit: int,
-    view: discord.ui.View | None,
+    buttons: ButtonsFor | None,
 ) -> int:
     """One attempt at ``limit`` bytes; lets a 413 on the first message through for a retry.
     Returns the bytes uploaded."""
@@ -72,6 +74,9 @@ async def _upload(
         uploads = await prepare_uploads(result.images, limit)
     except ImageTooLarge as exc:
         raise DeliveryFailed(str(exc), user_message=UPLOAD_TOO_LARGE) from None
+    # Made from what is posted (not what was asked for): one Vary per image that came back and
+    # can be varied. A follow-up refitted later keeps its images in the same order.
+    view = buttons(uploads) if buttons is not None else None
     first, *rest = pack(uploads, limit)
     prompt = result.request.prompt
     try:

@@ -3,6 +3,11 @@ the private sentence a failure ends with. Nothing else in the bot writes to an i
 
 Replies that report progress or a failure must not fail the request themselves: they log and
 carry on. Posting the images is the exception: its failures are the caller's to handle.
+
+Whatever is written is first fitted to Discord's limits (:func:`fit_content`,
+:func:`fit_embed`): Discord refuses a whole message over any of them, and a refusal that is
+never shown is worse than one that ends in "…". The texts that can grow (lists of channels,
+models) are summarised where they are made; this is the guard behind them.
 """
 
 from __future__ import annotations
@@ -45,6 +50,68 @@ def step_timeout(interaction: discord.Interaction, longest: float) -> float:
 
 ALREADY_ACKNOWLEDGED = 40060
 
+# Discord's limits on what a message carries, in characters.
+CONTENT_MAX = 2000
+EMBED_TITLE_MAX = 256
+EMBED_DESCRIPTION_MAX = 4096
+EMBED_FIELDS_MAX = 25
+EMBED_FIELD_NAME_MAX = 256
+EMBED_FIELD_VALUE_MAX = 1024
+EMBED_FOOTER_MAX = 2048
+EMBED_AUTHOR_MAX = 256
+EMBED_TOTAL_MAX = 6000
+# A cut this close after a "<" that is not closed again would leave half a mention (<#123...)
+# on show: the cut moves before it.
+_MARKUP_LONGEST = 40
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` within ``limit`` characters, ending in "…" where it was cut (never inside a
+    mention or a timestamp, ``<...>``)."""
+    if len(text) <= limit:
+        return text
+    kept = text[: limit - 1]
+    opened = kept.rfind("<")
+    if opened > kept.rfind(">") and len(kept) - opened <= _MARKUP_LONGEST:
+        kept = kept[:opened]
+    return kept.rstrip() + "…"
+
+
+def fit_content(text: str) -> str:
+    return clip(text, CONTENT_MAX)
+
+
+def fit_embed(embed: discord.Embed) -> discord.Embed:
+    """``embed`` (changed in place) within every limit Discord sets on an embed: each text
+    clipped, at most 25 fields, and 6,000 characters in all (the last fields go first, then
+    the description is shortened)."""
+    if embed.title:
+        embed.title = clip(embed.title, EMBED_TITLE_MAX)
+    if embed.description:
+        embed.description = clip(embed.description, EMBED_DESCRIPTION_MAX)
+    if embed.author.name:
+        author = embed.author
+        embed.set_author(
+            name=clip(author.name or "", EMBED_AUTHOR_MAX), url=author.url, icon_url=author.icon_url
+        )
+    if embed.footer.text:
+        footer = embed.footer
+        embed.set_footer(text=clip(footer.text or "", EMBED_FOOTER_MAX), icon_url=footer.icon_url)
+    fields = embed.fields[:EMBED_FIELDS_MAX]
+    embed.clear_fields()
+    for field in fields:
+        embed.add_field(
+            name=clip(field.name or "", EMBED_FIELD_NAME_MAX),
+            value=clip(field.value or "", EMBED_FIELD_VALUE_MAX),
+            inline=bool(field.inline),
+        )
+    while len(embed) > EMBED_TOTAL_MAX and embed.fields:
+        embed.remove_field(-1)
+    over = len(embed) - EMBED_TOTAL_MAX
+    if over > 0 and embed.description:
+        embed.description = clip(embed.description, max(len(embed.description) - over, 1))
+    return embed
+
 
 class Replies:
     """The one place that writes to Discord for one interaction, and remembers what it posted."""
@@ -74,7 +141,7 @@ class Replies:
     async def answer(self, sentence: str) -> bool:
         """A private answer before the interaction was acknowledged; False if it did not go."""
         try:
-            await self.interaction.response.send_message(sentence, ephemeral=True)
+            await self.interaction.response.send_message(fit_content(sentence), ephemeral=True)
         except discord.InteractionResponded:
             return False
         except DISCORD_FAILURES as exc:
@@ -88,12 +155,12 @@ class Replies:
         await self.interaction.response.defer(thinking=True)
 
     async def show_progress(self, text: str) -> None:
-        await self._edit_quietly(content=text)
+        await self._edit_quietly(content=fit_content(text))
 
     async def show_preview(self, text: str, preview: discord.File) -> None:
         """The placeholder with a preview of the image being made (it replaces the last one);
         the images replace it when they are posted."""
-        await self._edit_quietly(content=text, attachments=[preview])
+        await self._edit_quietly(content=fit_content(text), attachments=[preview])
 
     async def post(
         self,
@@ -105,6 +172,8 @@ class Replies:
     ) -> None:
         """Replace the placeholder with the images (and the buttons under them, if any); raises
         what Discord raises."""
+        content = None if content is None else fit_content(content)
+        embed = fit_embed(embed)
         if view is None:
             await self.interaction.edit_original_response(
                 content=content, embed=embed, attachments=list(files)
@@ -131,10 +200,12 @@ class Replies:
         already posted, they stay, and the sentence follows them.
         """
         interaction = self.interaction
+        sentence = fit_content(sentence)
         if self.posted:
             try:
                 await interaction.followup.send(
-                    f"Not all of your images could be posted. {sentence}", ephemeral=True
+                    fit_content(f"Not all of your images could be posted. {sentence}"),
+                    ephemeral=True,
                 )
             except DISCORD_FAILURES as exc:
                 log.warning("could not tell user %s privately: %r", interaction.user.id, exc)

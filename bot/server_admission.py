@@ -52,12 +52,17 @@ async def apply_server_settings(
     picked: str | None,
     command: str = "/imagine",
     usable: Callable[[str], bool] | None = None,
+    preferred: str | None = None,
 ) -> Admissible | str:
     """The request with the server's defaults filled in, or the sentence refusing it.
 
     ``picked``: the model the member chose (None: the server's default). ``usable``: which
     models the command can use (an edit: those that edit); where the server's default is not
-    one, the request's own model, else the first allowed one that is, stands in for it."""
+    one, the request's own model, else the first allowed one that is, stands in for it.
+    ``preferred``: a model to use before the server's default where the server allows it and
+    the command can use it (Vary: the model the images were made with); where it cannot, the
+    default stands in, never a refusal, and the request's size and quality (which were the
+    preferred model's) are left to the model that stands in."""
     rules = services.server_rules
     try:
         async with asyncio.timeout(step_timeout(interaction, SETTINGS_TIMEOUT)):
@@ -73,7 +78,12 @@ async def apply_server_settings(
     allowed = rules.allowed(chosen)
     if picked is not None and picked not in allowed:
         return f"This server allows these models: {', '.join(allowed)}."
-    model = picked or _default_model(rules.default(chosen), request.model, allowed, usable)
+    if picked is None and preferred is not None and _can_use(preferred, allowed, usable):
+        model: str | None = preferred
+    else:
+        model = picked or _default_model(rules.default(chosen), request.model, allowed, usable)
+        if preferred is not None:
+            request = dataclasses.replace(request, size=None, quality=None)
     if model is None:
         return f"None of the models this server allows ({', '.join(allowed)}) works with {command}."
     quality = request.quality
@@ -90,10 +100,14 @@ async def apply_server_settings(
     )
 
 
+def _can_use(name: str, allowed: tuple[str, ...], usable: Callable[[str], bool] | None) -> bool:
+    return name in allowed and (usable is None or usable(name))
+
+
 def _default_model(
     default: str, requested: str, allowed: tuple[str, ...], usable: Callable[[str], bool] | None
 ) -> str | None:
     if usable is None:
         return default
     candidates = (default, requested, *allowed)
-    return next((name for name in candidates if name in allowed and usable(name)), None)
+    return next((name for name in candidates if _can_use(name, allowed, usable)), None)

@@ -30,7 +30,7 @@ import datetime as dt
 import hashlib
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -44,6 +44,9 @@ from bot.db.schema import server_settings, settings_changes
 from bot.images import ModelSpec
 
 CACHE_SECONDS = 5.0  # how long another process may act on a server's settings before a change
+# The most characters of a list (of channels) in an answer: two fit one message (2,000), and
+# one an embed field (1,024) with the note of who changed it.
+LIST_SHOWN_MAX = 900
 NO_BUDGET = "none"
 
 
@@ -437,7 +440,7 @@ def describe(setting: Setting, raw: str | None, rules: Rules, chosen: ServerSett
             text += budget_text(rules.ceiling(setting))
         return text
     if setting is Setting.CHANNELS:
-        return " ".join(f"<#{channel}>" for channel in chosen.channels or ()) or "every channel"
+        return mentioned_channels(chosen.channels or (), separator=" ") or "every channel"
     if setting is Setting.PREVIEWS:
         return {None: "the bot's default", True: "on", False: "off"}[chosen.partial_previews]
     return raw or "default"
@@ -482,8 +485,34 @@ def budget_changed(
     return answer + f" In force on this server: {budget_text(in_force)}."
 
 
-def mentioned_channels(ids: Iterable[int]) -> str:
-    return ", ".join(f"<#{channel}>" for channel in ids)
+def described_value(setting: Setting, raw: str) -> str:
+    """A stored value as an answer shows it (channels are stored as ids: they are mentioned)."""
+    if setting is Setting.CHANNELS:
+        ids = [int(part) for part in raw.split(",") if part.isdigit()]
+        return mentioned_channels(ids, separator=" ") or raw
+    return raw
+
+
+def mentioned_channels(ids: Iterable[int], *, separator: str = ", ") -> str:
+    """The channels mentioned, as many as fit :data:`LIST_SHOWN_MAX` characters, then how many
+    more there are ("and 52 more")."""
+    return summarised([f"<#{channel}>" for channel in ids], separator)
+
+
+def summarised(items: Sequence[str], separator: str = ", ", most: int = LIST_SHOWN_MAX) -> str:
+    """``items`` joined, or as many as fit ``most`` characters with "and N more" after them."""
+    joined = separator.join(items)
+    if len(joined) <= most:
+        return joined
+    shown: list[str] = []
+    length = 0
+    for item in items:
+        more = f" and {len(items) - len(shown) - 1} more"
+        if length + len(separator) + len(item) + len(more) > most:
+            break
+        shown.append(item)
+        length += len(separator) + len(item)
+    return separator.join(shown) + f" and {len(items) - len(shown)} more"
 
 
 def _lock_key(guild_id: int) -> int:

@@ -1,5 +1,11 @@
 """What the ledger says was asked for and spent: one set of queries for the operator's
-``python -m bot usage`` and the members' and managers' ``/usage``."""
+``python -m bot usage`` and the members' and managers' ``/usage``.
+
+The CSV is opened in spreadsheets, and some of its text comes from outside (the image service's
+``x-request-id``): every text cell that a spreadsheet would read as a formula (OWASP's CSV
+injection rule: one beginning with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return) is
+written with a single quote before it, so it shows as the text it is.
+"""
 
 from __future__ import annotations
 
@@ -170,12 +176,21 @@ def write_csv_to(handle: TextIO, rows: list[Sequence[Any]]) -> int:
     return len(rows)
 
 
+# What makes a spreadsheet read a cell as a formula (OWASP, CSV injection): such a cell is
+# written with a single quote before it, which spreadsheets show as text.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
 def _cell(value: object) -> object:
     if value is None:
         return ""
     if isinstance(value, dt.datetime):
         # SQLite hands back what was stored, in UTC, without its zone: say it is UTC.
         return (value if value.tzinfo else value.replace(tzinfo=dt.UTC)).isoformat()
+    if isinstance(value, str):
+        # Every text cell, not only those known to come from outside (the image service's
+        # request id, a model named in a catalog file): a cell is text, never a formula.
+        return "'" + value if value.startswith(FORMULA_STARTS) else value
     return value
 
 

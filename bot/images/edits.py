@@ -8,12 +8,22 @@ sends to ``POST /images/edits`` as a multipart form. Every refusal is an
 What a file is, is read from its bytes (Pillow), never from its name or declared content type.
 Pillow reads only the header to identify a file; completeness is checked from the file's end, so
 nothing here decodes pixels. It is still run in a worker thread when the inputs are large.
+
+Phone photos are often more than one JPEG: an Ultra HDR (gain map) photo is a JPEG followed by a
+second picture that its MPF segment points at (Pillow calls it MPO), and a motion photo is a
+JPEG followed by a video. What is edited is the photo itself, the first picture: its bytes are
+taken as they are, up to the end of its last scan, without the MPF segment (it would point at a
+picture no longer there), and nothing after it is sent. Nothing is re-encoded: the first
+picture is a JPEG, which the GPT image models take (dall-e-2 takes only PNG, and refuses it as it
+refuses any JPEG). The size limits apply to the whole file, as downloaded; the decompression-bomb
+check to the picture sent.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import io
+import re
 import warnings
 from dataclasses import dataclass
 
@@ -32,6 +42,11 @@ CHECK_OFF_LOOP_BYTES = 1 * _MEGABYTE
 # Fields of a generation that the edits endpoint does not take (ImageEditParams, SDK 3.54).
 NOT_FOR_EDITS = ("moderation", "style")
 _FORMAT_NAMES = {"png": "PNG", "jpeg": "JPEG", "webp": "WebP", "gif": "GIF"}
+# A JPEG marker inside or after a scan's data: 0xFF followed by neither a stuffed zero, a restart
+# marker nor another 0xFF (fill).
+_MARKER_AFTER_SCAN = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+_SOI, _SOS, _EOI, _APP2 = 0xD8, 0xDA, 0xD9, 0xE2
+_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})  # markers without a length
 _EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
 
 
@@ -122,27 +137,87 @@ def check_counts(spec: ModelSpec, images: int, has_mask: bool) -> None:
         raise UnsupportedOption("mask", f"{spec.name} does not take a mask.")
 
 
-def read_image(data: bytes, field: str, *, accepted: tuple[str, ...], max_bytes: int) -> InputImage:
-    """Identify ``data`` from its bytes, or refuse it in one sentence naming ``field``."""
-    name = describe_input(field)
-    if not data:
-        raise UnsupportedOption(field, f"{name.capitalize()} is an empty file.")
-    check_file_size(field, len(data), max_bytes)
+def first_picture(data: bytes) -> bytes | None:
+    """The first picture of the JPEG file ``data``, whole: its segments (but an MPF segment) and
+    scans up to its end marker, nothing after it; None where it does not end. Segments are
+    walked by their lengths, so a thumbnail inside the EXIF data (a JPEG of its own) is skipped."""
+    if not data.startswith(b"\xff\xd8"):
+        return None
+    kept = [b"\xff\xd8"]
+    position = 2
+    while position + 2 <= len(data):
+        if data[position] != 0xFF:
+            return None
+        marker = data[position + 1]
+        if marker == 0xFF:  # fill before a marker
+            position += 1
+            continue
+        if marker == _EOI:
+            kept.append(b"\xff\xd9")
+            return b"".join(kept)
+        if marker == _SOI:  # the next picture begins: this one never ended
+            return None
+        if marker in _STANDALONE:
+            kept.append(data[position : position + 2])
+            position += 2
+            continue
+        if position + 4 > len(data):
+            return None
+        end = position + 2 + int.from_bytes(data[position + 2 : position + 4], "big")
+        if end <= position + 3 or end > len(data):
+            return None
+        if not (marker == _APP2 and data[position + 4 : position + 8] == b"MPF\x00"):
+            kept.append(data[position:end])
+        if marker == _SOS:  # the scan's data runs to the next marker
+            found = _MARKER_AFTER_SCAN.search(data, end)
+            if found is None:
+                return None
+            kept.append(data[end : found.start()])
+            end = found.start()
+        position = end
+    return None
+
+
+def _identify(data: bytes) -> tuple[str | None, int, int, bool]:
+    """Pillow's format name, the size, and whether it has alpha; (None, 0, 0, False) for what is
+    not an image Pillow reads, or whose declared size would make it a decompression bomb."""
     try:
         with warnings.catch_warnings():
             # A huge declared size is refused as not an image, not decoded: turn the warning
             # Pillow gives below its hard limit into the same refusal.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as image:
-                kind = IMAGE_FORMATS.get(image.format or "")
-                width, height = image.size
                 has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
                     "transparency" in image.info
                 )
+                return image.format, image.size[0], image.size[1], has_alpha
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
-        kind = None
+        return None, 0, 0, False
     except (OSError, ValueError, SyntaxError, EOFError):  # Pillow's ways to say it is broken
-        kind = None
+        return None, 0, 0, False
+
+
+def _first_picture_of(data: bytes, pillow_format: str | None, size: tuple[int, int]) -> bytes:
+    """``data`` as it is sent: a JPEG with a second picture (MPO) or with data after its end (a
+    motion photo's video) is its first picture alone; b"" where that does not end (cut off)."""
+    if pillow_format == "JPEG" and is_complete("jpeg", data):
+        return data
+    first = first_picture(data) or b""
+    # Only the picture Pillow read (and checked for its size) is sent.
+    if first and _identify(first)[:3] != ("JPEG", *size):
+        return b""
+    return first
+
+
+def read_image(data: bytes, field: str, *, accepted: tuple[str, ...], max_bytes: int) -> InputImage:
+    """Identify ``data`` from its bytes, or refuse it in one sentence naming ``field``. A
+    JPEG's first picture stands for the file (see the module's docstring)."""
+    name = describe_input(field)
+    if not data:
+        raise UnsupportedOption(field, f"{name.capitalize()} is an empty file.")
+    check_file_size(field, len(data), max_bytes)
+    pillow_format, width, height, has_alpha = _identify(data)
+    kind = "jpeg" if pillow_format == "MPO" else IMAGE_FORMATS.get(pillow_format or "")
     if kind is None:
         raise UnsupportedOption(
             field,
@@ -154,6 +229,8 @@ def read_image(data: bytes, field: str, *, accepted: tuple[str, ...], max_bytes:
             f"{name.capitalize()} is a {_FORMAT_NAMES.get(kind, kind)} file; this takes "
             f"{_formats(accepted)}.",
         )
+    if kind == "jpeg":
+        data = _first_picture_of(data, pillow_format, (width, height))
     if not is_complete(kind, data):
         raise UnsupportedOption(field, f"{name.capitalize()} is cut off (its file is incomplete).")
     return InputImage(data, kind, width, height, has_alpha, field)

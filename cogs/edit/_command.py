@@ -13,9 +13,9 @@ from discord import app_commands
 from bot.admission import Admission
 from bot.editing import VARY_PROMPT, edit_models, image_attachments, run_edit
 from bot.images import ImageRequest
-from bot.posting import clip
-from bot.replies import DISCORD_FAILURES
+from bot.replies import DISCORD_FAILURES, clip
 from bot.services import Services
+from cogs.imagine._buttons import buttons_of
 from cogs.imagine._command import (
     PROMPT_MAX,
     autocompletes_following_the_model,
@@ -105,8 +105,8 @@ def build_edit_command(
 def build_vary_menu(services: Services, admission: Admission) -> app_commands.ContextMenu | None:
     """Vary image: a variation of an image of any message, with the default edit model (the
     server's, where it edits).
-    The prompt is the message's own where the bot posted it (its embed holds the prompt), else a
-    request for a variation. None where no offered model edits."""
+    The prompt is the message's own where the bot posted it (the request saved with its buttons,
+    else its embed's), else a request for a variation. None where no offered model edits."""
     editors = edit_models(admission, services.offer.models)
     if not editors:
         return None
@@ -119,8 +119,13 @@ def build_vary_menu(services: Services, admission: Admission) -> app_commands.Co
             return
         prompt = VARY_PROMPT
         me = interaction.client.user
-        if me is not None and message.author.id == me.id and message.embeds:
-            prompt = message.embeds[0].description or VARY_PROMPT
+        if me is not None and message.author.id == me.id:
+            # The prompt saved with the set (its embed holds only the first 3,000 characters),
+            # else the embed's where the request is not known (a set posted without buttons).
+            buttons = buttons_of(interaction.client)
+            saved = await buttons.saved_prompt(interaction, message) if buttons else None
+            shown = message.embeds[0].description if message.embeds else None
+            prompt = saved or shown or VARY_PROMPT
         request = ImageRequest(
             prompt=prompt,
             model=model,

@@ -31,23 +31,19 @@ def build_vary_button(services: Services, admission: Admission) -> VaryHandler |
     async def vary(
         interaction: discord.Interaction, saved: SavedRequest, image: discord.Attachment
     ) -> None:
-        # The model the images were made with, where it edits and is still offered; else the
-        # default edit model, and the size and quality it chooses.
-        same = saved.model in editors
+        # The model the images were made with, with their size and quality, where it edits and
+        # this server still allows it; else what /edit takes when no model is picked (the
+        # server's default where it edits, ...), and the size and quality that model chooses.
+        # A model the server no longer allows is no refusal: the press asked for no model.
         request = ImageRequest(
             prompt=saved.prompt,
-            model=saved.model if same else default,
-            size=saved.size if same else None,
-            quality=saved.quality if same else None,
+            model=default,
+            size=saved.size,
+            quality=saved.quality,
             user=services.pseudonyms.for_user(interaction.user.id),
         )
         await run_edit(
-            admission,
-            interaction,
-            request,
-            [image],
-            picked=request.model if same else None,
-            command="Vary",
+            admission, interaction, request, [image], preferred=saved.model, command="Vary"
         )
 
     return vary

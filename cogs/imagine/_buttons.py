@@ -19,15 +19,17 @@ import contextlib
 import functools
 import logging
 import re
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, cast
 
 import discord
 from discord.ext import commands
 
+from bot.delivery import Upload
 from bot.generation import Generation
 from bot.images.larger import larger_size
+from bot.posting import ButtonsFor
 from bot.replies import DISCORD_FAILURES, Replies, step_timeout
 from bot.saved_requests import SavedRequest, SavedRequests
 
@@ -211,9 +213,10 @@ class ImageButtons:
 
     # -- under the images ------------------------------------------------------------------------
 
-    async def for_generation(self, generation: Generation) -> discord.ui.View | None:
-        """Save the request and make its buttons (bot.generation.Buttons); None, with a log line,
-        when it cannot be saved: the images are posted without buttons then."""
+    async def for_generation(self, generation: Generation) -> ButtonsFor | None:
+        """Save the request and return what makes its buttons for the uploads posted
+        (bot.generation.Buttons); None, with a log line, when it cannot be saved: the images are
+        posted without buttons then."""
         interaction = generation.interaction
         try:
             key = await self.saved.save(
@@ -232,7 +235,7 @@ class ImageButtons:
         generation.replies.on_follow_up = functools.partial(
             self._record_follow_ups, key, interaction
         )
-        return self.view(key, generation)
+        return functools.partial(self.view, key, generation)
 
     async def _record_follow_ups(
         self, key: int, interaction: discord.Interaction, message_ids: tuple[int, ...]
@@ -256,7 +259,10 @@ class ImageButtons:
                 type(exc).__name__,
             )
 
-    def view(self, key: int, generation: Generation) -> discord.ui.View:
+    def view(self, key: int, generation: Generation, uploads: Sequence[Upload]) -> discord.ui.View:
+        """The buttons under the first message of a set posted as ``uploads``: the request's
+        (Reroll, Edit prompt, Larger, Delete), then one Vary for each image that came back and
+        that an offered model can edit (an animated GIF cannot be), numbered as the set's."""
         prepared = generation.prepared
         view = discord.ui.View(timeout=None)
         row: list[ImageButton] = []
@@ -270,13 +276,31 @@ class ImageButtons:
             button.item.row = 0
             view.add_item(button)
         if self.vary is not None:
-            count = prepared.count
-            for index in range(count):
-                label = "Vary" if count == 1 else f"Vary {index + 1}"
+            alone = len({upload.image for upload in uploads}) == 1
+            for place, (index, upload) in enumerate(self._variable(uploads)):
+                label = "Vary" if alone else f"Vary {upload.image}"
                 button = ImageButton(Action.VARY, key, index, label=label)
-                button.item.row = 1 + index // BUTTONS_PER_ROW
+                button.item.row = 1 + place // BUTTONS_PER_ROW
                 view.add_item(button)
         return view
+
+    def _variable(self, uploads: Sequence[Upload]) -> list[tuple[int, Upload]]:
+        """The uploads a Vary press can start from, each with its index among the set's images
+        as :func:`source_image` counts them (an SVG's rendering stands for it)."""
+        services = self.cog.services
+        catalog = services.images.catalog
+        formats = {
+            kind
+            for name in services.offer.models
+            if name in catalog and catalog[name].edits
+            for kind in catalog[name].input_formats
+        }
+        images = [upload for upload in uploads if _is_image(upload.filename)]
+        return [
+            (index, upload)
+            for index, upload in enumerate(images)
+            if _format_of(upload.filename) in formats
+        ]
 
     # -- presses ---------------------------------------------------------------------------------
 
@@ -327,6 +351,24 @@ class ImageButtons:
             await replies.answer(GONE)
             return None
         return saved
+
+    async def saved_prompt(
+        self, interaction: discord.Interaction, message: discord.Message
+    ) -> str | None:
+        """The whole prompt of the set whose first message is ``message`` (its embed shows only
+        the first 3,000 characters); None where it is not known or cannot be read in time."""
+        key = saved_key(message)
+        if key is None:
+            return None
+        try:
+            async with asyncio.timeout(step_timeout(interaction, LOAD_TIMEOUT)):
+                saved = await self.saved.load(key)
+        except Exception as exc:
+            log.warning("could not read saved request %s (%s)", key, type(exc).__name__)
+            return None
+        if saved is None or saved.guild_id != interaction.guild_id:
+            return None
+        return saved.prompt
 
     async def _again(
         self,
@@ -466,16 +508,34 @@ async def _tell_unexpected(interaction: discord.Interaction) -> None:
         log.warning("could not tell user %s about the failure", interaction.user.id)
 
 
+def saved_key(message: discord.Message) -> int | None:
+    """The key of the request behind the buttons of ``message``; None where it has none."""
+    for row in message.components:
+        for child in getattr(row, "children", ()):
+            match = BUTTON_ID.fullmatch(getattr(child, "custom_id", None) or "")
+            if match is not None:
+                return int(match["key"])
+    return None
+
+
+def _is_image(filename: str) -> bool:
+    """Whether a posted file counts among the images Vary buttons are numbered over: every one
+    but an SVG (its PNG rendering, which the edits endpoint takes, stands for it)."""
+    return not filename.lower().endswith(".svg")
+
+
+def _format_of(filename: str) -> str:
+    """A posted file's format, from the name the bot gave it."""
+    suffix = filename.lower().rpartition(".")[2]
+    return "jpeg" if suffix == "jpg" else suffix
+
+
 def _image_count(message: discord.Message) -> int:
-    return sum(not a.filename.lower().endswith(".svg") for a in message.attachments)
+    return sum(_is_image(a.filename) for a in message.attachments)
 
 
 def source_image(message: discord.Message, index: int) -> discord.Attachment | None:
     """The ``index``-th image of a posted set (0-based), as Vary sends it: an SVG's PNG
     rendering stands for the SVG, which the edits endpoint does not take."""
-    images = [
-        attachment
-        for attachment in message.attachments
-        if not attachment.filename.lower().endswith(".svg")
-    ]
+    images = [attachment for attachment in message.attachments if _is_image(attachment.filename)]
     return images[index] if 0 <= index < len(images) else None

@@ -10,7 +10,7 @@ import discord
 from discord import app_commands
 
 from bot.images import MAX_FRAMES, MIN_FRAMES, ImageRequest, ModelSpec, parse_size
-from bot.posting import clip
+from bot.replies import clip
 from bot.services import Services
 
 PROMPT_MAX = 6000  # Discord's longest string option

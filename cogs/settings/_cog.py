@@ -16,7 +16,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.replies import time_to_acknowledge
+from bot.replies import clip, fit_content, fit_embed, time_to_acknowledge
 from bot.server_settings import (
     BUDGETS,
     DESCRIPTIONS,
@@ -25,6 +25,7 @@ from bot.server_settings import (
     SettingRefused,
     budget_changed,
     describe,
+    described_value,
 )
 from bot.services import Services
 
@@ -155,7 +156,8 @@ class SettingsCog(commands.Cog, name="Settings"):
             interaction.user.id, setting.value, guild.id, old, value,
         )  # fmt: skip
         shown = describe(setting, value, rules, now)
-        was = "the default" if old is None else _clipped(old)
+        # Channels are mentioned, as many as fit; any other value stored before is clipped.
+        was = "the default" if old is None else _clipped(described_value(setting, old), setting)
         if value is None:
             answer = f"{setting.value} is back to the default: {shown} (it was {was})."
         elif setting in BUDGETS:  # the operator's ceiling may be what applies
@@ -190,13 +192,16 @@ class SettingsCog(commands.Cog, name="Settings"):
             if change is not None:
                 when = discord.utils.format_dt(change.changed_at, "R")
                 value += f"\nchanged by <@{change.changed_by}> {when}"
-            embed.add_field(name=setting.value, value=value[:1024], inline=False)
+            embed.add_field(name=setting.value, value=clip(value, 1024), inline=False)
         await _answer(interaction, embed=embed)
 
 
-def _clipped(value: str) -> str:
-    """A value stored before, as the answer repeats it: an older version took any length."""
-    return value if len(value) <= SHOWN_VALUE_CHARS else value[: SHOWN_VALUE_CHARS - 1] + "…"
+def _clipped(value: str, setting: Setting | None = None) -> str:
+    """A value stored before, as the answer repeats it: an older version took any length (a
+    list of channels is summarised already, "and N more")."""
+    if setting is Setting.CHANNELS or len(value) <= SHOWN_VALUE_CHARS:
+        return value
+    return value[: SHOWN_VALUE_CHARS - 1] + "…"
 
 
 async def _within_patience(interaction: discord.Interaction, work: Coroutine[Any, Any, T]) -> T:
@@ -215,7 +220,10 @@ async def _answer(
     *,
     embed: discord.Embed | None = None,
 ) -> None:
-    """The private answer, as the reply or, once deferred, as its follow-up."""
+    """The private answer, as the reply or, once deferred, as its follow-up, within Discord's
+    limits (a value a manager typed can be long: an answer too long would never be shown)."""
+    content = None if content is None else fit_content(content)
+    embed = None if embed is None else fit_embed(embed)
     if interaction.response.is_done():
         if embed is None:
             await interaction.followup.send(content or "", ephemeral=True)

@@ -23,7 +23,7 @@ from discord.ext import commands
 from bot.budgets import Budget, Period
 from bot.images.pricing import format_usd
 from bot.ledger import counted_since
-from bot.replies import DISCORD_FAILURES
+from bot.replies import DISCORD_FAILURES, fit_embed
 from bot.services import Services
 from bot.usage import Totals, daily, ledger_rows, overall, recent, totals, write_csv_to
 from bot.usage_chart import render_chart
@@ -90,7 +90,7 @@ class UsageCog(commands.Cog, name="Usage"):
             log.exception("could not read the usage of user %s", interaction.user.id)
             await interaction.edit_original_response(content=USAGE_UNAVAILABLE)
             return
-        await interaction.edit_original_response(embed=embed)
+        await interaction.edit_original_response(embed=fit_embed(embed))
 
     async def _member_embed(self, guild_id: int, member_id: int) -> discord.Embed:
         engine = self.services.ledger.engine
@@ -149,7 +149,7 @@ class UsageCog(commands.Cog, name="Usage"):
                 files.append(discord.File(io.BytesIO(table), CSV_FILE))
             else:
                 embed.set_footer(text=CSV_TOO_LARGE.format(guild_id=interaction.guild_id))
-            await interaction.edit_original_response(embed=embed, attachments=files)
+            await interaction.edit_original_response(embed=fit_embed(embed), attachments=files)
         except Exception:
             log.exception("could not report the usage of server %s", interaction.guild_id)
             with contextlib.suppress(*DISCORD_FAILURES):

@@ -153,10 +153,17 @@ async def test_migrate_and_usage_commands(database_url: str, tmp_path: Path) -> 
     book = Ledger(database_url)
     await book.open()
     try:
-        for member, guild in ((1, 10), (1, 10), (2, 20)):
+        # The image service's request ids go into the CSV: one that a spreadsheet would run.
+        for member, guild, request_id in ((1, 10, "-2+3+cmd|' /C calc'!A0"), (1, 10, "req_2"),
+                                          (2, 20, "req_3")):  # fmt: skip
             row = await book.admitted(prepared(), member_id=member, guild_id=guild, channel_id=5)
             await book.settle(
-                row, Outcome.DELIVERED, prepared(), images_returned=2, images_delivered=2
+                row,
+                Outcome.DELIVERED,
+                prepared(),
+                images_returned=2,
+                images_delivered=2,
+                request_id=request_id,
             )
         await book.admitted(prepared(count=1), member_id=3, guild_id=10, channel_id=5)
     finally:
@@ -178,6 +185,7 @@ async def test_migrate_and_usage_commands(database_url: str, tmp_path: Path) -> 
         rows = list(csv.DictReader(handle))
     assert [row["member_id"] for row in rows] == ["1", "1", "3"]
     assert [row["outcome"] for row in rows] == ["delivered", "delivered", "pending"]
+    assert [row["request_id"] for row in rows] == ["'-2+3+cmd|' /C calc'!A0", "req_2", ""]
 
     code, out, _ = await run_cli("usage", "--since", "2999-01-01", env=env, cwd=tmp_path)
     assert code == 0

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import io
+from collections.abc import Callable
 from typing import Any
 
+import discord
 import pytest
 from PIL import Image
 from simcord.http.client import FakeHTTPClient
@@ -23,7 +25,16 @@ from tests.cogs.support import (
 )
 from tests.cogs.test_buttons import posted_in_three_messages
 from tests.databases import ledger_rows
-from tests.fakes.images_api import FakeImagesAPI, edit_form_problem, incompressible_png
+from tests.fakes.images_api import (
+    FakeImagesAPI,
+    FormFile,
+    edit_form_problem,
+    images_body,
+    incompressible_png,
+    make_image,
+    respond,
+)
+from tests.fakes.phone_photos import motion_photo, ultra_hdr
 
 CALLBACK_MESSAGE = 4  # an immediate answer (here: a private refusal)
 
@@ -113,6 +124,32 @@ async def test_a_large_image_is_checked_off_the_loop_and_sent(
     result = await alice.slash(channel, "edit", image=("big.png", big), prompt="sharper")
     assert len(result.response.attachments) == 1
     assert images_api.edit_requests[0].body["image"][0].data == big
+
+
+@pytest.mark.parametrize("made", [ultra_hdr, motion_photo], ids=["ultra-hdr", "motion-photo"])
+async def test_a_phone_photo_is_edited_and_varied_from_its_picture(
+    simcord_env: Any,
+    channel: Any,
+    alice: Any,
+    bob: Any,
+    images_api: FakeImagesAPI,
+    made: Callable[[], tuple[bytes, bytes]],
+) -> None:
+    """A photo with a gain map after it (Ultra HDR: "MPO") or a video after it (a motion photo)
+    is edited as the photo: the picture alone is sent, nothing after it."""
+    data, picture = made()
+    result = await alice.slash(channel, "edit", image=("PXL_2026.jpg", data), prompt="a hat")
+    assert not result.response.ephemeral, result.response.content
+    assert len(result.response.attachments) == 1
+
+    posted = await alice.send(channel, "my photo", attachments=[("PXL_2026.jpg", data)])
+    varied = await bob.context_menu(channel, "Vary image", posted)
+    assert len(varied.response.attachments) == 1
+
+    for sent in images_api.edit_requests:
+        assert edit_form_problem(sent.body) is None
+        assert sent.body["image"] == [FormFile("image", "image.jpg", "image/jpeg", picture)]
+    assert len(images_api.edit_requests) == 2
 
 
 @pytest.mark.parametrize(
@@ -360,6 +397,100 @@ async def test_vary_finds_an_image_posted_in_a_follow_up(
 
     (sent,) = images_api.edit_requests
     assert [part.data for part in sent.body["image"]] == [third]
+
+
+def labels(message: Any) -> list[str]:
+    return [button["label"] for row in message.components for button in row["components"]]
+
+
+async def test_animated_gifs_get_no_vary_button(
+    simcord_env: Any, channel: Any, alice: Any, images_api: FakeImagesAPI
+) -> None:
+    """The edits endpoint takes PNG, JPEG or WebP: a Vary under a GIF could only refuse."""
+    made = await alice.slash(
+        channel, "imagine", prompt="a flickering candle", format="gif", frames=4, count=2
+    )
+    assert [a.filename for a in made.response.attachments] == ["imagine-1.gif", "imagine-2.gif"]
+    assert labels(made.response) == ["Reroll", "Edit prompt", "Larger (2048x2048)", "Delete"]
+
+
+async def test_fewer_images_than_asked_get_a_vary_button_each_and_no_more(
+    simcord_env: Any, channel: Any, alice: Any, images_api: FakeImagesAPI
+) -> None:
+    images_api.push(respond(200, images_body(make_image(64, 64), make_image(64, 64, shade=1))))
+    made = await alice.slash(channel, "imagine", prompt="three owls", count=3)
+    assert len(made.response.attachments) == 2
+    assert [label for label in labels(made.response) if label.startswith("Vary")] == [
+        "Vary 1",
+        "Vary 2",
+    ]
+
+
+async def test_an_svg_posted_without_its_rendering_gets_no_vary_button(
+    simcord_env: Any, channel: Any, alice: Any, images_api: FakeImagesAPI
+) -> None:
+    """Vary sends an SVG's PNG rendering (the edits endpoint takes no SVG): without one, a Vary
+    button could only answer that the image is not there."""
+    broken = b'<svg xmlns="http://www.w3.org/2000/svg" width="64" height="64"><rect'
+    images_api.push(respond(200, images_body(broken)))
+    made = await alice.slash(channel, "imagine", prompt="a logo", format="svg")
+    assert [a.filename for a in made.response.attachments] == ["imagine-1.svg"]
+    assert "Vary" not in labels(made.response)
+
+    drawn = await alice.slash(channel, "imagine", prompt="a logo", format="svg")
+    assert [a.filename for a in drawn.response.attachments] == ["imagine-1.svg", "imagine-1.png"]
+    await alice.click(drawn.response, label="Vary")
+    (sent,) = images_api.edit_requests
+    assert [part.data for part in sent.body["image"]] == [
+        await drawn.response.attachments[1].read()
+    ]
+
+
+class TestVaryUnderTheServersSettings:
+    @pytest.fixture
+    def manager(self, simcord_env: Any, guild: Any) -> Any:
+        role = guild.create_role("Mods", permissions=discord.Permissions(manage_guild=True))
+        return guild.add_member(simcord_env.create_user("carol"), roles=[role])
+
+    async def test_vary_on_a_model_the_server_no_longer_allows_falls_back_to_its_default(
+        self, simcord_env: Any, channel: Any, alice: Any, manager: Any, images_api: FakeImagesAPI
+    ) -> None:
+        made = await alice.slash(
+            channel, "imagine", prompt="a fox", model="gpt-image-1.5", size="1536x1024",
+            quality="low",
+        )  # fmt: skip
+        plain = await alice.slash(channel, "edit", image=("a.png", png()), prompt="a hat")
+        assert len(plain.response.attachments) == 1
+        changed = await manager.slash(
+            channel, "imagine-settings models", value="gpt-image-2.5-flare, dall-e-2"
+        )
+        assert changed.response.content.startswith("models is now gpt-image-2.5-flare")
+
+        varied = await alice.click(made.response, label="Vary")
+
+        assert not varied.response.ephemeral, varied.response.content
+        assert len(varied.response.attachments) == 1
+        edited, fallback = (request.body for request in images_api.edit_requests)
+        assert fallback["model"] == "gpt-image-2.5-flare"
+        assert fallback["prompt"] == "a fox"
+        # The size and quality were gpt-image-1.5's: the default model's own stand in, as for
+        # an /edit that names no model.
+        assert (fallback.get("size"), fallback.get("quality")) == (
+            edited.get("size"),
+            edited.get("quality"),
+        )
+
+    async def test_vary_image_sends_the_whole_saved_prompt_not_the_embeds_clipped_one(
+        self, simcord_env: Any, channel: Any, alice: Any, images_api: FakeImagesAPI
+    ) -> None:
+        prompt = ", ".join(["a lighthouse at dusk"] * 200)  # 4,398 characters; the embed 3,000
+        made = await alice.slash(channel, "imagine", prompt=prompt)
+        assert len(made.response.embeds[0].description) < len(prompt)
+
+        await alice.context_menu(channel, "Vary image", made.response)
+
+        (sent,) = images_api.edit_requests
+        assert sent.body["prompt"] == prompt
 
 
 class TestTheLedger:

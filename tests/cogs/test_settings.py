@@ -4,6 +4,7 @@ may use it."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -114,6 +115,57 @@ async def test_imagine_works_only_in_the_channels_chosen(
     allowed = await alice.slash(art, "imagine", prompt="a cat", model="dall-e-2")
     assert len(allowed.response.attachments) == 1
     assert len(images_api.generation_requests) == 1
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_a_long_list_of_channels_is_summarised_in_every_answer(
+    simcord_env: Any, guild: Any, channel: Any, alice: Any, manager: Any, images_api: FakeImagesAPI
+) -> None:
+    """Past about 48 channels the lists no longer fit a message (2,000 characters): every
+    answer names as many as fit and says how many more, and is shown."""
+    first = [guild.create_text_channel(f"art-{n}") for n in range(90)]
+    second = [guild.create_text_channel(f"more-art-{n}") for n in range(90)]
+
+    answer = await setting(
+        manager, channel, "channels", value=" ".join(f"<#{c.id}>" for c in first)
+    )
+    assert answer.startswith(f"channels is now <#{first[0].id}> <#{first[1].id}> ")
+    assert re.search(r" and \d+ more \(it was the default\)\.$", answer)
+    answer = await setting(
+        manager, channel, "channels", value=" ".join(f"<#{c.id}>" for c in second)
+    )
+    assert re.fullmatch(
+        rf"channels is now <#{second[0].id}> .* and \d+ more \(it was <#{first[0].id}> .* and "
+        r"\d+ more\)\.",
+        answer,
+    )
+    assert len(answer) <= 2000
+
+    shown = await manager.slash(channel, "imagine-settings show")
+    channels = fields(shown.response.embeds[0])["channels"]
+    assert channels.startswith(f"<#{second[0].id}> ") and "more\nchanged by <@" in channels
+
+    refused = await alice.slash(channel, "imagine", prompt="a cat", model="dall-e-2")
+    assert refused.response.ephemeral
+    sentence = refused.response.content
+    assert sentence.startswith(f"On this server, /imagine works in <#{second[0].id}>, ")
+    assert re.search(r", <#\d+> and \d+ more\.$", sentence)
+    mentioned = len(re.findall(r"<#\d+>", sentence))
+    assert sentence.endswith(f" and {90 - mentioned} more.")
+    assert not images_api.generation_requests
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_a_refusal_of_a_long_value_is_shown_with_the_value_clipped(
+    simcord_env: Any, channel: Any, manager: Any, database_url: str
+) -> None:
+    """The refusal repeats what the manager typed: 3,000 characters of it would make an answer
+    Discord refuses, and the manager would see nothing."""
+    typed = "lots" * 750
+    answer = await setting(manager, channel, "member-budget", value=typed)
+    assert answer.startswith(f"member-budget must be {BUDGET_ACCEPTS}, or none for no budget")
+    assert len(answer) < 2000 and answer.endswith("…' is not a budget).")
+    assert await table_rows(database_url, server_settings) == []
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

