@@ -69,6 +69,9 @@ def _usd(amount: Decimal) -> Decimal:
     return amount.quantize(SIX_PLACES, rounding=ROUND_HALF_UP)
 
 
+UTF8_MOST_BYTES = 4  # of one character: the most text tokens prompt_tokens counts it for
+
+
 def prompt_tokens(prompt: str) -> int:
     """The most text input tokens ``prompt`` can take: its UTF-8 bytes (no token of a byte-level
     BPE tokenizer is shorter than a byte). A lone surrogate counts the 3 bytes of the character
@@ -196,7 +199,7 @@ def dearest_request(spec: ModelSpec) -> Decimal | None:
     per_image += PARTIAL_IMAGE_OUTPUT_TOKENS * MAX_PARTIAL_IMAGES
     inputs = spec.max_input_images + spec.mask if spec.edits else 0
     return (
-        text_rate * -(-spec.max_prompt_chars // 4)
+        text_rate * UTF8_MOST_BYTES * spec.max_prompt_chars  # as prompt_tokens counts them
         + image_rate * INPUT_IMAGE_TOKENS_BOUND * inputs
         + output_rate * per_image * spec.max_count
     )
