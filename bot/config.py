@@ -166,8 +166,9 @@ class Settings(BaseSettings):
             "In money (US dollars, as the catalog's prices say) and in images, per calendar day "
             "or month in UTC. A request reserves its estimated cost and image count when it is "
             "admitted; a money budget refuses models whose price is not known. A request a "
-            "budget refuses has still counted against `USER_RATE_LIMIT`. A server's managers "
-            "replace it for their server with `/imagine-settings member-budget`. See "
+            "budget refuses has still counted against `USER_RATE_LIMIT`. It is a ceiling: a "
+            "server's managers can lower it for their server with `/imagine-settings "
+            "member-budget`, never lift it (unless `SERVERS_MAY_RAISE_BUDGETS`). See "
             "[Budgets](usage.md#budgets).",
         ),
     )
@@ -175,8 +176,9 @@ class Settings(BaseSettings):
         default=(),
         description=about(
             f"{BUDGET_ACCEPTS}, for each server as a whole",
-            "Each server's budget as a whole, in the notation of `MEMBER_BUDGET`; "
-            "`/imagine-settings server-budget` replaces it for one server.",
+            "Each server's budget as a whole, in the notation of `MEMBER_BUDGET`; a ceiling "
+            "that `/imagine-settings server-budget` can lower for one server, never lift "
+            "(unless `SERVERS_MAY_RAISE_BUDGETS`).",
         ),
     )
     servers_may_raise_budgets: bool = Field(

@@ -19,12 +19,15 @@ of Chinese and 4 to 5 times those of English: at gpt-image-1's $5 per million, a
 for a 6,000-character English prompt (Discord's longest) and 9 for a Chinese one, until the
 settled cost, from the tokens the answer reports, frees the rest.
 
-A settled cost is not believed below what the answer must have cost: the image output tokens the
-model spends on each image delivered at that size and quality (the fewest for ``auto``), and on
-each preview the stream carried, whatever the ``usage`` says; a service reporting no tokens would
-otherwise make every image free. Nor above ten times the estimate (a broken or hostile gateway
-must not empty a budget): the estimate stands. Either disagreement is logged, one line, without
-the prompt or any id.
+A cost from ``usage`` is not believed below what the answer must have cost: the image output
+tokens the model spends on each image delivered at that size and quality (the fewest for
+``auto``), and on each preview the stream carried; a service reporting no tokens would otherwise
+make every image free. Nor above ten times the estimate (a broken or hostile gateway must not
+empty a budget). Either way the estimate for the images delivered stands. Decision: not the
+least, below it: for quality ``auto`` (gpt-image-1's default) the least is a low-quality image's,
+a fifteenth of a high one's, and leaves the prompt and an edit's input images out, so that a
+service reporting nothing let a member's $0.50 buy 18 images where it buys 2. Either
+disagreement is logged, one line, without the prompt or any id.
 """
 
 from __future__ import annotations
@@ -64,6 +67,9 @@ MAX_REQUEST_COST = Decimal(10_000)
 
 def _usd(amount: Decimal) -> Decimal:
     return amount.quantize(SIX_PLACES, rounding=ROUND_HALF_UP)
+
+
+UTF8_MOST_BYTES = 4  # of one character: the most text tokens prompt_tokens counts it for
 
 
 def prompt_tokens(prompt: str) -> int:
@@ -193,7 +199,7 @@ def dearest_request(spec: ModelSpec) -> Decimal | None:
     per_image += PARTIAL_IMAGE_OUTPUT_TOKENS * MAX_PARTIAL_IMAGES
     inputs = spec.max_input_images + spec.mask if spec.edits else 0
     return (
-        text_rate * -(-spec.max_prompt_chars // 4)
+        text_rate * UTF8_MOST_BYTES * spec.max_prompt_chars  # as prompt_tokens counts them
         + image_rate * INPUT_IMAGE_TOKENS_BOUND * inputs
         + output_rate * per_image * spec.max_count
     )
@@ -239,9 +245,9 @@ def settle_cost(
     """What ``prepared`` cost once ``images`` came back, in US dollars (6 places), or None.
 
     Per-image prices: the price of one times the images delivered. Per-token prices: from
-    ``usage`` when the response gives it, never below the image output tokens of the images
-    and the ``previews`` (partial images) the answer carried nor above ten times the estimate,
-    else the estimate for the images delivered (the prompt counted once).
+    ``usage`` when the response gives it and it is believable (not below the image output tokens
+    of the images and the ``previews`` (partial images) the answer carried, nor above ten times
+    the estimate), else the estimate for the images delivered (the prompt counted once).
     """
     price = prepared.spec.price
     if price is None:
@@ -256,16 +262,20 @@ def settle_cost(
         return estimate
     least = _least_cost(prepared, price, images, previews)
     if reported < least:
-        # A service that reports no tokens (or too few) must not make images free.
+        # A service that reports no tokens (or too few) must not make images free, nor cheap:
+        # the least is that of the cheapest quality ``auto`` may be (272 output tokens to high's
+        # 4,160) and leaves out the prompt and an edit's input images. Usage that cannot be true
+        # says nothing of what was spent: the estimate, which errs high, stands instead.
         log.warning(
             "the image service reported usage costing %s for %d image(s) of %s, under the %s "
-            "they cost at least at that size and quality: the least is recorded",
+            "they cost at least at that size and quality: the estimate %s is recorded",
             format_usd(reported),
             images,
             prepared.model,
             format_usd(least),
+            format_usd(estimate),
         )
-        return least
+        return estimate
     if reported > estimate * UNBELIEVABLE_USAGE:
         # A gateway's broken (or hostile) usage must not empty every budget: the estimate,
         # which already errs high, stands instead.

@@ -307,7 +307,7 @@ per_image = {{ "standard:256x256" = {price}, "standard:512x512" = 0.018, \
 LONG_PROMPTS = """
 [models.long]
 base = "gpt-image-1"
-max_prompt_chars = 1000000000000
+max_prompt_chars = {chars}
 [models.long.price]
 as_of = 2026-01-01
 text_input_per_million = 5.0
@@ -323,7 +323,12 @@ image_output_per_million = 40.0
          "should be less than or equal to 10000"),
         (DEAR_IMAGE.format(price="1001"), "models.dear: price: one request could cost more than "
          "$10,000 at these prices, the most the bot records for one request"),
-        (LONG_PROMPTS, "models.long: price: one request could cost more than $10,000"),
+        (LONG_PROMPTS.format(chars=10**12), "models.long: price: one request could cost more "
+         "than $10,000"),
+        # A prompt reserves a text token per UTF-8 byte, up to 4 a character: a billion
+        # characters of emoji reserve $20,000 at $5 per 1M (they passed as a quarter-token each).
+        (LONG_PROMPTS.format(chars=10**9), "models.long: price: one request could cost more "
+         "than $10,000"),
     ],
 )  # fmt: skip
 def test_a_price_the_ledger_could_not_record_stops_start_up(

@@ -47,6 +47,14 @@ def test_every_setting_is_documented_in_both_with_what_it_accepts() -> None:
         assert f"\n### {variable}\n" in reference and accepts in reference, variable
 
 
+def test_the_reference_says_the_operators_budgets_are_ceilings_a_server_only_lowers() -> None:
+    # It said a server's managers "replace" them, which SERVERS_MAY_RAISE_BUDGETS alone allows.
+    for variable in ("MEMBER_BUDGET", "SERVER_BUDGET"):
+        description = Settings.model_fields[variable.lower()].description or ""
+        assert "replace" not in description, variable
+        assert "ceiling" in description and "SERVERS_MAY_RAISE_BUDGETS" in description, variable
+
+
 def test_a_dotenv_copied_from_the_example_gives_the_defaults(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -13,7 +13,7 @@ import pytest
 
 from bot.budgets import Period
 from bot.images import ImageRequest, load_catalog, prepare_request
-from bot.images.pricing import estimate_cost
+from bot.images.pricing import estimate_cost, format_usd
 from tests.cogs.support import declare_generation_waits, finish, private_reply
 from tests.databases import ledger_rows
 from tests.fakes.images_api import FakeImagesAPI, UsageReport
@@ -173,7 +173,18 @@ async def test_eight_long_chinese_prompts_at_once_spend_no_more_than_the_budget(
     assert [row["outcome"] for row in rows] == ["delivered"] * delivered
 
 
-@pytest.mark.parametrize("budget", ["$0.05/day"])
+@pytest.mark.parametrize(
+    ("budget", "quality", "estimate"),
+    [
+        # 272 output tokens and two previews' 200 at $40/1M, and "a cat 0"'s 7 bytes at $5/1M:
+        # an image of gpt-image-1 at low 1024x1024.
+        ("$0.05/day", "low", "0.018915"),
+        # Quality auto, gpt-image-1's default: the service may choose high, 4,160 output tokens.
+        # Usage of no tokens settled at what a low image costs (18 images against a budget that
+        # buys 2) until usage below the least was no longer believed at all.
+        ("$0.50/day", "auto", "0.174435"),
+    ],
+)
 @pytest.mark.parametrize("reported", [honest_usage, no_usage], ids=["honest", "no-usage"])
 async def test_a_service_that_reports_no_usage_is_stopped_by_the_budget_as_an_honest_one(
     simcord_env: Any,
@@ -182,29 +193,39 @@ async def test_a_service_that_reports_no_usage_is_stopped_by_the_budget_as_an_ho
     images_api: FakeImagesAPI,
     database_url: str,
     reported: UsageReport,
+    budget: str,
+    quality: str,
+    estimate: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     images_api.usage_report = reported
-    results = [await cheapest_image(alice, channel, f"a cat {n}") for n in range(10)]
+    results = [
+        await alice.slash(
+            channel, "imagine", prompt=f"a cat {n}", model="gpt-image-1", quality=quality
+        )
+        for n in range(10)
+    ]
 
-    told = "Your budget on this server is $0.05 per day"
+    told = f"Your budget on this server is {budget.replace('/', ' per ')}"
     assert delivered_and_told(results, told) == (2, 8)
     rows = await ledger_rows(database_url)
-    # 272 output tokens and two previews' 200 at $40/1M: what an image of gpt-image-1 at low
-    # 1024x1024 costs at least, and with the honest service's few prompt tokens, a little more.
-    least = Decimal("0.018880")
+    assert [row["estimated_cost"] for row in rows] == [Decimal(estimate)] * 2
     costs = [row["cost"] for row in rows]
     if reported is no_usage:
-        assert costs == [least, least]
+        # Not believed: the estimate stands, not what the images cost at least ($0.01888, the
+        # 472 output tokens of a low image and its previews).
+        assert costs == [Decimal(estimate)] * 2
         warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
         assert (
             warnings
             == [
                 "the image service reported usage costing $0.00 for 1 image(s) of gpt-image-1, "
-                "under the $0.01888 they cost at least at that size and quality: the least is "
-                "recorded"
+                "under the $0.01888 they cost at least at that size and quality: the estimate "
+                f"{format_usd(Decimal(estimate))} is recorded"
             ]
             * 2
         )
-    else:
-        assert all(least < cost < least + Decimal("0.0001") for cost in costs)
+    else:  # the real tokenizer's few prompt tokens, and the images' output tokens
+        assert all(
+            Decimal(estimate) - Decimal("0.0001") < cost <= Decimal(estimate) for cost in costs
+        )

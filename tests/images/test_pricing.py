@@ -416,29 +416,33 @@ def test_a_long_prompt_in_any_script_costs_no_more_than_it_reserved(
     assert cost <= estimate
 
 
-# -- what images cost at least, whatever the usage says -------------------------------------------
+# -- usage below what the images cost at least is not believed ----------------------------------
 
 
 @pytest.mark.parametrize(
-    ("quality", "size", "least"),
+    ("quality", "size", "least", "estimate"),
     [
-        ("low", "1024x1024", "0.021760"),  # 2 * 272 output tokens at $40/1M
-        ("high", "1536x1024", "0.496640"),  # 2 * 6208
-        ("auto", "auto", "0.021760"),  # the fewest any quality and size takes: low 1024x1024
+        # 2 * 272 output tokens at $40/1M; the estimate adds the prompt's 5 bytes at $5/1M
+        ("low", "1024x1024", "0.021760", "0.021785"),
+        ("high", "1536x1024", "0.496640", "0.496665"),  # 2 * 6208
+        # The least is low 1024x1024's, the fewest auto may take; the estimate is the dearest
+        # auto may be, high 1024x1536 (2 * 6240), which is what stands.
+        ("auto", "auto", "0.021760", "0.499225"),
     ],
 )
-def test_usage_of_no_tokens_settles_at_what_the_images_cost_at_least(
-    quality: str, size: str, least: str, caplog: pytest.LogCaptureFixture
+def test_usage_of_no_tokens_is_not_believed_and_the_estimate_stands(
+    quality: str, size: str, least: str, estimate: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     request = prepared("gpt-image-1", quality=quality, size=size, count=2)
+    assert estimate_cost(request) == Decimal(estimate)
     with caplog.at_level(logging.WARNING, logger="bot.images.pricing"):
-        assert settle_cost(request, usage(text=0, output=0), 2) == Decimal(least)
+        assert settle_cost(request, usage(text=0, output=0), 2) == Decimal(estimate)
     (line,) = [r for r in caplog.records if r.name == "bot.images.pricing"]
     assert line.levelno == logging.WARNING
     assert line.getMessage() == (
         f"the image service reported usage costing $0.00 for 2 image(s) of gpt-image-1, under "
         f"the {format_usd(Decimal(least))} they cost at least at that size and quality: the "
-        "least is recorded"
+        f"estimate {format_usd(Decimal(estimate))} is recorded"
     )
     assert "a cat" not in line.getMessage()
 
@@ -453,17 +457,27 @@ def test_usage_at_or_above_the_least_is_believed_and_nothing_is_said(
         # Fewer images delivered than asked for: the least is theirs alone.
         assert settle_cost(request, usage(text=3, output=272), 1) == Decimal("0.010895")
         assert settle_cost(request, usage(text=3, output=0), 0) == Decimal("0.000015")
+        # quality auto: an honest service that chose low is believed.
+        auto = prepared("gpt-image-1", quality="auto", size="1024x1024", count=2)
+        assert settle_cost(auto, usage(text=3, output=544), 2) == Decimal("0.021775")
     assert caplog.records == []
 
 
-@pytest.mark.parametrize(("previews", "least"), [(0, "0.021760"), (3, "0.033760"), (9, "0.037760")])
+@pytest.mark.parametrize(
+    ("previews", "settled"),
+    [
+        (0, "0.021775"),  # the 544 tokens of the two images: believed
+        (2, "0.037785"),  # two previews carried: 200 more tokens at least, so the estimate
+        (9, "0.037785"),
+    ],
+)
 def test_the_previews_a_stream_carried_count_in_what_it_costs_at_least(
-    previews: int, least: str
+    previews: int, settled: str
 ) -> None:
     # Two images with two previews each asked for: each preview carried is 100 output tokens
-    # more, and no more than the four asked for count, whatever the stream sent.
+    # more, so that usage of the images' tokens alone is below the least once previews came.
     request = prepared("gpt-image-1", quality="low", size="1024x1024", count=2, partial_images=2)
-    assert settle_cost(request, usage(0, 0), 2, previews=previews) == Decimal(least)
+    assert settle_cost(request, usage(3, 544), 2, previews=previews) == Decimal(settled)
 
 
 def test_an_edit_whose_usage_does_not_split_its_input_counts_it_at_the_dearer_rate() -> None:
