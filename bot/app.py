@@ -158,6 +158,7 @@ class ImagineBot(commands.AutoShardedBot):
             self.settings.database,
             member_budget=self.settings.member_budget,
             server_budget=self.settings.server_budget,
+            metrics=self.metrics,
         )
         await self._ledger.open()
         # aiohttp allows 100 connections by default; every generation in flight holds one.

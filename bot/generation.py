@@ -154,7 +154,8 @@ class Generation:
         request_id = result.request_id if result else getattr(error, "request_id", None)
         try:
             async with asyncio.timeout(LEDGER_SETTLE_TIMEOUT):
-                cost = await self.ledger.settle(
+                # Its cost goes into the metrics once written, by the ledger (perhaps later).
+                await self.ledger.settle(
                     self.ledger_row,
                     outcome,
                     self.prepared,
@@ -165,8 +166,6 @@ class Generation:
                     # Never sent (cancelled or failed before its turn): its reservation goes.
                     sent=self.timeline.started_upstream is not None,
                 )
-            if self.timeline.started_upstream is not None:
-                self.metrics.spent(self.prepared.model, cost)
         except Exception as exc:
             log.error(
                 "the usage ledger could not settle row %s as %s (%s); it will try again",

@@ -15,8 +15,9 @@ A settlement the database does not take (it went away, or hangs) is kept in memo
 again, with growing pauses, until the database answers: meanwhile the row stays ``pending``, so
 its estimate stays reserved against the budgets (never an overspend), and once written the
 reservation is settled or released. Writing a settlement twice writes the same values: nothing is
-counted twice. A process stopped before the database came back leaves those rows ``pending`` and
-logs their ids.
+counted twice. The spend metric counts a settlement when the database takes it, whichever
+attempt that is: once. A process stopped before the database came back leaves those rows
+``pending`` and logs their ids.
 
 Budgets (:mod:`bot.budgets`) are checked where the row is inserted, in the same transaction: on
 PostgreSQL after taking a transaction-scoped advisory lock per member and per server, on SQLite in
@@ -54,6 +55,7 @@ from bot.db import BEGIN_IMMEDIATE, open_engine
 from bot.db.schema import MONEY, usage_ledger
 from bot.images import PreparedRequest
 from bot.images.pricing import SIX_PLACES, estimate_cost, settle_cost, token_count
+from bot.observability.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +134,10 @@ COUNTED_IMAGES: ColumnElement[Any] = case(
 
 
 class Ledger:
-    """Writes the usage ledger; ``open`` before use, ``close`` at the end."""
+    """Writes the usage ledger; ``open`` before use, ``close`` at the end.
+
+    ``metrics``: where the spend of every settlement is counted, once, when it is written (a
+    settlement kept for later counts when the database takes it)."""
 
     def __init__(
         self,
@@ -140,17 +145,19 @@ class Ledger:
         *,
         member_budget: tuple[Budget, ...] = (),
         server_budget: tuple[Budget, ...] = (),
+        metrics: Metrics | None = None,
     ) -> None:
         self.url = url
         self.member_budget = member_budget
         self.server_budget = server_budget
+        self.metrics = metrics
         self._engine: AsyncEngine | None = None
         self._sessions: async_sessionmaker[Any] | None = None
         self._sqlite = make_url(url).get_backend_name() == "sqlite"
         self._group_commit: _GroupCommit | None = None
         self._write_turn = asyncio.Lock()  # SQLite: one writer of this process at a time
         # Settlements not yet written, by row id; a row settled again replaces its values.
-        self._unsettled: dict[int, dict[str, Any]] = {}
+        self._unsettled: dict[int, _Unwritten] = {}
         self._retrying: asyncio.Task[None] | None = None
 
     @property
@@ -310,7 +317,8 @@ class Ledger:
 
         ``images_returned``: how many images the service sent back (None: no answer arrived),
         which with ``usage`` settles the cost; a request the service refused generated nothing,
-        and one never ``sent`` cost nothing (its reservation against the budgets is released)."""
+        and one never ``sent`` cost nothing (its reservation against the budgets is released).
+        The cost is counted in the metrics once the database has taken the settlement."""
         if self._sessions is None:
             raise RuntimeError("the ledger is not open")
         if outcome is Outcome.REFUSED:
@@ -328,17 +336,19 @@ class Ledger:
             tokens=Tokens.from_usage(usage),
             cost=cost,
         )
-        self._unsettled[row_id] = values
+        unwritten = _Unwritten(values, prepared.model)
+        self._unsettled[row_id] = unwritten
         try:
-            await self._write_settlement(row_id, values)
+            await self._write_settlement(row_id, unwritten)
         except BaseException:  # a failure, or the caller's timeout: written later in any case
             self._retry_later()
             raise
         return cost
 
-    async def _write_settlement(self, row_id: int, values: dict[str, Any]) -> None:
+    async def _write_settlement(self, row_id: int, unwritten: _Unwritten) -> None:
         if self._sessions is None:
             raise RuntimeError("the ledger is not open")
+        values = unwritten.values
         if self._group_commit is not None:
             await self._group_commit.settle(_Settlement(row_id, values))
         else:
@@ -346,16 +356,20 @@ class Ledger:
                 await session.execute(
                     update(usage_ledger).where(usage_ledger.c.id == row_id).values(values)
                 )
-        if self._unsettled.get(row_id) is values:  # not settled anew meanwhile
+        # Counted by whichever write takes it off the list: an attempt given up on that the
+        # database took anyway, and the retry that writes it again, count it once between them.
+        if self._unsettled.get(row_id) is unwritten:  # not settled anew meanwhile
             del self._unsettled[row_id]
+            if self.metrics is not None:
+                self.metrics.spent(unwritten.model, values["cost"])
 
     async def _write_unsettled(self) -> None:
         """Write every settlement kept for later; one that fails does not hold up the others
         (the first failure is raised once all were tried)."""
         failure: Exception | None = None
-        for row_id, values in list(self._unsettled.items()):
+        for row_id, unwritten in list(self._unsettled.items()):
             try:
-                await self._write_settlement(row_id, values)
+                await self._write_settlement(row_id, unwritten)
             except Exception as exc:
                 failure = failure or exc
         if failure is not None:
@@ -382,6 +396,14 @@ class Ledger:
                 pause = min(pause * 2, SETTLE_RETRY_LONGEST)
             else:
                 log.info("the usage ledger settled the rows it could not settle before")
+
+
+@dataclass(slots=True)
+class _Unwritten:
+    """A settlement not yet taken by the database, and what the metrics count once it is."""
+
+    values: dict[str, Any]
+    model: str
 
 
 async def _used(
