@@ -2,7 +2,11 @@
 
 The bot makes the feature's collaborators (image client, limits, queue, pseudonyms, model offer)
 in ``setup_hook`` and hands them to the extensions it loads; ``close`` unloads the extensions
-(the /imagine cog drains its requests then) before it closes the image client and the session.
+(the /imagine cog drains its requests then) before it closes the ledger, the image client and the
+session. A close runs once, whoever asks first (a signal, or ``async with`` at the end), and every
+caller waits for all of it: ``bot.start()`` returns as soon as Discord's connection is closed,
+and ``asyncio.run`` cancels whatever is still running once ``_serve`` returns, so ``_serve``'s
+``async with`` must not end before the ledger has written its last settlements.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import logging
 import os
 import signal
 from pathlib import Path
+from types import TracebackType
 from typing import TypedDict
 
 import aiohttp
@@ -118,6 +123,7 @@ class ImagineBot(commands.AutoShardedBot):
         self._frozen = False
         self._sync_on_start = sync_on_start
         self._shutdown_task: asyncio.Task[None] | None = None
+        self._closed_everything: asyncio.Future[None] | None = None
         # One registry per bot: tests run several bots in one process.
         self.metrics = Metrics()
         self.metrics_server: MetricsServer | None = None
@@ -152,6 +158,7 @@ class ImagineBot(commands.AutoShardedBot):
             self.settings.database,
             member_budget=self.settings.member_budget,
             server_budget=self.settings.server_budget,
+            metrics=self.metrics,
         )
         await self._ledger.open()
         # aiohttp allows 100 connections by default; every generation in flight holds one.
@@ -282,6 +289,23 @@ class ImagineBot(commands.AutoShardedBot):
         await self.close()
 
     async def close(self) -> None:
+        """Close everything, once; every caller returns when all of it is closed."""
+        if self._closed_everything is None:
+            self._closed_everything = asyncio.ensure_future(self._close_everything())
+        # Shielded: a caller cancelled while it waits does not cut the ledger's last writes off.
+        await asyncio.shield(self._closed_everything)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        # discord.py's waits only for its own part of close (the connection to Discord), which
+        # a signal's shutdown may have started: the ledger, client and session close after it.
+        await self.close()
+
+    async def _close_everything(self) -> None:
         if self._ready is discord.utils.MISSING:
             # Never started (a start-up that failed before logging in, or a test):
             # AutoShardedClient makes the queue its close writes to only when it starts.

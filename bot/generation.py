@@ -58,9 +58,19 @@ REFUSALS = (InvalidRequest, ModerationBlocked, QuotaExhausted, AuthenticationFai
 # so this bounds only how long a member waits for a refusal from a stuck database.
 LEDGER_ADMISSION_TIMEOUT = 30.0
 LEDGER_SETTLE_TIMEOUT = 10.0  # seconds; the member has had their answer by then
+# Seconds for the ledger to record that a request is being sent, while it holds a place in the
+# queue: past it, the request is not sent (it could not be settled right after a crash).
+LEDGER_SENDING_TIMEOUT = 5.0
 # How long the images wait, once made, for their buttons (their request being saved): past it
 # they are posted without buttons rather than held up by a slow database.
 BUTTONS_WAIT = 2.0  # seconds
+
+
+class NotRecorded(Exception):
+    """The ledger could not record that the request is being sent: it is not sent."""
+
+    user_message = LEDGER_UNAVAILABLE
+
 
 # Makes what makes the buttons posted under a generation's images, once the uploads are known
 # (None: no buttons); it must not raise. Started when the generation starts, so that saving the
@@ -155,7 +165,8 @@ class Generation:
         request_id = result.request_id if result else getattr(error, "request_id", None)
         try:
             async with asyncio.timeout(LEDGER_SETTLE_TIMEOUT):
-                cost = await self.ledger.settle(
+                # Its cost goes into the metrics once written, by the ledger (perhaps later).
+                await self.ledger.settle(
                     self.ledger_row,
                     outcome,
                     self.prepared,
@@ -167,8 +178,6 @@ class Generation:
                     # Never sent (cancelled or failed before its turn): its reservation goes.
                     sent=self.timeline.started_upstream is not None,
                 )
-            if self.timeline.started_upstream is not None:
-                self.metrics.spent(self.prepared.model, cost)
         except Exception as exc:
             log.error(
                 "the usage ledger could not settle row %s as %s (%s); it will try again",
@@ -215,7 +224,7 @@ class Generation:
             )
             log.debug("generation for user %s: %s", self.member_id, self.timeline)
             await self.settle(Outcome.DELIVERED)
-        except (ImageError, DeliveryFailed) as error:
+        except (ImageError, DeliveryFailed, NotRecorded) as error:
             log.warning(
                 "/imagine for user %s failed: %s: %s", self.member_id, type(error).__name__, error
             )
@@ -253,6 +262,7 @@ class Generation:
                 if watchers:
                     watchers[0].cancel()
                     await self.replies.show_progress("🎨 Generating…")
+                await self._record_sending()
                 self.timeline.started_upstream = discord.utils.utcnow()
                 if edits is None:
                     return await images.generate(self.prepared, lease=lease)
@@ -269,6 +279,31 @@ class Generation:
         finally:
             for watcher in watchers:
                 watcher.cancel()
+
+    async def _record_sending(self) -> None:
+        """Before anything is sent: the ledger's row says it may have been, so that if this
+        process dies now its reservation is kept, not released (bot/ledger.py). Raises
+        :class:`NotRecorded` when it cannot say so, or the row was settled meanwhile by another
+        process (this one had lost touch with the database for longer than its lease)."""
+        if self.ledger_row is None:
+            return
+        try:
+            async with asyncio.timeout(LEDGER_SENDING_TIMEOUT):
+                pending = await self.ledger.sending(self.ledger_row)
+        except Exception as exc:
+            log.error(
+                "the usage ledger could not record that row %s is being sent (%s); not sent",
+                self.ledger_row,
+                type(exc).__name__,
+            )
+            raise NotRecorded from None
+        if not pending:
+            log.warning(
+                "row %s was settled as abandoned by another process while this one could not "
+                "reach the database; not sent",
+                self.ledger_row,
+            )
+            raise NotRecorded
 
     async def _show_position(self, ticket: Ticket) -> None:
         # Polled rather than pushed: one edit per interval at most, whatever the churn ahead.

@@ -15,8 +15,21 @@ A settlement the database does not take (it went away, or hangs) is kept in memo
 again, with growing pauses, until the database answers: meanwhile the row stays ``pending``, so
 its estimate stays reserved against the budgets (never an overspend), and once written the
 reservation is settled or released. Writing a settlement twice writes the same values: nothing is
-counted twice. A process stopped before the database came back leaves those rows ``pending`` and
-logs their ids.
+counted twice. The spend metric counts a settlement when the database takes it, whichever
+attempt that is: once. A process stopped before the database came back leaves those rows
+``pending`` and logs their ids.
+
+A process that dies mid-request (``kill -9``) cannot settle its rows. Each process holds a lease
+(``ledger_leases``: an owner and an expiry on the database's clock, renewed every quarter of
+:data:`LEASE_SECONDS` by a keeper loop) and writes its rows under it (``owner``); just before a
+request is sent to the image service its row records so (``sent_at``). Once a lease has expired,
+any other process (the keeper's loop, and every start) settles that owner's pending rows as
+``abandoned``, in one statement, so each is settled once whoever looks: a row that may have been
+sent at an unknown cost (its estimate stays counted against the budgets: it may have been billed),
+one never sent at 0. A row is only written under a lease with half its time left (see
+:class:`_Lease`), so a live process that reaches the database never has its rows taken; one cut
+off for longer may, and when it is back its own settlement replaces the abandoned one, and
+:meth:`Ledger.sending` refuses to send a request whose row is no longer pending.
 
 Budgets (:mod:`bot.budgets`) are checked where the row is inserted, in the same transaction: on
 PostgreSQL after taking a transaction-scoped advisory lock per member and per server, on SQLite in
@@ -39,21 +52,49 @@ import contextlib
 import datetime as dt
 import hashlib
 import logging
+import os
+import socket
+import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, bindparam, case, func, insert, select, text, update
+from discord.ext import tasks
+from sqlalchemy import (
+    ColumnElement,
+    Double,
+    and_,
+    bindparam,
+    case,
+    delete,
+    exists,
+    func,
+    insert,
+    literal_column,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
 
 from bot.budgets import Budget, BudgetRefusal, OverBudget, PriceUnknown, Scope
-from bot.db import BEGIN_IMMEDIATE, open_engine
-from bot.db.schema import MONEY, usage_ledger
+from bot.db import (
+    BEGIN_IMMEDIATE,
+    DATABASE_FAILURES,
+    DatabaseUnavailable,
+    describe_failure,
+    open_engine,
+)
+from bot.db.schema import MONEY, ledger_leases, usage_ledger
 from bot.images import PreparedRequest
 from bot.images.pricing import SIX_PLACES, estimate_cost, settle_cost, token_count
+from bot.observability.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +107,12 @@ SETTLE_ATTEMPT_TIMEOUT = 10.0  # seconds for one attempt; a hanging database is 
 SETTLE_AT_CLOSE_TIMEOUT = 5.0  # seconds for a last attempt when the bot stops
 # The most writes committed in one transaction: a group stays a few milliseconds of SQLite's time.
 GROUP_LIMIT = 500
+# Seconds a process's lease lasts unless renewed. It is renewed every quarter of that; once it
+# has expired, another process settles the rows it left pending (a process killed mid-request).
+LEASE_SECONDS = 60.0
+# A pending row written before migration 0006 names no process: it is settled as abandoned once
+# older than any request of an earlier version can still be running (15 minutes at most).
+OWNERLESS_PENDING_AGE = dt.timedelta(hours=1)
 
 
 class Outcome(StrEnum):
@@ -74,6 +121,7 @@ class Outcome(StrEnum):
     REFUSED = "refused"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    ABANDONED = "abandoned"  # its process is gone; settled by another (see _Lease)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +180,11 @@ COUNTED_IMAGES: ColumnElement[Any] = case(
 
 
 class Ledger:
-    """Writes the usage ledger; ``open`` before use, ``close`` at the end."""
+    """Writes the usage ledger; ``open`` before use, ``close`` at the end.
+
+    ``metrics``: where the spend of every settlement is counted, once, when it is written (a
+    settlement kept for later counts when the database takes it), and the rows this process
+    settles for processes that are gone."""
 
     def __init__(
         self,
@@ -140,22 +192,32 @@ class Ledger:
         *,
         member_budget: tuple[Budget, ...] = (),
         server_budget: tuple[Budget, ...] = (),
+        metrics: Metrics | None = None,
     ) -> None:
         self.url = url
         self.member_budget = member_budget
         self.server_budget = server_budget
+        self.metrics = metrics
         self._engine: AsyncEngine | None = None
         self._sessions: async_sessionmaker[Any] | None = None
         self._sqlite = make_url(url).get_backend_name() == "sqlite"
+        self._lease = _Lease(self._sqlite)
         self._group_commit: _GroupCommit | None = None
         self._write_turn = asyncio.Lock()  # SQLite: one writer of this process at a time
         # Settlements not yet written, by row id; a row settled again replaces its values.
-        self._unsettled: dict[int, dict[str, Any]] = {}
+        self._unsettled: dict[int, _Unwritten] = {}
         self._retrying: asyncio.Task[None] | None = None
+        self._keeper: tasks.Loop[Any] | None = None  # renews the lease, settles the abandoned
+        self._keeper_failing = False
 
     @property
     def is_open(self) -> bool:
         return self._engine is not None
+
+    @property
+    def owner(self) -> str:
+        """The lease this process's rows are written under."""
+        return self._lease.owner
 
     def write_turn(self) -> contextlib.AbstractAsyncContextManager[object]:
         """Held by anything else that writes to this database from this process (the buttons'
@@ -170,17 +232,34 @@ class Ledger:
         return self._engine
 
     async def open(self) -> None:
+        """Take this process's lease and settle the rows of processes that are gone; raise
+        :class:`~bot.db.DatabaseUnavailable` if the database does not take the lease."""
         self._engine = open_engine(self.url)
         self._sessions = async_sessionmaker(self._engine, expire_on_commit=False)
         if self._sqlite:
-            self._group_commit = _GroupCommit(self._engine, self._write_turn)
+            self._group_commit = _GroupCommit(self._engine, self._write_turn, self._lease)
+        try:
+            await self._renew_lease()
+            await self.settle_abandoned()
+        except DATABASE_FAILURES as exc:
+            await self._engine.dispose()
+            self._engine = self._sessions = self._group_commit = None
+            raise DatabaseUnavailable(describe_failure(self.url, exc)) from None
+        # A discord.ext.tasks loop, the framework's way of doing periodic work (and one its test
+        # harness knows to be waiting on purpose between runs).
+        self._keeper = tasks.loop(seconds=LEASE_SECONDS / 4, reconnect=False, name="ledger-lease")(
+            self._keep_lease
+        )
+        self._keeper.start()
 
     async def close(self) -> None:
-        if self._retrying is not None:
-            self._retrying.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._retrying
-            self._retrying = None
+        keeping = self._keeper.get_task() if self._keeper is not None else None
+        for task in (keeping, self._retrying):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._keeper = self._retrying = None
         if self._unsettled and self._sessions is not None:
             try:
                 async with asyncio.timeout(SETTLE_AT_CLOSE_TIMEOUT):
@@ -190,13 +269,16 @@ class Ledger:
         if self._unsettled:
             log.error(
                 "the usage ledger could not settle row(s) %s before stopping: they stay pending, "
-                "their estimates reserved against the budgets",
+                "their estimates reserved against the budgets, until another process (or this "
+                "one started again) settles them as abandoned once this one's lease has expired",
                 ", ".join(map(str, sorted(self._unsettled))),
             )
         if self._group_commit is not None:
             await self._group_commit.close()  # what is waiting is written first
             self._group_commit = None
         if self._engine is not None:
+            # The lease is left to expire: whatever this process could not settle is then
+            # settled by the next to look, and the lease's row is deleted with it.
             await self._engine.dispose()
             self._engine = None
             self._sessions = None
@@ -240,6 +322,7 @@ class Ledger:
             "images_delivered": 0,
             "outcome": Outcome.PENDING.value,
             "estimated_cost": estimate,
+            "owner": self._lease.owner,
         }
         budgets = self._budgets(guild_id, chosen_budgets)
         if any(not budget.images for _, budget in budgets) and estimate is None:
@@ -247,6 +330,7 @@ class Ledger:
             raise PriceUnknown(prepared.model, scope)
         if self._group_commit is not None:
             return await self._group_commit.admit(_Admission(row, budgets, prepared, estimate))
+        renewed_from = None
         async with self._engine.connect() as connection, connection.begin():
             if budgets:
                 await self._lock(connection, member_id, guild_id)
@@ -255,10 +339,15 @@ class Ledger:
                     refusal = _refusal(scope, budget, used, _needed(budget, prepared, estimate), at)
                     if refusal is not None:
                         raise OverBudget(refusal)
+            if not self._lease.fresh():  # in the row's transaction: never a row without a lease
+                renewed_from = await self._lease.take(connection)
             inserted = await connection.execute(
                 insert(usage_ledger).values(row).returning(usage_ledger.c.id)
             )
-            return int(inserted.scalar_one())
+            row_id = int(inserted.scalar_one())
+        if renewed_from is not None:
+            self._lease.renewed(renewed_from)
+        return row_id
 
     def has_budgets(
         self,
@@ -294,6 +383,19 @@ class Ledger:
         for key in keys:
             await connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
+    async def sending(self, row_id: int) -> bool:
+        """Record that the request of ``row_id`` is about to be sent to the image service: from
+        here on, if this process dies, its row is settled at its reserved estimate rather than
+        released. False: the row is no longer pending (another process settled it as abandoned
+        while this one could not renew its lease), and the request must not be sent."""
+        if self._engine is None:
+            raise RuntimeError("the ledger is not open")
+        if self._group_commit is not None:
+            return await self._group_commit.mark_sent(_Sent(row_id))
+        async with self._engine.begin() as connection:
+            marked = await connection.execute(_mark_sent([row_id]))
+            return marked.first() is not None
+
     async def settle(
         self,
         row_id: int,
@@ -312,7 +414,8 @@ class Ledger:
         ``images_returned``: how many images the service sent back (None: no answer arrived),
         which with ``usage`` (and the ``previews_returned`` a stream carried) settles the cost; a
         request the service refused generated nothing, and one never ``sent`` cost nothing (its
-        reservation against the budgets is released)."""
+        reservation against the budgets is released).
+        The cost is counted in the metrics once the database has taken the settlement."""
         if self._sessions is None:
             raise RuntimeError("the ledger is not open")
         if outcome is Outcome.REFUSED:
@@ -332,17 +435,19 @@ class Ledger:
             tokens=Tokens.from_usage(usage),
             cost=cost,
         )
-        self._unsettled[row_id] = values
+        unwritten = _Unwritten(values, prepared.model)
+        self._unsettled[row_id] = unwritten
         try:
-            await self._write_settlement(row_id, values)
+            await self._write_settlement(row_id, unwritten)
         except BaseException:  # a failure, or the caller's timeout: written later in any case
             self._retry_later()
             raise
         return cost
 
-    async def _write_settlement(self, row_id: int, values: dict[str, Any]) -> None:
+    async def _write_settlement(self, row_id: int, unwritten: _Unwritten) -> None:
         if self._sessions is None:
             raise RuntimeError("the ledger is not open")
+        values = unwritten.values
         if self._group_commit is not None:
             await self._group_commit.settle(_Settlement(row_id, values))
         else:
@@ -350,16 +455,20 @@ class Ledger:
                 await session.execute(
                     update(usage_ledger).where(usage_ledger.c.id == row_id).values(values)
                 )
-        if self._unsettled.get(row_id) is values:  # not settled anew meanwhile
+        # Counted by whichever write takes it off the list: an attempt given up on that the
+        # database took anyway, and the retry that writes it again, count it once between them.
+        if self._unsettled.get(row_id) is unwritten:  # not settled anew meanwhile
             del self._unsettled[row_id]
+            if self.metrics is not None:
+                self.metrics.spent(unwritten.model, values["cost"])
 
     async def _write_unsettled(self) -> None:
         """Write every settlement kept for later; one that fails does not hold up the others
         (the first failure is raised once all were tried)."""
         failure: Exception | None = None
-        for row_id, values in list(self._unsettled.items()):
+        for row_id, unwritten in list(self._unsettled.items()):
             try:
-                await self._write_settlement(row_id, values)
+                await self._write_settlement(row_id, unwritten)
             except Exception as exc:
                 failure = failure or exc
         if failure is not None:
@@ -386,6 +495,199 @@ class Ledger:
                 pause = min(pause * 2, SETTLE_RETRY_LONGEST)
             else:
                 log.info("the usage ledger settled the rows it could not settle before")
+
+    # -- the lease: rows left pending by a process that is gone ---------------------------------
+
+    async def _renew_lease(self) -> None:
+        """Extend this process's lease, or take it again if it had expired (said once)."""
+        async with self.write_turn(), self.engine.begin() as connection:
+            asked = time.monotonic()
+            clock = _database_clock(self._sqlite)
+            extended = await connection.execute(
+                update(ledger_leases)
+                .where(
+                    ledger_leases.c.owner == self._lease.owner, ledger_leases.c.expires_at > clock
+                )
+                .values(expires_at=clock + LEASE_SECONDS)
+            )
+            lost = extended.rowcount == 0 and self._lease.taken
+            if extended.rowcount == 0:
+                asked = await self._lease.take(connection)
+        self._lease.renewed(asked)
+        if lost:
+            log.warning(
+                "this process's lease on its ledger rows had expired (it could not reach the "
+                "database for over %.0fs): another process may have settled its pending rows as "
+                "abandoned; its own settlements replace those",
+                LEASE_SECONDS,
+            )
+
+    async def _keep_lease(self) -> None:
+        """One run of the keeper: renew the lease, settle what processes that are gone left."""
+        if self._keeper is not None and self._keeper.current_loop == 0:
+            return  # open() has just done both
+        try:
+            async with asyncio.timeout(SETTLE_ATTEMPT_TIMEOUT):
+                await self._renew_lease()
+                await self.settle_abandoned()
+        except Exception as exc:
+            if not self._keeper_failing:
+                log.warning(
+                    "the usage ledger cannot renew this process's lease (%s); trying again "
+                    "every %.0fs",
+                    type(exc).__name__,
+                    LEASE_SECONDS / 4,
+                )
+            self._keeper_failing = True
+        else:
+            if self._keeper_failing:
+                log.info("the usage ledger renewed this process's lease again")
+            self._keeper_failing = False
+
+    async def settle_abandoned(self) -> list[int]:
+        """Settle the rows left pending by processes that are gone (their lease expired, or rows
+        older than :data:`OWNERLESS_PENDING_AGE` that name none) as abandoned; return their ids.
+
+        A row whose request may have reached the image service (``sent_at`` set, or a row that
+        does not say) is settled at an unknown cost, so that its reserved estimate keeps counting
+        against the budgets (never less than it may have cost); one never sent, at 0."""
+        clock = _database_clock(self._sqlite)
+        ledger = usage_ledger.c
+        alive = exists().where(
+            ledger_leases.c.owner == ledger.owner, ledger_leases.c.expires_at > clock
+        )
+        cutoff = dt.datetime.now(dt.UTC) - OWNERLESS_PENDING_AGE
+        async with self.write_turn(), self.engine.begin() as connection:
+            # The leases first: on PostgreSQL their rows stay locked until this commits, so a
+            # process coming back waits, then takes a new lease for the rows it writes next.
+            gone = await connection.execute(
+                delete(ledger_leases)
+                .where(ledger_leases.c.expires_at <= clock, ledger_leases.c.owner != self.owner)
+                .returning(ledger_leases.c.owner, ledger_leases.c.process)
+            )
+            processes = {owner: process for owner, process in gone}
+            settled = await connection.execute(
+                update(usage_ledger)
+                .where(
+                    ledger.outcome == Outcome.PENDING.value,
+                    or_(
+                        and_(ledger.owner.is_not(None), ledger.owner != self.owner, ~alive),
+                        and_(ledger.owner.is_(None), ledger.requested_at < cutoff),
+                    ),
+                )
+                .values(
+                    outcome=Outcome.ABANDONED.value,
+                    settled_at=dt.datetime.now(dt.UTC),
+                    cost=case(
+                        (and_(ledger.owner.is_not(None), ledger.sent_at.is_(None)), Decimal(0)),
+                        else_=None,
+                    ),
+                )
+                .returning(ledger.id, ledger.owner, ledger.kind, ledger.model, ledger.cost)
+            )
+            rows = list(settled.all())
+        self._report_abandoned(rows, processes)
+        return sorted(row.id for row in rows)
+
+    def _report_abandoned(self, rows: list[Any], processes: dict[str, str]) -> None:
+        by_owner: dict[str | None, list[Any]] = {}
+        for row in rows:
+            by_owner.setdefault(row.owner, []).append(row)
+            if self.metrics is not None:
+                self.metrics.request(Outcome.ABANDONED.value, _command(row.kind))
+                self.metrics.spent(row.model, row.cost)
+        for owner, settled in by_owner.items():
+            if owner is None:
+                who = "an earlier version of the bot"
+            else:
+                who = f"process {processes.get(owner, owner)}, whose lease expired"
+            sent = sum(1 for row in settled if row.cost is None)
+            log.warning(
+                "settled %d row(s) left pending by %s, as abandoned: %d may have been sent "
+                "(their estimates stay counted), %d were not (released); row(s) %s",
+                len(settled),
+                who,
+                sent,
+                len(settled) - sent,
+                ", ".join(str(row.id) for row in sorted(settled, key=lambda row: row.id)),
+            )
+
+
+def _command(kind: str) -> str:
+    """What the metrics count a row's request under (see Generation.command)."""
+    return "edit" if kind == "edit" else "imagine"
+
+
+def _database_clock(sqlite_database: bool) -> ColumnElement[float]:
+    """Now, in seconds since the epoch, on the database's clock (every process shares it)."""
+    if sqlite_database:
+        return literal_column("((julianday('now') - 2440587.5) * 86400.0)", Double)
+    return literal_column("CAST(EXTRACT(EPOCH FROM clock_timestamp()) AS DOUBLE PRECISION)", Double)
+
+
+def _mark_sent(row_ids: list[int]) -> Any:
+    """Mark rows still pending as sent; returns the ids it marked."""
+    return (
+        update(usage_ledger)
+        .where(usage_ledger.c.id.in_(row_ids), usage_ledger.c.outcome == Outcome.PENDING.value)
+        .values(sent_at=dt.datetime.now(dt.UTC))
+        .returning(usage_ledger.c.id)
+    )
+
+
+class _Lease:
+    """This process's claim on the rows it admits: a row in ``ledger_leases`` that it renews.
+
+    Its expiry is on the database's clock, so that processes on several hosts agree on it. A
+    row is written only while its lease has at least half its time left: this process renews
+    it every quarter, and an admission that finds it older (the renewals failing) takes it again
+    in the row's own transaction, so that no other process can see the row without a live lease.
+    Another process settles a row only once its lease has expired: a process that reaches the
+    database never has its rows taken."""
+
+    def __init__(self, sqlite_database: bool) -> None:
+        self.owner = uuid.uuid4().hex
+        self.process = f"{socket.gethostname()} pid {os.getpid()}"[:200]
+        self._sqlite = sqlite_database
+        self._fresh_until = float("-inf")  # time.monotonic()
+        self.taken = False
+
+    def fresh(self) -> bool:
+        """Whether the lease has at least half its time left."""
+        return time.monotonic() < self._fresh_until
+
+    async def take(self, connection: AsyncConnection) -> float:
+        """Take (or extend) the lease in ``connection``'s transaction; return when it was asked,
+        for :meth:`renewed` once that transaction has committed."""
+        asked = time.monotonic()
+        values = {
+            "owner": self.owner,
+            "expires_at": _database_clock(self._sqlite) + LEASE_SECONDS,
+            "process": self.process,
+        }
+        dialect = sqlite if self._sqlite else postgresql
+        statement = dialect.insert(ledger_leases).values(values)
+        await connection.execute(
+            statement.on_conflict_do_update(
+                index_elements=[ledger_leases.c.owner],
+                set_={"expires_at": statement.excluded.expires_at},
+            )
+        )
+        return asked
+
+    def renewed(self, asked: float) -> None:
+        # The database read its clock after ``asked``: the lease runs at least until then plus
+        # LEASE_SECONDS (both clocks run at the same rate); admissions leave half of it unused.
+        self._fresh_until = max(self._fresh_until, asked + LEASE_SECONDS / 2)
+        self.taken = True
+
+
+@dataclass(slots=True)
+class _Unwritten:
+    """A settlement not yet taken by the database, and what the metrics count once it is."""
+
+    values: dict[str, Any]
+    model: str
 
 
 async def _used(
@@ -450,6 +752,17 @@ class _Settlement:
     written: asyncio.Future[None] = field(default_factory=lambda: _new_future())
 
 
+@dataclass(eq=False)
+class _Sent:
+    """A row whose request is about to be sent; True once marked, False if no longer pending."""
+
+    row_id: int
+    written: asyncio.Future[bool] = field(default_factory=lambda: _new_future())
+
+
+_Write = _Admission | _Settlement | _Sent
+
+
 _SETTLE_MANY = (
     update(usage_ledger)
     .where(usage_ledger.c.id == bindparam("row_id"))
@@ -464,10 +777,11 @@ class _GroupCommit:
     The writer runs while there is something to write and ends when nothing is left, so an idle
     ledger holds no task."""
 
-    def __init__(self, engine: AsyncEngine, write_turn: asyncio.Lock) -> None:
+    def __init__(self, engine: AsyncEngine, write_turn: asyncio.Lock, lease: _Lease) -> None:
         self._engine = engine
         self._write_turn = write_turn
-        self._waiting: list[_Admission | _Settlement] = []
+        self._lease = lease
+        self._waiting: list[_Write] = []
         self._writer: asyncio.Task[None] | None = None
 
     async def admit(self, admission: _Admission) -> int:
@@ -478,11 +792,15 @@ class _GroupCommit:
         self._submit(settlement)
         await settlement.written
 
+    async def mark_sent(self, sent: _Sent) -> bool:
+        self._submit(sent)
+        return await sent.written
+
     async def close(self) -> None:
         if self._writer is not None:
             await self._writer  # what is waiting is written first
 
-    def _submit(self, write: _Admission | _Settlement) -> None:
+    def _submit(self, write: _Write) -> None:
         self._waiting.append(write)
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_groups(), name="ledger-group-commit")
@@ -505,11 +823,14 @@ class _GroupCommit:
                     write.written.cancel()
                 raise
 
-    async def _write(self, writes: list[_Admission | _Settlement]) -> None:
+    async def _write(self, writes: list[_Write]) -> None:
         admissions = [w for w in writes if isinstance(w, _Admission)]
         settlements = [w for w in writes if isinstance(w, _Settlement)]
+        sending = [w for w in writes if isinstance(w, _Sent)]
         taken: list[_Admission] = []
         refused: list[tuple[_Admission, OverBudget]] = []
+        marked: set[int] = set()
+        renewed_from = None
         async with self._write_turn, self._engine.connect() as connection:
             if any(a.budgets for a in admissions):
                 await connection.execution_options(**{BEGIN_IMMEDIATE: True})
@@ -518,6 +839,11 @@ class _GroupCommit:
                     await connection.execute(
                         _SETTLE_MANY, [{"row_id": s.row_id, **s.values} for s in settlements]
                     )
+                if sending:
+                    result = await connection.execute(_mark_sent([w.row_id for w in sending]))
+                    marked = {int(row_id) for row_id in result.scalars()}
+                if admissions and not self._lease.fresh():  # see _Lease
+                    renewed_from = await self._lease.take(connection)
                 totals: dict[tuple[object, ...], Decimal] = {}
                 for admission in admissions:
                     refusal = await self._within_budgets(connection, admission, totals)
@@ -534,9 +860,14 @@ class _GroupCommit:
                         [a.row for a in taken],
                     )
                     ids = [int(row_id) for row_id in inserted.scalars()]
+        if renewed_from is not None:
+            self._lease.renewed(renewed_from)
         for settlement in settlements:
             if not settlement.written.done():
                 settlement.written.set_result(None)
+        for sent in sending:
+            if not sent.written.done():
+                sent.written.set_result(sent.row_id in marked)
         for admission, over in refused:
             if not admission.written.done():
                 admission.written.set_exception(over)

@@ -7,6 +7,7 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     DateTime,
+    Double,
     Index,
     Integer,
     MetaData,
@@ -14,11 +15,12 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    text,
 )
 
 # SQLite numbers a row only through an INTEGER PRIMARY KEY; PostgreSQL gets 64 bits.
 ROW_ID = BigInteger().with_variant(Integer(), "sqlite")
-OUTCOMES = ("pending", "delivered", "refused", "failed", "cancelled")
+OUTCOMES = ("pending", "delivered", "refused", "failed", "cancelled", "abandoned")
 MONEY = Numeric(14, 6)  # US dollars, to a millionth: per-image prices have four decimals
 
 metadata = MetaData()
@@ -46,13 +48,34 @@ usage_ledger = Table(
     Column("output_tokens", Integer, nullable=True),
     Column("estimated_cost", MONEY, nullable=True),
     Column("cost", MONEY, nullable=True),
+    # Migration 0006: the lease (ledger_leases) of the process that admitted the row (NULL: a
+    # row written before it), and when its request was handed to the image service (NULL: never).
+    Column("owner", String(32), nullable=True),
+    Column("sent_at", DateTime(timezone=True), nullable=True),
     CheckConstraint(
-        "outcome IN ('pending', 'delivered', 'refused', 'failed', 'cancelled')",
+        "outcome IN ('pending', 'delivered', 'refused', 'failed', 'cancelled', 'abandoned')",
         name="usage_ledger_outcome",
     ),
     Index("usage_ledger_requested_at", "requested_at"),
     Index("usage_ledger_guild_requested_at", "guild_id", "requested_at"),
     Index("usage_ledger_member_requested_at", "member_id", "requested_at"),
+    Index(
+        "usage_ledger_pending_owner",
+        "owner",
+        postgresql_where=text("outcome = 'pending'"),
+        sqlite_where=text("outcome = 'pending'"),
+    ),
+)
+
+# One row per running bot process (migration 0006): a row it admitted stays its own while its
+# lease has not expired; past that, another process settles the row as abandoned.
+ledger_leases = Table(
+    "ledger_leases",
+    metadata,
+    Column("owner", String(32), primary_key=True),
+    # Seconds since the epoch on the database's clock: every process reads the same clock.
+    Column("expires_at", Double, nullable=False),
+    Column("process", String(200), nullable=False),  # host and pid, for the operator's log
 )
 
 server_settings = Table(

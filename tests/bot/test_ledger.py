@@ -6,7 +6,10 @@ import asyncio
 import csv
 import datetime as dt
 import logging
+import os
+import socket
 import sqlite3
+import sys
 from decimal import Decimal
 from pathlib import Path
 
@@ -26,7 +29,8 @@ from bot.db import (
 )
 from bot.images import ImageRequest, PreparedRequest, load_catalog, prepare_request
 from bot.images.pricing import format_usd, settle_cost
-from bot.ledger import Ledger, Outcome
+from bot.ledger import Ledger, Outcome, counted_since
+from bot.observability.metrics import Metrics
 from tests.bot.test_cli import run_cli
 from tests.cogs.conftest import make_settings
 from tests.conftest import API_KEY
@@ -35,9 +39,35 @@ from tests.databases import PostgresServer, ledger_rows
 LEDGER_COLUMNS = {
     "id", "requested_at", "settled_at", "guild_id", "channel_id", "member_id", "kind", "model",
     "size", "quality", "images_requested", "images_delivered", "outcome", "request_id",
-    "input_text_tokens", "input_image_tokens", "output_tokens", "estimated_cost", "cost",
+    "input_text_tokens", "input_image_tokens", "output_tokens", "estimated_cost", "cost", "owner",
+    "sent_at",
 }  # fmt: skip
 DISCORD_ID = 1_234_567_890_123_456_789  # a snowflake: needs 64 bits
+ROOT = Path(__file__).resolve().parents[2]
+
+# Another bot process's ledger, mid-request until it is killed: one request sent to the image
+# service, one still waiting its turn. Its lease lasts argv[2] seconds, renewed as usual.
+HOLDER = """
+import asyncio, sys
+from bot import ledger
+from bot.images import ImageRequest, load_catalog, prepare_request
+
+ledger.LEASE_SECONDS = float(sys.argv[2])
+
+async def main(url):
+    book = ledger.Ledger(url)
+    await book.open()
+    request = ImageRequest(prompt="an otter", model="gpt-image-1", count=2, user="u")
+    prepared = prepare_request(request, load_catalog()["gpt-image-1"])
+    sent, waiting = [
+        await book.admitted(prepared, member_id=7, guild_id=8, channel_id=9) for _ in range(2)
+    ]
+    assert await book.sending(sent)
+    print(sent, waiting, flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main(sys.argv[1]))
+"""
 
 
 def prepared(count: int = 2) -> PreparedRequest:
@@ -50,8 +80,8 @@ async def test_migrations_create_the_schema_from_nothing_and_run_again_harmlessl
 ) -> None:
     engine = open_engine(database_url)
     try:
-        assert await migrate(engine) == "0005"
-        assert await migrate(engine) == "0005"
+        assert await migrate(engine) == "0006"
+        assert await migrate(engine) == "0006"
         async with engine.connect() as connection:
             columns = await connection.run_sync(
                 lambda sync: {c["name"] for c in inspect(sync).get_columns("usage_ledger")}
@@ -148,7 +178,7 @@ async def test_migrate_and_usage_commands(database_url: str, tmp_path: Path) -> 
     env = {"OPENAI_API_KEY": API_KEY, "DATABASE_URL": database_url}
     code, out, err = await run_cli("migrate", env=env, cwd=tmp_path)
     assert code == 0, err
-    assert out.strip().endswith("is at revision 0005")
+    assert out.strip().endswith("is at revision 0006")
 
     book = Ledger(database_url)
     await book.open()
@@ -273,3 +303,62 @@ async def test_a_bot_stopping_while_the_database_is_away_names_the_rows_left_pen
     postgres_server_of_its_own.start()
     (row,) = await ledger_rows(url)
     assert row["outcome"] == "pending"  # its estimate stays reserved: never an overspend
+
+
+async def test_rows_of_a_killed_process_are_settled_once_its_lease_expires_never_before(
+    database_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    lease = 1.0  # seconds; renewed every quarter of it
+    monkeypatch.setattr(ledger, "LEASE_SECONDS", lease)
+    await migrate_database(database_url)
+    holder = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", HOLDER, database_url, str(lease), cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    metrics = Metrics()
+    book = Ledger(database_url, metrics=metrics)  # a second process, alive throughout
+    try:
+        assert holder.stdout is not None
+        line = await asyncio.wait_for(holder.stdout.readline(), 60)
+        assert line, (await holder.communicate())[1].decode()
+        sent, waiting = map(int, line.split())
+        await book.open()
+        mine = await book.admitted(prepared(), member_id=7, guild_id=8, channel_id=9)
+        await asyncio.sleep(4 * lease)  # the other keeps its lease: nothing of its is taken
+        rows = {row["id"]: row for row in await ledger_rows(database_url)}
+        assert [rows[row_id]["outcome"] for row_id in (sent, waiting, mine)] == ["pending"] * 3
+
+        holder.kill()  # SIGKILL: nothing of it runs any more
+        await holder.wait()
+        await asyncio.sleep(2 * lease)  # its lease expires; this process's keeper settles
+        rows = {row["id"]: row for row in await ledger_rows(database_url)}
+        assert await book.settle_abandoned() == []  # settled once, by the keeper
+        assert book.unsettled == frozenset()
+    finally:
+        if holder.returncode is None:
+            holder.kill()
+            await holder.wait()
+        await book.close()
+
+    assert [rows[row_id]["outcome"] for row_id in (sent, waiting, mine)] == [
+        "abandoned", "abandoned", "pending",
+    ]  # fmt: skip
+    # Sent: it may have cost what was reserved, which stays counted (cost unknown); never sent:
+    # released. The live process's own row is untouched.
+    assert (rows[sent]["cost"], rows[waiting]["cost"]) == (None, 0)
+    engine = open_engine(database_url)
+    try:
+        async with engine.connect() as connection:
+            since = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
+            counted = await counted_since(connection, since, 8, 7, images=False)
+    finally:
+        await engine.dispose()
+    assert counted == rows[sent]["estimated_cost"] + rows[mine]["estimated_cost"]
+    sample = metrics.registry.get_sample_value
+    assert sample("imagine_requests_total", {"command": "imagine", "outcome": "abandoned"}) == 2
+    assert sample("imagine_unknown_cost_requests_total", {"model": "gpt-image-1"}) == 1
+    assert (
+        f"settled 2 row(s) left pending by process {socket.gethostname()} pid {holder.pid}, "
+        f"whose lease expired, as abandoned: 1 may have been sent"
+    ) in caplog.text

@@ -14,6 +14,7 @@ import pytest
 from aiohttp import web
 
 from tests.conftest import API_KEY, DISCORD_TOKEN
+from tests.databases import PostgresServer, ledger_rows
 from tests.fakes.images_api import FakeImagesAPI
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,6 +41,46 @@ from bot.app import run_bot
 from bot.config import load_settings
 
 discord.http.Route.BASE = "http://127.0.0.1:9/api/v10"  # nothing listens on port 9
+sys.exit(run_bot(load_settings()))
+"""
+
+
+# The real run_bot, logged in to a stand-in for Discord's HTTP API (argv[1]) so that setup_hook
+# makes the real ledger, with one settlement that the database did not take and that waits for
+# the bot to stop: the ledger's retries are put off, so only the close can write it.
+SETTLEMENT_AT_SHUTDOWN = """
+import asyncio, sys
+import discord.http
+import bot.ledger
+from bot.app import ImagineBot, run_bot
+from bot.config import load_settings
+from bot.images import ImageRequest
+from bot.ledger import Outcome
+
+discord.http.Route.BASE = sys.argv[1]
+bot.ledger.SETTLE_RETRY_FIRST = 3600.0
+
+async def told(what):
+    print(what, flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+
+async def start(self, token, *, reconnect=True):
+    await self.login(token)  # runs setup_hook: migrations, ledger, image client, extensions
+    ledger = self.services.ledger
+    prepared = self.images.prepare(ImageRequest(prompt="a cat", model="dall-e-2", user="u"))
+    row = await ledger.admitted(prepared, member_id=1, guild_id=None, channel_id=None)
+    await told("admitted")  # the test stops PostgreSQL
+    try:
+        await ledger.settle(row, Outcome.DELIVERED, prepared, images_returned=1, images_delivered=1)
+    except Exception:
+        pass
+    assert ledger.unsettled == {row}
+    await told("kept")  # the test starts PostgreSQL again
+    print("started", flush=True)
+    while not self.is_closed():
+        await asyncio.sleep(0.01)
+
+ImagineBot.start = start
 sys.exit(run_bot(load_settings()))
 """
 
@@ -173,9 +214,10 @@ class FakeDiscordAPI:
 
 
 async def start_bot(
-    tmp_path: Path, *args: str, settings: dict[str, str] | None = None
+    tmp_path: Path, *args: str, settings: dict[str, str] | None = None, stdin: bool = False
 ) -> asyncio.subprocess.Process:
-    """``python *args`` as an operator would run the bot: configured by the environment."""
+    """``python *args`` as an operator would run the bot: configured by the environment.
+    ``stdin``: a pipe the test writes to (else none)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "DISCORD_"))}
     env |= {
         "PYTHONPATH": str(ROOT),
@@ -185,6 +227,7 @@ async def start_bot(
     } | (settings or {})
     return await asyncio.create_subprocess_exec(
         sys.executable, *args, cwd=tmp_path, env=env,
+        stdin=asyncio.subprocess.PIPE if stdin else None,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
 
@@ -206,6 +249,44 @@ async def test_a_signal_stops_the_bot_with_status_zero(signum: int, tmp_path: Pa
     log = await log_of(process)
     assert process.returncode == 0
     assert "shutting down" in log
+
+
+async def test_a_settlement_waiting_at_sigterm_is_written_before_the_process_exits(
+    tmp_path: Path, images_api: FakeImagesAPI, postgres_server_of_its_own: PostgresServer
+) -> None:
+    server = postgres_server_of_its_own
+    url = server.create_database()
+    discord_api = FakeDiscordAPI()
+    runner = web.AppRunner(discord_api.app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    process = None
+    try:
+        base = f"http://127.0.0.1:{runner.addresses[0][1]}/api/v10"
+        settings = {"DATABASE_URL": url, "OPENAI_BASE_URL": images_api.base_url}
+        process = await start_bot(
+            tmp_path, "-c", SETTLEMENT_AT_SHUTDOWN, base, settings=settings, stdin=True
+        )
+        assert process.stdin is not None and process.stdout is not None
+        for said, then in ((b"admitted", server.stop), (b"kept", server.start)):
+            assert (await asyncio.wait_for(process.stdout.readline(), 60)).strip() == said
+            then()
+            process.stdin.write(b"go\n")
+        assert await asyncio.wait_for(process.stdout.readline(), 30) == b"started\n"
+        process.send_signal(signal.SIGTERM)
+        log = await log_of(process)
+    finally:
+        if process is not None and process.returncode is None:
+            process.kill()
+            await process.wait()
+        await runner.cleanup()
+
+    assert process.returncode == 0
+    assert "CancelledError" not in log and "Exception closing connection" not in log
+    [row] = await ledger_rows(url)
+    assert (row["outcome"], row["images_delivered"]) == ("delivered", 1)
+    assert "could not settle" not in log
 
 
 async def test_an_unreachable_discord_is_one_line_and_status_one(tmp_path: Path) -> None:

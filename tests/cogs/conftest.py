@@ -8,6 +8,7 @@ from typing import Any
 import discord
 import pytest
 
+from bot import ledger
 from bot.app import ImagineBot
 from bot.config import Settings
 from bot.images import ProcessingSlots
@@ -34,6 +35,15 @@ def make_settings(base_url: str, data_dir: Path, **overrides: Any) -> Settings:
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)
+
+
+@pytest.fixture
+def long_ledger_lease(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ledger's keeper renews its lease every quarter of it, a database round trip each time;
+    simcord's advance_time runs every timer it passes, so a 15-minute advance would make sixty of
+    them, each a chance to overrun a test's short settle timeout on a busy machine. The lease is
+    tested where its timing is real (tests/bot/test_ledger.py, tests/cogs/test_shared_state.py)."""
+    monkeypatch.setattr(ledger, "LEASE_SECONDS", 3600.0)
 
 
 @pytest.fixture
@@ -74,7 +84,10 @@ def progress_waits() -> DeclaredQueueWaits:
 
 @pytest.fixture
 async def simcord_bot(
-    settings: Settings, queue_waits: DeclaredQueueWaits, progress_waits: DeclaredQueueWaits
+    settings: Settings,
+    queue_waits: DeclaredQueueWaits,
+    progress_waits: DeclaredQueueWaits,
+    long_ledger_lease: None,
 ) -> AsyncIterator[ImagineBot]:
     queue = GenerationQueue(settings.max_concurrent_generations, wait=queue_waits)
     processing = ProcessingSlots(settings.processing_slot_count, wait=queue_waits)

@@ -5,6 +5,7 @@ ImagineBot in its own simcord, with the member and server ids the test gives (so
 sees the same member), prints ``ready``, waits for a line on its standard input, sends its share of
 /imagine requests (with ``hold``, prints ``sent`` and waits for another line), waits for them to
 end, stops as an operator's restart stops it, and prints one JSON line: what each request got.
+With ``lease_seconds``, its ledger's lease lasts that long (bot.ledger.LEASE_SECONDS).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from simcord.backend.models.user import User
 from simcord.builders import UserHandle
 from simcord.env import Env
 
+from bot import ledger
 from bot.app import ImagineBot
 from bot.images import ProcessingSlots
 from bot.queue import GenerationQueue
@@ -45,6 +47,8 @@ def outcome(result: Any) -> str:
 
 async def main(plan: dict[str, Any]) -> None:
     settings = make_settings(plan["base_url"], Path(plan["data_dir"]), **plan["settings"])
+    if "lease_seconds" in plan:
+        ledger.LEASE_SECONDS = plan["lease_seconds"]
     waits = DeclaredQueueWaits()
     queue = GenerationQueue(settings.max_concurrent_generations, wait=waits)
     processing = ProcessingSlots(settings.processing_slot_count, wait=waits)

@@ -109,8 +109,15 @@ class TestTheDatabaseGoesAway:
         postgres_server_of_its_own: PostgresServer,
     ) -> None:
         server = postgres_server_of_its_own
+        registry = simcord_env.bot.metrics.registry
+        model = "gpt-image-1"  # priced per token: the ledger settles a known cost
+
+        def spend() -> float:
+            return registry.get_sample_value("imagine_spend_usd_total", {"model": model}) or 0.0
+
         gate = Gate(simcord_env)
-        in_flight = await alice.slash(channel, "imagine", prompt="a cat")  # reserved, then held
+        # Reserved, then held.
+        in_flight = await alice.slash(channel, "imagine", prompt="a cat", model=model)
 
         server.stop()
         refused = await alice.slash(channel, "imagine", prompt="a dog")
@@ -121,21 +128,25 @@ class TestTheDatabaseGoesAway:
         await finish(simcord_env)
         assert len(in_flight.response.attachments) == 1
         assert simcord_env.bot.services.ledger.unsettled  # kept, to be written later
+        assert spend() == 0  # not in the ledger yet, so not in the metric either
 
         server.start()
         await settled(simcord_env)
         rows = await ledger_rows(self.database_url)
         assert [(row["outcome"], row["images_delivered"]) for row in rows] == [("delivered", 1)]
+        assert rows[0]["cost"] > 0
+        assert spend() == pytest.approx(float(rows[0]["cost"]))  # counted once it was written
 
         # Recovered without a restart; the budget counts the delivered image once and the
         # refused request not at all: one more image today, then no more. Nor did the refused
         # request count against the limit of three a minute: the fourth meets the budget.
-        third = await alice.slash(channel, "imagine", prompt="a fox")
+        third = await alice.slash(channel, "imagine", prompt="a fox", model=model)
         gate.open(1)
         await finish(simcord_env)
         assert len(third.response.attachments) == 1
         over = await alice.slash(channel, "imagine", prompt="an owl")
         assert over.response.ephemeral
         assert "2 images are already used or reserved" in over.response.content
-        outcomes = [row["outcome"] for row in await ledger_rows(self.database_url)]
-        assert outcomes == ["delivered", "delivered"]
+        rows = await ledger_rows(self.database_url)
+        assert [row["outcome"] for row in rows] == ["delivered", "delivered"]
+        assert spend() == pytest.approx(float(sum(row["cost"] for row in rows)))  # each once

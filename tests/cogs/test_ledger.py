@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import text
 
 from bot.generation import LEDGER_UNAVAILABLE
-from tests.cogs.support import Gate, private_reply
+from tests.cogs.support import Gate, finish, private_reply
 from tests.databases import ledger_rows
 from tests.fakes.images_api import FakeImagesAPI, api_error, respond
 
@@ -113,3 +113,37 @@ async def test_an_image_service_that_is_down_leaves_a_failed_row(
 
     (row,) = await ledger_rows(database_url)
     assert (row["outcome"], row["cost"]) == ("failed", None)
+
+
+class TestAnotherProcessSettledTheRow:
+    """A process cut off from the database for longer than its lease finds, when it is back,
+    that another process settled its rows as abandoned: a request of those still waiting its
+    turn is then not sent (it was settled as never sent, its reservation released)."""
+
+    @pytest.fixture
+    def bot_overrides(self, database_url: str) -> dict[str, Any]:
+        return {"database_url": database_url, "max_concurrent_generations": 1}
+
+    async def test_a_request_waiting_its_turn_is_not_sent(
+        self, simcord_env: Any, channel: Any, alice: Any, images_api: FakeImagesAPI
+    ) -> None:
+        gate = Gate(simcord_env)
+        first = await alice.slash(channel, "imagine", prompt="a cat")  # sent, then held
+        second = await alice.slash(channel, "imagine", prompt="a dog")  # waits its turn
+        ledger = simcord_env.bot.services.ledger
+        async with ledger.engine.begin() as connection:  # as another process's keeper does
+            await connection.execute(
+                text("UPDATE usage_ledger SET outcome = 'abandoned', cost = 0 WHERE id = 2")
+            )
+
+        gate.open(0)
+        await finish(simcord_env)
+
+        assert len(first.response.attachments) == 1
+        assert private_reply(second).content == LEDGER_UNAVAILABLE
+        assert len(images_api.generation_requests) == 1
+        rows = await ledger_rows(ledger.url)
+        assert [(row["outcome"], row["cost"] == 0) for row in rows] == [
+            ("delivered", False),
+            ("failed", True),  # this process's own settlement: never sent
+        ]

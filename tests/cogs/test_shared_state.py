@@ -5,8 +5,10 @@ limits and the budget allow, not one more."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,8 @@ from limits import parse_many
 from limits.aio.storage import RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 
+from bot.db import open_engine
+from bot.ledger import counted_since
 from tests.conftest import SENTINELS
 from tests.databases import POSTGRES_MISSING, PostgresServer, ledger_rows
 from tests.fakes.images_api import FakeImagesAPI, images_body, make_image
@@ -153,7 +157,10 @@ async def test_a_process_restarting_loses_nothing_of_another_process_s_work(
             "requests": 1, **extra,
         }  # fmt: skip
 
-    running = await start_instance(plan("running", hold=True))
+    # simcord's clock stands still in a process holding its requests (its timers, the ledger's
+    # lease renewals among them, move only with advance_time): a lease outlasting the test stands
+    # for the renewals a running bot makes.
+    running = await start_instance(plan("running", hold=True, lease_seconds=3600.0))
     try:
         await wait_for_line(running)
         assert running.stdin is not None
@@ -179,3 +186,66 @@ async def test_a_process_restarting_loses_nothing_of_another_process_s_work(
     rows = await ledger_rows(database_url)
     assert [row["outcome"] for row in rows] == ["delivered"] * 3
     assert await hourly_remaining(redis_server, "30/hour") == 30 - 3
+
+
+async def test_a_process_killed_mid_request_leaves_rows_the_next_process_settles(
+    images_api: FakeImagesAPI, redis_server: RedisServer, database_url: str, tmp_path: Path
+) -> None:
+    release = asyncio.Event()
+
+    async def held(request: web.Request) -> web.StreamResponse:
+        await release.wait()  # never, while the process that sent it lives
+        return web.Response(body=images_body(make_image(256, 256)), content_type="application/json")
+
+    images_api.push(held)
+    lease = 2.0
+    settings = {
+        "rate_limit_storage_uri": redis_server.url,
+        "database_url": database_url,
+        "max_concurrent_generations": 1,  # the second request waits its turn: never sent
+        "member_budget": "$5/day",
+    }
+    killed = await start_instance(
+        {
+            "base_url": images_api.base_url, "data_dir": str(tmp_path / "killed"),
+            "settings": settings, "guild_id": GUILD_ID, "member_id": MEMBER_ID,
+            "requests": 2, "hold": True, "lease_seconds": lease,
+        }
+    )  # fmt: skip
+    try:
+        await wait_for_line(killed)
+        assert killed.stdin is not None
+        killed.stdin.write(b"go\n")
+        await wait_for_line(killed, b"sent")
+        killed.send_signal(signal.SIGKILL)
+        await killed.wait()
+    finally:
+        if killed.returncode is None:
+            killed.kill()
+            await killed.wait()
+    rows = await ledger_rows(database_url)
+    assert [row["outcome"] for row in rows] == ["pending", "pending"]
+    assert rows[0]["sent_at"] is not None and rows[1]["sent_at"] is None
+    reserved = [row["estimated_cost"] for row in rows]
+
+    await asyncio.sleep(lease)  # its lease expires; the next process settles its rows at start
+    release.set()
+    after = {
+        "base_url": images_api.base_url, "data_dir": str(tmp_path / "next"),
+        "settings": settings, "guild_id": GUILD_ID, "member_id": MEMBER_ID, "requests": 1,
+    }  # fmt: skip
+    assert await run_to_the_end(after) == ["delivered"]
+
+    rows = await ledger_rows(database_url)
+    assert [row["outcome"] for row in rows] == ["abandoned", "abandoned", "delivered"]
+    # The one that may have reached the image service keeps its reservation (its cost is
+    # unknown, so its estimate counts); the one that never left the queue cost nothing.
+    assert (rows[0]["cost"], rows[1]["cost"]) == (None, 0)
+    engine = open_engine(database_url)
+    try:
+        async with engine.connect() as connection:
+            since = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)  # every row: each simcord has its clock
+            counted = await counted_since(connection, since, GUILD_ID, MEMBER_ID, images=False)
+    finally:
+        await engine.dispose()
+    assert counted == reserved[0] + rows[2]["cost"]
