@@ -61,13 +61,13 @@ EMBED_FOOTER_MAX = 2048
 EMBED_AUTHOR_MAX = 256
 EMBED_TOTAL_MAX = 6000
 # A cut this close after a "<" that is not closed again would leave half a mention (<#123...)
-# on show: the cut moves before it.
-_MARKUP_LONGEST = 40
+# or of a custom emoji (<a:name:id>, up to 57 characters) on show: the cut moves before it.
+_MARKUP_LONGEST = 64
 
 
 def clip(text: str, limit: int) -> str:
     """``text`` within ``limit`` characters, ending in "…" where it was cut (never inside a
-    mention or a timestamp, ``<...>``)."""
+    mention, a timestamp or a custom emoji, ``<...>``)."""
     if len(text) <= limit:
         return text
     kept = text[: limit - 1]

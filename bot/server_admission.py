@@ -74,7 +74,7 @@ async def apply_server_settings(
     if channels is not None and interaction.guild_id is not None:
         parent = getattr(interaction.channel, "parent_id", None)  # a thread counts as its channel
         if interaction.channel_id not in channels and parent not in channels:
-            return f"On this server, {command} works in {mentioned_channels(channels)}."
+            return _where_it_works(interaction, channels, command)
     allowed = rules.allowed(chosen)
     if picked is not None and picked not in allowed:
         return f"This server allows these models: {', '.join(allowed)}."
@@ -98,6 +98,24 @@ async def apply_server_settings(
         budgets,
         previews=chosen.partial_previews is not False,  # unset: PARTIAL_IMAGES decides
     )
+
+
+def _where_it_works(
+    interaction: discord.Interaction, channels: tuple[int, ...], command: str
+) -> str:
+    """The refusal outside the chosen channels, naming those that still exist: a channel deleted
+    since it was chosen would show as "#unknown", and a long list of them would push the ones
+    left out of the summary ("and N more")."""
+    guild = interaction.client.get_guild(interaction.guild_id or 0)
+    existing = channels
+    if guild is not None:  # unknown to this process (not cached): every one is named
+        existing = tuple(c for c in channels if guild.get_channel_or_thread(c) is not None)
+    if not existing:
+        return (
+            f"On this server, {command} works only in channels that no longer exist: a manager "
+            "can choose others with /imagine-settings channels."
+        )
+    return f"On this server, {command} works in {mentioned_channels(existing)}."
 
 
 def _can_use(name: str, allowed: tuple[str, ...], usable: Callable[[str], bool] | None) -> bool:

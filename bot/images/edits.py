@@ -17,6 +17,10 @@ picture no longer there), and nothing after it is sent. Nothing is re-encoded: t
 picture is a JPEG, which the GPT image models take (dall-e-2 takes only PNG, and refuses it as it
 refuses any JPEG). The size limits apply to the whole file, as downloaded; the decompression-bomb
 check to the picture sent.
+
+A JPEG's markers are walked by this module before Pillow reads the header, and at most
+:data:`MAX_JPEG_STEPS` of them: the walk keeps positions, not pieces, so a hostile file of
+millions of tiny segments is refused at once instead of costing gigabytes and seconds.
 """
 
 from __future__ import annotations
@@ -47,6 +51,11 @@ _FORMAT_NAMES = {"png": "PNG", "jpeg": "JPEG", "webp": "WebP", "gif": "GIF"}
 _MARKER_AFTER_SCAN = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 _SOI, _SOS, _EOI, _APP2 = 0xD8, 0xDA, 0xD9, 0xE2
 _STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})  # markers without a length
+# The most markers and fill bytes walked outside a JPEG's scans. A phone photo has a few dozen
+# (a progressive one: about 10 scans, each with its tables); a file of 25 MB of two-byte markers
+# has 12 million, which Pillow and a walk of pieces would take seconds and gigabytes to read.
+MAX_JPEG_STEPS = 4096
+_SEARCH_WINDOW = 256 * 1024  # bytes of a scan searched at a time (about 2 ms)
 _EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
 
 
@@ -137,45 +146,83 @@ def check_counts(spec: ModelSpec, images: int, has_mask: bool) -> None:
         raise UnsupportedOption("mask", f"{spec.name} does not take a mask.")
 
 
-def first_picture(data: bytes) -> bytes | None:
-    """The first picture of the JPEG file ``data``, whole: its segments (but an MPF segment) and
-    scans up to its end marker, nothing after it; None where it does not end. Segments are
-    walked by their lengths, so a thumbnail inside the EXIF data (a JPEG of its own) is skipped."""
+class _TooManyMarkers(Exception):
+    """A JPEG with more markers than any camera writes: refused before it is walked further."""
+
+
+def _walk(data: bytes, *, whole: bool) -> tuple[int | None, list[tuple[int, int]]]:
+    """Where the first picture of the JPEG ``data`` ends (after its end marker; None where it
+    does not end), and the MPF segments in it, as (start, end). ``whole`` False: only the
+    header is walked, up to the first scan (what Pillow reads), and the end is None.
+
+    Segments are walked by their lengths, so a thumbnail inside the EXIF data (a JPEG of its
+    own) is skipped; a scan's data by a search in C. Each marker and fill byte outside a scan is
+    a step of Python: more than :data:`MAX_JPEG_STEPS` raises :class:`_TooManyMarkers`, so a
+    file of millions of tiny segments costs neither seconds nor memory (the walk keeps positions,
+    not pieces)."""
+    dropped: list[tuple[int, int]] = []
     if not data.startswith(b"\xff\xd8"):
-        return None
-    kept = [b"\xff\xd8"]
+        return None, dropped
     position = 2
-    while position + 2 <= len(data):
-        if data[position] != 0xFF:
-            return None
+    for _ in range(MAX_JPEG_STEPS):
+        if position + 2 > len(data) or data[position] != 0xFF:
+            return None, dropped
         marker = data[position + 1]
         if marker == 0xFF:  # fill before a marker
             position += 1
             continue
         if marker == _EOI:
-            kept.append(b"\xff\xd9")
-            return b"".join(kept)
+            return position + 2, dropped
         if marker == _SOI:  # the next picture begins: this one never ended
-            return None
+            return None, dropped
         if marker in _STANDALONE:
-            kept.append(data[position : position + 2])
             position += 2
             continue
         if position + 4 > len(data):
-            return None
+            return None, dropped
         end = position + 2 + int.from_bytes(data[position + 2 : position + 4], "big")
         if end <= position + 3 or end > len(data):
-            return None
-        if not (marker == _APP2 and data[position + 4 : position + 8] == b"MPF\x00"):
-            kept.append(data[position:end])
+            return None, dropped
+        if marker == _APP2 and data[position + 4 : position + 8] == b"MPF\x00":
+            dropped.append((position, end))
         if marker == _SOS:  # the scan's data runs to the next marker
-            found = _MARKER_AFTER_SCAN.search(data, end)
+            if not whole:
+                return None, dropped
+            found = _marker_after(data, end)
             if found is None:
-                return None
-            kept.append(data[end : found.start()])
-            end = found.start()
+                return None, dropped
+            end = found
         position = end
+    raise _TooManyMarkers
+
+
+def _marker_after(data: bytes, start: int) -> int | None:
+    """Where the first marker at or after ``start`` in a scan's data is; None if none is. The
+    search goes a window at a time: one search of 50 MB would hold the interpreter (and so the
+    event loop, from a worker thread) for half a second."""
+    while start < len(data):
+        # A marker is two bytes: each window reaches one byte into the next.
+        found = _MARKER_AFTER_SCAN.search(data, start, start + _SEARCH_WINDOW + 1)
+        if found is not None:
+            return found.start()
+        start += _SEARCH_WINDOW
     return None
+
+
+def first_picture(data: bytes) -> bytes | None:
+    """The first picture of the JPEG file ``data``, whole: its segments (but an MPF segment) and
+    scans up to its end marker, nothing after it; None where it does not end. Raises
+    :class:`_TooManyMarkers` (see :func:`_walk`)."""
+    end, dropped = _walk(data, whole=True)
+    if end is None:
+        return None
+    kept: list[bytes] = []
+    position = 0
+    for start, stop in dropped:
+        kept.append(data[position:start])
+        position = stop
+    kept.append(data[position:end])
+    return b"".join(kept)
 
 
 def _identify(data: bytes) -> tuple[str | None, int, int, bool]:
@@ -216,13 +263,17 @@ def read_image(data: bytes, field: str, *, accepted: tuple[str, ...], max_bytes:
     if not data:
         raise UnsupportedOption(field, f"{name.capitalize()} is an empty file.")
     check_file_size(field, len(data), max_bytes)
+    unreadable = UnsupportedOption(
+        field, f"{name.capitalize()} is not an image the bot can read; use {_formats(accepted)}."
+    )
+    try:
+        _walk(data, whole=False)  # Pillow reads a JPEG's header marker by marker: bound it first
+    except _TooManyMarkers:
+        raise unreadable from None
     pillow_format, width, height, has_alpha = _identify(data)
     kind = "jpeg" if pillow_format == "MPO" else IMAGE_FORMATS.get(pillow_format or "")
     if kind is None:
-        raise UnsupportedOption(
-            field,
-            f"{name.capitalize()} is not an image the bot can read; use {_formats(accepted)}.",
-        )
+        raise unreadable
     if kind not in accepted:
         raise UnsupportedOption(
             field,
@@ -230,7 +281,10 @@ def read_image(data: bytes, field: str, *, accepted: tuple[str, ...], max_bytes:
             f"{_formats(accepted)}.",
         )
     if kind == "jpeg":
-        data = _first_picture_of(data, pillow_format, (width, height))
+        try:
+            data = _first_picture_of(data, pillow_format, (width, height))
+        except _TooManyMarkers:
+            raise unreadable from None
     if not is_complete(kind, data):
         raise UnsupportedOption(field, f"{name.capitalize()} is cut off (its file is incomplete).")
     return InputImage(data, kind, width, height, has_alpha, field)

@@ -21,6 +21,17 @@ def test_a_cut_never_leaves_half_a_mention() -> None:
         assert clipped.count("<") == clipped.count(">"), clipped
 
 
+def test_a_cut_never_leaves_half_a_custom_emoji() -> None:
+    """A prompt typed with a server's emoji holds its markup, up to 57 characters for an
+    animated one with a 32-character name: half of it would show as raw text."""
+    emoji = f"<a:{'party_parrot_but_much_longer_x32'[:32]}:1456074443980800012>"
+    prompt = "a cat " * 10 + emoji + " dancing"
+    for limit in range(61, 61 + len(emoji)):
+        clipped = clip(prompt, limit)
+        assert len(clipped) <= limit
+        assert clipped.count("<") == clipped.count(">"), clipped
+
+
 def test_an_embed_over_discords_limits_is_brought_within_them() -> None:
     embed = discord.Embed(title="t" * 300, description="d" * 5000)
     embed.set_author(name="a" * 300)

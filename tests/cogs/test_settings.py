@@ -156,6 +156,34 @@ async def test_a_long_list_of_channels_is_summarised_in_every_answer(
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_a_refusal_names_the_channels_that_still_exist(
+    simcord_env: Any, guild: Any, channel: Any, alice: Any, manager: Any, images_api: FakeImagesAPI
+) -> None:
+    """Channels deleted after they were chosen are not where /imagine works: a refusal that
+    mentioned them showed "#unknown" dozens of times and hid the ones left behind "and N more"."""
+    gone = [guild.create_text_channel(f"old-art-{n}") for n in range(60)]
+    art = [guild.create_text_channel(f"art-{n}") for n in range(2)]
+    chosen = " ".join(f"<#{c.id}>" for c in [*gone, *art])
+    await setting(manager, channel, "channels", value=chosen)
+    for old in gone:
+        simcord_env.backend.delete_channel(old.id)
+
+    refused = await alice.slash(channel, "imagine", prompt="a cat", model="dall-e-2")
+    assert refused.response.ephemeral
+    assert refused.response.content == (
+        f"On this server, /imagine works in <#{art[0].id}>, <#{art[1].id}>."
+    )
+    for left in art:
+        simcord_env.backend.delete_channel(left.id)
+    refused = await alice.slash(channel, "imagine", prompt="a cat", model="dall-e-2")
+    assert refused.response.content == (
+        "On this server, /imagine works only in channels that no longer exist: a manager can "
+        "choose others with /imagine-settings channels."
+    )
+    assert not images_api.generation_requests
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_a_refusal_of_a_long_value_is_shown_with_the_value_clipped(
     simcord_env: Any, channel: Any, manager: Any, database_url: str
 ) -> None:

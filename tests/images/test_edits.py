@@ -25,6 +25,7 @@ from bot.images import (
     UnsupportedOption,
     load_catalog,
 )
+from bot.images import edits as edits_module
 from bot.images.client import form_value
 from bot.images.edits import first_picture, prepare_edit
 from bot.images.pricing import INPUT_IMAGE_TOKENS_BOUND, estimate_cost
@@ -376,6 +377,50 @@ def test_a_phone_photo_is_still_checked_as_a_jpeg() -> None:
     with pytest.raises(UnsupportedOption) as refused:
         prepare_edit(edit(bomb), CATALOG["gpt-image-2.5-flare"])
     assert "not an image the bot can read" in refused.value.user_message
+
+
+# A JPEG's first scan ends where its end marker is (make_image's JPEGs have one scan).
+def _with_markers(still: bytes, markers: bytes, *, before_scan: bool) -> bytes:
+    if before_scan:  # between the start marker and the rest: Pillow reads these
+        return still[:2] + markers + still[2:]
+    return still[:-2] + markers + still[-2:]  # after the scan, before its end
+
+
+@pytest.mark.parametrize(
+    ("markers", "before_scan"),
+    [
+        (b"\xff\x01" * 200_000, False),  # two-byte markers after the scan (a motion photo's walk)
+        (b"\xff\xfe\x00\x02" * 100_000, True),  # empty comments in the header (Pillow's read)
+        (b"\xff" * 400_000, True),  # fill bytes in the header
+    ],
+    ids=["markers-after-the-scan", "comments-in-the-header", "fill-in-the-header"],
+)
+async def test_a_jpeg_of_countless_markers_is_refused_before_it_is_walked(
+    client: ImageClient, images_api: FakeImagesAPI, markers: bytes, before_scan: bool
+) -> None:
+    """A few megabytes of tiny segments made the walk keep millions of pieces (25 MB: 1.8 GB and
+    4 s of the interpreter held) and Pillow read them one by one; no camera writes that many."""
+    hostile = _with_markers(make_image(16, 16, "jpeg"), markers, before_scan=before_scan)
+    with pytest.raises(UnsupportedOption) as refused:
+        await client.prepare_edit(edit(hostile + b"video"))
+    assert refused.value.user_message == (
+        "The image is not an image the bot can read; use PNG, JPEG or WebP."
+    )
+    assert not images_api.requests
+
+
+def test_a_scans_end_is_found_across_the_search_windows() -> None:
+    """The end of a scan is searched a window at a time: an end marker astride two windows (its
+    0xFF the last byte of one) is still found, and a stuffed 0xFF 0x00 there is still skipped."""
+    still = make_image(16, 16, "jpeg")
+    scan = still.index(b"\xff\xda")
+    scan += 2 + int.from_bytes(still[scan + 2 : scan + 4], "big")  # where its data begins
+    boundary = scan + edits_module._SEARCH_WINDOW
+    for filler in (b"\x00", b"\xff\x00"):
+        for shift in range(-3, 3):
+            count = (boundary - 1 + shift - (len(still) - 2)) // len(filler)
+            stuffed = still[:-2] + filler * count + b"\xff\xd9"
+            assert first_picture(stuffed + b"trailing video") == stuffed
 
 
 async def test_a_decompression_bomb_is_refused_unread(client: ImageClient) -> None:
