@@ -300,8 +300,9 @@ class Admission:
         again = discord.utils.format_dt(dt.datetime.fromtimestamp(refusal.reset_at, dt.UTC), "R")
         await self._refuse(
             replies,
-            f"You have reached this server's limit of {refusal.describe()}. "
-            f"You can try again {again}.",
+            # The limit is the member's own in every server: "this server's" would mislead.
+            f"You have reached your limit of {refusal.describe()}, counted across every server "
+            f"this bot is in. You can try again {again}.",
         )
         return False
 

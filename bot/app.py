@@ -166,7 +166,12 @@ class ImagineBot(commands.AutoShardedBot):
             settings=settings,
             images=self._images,
             offer=self.offer,
-            limiter=UserRateLimiter(settings.user_rate_limit, settings.rate_limit_storage_uri),
+            # Under the application's id: another bot sharing the store counts its members apart.
+            limiter=UserRateLimiter(
+                settings.user_rate_limit,
+                settings.rate_limit_storage_uri,
+                namespace=None if self.application_id is None else str(self.application_id),
+            ),
             queue=self._queue,
             processing=self._processing,
             pseudonyms=self.pseudonyms,
