@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import resource
 import signal
 from pathlib import Path
 from typing import TypedDict
@@ -350,8 +351,29 @@ def _refusal(exc: discord.HTTPException, settings: Settings) -> str:
     return f"Discord refused {refused} (HTTP {exc.status}, code {exc.code}): {text}"
 
 
+# Open files the bot asks for: every image call in flight holds a connection (the pool allows
+# twice MAX_CONCURRENT_GENERATIONS), besides Discord, the stores and the metrics port.
+OPEN_FILES_WANTED = 65536
+
+
+def raise_open_files_limit() -> int:
+    """Raise this process's soft limit of open files towards its hard limit (at most
+    OPEN_FILES_WANTED), as any process may: a host's or a container's default soft limit is
+    often 1,024. Return the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = OPEN_FILES_WANTED if hard == resource.RLIM_INFINITY else min(hard, OPEN_FILES_WANTED)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (OSError, ValueError):  # a sandbox that refuses: the limit stays as it was
+            return soft
+        return wanted
+    return soft
+
+
 def run_bot(settings: Settings, *, sync_only: bool = False) -> int:
     configure_logging(settings)
+    log.debug("open files allowed: %d", raise_open_files_limit())
     try:
         asyncio.run(_serve(settings, sync_only=sync_only))
     except DatabaseUnavailable as exc:

@@ -1,20 +1,50 @@
 """The metrics server: ``/metrics`` for Prometheus and ``/healthz`` for a health check, on the
-bot's own event loop (aiohttp's web server), at METRICS_HOST:METRICS_PORT."""
+bot's own event loop (aiohttp's web server), at METRICS_HOST:METRICS_PORT.
+
+It shares the bot's process, so whoever can reach the port must not be able to take what the bot
+needs: its file descriptors (each connection holds one; the image calls need theirs) and memory.
+
+- A connection is closed once idle for ``idle_seconds`` (10), before its first request or
+  between two: aiohttp's own default keeps an idle connection an hour.
+- At most ``max_connections`` (32) are open at once: a new connection beyond that closes the
+  oldest idle one (Prometheus reconnects at its next scrape), or is closed itself while every
+  one is busy answering. A flood of connections therefore holds 32 descriptors, and a health
+  check still gets in.
+- A request's line and headers are held to a few kilobytes (``MAX_FIELD_BYTES``,
+  ``MAX_HEADERS``): Prometheus and a health check send a handful of short headers.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from bot.observability.health import Health
 
 log = logging.getLogger(__name__)
 
+IDLE_SECONDS = 10.0
+MAX_CONNECTIONS = 32
+MAX_FIELD_BYTES = 4096  # a request line or one header
+MAX_HEADERS = 32
+
+
+class _Turned(asyncio.Protocol):
+    """A connection beyond the limit while every other one is busy: closed at once."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.close()
+
 
 class MetricsServer:
+    idle_seconds = IDLE_SECONDS
+    max_connections = MAX_CONNECTIONS
+
     def __init__(
         self,
         registry: CollectorRegistry,
@@ -28,30 +58,67 @@ class MetricsServer:
         self._host = host
         self._port = port
         self._runner: web.AppRunner | None = None
+        self._listener: asyncio.Server | None = None
+        self._busy: set[RequestHandler] = set()  # connections answering a request now
         self.port: int | None = None  # the port listened on, once started (METRICS_PORT=0)
         self._failing = ""  # what the last health check found failing, to log it once
 
     async def start(self) -> None:
-        app = web.Application()
+        app = web.Application(middlewares=[self._answering])
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(
+            app,
+            access_log=None,
+            handle_signals=False,
+            keepalive_timeout=self.idle_seconds,
+            max_line_size=MAX_FIELD_BYTES,
+            max_field_size=MAX_FIELD_BYTES,
+            max_headers=MAX_HEADERS,
+        )
         await runner.setup()
-        site = web.TCPSite(runner, self._host, self._port)
+        server = runner.server
+        assert server is not None  # made by setup
         try:
-            await site.start()
+            # Listened on here, not by an aiohttp site: each connection passes the limit first.
+            self._listener = await asyncio.get_running_loop().create_server(
+                lambda: self._accept(server), self._host, self._port
+            )
         except OSError:
             await runner.cleanup()
             raise
         self._runner = runner
-        address = runner.addresses[0]
-        self.port = int(address[1])
+        self.port = int(self._listener.sockets[0].getsockname()[1])
         log.info("metrics and health at http://%s:%d/metrics and /healthz", self._host, self.port)
 
     async def stop(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
         runner, self._runner = self._runner, None
         if runner is not None:
-            await runner.cleanup()
+            await runner.cleanup()  # closes the connections still open
+
+    def _accept(self, server: web.Server) -> asyncio.BaseProtocol:
+        """The protocol for a new connection: aiohttp's, once there is room for it."""
+        # A connection closed a moment ago stays listed until its handler has ended.
+        open_ = [handler for handler in server.connections if handler.transport is not None]
+        if len(open_) >= self.max_connections:
+            idle = [handler for handler in open_ if handler not in self._busy]
+            if not idle:
+                return _Turned()
+            idle[0].force_close()  # the oldest idle one
+        return server()
+
+    @web.middleware
+    async def _answering(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        self._busy.add(request.protocol)
+        try:
+            return await handler(request)
+        finally:
+            self._busy.discard(request.protocol)
 
     async def _metrics(self, _request: web.Request) -> web.Response:
         # Reading the counters and the objects' state is quick and never awaits.

@@ -3,15 +3,22 @@ nothing answers."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import os
+import resource
 import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from bot.__main__ import _health
-from bot.app import ImagineBot, MetricsUnavailable, shard_options
+from bot.app import OPEN_FILES_WANTED, ImagineBot, MetricsUnavailable, shard_options
 from bot.config import ConfigError, Settings, load_settings
 from bot.observability import context
 from bot.observability.health import gateway_part
@@ -273,3 +280,87 @@ def test_a_text_line_ends_with_the_request_ids(tmp_path: Path) -> None:
     assert installed.format(inside).endswith(
         f"the image service answered 200 [correlation_id={correlation} request_id=req_42]"
     )
+
+
+# -- the metrics port under attack -------------------------------------------------------------
+
+PROJECT = Path(__file__).resolve().parents[2]
+OPEN_FILES = 256  # the metrics server's process: a quarter of a host's usual 1,024
+IDLE_CONNECTIONS = 400
+
+
+async def _connect(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+    try:
+        return await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 2)
+    except (OSError, TimeoutError):
+        return None
+
+
+async def _closed_by_the_server(reader: asyncio.StreamReader, seconds: float) -> bool:
+    try:
+        return await asyncio.wait_for(reader.read(1), seconds) == b""
+    except (OSError, TimeoutError):
+        return isinstance(reader.exception(), OSError)
+
+
+async def test_idle_connections_cannot_take_the_metrics_servers_file_descriptors() -> None:
+    idle_seconds = 1.0
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.bot.metrics_process", str(OPEN_FILES), str(idle_seconds),
+        cwd=PROJECT, env={**os.environ, "PYTHONPATH": str(PROJECT)},
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stdout is not None and process.stdin is not None
+    assert process.stderr is not None
+    errors = asyncio.create_task(process.stderr.read())  # a full pipe would stop the process
+    connections: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    try:
+        port = int(await asyncio.wait_for(process.stdout.readline(), 30))
+        # Connections that never send a byte, more than the process has file descriptors.
+        opened = await asyncio.gather(*(_connect(port) for _ in range(IDLE_CONNECTIONS)))
+        connections = [connection for connection in opened if connection is not None]
+
+        started = time.monotonic()
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session,
+            session.get(f"http://127.0.0.1:{port}/healthz") as response,
+        ):
+            assert response.status == 200
+            assert (await response.json())["status"] == "ok"
+        answered = time.monotonic() - started
+
+        # Every idle connection is closed within the idle time (most at once, to make room).
+        closed = await asyncio.gather(
+            *(_closed_by_the_server(reader, idle_seconds + 3) for reader, _ in connections)
+        )
+        assert all(closed), f"{closed.count(False)} idle connection(s) still open"
+    finally:
+        for _, writer in connections:
+            writer.close()
+        process.stdin.close()
+        try:
+            await asyncio.wait_for(process.wait(), 10)
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+    err = (await errors).decode()
+    assert "Too many open files" not in err and "Traceback" not in err, err[-2000:]
+    assert answered < 2
+
+
+def test_the_bot_raises_its_own_limit_of_open_files_where_the_host_leaves_it_low() -> None:
+    """In a container nothing like systemd's LimitNOFILE sets it: the soft limit is often 1,024."""
+    script = (
+        "import resource; from bot.app import raise_open_files_limit; "
+        "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE); "
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (min(1024, soft), hard)); "
+        "print(raise_open_files_limit(), *resource.getrlimit(resource.RLIMIT_NOFILE))"
+    )
+    answer = subprocess.run(  # noqa: S603 - a fixed script
+        [sys.executable, "-c", script], cwd=PROJECT, capture_output=True, text=True, check=True
+    )
+    said, soft, hard = (int(value) for value in answer.stdout.split())
+    expected = OPEN_FILES_WANTED if hard == resource.RLIM_INFINITY else min(hard, OPEN_FILES_WANTED)
+    assert said == soft == expected
