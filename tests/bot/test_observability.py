@@ -21,8 +21,10 @@ from bot.__main__ import _health
 from bot.app import OPEN_FILES_WANTED, ImagineBot, MetricsUnavailable, shard_options
 from bot.config import ConfigError, Settings, load_settings
 from bot.observability import context
-from bot.observability.health import gateway_part
+from bot.observability.health import Health, Part, gateway_part
 from bot.observability.logs import configure_logging, json_handler
+from bot.observability.metrics import Metrics
+from bot.observability.server import MetricsServer
 from tests.cogs.conftest import make_settings
 from tests.conftest import API_KEY, DISCORD_TOKEN
 from tests.fakes.images_api import FakeImagesAPI
@@ -364,3 +366,45 @@ def test_the_bot_raises_its_own_limit_of_open_files_where_the_host_leaves_it_low
     said, soft, hard = (int(value) for value in answer.stdout.split())
     expected = OPEN_FILES_WANTED if hard == resource.RLIM_INFINITY else min(hard, OPEN_FILES_WANTED)
     assert said == soft == expected
+
+
+async def _send_raw(port: int, data: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), 5)
+    finally:
+        writer.close()
+
+
+MALFORMED = [
+    b"GET /metrics HTTP/1.1\r\nHost: x\r\nBroken header line\r\n\r\n",
+    b"GET /healthz HTTP/1.1\r\n" + b"X-Long: " + b"a" * 10_000 + b"\r\n\r\n",
+    b"GET /metrics HTTP/9.9\r\n\r\n",
+    b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(range(32)),  # TLS to a plain port
+    b"GET /\x00 HTTP/1.1\r\n\r\n",
+]
+
+
+async def test_malformed_requests_are_a_short_debug_line_each(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def healthy() -> Health:
+        return Health({"gateway": Part(True, "connected")})
+
+    server = MetricsServer(Metrics().registry, healthy, host="127.0.0.1", port=0)
+    await server.start()
+    assert server.port is not None
+    try:
+        caplog.clear()
+        for n in range(100):
+            answer = await _send_raw(server.port, MALFORMED[n % len(MALFORMED)])
+            assert answer == b"" or answer.startswith((b"HTTP/1.0 4", b"HTTP/1.1 4"))
+    finally:
+        await server.stop()
+    loud = [r for r in caplog.records if r.levelno >= logging.INFO]
+    assert loud == []
+    assert all(record.exc_info is None for record in caplog.records)
+    written = sum(len(record.getMessage()) for record in caplog.records)
+    assert written < 100 * 200, f"{written} characters of log for 100 malformed requests"
