@@ -214,14 +214,14 @@ class ImagineBot(commands.AutoShardedBot):
         self._loop_lag.start()
 
     async def health(self) -> health.Health:
-        """Whether the gateway is connected and the database and the limit store answer."""
+        """Whether the gateway is connected, the ledger takes writes and the limit store answers."""
         services = self._services
         if services is None:
             return health.Health({"setup": health.Part(False, "the bot is starting")})
         return await health.check(
             ready=self.is_ready(),
             closed=self.is_closed(),
-            engine=services.ledger.engine if services.ledger.is_open else None,
+            ledger=services.ledger,
             probe=services.limiter.probe,
         )
 

@@ -14,6 +14,9 @@ needs: its file descriptors (each connection holds one; the image calls need the
   ``MAX_HEADERS``): Prometheus and a health check send a handful of short headers.
 - A request that is not HTTP, or not well-formed, is one short DEBUG line: aiohttp's own log
   gives each an ERROR with a traceback (100 scanner requests made 60 KB of log).
+- Health checks asked at once share one check, and its answer serves for
+  ``HEALTH_REUSE_SECONDS``: a check writes to the database, which a flood of /healthz must not
+  multiply.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ IDLE_SECONDS = 10.0
 MAX_CONNECTIONS = 32
 MAX_FIELD_BYTES = 4096  # a request line or one header
 MAX_HEADERS = 32
+HEALTH_REUSE_SECONDS = 1.0
 
 
 REASON_CHARS = 80  # of what was wrong with a malformed request, in its DEBUG line
@@ -86,6 +90,7 @@ class _Turned(asyncio.Protocol):
 class MetricsServer:
     idle_seconds = IDLE_SECONDS
     max_connections = MAX_CONNECTIONS
+    health_reuse_seconds = HEALTH_REUSE_SECONDS
 
     def __init__(
         self,
@@ -104,6 +109,8 @@ class MetricsServer:
         self._busy: set[RequestHandler] = set()  # connections answering a request now
         self.port: int | None = None  # the port listened on, once started (METRICS_PORT=0)
         self._failing = ""  # what the last health check found failing, to log it once
+        self._checking: asyncio.Future[Health] | None = None  # the check under way
+        self._checked: tuple[float, Health] | None = None  # the last answer and when it came
 
     async def start(self) -> None:
         app = web.Application(middlewares=[self._answering])
@@ -172,7 +179,7 @@ class MetricsServer:
         return response
 
     async def _healthz(self, _request: web.Request) -> web.Response:
-        health = await self._health()
+        health = await self._shared_check()
         failing = ", ".join(
             f"{name} ({part.detail})" for name, part in health.parts.items() if not part.ok
         )
@@ -183,3 +190,22 @@ class MetricsServer:
                 log.info("health check passing again")
             self._failing = failing
         return web.json_response(health.as_json(), status=200 if health.ok else 503)
+
+    async def _shared_check(self) -> Health:
+        """The last answer if it is recent, else the check under way, else a new one."""
+        loop = asyncio.get_running_loop()
+        checked = self._checked
+        if checked is not None and loop.time() - checked[0] < self.health_reuse_seconds:
+            return checked[1]
+        if self._checking is None:
+            self._checking = asyncio.ensure_future(self._check())
+        # Shielded: a client that hangs up does not cancel the others' answer.
+        return await asyncio.shield(self._checking)
+
+    async def _check(self) -> Health:
+        try:
+            health = await self._health()
+            self._checked = (asyncio.get_running_loop().time(), health)
+            return health
+        finally:
+            self._checking = None
