@@ -25,7 +25,7 @@ from discord.ext import commands
 
 from bot.admission import Admission
 from bot.config import Settings
-from bot.db import DatabaseUnavailable, migrate_database
+from bot.db import DatabaseTooNew, DatabaseUnavailable, migrate_database
 from bot.images import ImageClient, ProcessingSlots
 from bot.ledger import Ledger
 from bot.observability import health
@@ -326,6 +326,10 @@ async def _serve(settings: Settings, *, sync_only: bool) -> None:
         limiter = UserRateLimiter(settings.user_rate_limit, settings.rate_limit_storage_uri)
         if (silent_store := await limiter.probe()) is not None:
             raise _StoreSilent(silent_store)
+        # Before logging in too: a database the bot cannot use stops it without a login (a
+        # supervisor restarting it would otherwise spend Discord's daily logins), and
+        # setup_hook then finds the schema up to date.
+        await migrate_database(settings.database)
     async with ImagineBot(
         settings, sync_on_start=not sync_only, serve_metrics=not sync_only
     ) as bot:
@@ -376,6 +380,9 @@ def run_bot(settings: Settings, *, sync_only: bool = False) -> int:
     log.debug("open files allowed: %d", raise_open_files_limit())
     try:
         asyncio.run(_serve(settings, sync_only=sync_only))
+    except DatabaseTooNew as exc:  # starting again would only say it again
+        log.error("%s", exc)
+        return 2
     except DatabaseUnavailable as exc:
         log.error("%s", exc)
         return 1
