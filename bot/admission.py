@@ -126,7 +126,12 @@ class Admission:
     def _received(interaction: discord.Interaction, what: str) -> Replies:
         # Every line logged for this request from here on, in its job too, carries this id.
         new_correlation_id()
-        log.debug("%s from user %s (interaction %s)", what, interaction.user.id, interaction.id)
+        # The one line that ties the request's correlation id to its raw Discord ids, at DEBUG:
+        # lines above it name the member by pseudonym, or not at all.
+        log.debug(
+            "%s from user %s in server %s, channel %s (interaction %s)",
+            what, interaction.user.id, interaction.guild_id, interaction.channel_id, interaction.id,
+        )  # fmt: skip
         return Replies(interaction)
 
     def _with_previews(self, admissible: Admissible) -> ImageRequest:

@@ -258,7 +258,7 @@ class ImagineBot(commands.AutoShardedBot):
             guild = discord.Object(id=guild_id)
             self.tree.copy_global_to(guild=guild)
             await self.tree.sync(guild=guild)
-            log.info("synced commands to the development guild %s", guild_id)
+            log.info("synced commands to the development guild (DEV_GUILD_ID)")
         digest = self._definitions_digest()
         path = self._sync_state_path()
         try:

@@ -42,6 +42,9 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 BEGIN_IMMEDIATE = "sqlite_begin_immediate"
 # A database that does not answer must not hang a start-up or a member's request.
 CONNECT_TIMEOUT = 10.0  # seconds
+# Every engine keeps statements' values out of its errors (and so out of log lines and
+# tracebacks): they hold members' prompts and Discord ids.
+HIDE_PARAMETERS = True
 
 
 def default_database_url(data_dir: Path) -> str:
@@ -61,9 +64,14 @@ def open_engine(url: str) -> AsyncEngine:
     """An engine for ``url`` (no connection is made until one is needed)."""
     if make_url(url).get_backend_name() != "sqlite":
         return create_async_engine(
-            url, pool_pre_ping=True, connect_args={"timeout": CONNECT_TIMEOUT}
+            url,
+            pool_pre_ping=True,
+            connect_args={"timeout": CONNECT_TIMEOUT},
+            hide_parameters=HIDE_PARAMETERS,
         )
-    engine = create_async_engine(url, connect_args={"timeout": CONNECT_TIMEOUT})
+    engine = create_async_engine(
+        url, connect_args={"timeout": CONNECT_TIMEOUT}, hide_parameters=HIDE_PARAMETERS
+    )
     event.listen(engine.sync_engine, "connect", _write_ahead_log)
     event.listen(engine.sync_engine, "begin", _begin)
     return engine
@@ -241,13 +249,16 @@ def _read_only_engine(url: str, *, immutable: bool = False) -> AsyncEngine:
     if parsed.get_backend_name() != "sqlite":
         settings = {"default_transaction_read_only": "on"}  # PostgreSQL refuses any write
         return create_async_engine(
-            url, connect_args={"timeout": CONNECT_TIMEOUT, "server_settings": settings}
+            url,
+            connect_args={"timeout": CONNECT_TIMEOUT, "server_settings": settings},
+            hide_parameters=HIDE_PARAMETERS,
         )
     path = str(Path(parsed.database or "").resolve())
     mode = "mode=ro&immutable=1" if immutable else "mode=ro"
     return create_async_engine(
         f"sqlite+aiosqlite:///file:{quote(path)}?{mode}&uri=true",
         connect_args={"timeout": CONNECT_TIMEOUT},
+        hide_parameters=HIDE_PARAMETERS,
     )
 
 

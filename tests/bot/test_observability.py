@@ -4,6 +4,8 @@ nothing answers."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import json
 import logging
 import os
@@ -12,21 +14,30 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TextIO
 
 import aiohttp
+import discord
 import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
 from bot.__main__ import _health
 from bot.app import OPEN_FILES_WANTED, ImagineBot, MetricsUnavailable, shard_options
 from bot.config import ConfigError, Settings, load_settings
+from bot.db import migrate_database
+from bot.images import ImageRequest, load_catalog, prepare_request
+from bot.ledger import Ledger
 from bot.observability import context
 from bot.observability.health import Health, Part, gateway_part
-from bot.observability.logs import configure_logging, json_handler
+from bot.observability.logs import QUIET_LIBRARIES, configure_logging, json_handler
 from bot.observability.metrics import Metrics
 from bot.observability.server import MetricsServer
+from bot.saved_requests import SavedRequests
 from tests.cogs.conftest import make_settings
-from tests.conftest import API_KEY, DISCORD_TOKEN
+from tests.conftest import API_KEY, DISCORD_TOKEN, _record_text
 from tests.fakes.images_api import FakeImagesAPI
 
 EVERY_ADDRESS = "0.0.0.0"  # noqa: S104 - only read: `health` asks 127.0.0.1 then
@@ -408,3 +419,87 @@ async def test_malformed_requests_are_a_short_debug_line_each(
     assert all(record.exc_info is None for record in caplog.records)
     written = sum(len(record.getMessage()) for record in caplog.records)
     assert written < 100 * 200, f"{written} characters of log for 100 malformed requests"
+
+
+# -- what the text lines look like, and what libraries may say -----------------------------------
+
+
+@contextlib.contextmanager
+def logging_configured(settings: Settings) -> Iterator[logging.Handler]:
+    """configure_logging's handler; the root logger and the libraries' levels put back after."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    libraries = {name: logging.getLogger(name).level for name in QUIET_LIBRARIES}
+    try:
+        configure_logging(settings)
+        (installed,) = [handler for handler in root.handlers if handler not in handlers]
+        yield installed
+    finally:
+        for handler in root.handlers[:]:
+            if handler not in handlers:
+                root.removeHandler(handler)
+        root.setLevel(level)
+        for name, was in libraries.items():
+            logging.getLogger(name).setLevel(was)
+
+
+@pytest.mark.parametrize(
+    ("terminal", "no_color", "coloured"),
+    [(False, "", False), (True, "1", False), (True, "", True)],
+    ids=["a-pipe-under-docker", "a-terminal-with-NO_COLOR", "a-terminal"],
+)
+def test_text_lines_are_coloured_only_for_a_terminal_and_never_with_no_color(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, terminal: bool, no_color: str, coloured: bool
+) -> None:
+    # discord.py colours whatever stderr is where it believes it runs under Docker.
+    monkeypatch.setattr(discord.utils, "is_docker", lambda: True)
+    monkeypatch.setenv("NO_COLOR", no_color)
+    main = None
+    if terminal:  # a pseudo-terminal: a terminal while its other end is open
+        main, other = os.openpty()
+        stream: TextIO = open(other, "w")  # noqa: SIM115 - closed below
+    else:
+        stream = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stream)
+    settings = Settings(_env_file=None, openai_api_key=API_KEY, data_dir=tmp_path)
+    try:
+        with logging_configured(settings) as installed:
+            line = installed.format(record("ready as %s", "the bot"))
+    finally:
+        stream.close()
+        if main is not None:
+            os.close(main)
+    assert ("\x1b[" in line) is coloured
+    assert line.endswith("ready as the bot")
+
+
+async def test_at_debug_the_database_drivers_write_no_prompt_and_errors_no_values(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'imagine.db'}"
+    settings = Settings(
+        _env_file=None, openai_api_key=API_KEY, data_dir=tmp_path, log_level="DEBUG"
+    )
+    prompt = "a SENTINEL-PROMPT lighthouse at dusk"
+    member = 1_300_000_000_000_000_042
+    spec = load_catalog()["dall-e-2"]
+    prepared = prepare_request(ImageRequest(prompt=prompt, model=spec.name), spec)
+    with logging_configured(settings):
+        caplog.set_level(logging.DEBUG)  # the root, as LOG_LEVEL=DEBUG has it
+        await migrate_database(url)
+        ledger = Ledger(url)
+        await ledger.open()
+        try:
+            await SavedRequests(ledger).save(prepared, member_id=member, guild_id=7, channel_id=8)
+            async with ledger.engine.begin() as connection:
+                await connection.execute(text("DROP TABLE usage_ledger"))
+            with pytest.raises(DBAPIError) as failed:
+                await ledger.admitted(prepared, member_id=member, guild_id=7, channel_id=8)
+        finally:
+            await ledger.close()
+        written = [_record_text(record) for record in caplog.records]
+    assert written  # DEBUG lines were written: the bot's own
+    assert not [line for line in written if prompt in line or str(member) in line]
+    # The error (what a log line or a traceback would show) names the statement, not its values.
+    assert "no such table: usage_ledger" in str(failed.value)
+    assert str(member) not in str(failed.value)
