@@ -272,13 +272,13 @@ async def _check(settings: Settings) -> int:
 
 
 async def _migrate(settings: Settings) -> int:
-    from bot.db import DatabaseUnavailable, masked_database_url, migrate_database
+    from bot.db import DatabaseTooNew, DatabaseUnavailable, masked_database_url, migrate_database
 
     try:
         revision = await migrate_database(settings.database)
     except DatabaseUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(exc, DatabaseTooNew) else 1
     print(f"database {masked_database_url(settings.database)} is at revision {revision}")
     return 0
 
@@ -286,16 +286,16 @@ async def _migrate(settings: Settings) -> int:
 async def _usage(settings: Settings, args: argparse.Namespace) -> int:
     from bot.db import (
         DATABASE_FAILURES,
+        DatabaseTooNew,
         DatabaseUnavailable,
         describe_failure,
-        migrate_database,
-        open_engine,
+        open_for_reading,
     )
     from bot.usage import ledger_rows, table, totals, write_csv
 
     try:
-        await migrate_database(settings.database)  # a ledger never written to yet is empty
-        engine = open_engine(settings.database)
+        # Read-only, and never migrated: a report does not change the operator's schema.
+        engine = await open_for_reading(settings.database)
         try:
             by_model, by_member = await totals(engine, args.since, args.server)
             rows = await ledger_rows(engine, args.since, args.server) if args.csv else []
@@ -303,7 +303,7 @@ async def _usage(settings: Settings, args: argparse.Namespace) -> int:
             await engine.dispose()
     except DatabaseUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(exc, DatabaseTooNew) else 1
     except DATABASE_FAILURES as exc:
         print(f"error: {describe_failure(settings.database, exc)}", file=sys.stderr)
         return 1

@@ -129,7 +129,12 @@ class Admission:
     def _received(interaction: discord.Interaction, what: str) -> Replies:
         # Every line logged for this request from here on, in its job too, carries this id.
         new_correlation_id()
-        log.debug("%s from user %s (interaction %s)", what, interaction.user.id, interaction.id)
+        # The one line that ties the request's correlation id to its raw Discord ids, at DEBUG:
+        # lines above it name the member by pseudonym, or not at all.
+        log.debug(
+            "%s from user %s in server %s, channel %s (interaction %s)",
+            what, interaction.user.id, interaction.guild_id, interaction.channel_id, interaction.id,
+        )  # fmt: skip
         return Replies(interaction)
 
     def _with_previews(self, admissible: Admissible) -> ImageRequest:
@@ -303,8 +308,9 @@ class Admission:
         again = discord.utils.format_dt(dt.datetime.fromtimestamp(refusal.reset_at, dt.UTC), "R")
         await self._refuse(
             replies,
-            f"You have reached this server's limit of {refusal.describe()}. "
-            f"You can try again {again}.",
+            # The limit is the member's own in every server: "this server's" would mislead.
+            f"You have reached your limit of {refusal.describe()}, counted across every server "
+            f"this bot is in. You can try again {again}.",
         )
         return False
 

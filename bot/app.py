@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import resource
 import signal
 from pathlib import Path
 from types import TracebackType
@@ -29,7 +30,7 @@ from discord.ext import commands
 
 from bot.admission import Admission
 from bot.config import Settings
-from bot.db import DatabaseUnavailable, migrate_database
+from bot.db import DatabaseTooNew, DatabaseUnavailable, migrate_database
 from bot.images import ImageClient, ProcessingSlots
 from bot.ledger import Ledger
 from bot.observability import health
@@ -173,7 +174,12 @@ class ImagineBot(commands.AutoShardedBot):
             settings=settings,
             images=self._images,
             offer=self.offer,
-            limiter=UserRateLimiter(settings.user_rate_limit, settings.rate_limit_storage_uri),
+            # Under the application's id: another bot sharing the store counts its members apart.
+            limiter=UserRateLimiter(
+                settings.user_rate_limit,
+                settings.rate_limit_storage_uri,
+                namespace=None if self.application_id is None else str(self.application_id),
+            ),
             queue=self._queue,
             processing=self._processing,
             pseudonyms=self.pseudonyms,
@@ -216,14 +222,14 @@ class ImagineBot(commands.AutoShardedBot):
         self._loop_lag.start()
 
     async def health(self) -> health.Health:
-        """Whether the gateway is connected and the database and the limit store answer."""
+        """Whether the gateway is connected, the ledger takes writes and the limit store answers."""
         services = self._services
         if services is None:
             return health.Health({"setup": health.Part(False, "the bot is starting")})
         return await health.check(
             ready=self.is_ready(),
             closed=self.is_closed(),
-            engine=services.ledger.engine if services.ledger.is_open else None,
+            ledger=services.ledger,
             probe=services.limiter.probe,
         )
 
@@ -260,7 +266,7 @@ class ImagineBot(commands.AutoShardedBot):
             guild = discord.Object(id=guild_id)
             self.tree.copy_global_to(guild=guild)
             await self.tree.sync(guild=guild)
-            log.info("synced commands to the development guild %s", guild_id)
+            log.info("synced commands to the development guild (DEV_GUILD_ID)")
         digest = self._definitions_digest()
         path = self._sync_state_path()
         try:
@@ -345,6 +351,10 @@ async def _serve(settings: Settings, *, sync_only: bool) -> None:
         limiter = UserRateLimiter(settings.user_rate_limit, settings.rate_limit_storage_uri)
         if (silent_store := await limiter.probe()) is not None:
             raise _StoreSilent(silent_store)
+        # Before logging in too: a database the bot cannot use stops it without a login (a
+        # supervisor restarting it would otherwise spend Discord's daily logins), and
+        # setup_hook then finds the schema up to date.
+        await migrate_database(settings.database)
     async with ImagineBot(
         settings, sync_on_start=not sync_only, serve_metrics=not sync_only
     ) as bot:
@@ -370,10 +380,34 @@ def _refusal(exc: discord.HTTPException, settings: Settings) -> str:
     return f"Discord refused {refused} (HTTP {exc.status}, code {exc.code}): {text}"
 
 
+# Open files the bot asks for: every image call in flight holds a connection (the pool allows
+# twice MAX_CONCURRENT_GENERATIONS), besides Discord, the stores and the metrics port.
+OPEN_FILES_WANTED = 65536
+
+
+def raise_open_files_limit() -> int:
+    """Raise this process's soft limit of open files towards its hard limit (at most
+    OPEN_FILES_WANTED), as any process may: a host's or a container's default soft limit is
+    often 1,024. Return the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = OPEN_FILES_WANTED if hard == resource.RLIM_INFINITY else min(hard, OPEN_FILES_WANTED)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (OSError, ValueError):  # a sandbox that refuses: the limit stays as it was
+            return soft
+        return wanted
+    return soft
+
+
 def run_bot(settings: Settings, *, sync_only: bool = False) -> int:
     configure_logging(settings)
+    log.debug("open files allowed: %d", raise_open_files_limit())
     try:
         asyncio.run(_serve(settings, sync_only=sync_only))
+    except DatabaseTooNew as exc:  # starting again would only say it again
+        log.error("%s", exc)
+        return 2
     except DatabaseUnavailable as exc:
         log.error("%s", exc)
         return 1

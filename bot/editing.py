@@ -50,7 +50,7 @@ async def _download(source: Source, field: str) -> bytes:
         async with asyncio.timeout(DOWNLOAD_TIMEOUT):
             return await source.read()
     except (discord.HTTPException, aiohttp.ClientError, OSError, TimeoutError) as exc:
-        log.warning("could not download attachment %s for an edit: %r", source.id, exc)
+        log.warning("could not download an attachment for an edit: %r", exc)
         raise UnsupportedOption(
             field,
             f"{describe_input(field).capitalize()} could not be downloaded from Discord. "

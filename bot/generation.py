@@ -125,6 +125,11 @@ class Generation:
     def member_id(self) -> int:
         return self.interaction.user.id
 
+    @property
+    def member(self) -> str:
+        """The member as log lines above DEBUG name them: the pseudonym the image API gets."""
+        return str(self.prepared.body.get("user") or "a member")
+
     async def record_admission(self) -> str | None:
         """Write the ledger's row for this request, reserving its estimate against the budgets;
         None when written, else what to tell the member: a budget refused it, or the row could
@@ -141,14 +146,14 @@ class Generation:
                     chosen_budgets=self.budgets,
                 )
         except (OverBudget, PriceUnknown) as refusal:
-            log.info("a budget refused a request from user %s: %s", self.member_id, refusal)
+            log.info("a budget refused a request from %s: %s", self.member, refusal)
             self.metrics.request("over_budget", self.command)
             return str(refusal)
         except Exception as exc:
             self.metrics.request("ledger_unavailable", self.command)
             log.error(
-                "the usage ledger could not record a request from user %s (%s: %s)",
-                self.member_id,
+                "the usage ledger could not record a request from %s (%s: %s)",
+                self.member,
                 type(exc).__name__,
                 str(exc).splitlines()[0][:300] if str(exc) else "",
             )
@@ -225,14 +230,12 @@ class Generation:
             log.debug("generation for user %s: %s", self.member_id, self.timeline)
             await self.settle(Outcome.DELIVERED)
         except (ImageError, DeliveryFailed, NotRecorded) as error:
-            log.warning(
-                "/imagine for user %s failed: %s: %s", self.member_id, type(error).__name__, error
-            )
+            log.warning("/imagine for %s failed: %s: %s", self.member, type(error).__name__, error)
             await self.replies.tell_privately(error.user_message)
             refused = isinstance(error, REFUSALS)
             await self.settle(Outcome.REFUSED if refused else Outcome.FAILED, error)
         except TimeoutError:
-            log.warning("/imagine for user %s outlived its interaction token", self.member_id)
+            log.warning("/imagine for %s outlived its interaction token", self.member)
             await self.replies.tell_privately(TOOK_TOO_LONG)
             await self.settle(Outcome.CANCELLED)
         except asyncio.CancelledError:
@@ -240,7 +243,7 @@ class Generation:
             await self.settle(Outcome.CANCELLED)
             raise
         except Exception as error:
-            log.exception("/imagine for user %s failed unexpectedly", self.member_id)
+            log.exception("/imagine for %s failed unexpectedly", self.member)
             await self.replies.tell_privately(WENT_WRONG)
             await self.settle(Outcome.FAILED, error)
         finally:

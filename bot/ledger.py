@@ -31,6 +31,11 @@ one never sent at 0. A row is only written under a lease with half its time left
 off for longer may, and when it is back its own settlement replaces the abandoned one, and
 :meth:`Ledger.sending` refuses to send a request whose row is no longer pending.
 
+Whether the ledger can take a request now is asked by writing, not reading (``check_writable``,
+for the health check): a row is inserted as an admission inserts one, then deleted, in one
+committed transaction. A database on a full disk, or read-only, answers ``SELECT 1`` all the same
+while it refuses every request.
+
 Budgets (:mod:`bot.budgets`) are checked where the row is inserted, in the same transaction: on
 PostgreSQL after taking a transaction-scoped advisory lock per member and per server, on SQLite in
 a ``BEGIN IMMEDIATE`` transaction, so that neither simultaneous requests in one process nor
@@ -287,6 +292,37 @@ class Ledger:
     def unsettled(self) -> frozenset[int]:
         """The rows whose settlement the database has not taken yet."""
         return frozenset(self._unsettled)
+
+    async def check_writable(self) -> None:
+        """Write a row as an admission does, and delete it, in one committed transaction: raise
+        what the database raises when it cannot take a request now. Nobody else sees the row."""
+        engine = self.engine
+        snowflake = 2**62  # as many digits as a Discord id
+        # No smaller than an admission's row: where the database has room for this one, it has
+        # room for a request's (on a full disk, space frees and fills a row at a time).
+        probe = {
+            "requested_at": dt.datetime.now(dt.UTC),
+            "guild_id": snowflake,
+            "channel_id": snowflake,
+            "member_id": snowflake,
+            "kind": "generate",
+            "model": "health-check-of-the-usage-ledger-write-path",
+            "size": "1024x1024",
+            "quality": "medium",
+            "images_requested": 10,
+            "images_delivered": 0,
+            "outcome": Outcome.PENDING.value,
+            "estimated_cost": Decimal("999.123456"),
+        }
+        async with self.write_turn(), engine.connect() as connection:
+            if self._sqlite:  # as the group commit begins: with the write lock
+                await connection.execution_options(**{BEGIN_IMMEDIATE: True})
+            async with connection.begin():
+                inserted = await connection.execute(
+                    insert(usage_ledger).values(probe).returning(usage_ledger.c.id)
+                )
+                row_id = inserted.scalar_one()
+                await connection.execute(delete(usage_ledger).where(usage_ledger.c.id == row_id))
 
     async def admitted(
         self,

@@ -1,4 +1,5 @@
-"""Stable pseudonyms for Discord users: what the image API's `user` field carries.
+"""Stable pseudonyms for Discord users: what the image API's `user` field carries, and what log
+lines above DEBUG name members and servers by.
 
 The raw Discord id never leaves for the image API; a keyed hash (HMAC-SHA256) of it does, so the
 API provider can tell users apart for abuse monitoring while only this bot can map them back.
@@ -30,6 +31,11 @@ class Pseudonymizer:
     def for_user(self, user_id: int) -> str:
         digest = hmac.new(self._secret, str(user_id).encode(), hashlib.sha256).hexdigest()
         return f"discord-{digest[:32]}"
+
+    def for_server(self, guild_id: int) -> str:
+        """A server's, for log lines: keyed apart from users' (a server id is never a user's)."""
+        message = f"server:{guild_id}".encode()
+        return f"server-{hmac.new(self._secret, message, hashlib.sha256).hexdigest()[:16]}"
 
 
 MIN_SECRET_BYTES = 16

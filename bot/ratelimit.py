@@ -9,6 +9,10 @@ checks run one at a time in this process; on Redis (shared by several processes)
 checks every window and counts all or none, atomically in the server (see
 :mod:`bot.ratelimit_redis`). Other shared stores (MongoDB, a Redis cluster, whose keys for one
 member may live on different nodes) are atomic per limit only.
+
+A member's windows are kept under the bot's Discord application id as well as the member's id:
+bots sharing one store (two bots on one Redis) count each member apart, as each bot's limits say.
+A limit is per member across every server the bot is in, and its refusal says so.
 """
 
 from __future__ import annotations
@@ -74,8 +78,10 @@ class UserRateLimiter:
         storage_uri: str = "memory://",
         *,
         storage: Storage | None = None,  # a store made elsewhere; storage_uri then only names it
+        namespace: str | None = None,  # the bot's application id: whose windows these are
     ) -> None:
         self._storage_uri = storage_uri
+        self.namespace = namespace
         if storage is None:
             if not storage_uri.startswith("async+"):
                 storage_uri = f"async+{storage_uri}"  # the asyncio flavour of the same store
@@ -91,6 +97,10 @@ class UserRateLimiter:
         self._limits = tuple(limits)
         self._locks: dict[str, _UserLock] = {}
         self._atomic = AtomicAcquire.for_storage(storage, self._limits)
+
+    def _ids(self, user_key: str) -> tuple[str, ...]:
+        """The identifiers of ``user_key``'s windows: the bot's, then the member's."""
+        return (user_key,) if self.namespace is None else (self.namespace, user_key)
 
     @property
     def store(self) -> str:
@@ -112,7 +122,7 @@ class UserRateLimiter:
     async def acquire(self, user_key: str) -> Refusal | None:
         """Count one request for ``user_key``, or say which limit refuses it and until when."""
         if self._atomic is not None:
-            refused = await self._atomic.acquire(user_key)
+            refused = await self._atomic.acquire(self._ids(user_key))
             return None if refused is None else Refusal(*refused)
         # One check at a time per member: with a networked store every call yields, and two
         # requests interleaving test-then-hit could use up one limit that the other refuses.
@@ -131,26 +141,27 @@ class UserRateLimiter:
         database did not answer): a member is not held back by the bot's own bad day. In memory
         and on Redis; other shared stores keep the count."""
         if self._atomic is not None:
-            await self._atomic.refund(user_key)
+            await self._atomic.refund(self._ids(user_key))
         elif isinstance(self._storage, MemoryStorage):
             storage = self._storage
             for limit in self._limits:
-                key = limit.key_for(user_key)
+                key = limit.key_for(*self._ids(user_key))
                 # limits keeps a window's entries newest first and has no call to take one back.
                 async with storage.locks[key]:
                     if entries := storage.events.get(key):
                         del entries[0]
 
     async def _acquire(self, user_key: str) -> Refusal | None:
+        ids = self._ids(user_key)
         for limit in self._limits:
-            if not await self._limiter.test(limit, user_key):
-                return await self._refusal(limit, user_key)
+            if not await self._limiter.test(limit, *ids):
+                return await self._refusal(limit, ids)
         for limit in self._limits:
             # `hit` is atomic per limit: a concurrent request that slipped past `test` fails here.
-            if not await self._limiter.hit(limit, user_key):
-                return await self._refusal(limit, user_key)
+            if not await self._limiter.hit(limit, *ids):
+                return await self._refusal(limit, ids)
         return None
 
-    async def _refusal(self, limit: RateLimitItem, user_key: str) -> Refusal:
-        stats = await self._limiter.get_window_stats(limit, user_key)
+    async def _refusal(self, limit: RateLimitItem, ids: tuple[str, ...]) -> Refusal:
+        stats = await self._limiter.get_window_stats(limit, *ids)
         return Refusal(limit, stats.reset_time)

@@ -82,18 +82,19 @@ class AtomicAcquire:
             return None
         return cls(storage.bridge, limits)
 
-    async def acquire(self, user_key: str) -> tuple[RateLimitItem, float] | None:
-        """None when counted; else the limit that refuses and when it lets a request through."""
-        answer: Any = await self._script.execute(self._keys(user_key), self._windows)
+    async def acquire(self, ids: Sequence[str]) -> tuple[RateLimitItem, float] | None:
+        """None when counted; else the limit that refuses and when it lets a request through.
+        ``ids``: the identifiers of the member's windows (``limits``' ``key_for``)."""
+        answer: Any = await self._script.execute(self._keys(ids), self._windows)
         if answer == 0:
             return None
         index, oldest = answer
         limit = self._limits[int(index) - 1]
         return limit, float(oldest) + limit.get_expiry()
 
-    async def refund(self, user_key: str) -> None:
+    async def refund(self, ids: Sequence[str]) -> None:
         """Take back one request counted by :meth:`acquire`, from every window."""
-        await self._refund.execute(self._keys(user_key), ())
+        await self._refund.execute(self._keys(ids), ())
 
-    def _keys(self, user_key: str) -> tuple[str, ...]:
-        return tuple(self._bridge.prefixed_key(limit.key_for(user_key)) for limit in self._limits)
+    def _keys(self, ids: Sequence[str]) -> tuple[str, ...]:
+        return tuple(self._bridge.prefixed_key(limit.key_for(*ids)) for limit in self._limits)

@@ -146,7 +146,7 @@ class Replies:
             return False
         except DISCORD_FAILURES as exc:
             if getattr(exc, "code", None) != ALREADY_ACKNOWLEDGED:
-                log.warning("could not answer user %s: %r", self.interaction.user.id, exc)
+                log.warning("could not answer the member: %r", exc)
             return False
         return True
 
@@ -208,7 +208,7 @@ class Replies:
                     ephemeral=True,
                 )
             except DISCORD_FAILURES as exc:
-                log.warning("could not tell user %s privately: %r", interaction.user.id, exc)
+                log.warning("could not tell the member privately: %r", exc)
             return
         steps: list[Callable[[], Awaitable[object]]] = [
             lambda: interaction.edit_original_response(
@@ -223,7 +223,7 @@ class Replies:
                 await step()
                 told = told or step is steps[1]
         except DISCORD_FAILURES as exc:
-            log.warning("could not tell user %s privately: %r", interaction.user.id, exc)
+            log.warning("could not tell the member privately: %r", exc)
             if not told:
                 # The private sentence did not go: the public placeholder is the only place
                 # left to say it. Once it went, the placeholder keeps its neutral words.

@@ -68,7 +68,7 @@ async def apply_server_settings(
         async with asyncio.timeout(step_timeout(interaction, SETTINGS_TIMEOUT)):
             chosen = await services.server_settings.get(interaction.guild_id)
     except Exception as exc:
-        log.error("could not read the settings of server %s: %r", interaction.guild_id, exc)
+        log.error("could not read the server's settings: %r", exc)
         return SETTINGS_UNAVAILABLE
     channels = chosen.channels
     if channels is not None and interaction.guild_id is not None:

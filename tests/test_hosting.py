@@ -420,3 +420,14 @@ def test_pre_commit_runs_the_same_checks_as_ci() -> None:
 def test_the_licence_file_is_the_one_pyproject_declares() -> None:
     declared = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))["project"]["license"]
     assert (ROOT / "LICENSE").read_text("utf-8").splitlines()[0] == f"{declared} License"
+
+
+def test_the_systemd_unit_lets_the_bot_open_more_files_than_systemd_s_default() -> None:
+    """Each image call in flight holds a connection: systemd's 1,024 open files is too few."""
+    assert int(unit_values("LimitNOFILE")[-1]) >= 4 * 1024
+
+
+def test_the_systemd_unit_does_not_restart_what_a_restart_cannot_fix() -> None:
+    """Status 2: a setting to fix, or a database a newer version migrated (bot/app.py)."""
+    assert unit_values("RestartPreventExitStatus") == ["2"]
+    assert unit_values("Restart") == ["on-failure"]

@@ -1,15 +1,23 @@
-"""Whether the bot can serve: the gateway connected, the database and the limit store
-answering. Each part says why in a few words, never with a secret."""
+"""Whether the bot can serve: the gateway connected, the ledger taking requests, the limit store
+answering. Each part says why in a few words, never with a secret.
+
+The database part writes (see :meth:`bot.ledger.Ledger.check_writable`): a database on a full
+disk, or read-only, answers a ``SELECT 1`` while it refuses every request. Settlements the
+database did not take are not a part of their own: they wait for the database that this part
+already tests (the ledger logs them while it keeps trying).
+"""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from sqlalchemy import text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine
+
+if TYPE_CHECKING:
+    from bot.ledger import Ledger
 
 PART_TIMEOUT = 3.0  # seconds each part may take: a Docker health check waits for all of them
 REASON_CHARS = 200
@@ -55,19 +63,19 @@ def gateway_part(ready: bool, closed: bool) -> Part:
     return Part(True, "connected")
 
 
-async def database_part(engine: AsyncEngine | None) -> Part:
-    """SELECT 1 through the ledger's engine."""
-    if engine is None:
+async def database_part(ledger: Ledger | None) -> Part:
+    """Whether the ledger takes a write now."""
+    if ledger is None or not ledger.is_open:
         return Part(False, "the usage ledger is closed")
-    password = make_url(engine.url).password
+    password = make_url(ledger.url).password
     try:
-        async with asyncio.timeout(PART_TIMEOUT), engine.connect() as connection:
-            await connection.execute(text("SELECT 1"))
+        async with asyncio.timeout(PART_TIMEOUT):
+            await ledger.check_writable()
     except TimeoutError:
-        return Part(False, f"no answer within {PART_TIMEOUT:g} s")
-    except Exception as exc:  # whatever the driver raises, the database did not answer
+        return Part(False, f"no write within {PART_TIMEOUT:g} s")
+    except Exception as exc:  # whatever the driver raises, the database did not take the write
         return Part(False, _reason(exc, str(password) if password else None))
-    return Part(True, "answers")
+    return Part(True, "takes writes")
 
 
 async def store_part(probe: Callable[[float], Awaitable[str | None]]) -> Part:
@@ -80,10 +88,10 @@ async def check(
     *,
     ready: bool,
     closed: bool,
-    engine: AsyncEngine | None,
+    ledger: Ledger | None,
     probe: Callable[[float], Awaitable[str | None]],
 ) -> Health:
-    database, store = await asyncio.gather(database_part(engine), store_part(probe))
+    database, store = await asyncio.gather(database_part(ledger), store_part(probe))
     return Health(
         {"gateway": gateway_part(ready, closed), "database": database, "limit_store": store}
     )

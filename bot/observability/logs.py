@@ -1,10 +1,19 @@
 """Logging set-up: discord.py's text lines (LOG_FORMAT=text) or one JSON object a line
-(LOG_FORMAT=json, with python-json-logger), secrets removed from either."""
+(LOG_FORMAT=json, with python-json-logger), secrets removed from either.
+
+- Text lines are coloured only for a terminal: not when stderr is a pipe or a file (discord.py
+  colours under Docker whatever stderr is, which fills `docker logs` and log files with escape
+  codes), and never with NO_COLOR set (https://no-color.org).
+- Libraries that would log members' prompts and ids at DEBUG (the database drivers log every
+  statement with its values, discord.py every gateway event and HTTP body) are held at INFO
+  whatever LOG_LEVEL says, and SQLAlchemy at WARNING (at INFO it echoes statements and values).
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from collections.abc import Iterable
 from typing import TextIO
@@ -16,6 +25,18 @@ from bot.config import Settings
 from bot.observability import context
 
 REDACTED = "[redacted]"
+# Loggers kept quieter than LOG_LEVEL=DEBUG: the least severe level each may log at.
+QUIET_LIBRARIES = {
+    "aiosqlite": logging.INFO,
+    "asyncpg": logging.INFO,
+    "coredis": logging.INFO,
+    "discord.gateway": logging.INFO,
+    "discord.http": logging.INFO,
+    "sqlalchemy": logging.WARNING,
+}
+# discord.py's text line, without its colours.
+TEXT_FORMAT = "[{asctime}] [{levelname:<8}] {name}: {message}"
+TEXT_DATES = "%Y-%m-%d %H:%M:%S"
 
 
 class RequestIds(logging.Filter):
@@ -101,14 +122,34 @@ def json_handler(settings: Settings, stream: TextIO) -> logging.Handler:
     return handler
 
 
+def colours(stream: TextIO) -> bool:
+    """Whether text lines to ``stream`` are coloured: a terminal's, unless NO_COLOR is set."""
+    if os.environ.get("NO_COLOR"):  # set and not empty, as no-color.org says
+        return False
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
+
+
+def quiet_libraries(level: int) -> None:
+    """Hold the libraries of QUIET_LIBRARIES at their floor where ``level`` is below it (never
+    louder than ``level``: a library's logger level is checked before the root's)."""
+    for name, floor in QUIET_LIBRARIES.items():
+        logging.getLogger(name).setLevel(max(level, floor))
+
+
 def configure_logging(settings: Settings) -> None:
     """Set up the root logger as LOG_FORMAT says."""
     level = logging.getLevelName(settings.log_level)
+    quiet_libraries(level)
     if settings.log_format == "json":
         root = logging.getLogger()
         root.setLevel(level)
         root.addHandler(json_handler(settings, sys.stderr))
         return
-    discord.utils.setup_logging(level=level, root=True)
+    if colours(sys.stderr):
+        discord.utils.setup_logging(level=level, root=True)  # its own colours
+    else:  # discord.py would colour under Docker whatever stderr is: its line, plain
+        plain = logging.Formatter(TEXT_FORMAT, TEXT_DATES, style="{")
+        discord.utils.setup_logging(level=level, root=True, formatter=plain)
     handler = logging.getLogger().handlers[-1]
     _dress(handler, _WithRequestIds(handler.formatter or logging.Formatter()), settings)

@@ -460,7 +460,7 @@ async def delete_images(
         try:
             await interaction.followup.send(NOT_DELETED, ephemeral=True)
         except DISCORD_FAILURES:
-            log.warning("could not tell user %s either", interaction.user.id)
+            log.warning("could not tell the member either")
 
 
 async def _follow_up_ids(saved: SavedRequests | None, key: int) -> tuple[int, ...]:
@@ -505,7 +505,7 @@ async def _tell_unexpected(interaction: discord.Interaction) -> None:
         else:
             await interaction.response.send_message(UNEXPECTED, ephemeral=True)
     except DISCORD_FAILURES:
-        log.warning("could not tell user %s about the failure", interaction.user.id)
+        log.warning("could not tell the member about the failure")
 
 
 def saved_key(message: discord.Message) -> int | None:

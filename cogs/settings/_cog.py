@@ -148,12 +148,14 @@ class SettingsCog(commands.Cog, name="Settings"):
             await _answer(interaction, str(refusal))
             return
         except Exception:
-            log.exception("could not change the setting %s of server %s", setting, guild.id)
+            log.exception("could not change the setting %s of a server", setting.value)
             await _answer(interaction, SETTINGS_UNAVAILABLE)
             return
+        pseudonyms = self.services.pseudonyms  # no raw Discord id above DEBUG
         log.info(
-            "user %s changed %s of server %s from %r to %r",
-            interaction.user.id, setting.value, guild.id, old, value,
+            "%s changed %s of %s from %r to %r",
+            pseudonyms.for_user(interaction.user.id), setting.value,
+            pseudonyms.for_server(guild.id), _loggable(setting, old), _loggable(setting, value),
         )  # fmt: skip
         shown = describe(setting, value, rules, now)
         # Channels are mentioned, as many as fit; any other value stored before is clipped.
@@ -179,7 +181,7 @@ class SettingsCog(commands.Cog, name="Settings"):
         try:
             chosen, changes = await _within_patience(interaction, read())
         except Exception:
-            log.exception("could not read the settings of server %s", guild.id)
+            log.exception("could not read a server's settings")
             await _answer(interaction, SETTINGS_UNAVAILABLE)
             return
         embed = discord.Embed(title="/imagine settings on this server")
@@ -202,6 +204,13 @@ def _clipped(value: str, setting: Setting | None = None) -> str:
     if setting is Setting.CHANNELS or len(value) <= SHOWN_VALUE_CHARS:
         return value
     return value[: SHOWN_VALUE_CHARS - 1] + "…"
+
+
+def _loggable(setting: Setting, value: str | None) -> str | None:
+    """A setting's value for a log line: channels are Discord ids, so only how many."""
+    if setting is not Setting.CHANNELS or value is None:
+        return value
+    return f"{len([part for part in value.split(',') if part.strip()])} channel(s)"
 
 
 async def _within_patience(interaction: discord.Interaction, work: Coroutine[Any, Any, T]) -> T:

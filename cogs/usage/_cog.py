@@ -87,7 +87,7 @@ class UsageCog(commands.Cog, name="Usage"):
         try:
             embed = await self._member_embed(interaction.guild_id, interaction.user.id)
         except Exception:
-            log.exception("could not read the usage of user %s", interaction.user.id)
+            log.exception("could not read a member's usage")
             await interaction.edit_original_response(content=USAGE_UNAVAILABLE)
             return
         await interaction.edit_original_response(embed=fit_embed(embed))
@@ -151,7 +151,7 @@ class UsageCog(commands.Cog, name="Usage"):
                 embed.set_footer(text=CSV_TOO_LARGE.format(guild_id=interaction.guild_id))
             await interaction.edit_original_response(embed=fit_embed(embed), attachments=files)
         except Exception:
-            log.exception("could not report the usage of server %s", interaction.guild_id)
+            log.exception("could not report a server's usage")
             with contextlib.suppress(*DISCORD_FAILURES):
                 await interaction.edit_original_response(
                     content=USAGE_UNAVAILABLE, embed=None, attachments=[]

@@ -3,21 +3,41 @@ nothing answers."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import io
 import json
 import logging
+import os
+import resource
 import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TextIO
 
+import aiohttp
+import discord
 import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
 from bot.__main__ import _health
-from bot.app import ImagineBot, MetricsUnavailable, shard_options
+from bot.app import OPEN_FILES_WANTED, ImagineBot, MetricsUnavailable, shard_options
 from bot.config import ConfigError, Settings, load_settings
+from bot.db import migrate_database
+from bot.images import ImageRequest, load_catalog, prepare_request
+from bot.ledger import Ledger
 from bot.observability import context
-from bot.observability.health import gateway_part
-from bot.observability.logs import configure_logging, json_handler
+from bot.observability.health import Health, Part, gateway_part
+from bot.observability.logs import QUIET_LIBRARIES, configure_logging, json_handler
+from bot.observability.metrics import Metrics
+from bot.observability.server import MetricsServer
+from bot.saved_requests import SavedRequests
 from tests.cogs.conftest import make_settings
-from tests.conftest import API_KEY, DISCORD_TOKEN
+from tests.conftest import API_KEY, DISCORD_TOKEN, _record_text
 from tests.fakes.images_api import FakeImagesAPI
 
 EVERY_ADDRESS = "0.0.0.0"  # noqa: S104 - only read: `health` asks 127.0.0.1 then
@@ -273,3 +293,213 @@ def test_a_text_line_ends_with_the_request_ids(tmp_path: Path) -> None:
     assert installed.format(inside).endswith(
         f"the image service answered 200 [correlation_id={correlation} request_id=req_42]"
     )
+
+
+# -- the metrics port under attack -------------------------------------------------------------
+
+PROJECT = Path(__file__).resolve().parents[2]
+OPEN_FILES = 256  # the metrics server's process: a quarter of a host's usual 1,024
+IDLE_CONNECTIONS = 400
+
+
+async def _connect(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+    try:
+        return await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 2)
+    except (OSError, TimeoutError):
+        return None
+
+
+async def _closed_by_the_server(reader: asyncio.StreamReader, seconds: float) -> bool:
+    try:
+        return await asyncio.wait_for(reader.read(1), seconds) == b""
+    except (OSError, TimeoutError):
+        return isinstance(reader.exception(), OSError)
+
+
+async def test_idle_connections_cannot_take_the_metrics_servers_file_descriptors() -> None:
+    idle_seconds = 1.0
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.bot.metrics_process", str(OPEN_FILES), str(idle_seconds),
+        cwd=PROJECT, env={**os.environ, "PYTHONPATH": str(PROJECT)},
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stdout is not None and process.stdin is not None
+    assert process.stderr is not None
+    errors = asyncio.create_task(process.stderr.read())  # a full pipe would stop the process
+    connections: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    try:
+        port = int(await asyncio.wait_for(process.stdout.readline(), 30))
+        # Connections that never send a byte, more than the process has file descriptors.
+        opened = await asyncio.gather(*(_connect(port) for _ in range(IDLE_CONNECTIONS)))
+        connections = [connection for connection in opened if connection is not None]
+
+        started = time.monotonic()
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session,
+            session.get(f"http://127.0.0.1:{port}/healthz") as response,
+        ):
+            assert response.status == 200
+            assert (await response.json())["status"] == "ok"
+        answered = time.monotonic() - started
+
+        # Every idle connection is closed within the idle time (most at once, to make room).
+        closed = await asyncio.gather(
+            *(_closed_by_the_server(reader, idle_seconds + 3) for reader, _ in connections)
+        )
+        assert all(closed), f"{closed.count(False)} idle connection(s) still open"
+    finally:
+        for _, writer in connections:
+            writer.close()
+        process.stdin.close()
+        try:
+            await asyncio.wait_for(process.wait(), 10)
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+    err = (await errors).decode()
+    assert "Too many open files" not in err and "Traceback" not in err, err[-2000:]
+    assert answered < 2
+
+
+def test_the_bot_raises_its_own_limit_of_open_files_where_the_host_leaves_it_low() -> None:
+    """In a container nothing like systemd's LimitNOFILE sets it: the soft limit is often 1,024."""
+    script = (
+        "import resource; from bot.app import raise_open_files_limit; "
+        "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE); "
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (min(1024, soft), hard)); "
+        "print(raise_open_files_limit(), *resource.getrlimit(resource.RLIMIT_NOFILE))"
+    )
+    answer = subprocess.run(  # noqa: S603 - a fixed script
+        [sys.executable, "-c", script], cwd=PROJECT, capture_output=True, text=True, check=True
+    )
+    said, soft, hard = (int(value) for value in answer.stdout.split())
+    expected = OPEN_FILES_WANTED if hard == resource.RLIM_INFINITY else min(hard, OPEN_FILES_WANTED)
+    assert said == soft == expected
+
+
+async def _send_raw(port: int, data: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), 5)
+    finally:
+        writer.close()
+
+
+MALFORMED = [
+    b"GET /metrics HTTP/1.1\r\nHost: x\r\nBroken header line\r\n\r\n",
+    b"GET /healthz HTTP/1.1\r\n" + b"X-Long: " + b"a" * 10_000 + b"\r\n\r\n",
+    b"GET /metrics HTTP/9.9\r\n\r\n",
+    b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(range(32)),  # TLS to a plain port
+    b"GET /\x00 HTTP/1.1\r\n\r\n",
+]
+
+
+async def test_malformed_requests_are_a_short_debug_line_each(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def healthy() -> Health:
+        return Health({"gateway": Part(True, "connected")})
+
+    server = MetricsServer(Metrics().registry, healthy, host="127.0.0.1", port=0)
+    await server.start()
+    assert server.port is not None
+    try:
+        caplog.clear()
+        for n in range(100):
+            answer = await _send_raw(server.port, MALFORMED[n % len(MALFORMED)])
+            assert answer == b"" or answer.startswith((b"HTTP/1.0 4", b"HTTP/1.1 4"))
+    finally:
+        await server.stop()
+    loud = [r for r in caplog.records if r.levelno >= logging.INFO]
+    assert loud == []
+    assert all(record.exc_info is None for record in caplog.records)
+    written = sum(len(record.getMessage()) for record in caplog.records)
+    assert written < 100 * 200, f"{written} characters of log for 100 malformed requests"
+
+
+# -- what the text lines look like, and what libraries may say -----------------------------------
+
+
+@contextlib.contextmanager
+def logging_configured(settings: Settings) -> Iterator[logging.Handler]:
+    """configure_logging's handler; the root logger and the libraries' levels put back after."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    libraries = {name: logging.getLogger(name).level for name in QUIET_LIBRARIES}
+    try:
+        configure_logging(settings)
+        (installed,) = [handler for handler in root.handlers if handler not in handlers]
+        yield installed
+    finally:
+        for handler in root.handlers[:]:
+            if handler not in handlers:
+                root.removeHandler(handler)
+        root.setLevel(level)
+        for name, was in libraries.items():
+            logging.getLogger(name).setLevel(was)
+
+
+@pytest.mark.parametrize(
+    ("terminal", "no_color", "coloured"),
+    [(False, "", False), (True, "1", False), (True, "", True)],
+    ids=["a-pipe-under-docker", "a-terminal-with-NO_COLOR", "a-terminal"],
+)
+def test_text_lines_are_coloured_only_for_a_terminal_and_never_with_no_color(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, terminal: bool, no_color: str, coloured: bool
+) -> None:
+    # discord.py colours whatever stderr is where it believes it runs under Docker.
+    monkeypatch.setattr(discord.utils, "is_docker", lambda: True)
+    monkeypatch.setenv("NO_COLOR", no_color)
+    main = None
+    if terminal:  # a pseudo-terminal: a terminal while its other end is open
+        main, other = os.openpty()
+        stream: TextIO = open(other, "w")  # noqa: SIM115 - closed below
+    else:
+        stream = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stream)
+    settings = Settings(_env_file=None, openai_api_key=API_KEY, data_dir=tmp_path)
+    try:
+        with logging_configured(settings) as installed:
+            line = installed.format(record("ready as %s", "the bot"))
+    finally:
+        stream.close()
+        if main is not None:
+            os.close(main)
+    assert ("\x1b[" in line) is coloured
+    assert line.endswith("ready as the bot")
+
+
+async def test_at_debug_the_database_drivers_write_no_prompt_and_errors_no_values(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'imagine.db'}"
+    settings = Settings(
+        _env_file=None, openai_api_key=API_KEY, data_dir=tmp_path, log_level="DEBUG"
+    )
+    prompt = "a SENTINEL-PROMPT lighthouse at dusk"
+    member = 1_300_000_000_000_000_042
+    spec = load_catalog()["dall-e-2"]
+    prepared = prepare_request(ImageRequest(prompt=prompt, model=spec.name), spec)
+    with logging_configured(settings):
+        caplog.set_level(logging.DEBUG)  # the root, as LOG_LEVEL=DEBUG has it
+        await migrate_database(url)
+        ledger = Ledger(url)
+        await ledger.open()
+        try:
+            await SavedRequests(ledger).save(prepared, member_id=member, guild_id=7, channel_id=8)
+            async with ledger.engine.begin() as connection:
+                await connection.execute(text("DROP TABLE usage_ledger"))
+            with pytest.raises(DBAPIError) as failed:
+                await ledger.admitted(prepared, member_id=member, guild_id=7, channel_id=8)
+        finally:
+            await ledger.close()
+        written = [_record_text(record) for record in caplog.records]
+    assert written  # DEBUG lines were written: the bot's own
+    assert not [line for line in written if prompt in line or str(member) in line]
+    # The error (what a log line or a traceback would show) names the statement, not its values.
+    assert "no such table: usage_ledger" in str(failed.value)
+    assert str(member) not in str(failed.value)

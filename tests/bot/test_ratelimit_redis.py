@@ -1,18 +1,29 @@
 """Per-user limits on a real Redis server shared by several limiters, as several processes share it:
-a member's limits are checked and counted as one, and a store that goes away and comes back is
-used again without a restart."""
+a member's limits are checked and counted as one, a store that goes away and comes back is used
+again without a restart, and two bots sharing the server count each member apart."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
+import coredis
 import pytest
 from limits import parse_many
 from limits.aio.strategies import MovingWindowRateLimiter
 
+from bot.app import ImagineBot
 from bot.ratelimit import UserRateLimiter
+from tests.cogs.conftest import make_settings
+from tests.fakes.images_api import FakeImagesAPI
 from tests.redis_server import RedisServer
+
+MEMBER = 1_200_000_000_000_000_042
+
+
+def redis_client(server: RedisServer) -> coredis.Redis[bytes]:
+    return coredis.Redis(host="127.0.0.1", port=server.port)
 
 
 def limiters(server: RedisServer, limits: str, count: int = 2) -> list[UserRateLimiter]:
@@ -123,3 +134,38 @@ async def test_a_store_that_hangs_is_given_up_on_and_used_again_when_it_answers(
     # though the member was told the limits could not be checked (erring towards the limit),
     # and counts once.
     assert await remaining(limiter, "5/minute", "alice") == 3
+
+
+async def test_two_bots_on_one_redis_count_a_member_apart(
+    redis_server: RedisServer, images_api: FakeImagesAPI, tmp_path: Path
+) -> None:
+    """Two bots (two Discord applications) sharing one Redis: each counts the member against its
+    own limits, under its own application id."""
+    bots = []
+    for application_id in (1_200_000_000_000_000_001, 1_200_000_000_000_000_002):
+        settings = make_settings(
+            images_api.base_url,
+            tmp_path / str(application_id),
+            rate_limit_storage_uri=redis_server.url,
+            user_rate_limit="1/minute",
+        )
+        bot = ImagineBot(settings, sync_on_start=False, serve_metrics=False)
+        bot._connection.application_id = application_id  # what logging in to Discord sets
+        bots.append(bot)
+    try:
+        for bot in bots:
+            await bot.setup_hook()
+        first, second = (bot.services.limiter for bot in bots)
+
+        assert await first.acquire(str(MEMBER)) is None
+        assert await second.acquire(str(MEMBER)) is None  # the first bot's count is not its
+        refusal = await first.acquire(str(MEMBER))
+        assert refusal is not None and refusal.describe() == "1 image request per minute"
+    finally:
+        for bot in bots:
+            await bot.close()
+    keys = [key.decode() async for key in redis_client(redis_server).scan_iter()]
+    assert sorted(keys) == [
+        f"LIMITS:LIMITER/1200000000000000001/{MEMBER}/1/1/minute",
+        f"LIMITS:LIMITER/1200000000000000002/{MEMBER}/1/1/minute",
+    ]

@@ -1,10 +1,11 @@
 """One bot process for the tests of several processes sharing Redis and PostgreSQL.
 
 Run as ``python -m tests.cogs.instance '<json>'`` by tests/cogs/test_shared_state.py: it starts an
-ImagineBot in its own simcord, with the member and server ids the test gives (so that every process
-sees the same member), prints ``ready``, waits for a line on its standard input, sends its share of
-/imagine requests (with ``hold``, prints ``sent`` and waits for another line), waits for them to
-end, stops as an operator's restart stops it, and prints one JSON line: what each request got.
+ImagineBot in its own simcord, with the member and server ids and the application id the test gives
+(so that every process sees the same member of the same bot), prints ``ready``, waits for a line on
+its standard input, sends its share of /imagine requests (with ``hold``, prints ``sent`` and waits
+for another line), waits for them to end, stops as an operator's restart stops it, and prints one
+JSON line: what each request got.
 With ``lease_seconds``, its ledger's lease lasts that long (bot.ledger.LEASE_SECONDS).
 """
 
@@ -56,6 +57,8 @@ async def main(plan: dict[str, Any]) -> None:
     if bot.shard_count is None:
         bot.shard_count = RECOMMENDED_SHARDS
     env = Env(bot)
+    # One bot in every process: simcord draws the application id from the clock.
+    env.backend.application_id = env.backend.reserve_id(plan["application_id"])
     waits.env = env
     await env.start()
     try:

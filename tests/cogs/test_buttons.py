@@ -176,7 +176,8 @@ async def test_a_press_over_the_pressers_limit_is_refused_privately(
     refused = await alice.click(first.response, label="Reroll")
 
     assert private(refused).startswith(
-        "You have reached this server's limit of 1 image request per minute."
+        "You have reached your limit of 1 image request per minute, counted across every "
+        "server this bot is in."
     )
     assert len(images_api.generation_requests) == 1
     # The limit is the presser's: bob has his own.

@@ -345,7 +345,8 @@ async def test_a_vary_press_over_the_pressers_limit_is_told_privately(
     refused = await alice.click(made.response, label="Vary")
     assert refused.response.ephemeral
     assert refused.response.content.startswith(
-        "You have reached this server's limit of 1 image request per minute."
+        "You have reached your limit of 1 image request per minute, counted across every "
+        "server this bot is in."
     )
     assert not images_api.edit_requests
 
@@ -570,7 +571,8 @@ async def test_edits_share_the_members_limits_and_a_refused_edit_does_not_count(
     limited = await alice.slash(channel, "edit", image=("cat.png", png()), prompt="a hat")
     assert limited.response.ephemeral
     assert limited.response.content.startswith(
-        "You have reached this server's limit of 1 image request per minute."
+        "You have reached your limit of 1 image request per minute, counted across every "
+        "server this bot is in."
     )
     assert not images_api.edit_requests
 

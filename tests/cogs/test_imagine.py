@@ -148,10 +148,16 @@ async def test_the_limit_stops_the_third_request_while_another_user_goes_through
         result = await alice.slash(channel, "imagine", prompt="a cat")
         assert result.response.attachments
 
-    refused = await alice.slash(channel, "imagine", prompt="a cat")
+    # The limit is alice's own, whichever server she asks in: the refusal says so.
+    elsewhere = simcord_env.create_guild("Elsewhere")
+    alice_elsewhere = elsewhere.add_member(alice.user)
+    refused = await alice_elsewhere.slash(
+        elsewhere.create_text_channel("imagine"), "imagine", prompt="a cat"
+    )
     assert refused.response.ephemeral
     assert refused.response.content.startswith(
-        "You have reached this server's limit of 2 image requests per minute."
+        "You have reached your limit of 2 image requests per minute, counted across every "
+        "server this bot is in."
     )
     assert re.search(r"You can try again <t:\d+:R>\.$", refused.response.content)
 

@@ -189,6 +189,8 @@ async def test_healthz_is_200_when_healthy_and_503_naming_the_database_when_it_i
     simcord_env: Any, scraper: aiohttp.ClientSession, ledger_dir: Path
 ) -> None:
     bot = simcord_env.bot
+    assert bot.metrics_server is not None
+    bot.metrics_server.health_reuse_seconds = 0  # each question gets a new check
     status, report = await healthz(scraper, bot)
     assert status == 200
     assert report["status"] == "ok"
@@ -214,12 +216,13 @@ async def test_python_m_bot_health_asks_the_running_bot(
 ) -> None:
     bot = simcord_env.bot
     assert bot.metrics_server is not None
+    bot.metrics_server.health_reuse_seconds = 0  # each question gets a new check
     settings = make_settings(
         bot.settings.openai_base_url, tmp_path, metrics_port=bot.metrics_server.port
     )
     assert await _health(settings) == 0
     assert capsys.readouterr().out == (
-        "healthy: gateway: connected, database: answers, limit_store: answers\n"
+        "healthy: gateway: connected, database: takes writes, limit_store: answers\n"
     )
     await bot.services.ledger.close()
     assert await _health(settings) == 1

@@ -28,6 +28,7 @@ from tests.redis_server import RedisServer
 
 MEMBER_ID = 1_100_000_000_000_000_001
 GUILD_ID = 1_100_000_000_000_000_002
+APPLICATION_ID = 1_100_000_000_000_000_003  # one bot, two processes
 PROJECT = Path(__file__).resolve().parents[2]
 START_SECONDS = 60.0  # two bots starting on two shared cores
 RUN_SECONDS = 120.0
@@ -83,7 +84,8 @@ def database_url(postgres_server: PostgresServer | None) -> str:
 async def hourly_remaining(redis_server: RedisServer, limit: str) -> int:
     item = parse_many(limit)[0]
     store = RedisStorage(redis_server.url)
-    return (await MovingWindowRateLimiter(store).get_window_stats(item, str(MEMBER_ID))).remaining
+    reader = MovingWindowRateLimiter(store)
+    return (await reader.get_window_stats(item, str(APPLICATION_ID), str(MEMBER_ID))).remaining
 
 
 async def test_two_processes_admit_exactly_what_the_limits_and_the_budget_allow(
@@ -103,6 +105,7 @@ async def test_two_processes_admit_exactly_what_the_limits_and_the_budget_allow(
                 "settings": settings,
                 "guild_id": GUILD_ID,
                 "member_id": MEMBER_ID,
+                "application_id": APPLICATION_ID,
                 "requests": 10,
             }
         )
@@ -154,7 +157,7 @@ async def test_a_process_restarting_loses_nothing_of_another_process_s_work(
         return {
             "base_url": images_api.base_url, "data_dir": str(tmp_path / name),
             "settings": settings, "guild_id": GUILD_ID, "member_id": MEMBER_ID,
-            "requests": 1, **extra,
+            "application_id": APPLICATION_ID, "requests": 1, **extra,
         }  # fmt: skip
 
     # simcord's clock stands still in a process holding its requests (its timers, the ledger's
