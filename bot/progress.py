@@ -3,6 +3,8 @@
 Where the request streams, each partial image the service sends becomes a small JPEG (WebP when
 it has transparency), made off the event loop, shown in the reply until the images replace it.
 Otherwise, and until the first preview, the reply counts the seconds ("🎨 Generating… 20 s").
+A preview's bytes hold room outside the processing slots (bot/images/processing.py) until it is
+shown, replaced or no longer wanted: each of those releases it at once.
 
 Edits are throttled twice so that Discord's rate limits are never provoked, however many
 requests run: each message is edited at most once every :data:`MIN_EDIT_INTERVAL` seconds, and
@@ -182,9 +184,11 @@ class ProgressDisplay:
     def offer(self, partial: PartialImage) -> None:
         """A partial image arrived (called by the engine on the loop; returns at once)."""
         if self._stopped:
+            partial.release()
             return
         if self._pending is not None:
             self.dropped_previews += 1
+            self._pending.release()  # never shown: its room goes back at once
         self._pending = partial
         # Shown at once when the message and the budget allow; else when the scheduler says.
         now = self.budget.clock()
@@ -196,6 +200,9 @@ class ProgressDisplay:
         after (and over) the images or the failure message that follow."""
         self._stopped = True
         self.budget._remove(self)
+        if self._pending is not None:
+            self._pending.release()
+            self._pending = None
         edit = self._edit
         if edit is None or edit.done():
             return
@@ -258,10 +265,15 @@ class ProgressDisplay:
         await self.replies.show_progress(self._text())
 
     async def _show_preview(self, partial: PartialImage) -> None:
-        # Through the budget's wait: for a test harness, the encoder thread is outside input.
-        encoding = asyncio.ensure_future(run_in_encoder(make_preview, partial))
-        await self.budget.wait(encoding)
-        made = encoding.result()
+        try:
+            # Through the budget's wait: for a test harness, the encoder thread is outside input.
+            encoding = asyncio.ensure_future(run_in_encoder(make_preview, partial))
+            await self.budget.wait(encoding)
+            made = encoding.result()
+        finally:
+            # Only the small rendering is kept (an encoding cancelled here still ends in its
+            # thread, one per display at most).
+            partial.release()
         if made is None:
             log.warning("a partial image could not be read; no preview shown")
             return

@@ -383,9 +383,10 @@ class ImageClient:
         Give it a :class:`PreparedRequest` (from :meth:`prepare`) and it is not validated again;
         one from :meth:`prepare_edit` is sent to the edits endpoint, everything else alike.
         With a ``lease``, the body is read only once it holds a processing slot (a stream: once
-        its first image arrives); the caller releases it (after posting the images), whatever
-        happens. Where the request streams, ``on_partial`` is called with each preview as it
-        arrives, on the event loop: it must return at once.
+        its first image arrives; its previews meanwhile within the lease's room); the caller
+        releases it (after posting the images), whatever happens. Where the request streams,
+        ``on_partial`` is called with each preview as it arrives, on the event loop: it must
+        return at once, and release the preview once done with it.
         """
         prepared = request if isinstance(request, PreparedRequest) else self.prepare(request)
         try:
@@ -411,7 +412,7 @@ class ImageClient:
                 break
             except _Retry as retry:
                 if lease is not None:
-                    lease.release()  # no slot is held through a back-off
+                    lease.release()  # no slot is held through a back-off (unless pinned)
                 if attempt > policy.max_retries:
                     raise retry.error from None
                 self.retries[type(retry.error).__name__] += 1
@@ -487,10 +488,10 @@ class ImageClient:
                 if self.feedback is not None:
                     self.feedback.record(response.status, response.headers)
 
-                async def hold_slot() -> None:
-                    if lease is not None:
-                        # The body stays in the socket until a slot is free.
-                        await _without_deadline(deadline, lease.hold())
+                async def waiting(awaitable: Awaitable[None]) -> None:
+                    # The body stays in the socket until a slot (or room) is free; the service
+                    # has answered, and the wait is not counted against the attempt.
+                    await _without_deadline(deadline, awaitable)
 
                 succeeded = 200 <= response.status < 300
                 if succeeded and is_event_stream(response):
@@ -501,14 +502,16 @@ class ImageClient:
                             limits=limits,
                             expected=prepared.count,
                             on_partial=on_partial,
-                            before_images=hold_slot,
+                            lease=lease,
+                            waiting=waiting,
                         )
                     except ErrorInBody as inside:
                         raise self._classify(
                             _status_of(inside.info), inside.info, {}, request_id, prepared
                         ) from None
                     return streamed, request_id
-                await hold_slot()
+                if lease is not None:
+                    await waiting(lease.hold())  # a body, error or not, is read in a slot only
                 body = await _read_capped(response, self.settings.max_response_bytes)
                 if succeeded:
                     try:

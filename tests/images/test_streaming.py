@@ -414,3 +414,43 @@ def test_a_large_event_without_an_image_is_never_parsed_whole_on_the_event_loop(
         streaming_module._load(numbers.encode(), whole=False)
     image = partial_event(BIG, 0).split(b"data: ", 1)[1].strip()
     assert streaming_module._load(image, whole=False).encoded  # an image event is lifted at once
+
+
+async def test_a_preview_holds_room_until_released_and_a_stream_without_room_reads_no_further(
+    client: ImageClient, images_api: FakeImagesAPI
+) -> None:
+    # Previews are read without a slot, with room shared by every request: a stream that finds
+    # none reads no further until a preview kept elsewhere is let go (or a slot is free).
+    small, large = incompressible_png(300, 300), incompressible_png(500, 500)
+    images_api.push(
+        stream(partial_event(small, 0), completed_event(IMAGE), pause=0.3),
+        stream(partial_event(large, 0), completed_event(OTHER), pause=0.3),
+    )
+    slots = ProcessingSlots(1, room=1024 * 1024)
+    busy = slots.lease()
+    await busy.hold()  # the one slot is taken by another request's images
+    previews: list[PartialImage] = []
+    leases = [slots.lease(), slots.lease()]
+    first = asyncio.ensure_future(
+        client.generate(streaming(), lease=leases[0], on_partial=previews.append)
+    )
+    while not previews:  # noqa: ASYNC110 - until the first preview is handed over
+        await asyncio.sleep(0.01)
+    assert slots.room.used >= len(previews[0].encoded) > 256 * 1024  # kept: its room too
+    second = asyncio.ensure_future(
+        client.generate(streaming(), lease=leases[1], on_partial=previews.append)
+    )
+    await asyncio.sleep(0.5)
+    assert len(previews) == 1  # the second preview does not fit beside the first
+    previews[0].release()  # shown, or replaced: its room goes back
+    while len(previews) < 2:  # noqa: ASYNC110 - the second stream reads on
+        await asyncio.sleep(0.01)
+    assert previews[1].decode() == large
+    busy.release()
+    for request, lease in zip((first, second), leases, strict=True):
+        result = await request
+        lease.release()  # its images posted
+        assert result.images
+    for preview in previews:
+        preview.release()
+    assert slots.room.used == 0
