@@ -25,7 +25,7 @@ from aiohttp.resolver import DefaultResolver
 from bot.observability import context
 
 from .catalog import Catalog, ModelSpec, parse_size
-from .edits import CHECK_OFF_LOOP_BYTES, EditRequest, input_bytes, prepare_edit
+from .edits import CHECK_OFF_LOOP_BYTES, EditRequest, check_edit, input_bytes, prepare_edit
 from .errors import (
     AuthenticationFailed,
     GenerationTimeout,
@@ -348,6 +348,24 @@ class ImageClient:
                 "model", f"{spec.name} cannot edit images; these can: {', '.join(able)}."
             )
         return spec
+
+    def check_edit(
+        self,
+        request: ImageRequest,
+        *,
+        images: int,
+        has_mask: bool,
+        input_fidelity: str | None = None,
+    ) -> PreparedRequest:
+        """Everything about an edit that needs no file (see :func:`~bot.images.edits.check_edit`):
+        the request with its inputs declared only, or :class:`UnsupportedOption`."""
+        return check_edit(
+            request,
+            self.edit_spec(request.model),
+            images=images,
+            has_mask=has_mask,
+            input_fidelity=input_fidelity,
+        )
 
     async def prepare_edit(self, edit: EditRequest) -> PreparedRequest:
         """Validate an edit against the catalog, its images read from their bytes (in a worker
