@@ -22,7 +22,9 @@ requests are in flight::
              + requests in flight x a socket's buffers (under 1 MiB, most of it aiohttp's)
 
 Slots and room are handed out first come, first served; a request waiting for both is in both
-lines and takes whichever it is given first.
+lines and takes whichever it is given first. Some room is only lent: a preview waiting to be
+shown is let go, oldest first, before anyone has to wait for room (previews are a courtesy; a
+stream that finds no room for a new one reads past it, see :mod:`bot.images.streaming`).
 """
 
 from __future__ import annotations
@@ -62,7 +64,11 @@ class Room:
         self.total = total
         self.used = 0
         self.peak = 0  # the most used at once, since start
+        self.dropped = 0  # grants taken back to make room, since start
         self._line: deque[tuple[asyncio.Future[int], int]] = deque()
+        # Grants whose bytes may be let go to make room (previews waiting to be shown), oldest
+        # first, with what lets them go.
+        self._droppable: dict[Grant, Callable[[], None]] = {}
 
     def grant(self) -> Grant:
         """An empty grant on this room, for one request's bytes."""
@@ -75,10 +81,24 @@ class Room:
 
     def _take_now(self, size: int) -> bool:
         """Take ``size`` bytes if they are free and nobody waits for room (no overtaking)."""
-        if self._waiting() or self.used + size > self.total:
+        if self._waiting():
+            return False
+        self._make_space(size)
+        if self.used + size > self.total:
             return False
         self._use(size)
         return True
+
+    def _make_space(self, size: int) -> None:
+        """Let droppable grants go, oldest first, until ``size`` more bytes fit (or none is
+        left): what must be read comes before a preview nobody has looked at yet."""
+        while self.used + size > self.total and self._droppable:
+            grant = next(iter(self._droppable))
+            drop = self._droppable.pop(grant)
+            self.used -= grant.size
+            grant.size = 0
+            self.dropped += 1
+            drop()
 
     def _use(self, size: int) -> None:
         self.used += size
@@ -91,6 +111,7 @@ class Room:
     def _admit(self) -> None:
         while self._waiting():
             turn, size = self._line[0]
+            self._make_space(size)
             if self.used + size > self.total:
                 return  # first come, first served: the next waits its turn too
             self._line.popleft()
@@ -121,6 +142,16 @@ class Grant:
         self.size = size
         return True
 
+    def droppable(self, drop: Callable[[], None]) -> None:
+        """Its bytes may be let go when the room runs short: ``drop`` is then called (it must
+        let go of them at once), and the room is taken back, before anyone waits for room."""
+        if self.size:
+            self.room._droppable[self] = drop
+
+    def keep(self) -> None:
+        """No longer droppable (a preview being shown)."""
+        self.room._droppable.pop(self, None)
+
     def split(self, size: int) -> Grant:
         """A grant of its own for ``size`` of these bytes (as many as this one covers), handed
         on with them: the rest stays here."""
@@ -130,6 +161,7 @@ class Grant:
         return part
 
     def release(self) -> None:
+        self.keep()
         self.resize(0)
 
 

@@ -8,12 +8,13 @@ an ``error`` key, is the service's error and is classified like an error answer.
 counts against the response cap, however the events are cut.
 
 A stream holds no processing slot while previews arrive (the generation may take a minute,
-and a slot held meanwhile would do no work); it takes one when its first image arrives, before
-that image is decoded, or once it holds more than :data:`UNSLOTTED_BYTES` of one event. Until
-then, what it holds is covered by room (:mod:`bot.images.processing`): the event being read, past
-its first :data:`FREE_BYTES`, and each preview until whoever shows it is done with it
-(:meth:`PartialImage.release`). Where the room has none to give, the stream reads no further
-(the rest waits in the socket) until it has, or has a slot.
+and a slot held meanwhile would do no work); it takes one when its first image has arrived,
+before that image is decoded, or once it holds more than :data:`UNSLOTTED_BYTES` of one event.
+Until then, what it holds is covered by room (:mod:`bot.images.processing`): the event being
+read, past its first :data:`FREE_BYTES`, and each preview until whoever shows it is done with it
+(:meth:`PartialImage.release`). Where the room has none to give, a preview (its ``event:`` line
+says so) is let go, read past as it comes, keeping nothing; any other event waits, reading no
+further (the rest stays in the socket), for room or a slot.
 """
 
 from __future__ import annotations
@@ -75,6 +76,17 @@ class PartialImage:
         """Its bytes are no longer kept: the room they took goes back. Safe to call twice."""
         if self.grant is not None:
             self.grant.release()
+
+    def droppable(self, drop: Callable[[], None]) -> None:
+        """While it waits to be shown: ``drop`` lets go of it where the room is needed for what
+        a stream must read (see :meth:`bot.images.processing.Grant.droppable`)."""
+        if self.grant is not None:
+            self.grant.droppable(drop)
+
+    def keep(self) -> None:
+        """Being shown: no longer droppable."""
+        if self.grant is not None:
+            self.grant.keep()
 
     def decode(self) -> bytes | None:
         """The image's bytes, or None where they are not valid base64 or too large."""
@@ -243,9 +255,9 @@ class _StreamReader:
         # Only a preview: decoded where it is shown; the images are checked when they come. Its
         # room goes with it, made up to its size where the room allows (the last chunk of the
         # event came after the room was last asked for; past that, it is within FREE_BYTES and
-        # a chunk).
+        # a chunk). With a slot, it needs none: it is let go before the slot is.
         kept = grant.split(grant.size) if grant is not None else None
-        if kept is not None:
+        if kept is not None and not self.holding_slot:
             kept.resize(max(kept.size, len(encoded)))
         limits = self.limits
         self.on_partial(PartialImage(index, encoded, limits.max_bytes, limits.max_pixels, kept))
@@ -260,19 +272,31 @@ class _StreamReader:
             await self.waiting(self.lease.hold())
         self.release()
 
-    async def cover(self, pending: int) -> None:
-        """Room for the ``pending`` bytes of the event being read, past the first FREE_BYTES;
-        a slot instead for an event past UNSLOTTED_BYTES, or where a slot is free before room."""
+    async def cover(self, parser: SSEParser) -> None:
+        """Room for what is held of the event being read, past its first FREE_BYTES, before
+        reading on. An event past UNSLOTTED_BYTES waits for a slot instead; a preview (its
+        ``event:`` line says so) the room has no space for is let go, read past as it comes
+        (previews are a courtesy: an image must not wait for one); any other event (an image)
+        waits for room, or a slot, whichever comes first."""
         if self.holding_slot or self.grant is None or self.lease is None:
             return
+        pending = parser.pending_bytes
+        if pending <= FREE_BYTES:
+            self.grant.resize(0)
+            return
         if pending > UNSLOTTED_BYTES:
-            # A large event on its way (an image, or an outsized preview): the rest of it
-            # waits in the socket until a slot is free.
+            # An outsized event (a large image, or preview): the rest of it waits in the socket
+            # until a slot is free.
             await self.hold_slot()
             return
-        needed = pending if pending > FREE_BYTES else 0
-        if not self.grant.resize(needed):
-            await self.waiting(self.lease.cover(self.grant, needed))
+        if self.grant.resize(pending):
+            return
+        if parser.event_in_progress in PARTIAL_EVENTS:
+            parser.skip_event()
+            self.grant.release()
+            log.debug("a preview was let go: no room outside the processing slots")
+            return
+        await self.waiting(self.lease.cover(self.grant, pending))
 
     def release(self) -> None:
         if self.grant is not None:
@@ -365,7 +389,7 @@ async def read_event_stream(
                 # Before reading on: room for what the bot now holds of the next event, or a
                 # slot; until then, the rest waits in the socket (bounded by the slots, not by
                 # the streams in flight).
-                await reader.cover(parser.pending_bytes)
+                await reader.cover(parser)
         except aiohttp.ClientPayloadError:
             # The connection dropped mid-stream. Whole images that came before it are delivered
             # (they were generated, and perhaps billed); with none, the stream is a failure.

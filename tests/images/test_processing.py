@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import tracemalloc
+from typing import Any, cast
 
 import aiohttp
 import pytest
@@ -17,6 +18,8 @@ from bot.images import (
     RetryPolicy,
     load_catalog,
 )
+from bot.images.streaming import PartialImage
+from bot.progress import EditBudget, ProgressDisplay
 from tests.conftest import API_KEY
 from tests.fakes.images_api import FakeImagesAPI, flood, respond
 
@@ -148,10 +151,10 @@ MIB = 1024 * 1024
 # of its own (64 KiB), and the fake's side of the connection, which runs in this process too.
 # Measured: 0.8 MiB, however large the flood.
 PER_REQUEST = 1024 * 1024
-PREVIEW_HEAD = (
-    b"event: image_generation.partial_image\n"
+PREVIEW_DATA = (
     b'data: {"type": "image_generation.partial_image", "partial_image_index": 0, "b64_json": "'
 )
+NAMED_PREVIEW_HEAD = b"event: image_generation.partial_image\n" + PREVIEW_DATA
 JSON_HEAD = b'{"created": 1, "data": [{"b64_json": "'
 
 
@@ -170,15 +173,17 @@ async def _held_at_rest(started: float) -> float:
 async def test_a_flood_of_large_answers_holds_memory_bounded_by_the_slots_not_the_answers(
     http: aiohttp.ClientSession, images_api: FakeImagesAPI
 ) -> None:
-    """Streams whose one preview is nearly 8 MiB and never ends, and JSON bodies of 24 MB,
-    sixteen of each, while both processing slots are busy posting other images: what the bot
-    holds is the room the slots allow outside them, and a socket's worth per request."""
+    """Streams whose one preview is nearly 8 MiB and never ends (half of them named as
+    previews by their `event:` line, half not), and JSON bodies of 24 MB, sixteen of each,
+    while both processing slots are busy posting other images: what the bot holds is the room
+    the slots allow outside them, and a socket's worth per request."""
     client = ImageClient(
         http, base_url=images_api.base_url, api_key=API_KEY, catalog=load_catalog(),
         settings=ClientSettings(timeout=60.0),
     )  # fmt: skip
     streams = bodies = 16
-    images_api.push(*(flood(PREVIEW_HEAD, 8 * MIB - 256 * 1024) for _ in range(streams)))
+    heads = [NAMED_PREVIEW_HEAD, PREVIEW_DATA] * (streams // 2)
+    images_api.push(*(flood(head, 8 * MIB - 256 * 1024) for head in heads))
     images_api.push(
         *(flood(JSON_HEAD, 24 * MIB, content_type="application/json") for _ in range(bodies))
     )
@@ -286,4 +291,25 @@ async def test_inputs_kept_on_a_slot_keep_it_through_a_back_off_until_the_reques
     await small.keep(8)  # room enough: no slot taken
     assert not small.held and slots.room.used == 8
     small.close()
+    assert slots.room.used == 0
+
+
+async def test_a_preview_waiting_to_be_shown_is_let_go_for_what_a_stream_must_read() -> None:
+    slots = ProcessingSlots(1, room=100)
+    budget = EditBudget()
+    while budget.try_take():  # no edit may be made now: the previews wait to be shown
+        pass
+    display = ProgressDisplay(cast(Any, None), budget, previews=2)
+    older, newer = slots.room.grant(), slots.room.grant()
+    assert older.resize(40) and newer.resize(30)
+    display.offer(PartialImage(0, "QUJD", 1000, 1000, older))
+    display.offer(PartialImage(1, "QUJD", 1000, 1000, newer))  # the older one is replaced
+    assert slots.room.used == 30 and display.dropped_previews == 1
+
+    reading = slots.lease().grant()
+    assert reading.resize(90)  # a stream needs the room: the preview waiting is let go
+    assert (slots.room.used, slots.room.dropped) == (90, 1)
+    assert display.dropped_previews == 2  # nothing left to show: the time elapsed is shown
+    await display.stop()
+    reading.release()
     assert slots.room.used == 0
