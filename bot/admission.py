@@ -9,9 +9,15 @@ a :class:`~bot.generation.Generation` takes over. One :class:`Admission` serves 
 /edit and the Vary image menu, and owns their jobs: draining it (when the cogs are unloaded by
 ``bot.close()``) lets them finish or cancels them, whichever command started them.
 
-A request whose check takes time (an edit's images are downloaded from Discord and read) is
-checked in its job: if that takes longer than Discord's patience allows, the interaction is
-acknowledged first and a refusal then replaces the placeholder with a private sentence.
+An edit is checked twice: first everything that needs no file, at once, before it counts
+against anything; then, in its job, it is counted against the member's limits, the budgets are
+checked, room is kept for its inputs (or a processing slot), and only then are its images
+downloaded from Discord and read. If that takes longer than Discord's patience allows, the
+interaction is acknowledged first and a refusal then replaces the placeholder with a private
+sentence. The member's limits count a request from its admission whatever its outcome; they
+take it back only where the bot itself failed before downloading anything of it (the ledger
+unavailable, Discord refusing the acknowledgement, a bug): from the first byte downloaded, a
+request stays counted, so that a limit bounds the bot's downloads too.
 """
 
 from __future__ import annotations
@@ -20,18 +26,21 @@ import asyncio
 import dataclasses
 import datetime as dt
 import logging
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
 
 import discord
 
 from bot.generation import CANCELLED, LEDGER_UNAVAILABLE, WENT_WRONG, Buttons, Generation
-from bot.images import ImageRequest, PreparedRequest, UnsupportedOption
+from bot.images import ImageRequest, Lease, PreparedRequest, UnsupportedOption
 from bot.ledger import Outcome
 from bot.observability.context import new_correlation_id
 from bot.replies import DISCORD_FAILURES, Replies, step_timeout, time_to_acknowledge
 from bot.server_admission import Admissible, apply_server_settings, picked_model
 from bot.services import Services
+
+if TYPE_CHECKING:
+    from bot.editing import EditInputs
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +53,12 @@ CANCEL_WAIT = 10.0  # seconds for cancelled jobs to tell their members
 # a refusal is private either way, and Discord wants an answer within 3 seconds.
 ADMISSION_BEFORE_ACKNOWLEDGING = 1.0
 
-# Checks the request (as the server's settings made it) and returns it prepared, or raises
-# UnsupportedOption with the sentence.
-Prepare = Callable[[ImageRequest], Coroutine[Any, Any, PreparedRequest]]
+
+async def _cancel(task: asyncio.Task[Any]) -> None:
+    """Cancel ``task`` and let it end (what it took, room or a slot, is back before the lease
+    closes)."""
+    task.cancel()
+    await asyncio.wait({task})
 
 
 class Admission:
@@ -98,17 +110,18 @@ class Admission:
         self,
         interaction: discord.Interaction,
         request: ImageRequest,
-        prepare: Prepare,
+        inputs: EditInputs,
         *,
         picked: str | None,
         command: str,
         preferred: str | None = None,
     ) -> None:
-        """A request whose check takes time (/edit, Vary: images to download and read):
-        ``prepare`` runs in the job, on the request as the server's settings make it, before the
-        member's limits count it. ``picked``: the model the member chose (None: the default);
-        only models that edit stand in for the server's default. ``preferred``: a model used
-        before the default where the server allows it (see ``apply_server_settings``)."""
+        """An edit (/edit, Vary), whose ``inputs`` are checked at once for what needs no file,
+        on the request as the server's settings make it, then downloaded in the job once it is
+        counted, within budget and has room. ``picked``: the model the member chose (None: the
+        default); only models that edit stand in for the server's default. ``preferred``: a
+        model used before the default where the server allows it (see
+        ``apply_server_settings``)."""
         replies = self._received(interaction, command)
         catalog = self.images.catalog
         settled = await apply_server_settings(
@@ -123,7 +136,14 @@ class Admission:
         admissible = await self._open_to(replies, settled, request.count, "edit")
         if admissible is None:
             return
-        self._start(interaction, self._prepare_then_run(replies, admissible, prepare))
+        try:
+            declared = inputs.check(self._with_previews(admissible))
+        except UnsupportedOption as refusal:  # nothing downloaded, nothing counted
+            self.metrics.request("invalid", "edit")
+            await replies.answer(refusal.user_message)
+            return
+        generation = self._generation(replies, declared, admissible, self.edit_buttons)
+        self._start(interaction, self._download_then_run(generation, inputs))
 
     @staticmethod
     def _received(interaction: discord.Interaction, what: str) -> Replies:
@@ -204,53 +224,80 @@ class Admission:
             # Acknowledged already (perhaps by a defer whose answer never came back).
             await replies.tell_privately(CANCELLED)
 
-    async def _prepare_then_run(
-        self, replies: Replies, admissible: Admissible, prepare: Prepare
-    ) -> None:
-        received = discord.utils.utcnow()
-        member_id = replies.interaction.user.id
-        # Counted before anything is downloaded: a member over their limit costs the bot no
-        # download; a request the checks refuse is taken back from the limits.
-        if not await self._within_limits(replies, member_id, "edit"):
-            return
-        checking = asyncio.create_task(prepare(self._with_previews(admissible)))
+    async def _download_then_run(self, generation: Generation, inputs: EditInputs) -> None:
+        """Count the edit, check its budgets, keep room for its inputs, download and read them
+        (acknowledging first where that takes long), then run it; the lease holds the room (or
+        the slot standing in for it) until the job ends."""
+        replies = generation.replies
+        member_id = generation.member_id
+        lease = self.processing.lease()
         try:
-            wait = min(ADMISSION_BEFORE_ACKNOWLEDGING, time_to_acknowledge(replies.interaction))
-            done, _ = await asyncio.wait({checking}, timeout=wait)
-            if not done:
-                await replies.defer()
-            prepared = await checking
-        except UnsupportedOption as refusal:
-            self.metrics.request("invalid", "edit")
-            await self._refuse(replies, refusal.user_message)
-            await self._refund_limits(member_id)
-            return
-        except asyncio.CancelledError:
-            checking.cancel()
-            await self._cancelled(replies)
-            raise
-        except DISCORD_FAILURES as exc:
-            checking.cancel()
-            log.warning("could not acknowledge a request in time: %r", exc)
-            await self._refund_limits(member_id)
-            return
-        except Exception:
-            # A bug in a check must still end with a sentence, never a silent placeholder.
-            log.exception("checking a request failed unexpectedly")
-            await self._refuse(replies, WENT_WRONG)
-            await self._refund_limits(member_id)
-            return
-        generation = self._generation(replies, prepared, admissible, self.edit_buttons)
-        generation.timeline.received = received
-        await self._run(generation, limits_counted=True)
+            # Counted before anything is downloaded: a member over their limit costs the bot no
+            # download, and every download counts.
+            if not await self._within_limits(replies, member_id, "edit"):
+                return
+            downloading = asyncio.create_task(self._download(generation, inputs, lease))
+            try:
+                wait = min(ADMISSION_BEFORE_ACKNOWLEDGING, time_to_acknowledge(replies.interaction))
+                done, _ = await asyncio.wait({downloading}, timeout=wait)
+                if not done:
+                    await replies.defer()
+                refusal = await downloading
+            except UnsupportedOption as refused:  # the files, read: downloaded, so counted
+                self.metrics.request("invalid", "edit")
+                await self._refuse(replies, refused.user_message)
+                return
+            except asyncio.CancelledError:
+                await _cancel(downloading)
+                await self._cancelled(replies)
+                raise
+            except DISCORD_FAILURES as exc:
+                await _cancel(downloading)
+                log.warning("could not acknowledge a request in time: %r", exc)
+                await self._refund_unless_downloaded(member_id, inputs)
+                return
+            except Exception:
+                # A bug in a check must still end with a sentence, never a silent placeholder.
+                log.exception("checking a request failed unexpectedly")
+                await self._refuse(replies, WENT_WRONG)
+                await self._refund_unless_downloaded(member_id, inputs)
+                return
+            if refusal is not None:  # a budget, before anything was downloaded
+                await self._refuse(replies, refusal)
+                if refusal == LEDGER_UNAVAILABLE:  # not checked: not counted
+                    await self._refund_limits(member_id)
+                return
+            await self._run(generation, lease=lease, counted=True)
+        finally:
+            lease.close()
 
-    async def _run(self, generation: Generation, *, limits_counted: bool = False) -> None:
-        """Count the request against the member's limits (unless ``limits_counted``),
-        acknowledge it, then run it."""
+    @staticmethod
+    async def _download(generation: Generation, inputs: EditInputs, lease: Lease) -> str | None:
+        """The budgets' refusal (checked before any download, and again when the request is
+        recorded), or None once the inputs are downloaded and read into ``generation``."""
+        refusal = await generation.check_budgets()
+        if refusal is not None:
+            return refusal
+        # Room for the inputs outside the processing slots, or a slot kept until the job ends:
+        # downloaded inputs are bounded by the slots, however many edits arrive at once.
+        await lease.keep(inputs.declared_bytes)
+        generation.prepared = await inputs.download()
+        return None
+
+    async def _refund_unless_downloaded(self, member_id: int, inputs: EditInputs) -> None:
+        if not inputs.downloading:
+            await self._refund_limits(member_id)
+
+    async def _run(
+        self, generation: Generation, *, lease: Lease | None = None, counted: bool = False
+    ) -> None:
+        """Count the request against the member's limits (unless ``counted``: an edit, whose
+        files are downloaded by now, and which stays counted whatever happens), acknowledge it,
+        then run it (with ``lease``, or a new one)."""
         replies = generation.replies
         admission: asyncio.Task[str | None] | None = None
         try:
-            if not limits_counted and not await self._within_limits(
+            if not counted and not await self._within_limits(
                 replies, generation.member_id, generation.command
             ):
                 return
@@ -273,7 +320,7 @@ class Admission:
             refusal = await admission
             if refusal is not None:
                 await self._refuse(replies, refusal)
-                if refusal == LEDGER_UNAVAILABLE:  # not taken: not counted against the limits
+                if refusal == LEDGER_UNAVAILABLE and not counted:  # not taken: not counted
                     await self._refund_limits(generation.member_id)
                 return
             if not replies.acknowledged:
@@ -288,7 +335,8 @@ class Admission:
             log.warning("could not acknowledge a request in time: %r", exc)
             await generation.settle(Outcome.FAILED, exc)
             return
-        await generation.run(self.queue, self.images, self.processing.lease(), self.edits)
+        lease = lease or self.processing.lease()
+        await generation.run(self.queue, self.images, lease, self.edits)
 
     async def _within_limits(self, replies: Replies, member_id: int, kind: str) -> bool:
         """Count the request; when a limit refuses it, or the store does not answer, say so.

@@ -335,7 +335,8 @@ class Settings(BaseSettings):
         description=about(
             "a whole number 1-64 (unset: 4 per core, at least 4)",
             "How many answers are read, decoded, re-encoded and posted at once; the others wait "
-            "in the network buffers. Memory is about this times the largest response.",
+            "in the network buffers. Memory is about this times the largest response, plus 8 MiB "
+            "per slot for previews and edits' input images held outside them.",
         ),
     )
     shutdown_grace_seconds: float = Field(

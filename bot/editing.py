@@ -2,10 +2,17 @@
 into an edit and admitted like any generation. /edit, the Vary image menu and the Vary button
 all come through :func:`run_edit`.
 
-Before anything is downloaded, the model must edit, the number of images and the mask must be
-what it takes, and each attachment's size as Discord declares it must be within the model's
-limit: a 500 MB file is refused unread. Then the files are downloaded (at most their declared
-size, which Discord's CDN serves) and read from their bytes by the engine.
+What an edit costs the bot is a download: it is taken in the order that costs least
+(:class:`EditInputs`). First, every check that needs no file, before the request counts against
+anything: the model edits, the number of images and the mask are what it takes, each
+attachment's size as Discord declares it is within the model's limit (a 500 MB file is refused
+unread), and the options are the model's. Then the admission counts it against the member's
+limits and checks the budgets; then the request takes room for its declared bytes outside the
+processing slots, or a slot (:meth:`bot.images.Lease.keep`), so that downloaded inputs are
+bounded by the slots however many edits arrive; only then are the files downloaded (at most
+their declared size, which Discord's CDN serves) and read from their bytes by the engine. From
+the first download on, the request stays counted against the member's limits whatever follows
+(refused for its content, the download failing): a limit of one an hour is one download an hour.
 """
 
 from __future__ import annotations
@@ -18,7 +25,13 @@ import aiohttp
 import discord
 
 from bot.admission import Admission
-from bot.images import EditRequest, ImageRequest, PreparedRequest, UnsupportedOption
+from bot.images import (
+    EditRequest,
+    ImageClient,
+    ImageRequest,
+    PreparedRequest,
+    UnsupportedOption,
+)
 from bot.images.edits import (
     check_counts,
     check_file_size,
@@ -58,6 +71,65 @@ async def _download(source: Source, field: str) -> bytes:
         ) from None
 
 
+class EditInputs:
+    """The images an edit starts from, taken in the order that costs the bot least:
+    :meth:`check` what needs no file, then :meth:`download` (once room is kept for them)."""
+
+    def __init__(
+        self,
+        images: ImageClient,
+        sources: Sequence[Source],
+        *,
+        mask: Source | None = None,
+        input_fidelity: str | None = None,
+    ) -> None:
+        self.images = images
+        self.sources = list(sources)
+        self.mask = mask
+        self.input_fidelity = input_fidelity
+        named = list(zip(input_fields(len(self.sources)), self.sources, strict=True))
+        self.named: list[tuple[str, Source]] = named + (
+            [("mask", mask)] if mask is not None else []
+        )
+        self.request: ImageRequest | None = None  # as checked
+        self.downloading = False  # set once a download starts: the request then stays counted
+
+    @property
+    def declared_bytes(self) -> int:
+        """The bytes the downloads will bring, as Discord declares them."""
+        return sum(_declared_size(source) for _, source in self.named)
+
+    def check(self, request: ImageRequest) -> PreparedRequest:
+        """Everything that needs no file (the model, counts, declared sizes, options): the
+        request prepared with its inputs declared only, or :class:`UnsupportedOption`."""
+        spec = self.images.edit_spec(request.model)
+        check_counts(spec, len(self.sources), self.mask is not None)
+        for field, source in self.named:
+            check_file_size(field, _declared_size(source), max_input_bytes(spec, field))
+        checked = self.images.check_edit(
+            request,
+            images=len(self.sources),
+            has_mask=self.mask is not None,
+            input_fidelity=self.input_fidelity,
+        )
+        self.request = request
+        return checked
+
+    async def download(self) -> PreparedRequest:
+        """Download the files and read them from their bytes: the request ready to send, or
+        :class:`UnsupportedOption`. After :meth:`check`, and with room kept for them."""
+        assert self.request is not None, "checked first"
+        self.downloading = True
+        named = self.named
+        downloaded = await asyncio.gather(*(_download(source, field) for field, source in named))
+        inputs = tuple(downloaded[: len(self.sources)])
+        mask_bytes = downloaded[len(self.sources)] if self.mask is not None else None
+        edit = EditRequest(
+            self.request, inputs, mask=mask_bytes, input_fidelity=self.input_fidelity
+        )
+        return await self.images.prepare_edit(edit)
+
+
 async def run_edit(
     admission: Admission,
     interaction: discord.Interaction,
@@ -78,26 +150,9 @@ async def run_edit(
     the command's default, and the server's default model stands in for it where it edits);
     ``preferred`` a model used before the server's default where the server allows it (Vary:
     the images' own model; ``request``'s size and quality are its own, dropped if it is not)."""
-    images = admission.images
-
-    async def prepare(request: ImageRequest) -> PreparedRequest:
-        spec = images.edit_spec(request.model)
-        check_counts(spec, len(sources), mask is not None)
-        fields = input_fields(len(sources))
-        named = list(zip(fields, sources, strict=True))
-        if mask is not None:
-            named.append(("mask", mask))
-        for field, source in named:
-            check_file_size(field, _declared_size(source), max_input_bytes(spec, field))
-        downloaded = await asyncio.gather(*(_download(source, field) for field, source in named))
-        inputs = tuple(downloaded[: len(sources)])
-        mask_bytes = downloaded[len(sources)] if mask is not None else None
-        return await images.prepare_edit(
-            EditRequest(request, inputs, mask=mask_bytes, input_fidelity=input_fidelity)
-        )
-
+    inputs = EditInputs(admission.images, sources, mask=mask, input_fidelity=input_fidelity)
     await admission.admit_checked_later(
-        interaction, request, prepare, picked=picked, command=command, preferred=preferred
+        interaction, request, inputs, picked=picked, command=command, preferred=preferred
     )
 
 

@@ -134,17 +134,36 @@ class Generation:
         """Write the ledger's row for this request, reserving its estimate against the budgets;
         None when written, else what to tell the member: a budget refused it, or the row could
         not be written (the request must then not go ahead: spend is never unrecorded)."""
-        interaction = self.interaction
+
+        async def admitted() -> None:
+            self.ledger_row = await self.ledger.admitted(
+                self.prepared,
+                member_id=self.member_id,
+                guild_id=self.interaction.guild_id,
+                channel_id=self.interaction.channel_id,
+                at=self.timeline.received,
+                chosen_budgets=self.budgets,
+            )
+
+        return await self._ledger_refusal(admitted(), "record")
+
+    async def check_budgets(self) -> str | None:
+        """Whether the budgets would take this request now, recording nothing (an edit, before
+        its files are downloaded: :meth:`record_admission` still decides): None, or what to tell
+        the member, as :meth:`record_admission`."""
+        checking = self.ledger.check_budgets(
+            self.prepared,
+            member_id=self.member_id,
+            guild_id=self.interaction.guild_id,
+            at=self.timeline.received,
+            chosen_budgets=self.budgets,
+        )
+        return await self._ledger_refusal(checking, "check the budgets of")
+
+    async def _ledger_refusal(self, writing: Coroutine[Any, Any, None], what: str) -> str | None:
         try:
             async with asyncio.timeout(LEDGER_ADMISSION_TIMEOUT):
-                self.ledger_row = await self.ledger.admitted(
-                    self.prepared,
-                    member_id=self.member_id,
-                    guild_id=interaction.guild_id,
-                    channel_id=interaction.channel_id,
-                    at=self.timeline.received,
-                    chosen_budgets=self.budgets,
-                )
+                await writing
         except (OverBudget, PriceUnknown) as refusal:
             log.info("a budget refused a request from %s: %s", self.member, refusal)
             self.metrics.request("over_budget", self.command)
@@ -152,7 +171,8 @@ class Generation:
         except Exception as exc:
             self.metrics.request("ledger_unavailable", self.command)
             log.error(
-                "the usage ledger could not record a request from %s (%s: %s)",
+                "the usage ledger could not %s a request from %s (%s: %s)",
+                what,
                 self.member,
                 type(exc).__name__,
                 str(exc).splitlines()[0][:300] if str(exc) else "",

@@ -361,20 +361,14 @@ class Ledger:
             "owner": self._lease.owner,
         }
         budgets = self._budgets(guild_id, chosen_budgets)
-        if any(not budget.images for _, budget in budgets) and estimate is None:
-            scope = next(scope for scope, budget in budgets if not budget.images)
-            raise PriceUnknown(prepared.model, scope)
+        _priced_where_needed(budgets, prepared, estimate)
         if self._group_commit is not None:
             return await self._group_commit.admit(_Admission(row, budgets, prepared, estimate))
         renewed_from = None
         async with self._engine.connect() as connection, connection.begin():
             if budgets:
                 await self._lock(connection, member_id, guild_id)
-                for scope, budget in budgets:
-                    used = await _used(connection, scope, budget, member_id, guild_id, at)
-                    refusal = _refusal(scope, budget, used, _needed(budget, prepared, estimate), at)
-                    if refusal is not None:
-                        raise OverBudget(refusal)
+                await _within(connection, budgets, prepared, estimate, member_id, guild_id, at)
             if not self._lease.fresh():  # in the row's transaction: never a row without a lease
                 renewed_from = await self._lease.take(connection)
             inserted = await connection.execute(
@@ -384,6 +378,27 @@ class Ledger:
         if renewed_from is not None:
             self._lease.renewed(renewed_from)
         return row_id
+
+    async def check_budgets(
+        self,
+        prepared: PreparedRequest,
+        *,
+        member_id: int,
+        guild_id: int | None,
+        at: dt.datetime | None = None,
+        chosen_budgets: tuple[tuple[Budget, ...], tuple[Budget, ...]] | None = None,
+    ) -> None:
+        """Raise what :meth:`admitted` would raise for a budget's refusal of ``prepared`` now,
+        recording nothing: for an edit, before its files are downloaded. :meth:`admitted`
+        decides in the end (two requests checked at once may both pass here)."""
+        budgets = self._budgets(guild_id, chosen_budgets)
+        if not budgets:
+            return
+        at = at or dt.datetime.now(dt.UTC)
+        estimate = _priced(lambda: estimate_cost(prepared), "estimated cost")
+        _priced_where_needed(budgets, prepared, estimate)
+        async with self.engine.connect() as connection:  # a read (SQLite: WAL, no lock)
+            await _within(connection, budgets, prepared, estimate, member_id, guild_id, at)
 
     def has_budgets(
         self,
@@ -755,6 +770,32 @@ def _refusal(
     if used + needed <= budget.amount:
         return None
     return BudgetRefusal(scope, budget, used, needed, budget.period.reset(at))
+
+
+def _priced_where_needed(
+    budgets: list[tuple[Scope, Budget]], prepared: PreparedRequest, estimate: Decimal | None
+) -> None:
+    """A money budget cannot count a request whose price is unknown: PriceUnknown."""
+    if any(not budget.images for _, budget in budgets) and estimate is None:
+        scope = next(scope for scope, budget in budgets if not budget.images)
+        raise PriceUnknown(prepared.model, scope)
+
+
+async def _within(
+    connection: AsyncConnection,
+    budgets: list[tuple[Scope, Budget]],
+    prepared: PreparedRequest,
+    estimate: Decimal | None,
+    member_id: int,
+    guild_id: int | None,
+    at: dt.datetime,
+) -> None:
+    """Raise OverBudget where a budget has no room for the request beside what it counts."""
+    for scope, budget in budgets:
+        used = await _used(connection, scope, budget, member_id, guild_id, at)
+        refusal = _refusal(scope, budget, used, _needed(budget, prepared, estimate), at)
+        if refusal is not None:
+            raise OverBudget(refusal)
 
 
 def _new_future() -> asyncio.Future[Any]:

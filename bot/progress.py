@@ -3,6 +3,10 @@
 Where the request streams, each partial image the service sends becomes a small JPEG (WebP when
 it has transparency), made off the event loop, shown in the reply until the images replace it.
 Otherwise, and until the first preview, the reply counts the seconds ("🎨 Generating… 20 s").
+A preview's bytes hold room outside the processing slots (bot/images/processing.py) until it is
+shown, replaced or no longer wanted: each of those releases it at once. One waiting to be shown
+is dropped where a stream needs the room for what it must read (previews are a courtesy; the
+images are the request).
 
 Edits are throttled twice so that Discord's rate limits are never provoked, however many
 requests run: each message is edited at most once every :data:`MIN_EDIT_INTERVAL` seconds, and
@@ -18,6 +22,7 @@ own, whatever the number of requests in flight.
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import logging
 import time
@@ -182,20 +187,32 @@ class ProgressDisplay:
     def offer(self, partial: PartialImage) -> None:
         """A partial image arrived (called by the engine on the loop; returns at once)."""
         if self._stopped:
+            partial.release()
             return
         if self._pending is not None:
             self.dropped_previews += 1
+            self._pending.release()  # never shown: its room goes back at once
         self._pending = partial
+        # Until it is shown, a stream that needs its room for what it must read may take it.
+        partial.droppable(functools.partial(self._dropped, partial))
         # Shown at once when the message and the budget allow; else when the scheduler says.
         now = self.budget.clock()
         if self.due_at() <= now + EARLY and self.budget.try_take():
             self.edit_now()
+
+    def _dropped(self, partial: PartialImage) -> None:
+        if self._pending is partial:
+            self._pending = None
+            self.dropped_previews += 1
 
     async def stop(self) -> None:
         """No more edits; an edit on its way to Discord is let finish, so that it cannot land
         after (and over) the images or the failure message that follow."""
         self._stopped = True
         self.budget._remove(self)
+        if self._pending is not None:
+            self._pending.release()
+            self._pending = None
         edit = self._edit
         if edit is None or edit.done():
             return
@@ -237,6 +254,7 @@ class ProgressDisplay:
         try:
             partial, self._pending = self._pending, None
             if partial is not None:
+                partial.keep()
                 await self._show_preview(partial)
             else:
                 await self._show_elapsed()
@@ -258,10 +276,15 @@ class ProgressDisplay:
         await self.replies.show_progress(self._text())
 
     async def _show_preview(self, partial: PartialImage) -> None:
-        # Through the budget's wait: for a test harness, the encoder thread is outside input.
-        encoding = asyncio.ensure_future(run_in_encoder(make_preview, partial))
-        await self.budget.wait(encoding)
-        made = encoding.result()
+        try:
+            # Through the budget's wait: for a test harness, the encoder thread is outside input.
+            encoding = asyncio.ensure_future(run_in_encoder(make_preview, partial))
+            await self.budget.wait(encoding)
+            made = encoding.result()
+        finally:
+            # Only the small rendering is kept (an encoding cancelled here still ends in its
+            # thread, one per display at most).
+            partial.release()
         if made is None:
             log.warning("a partial image could not be read; no preview shown")
             return

@@ -25,7 +25,7 @@ from aiohttp.resolver import DefaultResolver
 from bot.observability import context
 
 from .catalog import Catalog, ModelSpec, parse_size
-from .edits import CHECK_OFF_LOOP_BYTES, EditRequest, input_bytes, prepare_edit
+from .edits import CHECK_OFF_LOOP_BYTES, EditRequest, check_edit, input_bytes, prepare_edit
 from .errors import (
     AuthenticationFailed,
     GenerationTimeout,
@@ -350,6 +350,24 @@ class ImageClient:
             )
         return spec
 
+    def check_edit(
+        self,
+        request: ImageRequest,
+        *,
+        images: int,
+        has_mask: bool,
+        input_fidelity: str | None = None,
+    ) -> PreparedRequest:
+        """Everything about an edit that needs no file (see :func:`~bot.images.edits.check_edit`):
+        the request with its inputs declared only, or :class:`UnsupportedOption`."""
+        return check_edit(
+            request,
+            self.edit_spec(request.model),
+            images=images,
+            has_mask=has_mask,
+            input_fidelity=input_fidelity,
+        )
+
     async def prepare_edit(self, edit: EditRequest) -> PreparedRequest:
         """Validate an edit against the catalog, its images read from their bytes (in a worker
         thread when they are large), or raise :class:`UnsupportedOption`. Nothing is sent."""
@@ -384,9 +402,10 @@ class ImageClient:
         Give it a :class:`PreparedRequest` (from :meth:`prepare`) and it is not validated again;
         one from :meth:`prepare_edit` is sent to the edits endpoint, everything else alike.
         With a ``lease``, the body is read only once it holds a processing slot (a stream: once
-        its first image arrives); the caller releases it (after posting the images), whatever
-        happens. Where the request streams, ``on_partial`` is called with each preview as it
-        arrives, on the event loop: it must return at once.
+        its first image arrives; its previews meanwhile within the lease's room); the caller
+        releases it (after posting the images), whatever happens. Where the request streams,
+        ``on_partial`` is called with each preview as it arrives, on the event loop: it must
+        return at once, and release the preview once done with it.
         """
         prepared = request if isinstance(request, PreparedRequest) else self.prepare(request)
         try:
@@ -412,7 +431,7 @@ class ImageClient:
                 break
             except _Retry as retry:
                 if lease is not None:
-                    lease.release()  # no slot is held through a back-off
+                    lease.release()  # no slot is held through a back-off (unless pinned)
                 if attempt > policy.max_retries:
                     raise retry.error from None
                 self.retries[type(retry.error).__name__] += 1
@@ -489,10 +508,10 @@ class ImageClient:
                 if self.feedback is not None:
                     self.feedback.record(response.status, response.headers)
 
-                async def hold_slot() -> None:
-                    if lease is not None:
-                        # The body stays in the socket until a slot is free.
-                        await _without_deadline(deadline, lease.hold())
+                async def waiting(awaitable: Awaitable[None]) -> None:
+                    # The body stays in the socket until a slot (or room) is free; the service
+                    # has answered, and the wait is not counted against the attempt.
+                    await _without_deadline(deadline, awaitable)
 
                 succeeded = 200 <= response.status < 300
                 if succeeded and is_event_stream(response):
@@ -503,14 +522,16 @@ class ImageClient:
                             limits=limits,
                             expected=prepared.count,
                             on_partial=on_partial,
-                            before_images=hold_slot,
+                            lease=lease,
+                            waiting=waiting,
                         )
                     except ErrorInBody as inside:
                         raise self._classify(
                             _status_of(inside.info), inside.info, {}, request_id, prepared
                         ) from None
                     return streamed, request_id
-                await hold_slot()
+                if lease is not None:
+                    await waiting(lease.hold())  # a body, error or not, is read in a slot only
                 body = await _read_capped(response, self.settings.max_response_bytes)
                 if succeeded:
                     try:

@@ -71,7 +71,15 @@ class InputImage:
     field: str  # the option it came from: "image", "image2", ..., "mask"
 
     def __repr__(self) -> str:
+        if not self.data:
+            return f"InputImage({self.field}: not downloaded yet)"
         return f"InputImage({self.field}: {self.format}, {self.width}x{self.height})"
+
+    @classmethod
+    def declared(cls, field: str) -> InputImage:
+        """An input not downloaded yet: its field only, for what needs no file (the checks of
+        the options, the estimate and the budgets count the inputs, not their bytes)."""
+        return cls(b"", "", 0, 0, False, field)
 
     @property
     def filename(self) -> str:
@@ -327,31 +335,58 @@ def check_inputs(
     return inputs, mask
 
 
-def prepare_edit(edit: EditRequest, spec: ModelSpec) -> PreparedRequest:
-    """Validate ``edit`` against ``spec`` (inputs from their bytes, then the options as for a
-    generation), or raise :class:`UnsupportedOption`. Nothing is sent."""
+def check_edit(
+    request: ImageRequest,
+    spec: ModelSpec,
+    *,
+    images: int,
+    has_mask: bool,
+    input_fidelity: str | None = None,
+) -> PreparedRequest:
+    """Everything about an edit of ``images`` images (and perhaps a mask) that needs no file:
+    the model edits, takes that many and the mask, and the options as for a generation. The
+    request prepared with its inputs declared only (:meth:`InputImage.declared`), or
+    :class:`UnsupportedOption`: what the member can be refused before anything is downloaded."""
     if not spec.edits:
         raise UnsupportedOption("model", f"{spec.name} cannot edit images.")
-    options = edit.request.options()
+    check_counts(spec, images, has_mask)
+    options = request.options()
     for name in NOT_FOR_EDITS:
         if name in options:
             raise UnsupportedOption(name, f"`{name}` does not apply to edits.")
-    fidelity = edit.input_fidelity
-    if fidelity is not None and fidelity not in spec.input_fidelities:
+    if input_fidelity is not None and input_fidelity not in spec.input_fidelities:
         takes = (
             f"takes the input fidelities {', '.join(spec.input_fidelities)}"
             if spec.input_fidelities
             else "does not take an input fidelity"
         )
         raise UnsupportedOption("input_fidelity", f"{spec.name} {takes}.")
-    prepared = prepare_request(edit.request, spec)
-    if edit.mask is not None and prepared.output_format == "gif":
+    prepared = prepare_request(request, spec)
+    if has_mask and prepared.output_format == "gif":
         raise UnsupportedOption("mask", "GIF output cannot be combined with a mask.")
-    inputs, mask = check_inputs(edit, spec)
     body = dict(prepared.body)
-    if fidelity is not None:
-        body["input_fidelity"] = fidelity
-    return dataclasses.replace(prepared, body=body, inputs=inputs, mask=mask)
+    if input_fidelity is not None:
+        body["input_fidelity"] = input_fidelity
+    return dataclasses.replace(
+        prepared,
+        body=body,
+        inputs=tuple(InputImage.declared(field) for field in input_fields(images)),
+        mask=InputImage.declared("mask") if has_mask else None,
+    )
+
+
+def prepare_edit(edit: EditRequest, spec: ModelSpec) -> PreparedRequest:
+    """Validate ``edit`` against ``spec`` (the options as for a generation, then the inputs from
+    their bytes), or raise :class:`UnsupportedOption`. Nothing is sent."""
+    declared = check_edit(
+        edit.request,
+        spec,
+        images=len(edit.images),
+        has_mask=edit.mask is not None,
+        input_fidelity=edit.input_fidelity,
+    )
+    inputs, mask = check_inputs(edit, spec)
+    return dataclasses.replace(declared, inputs=inputs, mask=mask)
 
 
 def input_bytes(edit: EditRequest) -> int:

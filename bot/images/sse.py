@@ -10,7 +10,9 @@ CR at the end of one chunk may be the first half of a CRLF in the next); a blank
 the event; several ``data:`` lines join with ``\\n``; a line starting with ``:`` is a comment
 (keep-alives); one space after the colon is dropped; ``event:`` names the event; unknown fields
 are ignored. Data stay bytes (``json.loads`` takes them as they are: a multi-megabyte image is
-never decoded to a str first). Pure and synchronous; the caller bounds the bytes it feeds.
+never decoded to a str first). Pure and synchronous; the caller bounds the bytes it feeds, and
+may let the event in progress go (:meth:`SSEParser.skip_event`): the rest of it is then read
+past as it comes, keeping nothing.
 """
 
 from __future__ import annotations
@@ -67,11 +69,38 @@ class SSEParser:
         self._after_cr = False  # the last chunk ended in CR: a LF first in the next is its pair
         self._data: list[bytes] = []
         self._event = ""
+        self._skipping = False  # the event in progress is let go: only its line ends matter
+        self.skipped = 0  # events let go, since the start
 
     @property
     def pending_bytes(self) -> int:
         """Bytes held for an event not yet complete (its lines so far, and the line in progress)."""
         return sum(len(part) for part in self._parts) + sum(len(part) for part in self._data)
+
+    @property
+    def event_in_progress(self) -> str:
+        """The ``event:`` name of the event being read, where its ``event:`` line came first
+        (as the OpenAI API sends it), else ""."""
+        return self._event
+
+    def skip_event(self) -> None:
+        """Let the event in progress go: what is held of it now, and the rest as it comes (its
+        lines are still read for their ends, keeping only their first bytes); it is never
+        dispatched."""
+        if not self._skipping:
+            self.skipped += 1
+        self._skipping = True
+        self._data = []
+        self._parts = [_head(self._parts)] if self._parts else []
+
+    def _add(self, chunk: bytes, start: int, end: int) -> None:
+        """Keep ``chunk[start:end]``, a piece of the line in progress (while skipping, only as
+        much of the line as shows its field)."""
+        if self._skipping:
+            end = min(end, start + max(_HEAD - sum(len(part) for part in self._parts), 0))
+            if end <= start:
+                return
+        self._parts.append(chunk if start == 0 and end == len(chunk) else chunk[start:end])
 
     def feed(self, chunk: bytes) -> list[ServerSentEvent]:
         events: list[ServerSentEvent] = []
@@ -89,7 +118,7 @@ class SSEParser:
             if lf < 0 and cr < 0:
                 break
             end = min(at for at in (lf, cr) if at >= 0)
-            self._parts.append(chunk[position:end])
+            self._add(chunk, position, end)
             self._line(events)
             position = end + 1
             if end == cr:
@@ -98,7 +127,7 @@ class SSEParser:
                 elif chunk[end + 1 : end + 2] == b"\n":
                     position += 1
         if position < size:
-            self._parts.append(chunk[position:] if position else chunk)
+            self._add(chunk, position, size)
         return events
 
     def close(self) -> list[ServerSentEvent]:
@@ -115,6 +144,12 @@ class SSEParser:
     def _line(self, events: list[ServerSentEvent]) -> None:
         parts, self._parts = self._parts, []
         head = _head(parts)
+        if self._skipping:
+            if not head:  # the end of the event let go
+                self._skipping = False
+                self._data = []
+                self._event = ""
+            return
         if not head:
             self._dispatch(events)
             return

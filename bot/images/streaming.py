@@ -7,8 +7,14 @@ events (a preview each, handed to the caller at once and forgotten), then one
 an ``error`` key, is the service's error and is classified like an error answer. Every byte
 counts against the response cap, however the events are cut.
 
-A stream holds no processing slot while previews arrive (they are small, and the generation
-may take a minute); it takes one when its first image arrives, before that image is decoded.
+A stream holds no processing slot while previews arrive (the generation may take a minute,
+and a slot held meanwhile would do no work); it takes one when its first image has arrived,
+before that image is decoded, or once it holds more than :data:`UNSLOTTED_BYTES` of one event.
+Until then, what it holds is covered by room (:mod:`bot.images.processing`): the event being
+read, past its first :data:`FREE_BYTES`, and each preview until whoever shows it is done with it
+(:meth:`PartialImage.release`). Where the room has none to give, a preview (its ``event:`` line
+says so) is let go, read past as it comes, keeping nothing; any other event waits, reading no
+further (the rest stays in the socket), for room or a slot.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from typing import Any
 import aiohttp
 
 from .errors import MalformedResponse, ResponseTooLarge
-from .processing import run_off_loop_if_large
+from .processing import Grant, Lease, run_off_loop_if_large
 from .response import (
     LIFT_AT_LEAST,
     ErrorInBody,
@@ -41,8 +47,11 @@ from .sse import ServerSentEvent, SSEParser
 log = logging.getLogger(__name__)
 
 # The most a stream may hold of one event before it takes a processing slot: previews are
-# read without one (most are small), but nothing large is.
+# read without one (with room), but nothing larger than this is.
 UNSLOTTED_BYTES = 8 * 1024 * 1024
+# What a stream may hold of one event with no room (keep-alives, progress and error events, small
+# previews): a small constant per request, like the socket's buffers.
+FREE_BYTES = 64 * 1024
 
 EVENT_STREAM = "text/event-stream"
 PARTIAL_EVENTS = frozenset({"image_generation.partial_image", "image_edit.partial_image"})
@@ -54,12 +63,30 @@ DONE = b"[DONE]"
 class PartialImage:
     """A preview of an image still being generated, as sent: still base64, since most previews
     are never shown (a newer one replaces them first) and decoding a 4K one takes milliseconds.
-    :meth:`decode` (in a worker thread) gives its bytes, not checked further."""
+    :meth:`decode` (in a worker thread) gives its bytes, not checked further. Whoever keeps it
+    calls :meth:`release` once done with it: the room it holds goes back."""
 
     index: int  # partial_image_index, from 0
     encoded: str | memoryview
     max_bytes: int
     max_pixels: int  # as for the final images: a preview is never decoded beyond this
+    grant: Grant | None = None  # the room covering its bytes, where it took any
+
+    def release(self) -> None:
+        """Its bytes are no longer kept: the room they took goes back. Safe to call twice."""
+        if self.grant is not None:
+            self.grant.release()
+
+    def droppable(self, drop: Callable[[], None]) -> None:
+        """While it waits to be shown: ``drop`` lets go of it where the room is needed for what
+        a stream must read (see :meth:`bot.images.processing.Grant.droppable`)."""
+        if self.grant is not None:
+            self.grant.droppable(drop)
+
+    def keep(self) -> None:
+        """Being shown: no longer droppable."""
+        if self.grant is not None:
+            self.grant.keep()
 
     def decode(self) -> bytes | None:
         """The image's bytes, or None where they are not valid base64 or too large."""
@@ -158,6 +185,13 @@ def merge_usage(usages: list[Mapping[str, Any]]) -> dict[str, Any] | None:
     return merged
 
 
+Waiting = Callable[[Awaitable[None]], Awaitable[None]]
+
+
+async def wait_plainly(waiting: Awaitable[None]) -> None:
+    await waiting
+
+
 class _StreamReader:
     def __init__(
         self,
@@ -165,20 +199,24 @@ class _StreamReader:
         limits: ImageLimits,
         expected: int,
         on_partial: OnPartial | None,
-        before_images: Callable[[], Awaitable[None]],
+        lease: Lease | None,
+        waiting: Waiting,
     ) -> None:
         self.limits = limits
         self.expected = expected
         self.on_partial = on_partial
-        self.before_images = before_images
-        self.holding_slot = False
+        self.lease = lease
+        self.waiting = waiting
+        # Covers the event being read (none without a lease: nothing bounds it then).
+        self.grant = lease.grant() if lease is not None else None
         self.images: list[GeneratedImage] = []
         self.usages: list[Mapping[str, Any]] = []
         self.extra = 0
         self.partials = 0
 
-    async def handle(self, event: ServerSentEvent, *, at_end: bool) -> bool:
-        """Act on one event; True once nothing more is needed from the stream."""
+    async def handle(self, event: ServerSentEvent, grant: Grant | None, *, at_end: bool) -> bool:
+        """Act on one event (``grant``: the room its bytes hold, handed on with a preview);
+        True once nothing more is needed from the stream."""
         if event.data.strip() == DONE:
             return True
         try:
@@ -199,27 +237,70 @@ class _StreamReader:
         if event.event == "error" or kind == "error" or document.get("error"):
             raise ErrorInBody(_error_fields(document))
         if kind in PARTIAL_EVENTS:
-            self._partial(document, loaded.encoded)
+            self._partial(document, loaded.encoded, grant)
             return False
         if kind in COMPLETED_EVENTS:
             return await self._completed(document, loaded.encoded)
         log.debug("ignored an image stream event of type %.80r", kind)
         return False
 
-    def _partial(self, document: dict[str, Any], encoded: str | memoryview | None) -> None:
+    def _partial(
+        self, document: dict[str, Any], encoded: str | memoryview | None, grant: Grant | None
+    ) -> None:
         index = document.get("partial_image_index")
         index = index if isinstance(index, int) and not isinstance(index, bool) else self.partials
         self.partials += 1
         if self.on_partial is None or not encoded:
             return
-        # Only a preview: decoded where it is shown; the images are checked when they come.
-        self.on_partial(PartialImage(index, encoded, self.limits.max_bytes, self.limits.max_pixels))
+        # Only a preview: decoded where it is shown; the images are checked when they come. Its
+        # room goes with it, made up to its size where the room allows (the last chunk of the
+        # event came after the room was last asked for; past that, it is within FREE_BYTES and
+        # a chunk). With a slot, it needs none: it is let go before the slot is.
+        kept = grant.split(grant.size) if grant is not None else None
+        if kept is not None and not self.holding_slot:
+            kept.resize(max(kept.size, len(encoded)))
+        limits = self.limits
+        self.on_partial(PartialImage(index, encoded, limits.max_bytes, limits.max_pixels, kept))
+
+    @property
+    def holding_slot(self) -> bool:
+        return self.lease is None or self.lease.held
 
     async def hold_slot(self) -> None:
-        """Await ``before_images`` (a processing slot), once."""
-        if not self.holding_slot:
-            self.holding_slot = True
-            await self.before_images()
+        """Take a processing slot (once; without a lease, there is none to take)."""
+        if self.lease is not None and not self.lease.held:
+            await self.waiting(self.lease.hold())
+        self.release()
+
+    async def cover(self, parser: SSEParser) -> None:
+        """Room for what is held of the event being read, past its first FREE_BYTES, before
+        reading on. An event past UNSLOTTED_BYTES waits for a slot instead; a preview (its
+        ``event:`` line says so) the room has no space for is let go, read past as it comes
+        (previews are a courtesy: an image must not wait for one); any other event (an image)
+        waits for room, or a slot, whichever comes first."""
+        if self.holding_slot or self.grant is None or self.lease is None:
+            return
+        pending = parser.pending_bytes
+        if pending <= FREE_BYTES:
+            self.grant.resize(0)
+            return
+        if pending > UNSLOTTED_BYTES:
+            # An outsized event (a large image, or preview): the rest of it waits in the socket
+            # until a slot is free.
+            await self.hold_slot()
+            return
+        if self.grant.resize(pending):
+            return
+        if parser.event_in_progress in PARTIAL_EVENTS:
+            parser.skip_event()
+            self.grant.release()
+            log.debug("a preview was let go: no room outside the processing slots")
+            return
+        await self.waiting(self.lease.cover(self.grant, pending))
+
+    def release(self) -> None:
+        if self.grant is not None:
+            self.grant.release()
 
     async def _completed(self, document: dict[str, Any], encoded: str | memoryview | None) -> bool:
         if len(self.images) >= self.expected:
@@ -258,6 +339,19 @@ class _StreamReader:
             previews=self.partials,
         )
 
+    async def feed(self, events: list[ServerSentEvent], *, at_end: bool) -> bool:
+        """Handle the events one chunk completed; True once nothing more is needed."""
+        for event in events:
+            # The event's bytes leave the event in progress, with the room they held.
+            grant = self.grant.split(len(event.data)) if self.grant is not None else None
+            try:
+                if await self.handle(event, grant, at_end=at_end):
+                    return True
+            finally:
+                if grant is not None:
+                    grant.release()  # unless a preview took it on
+        return False
+
 
 async def read_event_stream(
     response: aiohttp.ClientResponse,
@@ -266,46 +360,49 @@ async def read_event_stream(
     limits: ImageLimits,
     expected: int,
     on_partial: OnPartial | None = None,
-    before_images: Callable[[], Awaitable[None]],
+    lease: Lease | None = None,
+    waiting: Waiting = wait_plainly,
 ) -> ParsedBody:
     """Read a streamed answer into the images it carries (at most ``expected``).
 
-    ``on_partial`` is called with each preview; ``before_images`` is awaited once, when the first
-    image has arrived and before it is decoded, or sooner, once more than UNSLOTTED_BYTES of an
-    event are held. Raises :class:`ErrorInBody` for an error event,
-    :class:`ResponseTooLarge` past ``cap`` bytes, :class:`MalformedResponse` for a stream cut
-    short before any image, or one that is not a stream of image events.
+    ``on_partial`` is called with each preview. With a ``lease``, the stream takes its
+    processing slot when the first image has arrived and before it is decoded, or sooner, once
+    more than UNSLOTTED_BYTES of an event are held; until then what it holds is covered by the
+    lease's room, and it reads no further while there is none. Every wait for a slot or room
+    goes through ``waiting`` (the caller's deadline is paused there). Raises
+    :class:`ErrorInBody` for an error event, :class:`ResponseTooLarge` past ``cap`` bytes,
+    :class:`MalformedResponse` for a stream cut short before any image, or one that is not a
+    stream of image events.
     """
     reader = _StreamReader(
-        limits=limits, expected=expected, on_partial=on_partial, before_images=before_images
+        limits=limits, expected=expected, on_partial=on_partial, lease=lease, waiting=waiting
     )
     parser = SSEParser()
     received = 0
     try:
-        async for chunk, _ in response.content.iter_chunks():
-            received += len(chunk)
-            if received > cap:
-                raise ResponseTooLarge(f"the image stream exceeded the {cap:,}-byte cap")
-            for event in parser.feed(chunk):
-                if await reader.handle(event, at_end=False):
+        try:
+            async for chunk, _ in response.content.iter_chunks():
+                received += len(chunk)
+                if received > cap:
+                    raise ResponseTooLarge(f"the image stream exceeded the {cap:,}-byte cap")
+                if await reader.feed(parser.feed(chunk), at_end=False):
                     return reader.result()
-            if not reader.holding_slot and parser.pending_bytes > UNSLOTTED_BYTES:
-                # A large event on its way (an image, or an outsized preview): the rest of it
-                # waits in the socket until a slot is free, so that memory stays bounded by the
-                # slots, not by the streams in flight.
-                await reader.hold_slot()
-    except aiohttp.ClientPayloadError:
-        # The connection dropped mid-stream. Whole images that came before it are delivered
-        # (they were generated, and perhaps billed); with none, the stream is a failure.
-        if not reader.images:
-            raise MalformedResponse(
-                "the image stream was cut off before the image was complete"
-            ) from None
-        log.warning(
-            "the image stream was cut off after %d of %d image(s)", len(reader.images), expected
-        )
+                # Before reading on: room for what the bot now holds of the next event, or a
+                # slot; until then, the rest waits in the socket (bounded by the slots, not by
+                # the streams in flight).
+                await reader.cover(parser)
+        except aiohttp.ClientPayloadError:
+            # The connection dropped mid-stream. Whole images that came before it are delivered
+            # (they were generated, and perhaps billed); with none, the stream is a failure.
+            if not reader.images:
+                raise MalformedResponse(
+                    "the image stream was cut off before the image was complete"
+                ) from None
+            log.warning(
+                "the image stream was cut off after %d of %d image(s)", len(reader.images), expected
+            )
+            return reader.result()
+        await reader.feed(parser.close(), at_end=True)
         return reader.result()
-    for event in parser.close():
-        if await reader.handle(event, at_end=True):
-            break
-    return reader.result()
+    finally:
+        reader.release()

@@ -120,6 +120,11 @@ class QueueState(Protocol):
     def waiting(self) -> int: ...
 
 
+class RoomState(Protocol):
+    used: int
+    total: int
+
+
 class SlotState(Protocol):
     count: int
     busy: int
@@ -127,6 +132,9 @@ class SlotState(Protocol):
 
     @property
     def waiting(self) -> int: ...
+
+    @property
+    def room(self) -> RoomState: ...
 
 
 class UpstreamCounts(Protocol):
@@ -194,6 +202,16 @@ class BotCollector(Collector):
             "imagine_processing_slots",
             "Answers that may be read, decoded and posted at once (PROCESSING_SLOTS)",
             value=slots.count,
+        )
+        yield GaugeMetricFamily(
+            "imagine_unslotted_bytes",
+            "Bytes held outside the processing slots now (previews, edits' input images)",
+            value=slots.room.used,
+        )
+        yield GaugeMetricFamily(
+            "imagine_unslotted_bytes_max",
+            "The most bytes that may be held outside the processing slots (8 MiB a slot)",
+            value=slots.room.total,
         )
         retries = CounterMetricFamily(
             "imagine_upstream_retries",

@@ -179,3 +179,24 @@ async def test_the_dearest_request_and_the_largest_budget_fit_the_ledger(
         await book.close()
     assert used == 3 * MAX_REQUEST_COST
     assert [row["cost"] for row in await ledger_rows(database_url)] == [MAX_REQUEST_COST] * 3
+
+
+async def test_a_check_of_the_budgets_before_a_download_refuses_as_admitting_does_unrecorded(
+    database_url: str,
+) -> None:
+    await migrated(database_url)
+    book = Ledger(database_url, member_budget=parse_budgets("$0.03/day"))
+    await book.open()
+    try:
+        await book.check_budgets(one_image(), member_id=MEMBER, guild_id=SERVER)  # room for it
+        await book.admitted(one_image(), member_id=MEMBER, guild_id=SERVER, channel_id=1)
+        with pytest.raises(OverBudget) as caught:  # $0.02 more would pass $0.03
+            await book.check_budgets(one_image(), member_id=MEMBER, guild_id=SERVER)
+        await book.check_budgets(one_image(), member_id=MEMBER + 1, guild_id=SERVER)
+    finally:
+        await book.close()
+    assert (caught.value.refusal.used, caught.value.refusal.needed) == (
+        Decimal("0.02"),
+        Decimal("0.02"),
+    )
+    assert len(await ledger_rows(database_url)) == 1  # only the admission wrote a row

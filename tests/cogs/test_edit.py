@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -51,6 +52,14 @@ def counted_downloads(env: Any) -> list[str]:
 
     cdn.get = counted
     return downloads
+
+
+def assert_told_the_limit(message: Any, limit: str) -> None:
+    """``message`` is the private sentence of a member over their limit of ``limit``."""
+    assert message.ephemeral
+    assert message.content.startswith(
+        f"You have reached your limit of {limit}, counted across every server this bot is in."
+    )
 
 
 def png(width: int = 64, height: int = 64, transparent: bool = False) -> bytes:
@@ -343,11 +352,7 @@ async def test_a_vary_press_over_the_pressers_limit_is_told_privately(
 ) -> None:
     made = await alice.slash(channel, "imagine", prompt="a fox")
     refused = await alice.click(made.response, label="Vary")
-    assert refused.response.ephemeral
-    assert refused.response.content.startswith(
-        "You have reached your limit of 1 image request per minute, counted across every "
-        "server this bot is in."
-    )
+    assert_told_the_limit(refused.response, "1 image request per minute")
     assert not images_api.edit_requests
 
 
@@ -356,9 +361,12 @@ async def test_a_member_over_their_limit_costs_the_bot_no_download(
     simcord_env: Any, channel: Any, alice: Any, images_api: FakeImagesAPI
 ) -> None:
     downloads = counted_downloads(simcord_env)
-    # A refused edit is taken back from the limits: it leaves room for the next one.
-    refused = await alice.slash(channel, "edit", image=("a.txt", b"not an image"), prompt="x")
+    # Refused for an option, before anything is downloaded: it does not count.
+    refused = await alice.slash(
+        channel, "edit", image=("a.png", png()), prompt="x", model="gpt-image-1.5", size="640x480"
+    )
     assert refused.response.ephemeral
+    assert downloads == []
     await alice.slash(channel, "imagine", prompt="a cat")
     made = await alice.slash(channel, "edit", image=("a.png", png()), prompt="a hat")
     assert len(made.response.attachments) == 1
@@ -370,6 +378,68 @@ async def test_a_member_over_their_limit_costs_the_bot_no_download(
 
     assert limited.response.content.startswith("You have reached")
     assert downloads == []
+
+
+@pytest.mark.parametrize("bot_overrides", [{"user_rate_limit": "1/hour"}])
+async def test_ten_edits_at_one_an_hour_download_at_most_once(
+    simcord_env: Any, channel: Any, alice: Any, images_api: FakeImagesAPI
+) -> None:
+    """A download counts against the member's limit whether or not the edit is then refused
+    for its file: a member at one an hour makes the bot download once an hour, not ten times."""
+    downloads = counted_downloads(simcord_env)
+    not_an_image = os.urandom(3 * 1024 * 1024)  # 3 MB the bot must download to refuse
+    for _ in range(10):  # refused for an option: before any download, and not counted
+        await alice.slash(
+            channel, "edit", image=("a.png", not_an_image), prompt="x", model="gpt-image-1.5",
+            size="640x480",
+        )  # fmt: skip
+    assert downloads == []
+
+    answers = [
+        (await alice.slash(channel, "edit", image=("a.png", not_an_image), prompt="x")).response
+        for _ in range(10)
+    ]
+
+    assert len(downloads) == 1
+    assert answers[0].content == (
+        "The image is not an image the bot can read; use PNG, JPEG or WebP."
+    )
+    for answer in answers[1:]:
+        assert_told_the_limit(answer, "1 image request per hour")
+    assert not images_api.edit_requests
+
+
+@pytest.mark.parametrize("bot_overrides", [{"processing_slots": 1}])
+async def test_concurrent_edits_hold_no_more_downloaded_inputs_than_the_slots_allow(
+    simcord_env: Any, guild: Any, channel: Any, images_api: FakeImagesAPI
+) -> None:
+    """Downloaded inputs are held only in the room outside the processing slots (8 MiB a slot)
+    or in a slot: six edits of 3 MB at once, with one slot, download three (two in the room,
+    one in the slot) while the image service has not answered; the others wait, downloading
+    nothing, and follow as the first end."""
+    downloads = counted_downloads(simcord_env)
+    gate = Gate(simcord_env)
+    photo = incompressible_png(1000, 1000)  # about 3 MB
+    assert 2.5 * 1024 * 1024 < len(photo) < 4 * 1024 * 1024
+    members = [guild.add_member(simcord_env.create_user(f"member{i}")) for i in range(6)]
+    results = [
+        await member.slash(channel, "edit", image=("photo.png", photo), prompt="sharper")
+        for member in members
+    ]
+    await simcord_env.settle()
+
+    assert len(downloads) == 3
+    processing = simcord_env.bot.admission.processing
+    assert processing.room.used == 2 * len(photo) and processing.busy == 1
+
+    while len(gate.opened) < 6 or not all(event.is_set() for event in gate.opened):
+        for event in gate.opened:
+            event.set()
+        await simcord_env.settle()
+    assert all(len(result.response.attachments) == 1 for result in results)
+    assert len(downloads) == 6
+    assert processing.room.used == 0 and processing.busy == 0
+    assert processing.room.peak <= processing.room.total
 
 
 async def test_an_edit_can_be_deleted_and_varied_but_not_asked_again(
@@ -521,6 +591,7 @@ class TestBudgets:
     ) -> None:
         made = await alice.slash(channel, "imagine", prompt="a cat")
         assert len(made.response.attachments) == 1
+        downloads = counted_downloads(simcord_env)
         refused = await alice.slash(channel, "edit", image=("cat.png", png()), prompt="a hat")
         varied = await alice.click(made.response, label="Vary")
         for result in (refused, varied):
@@ -529,6 +600,7 @@ class TestBudgets:
                 "Your budget on this server is 1 image per day"
             )
         assert not images_api.edit_requests
+        assert downloads == []  # the budgets are checked before anything is downloaded
 
 
 async def test_a_slow_download_is_acknowledged_then_refused_privately(
@@ -561,19 +633,17 @@ async def test_a_slow_download_is_acknowledged_then_refused_privately(
 
 
 @pytest.mark.parametrize("bot_overrides", [{"user_rate_limit": "1/minute"}])
-async def test_edits_share_the_members_limits_and_a_refused_edit_does_not_count(
+async def test_edits_share_the_members_limits_and_an_edit_refused_unread_does_not_count(
     simcord_env: Any, channel: Any, alice: Any, images_api: FakeImagesAPI
 ) -> None:
-    refused = await alice.slash(channel, "edit", image=("cat.png", b"not an image"), prompt="x")
-    assert refused.response.ephemeral  # invalid: not counted
+    refused = await alice.slash(
+        channel, "edit", image=("cat.png", png()), prompt="x", model="gpt-image-1.5", size="1x1"
+    )
+    assert refused.response.ephemeral  # refused before its file is downloaded: not counted
     made = await alice.slash(channel, "imagine", prompt="a cat")
     assert len(made.response.attachments) == 1
     limited = await alice.slash(channel, "edit", image=("cat.png", png()), prompt="a hat")
-    assert limited.response.ephemeral
-    assert limited.response.content.startswith(
-        "You have reached your limit of 1 image request per minute, counted across every "
-        "server this bot is in."
-    )
+    assert_told_the_limit(limited.response, "1 image request per minute")
     assert not images_api.edit_requests
 
 

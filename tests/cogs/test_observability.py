@@ -100,6 +100,9 @@ async def test_a_delivered_request_moves_the_counters_and_histograms(
     assert after["imagine_spend_usd_total", f"model={model}"] == pytest.approx(float(cost))
     assert after["imagine_in_flight", "stage=processing"] == 0
     assert after["imagine_processing_slots", ""] == bot.settings.processing_slot_count
+    assert after["imagine_unslotted_bytes", ""] == 0  # the previews' room given back
+    slots = bot.settings.processing_slot_count
+    assert after["imagine_unslotted_bytes_max", ""] == 8 * 1024 * 1024 * slots
     assert after["imagine_gateway_latency_seconds", "shard=0"] >= 0
     assert after["imagine_event_loop_lag_seconds_count", ""] >= 0
 

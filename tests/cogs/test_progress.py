@@ -15,6 +15,7 @@ from tests.cogs.support import Gate, private_reply, uploaded
 from tests.fakes.images_api import (
     FakeImagesAPI,
     error_event,
+    incompressible_png,
     make_image,
     partial_event,
     stream,
@@ -65,6 +66,22 @@ async def test_previews_show_in_the_reply_and_the_images_replace_them(
     assert [a.filename for a in reply.attachments] == ["imagine-1.png"]
     assert await uploaded(reply) == images_api.served
     assert not reply.content
+
+
+async def test_previews_give_their_room_back_once_shown_or_replaced(
+    simcord_env: Any, channel: Any, alice: Any, images_api: FakeImagesAPI
+) -> None:
+    """A preview holds room outside the processing slots (its bytes are kept until shown):
+    shown, dropped for a newer one, or left when the images come, it gives the room back."""
+    images_api.stream_pause = 0.2
+    images_api.partial_bytes = incompressible_png(300, 300)  # 360 KB of base64 each
+    result = await alice.slash(channel, "imagine", prompt="a red fox", model="gpt-image-1.5")
+    assert result.response.attachments
+    edits = edits_of_the_reply(simcord_env)
+    assert [filenames(edit) for edit in edits] == [["preview.jpg"], ["imagine-1.png"]]
+    room = simcord_env.bot.admission.processing.room
+    assert room.peak >= len(images_api.partial_bytes)
+    assert room.used == 0
 
 
 async def test_an_error_event_mid_stream_is_told_privately_and_the_preview_goes(

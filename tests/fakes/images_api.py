@@ -826,6 +826,34 @@ def stream(
     return handler
 
 
+def flood(
+    head: bytes,
+    size: int,
+    *,
+    content_type: str = EVENT_STREAM,
+    piece: int = 64 * 1024,
+) -> Handler:
+    """A hostile answer: 200, ``head``, then ``size`` bytes of base64 letters that never end
+    what ``head`` began (one endless event line, or one endless JSON string), then nothing more,
+    the connection held open. Each piece is written once the connection has taken the one
+    before, so the fake itself holds little: what is in memory is what the client read."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(
+            status=200, headers={"Content-Type": content_type} | NO_BUFFERING
+        )
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        await response.write(head)
+        filler = b"A" * piece
+        for _ in range(size // piece):
+            await response.write(filler)
+        await asyncio.sleep(3600)
+        return response
+
+    return handler
+
+
 async def _serve(port: int, api_key: str) -> None:
     fake = FakeImagesAPI(api_key=api_key)
     await fake.start(port)

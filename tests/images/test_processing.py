@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import tracemalloc
+from typing import Any, cast
 
 import aiohttp
 import pytest
@@ -16,8 +18,10 @@ from bot.images import (
     RetryPolicy,
     load_catalog,
 )
+from bot.images.streaming import PartialImage
+from bot.progress import EditBudget, ProgressDisplay
 from tests.conftest import API_KEY
-from tests.fakes.images_api import FakeImagesAPI, respond
+from tests.fakes.images_api import FakeImagesAPI, flood, respond
 
 
 def request() -> ImageRequest:
@@ -137,3 +141,175 @@ async def test_an_odd_rate_limit_header_does_not_lose_a_paid_answer(
     async with queue.slot():
         result = await client.generate(request())
     assert result.images
+
+
+# -- a hostile service: memory is bounded by the slots, however many answers it floods ---------
+
+MIB = 1024 * 1024
+# What one request waiting for room or a slot may hold, all told: aiohttp's read buffer (it
+# stops reading past 128 KiB, after a read of up to 256 KiB), what a stream reads with no room
+# of its own (64 KiB), and the fake's side of the connection, which runs in this process too.
+# Measured: 0.8 MiB, however large the flood.
+PER_REQUEST = 1024 * 1024
+PREVIEW_DATA = (
+    b'data: {"type": "image_generation.partial_image", "partial_image_index": 0, "b64_json": "'
+)
+NAMED_PREVIEW_HEAD = b"event: image_generation.partial_image\n" + PREVIEW_DATA
+JSON_HEAD = b'{"created": 1, "data": [{"b64_json": "'
+
+
+async def _held_at_rest(started: float) -> float:
+    """The most bytes traced since ``started``, once memory has stopped growing (the flood has
+    filled what the bot reads and the rest waits in the sockets)."""
+    last, still = tracemalloc.get_traced_memory()[0], 0
+    while still < 8:  # 0.8 s without growth
+        await asyncio.sleep(0.1)
+        current = tracemalloc.get_traced_memory()[0]
+        still = still + 1 if current - last < MIB else 0
+        last = max(last, current)
+    return tracemalloc.get_traced_memory()[1] - started
+
+
+async def test_a_flood_of_large_answers_holds_memory_bounded_by_the_slots_not_the_answers(
+    http: aiohttp.ClientSession, images_api: FakeImagesAPI
+) -> None:
+    """Streams whose one preview is nearly 8 MiB and never ends (half of them named as
+    previews by their `event:` line, half not), and JSON bodies of 24 MB, sixteen of each,
+    while both processing slots are busy posting other images: what the bot holds is the room
+    the slots allow outside them, and a socket's worth per request."""
+    client = ImageClient(
+        http, base_url=images_api.base_url, api_key=API_KEY, catalog=load_catalog(),
+        settings=ClientSettings(timeout=60.0),
+    )  # fmt: skip
+    streams = bodies = 16
+    heads = [NAMED_PREVIEW_HEAD, PREVIEW_DATA] * (streams // 2)
+    images_api.push(*(flood(head, 8 * MIB - 256 * 1024) for head in heads))
+    images_api.push(
+        *(flood(JSON_HEAD, 24 * MIB, content_type="application/json") for _ in range(bodies))
+    )
+    slots = ProcessingSlots(2)
+    posting = [slots.lease() for _ in range(slots.count)]
+    for lease in posting:
+        await lease.hold()
+    previews: list[object] = []
+    tracemalloc.start()
+    try:
+        started = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        requests = [
+            asyncio.create_task(
+                client.generate(
+                    ImageRequest(prompt="x", model="gpt-image-1.5", partial_images=2, user="u"),
+                    lease=slots.lease(),
+                    on_partial=previews.append,
+                )
+            )
+            for _ in range(streams + bodies)
+        ]
+        held = await _held_at_rest(started)
+    finally:
+        tracemalloc.stop()
+    for request in requests:
+        request.cancel()
+    await asyncio.gather(*requests, return_exceptions=True)
+    assert images_api.peak_in_flight == streams + bodies  # every answer was on its way at once
+    # Before the room, each stream read its preview whole without a slot: 139 MiB here.
+    bound = slots.room.total + (streams + bodies) * PER_REQUEST
+    assert slots.room.total == slots.count * 8 * MIB
+    assert held <= bound, f"{held / MIB:.1f} MiB held, over {bound / MIB:.1f} MiB"
+    assert slots.room.peak <= slots.room.total
+
+
+# -- the room: bytes held outside the slots ----------------------------------------------------
+
+
+async def _settled() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_a_request_without_room_waits_for_room_or_a_slot_whichever_comes_first() -> None:
+    slots = ProcessingSlots(1, room=100)
+    posting = slots.lease()
+    await posting.hold()
+    first, second, third = slots.lease(), slots.lease(), slots.lease()
+    first_grant, second_grant, third_grant = first.grant(), second.grant(), third.grant()
+    await first.cover(first_grant, 80)  # there is room: at once
+    waiting_for_room = asyncio.create_task(second.cover(second_grant, 50))
+    await _settled()
+    assert not waiting_for_room.done() and slots.waiting == 1
+    first_grant.resize(30)  # the first holds less now: room enough for the second
+    await waiting_for_room
+    assert (second_grant.size, second.held, slots.room.used) == (50, False, 80)
+
+    waiting_for_either = asyncio.create_task(third.cover(third_grant, 90))  # over what is left
+    await _settled()
+    assert not waiting_for_either.done()
+    posting.release()  # a slot first: it covers what the third holds, and it needs no room
+    await waiting_for_either
+    assert third.held and third_grant.size == 0 and slots.busy == 1
+    third.release()
+    first_grant.release()
+    second_grant.release()
+    assert slots.room.used == 0 and slots.room.peak == 80
+
+
+async def test_room_is_given_in_turn_and_a_wait_given_up_leaves_nothing_taken() -> None:
+    slots = ProcessingSlots(1, room=100)
+    posting = slots.lease()
+    await posting.hold()
+    holder = slots.lease().grant()
+    assert holder.resize(100)
+    big, small = slots.lease(), slots.lease()
+    big_grant, small_grant = big.grant(), small.grant()
+    waiting_big = asyncio.create_task(big.cover(big_grant, 90))
+    await _settled()
+    waiting_small = asyncio.create_task(small.cover(small_grant, 5))
+    await _settled()
+    holder.resize(90)  # room for the small one, not the big one: first come, first served
+    await _settled()
+    assert not waiting_small.done()
+    waiting_big.cancel()  # the big one gives up: the small one is next
+    await asyncio.gather(waiting_big, return_exceptions=True)
+    await waiting_small
+    assert (small_grant.size, slots.room.used, slots.waiting) == (5, 95, 0)
+    posting.release()
+    assert slots.busy == 0  # the cancelled wait took no slot either
+
+
+async def test_inputs_kept_on_a_slot_keep_it_through_a_back_off_until_the_request_closes() -> None:
+    slots = ProcessingSlots(1, room=10)
+    edit = slots.lease()
+    await edit.keep(50)  # more than the whole room: only a slot can hold it
+    assert edit.held and edit.pinned and slots.room.used == 0
+    edit.release()  # a retry's back-off, or the reply posted: the inputs are still held
+    assert slots.busy == 1
+    edit.close()
+    assert slots.busy == 0 and not edit.held
+
+    small = slots.lease()
+    await small.keep(8)  # room enough: no slot taken
+    assert not small.held and slots.room.used == 8
+    small.close()
+    assert slots.room.used == 0
+
+
+async def test_a_preview_waiting_to_be_shown_is_let_go_for_what_a_stream_must_read() -> None:
+    slots = ProcessingSlots(1, room=100)
+    budget = EditBudget()
+    while budget.try_take():  # no edit may be made now: the previews wait to be shown
+        pass
+    display = ProgressDisplay(cast(Any, None), budget, previews=2)
+    older, newer = slots.room.grant(), slots.room.grant()
+    assert older.resize(40) and newer.resize(30)
+    display.offer(PartialImage(0, "QUJD", 1000, 1000, older))
+    display.offer(PartialImage(1, "QUJD", 1000, 1000, newer))  # the older one is replaced
+    assert slots.room.used == 30 and display.dropped_previews == 1
+
+    reading = slots.lease().grant()
+    assert reading.resize(90)  # a stream needs the room: the preview waiting is let go
+    assert (slots.room.used, slots.room.dropped) == (90, 1)
+    assert display.dropped_previews == 2  # nothing left to show: the time elapsed is shown
+    await display.stop()
+    reading.release()
+    assert slots.room.used == 0

@@ -73,3 +73,36 @@ def test_a_cr_at_the_end_of_a_chunk_waits_for_the_next() -> None:
     assert parser.feed(b"data: 1\r") == []
     assert parser.feed(b"\n") == []  # the LF completes the CRLF: not a second, blank line
     assert [e.data for e in parser.feed(b"\r\n")] == [b"1"]
+
+
+@pytest.mark.parametrize("line_end", [b"\n", b"\r\n", b"\r"])
+@pytest.mark.parametrize("chunk", [1, 7, 65536])
+def test_an_event_let_go_is_read_past_keeping_nothing_and_the_next_comes_whole(
+    line_end: bytes, chunk: int
+) -> None:
+    """A preview there is no room for: what is held of it goes, the rest of it is read past as
+    it comes (its lines still end where they end), and the event after it is whole."""
+    preview = b"A" * (200 * 1024 if chunk > 1 else 2048)
+    stream = (
+        b"event: image_generation.partial_image" + line_end + b"data: " + preview + line_end
+        + b"data: more" + line_end * 2
+        + b"event: image_generation.completed" + line_end + b"data: {}" + line_end * 2
+    )  # fmt: skip
+    parser = SSEParser()
+    events: list[ServerSentEvent] = []
+    start = 0
+    while parser.event_in_progress != "image_generation.partial_image" or not parser.pending_bytes:
+        events += parser.feed(stream[start : start + chunk])
+        start += chunk
+    parser.skip_event()
+    assert parser.pending_bytes <= 16 and parser.skipped == 1
+    preview_ends = stream.index(line_end * 2)
+    while start < len(stream):
+        events += parser.feed(stream[start : start + chunk])
+        start += chunk
+        if start <= preview_ends:
+            assert parser.pending_bytes <= 16  # nothing kept of the event let go
+    events += parser.close()
+    assert [(event.event, event.data) for event in events] == [
+        ("image_generation.completed", b"{}")
+    ]

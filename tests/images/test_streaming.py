@@ -414,3 +414,78 @@ def test_a_large_event_without_an_image_is_never_parsed_whole_on_the_event_loop(
         streaming_module._load(numbers.encode(), whole=False)
     image = partial_event(BIG, 0).split(b"data: ", 1)[1].strip()
     assert streaming_module._load(image, whole=False).encoded  # an image event is lifted at once
+
+
+def unnamed(event: bytes) -> bytes:
+    """The event without its ``event:`` line: the kind only in the data, as some gateways send."""
+    return b"data: " + event.split(b"data: ", 1)[1]
+
+
+async def _second_stream_beside_a_kept_preview(
+    client: ImageClient, images_api: FakeImagesAPI, second: Handler
+) -> tuple[ProcessingSlots, list[PartialImage], Callable[[], Any]]:
+    """With 1 MiB of room and the one slot busy, a first stream's preview of 360 KB is kept
+    (not yet released by whoever shows it); then ``second`` is asked for. Returns the slots,
+    the previews handed over, and what frees the slot and awaits both requests."""
+    small = incompressible_png(300, 300)
+    images_api.push(stream(partial_event(small, 0), completed_event(IMAGE), pause=0.3), second)
+    slots = ProcessingSlots(1, room=1024 * 1024)
+    busy = slots.lease()
+    await busy.hold()  # the one slot is taken by another request's images
+    previews: list[PartialImage] = []
+    leases = [slots.lease(), slots.lease()]
+    requests = [
+        asyncio.ensure_future(client.generate(streaming(), lease=lease, on_partial=previews.append))
+        for lease in leases[:1]
+    ]
+    while not previews:  # noqa: ASYNC110 - until the first preview is handed over
+        await asyncio.sleep(0.01)
+    assert slots.room.used >= len(previews[0].encoded) > 256 * 1024  # kept: its room too
+    requests.append(
+        asyncio.ensure_future(
+            client.generate(streaming(), lease=leases[1], on_partial=previews.append)
+        )
+    )
+
+    async def finish() -> None:
+        busy.release()
+        for request, lease in zip(requests, leases, strict=True):
+            result = await request
+            lease.release()  # its images posted
+            assert len(result.images) == 1
+        for preview in previews:
+            preview.release()
+        assert slots.room.used == 0
+
+    return slots, previews, finish
+
+
+async def test_a_preview_the_room_has_no_space_for_is_let_go_and_the_image_still_comes(
+    client: ImageClient, images_api: FakeImagesAPI
+) -> None:
+    # Previews are read without a slot, within room shared by every request: one that finds
+    # no room is read past as it comes, keeping nothing, so that the image never waits for it.
+    large = incompressible_png(500, 500)  # 1 MB of base64: more than the room has left
+    second = stream(partial_event(large, 0), completed_event(OTHER), pause=0.3)
+    slots, previews, finish = await _second_stream_beside_a_kept_preview(client, images_api, second)
+    while slots.waiting < 2:  # noqa: ASYNC110 - both images wait for the slot
+        await asyncio.sleep(0.01)
+    assert len(previews) == 1  # the second preview was let go, not waited for
+    await finish()
+
+
+async def test_an_event_of_unknown_kind_without_room_waits_reading_no_further(
+    client: ImageClient, images_api: FakeImagesAPI
+) -> None:
+    # Without an `event:` line, nothing says it is a preview until it is whole: it waits for
+    # room (or a slot), the rest of it in the socket.
+    large = incompressible_png(500, 500)
+    second = stream(unnamed(partial_event(large, 0)), unnamed(completed_event(OTHER)), pause=0.3)
+    slots, previews, finish = await _second_stream_beside_a_kept_preview(client, images_api, second)
+    await asyncio.sleep(0.5)
+    assert len(previews) == 1 and slots.waiting == 2
+    previews[0].release()  # shown, or replaced: its room goes back
+    while len(previews) < 2:  # noqa: ASYNC110 - the second stream reads on
+        await asyncio.sleep(0.01)
+    assert previews[1].decode() == large
+    await finish()
