@@ -206,8 +206,8 @@ class PriceUnknown(Exception):
         if self.scope.operators_only:
             return (
                 f"This bot limits spending, and the cost of {self.model} is not known to it, so "
-                f"it cannot be checked. Its operator can add its price (IMAGE_MODELS_FILE); "
-                f"please pick another model."
+                f"it cannot be checked. Until its operator adds its price (IMAGE_MODELS_FILE), "
+                f"pick a model whose price is known."
             )
         return (
             f"This server limits spending, and the cost of {self.model} is not known to the bot, "
