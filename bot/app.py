@@ -159,6 +159,8 @@ class ImagineBot(commands.AutoShardedBot):
             self.settings.database,
             member_budget=self.settings.member_budget,
             server_budget=self.settings.server_budget,
+            user_budget=self.settings.user_budget,
+            total_budget=self.settings.total_budget,
             metrics=self.metrics,
         )
         await self._ledger.open()

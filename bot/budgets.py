@@ -9,14 +9,20 @@ images requested. The check and the insert are one transaction, serialised per m
 server (see :meth:`bot.ledger.Ledger.admitted`), so that simultaneous requests cannot overspend.
 
 A member's budget counts their requests in that server (a direct message counts with their other
-direct messages), so that a server's own budgets later stay its own.
+direct messages), so that a server's own budgets later stay its own. Anyone may invite the bot to
+servers they create, each with a fresh MEMBER_BUDGET and SERVER_BUDGET: the operator's two
+bot-wide budgets bound that. USER_BUDGET counts a Discord user's requests in every server and
+direct message together, TOTAL_BUDGET every request of the bot. Neither is a server's to change.
+
+Decision: a refusal by TOTAL_BUDGET names the budget but not what the bot has spent: what others
+spend, in servers a member may not even see, is not theirs to read.
 
 Decision: where a money budget applies and the model has no known price, the request is refused,
 since its cost could not be bounded; an image budget still applies to unpriced models, and rows of
 unpriced models recorded before count as nothing towards a money budget.
 
 Decision: an amount is at most :data:`MAX_BUDGET_USD` dollars or :data:`MAX_BUDGET_IMAGES` images,
-whoever types it (the operator's MEMBER_BUDGET and SERVER_BUDGET, a manager's /imagine-settings):
+whoever types it (the operator's budgets, a manager's /imagine-settings):
 far above any real budget, and far below what the ledger's money columns (``Numeric(14, 6)``,
 under $100,000,000) and their sums hold, so that every figure a budget is compared with or shown
 beside stays exact.
@@ -54,8 +60,17 @@ class Period(StrEnum):
 
 
 class Scope(StrEnum):
-    MEMBER = "member"
-    SERVER = "server"
+    """Whose requests a budget counts. The order is the order their locks are taken in."""
+
+    MEMBER = "member"  # one member's, in one server (or in direct messages)
+    SERVER = "server"  # one server's
+    USER = "user"  # one Discord user's, in every server and direct message (USER_BUDGET)
+    TOTAL = "total"  # every request of the bot (TOTAL_BUDGET)
+
+    @property
+    def operators_only(self) -> bool:
+        """A budget of the bot as a whole, which no server's settings change."""
+        return self in (Scope.USER, Scope.TOTAL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,8 +155,24 @@ class BudgetRefusal:
 
     def sentence(self) -> str:
         budget = self.budget
-        member = self.scope is Scope.MEMBER
-        whose = "Your budget on this server" if member else "This server's budget"
+        period = budget.period.value
+        resets = f"It resets {discord.utils.format_dt(self.resets_at, 'R')}."
+        if self.scope is Scope.TOTAL:  # what everyone else spent is not this member's to read
+            needed = (
+                f"asks for {budget.describe(self.needed)}"
+                if budget.images
+                else f"may cost up to {format_usd(self.needed)}"
+            )
+            return (
+                f"This bot's budget for everyone is {budget.describe()} per {period} (calendar "
+                f"{period}s, UTC), and what is left of it does not cover this request, which "
+                f"{needed}. {resets}"
+            )
+        whose = {
+            Scope.MEMBER: "Your budget on this server",
+            Scope.SERVER: "This server's budget",
+            Scope.USER: "Your budget on this bot (every server and direct message together)",
+        }[self.scope]
         if budget.images:
             verb = "is" if self.used == 1 else "are"
             used = f"{budget.describe(self.used)} {verb} already used or reserved"
@@ -149,11 +180,9 @@ class BudgetRefusal:
         else:
             used = f"{format_usd(self.used)} is already spent or reserved"
             needed = f"this request may cost up to {format_usd(self.needed)}"
-        period = budget.period.value
         return (
             f"{whose} is {budget.describe()} per {period} (calendar {period}s, UTC): {used} for "
-            f"requests still running, and {needed}. "
-            f"It resets {discord.utils.format_dt(self.resets_at, 'R')}."
+            f"requests still running, and {needed}. {resets}"
         )
 
 
@@ -174,6 +203,12 @@ class PriceUnknown(Exception):
         super().__init__(self.sentence())
 
     def sentence(self) -> str:
+        if self.scope.operators_only:
+            return (
+                f"This bot limits spending, and the cost of {self.model} is not known to it, so "
+                f"it cannot be checked. Until its operator adds its price (IMAGE_MODELS_FILE), "
+                f"pick a model whose price is known."
+            )
         return (
             f"This server limits spending, and the cost of {self.model} is not known to the bot, "
             f"so it cannot be checked. A server admin can add its price (IMAGE_MODELS_FILE) or "

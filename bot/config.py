@@ -181,6 +181,27 @@ class Settings(BaseSettings):
             "(unless `SERVERS_MAY_RAISE_BUDGETS`).",
         ),
     )
+    user_budget: Annotated[tuple[Budget, ...], NoDecode, Shown(default="no budget")] = Field(
+        default=(),
+        description=about(
+            f"{BUDGET_ACCEPTS}, for each Discord user across every server and direct message",
+            "What each Discord user may spend with the bot as a whole, in the notation of "
+            "`MEMBER_BUDGET`: their requests in every server and direct message count together, "
+            "so a member who invites the bot to servers of their own gets no fresh budget in "
+            "each. No server's settings change it; `/usage` shows it to the member.",
+        ),
+    )
+    total_budget: Annotated[tuple[Budget, ...], NoDecode, Shown(default="no budget")] = Field(
+        default=(),
+        description=about(
+            f"{BUDGET_ACCEPTS}, for the whole bot",
+            "What the whole bot may spend, every server and direct message together, in the "
+            "notation of `MEMBER_BUDGET`, such as `$50/day;$500/month`: the bound on the "
+            "operator's bill, however many servers invite the bot. No server's settings "
+            "change it. Every admission then waits its turn for one lock (see "
+            "[Budgets](usage.md#budgets)).",
+        ),
+    )
     servers_may_raise_budgets: bool = Field(
         default=False,
         description=(
@@ -527,7 +548,7 @@ class Settings(BaseSettings):
                 raise _Refused(f"is not valid: {limit} has a window longer than 10 years")
         return value
 
-    @field_validator("member_budget", "server_budget", mode="before")
+    @field_validator("member_budget", "server_budget", "user_budget", "total_budget", mode="before")
     @classmethod
     def _budgets(cls, value: Any) -> Any:
         if not isinstance(value, str):

@@ -37,9 +37,14 @@ committed transaction. A database on a full disk, or read-only, answers ``SELECT
 while it refuses every request.
 
 Budgets (:mod:`bot.budgets`) are checked where the row is inserted, in the same transaction: on
-PostgreSQL after taking a transaction-scoped advisory lock per member and per server, on SQLite in
-a ``BEGIN IMMEDIATE`` transaction, so that neither simultaneous requests in one process nor
-several processes sharing the database can overspend.
+PostgreSQL after taking a transaction-scoped advisory lock per member and per server, per user
+(USER_BUDGET) and one for the whole bot (TOTAL_BUDGET), on SQLite in a ``BEGIN IMMEDIATE``
+transaction, so that neither simultaneous requests in one process nor several processes sharing
+the database can overspend. A lock is taken only where a budget of its scope applies (the
+default, no budget, takes none), in the order of :class:`~bot.budgets.Scope` (so two admissions
+never wait on each other in a cycle), each just before its budget is checked: the bot-wide lock,
+which every admission waits its turn for, is held only for its own sum, the insert and the
+commit, and a request another budget refuses never takes it.
 
 SQLite has one write lock per file, and every statement through aiosqlite is a round trip to its
 thread and back through the event loop: two hundred admissions at once, each in its own
@@ -165,7 +170,8 @@ def _priced(price: Any, what: str) -> Decimal | None:
 
 
 def _lock_key(scope: Scope, guild_id: int | None, member_id: int | None = None) -> int:
-    """A 64-bit advisory lock key for one member in one server, or one server."""
+    """A 64-bit advisory lock key for one member in one server, one server, one user (guild
+    None) or the whole bot (both None)."""
     name = f"imagine-budget:{scope.value}:{guild_id}:{member_id}".encode()
     return int.from_bytes(hashlib.blake2b(name, digest_size=8).digest(), "big", signed=True)
 
@@ -197,11 +203,17 @@ class Ledger:
         *,
         member_budget: tuple[Budget, ...] = (),
         server_budget: tuple[Budget, ...] = (),
+        user_budget: tuple[Budget, ...] = (),
+        total_budget: tuple[Budget, ...] = (),
         metrics: Metrics | None = None,
     ) -> None:
+        """``member_budget``, ``server_budget``: the defaults a server's settings may replace;
+        ``user_budget``, ``total_budget``: the operator's bot-wide budgets, which none does."""
         self.url = url
         self.member_budget = member_budget
         self.server_budget = server_budget
+        self.user_budget = user_budget
+        self.total_budget = total_budget
         self.metrics = metrics
         self._engine: AsyncEngine | None = None
         self._sessions: async_sessionmaker[Any] | None = None
@@ -336,7 +348,7 @@ class Ledger:
     ) -> int:
         """Record an admitted request as pending, with its estimated cost; return its row id.
         ``chosen_budgets``: the member's and the server's budgets of this server (its settings), in
-        place of the defaults the ledger was made with.
+        place of the defaults the ledger was made with; the user's and the bot's always apply.
 
         Raises :class:`~bot.budgets.OverBudget` or :class:`~bot.budgets.PriceUnknown` when a
         budget refuses it (nothing is recorded), else what the database raises: in every case the
@@ -366,9 +378,15 @@ class Ledger:
             return await self._group_commit.admit(_Admission(row, budgets, prepared, estimate))
         renewed_from = None
         async with self._engine.connect() as connection, connection.begin():
-            if budgets:
-                await self._lock(connection, member_id, guild_id)
-                await _within(connection, budgets, prepared, estimate, member_id, guild_id, at)
+            locked: set[Scope] = set()
+            for scope, budget in budgets:  # in the order of Scope: see the module's docstring
+                if scope not in locked:
+                    await self._lock(connection, scope, member_id, guild_id)
+                    locked.add(scope)
+                used = await _used(connection, scope, budget, member_id, guild_id, at)
+                refusal = _refusal(scope, budget, used, _needed(budget, prepared, estimate), at)
+                if refusal is not None:
+                    raise OverBudget(refusal)
             if not self._lease.fresh():  # in the row's transaction: never a row without a lease
                 renewed_from = await self._lease.take(connection)
             inserted = await connection.execute(
@@ -416,23 +434,29 @@ class Ledger:
         chosen: tuple[tuple[Budget, ...], tuple[Budget, ...]] | None = None,
     ) -> list[tuple[Scope, Budget]]:
         """The budgets a request in ``guild_id`` is checked against (a direct message has no
-        server's)."""
+        server's), in the order of :class:`~bot.budgets.Scope`."""
         member, server = chosen or (self.member_budget, self.server_budget)
         server = server if guild_id is not None else ()
-        return [(Scope.MEMBER, budget) for budget in member] + [
-            (Scope.SERVER, budget) for budget in server
+        return [
+            (scope, budget)
+            for scope, budgets in (
+                (Scope.MEMBER, member),
+                (Scope.SERVER, server),
+                (Scope.USER, self.user_budget),
+                (Scope.TOTAL, self.total_budget),
+            )
+            for budget in budgets
         ]
 
     @staticmethod
-    async def _lock(connection: AsyncConnection, member_id: int, guild_id: int | None) -> None:
+    async def _lock(
+        connection: AsyncConnection, scope: Scope, member_id: int, guild_id: int | None
+    ) -> None:
+        """Wait for, and hold until the transaction ends, the lock of ``scope``'s budgets."""
         if connection.dialect.name != "postgresql":
             return  # SQLite: BEGIN IMMEDIATE already holds the only write lock
-        # Always member, then server: two admissions never wait on each other in a cycle.
-        keys = [_lock_key(Scope.MEMBER, guild_id, member_id)]
-        if guild_id is not None:
-            keys.append(_lock_key(Scope.SERVER, guild_id))
-        for key in keys:
-            await connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+        key = _lock_key(scope, *_whose(scope, member_id, guild_id))
+        await connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
     async def sending(self, row_id: int) -> bool:
         """Record that the request of ``row_id`` is about to be sent to the image service: from
@@ -741,6 +765,18 @@ class _Unwritten:
     model: str
 
 
+def _whose(scope: Scope, member_id: int, guild_id: int | None) -> tuple[int | None, int | None]:
+    """The server (None: direct messages, or every server) and the member (None: everyone) whose
+    requests a budget of ``scope`` counts; for USER and TOTAL, the server is None."""
+    if scope is Scope.MEMBER:
+        return guild_id, member_id
+    if scope is Scope.SERVER:
+        return guild_id, None
+    if scope is Scope.USER:
+        return None, member_id
+    return None, None
+
+
 async def _used(
     connection: AsyncConnection,
     scope: Scope,
@@ -750,12 +786,14 @@ async def _used(
     at: dt.datetime,
 ) -> Decimal:
     """What the ledger counts against ``budget`` in its period so far."""
+    guild, member = _whose(scope, member_id, guild_id)
     return await counted_since(
         connection,
         budget.period.start(at),
-        guild_id,
-        member_id if scope is Scope.MEMBER else None,
+        guild,
+        member,
         images=budget.images,
+        every_server=scope.operators_only,
     )
 
 
@@ -812,14 +850,8 @@ class _Admission:
 
     def key(self, scope: Scope, budget: Budget) -> tuple[object, ...]:
         """What a budget's total is kept under within one group."""
-        member = self.row["member_id"] if scope is Scope.MEMBER else None
-        return (
-            scope,
-            budget,
-            member,
-            self.row["guild_id"],
-            budget.period.start(self.row["requested_at"]),
-        )
+        whose = _whose(scope, self.row["member_id"], self.row["guild_id"])
+        return (scope, budget, *whose, budget.period.start(self.row["requested_at"]))
 
 
 @dataclass(eq=False)
@@ -1013,17 +1045,22 @@ async def counted_since(
     member_id: int | None,
     *,
     images: bool,
+    every_server: bool = False,
 ) -> Decimal:
     """What counts against a budget since ``since``: dollars spent or reserved (``images``:
-    images delivered or reserved), in ``guild_id`` (None: direct messages), by ``member_id``
-    (None: every member)."""
+    images delivered or reserved), in ``guild_id`` (None: direct messages; with
+    ``every_server``, in every server and direct message, and ``guild_id`` is not read), by
+    ``member_id`` (None: every member)."""
     counted = COUNTED_IMAGES if images else COUNTED_COST
     query = select(func.coalesce(func.sum(counted), 0, type_=MONEY)).where(
-        usage_ledger.c.requested_at >= since,
-        usage_ledger.c.guild_id == guild_id
-        if guild_id is not None
-        else usage_ledger.c.guild_id.is_(None),
+        usage_ledger.c.requested_at >= since
     )
+    if not every_server:
+        query = query.where(
+            usage_ledger.c.guild_id == guild_id
+            if guild_id is not None
+            else usage_ledger.c.guild_id.is_(None)
+        )
     if member_id is not None:
         query = query.where(usage_ledger.c.member_id == member_id)
     total = await connection.scalar(query)

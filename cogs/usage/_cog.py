@@ -103,12 +103,16 @@ class UsageCog(commands.Cog, name="Usage"):
         chosen = await self.services.server_settings.get(guild_id)
         rules = self.services.server_rules
         lines = []
-        for whose, budgets, member in (
-            ("Yours", rules.member_budget(chosen), member_id),
-            ("The server's", rules.server_budget(chosen), None),
+        # USER_BUDGET counts the member's requests in every server and direct message; the
+        # bot's TOTAL_BUDGET is not shown: what everyone else spends is not theirs to read.
+        for whose, budgets, member, every_server in (
+            ("Yours", rules.member_budget(chosen), member_id, False),
+            ("The server's", rules.server_budget(chosen), None, False),
+            ("Yours on every server", self.services.ledger.user_budget, member_id, True),
         ):
             for budget in budgets:
-                lines.append(f"{whose}: " + await self._budget_line(budget, guild_id, member, now))
+                line = await self._budget_line(budget, guild_id, member, now, every_server)
+                lines.append(f"{whose}: {line}")
         budget_lines = "\n".join(lines) or "No budget on this server."
         embed.add_field(name="Budgets", value=_clip(budget_lines), inline=False)
         rows = await recent(engine, guild_id, member_id, RECENT_REQUESTS)
@@ -120,11 +124,21 @@ class UsageCog(commands.Cog, name="Usage"):
         return embed
 
     async def _budget_line(
-        self, budget: Budget, guild_id: int, member_id: int | None, now: dt.datetime
+        self,
+        budget: Budget,
+        guild_id: int,
+        member_id: int | None,
+        now: dt.datetime,
+        every_server: bool,
     ) -> str:
         async with self.services.ledger.engine.connect() as connection:
             used = await counted_since(
-                connection, budget.period.start(now), guild_id, member_id, images=budget.images
+                connection,
+                budget.period.start(now),
+                guild_id,
+                member_id,
+                images=budget.images,
+                every_server=every_server,
             )
         left = max(budget.amount - used, Decimal(0))
         resets = discord.utils.format_dt(budget.period.reset(now), "R")

@@ -56,6 +56,8 @@ def test_a_malformed_budget_stops_start_up_naming_the_variable(
     [
         ("MEMBER_BUDGET", "$1000000.000001/day", "$1,000,000"),
         ("SERVER_BUDGET", "$2/day;" + "9" * 27 + " images/month", "1,000,000 images"),
+        ("USER_BUDGET", "$1000001/month", "$1,000,000"),
+        ("TOTAL_BUDGET", "$50/day;$1000000.5/month", "$1,000,000"),
     ],
 )
 def test_an_amount_too_large_for_a_budget_stops_start_up_naming_the_variable(
@@ -93,22 +95,19 @@ def one_image() -> PreparedRequest:
     return prepare_request(request, load_catalog()["dall-e-2"])
 
 
-async def test_twenty_simultaneous_admissions_from_two_processes_reserve_exactly_the_budget(
-    database_url: str,
-) -> None:
-    await migrated(database_url)
-    budget = parse_budgets("5 images/day")
-    # Two ledgers, two engines: two bot processes sharing the database.
-    ledgers = [Ledger(database_url, member_budget=budget) for _ in range(2)]
+async def admitted_by_two_processes(
+    ledgers: list[Ledger], requests: list[tuple[int, int]]
+) -> tuple[int, int]:
+    """Admit one image for each (member, server) of ``requests`` at once, alternately through
+    each of two ledgers (two engines: two bot processes sharing the database); how many were
+    admitted, and how many a budget refused."""
     for book in ledgers:
         await book.open()
     try:
         outcomes = await asyncio.gather(
             *(
-                ledgers[n % 2].admitted(
-                    one_image(), member_id=MEMBER, guild_id=SERVER, channel_id=1
-                )
-                for n in range(20)
+                ledgers[n % 2].admitted(one_image(), member_id=member, guild_id=guild, channel_id=1)
+                for n, (member, guild) in enumerate(requests)
             ),
             return_exceptions=True,
         )
@@ -117,9 +116,38 @@ async def test_twenty_simultaneous_admissions_from_two_processes_reserve_exactly
             await book.close()
     admitted = [o for o in outcomes if isinstance(o, int)]
     refused = [o for o in outcomes if isinstance(o, OverBudget)]
-    assert (len(admitted), len(refused)) == (5, 15), outcomes
+    assert len(admitted) + len(refused) == len(requests), outcomes
+    return len(admitted), len(refused)
+
+
+async def test_twenty_simultaneous_admissions_from_two_processes_reserve_exactly_the_budget(
+    database_url: str,
+) -> None:
+    await migrated(database_url)
+    budget = parse_budgets("5 images/day")
+    ledgers = [Ledger(database_url, member_budget=budget) for _ in range(2)]
+
+    assert await admitted_by_two_processes(ledgers, [(MEMBER, SERVER)] * 20) == (5, 15)
     rows = await ledger_rows(database_url)
     assert [row["outcome"] for row in rows] == ["pending"] * 5
+
+
+async def test_twenty_admissions_across_servers_from_two_processes_reserve_the_bot_wide_budgets(
+    database_url: str,
+) -> None:
+    await migrated(database_url)
+    # Each request in a server of its own: from one member, then from a member each.
+    user = parse_budgets("$0.10/day")  # five images of $0.02
+    one_user = [Ledger(database_url, user_budget=user) for _ in range(2)]
+    total = parse_budgets("$0.20/day")  # the member's five, and five more
+    everyone = [Ledger(database_url, total_budget=total) for _ in range(2)]
+
+    alone = [(MEMBER, SERVER + n) for n in range(20)]
+    assert await admitted_by_two_processes(one_user, alone) == (5, 15)
+    together = [(MEMBER + 1 + n, SERVER + n) for n in range(20)]
+    assert await admitted_by_two_processes(everyone, together) == (5, 15)
+    rows = await ledger_rows(database_url)
+    assert sum(row["estimated_cost"] for row in rows) == Decimal("0.20")
 
 
 async def test_a_server_budget_counts_every_member_and_a_member_budget_only_its_member(

@@ -21,8 +21,14 @@ from tests.fakes.tokens import honest_usage, no_usage, prompt_of
 
 
 @pytest.fixture
-def bot_overrides(database_url: str, budget: str) -> dict[str, Any]:
-    return {"database_url": database_url, "member_budget": budget}
+def variable() -> str:
+    """The setting ``budget`` is given to."""
+    return "member_budget"
+
+
+@pytest.fixture
+def bot_overrides(database_url: str, budget: str, variable: str) -> dict[str, Any]:
+    return {"database_url": database_url, variable: budget}
 
 
 @pytest.mark.parametrize("budget", ["1 image/day"])
@@ -44,18 +50,34 @@ async def test_a_member_over_budget_is_told_the_budget_what_is_used_and_when_it_
     assert len(images_api.generation_requests) == 1
 
 
+SERVERS_PRICE_UNKNOWN = (
+    "This server limits spending, and the cost of gpt-image-2.5-flare is not known to the bot, "
+    "so it cannot be checked. A server admin can add its price (IMAGE_MODELS_FILE) or pick a "
+    "priced model."
+)
+BOTS_PRICE_UNKNOWN = (
+    "This bot limits spending, and the cost of gpt-image-2.5-flare is not known to it, so it "
+    "cannot be checked. Until its operator adds its price (IMAGE_MODELS_FILE), pick a model "
+    "whose price is known."
+)
+
+
 @pytest.mark.parametrize("budget", ["$1/day"])
+@pytest.mark.parametrize(
+    ("variable", "told"),
+    [
+        ("member_budget", SERVERS_PRICE_UNKNOWN),
+        ("user_budget", BOTS_PRICE_UNKNOWN),  # the operator's bot-wide budgets
+        ("total_budget", BOTS_PRICE_UNKNOWN),
+    ],
+)
 async def test_a_money_budget_refuses_a_model_whose_price_is_not_known(
-    simcord_env: Any, channel: Any, alice: Any, images_api: FakeImagesAPI
+    simcord_env: Any, channel: Any, alice: Any, images_api: FakeImagesAPI, told: str
 ) -> None:
     result = await alice.slash(channel, "imagine", prompt="a cat", model="gpt-image-2.5-flare")
 
     assert result.response.ephemeral
-    assert result.response.content == (
-        "This server limits spending, and the cost of gpt-image-2.5-flare is not known to the bot, "
-        "so it cannot be checked. A server admin can add its price (IMAGE_MODELS_FILE) or pick a "
-        "priced model."
-    )
+    assert result.response.content == told
     assert images_api.generation_requests == []
 
 
