@@ -21,21 +21,28 @@ RUN /opt/venv/bin/pip install --no-deps /src \
     && /opt/venv/bin/python -m pip uninstall --yes pip setuptools
 
 FROM ${PYTHON_IMAGE}
+# `docker run --env-file` and compose's env_file replace these: .env.example leaves DATA_DIR
+# and METRICS_PORT unset for that reason (compose.yaml sets both again over .env).
+# MPLCONFIGDIR: matplotlib (/usage's chart) keeps its font list there; without a writable one
+# it would rebuild the list in a temporary directory at every start.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     DATA_DIR=/data \
-    METRICS_PORT=9100
-# A user of its own, without a login shell or a home; it owns only DATA_DIR.
+    METRICS_PORT=9100 \
+    MPLCONFIGDIR=/var/cache/matplotlib
+# A user of its own, without a login shell or a home; it owns only DATA_DIR and the font list.
 RUN groupadd --system --gid 10001 imagine \
     && useradd --system --uid 10001 --gid imagine --no-create-home --shell /usr/sbin/nologin imagine \
-    && mkdir /data \
-    && chown imagine:imagine /data
+    && mkdir /data /var/cache/matplotlib \
+    && chown imagine:imagine /data /var/cache/matplotlib
 COPY --from=builder /opt/venv /opt/venv
 # The bot reads .env from its working directory; here the settings come from the environment
 # (compose's env_file, `docker run --env-file`), and /app holds nothing else.
 WORKDIR /app
 USER 10001:10001
+# The font list, built once here as the bot's user rather than at each start of a container.
+RUN python -c "import matplotlib.font_manager"
 # Declared after the chown, so a new volume starts out owned by the bot's user.
 VOLUME ["/data"]
 EXPOSE 9100

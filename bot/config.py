@@ -425,7 +425,9 @@ class Settings(BaseSettings):
             "[Log lines](operations.md#log-lines).",
         ),
     )
-    metrics_port: Annotated[int | None, Shown(default="no metrics server")] = Field(
+    metrics_port: Annotated[
+        int | None, Shown(default="no metrics server", value="9100", commented=True)
+    ] = Field(
         default=None,
         ge=0,
         le=65535,

@@ -4,11 +4,12 @@ hooks) agree with the code and with each other: read as files, no Docker or syst
 from __future__ import annotations
 
 import configparser
+import json
 import math
 import re
 import shlex
 import tomllib
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
@@ -279,7 +280,7 @@ def test_every_variable_compose_names_is_documented_in_env_example() -> None:
     for service in image_services().values():
         named |= set(service.get("environment", {}))
     assert named
-    missing = sorted(name for name in named if f"\n{name}=" not in documented())
+    missing = sorted(name for name in named if not re.search(rf"\n(# )?{name}=", documented()))
     assert not missing, f"not in .env.example: {', '.join(missing)}"
 
 
@@ -306,35 +307,61 @@ def test_a_dotenv_copied_from_env_example_keeps_the_settings_the_image_makes() -
 COMPOSE_ENV = {"POSTGRES_PASSWORD": "letters0and0digits0only"}
 
 
-def interpolated(value: str) -> str:
-    """Compose's ${NAME} and ${NAME:-default}, with COMPOSE_ENV as the .env file."""
+def interpolated(value: str, dot_env: dict[str, str] = COMPOSE_ENV) -> str:
+    """Compose's ${NAME} and ${NAME:-default}, with ``dot_env`` as the .env file."""
 
     def substitute(match: re.Match[str]) -> str:
-        return COMPOSE_ENV.get(match[1]) or (match[2] or "")
+        return dot_env.get(match[1]) or (match[2] or "")
 
     return re.sub(r"\$\{([A-Z_][A-Z0-9_]*)(?::-([^}]*))?\}", substitute, value)
 
 
-@pytest.mark.parametrize("name", sorted(image_services()))
-def test_the_bot_accepts_the_settings_compose_and_the_image_give_it(
-    name: str, monkeypatch: pytest.MonkeyPatch
+def env_example() -> dict[str, str]:
+    """What `docker run --env-file` and compose's env_file set from a .env copied from
+    .env.example: every line NAME=value that is not a comment, an empty value too."""
+    lines = (line.strip() for line in documented().splitlines())
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+
+def image_env() -> dict[str, str]:
+    env = " ".join(arguments for keyword, arguments in final_stage() if keyword == "ENV")
+    return dict(re.findall(r"\b([A-Z_][A-Z0-9_]*)=(\S+)", env))
+
+
+DOCKER_RUN = "docker run --env-file .env"
+
+
+@pytest.mark.parametrize("started_by", [DOCKER_RUN, *sorted(image_services())])
+def test_a_container_given_env_example_keeps_its_state_on_the_volume_and_checks_its_health(
+    started_by: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The environment a container gets as docs/hosting.md starts it: the image's ENV, then
+    the .env file over it (Docker and compose both let it win), then compose's environment."""
     # The image has the redis and postgres extras (checked above); this environment may not.
     monkeypatch.setattr(config, "_installed", lambda module: True)
-    image_env = " ".join(arguments for keyword, arguments in final_stage() if keyword == "ENV")
-    given = dict(re.findall(r"\b([A-Z_][A-Z0-9_]*)=(\S+)", image_env))
-    given |= {
-        key: interpolated(str(value))
-        for key, value in image_services()[name]["environment"].items()
-    }
-    settings_given = {
-        key: value for key, value in given.items() if key.lower() in Settings.model_fields
-    }
-    assert "METRICS_PORT" in settings_given
-    for key, value in settings_given.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-compose-0123456789")
+    dot_env = env_example() | {"OPENAI_API_KEY": "sk-compose-0123456789"} | COMPOSE_ENV
+    given = image_env() | dot_env
+    if started_by != DOCKER_RUN:
+        service = image_services()[started_by]
+        given |= {
+            key: interpolated(str(value), dot_env) for key, value in service["environment"].items()
+        }
+    for key, value in given.items():
+        if key.lower() in Settings.model_fields:
+            monkeypatch.setenv(key, value)
     settings = load_settings(require_discord=False, env_file=None)
+    stage = final_stage()
+    workdir = PurePosixPath([arguments for keyword, arguments in stage if keyword == "WORKDIR"][-1])
+    data_dir = workdir / settings.data_dir  # a relative DATA_DIR is read from WORKDIR
+    volumes = [
+        PurePosixPath(volume)
+        for keyword, arguments in stage
+        if keyword == "VOLUME"
+        for volume in json.loads(arguments)
+    ]
+    # Elsewhere the state would be lost with the container, in a directory the bot's user may
+    # not even write (WORKDIR is root's): the bot would stop at every start.
+    assert any(data_dir == volume or volume in data_dir.parents for volume in volumes), data_dir
     assert settings.metrics_port  # the health check has a server to ask
 
 
@@ -352,7 +379,7 @@ def test_the_systemd_unit_can_write_only_its_data_dir() -> None:
         if value.startswith("DATA_DIR=")
     )
     assert data_dir in service["ReadWritePaths"].split()
-    # A relative DATA_DIR from the settings file (the default is) lands in a writable place.
+    # A relative DATA_DIR from the settings file lands in a writable place.
     assert service["WorkingDirectory"] in service["ReadWritePaths"].split()
     assert service["EnvironmentFile"].startswith("/")
 

@@ -272,7 +272,8 @@ class FakeImagesAPI:
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _image_cache: dict[tuple[int, int, str, int], bytes] = field(default_factory=dict)
 
-    async def start(self, port: int = 0) -> str:
+    async def start(self, port: int = 0, host: str = "127.0.0.1") -> str:
+        """Listen on ``host`` (loopback unless a bot in a container must reach it)."""
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/v1/images/generations", self._generations)
         app.router.add_post("/v1/images/edits", self._edits)
@@ -281,10 +282,10 @@ class FakeImagesAPI:
         app.router.add_get("/files/{name}", self._file)
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", port)
+        site = web.TCPSite(self._runner, host, port)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.base_url = f"http://127.0.0.1:{port}/v1"
+        self.base_url = f"http://{host}:{port}/v1"
         return self.base_url
 
     async def close(self) -> None:
