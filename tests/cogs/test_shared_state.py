@@ -212,7 +212,8 @@ async def test_a_process_killed_mid_request_leaves_rows_the_next_process_settles
         {
             "base_url": images_api.base_url, "data_dir": str(tmp_path / "killed"),
             "settings": settings, "guild_id": GUILD_ID, "member_id": MEMBER_ID,
-            "requests": 2, "hold": True, "lease_seconds": lease,
+            "application_id": APPLICATION_ID, "requests": 2, "hold": True,
+            "lease_seconds": lease,
         }
     )  # fmt: skip
     try:
@@ -235,7 +236,8 @@ async def test_a_process_killed_mid_request_leaves_rows_the_next_process_settles
     release.set()
     after = {
         "base_url": images_api.base_url, "data_dir": str(tmp_path / "next"),
-        "settings": settings, "guild_id": GUILD_ID, "member_id": MEMBER_ID, "requests": 1,
+        "settings": settings, "guild_id": GUILD_ID, "member_id": MEMBER_ID,
+        "application_id": APPLICATION_ID, "requests": 1,
     }  # fmt: skip
     assert await run_to_the_end(after) == ["delivered"]
 
