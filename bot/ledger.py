@@ -66,12 +66,13 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
+import discord.utils
 from discord.ext import tasks
 from sqlalchemy import (
     ColumnElement,
@@ -264,9 +265,7 @@ class Ledger:
             raise DatabaseUnavailable(describe_failure(self.url, exc)) from None
         # A discord.ext.tasks loop, the framework's way of doing periodic work (and one its test
         # harness knows to be waiting on purpose between runs).
-        self._keeper = tasks.loop(seconds=LEASE_SECONDS / 4, reconnect=False, name="ledger-lease")(
-            self._keep_lease
-        )
+        self._keeper = _Keeper(self._keep_lease, seconds=LEASE_SECONDS / 4)
         self._keeper.start()
 
     async def close(self) -> None:
@@ -686,6 +685,35 @@ class Ledger:
                 len(settled) - sent,
                 ", ".join(str(row.id) for row in sorted(settled, key=lambda row: row.id)),
             )
+
+
+class _Keeper(tasks.Loop[Any]):
+    """The lease's keeper: a discord.ext.tasks loop that waits its interval from the end of each
+    run on the event loop's monotonic clock.
+
+    ``tasks.loop`` schedules run n at the first run's time plus n intervals on the wall clock: a
+    host clock stepped back an hour (NTP correcting a host that booted with a wrong clock) left
+    the lease unrenewed for the hour, and other processes abandoned this one's live rows (its
+    waiting requests refused their turn); stepped forward a day, it renewed the lease 5,760 times
+    back to back, a database write each."""
+
+    def __init__(self, keep: Callable[[], Coroutine[Any, Any, None]], *, seconds: float) -> None:
+        super().__init__(
+            keep,
+            seconds=seconds,
+            minutes=0,
+            hours=0,
+            time=discord.utils.MISSING,
+            count=None,
+            reconnect=False,
+            name="ledger-lease",
+        )
+
+    def _try_sleep_until(self, when: dt.datetime) -> asyncio.Future[Any]:
+        # Whenever it was meant to wake: an interval from now (the wait itself is monotonic).
+        interval = dt.timedelta(seconds=self.seconds or 0)
+        waited: asyncio.Future[Any] = super()._try_sleep_until(discord.utils.utcnow() + interval)
+        return waited
 
 
 def _command(kind: str) -> str:

@@ -10,10 +10,13 @@ import os
 import socket
 import sqlite3
 import sys
+import types
 from decimal import Decimal
 from pathlib import Path
 
 import discord
+import discord.ext.tasks
+import discord.utils
 import pytest
 from sqlalchemy import inspect
 
@@ -362,3 +365,65 @@ async def test_rows_of_a_killed_process_are_settled_once_its_lease_expires_never
         f"settled 2 row(s) left pending by process {socket.gethostname()} pid {holder.pid}, "
         f"whose lease expired, as abandoned: 1 may have been sent"
     ) in caplog.text
+
+
+class _WallClock:
+    """The wall clock as discord.py reads it (its tasks and timers), stepped by ``offset``: a
+    host whose clock NTP corrects, or an operator sets. The database's clock does not move."""
+
+    offset = dt.timedelta(0)
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        clock = self
+
+        class Stepped(dt.datetime):
+            @classmethod
+            def now(cls, tz: dt.tzinfo | None = None) -> Stepped:
+                return dt.datetime.now(tz) + clock.offset  # type: ignore[return-value]
+
+        shim = types.ModuleType("datetime")
+        shim.__dict__.update(dt.__dict__)
+        shim.datetime = Stepped  # type: ignore[attr-defined]
+        monkeypatch.setattr(discord.utils, "datetime", shim)
+        monkeypatch.setattr(discord.ext.tasks, "datetime", shim)
+
+
+@pytest.mark.parametrize(
+    "step", [dt.timedelta(hours=-1), dt.timedelta(days=1)], ids=["back-an-hour", "forward-a-day"]
+)
+async def test_the_lease_is_renewed_every_quarter_whatever_the_wall_clock_does(
+    database_url: str, monkeypatch: pytest.MonkeyPatch, step: dt.timedelta
+) -> None:
+    lease = 1.0  # seconds; renewed every quarter of it
+    monkeypatch.setattr(ledger, "LEASE_SECONDS", lease)
+    clock = _WallClock()
+    clock.install(monkeypatch)
+    await migrate_database(database_url)
+    book = Ledger(database_url)
+    await book.open()
+    other = Ledger(database_url)  # another process, whose clock is right
+    renewals = 0
+    renew = book._renew_lease
+
+    async def counted() -> None:
+        nonlocal renewals
+        renewals += 1
+        await renew()
+
+    monkeypatch.setattr(book, "_renew_lease", counted)
+    try:
+        waiting = await book.admitted(prepared(), member_id=7, guild_id=8, channel_id=9)
+        await asyncio.sleep(lease / 2)
+        clock.offset = step  # while a request waits its turn
+        await asyncio.sleep(3 * lease)
+        await other.open()  # settles what processes that are gone left
+        # Its request is still this process's to send: back an hour, the keeper slept through
+        # it (the lease expired, the row was abandoned and the request refused its turn).
+        assert await book.sending(waiting)
+    finally:
+        await book.close()
+        await other.close()
+    # Forward a day, it renewed the lease 5,760 times a day's worth at once (a write each).
+    assert renewals <= 3 * 4 + 2
+    (row,) = await ledger_rows(database_url)
+    assert row["outcome"] == "pending"
