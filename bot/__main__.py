@@ -39,9 +39,9 @@ from bot.images import (
 from bot.images.catalog import OPTION_VALUES
 from bot.images.edits import check_counts, check_file_size, input_fields, max_input_bytes
 from bot.images.pricing import format_usd
-from bot.offer import ModelOffer, narrow
-from bot.ratelimit import UserRateLimiter
+from bot.requests.offer import ModelOffer, narrow
 from bot.services import make_client
+from bot.store.ratelimit import UserRateLimiter
 
 log = logging.getLogger("bot")
 
@@ -272,7 +272,12 @@ async def _check(settings: Settings) -> int:
 
 
 async def _migrate(settings: Settings) -> int:
-    from bot.db import DatabaseTooNew, DatabaseUnavailable, masked_database_url, migrate_database
+    from bot.store.db import (
+        DatabaseTooNew,
+        DatabaseUnavailable,
+        masked_database_url,
+        migrate_database,
+    )
 
     try:
         revision = await migrate_database(settings.database)
@@ -284,14 +289,14 @@ async def _migrate(settings: Settings) -> int:
 
 
 async def _usage(settings: Settings, args: argparse.Namespace) -> int:
-    from bot.db import (
+    from bot.store.db import (
         DATABASE_FAILURES,
         DatabaseTooNew,
         DatabaseUnavailable,
         describe_failure,
         open_for_reading,
     )
-    from bot.usage import ledger_rows, table, totals, write_csv
+    from bot.store.usage import ledger_rows, table, totals, write_csv
 
     try:
         # Read-only, and never migrated: a report does not change the operator's schema.

@@ -28,22 +28,22 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.admission import Admission
 from bot.config import Settings
-from bot.db import DatabaseTooNew, DatabaseUnavailable, migrate_database
+from bot.discord_out.progress import EditBudget
 from bot.images import ImageClient, ProcessingSlots
-from bot.ledger import Ledger
 from bot.observability import health
 from bot.observability.logs import configure_logging
 from bot.observability.metrics import BotCollector, LoopLagMonitor, Metrics
 from bot.observability.server import MetricsServer
-from bot.offer import ModelOffer, discover, narrow
-from bot.progress import EditBudget
-from bot.pseudonym import Pseudonymizer, load_or_create_secret
-from bot.queue import GenerationQueue
-from bot.ratelimit import UserRateLimiter
-from bot.server_settings import Rules, SettingsStore
+from bot.requests.admission import Admission
+from bot.requests.offer import ModelOffer, discover, narrow
+from bot.requests.queue import GenerationQueue
 from bot.services import Services, make_client
+from bot.store.db import DatabaseTooNew, DatabaseUnavailable, migrate_database
+from bot.store.ledger import Ledger
+from bot.store.pseudonym import Pseudonymizer, load_or_create_secret
+from bot.store.ratelimit import UserRateLimiter
+from bot.store.server_settings import Rules, SettingsStore
 
 log = logging.getLogger(__name__)
 

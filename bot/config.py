@@ -28,9 +28,9 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from bot.budgets import BUDGET_ACCEPTS, Budget, parse_budgets
 from bot.images.catalog import Catalog, CatalogError, load_catalog
 from bot.images.pricing import MAX_REQUEST_COST, dearest_request
+from bot.store.budgets import BUDGET_ACCEPTS, Budget, parse_budgets
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_RATE_LIMIT = "5/hour"
@@ -476,7 +476,7 @@ class Settings(BaseSettings):
     @property
     def database(self) -> str:
         """The ledger's database: DATABASE_URL, or the SQLite file in DATA_DIR."""
-        from bot.db import default_database_url  # SQLAlchemy only where a database is used
+        from bot.store.db import default_database_url  # SQLAlchemy only where a database is used
 
         return self.database_url or default_database_url(self.data_dir)
 

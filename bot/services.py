@@ -14,13 +14,13 @@ from bot.images.client import UpstreamFeedback
 from bot.observability.metrics import Metrics
 
 if TYPE_CHECKING:  # only the command line imports this module without Discord: keep it light
-    from bot.ledger import Ledger
-    from bot.offer import ModelOffer
-    from bot.progress import EditBudget
-    from bot.pseudonym import Pseudonymizer
-    from bot.queue import GenerationQueue
-    from bot.ratelimit import UserRateLimiter
-    from bot.server_settings import Rules, SettingsStore
+    from bot.discord_out.progress import EditBudget
+    from bot.requests.offer import ModelOffer
+    from bot.requests.queue import GenerationQueue
+    from bot.store.ledger import Ledger
+    from bot.store.pseudonym import Pseudonymizer
+    from bot.store.ratelimit import UserRateLimiter
+    from bot.store.server_settings import Rules, SettingsStore
 
 _MEGABYTE = 1024 * 1024
 

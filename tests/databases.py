@@ -23,8 +23,8 @@ from typing import Any
 
 from sqlalchemy import select
 
-from bot.db import open_engine
-from bot.db.schema import usage_ledger
+from bot.store.db import open_engine
+from bot.store.db.schema import usage_ledger
 
 POSTGRES_MISSING = "PostgreSQL is not installed (no initdb and pg_ctl): PostgreSQL tests skipped"
 

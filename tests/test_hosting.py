@@ -20,8 +20,8 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from bot import config
-from bot.admission import CANCEL_WAIT
 from bot.config import SHARED_STORES, Settings, load_settings
+from bot.requests.admission import CANCEL_WAIT
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "compose.yaml"
@@ -33,7 +33,7 @@ LOCK_COMMAND = next(line for line in LOCK.read_text("utf-8").splitlines() if "pi
 IMAGE_EXTRAS = tuple(re.findall(r"--extra (\S+)", LOCK_COMMAND))
 
 # The longest the bot may take to stop after SIGTERM: the drain, then the cancelled requests'
-# last word to their members (bot/admission.py). A supervisor must wait longer than this.
+# last word to their members (bot/requests/admission.py). A supervisor must wait longer than this.
 GRACE = Settings.model_fields["shutdown_grace_seconds"].default
 LONGEST_DRAIN = GRACE + CANCEL_WAIT
 

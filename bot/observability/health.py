@@ -1,7 +1,7 @@
 """Whether the bot can serve: the gateway connected, the ledger taking requests, the limit store
 answering. Each part says why in a few words, never with a secret.
 
-The database part writes (see :meth:`bot.ledger.Ledger.check_writable`): a database on a full
+The database part writes (see :meth:`bot.store.ledger.Ledger.check_writable`): a database on a full
 disk, or read-only, answers a ``SELECT 1`` while it refuses every request. Settlements the
 database did not take are not a part of their own: they wait for the database that this part
 already tests (the ledger logs them while it keeps trying).
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy.engine import make_url
 
 if TYPE_CHECKING:
-    from bot.ledger import Ledger
+    from bot.store.ledger import Ledger
 
 PART_TIMEOUT = 3.0  # seconds each part may take: a Docker health check waits for all of them
 REASON_CHARS = 200

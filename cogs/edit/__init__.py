@@ -2,7 +2,8 @@
 
 ``_command``: the /edit definition (its model, size and quality options are /imagine's, narrowed
 to the models that edit) and the Vary image menu. ``_cog``: the cog that adds them. Requests go
-through the bot's shared admission (``bot.admission``) and ``bot.editing.run_edit``.
+through the bot's shared admission (``bot.requests.admission``) and
+``bot.requests.editing.run_edit``.
 """
 
 from __future__ import annotations

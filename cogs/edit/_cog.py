@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, cast
 
 from discord.ext import commands
 
-from bot.admission import Admission
+from bot.requests.admission import Admission
 from bot.services import Services
 
 from ._command import build_edit_command, build_vary_menu

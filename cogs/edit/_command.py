@@ -1,5 +1,6 @@
 """The /edit definition and the Vary image message menu. They build an :class:`ImageRequest`
-and hand it, with the images to start from, to :func:`bot.editing.run_edit`; nothing else."""
+and hand it, with the images to start from, to :func:`bot.requests.editing.run_edit`; nothing
+else."""
 
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ from typing import Any
 import discord
 from discord import app_commands
 
-from bot.admission import Admission
-from bot.editing import VARY_PROMPT, edit_models, image_attachments, run_edit
+from bot.discord_out.replies import DISCORD_FAILURES, clip
 from bot.images import ImageRequest
-from bot.replies import DISCORD_FAILURES, clip
+from bot.requests.admission import Admission
+from bot.requests.editing import VARY_PROMPT, edit_models, image_attachments, run_edit
 from bot.services import Services
 from cogs.imagine._buttons import buttons_of
 from cogs.imagine._command import (

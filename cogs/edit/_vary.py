@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import discord
 
-from bot.admission import Admission
-from bot.editing import edit_models, run_edit
 from bot.images import ImageRequest
-from bot.saved_requests import SavedRequest
+from bot.requests.admission import Admission
+from bot.requests.editing import edit_models, run_edit
+from bot.requests.saved_requests import SavedRequest
 from bot.services import Services
 from cogs.imagine._buttons import VaryHandler
 

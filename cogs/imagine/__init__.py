@@ -1,11 +1,11 @@
 """/imagine: generate images from a prompt and post them in the channel.
 
 ``_command``: the command's definition, choices and autocomplete. ``_cog``: the cog, which hands
-requests to the bot's admission (``bot.admission``: the server's settings, limits,
+requests to the bot's admission (``bot.requests.admission``: the server's settings, limits,
 acknowledgement) and drains it when it is unloaded. ``_buttons``: the
 buttons under posted images (Reroll, Edit prompt, Larger, Delete), which survive restarts. What
-happens to a request after that lives in ``bot.generation`` (one object per request) and
-``bot.posting``.
+happens to a request after that lives in ``bot.requests.generation`` (one object per request) and
+``bot.discord_out.posting``.
 """
 
 from __future__ import annotations

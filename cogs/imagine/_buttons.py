@@ -3,7 +3,7 @@ once it has a handler).
 
 They keep working after a restart and after any number of messages: each is a discord.py
 ``DynamicItem`` whose ``custom_id`` names an action and the key of the request in the bot's
-database (:mod:`bot.saved_requests`), registered at start by the extension's ``setup``. The
+database (:mod:`bot.requests.saved_requests`), registered at start by the extension's ``setup``. The
 Edit prompt modal is answered the same way: its submission is read from the interaction by
 ``custom_id``, not by a modal object that a restart would forget.
 
@@ -26,12 +26,12 @@ from typing import TYPE_CHECKING, Any, cast
 import discord
 from discord.ext import commands
 
-from bot.delivery import Upload
-from bot.generation import Generation
+from bot.discord_out.delivery import Upload
+from bot.discord_out.posting import ButtonsFor
+from bot.discord_out.replies import DISCORD_FAILURES, Replies, step_timeout
 from bot.images.larger import larger_size
-from bot.posting import ButtonsFor
-from bot.replies import DISCORD_FAILURES, Replies, step_timeout
-from bot.saved_requests import SavedRequest, SavedRequests
+from bot.requests.generation import Generation
+from bot.requests.saved_requests import SavedRequest, SavedRequests
 
 if TYPE_CHECKING:
     from ._cog import ImagineCog
@@ -215,7 +215,8 @@ class ImageButtons:
 
     async def for_generation(self, generation: Generation) -> ButtonsFor | None:
         """Save the request and return what makes its buttons for the uploads posted
-        (bot.generation.Buttons); None, with a log line, when it cannot be saved: the images are
+        (bot.requests.generation.Buttons); None, with a log line, when it cannot be saved: the
+        images are
         posted without buttons then."""
         interaction = generation.interaction
         try:

@@ -2,8 +2,10 @@
 shared admission.
 
 Admission (the server's settings, limits, ledger, budgets, acknowledgement, the jobs and their
-drain) lives in :mod:`bot.admission`, shared with /edit; what happens to a request after that
-lives in ``bot.generation`` (one object per request) and ``bot.posting``. Unloading the cog
+drain) lives in :mod:`bot.requests.admission`, shared with /edit; what happens to a request after
+that
+lives in ``bot.requests.generation`` (one object per request) and ``bot.discord_out.posting``.
+Unloading the cog
 (``bot.close()``) drains.
 """
 
@@ -15,9 +17,9 @@ from typing import TYPE_CHECKING
 import discord
 from discord.ext import commands
 
-from bot.admission import Admission
 from bot.images import ImageRequest
-from bot.saved_requests import SavedRequests
+from bot.requests.admission import Admission
+from bot.requests.saved_requests import SavedRequests
 from bot.services import Services
 
 from ._buttons import ImageButtons
@@ -25,7 +27,7 @@ from ._command import build_imagine_command
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot
-    from bot.ratelimit import UserRateLimiter
+    from bot.store.ratelimit import UserRateLimiter
 
 
 class ImagineCog(commands.Cog, name="Imagine"):

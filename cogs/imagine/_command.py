@@ -9,8 +9,8 @@ from typing import Any
 import discord
 from discord import app_commands
 
+from bot.discord_out.replies import clip
 from bot.images import MAX_FRAMES, MIN_FRAMES, ImageRequest, ModelSpec, parse_size
-from bot.replies import clip
 from bot.services import Services
 
 PROMPT_MAX = 6000  # Discord's longest string option

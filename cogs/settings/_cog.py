@@ -16,8 +16,9 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.replies import clip, fit_content, fit_embed, time_to_acknowledge
-from bot.server_settings import (
+from bot.discord_out.replies import clip, fit_content, fit_embed, time_to_acknowledge
+from bot.services import Services
+from bot.store.server_settings import (
     BUDGETS,
     DESCRIPTIONS,
     ServerSettings,
@@ -27,7 +28,6 @@ from bot.server_settings import (
     describe,
     described_value,
 )
-from bot.services import Services
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot

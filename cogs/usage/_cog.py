@@ -1,8 +1,9 @@
 """/usage: a member's own spend, budgets and recent requests; for the server's managers
 (``scope:server``) its totals, top members, models, a chart of 30 days and a CSV of the rows.
 
-Every figure comes from :mod:`bot.usage`, the queries ``python -m bot usage`` prints, and what is
-left of a budget from :func:`bot.ledger.counted_since`, what the budget check itself counts.
+Every figure comes from :mod:`bot.store.usage`, the queries ``python -m bot usage`` prints, and what
+is
+left of a budget from :func:`bot.store.ledger.counted_since`, what the budget check itself counts.
 Everything is private (ephemeral).
 """
 
@@ -20,13 +21,13 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.budgets import Budget, Period
+from bot.discord_out.replies import DISCORD_FAILURES, fit_embed
 from bot.images.pricing import format_usd
-from bot.ledger import counted_since
-from bot.replies import DISCORD_FAILURES, fit_embed
 from bot.services import Services
-from bot.usage import Totals, daily, ledger_rows, overall, recent, totals, write_csv_to
-from bot.usage_chart import render_chart
+from bot.store.budgets import Budget, Period
+from bot.store.ledger import counted_since
+from bot.store.usage import Totals, daily, ledger_rows, overall, recent, totals, write_csv_to
+from bot.store.usage_chart import render_chart
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot

@@ -3,7 +3,8 @@
     python -m tests.benchmarks.bench_admission [--n 50] [--rounds 5] [--rows 0 100000]
 
 N admissions at once (N members, each in a server of their own, as N /imagine requests arriving
-together would be) through :meth:`bot.ledger.Ledger.admitted`, on SQLite (the group commit) and
+together would be) through :meth:`bot.store.ledger.Ledger.admitted`, on SQLite (the group commit)
+and
 on a real PostgreSQL on loopback (a transaction each on the pool, advisory locks), with:
 
 - no budget (the default);
@@ -31,11 +32,11 @@ from typing import Any
 
 from sqlalchemy import insert
 
-from bot.budgets import parse_budgets
-from bot.db import migrate_database, open_engine
-from bot.db.schema import usage_ledger
 from bot.images import ImageRequest, load_catalog, prepare_request
-from bot.ledger import Ledger
+from bot.store.budgets import parse_budgets
+from bot.store.db import migrate_database, open_engine
+from bot.store.db.schema import usage_ledger
+from bot.store.ledger import Ledger
 from tests.databases import POSTGRES_MISSING, start_postgres
 
 PREPARED = prepare_request(

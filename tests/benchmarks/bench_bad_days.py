@@ -3,7 +3,7 @@
     python -m tests.benchmarks.bench_bad_days [--tries 20]
 
 Against real servers on loopback (Debian's redis-server and PostgreSQL), with the timeouts the
-/imagine command uses (bot/admission.py: 1.5 s for the limits; past 1 s the ledger's
+/imagine command uses (bot/requests/admission.py: 1.5 s for the limits; past 1 s the ledger's
 admission is acknowledged while it goes on). For each state of the limit store (answering,
 stopped, hung) and of the database (answering, stopped): the time a limit check or a ledger
 admission takes to succeed or fail, median and worst of N tries; then how soon after each server
@@ -21,11 +21,11 @@ from collections.abc import Awaitable, Callable
 
 from limits import parse_many
 
-from bot.admission import ADMISSION_BEFORE_ACKNOWLEDGING, LIMITER_TIMEOUT
-from bot.db import migrate_database
 from bot.images import ImageRequest, load_catalog, prepare_request
-from bot.ledger import Ledger, Outcome
-from bot.ratelimit import UserRateLimiter
+from bot.requests.admission import ADMISSION_BEFORE_ACKNOWLEDGING, LIMITER_TIMEOUT
+from bot.store.db import migrate_database
+from bot.store.ledger import Ledger, Outcome
+from bot.store.ratelimit import UserRateLimiter
 from tests.databases import POSTGRES_MISSING, PostgresServer, start_postgres
 from tests.redis_server import REDIS_MISSING, RedisServer, start_redis
 

@@ -28,10 +28,10 @@ import discord
 import simcord
 
 from bot.app import ImagineBot
-from bot.db import default_database_url, migrate_database
 from bot.images import ImageRequest, load_catalog, prepare_request
-from bot.ledger import Ledger
-from bot.saved_requests import SavedRequests
+from bot.requests.saved_requests import SavedRequests
+from bot.store.db import default_database_url, migrate_database
+from bot.store.ledger import Ledger
 from tests.benchmarks.bench_imagine import (
     Probe,
     images_api_process,

@@ -9,7 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from bot.budgets import (
+from bot.config import ConfigError, load_settings
+from bot.images import ImageRequest, PreparedRequest, load_catalog, prepare_request
+from bot.images.pricing import MAX_REQUEST_COST
+from bot.store.budgets import (
     BUDGET_ACCEPTS,
     MAX_BUDGET_USD,
     Budget,
@@ -17,11 +20,8 @@ from bot.budgets import (
     Period,
     parse_budgets,
 )
-from bot.config import ConfigError, load_settings
-from bot.db import migrate, open_engine
-from bot.images import ImageRequest, PreparedRequest, load_catalog, prepare_request
-from bot.images.pricing import MAX_REQUEST_COST
-from bot.ledger import Ledger, Outcome, counted_since
+from bot.store.db import migrate, open_engine
+from bot.store.ledger import Ledger, Outcome, counted_since
 from tests.conftest import API_KEY
 from tests.databases import ledger_rows
 

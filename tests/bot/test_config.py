@@ -430,7 +430,7 @@ def test_a_store_uri_that_cannot_be_read_is_a_sentence_without_its_password(
     ],
 )
 def test_store_credentials_are_masked_however_written(uri: str, shown: str) -> None:
-    from bot.ratelimit import masked_storage_uri
+    from bot.store.ratelimit import masked_storage_uri
 
     assert masked_storage_uri(uri) == shown
 

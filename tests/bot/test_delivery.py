@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageSequence
 
-from bot import delivery
-from bot.delivery import ImageTooLarge, Upload, pack, prepare_uploads
+from bot.discord_out import delivery
+from bot.discord_out.delivery import ImageTooLarge, Upload, pack, prepare_uploads
 from bot.images import GeneratedImage
 
 RED_RECTANGLE = (

@@ -20,9 +20,13 @@ import discord.utils
 import pytest
 from sqlalchemy import inspect
 
-from bot import app, ledger
+from bot import app
 from bot.app import ImagineBot, run_bot
-from bot.db import (
+from bot.images import ImageRequest, PreparedRequest, load_catalog, prepare_request
+from bot.images.pricing import format_usd, settle_cost
+from bot.observability.metrics import Metrics
+from bot.store import ledger
+from bot.store.db import (
     DATABASE_FILE,
     DatabaseUnavailable,
     default_database_url,
@@ -30,10 +34,7 @@ from bot.db import (
     migrate_database,
     open_engine,
 )
-from bot.images import ImageRequest, PreparedRequest, load_catalog, prepare_request
-from bot.images.pricing import format_usd, settle_cost
-from bot.ledger import Ledger, Outcome, counted_since
-from bot.observability.metrics import Metrics
+from bot.store.ledger import Ledger, Outcome, counted_since
 from tests.bot.test_cli import run_cli
 from tests.cogs.conftest import make_settings
 from tests.conftest import API_KEY
@@ -52,7 +53,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # service, one still waiting its turn. Its lease lasts argv[2] seconds, renewed as usual.
 HOLDER = """
 import asyncio, sys
-from bot import ledger
+from bot.store import ledger
 from bot.images import ImageRequest, load_catalog, prepare_request
 
 ledger.LEASE_SECONDS = float(sys.argv[2])

@@ -17,8 +17,8 @@ import pytest
 from alembic import command
 from sqlalchemy import Connection, text
 
-from bot.db import alembic_config, head_revision, migrate, open_engine
-from bot.ledger import Ledger, Outcome
+from bot.store.db import alembic_config, head_revision, migrate, open_engine
+from bot.store.ledger import Ledger, Outcome
 from tests.bot.test_cli import ROOT, run_cli
 from tests.bot.test_ledger import prepared
 from tests.conftest import API_KEY, DISCORD_TOKEN
@@ -194,7 +194,7 @@ async def test_a_report_reads_a_read_only_copy_as_it_is(tmp_path: Path) -> None:
 # Imports first, then waits: the processes reach the migration together, as bots started at
 # once by a supervisor (or `migrate` beside a starting bot) do.
 MIGRATE_ON_GO = (
-    "import sys, bot.__main__, bot.db; print('ready', flush=True); sys.stdin.readline(); "
+    "import sys, bot.__main__, bot.store.db; print('ready', flush=True); sys.stdin.readline(); "
     "sys.exit(bot.__main__.main(['migrate']))"
 )
 

@@ -27,15 +27,15 @@ from sqlalchemy.exc import DBAPIError
 from bot.__main__ import _health
 from bot.app import OPEN_FILES_WANTED, ImagineBot, MetricsUnavailable, shard_options
 from bot.config import ConfigError, Settings, load_settings
-from bot.db import migrate_database
 from bot.images import ImageRequest, load_catalog, prepare_request
-from bot.ledger import Ledger
 from bot.observability import context
 from bot.observability.health import Health, Part, gateway_part
 from bot.observability.logs import QUIET_LIBRARIES, configure_logging, json_handler
 from bot.observability.metrics import Metrics
 from bot.observability.server import MetricsServer
-from bot.saved_requests import SavedRequests
+from bot.requests.saved_requests import SavedRequests
+from bot.store.db import migrate_database
+from bot.store.ledger import Ledger
 from tests.cogs.conftest import make_settings
 from tests.conftest import API_KEY, DISCORD_TOKEN, _record_text
 from tests.fakes.images_api import FakeImagesAPI

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bot.config import Settings
-from bot.offer import narrow
+from bot.requests.offer import narrow
 
 
 def settings_with(**values: object) -> Settings:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
-from bot.pseudonym import Pseudonymizer, load_or_create_secret
+from bot.store.pseudonym import Pseudonymizer, load_or_create_secret
 
 
 def test_pseudonyms_are_stable_distinct_and_keyed() -> None:

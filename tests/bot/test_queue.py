@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from bot.queue import GenerationQueue, Ticket
+from bot.requests.queue import GenerationQueue, Ticket
 
 
 async def test_never_more_than_capacity_in_flight_and_first_come_first_served() -> None:

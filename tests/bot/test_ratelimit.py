@@ -9,7 +9,7 @@ from limits import parse_many
 from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 
-from bot.ratelimit import Refusal, UserRateLimiter, masked_storage_uri
+from bot.store.ratelimit import Refusal, UserRateLimiter, masked_storage_uri
 
 
 class NetworkedStorage(MemoryStorage):

@@ -14,7 +14,7 @@ from limits import parse_many
 from limits.aio.strategies import MovingWindowRateLimiter
 
 from bot.app import ImagineBot
-from bot.ratelimit import UserRateLimiter
+from bot.store.ratelimit import UserRateLimiter
 from tests.cogs.conftest import make_settings
 from tests.fakes.images_api import FakeImagesAPI
 from tests.redis_server import RedisServer

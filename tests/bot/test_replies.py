@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import discord
 
-from bot.replies import CONTENT_MAX, EMBED_TOTAL_MAX, clip, fit_content, fit_embed
+from bot.discord_out.replies import CONTENT_MAX, EMBED_TOTAL_MAX, clip, fit_content, fit_embed
 
 
 def test_a_long_answer_is_clipped_to_a_message_and_says_so() -> None:

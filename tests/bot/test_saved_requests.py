@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from bot.db import migrate, open_engine
 from bot.images import ImageRequest, load_catalog, prepare_request
-from bot.ledger import Ledger
-from bot.saved_requests import SavedRequests
+from bot.requests.saved_requests import SavedRequests
+from bot.store.db import migrate, open_engine
+from bot.store.ledger import Ledger
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
 

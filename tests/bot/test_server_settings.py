@@ -12,10 +12,10 @@ import pytest
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.budgets import Budget, Period
-from bot.db import migrate, open_engine
 from bot.images import load_catalog
-from bot.server_settings import (
+from bot.store.budgets import Budget, Period
+from bot.store.db import migrate, open_engine
+from bot.store.server_settings import (
     CACHE_SECONDS,
     Rules,
     ServerSettings,

@@ -51,14 +51,14 @@ sys.exit(run_bot(load_settings()))
 SETTLEMENT_AT_SHUTDOWN = """
 import asyncio, sys
 import discord.http
-import bot.ledger
+import bot.store.ledger
 from bot.app import ImagineBot, run_bot
 from bot.config import load_settings
 from bot.images import ImageRequest
-from bot.ledger import Outcome
+from bot.store.ledger import Outcome
 
 discord.http.Route.BASE = sys.argv[1]
-bot.ledger.SETTLE_RETRY_FIRST = 3600.0
+bot.store.ledger.SETTLE_RETRY_FIRST = 3600.0
 
 async def told(what):
     print(what, flush=True)
@@ -91,7 +91,7 @@ STORE_URI = f"redis://:{STORE_PASSWORD}@127.0.0.1:9/0"
 REFUSING_STORE = """
 import sys
 import discord.http
-import bot.config, bot.ratelimit
+import bot.config, bot.store.ratelimit
 from limits.aio.storage import MemoryStorage
 
 class Refusing(MemoryStorage):
@@ -99,7 +99,7 @@ class Refusing(MemoryStorage):
         raise ConnectionRefusedError(111, "Connection refused")
 
 bot.config._installed = lambda module: True
-bot.ratelimit.storage_from_string = lambda uri, **options: Refusing()
+bot.store.ratelimit.storage_from_string = lambda uri, **options: Refusing()
 discord.http.Route.BASE = "http://127.0.0.1:9/api/v10"  # never the real Discord
 """
 STORE_AT_START_UP = (

@@ -8,12 +8,12 @@ from typing import Any
 import discord
 import pytest
 
-from bot import ledger
 from bot.app import ImagineBot
 from bot.config import Settings
+from bot.discord_out.progress import EditBudget
 from bot.images import ProcessingSlots
-from bot.progress import EditBudget
-from bot.queue import GenerationQueue
+from bot.requests.queue import GenerationQueue
+from bot.store import ledger
 from tests.conftest import API_KEY, DISCORD_TOKEN
 from tests.fakes.images_api import FakeImagesAPI
 

@@ -6,7 +6,7 @@ ImagineBot in its own simcord, with the member and server ids and the applicatio
 its standard input, sends its share of /imagine requests (with ``hold``, prints ``sent`` and waits
 for another line), waits for them to end, stops as an operator's restart stops it, and prints one
 JSON line: what each request got.
-With ``lease_seconds``, its ledger's lease lasts that long (bot.ledger.LEASE_SECONDS).
+With ``lease_seconds``, its ledger's lease lasts that long (bot.store.ledger.LEASE_SECONDS).
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from simcord.backend.models.user import User
 from simcord.builders import UserHandle
 from simcord.env import Env
 
-from bot import ledger
 from bot.app import ImagineBot
 from bot.images import ProcessingSlots
-from bot.queue import GenerationQueue
+from bot.requests.queue import GenerationQueue
+from bot.store import ledger
 from tests.cogs.conftest import RECOMMENDED_SHARDS, DeclaredQueueWaits, make_settings
 from tests.cogs.support import declare_generation_waits, finish
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from bot.admission import LIMITS_UNAVAILABLE
-from bot.generation import LEDGER_UNAVAILABLE
+from bot.requests.admission import LIMITS_UNAVAILABLE
+from bot.requests.generation import LEDGER_UNAVAILABLE
 from tests.cogs.support import Gate, finish
 from tests.databases import PostgresServer, ledger_rows
 from tests.fakes.images_api import FakeImagesAPI

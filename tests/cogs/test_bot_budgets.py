@@ -12,9 +12,9 @@ import discord
 import pytest
 from sqlalchemy import event
 
-from bot.budgets import Period
 from bot.images import ImageRequest, load_catalog, prepare_request
 from bot.images.pricing import estimate_cost, format_usd
+from bot.store.budgets import Period
 from tests.cogs.support import fields, finish, setting
 from tests.cogs.test_budgets import delivered_and_told, gather_admissions
 from tests.databases import ledger_rows

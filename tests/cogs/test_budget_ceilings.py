@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from bot.budgets import BUDGET_ACCEPTS
-from bot.db.schema import server_settings, settings_changes
-from bot.server_settings import Setting
+from bot.store.budgets import BUDGET_ACCEPTS
+from bot.store.db.schema import server_settings, settings_changes
+from bot.store.server_settings import Setting
 from cogs.settings._cog import SETTINGS_UNAVAILABLE
 from tests.cogs.support import fields, setting
 from tests.cogs.test_settings import table_rows

@@ -11,9 +11,9 @@ from typing import Any
 import discord
 import pytest
 
-from bot.budgets import Period
 from bot.images import ImageRequest, load_catalog, prepare_request
 from bot.images.pricing import estimate_cost, format_usd
+from bot.store.budgets import Period
 from tests.cogs.support import declare_generation_waits, finish, private_reply
 from tests.databases import ledger_rows
 from tests.fakes.images_api import FakeImagesAPI, UsageReport
@@ -108,7 +108,7 @@ def gather_admissions(env: Any, monkeypatch: pytest.MonkeyPatch, count: int) -> 
     let them race for the budget together, as ``count`` requests at once would (simcord
     delivers interactions one at a time). Each held request is acknowledged (as a slow ledger's
     is) without a second's wait."""
-    monkeypatch.setattr("bot.admission.ADMISSION_BEFORE_ACKNOWLEDGING", 0.01)
+    monkeypatch.setattr("bot.requests.admission.ADMISSION_BEFORE_ACKNOWLEDGING", 0.01)
     ledger = env.bot.services.ledger
     real_admitted = ledger.admitted
     arrived = asyncio.Event()

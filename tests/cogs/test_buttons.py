@@ -13,11 +13,11 @@ from sqlalchemy import Executable, delete, text
 
 from bot.app import ImagineBot
 from bot.config import Settings
-from bot.db import open_engine
-from bot.db.schema import generation_state
+from bot.discord_out.replies import Replies
 from bot.images import ProcessingSlots
-from bot.queue import GenerationQueue
-from bot.replies import Replies
+from bot.requests.queue import GenerationQueue
+from bot.store.db import open_engine
+from bot.store.db.schema import generation_state
 from tests.cogs.conftest import RECOMMENDED_SHARDS, DeclaredQueueWaits, make_settings
 from tests.cogs.support import Gate, fields, upload_limit, uploaded
 from tests.fakes.images_api import FakeImagesAPI, incompressible_png

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 from simcord.http.client import FakeHTTPClient
 
-from bot.editing import VARY_PROMPT
+from bot.requests.editing import VARY_PROMPT
 from cogs.edit._command import CHOICE_SECONDS
 from tests.cogs.support import (
     CALLBACK_DEFER,

@@ -14,11 +14,11 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from bot.app import ImagineBot
-from bot.generation import LEDGER_UNAVAILABLE
-from bot.ledger import Ledger
 from bot.observability.health import Health, Part
 from bot.observability.metrics import Metrics
 from bot.observability.server import MetricsServer
+from bot.requests.generation import LEDGER_UNAVAILABLE
+from bot.store.ledger import Ledger
 from tests.bot.test_cli import run_cli
 from tests.bot.test_ledger import prepared
 from tests.conftest import API_KEY

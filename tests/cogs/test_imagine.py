@@ -11,8 +11,8 @@ import discord
 import pytest
 from PIL import Image
 
-from bot.admission import LIMITS_UNAVAILABLE
-from bot.replies import ACKNOWLEDGE_WITHIN
+from bot.discord_out.replies import ACKNOWLEDGE_WITHIN
+from bot.requests.admission import LIMITS_UNAVAILABLE
 from tests.cogs.support import (
     CALLBACK_DEFER,
     Gate,

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from bot.generation import LEDGER_UNAVAILABLE
+from bot.requests.generation import LEDGER_UNAVAILABLE
 from tests.cogs.support import Gate, finish, private_reply
 from tests.databases import ledger_rows
 from tests.fakes.images_api import FakeImagesAPI, api_error, respond

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from bot.progress import EditBudget
+from bot.discord_out.progress import EditBudget
 from tests.cogs.support import Gate, private_reply, uploaded
 from tests.fakes.images_api import (
     FakeImagesAPI,

@@ -11,9 +11,9 @@ import pytest
 from simcord import SetupError
 from sqlalchemy import select
 
-from bot.budgets import BUDGET_ACCEPTS
-from bot.db import open_engine
-from bot.db.schema import server_settings, settings_changes
+from bot.store.budgets import BUDGET_ACCEPTS
+from bot.store.db import open_engine
+from bot.store.db.schema import server_settings, settings_changes
 from cogs.settings._cog import MANAGERS_ONLY
 from tests.cogs.support import fields, setting
 from tests.fakes.images_api import FakeImagesAPI, make_image

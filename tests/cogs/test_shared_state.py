@@ -19,8 +19,8 @@ from limits import parse_many
 from limits.aio.storage import RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 
-from bot.db import open_engine
-from bot.ledger import counted_since
+from bot.store.db import open_engine
+from bot.store.ledger import counted_since
 from tests.conftest import SENTINELS
 from tests.databases import POSTGRES_MISSING, PostgresServer, ledger_rows
 from tests.fakes.images_api import FakeImagesAPI, images_body, make_image

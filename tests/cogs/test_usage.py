@@ -12,10 +12,10 @@ from typing import Any
 import discord
 import pytest
 
-from bot.budgets import Period
 from bot.images.pricing import format_usd
-from bot.usage import Day
-from bot.usage_chart import render_chart
+from bot.store.budgets import Period
+from bot.store.usage import Day
+from bot.store.usage_chart import render_chart
 from cogs.usage._cog import CHART_FILE, CSV_FILE, CSV_TOO_LARGE, MANAGERS_ONLY
 from tests.cogs.support import fields, upload_limit
 from tests.fakes.images_api import FakeImagesAPI, images_body, make_image, respond

@@ -10,6 +10,7 @@ from typing import Any, cast
 import aiohttp
 import pytest
 
+from bot.discord_out.progress import EditBudget, ProgressDisplay
 from bot.images import (
     ClientSettings,
     ImageClient,
@@ -19,7 +20,6 @@ from bot.images import (
     load_catalog,
 )
 from bot.images.streaming import PartialImage
-from bot.progress import EditBudget, ProgressDisplay
 from tests.conftest import API_KEY
 from tests.fakes.images_api import FakeImagesAPI, flood, respond
 
@@ -128,7 +128,7 @@ async def test_waiting_for_a_processing_slot_does_not_time_out_a_paid_answer(
 async def test_an_odd_rate_limit_header_does_not_lose_a_paid_answer(
     http: aiohttp.ClientSession, images_api: FakeImagesAPI
 ) -> None:
-    from bot.queue import GenerationQueue
+    from bot.requests.queue import GenerationQueue
     from tests.fakes.images_api import images_body, make_image
 
     queue = GenerationQueue(8)

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from bot.discord_out.progress import make_preview
 from bot.images import (
     ClientSettings,
     ImageClient,
@@ -34,7 +35,6 @@ from bot.images import streaming as streaming_module
 from bot.images.pricing import estimate_cost
 from bot.images.processing import ProcessingSlots
 from bot.images.streaming import PartialImage
-from bot.progress import make_preview
 from tests.conftest import API_KEY
 from tests.fakes.images_api import (
     FakeImagesAPI,

@@ -20,8 +20,8 @@ from typing import Any, TextIO
 from sqlalchemy import ColumnElement, Select, and_, case, func, select, true
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.db.schema import usage_ledger
 from bot.images.pricing import format_usd
+from bot.store.db.schema import usage_ledger
 
 COLUMNS = tuple(column.name for column in usage_ledger.columns)
 

@@ -7,7 +7,7 @@ Requests refused by validation never count. A member's limits are checked and co
 a request counts against all of them or, refused by one, against none. In memory the member's
 checks run one at a time in this process; on Redis (shared by several processes) one Lua script
 checks every window and counts all or none, atomically in the server (see
-:mod:`bot.ratelimit_redis`). Other shared stores (MongoDB, a Redis cluster, whose keys for one
+:mod:`bot.store.ratelimit_redis`). Other shared stores (MongoDB, a Redis cluster, whose keys for one
 member may live on different nodes) are atomic per limit only.
 
 A member's windows are kept under the bot's Discord application id as well as the member's id:
@@ -27,7 +27,7 @@ from limits.aio.storage import MemoryStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import storage_from_string
 
-from bot.ratelimit_redis import STORE_CONNECT_SECONDS, AtomicAcquire
+from bot.store.ratelimit_redis import STORE_CONNECT_SECONDS, AtomicAcquire
 
 # Long enough for a store across a network, short enough that a start-up does not seem to hang.
 STORE_PROBE_SECONDS = 5.0

@@ -36,12 +36,14 @@ for the health check): a row is inserted as an admission inserts one, then delet
 committed transaction. A database on a full disk, or read-only, answers ``SELECT 1`` all the same
 while it refuses every request.
 
-Budgets (:mod:`bot.budgets`) are checked where the row is inserted, in the same transaction: on
+Budgets (:mod:`bot.store.budgets`) are checked where the row is inserted, in the same transaction:
+on
 PostgreSQL after taking a transaction-scoped advisory lock per member and per server, per user
 (USER_BUDGET) and one for the whole bot (TOTAL_BUDGET), on SQLite in a ``BEGIN IMMEDIATE``
 transaction, so that neither simultaneous requests in one process nor several processes sharing
 the database can overspend. A lock is taken only where a budget of its scope applies (the
-default, no budget, takes none), in the order of :class:`~bot.budgets.Scope` (so two admissions
+default, no budget, takes none), in the order of :class:`~bot.store.budgets.Scope` (so two
+admissions
 never wait on each other in a cycle), each just before its budget is checked: the bot-wide lock,
 which every admission waits its turn for, is held only for its own sum, the insert and the
 commit, and a request another budget refuses never takes it.
@@ -94,18 +96,18 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
 
-from bot.budgets import Budget, BudgetRefusal, OverBudget, PriceUnknown, Scope
-from bot.db import (
+from bot.images import PreparedRequest
+from bot.images.pricing import SIX_PLACES, estimate_cost, settle_cost, token_count
+from bot.observability.metrics import Metrics
+from bot.store.budgets import Budget, BudgetRefusal, OverBudget, PriceUnknown, Scope
+from bot.store.db import (
     BEGIN_IMMEDIATE,
     DATABASE_FAILURES,
     DatabaseUnavailable,
     describe_failure,
     open_engine,
 )
-from bot.db.schema import MONEY, ledger_leases, usage_ledger
-from bot.images import PreparedRequest
-from bot.images.pricing import SIX_PLACES, estimate_cost, settle_cost, token_count
-from bot.observability.metrics import Metrics
+from bot.store.db.schema import MONEY, ledger_leases, usage_ledger
 
 log = logging.getLogger(__name__)
 
@@ -251,7 +253,7 @@ class Ledger:
 
     async def open(self) -> None:
         """Take this process's lease and settle the rows of processes that are gone; raise
-        :class:`~bot.db.DatabaseUnavailable` if the database does not take the lease."""
+        :class:`~bot.store.db.DatabaseUnavailable` if the database does not take the lease."""
         self._engine = open_engine(self.url)
         self._sessions = async_sessionmaker(self._engine, expire_on_commit=False)
         if self._sqlite:
@@ -349,7 +351,8 @@ class Ledger:
         ``chosen_budgets``: the member's and the server's budgets of this server (its settings), in
         place of the defaults the ledger was made with; the user's and the bot's always apply.
 
-        Raises :class:`~bot.budgets.OverBudget` or :class:`~bot.budgets.PriceUnknown` when a
+        Raises :class:`~bot.store.budgets.OverBudget` or :class:`~bot.store.budgets.PriceUnknown`
+        when a
         budget refuses it (nothing is recorded), else what the database raises: in every case the
         caller then does not take the request."""
         if self._engine is None:
@@ -433,7 +436,7 @@ class Ledger:
         chosen: tuple[tuple[Budget, ...], tuple[Budget, ...]] | None = None,
     ) -> list[tuple[Scope, Budget]]:
         """The budgets a request in ``guild_id`` is checked against (a direct message has no
-        server's), in the order of :class:`~bot.budgets.Scope`."""
+        server's), in the order of :class:`~bot.store.budgets.Scope`."""
         member, server = chosen or (self.member_budget, self.server_budget)
         server = server if guild_id is not None else ()
         return [

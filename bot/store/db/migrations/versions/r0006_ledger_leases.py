@@ -1,7 +1,7 @@
 """Rows left pending by a process that is gone are settled: each row names the process that
 admitted it (``owner``) and whether its request was handed to the image service (``sent_at``);
 each running process holds a lease in ``ledger_leases`` that it renews; a row whose owner's lease
-has expired is settled as ``abandoned`` by another process (bot/ledger.py).
+has expired is settled as ``abandoned`` by another process (bot/store/ledger.py).
 
 Revision ID: 0006
 Revises: 0005

@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 
-from bot.usage import Day
+from bot.store.usage import Day
 
 
 def render_chart(days: Sequence[Day]) -> bytes:

@@ -3,7 +3,8 @@
 One code path for both back ends, SQLAlchemy's asyncio support: SQLite (aiosqlite) in
 ``DATA_DIR`` by default, which needs no set-up, or a PostgreSQL server (asyncpg) named by
 ``DATABASE_URL`` that several bot processes share. The schema is changed only by the Alembic
-migrations shipped in ``bot/db/migrations``, applied at start and by ``python -m bot migrate``.
+migrations shipped in ``bot/store/db/migrations``, applied at start and by ``python -m bot
+migrate``.
 
 - Processes migrating one database at once take turns: on PostgreSQL under an advisory lock, on
   SQLite in a ``BEGIN IMMEDIATE`` transaction (the others wait on SQLite's write lock), tried

@@ -24,7 +24,6 @@ from collections.abc import Sequence
 import aiohttp
 import discord
 
-from bot.admission import Admission
 from bot.images import (
     EditRequest,
     ImageClient,
@@ -39,6 +38,7 @@ from bot.images.edits import (
     input_fields,
     max_input_bytes,
 )
+from bot.requests.admission import Admission
 
 log = logging.getLogger(__name__)
 

@@ -38,10 +38,10 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy import text as sql
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.budgets import BUDGET_ACCEPTS, Budget, parse_budgets, tightest
-from bot.db import BEGIN_IMMEDIATE
-from bot.db.schema import server_settings, settings_changes
 from bot.images import ModelSpec
+from bot.store.budgets import BUDGET_ACCEPTS, Budget, parse_budgets, tightest
+from bot.store.db import BEGIN_IMMEDIATE
+from bot.store.db.schema import server_settings, settings_changes
 
 CACHE_SECONDS = 5.0  # how long another process may act on a server's settings before a change
 # The most characters of a list (of channels) in an answer: two fit one message (2,000), and

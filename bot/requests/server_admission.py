@@ -12,11 +12,11 @@ from dataclasses import dataclass
 
 import discord
 
-from bot.budgets import Budget
+from bot.discord_out.replies import step_timeout
 from bot.images import ImageRequest
-from bot.replies import step_timeout
-from bot.server_settings import mentioned_channels
 from bot.services import Services
+from bot.store.budgets import Budget
+from bot.store.server_settings import mentioned_channels
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,8 @@ against a budget is the sum, over the window, of each settled row's cost (its es
 cost is unknown; a ``refused`` row only its settled cost, nothing when the service refused before
 generating) and each pending row's estimate, and likewise images delivered or, while pending,
 images requested. The check and the insert are one transaction, serialised per member and per
-server (see :meth:`bot.ledger.Ledger.admitted`), so that simultaneous requests cannot overspend.
+server (see :meth:`bot.store.ledger.Ledger.admitted`), so that simultaneous requests cannot
+overspend.
 
 A member's budget counts their requests in that server (a direct message counts with their other
 direct messages), so that a server's own budgets later stay its own. Anyone may invite the bot to

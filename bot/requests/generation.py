@@ -17,7 +17,9 @@ from typing import Any
 
 import discord
 
-from bot.budgets import Budget, OverBudget, PriceUnknown
+from bot.discord_out.posting import ButtonsFor, DeliveryFailed, post_result
+from bot.discord_out.progress import EditBudget, ProgressDisplay
+from bot.discord_out.replies import Replies
 from bot.images import (
     AuthenticationFailed,
     GenerationResult,
@@ -29,12 +31,10 @@ from bot.images import (
     PreparedRequest,
     QuotaExhausted,
 )
-from bot.ledger import Ledger, Outcome
 from bot.observability.metrics import Metrics
-from bot.posting import ButtonsFor, DeliveryFailed, post_result
-from bot.progress import EditBudget, ProgressDisplay
-from bot.queue import GenerationQueue, Ticket
-from bot.replies import Replies
+from bot.requests.queue import GenerationQueue, Ticket
+from bot.store.budgets import Budget, OverBudget, PriceUnknown
+from bot.store.ledger import Ledger, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,8 @@ WENT_WRONG = "Something went wrong while making your images. Please try again."
 # The image service refused before generating anything (InvalidRequest covers the options it
 # does not take, the models it does not serve and the features the account lacks).
 REFUSALS = (InvalidRequest, ModerationBlocked, QuotaExhausted, AuthenticationFailed)
-# Seconds; past 1 s the request is acknowledged while the ledger goes on (bot/admission.py),
+# Seconds; past 1 s the request is acknowledged while the ledger goes on
+# (bot/requests/admission.py),
 # so this bounds only how long a member waits for a refusal from a stuck database.
 LEDGER_ADMISSION_TIMEOUT = 30.0
 LEDGER_SETTLE_TIMEOUT = 10.0  # seconds; the member has had their answer by then
@@ -305,7 +306,7 @@ class Generation:
 
     async def _record_sending(self) -> None:
         """Before anything is sent: the ledger's row says it may have been, so that if this
-        process dies now its reservation is kept, not released (bot/ledger.py). Raises
+        process dies now its reservation is kept, not released (bot/store/ledger.py). Raises
         :class:`NotRecorded` when it cannot say so, or the row was settled meanwhile by another
         process (this one had lost touch with the database for longer than its lease)."""
         if self.ledger_row is None:

@@ -1,5 +1,6 @@
 """Posting a generation's result in the channel: the embed, the uploads fitted to the server's
-limit (bot/delivery.py), follow-ups for what does not fit one message, and one retry at half
+limit (bot/discord_out/delivery.py), follow-ups for what does not fit one message, and one retry at
+half
 the limit when Discord refuses an upload as too large.
 """
 
@@ -11,9 +12,9 @@ from collections.abc import Callable, Sequence
 
 import discord
 
-from bot.delivery import ImageTooLarge, Upload, pack, prepare_uploads, refit_uploads
+from bot.discord_out.delivery import ImageTooLarge, Upload, pack, prepare_uploads, refit_uploads
+from bot.discord_out.replies import Replies, clip
 from bot.images import GenerationResult, InputImage
-from bot.replies import Replies, clip
 
 log = logging.getLogger(__name__)
 

@@ -32,10 +32,10 @@ from collections.abc import Callable
 import discord
 from PIL import Image
 
-from bot.delivery import run_in_encoder
+from bot.discord_out.delivery import run_in_encoder
+from bot.discord_out.replies import Replies
 from bot.images.processing import WaitFor, wait_plainly
 from bot.images.streaming import PartialImage
-from bot.replies import Replies
 
 log = logging.getLogger(__name__)
 

@@ -21,9 +21,9 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bot.db.schema import generation_state
 from bot.images import ImageRequest, PreparedRequest
-from bot.ledger import Ledger
+from bot.store.db.schema import generation_state
+from bot.store.ledger import Ledger
 
 # The optional fields a request may carry (the rest of ImageRequest is named columns).
 _OPTION_FIELDS = frozenset(field.name for field in dataclasses.fields(ImageRequest)) - {

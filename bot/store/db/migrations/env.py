@@ -1,4 +1,4 @@
-"""Alembic's entry point: runs the migrations on the connection ``bot.db.migrate`` hands in.
+"""Alembic's entry point: runs the migrations on the connection ``bot.store.db.migrate`` hands in.
 
 There is no alembic.ini and no URL here: the bot's configuration (DATABASE_URL) decides the
 database, and the async engine's connection arrives through ``config.attributes``.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from bot.db.schema import metadata
+from bot.store.db.schema import metadata
 
 connection = context.config.attributes.get("connection")
 if connection is None:

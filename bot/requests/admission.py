@@ -5,7 +5,7 @@ say the cap, the budgets and whether previews are shown), the bot is not shuttin
 count is within the server's cap, the engine accepts the request (nothing is paid for
 a refusal), the member is within their limits, the ledger records the request within the
 member's and the server's budgets; then the interaction is acknowledged and
-a :class:`~bot.generation.Generation` takes over. One :class:`Admission` serves /imagine,
+a :class:`~bot.requests.generation.Generation` takes over. One :class:`Admission` serves /imagine,
 /edit and the Vary image menu, and owns their jobs: draining it (when the cogs are unloaded by
 ``bot.close()``) lets them finish or cancels them, whichever command started them.
 
@@ -31,16 +31,16 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
-from bot.generation import CANCELLED, LEDGER_UNAVAILABLE, WENT_WRONG, Buttons, Generation
+from bot.discord_out.replies import DISCORD_FAILURES, Replies, step_timeout, time_to_acknowledge
 from bot.images import ImageRequest, Lease, PreparedRequest, UnsupportedOption
-from bot.ledger import Outcome
 from bot.observability.context import new_correlation_id
-from bot.replies import DISCORD_FAILURES, Replies, step_timeout, time_to_acknowledge
-from bot.server_admission import Admissible, apply_server_settings, picked_model
+from bot.requests.generation import CANCELLED, LEDGER_UNAVAILABLE, WENT_WRONG, Buttons, Generation
+from bot.requests.server_admission import Admissible, apply_server_settings, picked_model
 from bot.services import Services
+from bot.store.ledger import Outcome
 
 if TYPE_CHECKING:
-    from bot.editing import EditInputs
+    from bot.requests.editing import EditInputs
 
 log = logging.getLogger(__name__)
 

@@ -1,1 +1,0 @@
-"""Alembic migrations of the bot's database, applied by ``bot.db.migrate``."""
