@@ -11,6 +11,7 @@ import aiohttp
 from bot.config import Settings
 from bot.images import ClientSettings, ImageClient, ProcessingSlots, RetryPolicy
 from bot.images.client import UpstreamFeedback
+from bot.observability import context
 from bot.observability.metrics import Metrics
 
 if TYPE_CHECKING:  # only the command line imports this module without Discord: keep it light
@@ -44,6 +45,7 @@ def make_client(
             allow_private_urls=settings.allow_private_image_urls,
         ),
         feedback=feedback,
+        on_request_id=context.request_id.set,  # on the task's log lines from then on
     )
 
 

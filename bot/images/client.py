@@ -22,8 +22,6 @@ import yarl
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
-from bot.observability import context
-
 from .catalog import Catalog, ModelSpec, parse_size
 from .edits import CHECK_OFF_LOOP_BYTES, EditRequest, check_edit, input_bytes, prepare_edit
 from .errors import (
@@ -271,9 +269,13 @@ class ImageClient:
         catalog: Catalog,
         settings: ClientSettings | None = None,
         feedback: UpstreamFeedback | None = None,
+        on_request_id: Callable[[str], object] | None = None,
     ) -> None:
         self._session = session
         self.feedback = feedback
+        # Told the service's request id as soon as an answer carries one (the bot puts it on the
+        # task's log lines); the engine itself knows nothing of logging context.
+        self._on_request_id = on_request_id
         self._base_url = base_url
         self._api_key = api_key
         self.catalog = catalog
@@ -503,8 +505,8 @@ class ImageClient:
             ):
                 answered = True
                 request_id = self._request_id(response.headers)
-                if request_id is not None:
-                    context.request_id.set(request_id)  # on this task's log lines from now on
+                if request_id is not None and self._on_request_id is not None:
+                    self._on_request_id(request_id)
                 if self.feedback is not None:
                     self.feedback.record(response.status, response.headers)
 

@@ -16,12 +16,11 @@ import logging
 import os
 import sys
 from collections.abc import Iterable
-from typing import TextIO
+from typing import Protocol, TextIO
 
 import discord
 from pythonjsonlogger.json import JsonFormatter
 
-from bot.config import Settings
 from bot.observability import context
 
 REDACTED = "[redacted]"
@@ -37,6 +36,26 @@ QUIET_LIBRARIES = {
 # discord.py's text line, without its colours.
 TEXT_FORMAT = "[{asctime}] [{levelname:<8}] {name}: {message}"
 TEXT_DATES = "%Y-%m-%d %H:%M:%S"
+
+
+class _Secret(Protocol):
+    def get_secret_value(self) -> str: ...
+
+
+class Settings(Protocol):
+    """What logging reads of the bot's settings (``bot.config.Settings`` has it): observability
+    sits below every layer, so it names the fields it needs instead of importing the root's."""
+
+    @property
+    def openai_api_key(self) -> _Secret: ...
+    @property
+    def discord_token(self) -> _Secret | None: ...
+    @property
+    def user_id_secret(self) -> _Secret | None: ...
+    @property
+    def log_level(self) -> str: ...
+    @property
+    def log_format(self) -> str: ...
 
 
 class RequestIds(logging.Filter):
