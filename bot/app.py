@@ -36,8 +36,11 @@ from bot.observability.logs import configure_logging
 from bot.observability.metrics import BotCollector, LoopLagMonitor, Metrics
 from bot.observability.server import MetricsServer
 from bot.requests.admission import Admission
+from bot.requests.buttons import ImageButton, ImageButtons
+from bot.requests.editing import vary_handler
 from bot.requests.offer import ModelOffer, discover, narrow
 from bot.requests.queue import GenerationQueue
+from bot.requests.saved_requests import SavedRequests
 from bot.services import Services, make_client
 from bot.store.db import DatabaseTooNew, DatabaseUnavailable, migrate_database
 from bot.store.ledger import Ledger
@@ -120,6 +123,7 @@ class ImagineBot(commands.AutoShardedBot):
         self._edits = edits or EditBudget()
         self._services: Services | None = None
         self._admission: Admission | None = None
+        self._image_buttons: ImageButtons | None = None
         self._ledger: Ledger | None = None
         self._frozen = False
         self._sync_on_start = sync_on_start
@@ -143,6 +147,14 @@ class ImagineBot(commands.AutoShardedBot):
         if self._services is None:
             raise RuntimeError("the services exist once setup_hook has run")
         return self._services
+
+    @property
+    def image_buttons(self) -> ImageButtons | None:
+        """What the buttons under posted images do; None before start and once shutting down
+        (a press is then told the bot is restarting)."""
+        if self._admission is None or self._admission.draining:
+            return None
+        return self._image_buttons
 
     @property
     def admission(self) -> Admission:
@@ -202,8 +214,39 @@ class ImagineBot(commands.AutoShardedBot):
         self.metrics.watch(BotCollector(self._queue, self._processing, self._images, self))
         if self._serve_metrics_on is not None:
             await self._serve_metrics(settings.metrics_host, self._serve_metrics_on)
-        # One admission for every command that generates: one set of jobs to drain.
-        self._admission = Admission(self._services)
+        # One admission for every command that generates: one set of jobs to drain, and one set
+        # of buttons under every command's images.
+        services = self._services
+        self._admission = admission = Admission(
+            settings=settings,
+            images=services.images,
+            limiter=services.limiter,
+            queue=services.queue,
+            processing=services.processing,
+            ledger=services.ledger,
+            metrics=services.metrics,
+            edits=services.edits,
+            rules=services.server_rules,
+            server_settings=services.server_settings,
+        )
+        self._image_buttons = ImageButtons(
+            admission.admit,
+            SavedRequests(ledger),
+            catalog=settings.catalog,
+            offered=self.offer.models,
+            pseudonyms=self.pseudonyms,
+            vary=vary_handler(
+                admission,
+                offered=self.offer.models,
+                offer_default=self.offer.default,
+                pseudonyms=self.pseudonyms,
+            ),
+        )
+        admission.use_buttons(self._image_buttons.for_generation)
+        # At start, not when images are posted: the buttons of messages posted before a restart
+        # must be answered too (their state is in the custom_id and the database).
+        self.add_dynamic_items(ImageButton)
+        self.add_listener(self._image_buttons.on_interaction, "on_interaction")  # Edit prompt
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         if self._sync_on_start:

@@ -31,13 +31,25 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
+from bot.config import Settings
+from bot.discord_out.progress import EditBudget
 from bot.discord_out.replies import DISCORD_FAILURES, Replies, step_timeout, time_to_acknowledge
-from bot.images import ImageRequest, Lease, PreparedRequest, UnsupportedOption
+from bot.images import (
+    ImageClient,
+    ImageRequest,
+    Lease,
+    PreparedRequest,
+    ProcessingSlots,
+    UnsupportedOption,
+)
 from bot.observability.context import new_correlation_id
+from bot.observability.metrics import Metrics
 from bot.requests.generation import CANCELLED, LEDGER_UNAVAILABLE, WENT_WRONG, Buttons, Generation
+from bot.requests.queue import GenerationQueue
 from bot.requests.server_admission import Admissible, apply_server_settings, picked_model
-from bot.services import Services
-from bot.store.ledger import Outcome
+from bot.store.ledger import Ledger, Outcome
+from bot.store.ratelimit import UserRateLimiter
+from bot.store.server_settings import Rules, SettingsStore
 
 if TYPE_CHECKING:
     from bot.requests.editing import EditInputs
@@ -64,35 +76,51 @@ async def _cancel(task: asyncio.Task[Any]) -> None:
 class Admission:
     """Admits requests and owns the jobs that run them, whichever command they came from."""
 
-    def __init__(self, services: Services) -> None:
-        self.services = services
-        self.settings = services.settings
-        self.images = services.images
-        self.limiter = services.limiter
-        self.queue = services.queue
-        self.processing = services.processing
-        self.ledger = services.ledger
-        self.metrics = services.metrics
-        self.edits = services.edits  # the bot's budget of progress edits (previews, time)
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        images: ImageClient,
+        limiter: UserRateLimiter,
+        queue: GenerationQueue,
+        processing: ProcessingSlots,
+        ledger: Ledger,
+        metrics: Metrics,
+        edits: EditBudget,
+        rules: Rules,
+        server_settings: SettingsStore,
+    ) -> None:
+        self.settings = settings
+        self.images = images
+        self.limiter = limiter
+        self.queue = queue  # requests waiting on the image service
+        self.processing = processing  # answers being read, decoded and posted
+        self.ledger = ledger
+        self.metrics = metrics
+        self.edits = edits  # the bot's budget of progress edits (previews, time)
+        self.rules = rules  # what the configuration lets a server choose
+        self.server_settings = server_settings
         self.jobs: set[asyncio.Task[None]] = set()
-        # What puts buttons under an edit's images, once the /imagine cog (which owns the
-        # buttons) is loaded.
-        self.edit_buttons: Buttons | None = None
+        # What puts buttons under every request's images (the bot's ImageButtons); None: none.
+        self.buttons: Buttons | None = None
         self.draining = False  # set once, when draining starts: newcomers are refused
 
-    async def admit(
-        self,
-        interaction: discord.Interaction,
-        request: ImageRequest,
-        *,
-        buttons: Buttons | None = None,
-    ) -> None:
+    def use_buttons(self, buttons: Buttons) -> None:
+        """Put ``buttons`` under the images of every request admitted from now on (the bot
+        builds them once at start, after this admission, since a press admits through it)."""
+        self.buttons = buttons
+
+    async def admit(self, interaction: discord.Interaction, request: ImageRequest) -> None:
         """A request checked at once (/imagine, a button under posted images): refused
-        privately, or a job is started. ``buttons`` puts buttons under its images."""
+        privately, or a job is started."""
         replies = self._received(interaction, "/imagine")
         # Before the draining check: nothing is awaited between it and the job's creation.
         settled = await apply_server_settings(
-            interaction, request, self.services, picked=picked_model(interaction, request)
+            interaction,
+            request,
+            self.rules,
+            self.server_settings,
+            picked=picked_model(interaction, request),
         )
         admissible = await self._open_to(replies, settled, request.count, "imagine")
         if admissible is None:
@@ -103,7 +131,7 @@ class Admission:
             self.metrics.request("invalid", "imagine")
             await replies.answer(refusal.user_message)
             return
-        generation = self._generation(replies, prepared, admissible, buttons)
+        generation = self._generation(replies, prepared, admissible)
         self._start(interaction, self._run(generation))
 
     async def admit_checked_later(
@@ -127,7 +155,8 @@ class Admission:
         settled = await apply_server_settings(
             interaction,
             request,
-            self.services,
+            self.rules,
+            self.server_settings,
             picked=picked,
             command=command,
             usable=lambda name: name in catalog and catalog[name].edits,
@@ -142,7 +171,7 @@ class Admission:
             self.metrics.request("invalid", "edit")
             await replies.answer(refusal.user_message)
             return
-        generation = self._generation(replies, declared, admissible, self.edit_buttons)
+        generation = self._generation(replies, declared, admissible)
         self._start(interaction, self._download_then_run(generation, inputs))
 
     @staticmethod
@@ -167,7 +196,6 @@ class Admission:
         replies: Replies,
         prepared: PreparedRequest,
         admissible: Admissible,
-        buttons: Buttons | None = None,
     ) -> Generation:
         return Generation(
             replies,
@@ -175,7 +203,7 @@ class Admission:
             self.ledger,
             self.metrics,
             budgets=admissible.budgets,
-            buttons=buttons,
+            buttons=self.buttons,
         )
 
     async def _open_to(

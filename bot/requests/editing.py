@@ -39,6 +39,9 @@ from bot.images.edits import (
     max_input_bytes,
 )
 from bot.requests.admission import Admission
+from bot.requests.buttons import VaryHandler
+from bot.requests.saved_requests import SavedRequest
+from bot.store.pseudonym import Pseudonymizer
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +163,49 @@ def edit_models(admission: Admission, offered: Sequence[str]) -> list[str]:
     """The offered models that edit images, in the offer's order."""
     catalog = admission.images.catalog
     return [name for name in offered if name in catalog and catalog[name].edits]
+
+
+def default_edit_model(offer_default: str, editors: list[str]) -> str:
+    """The offer's default where it edits, else the first offered model that does."""
+    return offer_default if offer_default in editors else editors[0]
+
+
+def vary_handler(
+    admission: Admission,
+    *,
+    offered: Sequence[str],
+    offer_default: str,
+    pseudonyms: Pseudonymizer,
+) -> VaryHandler | None:
+    """What a Vary button under posted images does: a variation of the chosen image, made by an
+    edit with the prompt, model, size and quality the images were made with. A press is a new
+    request from the presser, like any other button's: their pseudonym, their limits and
+    budgets, the server's settings, every refusal or failure told to them privately. None where
+    no offered model edits (no Vary buttons then)."""
+    editors = edit_models(admission, offered)
+    if not editors:
+        return None
+    default = default_edit_model(offer_default, editors)
+
+    async def vary(
+        interaction: discord.Interaction, saved: SavedRequest, image: discord.Attachment
+    ) -> None:
+        # The model the images were made with, with their size and quality, where it edits and
+        # this server still allows it; else what /edit takes when no model is picked (the
+        # server's default where it edits, ...), and the size and quality that model chooses.
+        # A model the server no longer allows is no refusal: the press asked for no model.
+        request = ImageRequest(
+            prompt=saved.prompt,
+            model=default,
+            size=saved.size,
+            quality=saved.quality,
+            user=pseudonyms.for_user(interaction.user.id),
+        )
+        await run_edit(
+            admission, interaction, request, [image], preferred=saved.model, command="Vary"
+        )
+
+    return vary
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif")

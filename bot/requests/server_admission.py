@@ -14,9 +14,8 @@ import discord
 
 from bot.discord_out.replies import step_timeout
 from bot.images import ImageRequest
-from bot.services import Services
 from bot.store.budgets import Budget
-from bot.store.server_settings import mentioned_channels
+from bot.store.server_settings import Rules, SettingsStore, mentioned_channels
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +46,8 @@ def picked_model(interaction: discord.Interaction, request: ImageRequest) -> str
 async def apply_server_settings(
     interaction: discord.Interaction,
     request: ImageRequest,
-    services: Services,
+    rules: Rules,
+    store: SettingsStore,
     *,
     picked: str | None,
     command: str = "/imagine",
@@ -62,11 +62,11 @@ async def apply_server_settings(
     ``preferred``: a model to use before the server's default where the server allows it and
     the command can use it (Vary: the model the images were made with); where it cannot, the
     default stands in, never a refusal, and the request's size and quality (which were the
-    preferred model's) are left to the model that stands in."""
-    rules = services.server_rules
+    preferred model's) are left to the model that stands in. ``rules``: what the configuration
+    lets a server choose; ``store``: the servers' settings."""
     try:
         async with asyncio.timeout(step_timeout(interaction, SETTINGS_TIMEOUT)):
-            chosen = await services.server_settings.get(interaction.guild_id)
+            chosen = await store.get(interaction.guild_id)
     except Exception as exc:
         log.error("could not read the server's settings: %r", exc)
         return SETTINGS_UNAVAILABLE

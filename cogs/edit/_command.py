@@ -14,26 +14,22 @@ from discord import app_commands
 from bot.discord_out.replies import DISCORD_FAILURES, clip
 from bot.images import ImageRequest
 from bot.requests.admission import Admission
-from bot.requests.editing import VARY_PROMPT, edit_models, image_attachments, run_edit
-from bot.services import Services
-from cogs.imagine._buttons import buttons_of
-from cogs.imagine._command import (
-    PROMPT_MAX,
-    autocompletes_following_the_model,
-    choices_of_models,
+from bot.requests.buttons import buttons_of
+from bot.requests.editing import (
+    VARY_PROMPT,
+    default_edit_model,
+    edit_models,
+    image_attachments,
+    run_edit,
 )
+from bot.requests.options import PROMPT_MAX, autocompletes_following_the_model, choices_of_models
+from bot.services import Services
 
 NO_IMAGE = "This message has no image to vary."
 WHICH_IMAGE = "This message has several images: which one should be varied?"
 CHOICE_SECONDS = 300.0  # how long the question of which image stays answerable
 SELECT_OPTIONS_MAX = 25  # Discord's most options in a select
 SELECT_LABEL_MAX = 100  # Discord's longest option label
-
-
-def default_edit_model(services: Services, editors: list[str]) -> str:
-    """The offer's default where it edits, else the first offered model that does."""
-    default = services.offer.default
-    return default if default in editors else editors[0]
 
 
 def build_edit_command(
@@ -44,7 +40,7 @@ def build_edit_command(
     editors = edit_models(admission, services.offer.models)
     if not editors:
         return None
-    default = default_edit_model(services, editors)
+    default = default_edit_model(services.offer.default, editors)
     size_autocomplete, quality_autocomplete = autocompletes_following_the_model(catalog, default)
 
     @app_commands.command(name="edit", description="Edit an image, or make one from several")
@@ -111,7 +107,7 @@ def build_vary_menu(services: Services, admission: Admission) -> app_commands.Co
     editors = edit_models(admission, services.offer.models)
     if not editors:
         return None
-    model = default_edit_model(services, editors)
+    model = default_edit_model(services.offer.default, editors)
 
     async def vary_image(interaction: discord.Interaction, message: discord.Message) -> None:
         attachments = image_attachments(message)

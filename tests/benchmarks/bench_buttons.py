@@ -79,14 +79,14 @@ async def presses(base_url: str, n: int) -> None:
         bot = ImagineBot(settings)
         with instrumented(probe), press_times(probe, modals):
             async with simcord.run(bot, shard_count=RECOMMENDED_SHARDS, settle_timeout=60) as env:
-                cog: Any = bot.get_cog("Imagine")
+                admission: Any = bot.admission
                 guild = env.create_guild("bench")
                 channel = guild.create_text_channel("imagine")
                 members = [guild.add_member(env.create_user(f"user{i}")) for i in range(n)]
                 posted = (await members[0].slash(channel, "imagine", prompt="a fox")).response
                 assert posted is not None, "the images were not posted"
                 stop = asyncio.Event()
-                tick = asyncio.ensure_future(ticker(probe, lambda: cog.queue.in_flight, stop))
+                tick = asyncio.ensure_future(ticker(probe, lambda: admission.queue.in_flight, stop))
                 for label in ("Reroll", "Edit prompt"):
                     probe.arrived.clear()
                     probe.acknowledged.clear()
@@ -96,7 +96,7 @@ async def presses(base_url: str, n: int) -> None:
                             await member.click(posted, label=label)
                         started = time.perf_counter()
                         while (  # noqa: ASYNC110
-                            len(done) < n or cog.jobs
+                            len(done) < n or admission.jobs
                         ) and time.perf_counter() - started < 300:
                             await asyncio.sleep(0.01)
                     times = [done[user] - probe.arrived[user] for user in done]

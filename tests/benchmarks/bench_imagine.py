@@ -310,14 +310,19 @@ async def run_phase(
         with instrumented(probe), upload_limit(UPLOAD_LIMIT):
             async with simcord.run(bot, shard_count=RECOMMENDED_SHARDS, settle_timeout=30) as env:
                 # Loaded as an extension, so not the class this module could import: go by name.
-                cog: Any = bot.get_cog("Imagine")
+                admission: Any = bot.admission
                 guild = env.create_guild("bench")
                 channel = guild.create_text_channel("imagine")
                 members = [guild.add_member(env.create_user(f"user{i}")) for i in range(n)]
                 baseline = rss_bytes()
                 stop = asyncio.Event()
                 tick = asyncio.ensure_future(
-                    ticker(probe, lambda: cog.queue.in_flight, stop, lambda: cog.processing.busy)
+                    ticker(
+                        probe,
+                        lambda: admission.queue.in_flight,
+                        stop,
+                        lambda: admission.processing.busy,
+                    )
                 )
                 started = time.perf_counter()
                 with unsettled(env):
@@ -329,7 +334,7 @@ async def run_phase(
                         await member.slash(channel, "imagine", **options)
                     dispatch_loop = time.perf_counter() - started
                     await asyncio.sleep(0.05)
-                    while cog.jobs and time.perf_counter() - started < 600:  # noqa: ASYNC110
+                    while admission.jobs and time.perf_counter() - started < 600:  # noqa: ASYNC110
                         await asyncio.sleep(0.01)
                 elapsed = time.perf_counter() - started
                 stop.set()
@@ -353,8 +358,8 @@ async def run_phase(
         "partial_images": partial_images,
         "cap": settings.max_concurrent_generations,
         "slots": settings.processing_slot_count,
-        "waited_upstream": cog.queue.waited,
-        "waited_processing": cog.processing.waited,
+        "waited_upstream": admission.queue.waited,
+        "waited_processing": admission.processing.waited,
         "peak_processing": probe.peak_processing,
         "acks": acks,
         "harness": harness,

@@ -94,10 +94,10 @@ def declare_generation_waits(env: Any) -> None:
 
 async def finish(env: Any, seconds: float = 20.0) -> None:
     """Drive simcord's clock and wait (on the real one) until every /imagine job has ended."""
-    cog = env.bot.get_cog("Imagine")
+    admission = env.bot.admission
     for _ in range(int(seconds / 0.01)):
         await env.advance_time(0.25)
-        if not cog.jobs:
+        if not admission.jobs:
             return
         await asyncio.sleep(0.01)
-    raise AssertionError(f"{len(cog.jobs)} job(s) still running after {seconds}s")
+    raise AssertionError(f"{len(admission.jobs)} job(s) still running after {seconds}s")

@@ -68,7 +68,7 @@ class TestTheLimitStoreGoesAway:
         images_api: FakeImagesAPI,
         redis_server: RedisServer,
     ) -> None:
-        limiter = simcord_env.bot.get_cog("Imagine").limiter
+        limiter = simcord_env.bot.admission.limiter
         asking = limiter.acquire
 
         async def declared(user_key: str) -> Any:  # simcord cannot see a wait on a socket

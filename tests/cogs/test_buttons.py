@@ -446,8 +446,8 @@ async def test_vary_buttons_appear_once_a_handler_is_set_and_hand_it_the_chosen_
         handed.append((saved.prompt, source.filename, await source.read()))
         await interaction.response.send_message("varying", ephemeral=True)
 
-    buttons = simcord_env.bot.get_cog("Imagine").buttons
-    assert buttons.vary is not None  # the /edit cog set it: an offered model edits
+    buttons = simcord_env.bot.image_buttons
+    assert buttons.vary is not None  # the bot made it: an offered model edits
     buttons.vary = None
     without = await alice.slash(channel, "imagine", prompt="a fox")
     assert not any(label.startswith("Vary") for label in all_labels(without.response))

@@ -160,12 +160,12 @@ async def test_shutdown_under_load_loses_no_request_without_telling_its_user(
     gate = Gate(simcord_env)
     members = [guild.add_member(simcord_env.create_user(f"user{n}")) for n in range(6)]
     results = [await m.slash(channel, "imagine", prompt=f"p{n}") for n, m in enumerate(members)]
-    cog = simcord_env.bot.get_cog("Imagine")
+    admission = simcord_env.bot.admission
     draining = asyncio.ensure_future(simcord_env.bot.shutdown())  # drains as the cog unloads
     gate.open(0)  # one of the two in flight finishes within the grace period
     await simcord_env.settle()
     await draining
-    assert not cog.jobs  # the drain waited for every cancelled job to tell its member
+    assert not admission.jobs  # the drain waited for every cancelled job to tell its member
 
     delivered = [r for r in results if r.response is not None and r.response.attachments]
     cancelled = [
@@ -198,17 +198,17 @@ async def test_twenty_requests_from_one_member_never_exceed_the_limit(
 async def test_a_request_still_being_counted_when_shutdown_starts_is_not_lost(
     simcord_env: Any, channel: Any, alice: Any, images_api: FakeImagesAPI
 ) -> None:
-    cog = simcord_env.bot.get_cog("Imagine")
+    admission = simcord_env.bot.admission
     release = asyncio.Event()
-    real_acquire = cog.limiter.acquire
+    real_acquire = admission.limiter.acquire
 
     async def slow_store(user_key: str) -> Any:  # a shared store taking its time to answer
         await simcord_env.external_wait(release.wait(), reason="rate-limit store")
         return await real_acquire(user_key)
 
-    cog.limiter.acquire = slow_store
+    admission.limiter.acquire = slow_store
     result = await alice.slash(channel, "imagine", prompt="a cat")
-    draining = asyncio.ensure_future(cog.drain(0.5))
+    draining = asyncio.ensure_future(admission.drain(0.5))
     await draining  # the request never got past the store within the grace period
     await simcord_env.settle()
 
@@ -216,7 +216,7 @@ async def test_a_request_still_being_counted_when_shutdown_starts_is_not_lost(
     assert result.response.ephemeral
     assert result.response.content == "The bot is restarting. Please try again in a minute."
     assert images_api.generation_requests == []
-    assert not cog.jobs
+    assert not admission.jobs
 
 
 @pytest.mark.parametrize("bot_overrides", [{"max_images_per_request": 2}])
@@ -249,12 +249,12 @@ async def test_images_already_posted_stay_when_the_rest_cannot_follow(
 async def test_a_rate_limit_store_that_fails_is_a_sentence_and_nothing_is_paid(
     simcord_env: Any, channel: Any, alice: Any, images_api: FakeImagesAPI
 ) -> None:
-    cog = simcord_env.bot.get_cog("Imagine")
+    admission = simcord_env.bot.admission
 
     async def store_down(user_key: str) -> Any:
         raise ConnectionError("redis: connection refused")
 
-    cog.limiter.acquire = store_down
+    admission.limiter.acquire = store_down
     result = await alice.slash(channel, "imagine", prompt="a cat")
     assert result.response.ephemeral
     assert result.response.content == (

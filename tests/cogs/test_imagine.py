@@ -238,7 +238,7 @@ async def test_a_generation_never_outlives_the_interaction_token(
         "reply. Please try again."
     )
     assert images_api.generation_requests == []
-    assert not simcord_env.bot.get_cog("Imagine").jobs
+    assert not simcord_env.bot.admission.jobs
 
 
 # -- Discord's limits -----------------------------------------------------------------------------
@@ -375,7 +375,7 @@ async def test_shutdown_lets_requests_finish_within_the_grace_and_tells_the_rest
     finishing = await alice.slash(channel, "imagine", prompt="finishes")
     stuck = await bob.slash(channel, "imagine", prompt="stuck")
     bot = simcord_env.bot
-    cog = bot.get_cog("Imagine")
+    admission = bot.admission
 
     # As on SIGTERM: closing the bot unloads the extension, whose cog drains its requests.
     # The test's own task: its grace period runs on the real clock, so keep it short.
@@ -392,7 +392,7 @@ async def test_shutdown_lets_requests_finish_within_the_grace_and_tells_the_rest
     await draining
     assert "The bot is restarting, so your request was cancelled." in private_reply(stuck).content
     assert len(images_api.generation_requests) == 1  # the stuck one never reached the API
-    assert not cog.jobs
+    assert not admission.jobs
     assert bot.is_closed()
     assert bot.images._session.closed  # closed only after the cog had told its members
 

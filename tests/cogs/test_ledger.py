@@ -68,7 +68,7 @@ async def test_a_request_cancelled_by_shutdown_is_recorded_cancelled(
 ) -> None:
     Gate(simcord_env)  # held until the shutdown's grace period is over
     result = await alice.slash(channel, "imagine", prompt="a cat")
-    draining = asyncio.ensure_future(simcord_env.bot.get_cog("Imagine").drain(0.2))
+    draining = asyncio.ensure_future(simcord_env.bot.admission.drain(0.2))
     await simcord_env.settle()
     await draining
 

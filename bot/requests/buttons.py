@@ -3,13 +3,16 @@ once it has a handler).
 
 They keep working after a restart and after any number of messages: each is a discord.py
 ``DynamicItem`` whose ``custom_id`` names an action and the key of the request in the bot's
-database (:mod:`bot.requests.saved_requests`), registered at start by the extension's ``setup``. The
+database (:mod:`bot.requests.saved_requests`), registered once at start by the bot. The
 Edit prompt modal is answered the same way: its submission is read from the interaction by
 ``custom_id``, not by a modal object that a restart would forget.
 
-Every press that makes images is a new request from the presser: it goes through the /imagine
-admission (``ImagineCog.admit``: validation, the presser's limits and budgets, the
-acknowledgement) with the presser's pseudonym, and every refusal or failure is private.
+The buttons belong to the road every request takes, not to a command: the bot builds one
+:class:`ImageButtons` at start and hands it to the admission, which puts them under the images of
+every command (/imagine, /edit, Vary, and every press). Every press that makes images is a new
+request from the presser: it goes through the admission (validation, the presser's limits and
+budgets, the acknowledgement) with the presser's pseudonym, and every refusal or failure is
+private.
 """
 
 from __future__ import annotations
@@ -21,20 +24,18 @@ import logging
 import re
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import discord
-from discord.ext import commands
 
 from bot.discord_out.delivery import Upload
 from bot.discord_out.posting import ButtonsFor
 from bot.discord_out.replies import DISCORD_FAILURES, Replies, step_timeout
+from bot.images import Catalog, ImageRequest
 from bot.images.larger import larger_size
 from bot.requests.generation import Generation
 from bot.requests.saved_requests import SavedRequest, SavedRequests
-
-if TYPE_CHECKING:
-    from ._cog import ImagineCog
+from bot.store.pseudonym import Pseudonymizer
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +89,10 @@ LOOKS: Mapping[Action, tuple[str, str, discord.ButtonStyle]] = {
 
 # The hook for Vary: called with the press, the request the images came from, and the posted
 # image to vary (read back from the message: the bot stores no image files). It is a new request
-# from the presser and owns its answer, as ImagineCog.admit does.
+# from the presser and owns its answer, as Admit does.
 VaryHandler = Callable[[discord.Interaction, SavedRequest, discord.Attachment], Awaitable[None]]
+# Admits a new request from a press (the admission's ``admit``), which owns its answer.
+Admit = Callable[[discord.Interaction, ImageRequest], Awaitable[None]]
 
 
 def button_id(action: Action, key: int, argument: int | None = None) -> str:
@@ -138,7 +141,7 @@ class ImageButton(discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], te
             if self.action is Action.DELETE:  # works while draining, and without the database
                 saved = buttons.saved if buttons is not None else None
                 await delete_images(interaction, asker=self.argument, key=self.key, saved=saved)
-            elif buttons is None:  # the cog is gone: the bot is shutting down
+            elif buttons is None:  # the bot is shutting down
                 await Replies(interaction).answer(RESTARTING)
             else:
                 await buttons.pressed(interaction, self)
@@ -148,10 +151,9 @@ class ImageButton(discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], te
 
 
 def buttons_of(client: discord.Client) -> ImageButtons | None:
-    """The bot's :class:`ImageButtons` (its /imagine cog's), where pressed buttons find it; None
-    once the cog is unloaded (it drains before the buttons are unregistered)."""
-    cog = cast(commands.Bot, client).get_cog("Imagine")
-    return None if cog is None else cast("ImagineCog", cog).buttons
+    """The bot's :class:`ImageButtons` (its ``image_buttons``), where pressed buttons find
+    them; None once the bot has started shutting down (its requests are draining)."""
+    return cast("ImageButtons | None", getattr(client, "image_buttons", None))
 
 
 class PromptModal(discord.ui.Modal):
@@ -203,13 +205,28 @@ def _submitted_values(components: Any) -> Iterator[tuple[str, str]]:
 
 
 class ImageButtons:
-    """What the buttons do, for the /imagine cog whose admission every new request goes through."""
+    """What the buttons do; every new request a press makes goes to ``admit``.
 
-    def __init__(self, cog: ImagineCog, saved: SavedRequests) -> None:
-        self.cog = cog
+    ``offered``: the models members may use (a saved request of another is not made again);
+    ``vary``: what a Vary button does, None where no offered model edits (no Vary buttons then).
+    """
+
+    def __init__(
+        self,
+        admit: Admit,
+        saved: SavedRequests,
+        *,
+        catalog: Catalog,
+        offered: tuple[str, ...],
+        pseudonyms: Pseudonymizer,
+        vary: VaryHandler | None = None,
+    ) -> None:
+        self.admit = admit
         self.saved = saved
-        # Set by whoever wires /images/edits: Vary buttons are shown only once it is.
-        self.vary: VaryHandler | None = None
+        self.catalog = catalog
+        self.offered = offered
+        self.pseudonyms = pseudonyms
+        self.vary = vary
 
     # -- under the images ------------------------------------------------------------------------
 
@@ -288,11 +305,10 @@ class ImageButtons:
     def _variable(self, uploads: Sequence[Upload]) -> list[tuple[int, Upload]]:
         """The uploads a Vary press can start from, each with its index among the set's images
         as :func:`source_image` counts them (an SVG's rendering stands for it)."""
-        services = self.cog.services
-        catalog = services.images.catalog
+        catalog = self.catalog
         formats = {
             kind
-            for name in services.offer.models
+            for name in self.offered
             if name in catalog and catalog[name].edits
             for kind in catalog[name].input_formats
         }
@@ -380,18 +396,17 @@ class ImageButtons:
         size: str | None = None,
     ) -> None:
         """The saved request, as the presser's own new request (with a new prompt or size)."""
-        services = self.cog.services
-        if saved.model not in services.offer.models:
+        if saved.model not in self.offered:
             await replies.answer(
                 f"The model {saved.model} is no longer offered here. Please use /imagine."
             )
             return
-        user = services.pseudonyms.for_user(replies.interaction.user.id)
+        user = self.pseudonyms.for_user(replies.interaction.user.id)
         request = saved.request(user=user, prompt=prompt, size=size)
-        await self.cog.admit(replies.interaction, request)
+        await self.admit(replies.interaction, request)
 
     async def _larger(self, replies: Replies, saved: SavedRequest) -> None:
-        spec = self.cog.services.settings.catalog.get(saved.model)
+        spec = self.catalog.get(saved.model)
         larger = larger_size(spec, saved.size) if spec is not None else None
         if larger is None:
             await replies.answer(f"{saved.model} makes nothing larger than {saved.size}.")
@@ -467,7 +482,7 @@ async def delete_images(
 async def _follow_up_ids(saved: SavedRequests | None, key: int) -> tuple[int, ...]:
     """The follow-ups of the set saved under ``key``; none when they cannot be read (the pressed
     message is deleted all the same: the member wants the images gone)."""
-    if saved is None:  # the cog is unloaded: the bot is shutting down
+    if saved is None:  # the bot is shutting down
         return ()
     try:
         async with asyncio.timeout(LOAD_TIMEOUT):

@@ -1,0 +1,38 @@
+"""The cogs are leaves: loaded in any order, the bot offers the same commands, and the images
+of every command get the same buttons (they belong to the request road, which the bot builds
+once, not to a cog)."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pytest
+
+import bot.app
+from tests.cogs.test_buttons import all_labels
+
+ORDERS = list(itertools.permutations(bot.app.EXTENSIONS))
+
+
+@pytest.fixture(params=ORDERS, ids=["-".join(e.split(".")[1] for e in o) for o in ORDERS])
+def extension_order(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> tuple[str, ...]:
+    order: tuple[str, ...] = request.param
+    monkeypatch.setattr(bot.app, "EXTENSIONS", order)
+    return order
+
+
+async def test_any_order_of_extensions_gives_the_same_commands_and_buttons(
+    extension_order: tuple[str, ...], simcord_env: Any, channel: Any, alice: Any
+) -> None:
+    commands = {command.name for command in simcord_env.bot.tree.get_commands()}
+    assert commands == {"imagine", "edit", "Vary image", "usage", "imagine-settings"}
+
+    posted = await alice.slash(channel, "imagine", prompt="two foxes", count=2)
+    assert all_labels(posted.response) == [
+        "Reroll", "Edit prompt", "Larger (2048x2048)", "Delete", "Vary 1", "Vary 2",
+    ]  # fmt: skip
+    varied = await alice.click(posted.response, label="Vary 1")  # the edit's own buttons too
+    assert all_labels(varied.response) == ["Delete", "Vary"]
