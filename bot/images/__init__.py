@@ -1,13 +1,7 @@
 """The image engine: a request in, decoded images out. Knows nothing of Discord."""
 
 from .catalog import Catalog, CatalogError, FreeSize, ModelSpec, Price, load_catalog, parse_size
-from .client import (
-    CheckResult,
-    ClientSettings,
-    GenerationResult,
-    ImageClient,
-    join_url,
-)
+from .client import ClientSettings, GenerationResult, ImageClient
 from .edits import EditRequest, InputImage
 from .errors import (
     AuthenticationFailed,
@@ -26,6 +20,7 @@ from .errors import (
     UpstreamUnavailable,
 )
 from .pricing import describe_price, estimate_cost, settle_cost
+from .probe import CheckResult
 from .processing import Lease, ProcessingSlots
 from .request import (
     MAX_FRAMES,
@@ -37,6 +32,7 @@ from .request import (
 )
 from .response import GeneratedImage
 from .retry import RetryPolicy
+from .upstream import join_url
 
 __all__ = [
     "MAX_FRAMES",

@@ -30,7 +30,9 @@ import io
 import re
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
+import aiohttp
 from PIL import Image, UnidentifiedImageError
 
 from .catalog import ModelSpec
@@ -392,3 +394,27 @@ def prepare_edit(edit: EditRequest, spec: ModelSpec) -> PreparedRequest:
 def input_bytes(edit: EditRequest) -> int:
     """How many bytes of images ``edit`` carries (to decide where to check them)."""
     return sum(len(data) for data in edit.images) + len(edit.mask or b"")
+
+
+def form_value(value: Any) -> str:
+    """A form field's text: aiohttp's FormData refuses numbers and booleans as they are."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def edit_form(prepared: PreparedRequest) -> aiohttp.FormData:
+    """The multipart body of ``POST /images/edits``: the fields of ``prepared.body``, the input
+    images (``image`` for one, ``image[]`` for several, as the SDK sends them) and the mask."""
+    form = aiohttp.FormData()
+    for name, value in prepared.body.items():
+        form.add_field(name, form_value(value))
+    field_name = "image" if len(prepared.inputs) == 1 else "image[]"
+    for image in prepared.inputs:
+        form.add_field(
+            field_name, image.data, filename=image.filename, content_type=image.content_type
+        )
+    if prepared.mask is not None:
+        mask = prepared.mask
+        form.add_field("mask", mask.data, filename=mask.filename, content_type=mask.content_type)
+    return form

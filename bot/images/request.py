@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .catalog import OPTION_VALUES, ModelSpec
+from .catalog import OPTION_VALUES, ModelSpec, parse_size
 from .errors import UnsupportedOption
 
 if TYPE_CHECKING:
@@ -19,6 +19,9 @@ if TYPE_CHECKING:
 MIN_FRAMES, MAX_FRAMES = 2, 16
 MIN_FRAME_MS, MAX_FRAME_MS = 10, 655_350
 MAX_PARTIAL_IMAGES = 3  # the API's bound on `partial_images`
+# An image may have this many times the pixels asked for before it is refused as an answer to
+# some other question (gateways round sizes; none returns several times the area).
+PIXEL_MARGIN = 2.0
 # Output formats the API never streams (nor makes partial images of).
 UNSTREAMED_FORMATS = frozenset({"gif", "svg"})
 
@@ -88,6 +91,20 @@ class PreparedRequest:
     @property
     def output_format(self) -> str:
         return str(self.options.get("output_format", "png"))
+
+    @property
+    def max_pixels(self) -> int:
+        """The most pixels an image in the answer may have: the size asked for ("auto": the
+        largest the model makes), with :data:`PIXEL_MARGIN`."""
+        dims = parse_size(self.size)
+        if dims is not None:
+            pixels = dims[0] * dims[1]
+        else:
+            sizes = [parse_size(size) for size in self.spec.sizes]
+            pixels = max((w * h for w, h in filter(None, sizes)), default=1024 * 1024)
+            if self.spec.free_size is not None:
+                pixels = max(pixels, self.spec.free_size.max_pixels)
+        return int(pixels * PIXEL_MARGIN)
 
 
 def _one_of(values: tuple[str, ...]) -> str:

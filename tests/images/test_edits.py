@@ -26,8 +26,7 @@ from bot.images import (
     load_catalog,
 )
 from bot.images import edits as edits_module
-from bot.images.client import form_value
-from bot.images.edits import first_picture, prepare_edit
+from bot.images.edits import first_picture, form_value, prepare_edit
 from bot.images.pricing import INPUT_IMAGE_TOKENS_BOUND, estimate_cost
 from tests.fakes.images_api import (
     EDIT_INTEGERS,

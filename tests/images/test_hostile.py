@@ -22,7 +22,8 @@ from bot.images import (
     UpstreamUnavailable,
     load_catalog,
 )
-from bot.images.client import PublicOnlyResolver, is_public_address, join_url
+from bot.images.fetch import PublicOnlyResolver, is_public_address
+from bot.images.upstream import join_url
 from tests.conftest import API_KEY
 from tests.fakes.images_api import FakeImagesAPI, images_body, make_image, respond
 
@@ -260,7 +261,7 @@ async def test_redirects_are_followed_and_each_hop_checked(
 
         # Now with private addresses refused, this loopback server standing in for a public
         # host: its redirect to the cloud metadata address is caught at the hop.
-        import bot.images.client as client_module
+        import bot.images.fetch as client_module
 
         monkeypatch.setattr(client_module, "is_public_address", lambda a: a == "127.0.0.1")
         strict = client_for(http, images_api.base_url)
