@@ -12,15 +12,23 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from sqlalchemy.engine import make_url
 
-if TYPE_CHECKING:
-    from bot.store.ledger import Ledger
-
 PART_TIMEOUT = 3.0  # seconds each part may take: a Docker health check waits for all of them
 REASON_CHARS = 200
+
+
+class Ledger(Protocol):
+    """What the database part asks of the usage ledger (``bot.store.ledger.Ledger`` has it):
+    observability sits below every layer, so it names what it needs instead of importing it."""
+
+    @property
+    def is_open(self) -> bool: ...
+    @property
+    def url(self) -> str: ...
+    async def check_writable(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
