@@ -47,6 +47,7 @@ from bot.observability.metrics import Metrics
 from bot.requests.generation import CANCELLED, LEDGER_UNAVAILABLE, WENT_WRONG, Buttons, Generation
 from bot.requests.queue import GenerationQueue
 from bot.requests.server_admission import Admissible, apply_server_settings, picked_model
+from bot.store.budgets import OverBudget, PriceUnknown
 from bot.store.ledger import Ledger, Outcome
 from bot.store.ratelimit import UserRateLimiter
 from bot.store.server_settings import Rules, SettingsStore
@@ -64,6 +65,9 @@ CANCEL_WAIT = 10.0  # seconds for cancelled jobs to tell their members
 # How long the ledger (or a slow check) may take before the request is acknowledged regardless:
 # a refusal is private either way, and Discord wants an answer within 3 seconds.
 ADMISSION_BEFORE_ACKNOWLEDGING = 1.0
+# Seconds; past ADMISSION_BEFORE_ACKNOWLEDGING the request is acknowledged while the ledger goes
+# on, so this bounds only how long a member waits for a refusal from a stuck database.
+LEDGER_ADMISSION_TIMEOUT = 30.0
 
 
 async def _cancel(task: asyncio.Task[Any]) -> None:
@@ -299,11 +303,12 @@ class Admission:
         finally:
             lease.close()
 
-    @staticmethod
-    async def _download(generation: Generation, inputs: EditInputs, lease: Lease) -> str | None:
+    async def _download(
+        self, generation: Generation, inputs: EditInputs, lease: Lease
+    ) -> str | None:
         """The budgets' refusal (checked before any download, and again when the request is
         recorded), or None once the inputs are downloaded and read into ``generation``."""
-        refusal = await generation.check_budgets()
+        refusal = await self._check_budgets(generation)
         if refusal is not None:
             return refusal
         # Room for the inputs outside the processing slots, or a slot kept until the job ends:
@@ -330,7 +335,7 @@ class Admission:
             ):
                 return
             # After the limits, so a request a budget refuses has still counted against them.
-            admission = asyncio.create_task(generation.record_admission())
+            admission = asyncio.create_task(self._record(generation))
             # Where a budget may refuse the request, the refusal is best said before the public
             # placeholder appears; else (the default) the ledger can only fail, and the request
             # is acknowledged at once. Nothing is sent upstream before its row is written.
@@ -344,7 +349,7 @@ class Admission:
             if not done and not replies.acknowledged:
                 # A slow database must not outlast Discord's 3 seconds: acknowledge and wait
                 # on; a refusal then replaces the placeholder with a private sentence.
-                await generation.acknowledge()
+                await self._acknowledge(generation)
             refusal = await admission
             if refusal is not None:
                 await self._refuse(replies, refusal)
@@ -352,7 +357,7 @@ class Admission:
                     await self._refund_limits(generation.member_id)
                 return
             if not replies.acknowledged:
-                await generation.acknowledge()
+                await self._acknowledge(generation)
         except asyncio.CancelledError:
             if admission is not None and not admission.done():
                 admission.cancel()
@@ -365,6 +370,66 @@ class Admission:
             return
         lease = lease or self.processing.lease()
         await generation.run(self.queue, self.images, lease, self.edits)
+
+    # -- the ledger's row and the acknowledgement -----------------------------------------------
+
+    async def _record(self, generation: Generation) -> str | None:
+        """Write the ledger's row for this request, reserving its estimate against the budgets;
+        None when written, else what to tell the member: a budget refused it, or the row could
+        not be written (the request must then not go ahead: spend is never unrecorded)."""
+
+        async def admitted() -> None:
+            generation.ledger_row = await self.ledger.admitted(
+                generation.prepared,
+                member_id=generation.member_id,
+                guild_id=generation.interaction.guild_id,
+                channel_id=generation.interaction.channel_id,
+                at=generation.timeline.received,
+                chosen_budgets=generation.budgets,
+            )
+
+        return await self._ledger_refusal(generation, admitted(), "record")
+
+    async def _check_budgets(self, generation: Generation) -> str | None:
+        """Whether the budgets would take this request now, recording nothing (an edit, before
+        its files are downloaded: :meth:`_record` still decides): None, or what to tell the
+        member, as :meth:`_record`."""
+        checking = self.ledger.check_budgets(
+            generation.prepared,
+            member_id=generation.member_id,
+            guild_id=generation.interaction.guild_id,
+            at=generation.timeline.received,
+            chosen_budgets=generation.budgets,
+        )
+        return await self._ledger_refusal(generation, checking, "check the budgets of")
+
+    async def _ledger_refusal(
+        self, generation: Generation, writing: Coroutine[Any, Any, None], what: str
+    ) -> str | None:
+        try:
+            async with asyncio.timeout(LEDGER_ADMISSION_TIMEOUT):
+                await writing
+        except (OverBudget, PriceUnknown) as refusal:
+            log.info("a budget refused a request from %s: %s", generation.member, refusal)
+            self.metrics.request("over_budget", generation.command)
+            return str(refusal)
+        except Exception as exc:
+            self.metrics.request("ledger_unavailable", generation.command)
+            log.error(
+                "the usage ledger could not %s a request from %s (%s: %s)",
+                what,
+                generation.member,
+                type(exc).__name__,
+                str(exc).splitlines()[0][:300] if str(exc) else "",
+            )
+            return LEDGER_UNAVAILABLE
+        return None
+
+    @staticmethod
+    async def _acknowledge(generation: Generation) -> None:
+        """Defer with a public placeholder; raises what Discord raises."""
+        await generation.replies.defer()
+        generation.timeline.acknowledged = discord.utils.utcnow()
 
     async def _within_limits(self, replies: Replies, member_id: int, kind: str) -> bool:
         """Count the request; when a limit refuses it, or the store does not answer, say so.

@@ -33,7 +33,7 @@ from bot.images import (
 )
 from bot.observability.metrics import Metrics
 from bot.requests.queue import GenerationQueue, Ticket
-from bot.store.budgets import Budget, OverBudget, PriceUnknown
+from bot.store.budgets import Budget
 from bot.store.ledger import Ledger, Outcome
 
 log = logging.getLogger(__name__)
@@ -54,10 +54,6 @@ WENT_WRONG = "Something went wrong while making your images. Please try again."
 # The image service refused before generating anything (InvalidRequest covers the options it
 # does not take, the models it does not serve and the features the account lacks).
 REFUSALS = (InvalidRequest, ModerationBlocked, QuotaExhausted, AuthenticationFailed)
-# Seconds; past 1 s the request is acknowledged while the ledger goes on
-# (bot/requests/admission.py),
-# so this bounds only how long a member waits for a refusal from a stuck database.
-LEDGER_ADMISSION_TIMEOUT = 30.0
 LEDGER_SETTLE_TIMEOUT = 10.0  # seconds; the member has had their answer by then
 # Seconds for the ledger to record that a request is being sent, while it holds a place in the
 # queue: past it, the request is not sent (it could not be settled right after a crash).
@@ -131,56 +127,6 @@ class Generation:
         """The member as log lines above DEBUG name them: the pseudonym the image API gets."""
         return str(self.prepared.body.get("user") or "a member")
 
-    async def record_admission(self) -> str | None:
-        """Write the ledger's row for this request, reserving its estimate against the budgets;
-        None when written, else what to tell the member: a budget refused it, or the row could
-        not be written (the request must then not go ahead: spend is never unrecorded)."""
-
-        async def admitted() -> None:
-            self.ledger_row = await self.ledger.admitted(
-                self.prepared,
-                member_id=self.member_id,
-                guild_id=self.interaction.guild_id,
-                channel_id=self.interaction.channel_id,
-                at=self.timeline.received,
-                chosen_budgets=self.budgets,
-            )
-
-        return await self._ledger_refusal(admitted(), "record")
-
-    async def check_budgets(self) -> str | None:
-        """Whether the budgets would take this request now, recording nothing (an edit, before
-        its files are downloaded: :meth:`record_admission` still decides): None, or what to tell
-        the member, as :meth:`record_admission`."""
-        checking = self.ledger.check_budgets(
-            self.prepared,
-            member_id=self.member_id,
-            guild_id=self.interaction.guild_id,
-            at=self.timeline.received,
-            chosen_budgets=self.budgets,
-        )
-        return await self._ledger_refusal(checking, "check the budgets of")
-
-    async def _ledger_refusal(self, writing: Coroutine[Any, Any, None], what: str) -> str | None:
-        try:
-            async with asyncio.timeout(LEDGER_ADMISSION_TIMEOUT):
-                await writing
-        except (OverBudget, PriceUnknown) as refusal:
-            log.info("a budget refused a request from %s: %s", self.member, refusal)
-            self.metrics.request("over_budget", self.command)
-            return str(refusal)
-        except Exception as exc:
-            self.metrics.request("ledger_unavailable", self.command)
-            log.error(
-                "the usage ledger could not %s a request from %s (%s: %s)",
-                what,
-                self.member,
-                type(exc).__name__,
-                str(exc).splitlines()[0][:300] if str(exc) else "",
-            )
-            return LEDGER_UNAVAILABLE
-        return None
-
     async def settle(self, outcome: Outcome, error: BaseException | None = None) -> None:
         """Record how the request ended; a ledger failure is logged, never the member's."""
         self.metrics.request(outcome.value, self.command)
@@ -211,11 +157,6 @@ class Generation:
                 outcome.value,
                 type(exc).__name__,
             )
-
-    async def acknowledge(self) -> None:
-        """Defer with a public placeholder; raises what Discord raises."""
-        await self.replies.defer()
-        self.timeline.acknowledged = discord.utils.utcnow()
 
     async def run(
         self,
