@@ -63,3 +63,18 @@ def test_an_upward_import_breaks_the_build(tmp_path: Path, module: str, upward_i
     assert result.returncode != 0
     importer = module.removesuffix(".py").replace("/", ".")
     assert f"{importer} -> {upward_import.split()[1]}" in result.stdout, result.stdout
+
+
+def test_no_module_imports_itself_through_others() -> None:
+    """No import circles, type-only imports included: each module can be read, and moved,
+    after what it uses."""
+    import grimp
+
+    graph = grimp.build_graph("bot", "cogs")
+    circles = sorted(
+        (module, imported)
+        for module in graph.modules
+        for imported in graph.find_modules_directly_imported_by(module)
+        if graph.chain_exists(importer=imported, imported=module)
+    )
+    assert circles == []

@@ -2,7 +2,7 @@
 
 from .catalog import Catalog, CatalogError, FreeSize, ModelSpec, Price, load_catalog, parse_size
 from .client import ClientSettings, GenerationResult, ImageClient
-from .edits import EditRequest, InputImage
+from .edits import EditRequest
 from .errors import (
     AuthenticationFailed,
     GenerationTimeout,
@@ -26,6 +26,7 @@ from .request import (
     MAX_FRAMES,
     MIN_FRAMES,
     ImageRequest,
+    InputImage,
     PreparedRequest,
     build_body,
     prepare_request,

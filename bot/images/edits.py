@@ -37,7 +37,7 @@ from PIL import Image, UnidentifiedImageError
 
 from .catalog import ModelSpec
 from .errors import UnsupportedOption
-from .request import ImageRequest, PreparedRequest, prepare_request
+from .request import ImageRequest, InputImage, PreparedRequest, prepare_request
 from .response import IMAGE_FORMATS, is_complete
 
 _MEGABYTE = 1024 * 1024
@@ -58,38 +58,6 @@ _STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})  # markers without a length
 # has 12 million, which Pillow and a walk of pieces would take seconds and gigabytes to read.
 MAX_JPEG_STEPS = 4096
 _SEARCH_WINDOW = 256 * 1024  # bytes of a scan searched at a time (about 2 ms)
-_EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
-
-
-@dataclass(frozen=True, slots=True, repr=False)
-class InputImage:
-    """An image sent to the edits endpoint, as read from its bytes."""
-
-    data: bytes
-    format: str  # "png", "jpeg" or "webp"
-    width: int
-    height: int
-    has_alpha: bool
-    field: str  # the option it came from: "image", "image2", ..., "mask"
-
-    def __repr__(self) -> str:
-        if not self.data:
-            return f"InputImage({self.field}: not downloaded yet)"
-        return f"InputImage({self.field}: {self.format}, {self.width}x{self.height})"
-
-    @classmethod
-    def declared(cls, field: str) -> InputImage:
-        """An input not downloaded yet: its field only, for what needs no file (the checks of
-        the options, the estimate and the budgets count the inputs, not their bytes)."""
-        return cls(b"", "", 0, 0, False, field)
-
-    @property
-    def filename(self) -> str:
-        return f"{self.field}.{_EXTENSIONS.get(self.format, self.format)}"
-
-    @property
-    def content_type(self) -> str:
-        return f"image/{self.format}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,13 +7,10 @@ the values resolved from its defaults, and the JSON body. The client sends that 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .catalog import OPTION_VALUES, ModelSpec, parse_size
 from .errors import UnsupportedOption
-
-if TYPE_CHECKING:
-    from .edits import InputImage
 
 # GIF output: the API's bounds (frames 2-16; the delay is rounded to 10 ms and capped).
 MIN_FRAMES, MAX_FRAMES = 2, 16
@@ -52,6 +49,41 @@ class ImageRequest:
         """The optional model-specific fields that were set."""
         values = {name: getattr(self, name, None) for name in OPTION_VALUES}
         return {name: value for name, value in values.items() if value is not None}
+
+
+# An input image is read by edits.py; it lives here, with the prepared request that carries it.
+_EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class InputImage:
+    """An image sent to the edits endpoint, as read from its bytes."""
+
+    data: bytes
+    format: str  # "png", "jpeg" or "webp"
+    width: int
+    height: int
+    has_alpha: bool
+    field: str  # the option it came from: "image", "image2", ..., "mask"
+
+    def __repr__(self) -> str:
+        if not self.data:
+            return f"InputImage({self.field}: not downloaded yet)"
+        return f"InputImage({self.field}: {self.format}, {self.width}x{self.height})"
+
+    @classmethod
+    def declared(cls, field: str) -> InputImage:
+        """An input not downloaded yet: its field only, for what needs no file (the checks of
+        the options, the estimate and the budgets count the inputs, not their bytes)."""
+        return cls(b"", "", 0, 0, False, field)
+
+    @property
+    def filename(self) -> str:
+        return f"{self.field}.{_EXTENSIONS.get(self.format, self.format)}"
+
+    @property
+    def content_type(self) -> str:
+        return f"image/{self.format}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,7 +53,7 @@ from bot.store.ratelimit import UserRateLimiter
 from bot.store.server_settings import Rules, SettingsStore
 
 if TYPE_CHECKING:
-    from bot.requests.editing import EditInputs
+    from bot.requests.edit_inputs import EditInputs
 
 log = logging.getLogger(__name__)
 
