@@ -105,6 +105,9 @@ class MetricsServer:
         self._runner: web.AppRunner | None = None
         self._listener: asyncio.Server | None = None
         self._busy: set[RequestHandler] = set()  # connections answering a request now
+        # Open connections that have sent a request: aiohttp's keep-alive timer closes them once
+        # idle. (A handler takes no weak reference: closed ones are dropped at each new one.)
+        self._served: set[RequestHandler] = set()
         self.port: int | None = None  # the port listened on, once started (METRICS_PORT=0)
         self._failing = ""  # what the last health check found failing, to log it once
         self._checking: asyncio.Future[Health] | None = None  # the check under way
@@ -156,13 +159,23 @@ class MetricsServer:
             if not idle:
                 return _Turned()
             idle[0].force_close()  # the oldest idle one
-        return server()
+        self._served = {served for served in self._served if served.transport is not None}
+        handler = server()
+        # aiohttp's keep-alive timer starts only after a first request in the versions this bot
+        # allows (before 3.14.5): one that never sends one is closed here.
+        asyncio.get_running_loop().call_later(self.idle_seconds, self._close_if_never_used, handler)
+        return handler
+
+    def _close_if_never_used(self, handler: RequestHandler) -> None:
+        if handler.transport is not None and handler not in self._served:
+            handler.force_close()
 
     @web.middleware
     async def _answering(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
         self._busy.add(request.protocol)
+        self._served.add(request.protocol)
         try:
             return await handler(request)
         finally:
