@@ -981,7 +981,7 @@ class _GroupCommit:
                     )
                 if sending:
                     result = await connection.execute(_mark_sent([w.row_id for w in sending]))
-                    marked = {int(row_id) for row_id in result.scalars()}
+                    marked = set(map(int, result.scalars()))
                 if admissions and not self._lease.fresh():  # see _Lease
                     renewed_from = await self._lease.take(connection)
                 totals: dict[tuple[object, ...], Decimal] = {}
