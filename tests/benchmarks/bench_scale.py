@@ -1,7 +1,7 @@
 """Benchmark: the bot against a floor, with Discord out of the bot's process. Asserts nothing.
 
     python -m tests.benchmarks.bench_scale [--n 50 200 500 1000] [--latency 1.0]
-                                           [--plot docs/img/scale.png]
+                                           [--plot docs/img/scale.png] [--bot-env NAME=VALUE ...]
 
 For each N, twice (the bot, then the floor): a fake Discord (tests/benchmarks/scale_discord.py:
 simcord's backend behind HTTP and a gateway on loopback) and the fake Images API (bench_imagine's:
@@ -159,7 +159,9 @@ async def fire_and_wait(
         await asyncio.sleep(0.5)
 
 
-async def run_subject(subject: str, n: int, latency: float, image: bytes, work: Path) -> Run:
+async def run_subject(
+    subject: str, n: int, latency: float, image: bytes, work: Path, extra: dict[str, str]
+) -> Run:
     discord_port, metrics_port = free_port(), free_port()
     control = f"http://127.0.0.1:{discord_port}"
     base_env = {k: v for k, v in os.environ.items() if not k.startswith(("DISCORD", "OPENAI"))}
@@ -185,6 +187,8 @@ async def run_subject(subject: str, n: int, latency: float, image: bytes, work: 
             "METRICS_PORT": str(metrics_port),
             "FLOOR_STALL_FILE": str(stall_file),
         }
+        if subject == "bot":
+            env |= extra
         module = "bot" if subject == "bot" else "tests.benchmarks.floor_bot"
         command = [sys.executable, "-c", LAUNCHER, module]
         async with aiohttp.ClientSession() as session:
@@ -292,8 +296,9 @@ async def main_async(args: argparse.Namespace) -> None:
         work = Path(directory)
         print(f"logs in {work} (kept with --keep-logs)", flush=True)
         for n in args.n:
-            bot = await run_subject("bot", n, args.latency, image, work)
-            floor = await run_subject("floor", n, args.latency, image, work)
+            extra = dict(setting.split("=", 1) for setting in args.bot_env)
+            bot = await run_subject("bot", n, args.latency, image, work, extra)
+            floor = await run_subject("floor", n, args.latency, image, work, {})
             report(bot, floor)
             runs.append((bot, floor))
         if args.keep_logs:
@@ -309,6 +314,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, nargs="*", default=[50, 200, 500, 1000])
     parser.add_argument("--latency", type=float, default=1.0, help="upstream latency L, seconds")
     parser.add_argument("--plot", default="", help="write the cost curve (PNG) here")
+    parser.add_argument(
+        "--bot-env", nargs="*", default=[], help="settings for the bot, as NAME=VALUE"
+    )
     parser.add_argument("--keep-logs", action="store_true", help="print the processes' logs")
     # A SIGTERM (a `timeout`) unwinds like Ctrl-C, so the processes started here are stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))

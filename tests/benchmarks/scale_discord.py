@@ -30,8 +30,6 @@ from aiohttp import BodyPartReader, WSMsgType, web
 from simcord._clock import Clock
 from simcord.backend import Backend, serializers
 from simcord.backend.cdn import CdnStore
-from simcord.backend.errors import BackendError
-from simcord.http import router
 from simcord.interactions import base_payload
 
 from tests.fakes.discord_server import (
@@ -153,23 +151,7 @@ class BenchDiscord(NetworkDiscord):
         elif request.can_read_body:
             body = await request.json()
         self._note(request.method, path, files, arrived)
-        try:
-            answer = router.dispatch(
-                self.backend,
-                request.method,
-                path,
-                json=body,
-                params=dict(request.query),
-                files=files,
-            )
-        except (router.RouteNotImplemented, router.UnsupportedField) as gap:
-            self.gaps.append(f"{request.method} {path}: {gap}")
-            return _json({"message": str(gap), "code": 0}, status=501)
-        except BackendError as error:
-            return _json(error.to_json(), status=error.status)
-        if answer is None:
-            return web.Response(status=204)
-        return _json(answer)
+        return self._answer(request.method, path, body, dict(request.query), files)
 
     def _note(self, method: str, path: str, files: list[discord.File], at: float) -> None:
         parts = path.strip("/").split("/")
