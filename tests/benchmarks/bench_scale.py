@@ -17,7 +17,8 @@ sent; overhead = first message with a non-preview attachment received - sent - L
 throughput = N / (last delivery - first send). Per process (/proc): peak RSS (VmHWM, since
 start), CPU seconds (utime + stime) of the N requests / N, and the worst loop stall during the
 N requests (the bot's from its /metrics histogram, so a bucket's upper bound; the floor's from
-its 5 ms ticker). The machine's cores are shared by the fakes, the harness and the subject.
+its 5 ms ticker). The machine's cores are shared by the fakes, the harness and the subject:
+the fake Images API's CPU per request is printed too, to tell its share from the subject's.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import os
 import signal
 import socket
@@ -212,12 +214,16 @@ async def run_subject(
                     async with session.get(f"http://127.0.0.1:{metrics_port}/metrics") as r:
                         lag_before = lag_buckets(await r.text())
                 cpu_before = cpu_seconds(child.pid)
+                # The fake Images API is this process's one multiprocessing child.
+                images_pid = multiprocessing.active_children()[0].pid or 0
+                images_before = cpu_seconds(images_pid)
                 window_start = time.monotonic()
                 tokens, state = await fire_and_wait(
                     session, control, n, time.monotonic() + 120 + latency * 4 + n * 0.5
                 )
                 window_end = time.monotonic()
                 cpu = cpu_seconds(child.pid) - cpu_before
+                images_cpu = cpu_seconds(images_pid) - images_before
                 rss = peak_rss_mib(child.pid)
                 if subject == "bot":
                     async with session.get(f"http://127.0.0.1:{metrics_port}/metrics") as r:
@@ -245,6 +251,7 @@ async def run_subject(
         "rss": rss,
         "stall": stall * 1000,
         "cpu": cpu / n * 1000,
+        "images_cpu": images_cpu / n * 1000,  # the fake serving it: printed, not plotted
     }
     return Run(subject, n, figures, len(done), state["previews"])
 
@@ -259,6 +266,8 @@ def report(bot: Run, floor: Run) -> None:
         a, b = bot.figures[key], floor.figures[key]
         ratio = a / b if b else float("nan")
         print(f"  {name + ' (' + unit + ')':24} {a:10.1f} {b:10.1f} {ratio:10.2f}")
+    a, b = bot.figures["images_cpu"], floor.figures["images_cpu"]
+    print(f"  {'fake Images API CPU (ms)':24} {a:10.1f} {b:10.1f}   (per request)")
 
 
 def plot(runs: list[tuple[Run, Run]], path: Path, latency: float) -> None:
