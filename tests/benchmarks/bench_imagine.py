@@ -94,7 +94,9 @@ class BenchImagesAPI(FakeImagesAPI):
 
     def _generate(self, body: Any) -> Any:
         # Encode each kind of answer once: the upstream's cost is L, not this process's base64.
-        key = json.dumps({k: v for k, v in body.items() if k not in ("prompt", "user")})
+        # The fields that differ per member are not part of the answer's kind.
+        per_member = ("prompt", "user", "safety_identifier")
+        key = json.dumps({k: v for k, v in body.items() if k not in per_member})
         cached = self._answers.get(key)
         if cached is None:
             response = super()._generate(body)

@@ -88,12 +88,23 @@ class NetworkDiscord:
         path = "/" + request.match_info["path"]
         self.requests.append(f"{request.method} {path}")
         body = await request.json() if request.can_read_body else None
+        return self._answer(request.method, path, body, dict(request.query))
+
+    def _answer(
+        self,
+        method: str,
+        path: str,
+        body: Any,
+        params: dict[str, str],
+        files: list[Any] | None = None,
+    ) -> web.Response:
+        """simcord's answer to a request, or the error Discord would give (501 for a gap)."""
         try:
             answer = router.dispatch(
-                self.backend, request.method, path, json=body, params=dict(request.query)
+                self.backend, method, path, json=body, params=params, files=files
             )
         except (router.RouteNotImplemented, router.UnsupportedField) as gap:
-            self.gaps.append(f"{request.method} {path}: {gap}")
+            self.gaps.append(f"{method} {path}: {gap}")
             return _json({"message": str(gap), "code": 0}, status=501)
         except BackendError as error:
             return _json(error.to_json(), status=error.status)
