@@ -309,11 +309,21 @@ async def _connect(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWrite
         return None
 
 
-async def _closed_by_the_server(reader: asyncio.StreamReader, seconds: float) -> bool:
-    try:
-        return await asyncio.wait_for(reader.read(1), seconds) == b""
-    except (OSError, TimeoutError):
-        return isinstance(reader.exception(), OSError)
+def _sockets_held(pid: int) -> int:
+    """How many sockets the process holds open (its listener and connections among them)."""
+    held = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):  # closed between listing and reading
+            held += os.readlink(fd).startswith("socket:")
+    return held
+
+
+async def _sockets_held_once_settled(pid: int, at_most: int, seconds: float) -> int:
+    """The sockets the process holds, polled until they fall to ``at_most`` or time is up."""
+    deadline = time.monotonic() + seconds
+    while (held := _sockets_held(pid)) > at_most and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.1)  # another process: nothing here to wait on but time
+    return held
 
 
 async def test_idle_connections_cannot_take_the_metrics_servers_file_descriptors() -> None:
@@ -330,6 +340,7 @@ async def test_idle_connections_cannot_take_the_metrics_servers_file_descriptors
     connections: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
     try:
         port = int(await asyncio.wait_for(process.stdout.readline(), 30))
+        sockets_before = _sockets_held(process.pid)  # the listener and the loop's own
         # Connections that never send a byte, more than the process has file descriptors.
         opened = await asyncio.gather(*(_connect(port) for _ in range(IDLE_CONNECTIONS)))
         connections = [connection for connection in opened if connection is not None]
@@ -343,11 +354,11 @@ async def test_idle_connections_cannot_take_the_metrics_servers_file_descriptors
             assert (await response.json())["status"] == "ok"
         answered = time.monotonic() - started
 
-        # Every idle connection is closed within the idle time (most at once, to make room).
-        closed = await asyncio.gather(
-            *(_closed_by_the_server(reader, idle_seconds + 3) for reader, _ in connections)
-        )
-        assert all(closed), f"{closed.count(False)} idle connection(s) still open"
+        # Every idle connection the server took is closed within the idle time. (Counted in the
+        # server: under a flood the kernel drops some handshakes' last packet, and the client then
+        # holds a connection the server never had, which no server can close.)
+        held = await _sockets_held_once_settled(process.pid, sockets_before, idle_seconds + 3)
+        assert held <= sockets_before, f"{held - sockets_before} idle connection(s) still open"
     finally:
         for _, writer in connections:
             writer.close()
