@@ -30,6 +30,9 @@ from discord.ext import commands
 
 from bot.config import Settings
 from bot.discord_out.progress import EditBudget
+from bot.i18n import _
+from bot.i18n.commands import CatalogTranslator
+from bot.i18n.text import load_catalogs
 from bot.images import ImageClient, ProcessingSlots
 from bot.observability import health
 from bot.observability.logs import configure_logging
@@ -52,7 +55,7 @@ log = logging.getLogger(__name__)
 
 EXTENSIONS = ("cogs.imagine", "cogs.edit", "cogs.usage", "cogs.settings")
 SYNC_STATE_FILE = "command_sync.json"
-UNEXPECTED = "Something went wrong with that command. Please try again."
+UNEXPECTED = _("Something went wrong with that command. Please try again.")
 REFUSAL_TEXT_LIMIT = 300  # characters of Discord's explanation kept in the start-up log line
 
 
@@ -64,9 +67,13 @@ class ImagineTree(app_commands.CommandTree["ImagineBot"]):
         log.error("app command failed", exc_info=error)
         try:
             if interaction.response.is_done():
-                await interaction.followup.send(UNEXPECTED, ephemeral=True)
+                await interaction.followup.send(
+                    UNEXPECTED.localized(interaction.locale), ephemeral=True
+                )
             else:
-                await interaction.response.send_message(UNEXPECTED, ephemeral=True)
+                await interaction.response.send_message(
+                    UNEXPECTED.localized(interaction.locale), ephemeral=True
+                )
         except discord.HTTPException:
             log.warning("could not tell the user about the failure")
 
@@ -247,6 +254,9 @@ class ImagineBot(commands.AutoShardedBot):
         # must be answered too (their state is in the custom_id and the database).
         self.add_dynamic_items(ImageButton)
         self.add_listener(self._image_buttons.on_interaction, "on_interaction")  # Edit prompt
+        # Before the commands are built: their names and descriptions come from the catalogs.
+        load_catalogs()
+        await self.tree.set_translator(CatalogTranslator())
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         if self._sync_on_start:
@@ -289,11 +299,17 @@ class ImagineBot(commands.AutoShardedBot):
 
     # -- command registration ------------------------------------------------------------------
 
-    def _definitions_digest(self) -> str:
-        definitions = sorted(
-            (command.to_dict(self.tree) for command in self.tree.get_commands()),
-            key=lambda entry: str(entry["name"]),
-        )
+    async def _definitions_digest(self) -> str:
+        """A digest of what a sync would send: the definitions with their localizations, so
+        that a changed translation syncs again and an unchanged one does not."""
+        translator = self.tree.translator
+        payloads = [
+            command.to_dict(self.tree)
+            if translator is None
+            else await command.get_translated_payload(self.tree, translator)
+            for command in self.tree.get_commands()
+        ]
+        definitions = sorted(payloads, key=lambda entry: str(entry["name"]))
         encoded = json.dumps(definitions, sort_keys=True, default=str).encode()
         return hashlib.sha256(encoded).hexdigest()
 
@@ -312,7 +328,7 @@ class ImagineBot(commands.AutoShardedBot):
             self.tree.copy_global_to(guild=guild)
             await self.tree.sync(guild=guild)
             log.info("synced commands to the development guild (DEV_GUILD_ID)")
-        digest = self._definitions_digest()
+        digest = await self._definitions_digest()
         path = self._sync_state_path()
         try:
             previous = json.loads(path.read_text("utf-8")).get("digest")

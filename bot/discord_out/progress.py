@@ -34,6 +34,7 @@ from PIL import Image
 
 from bot.discord_out.delivery import run_in_encoder
 from bot.discord_out.replies import Replies
+from bot.i18n import _
 from bot.images.processing import WaitFor, wait_plainly
 from bot.images.streaming import PartialImage
 
@@ -51,6 +52,8 @@ TICK = 0.25  # seconds: the longest a due update waits for the scheduler to look
 EARLY = 0.001  # seconds: a timer that fires this early is on time (float rounding)
 STOP_WAIT = 5.0  # seconds an edit under way may take to finish once the images are ready
 PREVIEW_ALT_TEXT = "A rough preview of the image being generated."
+GENERATING_FOR = _("🎨 Generating… {seconds} s")
+GENERATING_PREVIEW = _("🎨 Generating… {seconds} s (preview {shown} of {previews})")
 
 
 class EditBudget:
@@ -265,10 +268,11 @@ class ProgressDisplay:
     def _text(self) -> str:
         # Rounded: the scheduler wakes when an update is due, give or take float rounding.
         seconds = round(self.budget.clock() - self._started)
-        text = f"🎨 Generating… {seconds} s"
         if self.shown_previews:
-            text += f" (preview {self.shown_previews} of {self.previews})"
-        return text
+            return GENERATING_PREVIEW.format(
+                seconds=seconds, shown=self.shown_previews, previews=self.previews
+            )
+        return GENERATING_FOR.format(seconds=seconds)
 
     async def _show_elapsed(self) -> None:
         self.elapsed_updates += 1

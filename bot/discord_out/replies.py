@@ -20,6 +20,8 @@ from typing import Any
 import aiohttp
 import discord
 
+from bot.i18n import _, localize
+
 log = logging.getLogger(__name__)
 
 # What talking to Discord can raise besides its own errors: discord.py retries only resets.
@@ -49,6 +51,9 @@ def step_timeout(interaction: discord.Interaction, longest: float) -> float:
 
 
 ALREADY_ACKNOWLEDGED = 40060
+
+NOT_ALL_POSTED = _("Not all of your images could be posted. {reason}")
+NOT_COMPLETED = _("⚠️ This request could not be completed.")
 
 # Discord's limits on what a message carries, in characters.
 CONTENT_MAX = 2000
@@ -125,6 +130,10 @@ class Replies:
         self.follow_up_ids: list[int] = []
         self.on_follow_up: Callable[[tuple[int, ...]], Awaitable[None]] | None = None
 
+    def say(self, text: str) -> str:
+        """``text`` in the member's language (a marked sentence), fitted to a message."""
+        return fit_content(localize(text, self.interaction.locale))
+
     @property
     def acknowledged(self) -> bool:
         return self.interaction.response.is_done()
@@ -141,7 +150,7 @@ class Replies:
     async def answer(self, sentence: str) -> bool:
         """A private answer before the interaction was acknowledged; False if it did not go."""
         try:
-            await self.interaction.response.send_message(fit_content(sentence), ephemeral=True)
+            await self.interaction.response.send_message(self.say(sentence), ephemeral=True)
         except discord.InteractionResponded:
             return False
         except DISCORD_FAILURES as exc:
@@ -155,12 +164,12 @@ class Replies:
         await self.interaction.response.defer(thinking=True)
 
     async def show_progress(self, text: str) -> None:
-        await self._edit_quietly(content=fit_content(text))
+        await self._edit_quietly(content=self.say(text))
 
     async def show_preview(self, text: str, preview: discord.File) -> None:
         """The placeholder with a preview of the image being made (it replaces the last one);
         the images replace it when they are posted."""
-        await self._edit_quietly(content=fit_content(text), attachments=[preview])
+        await self._edit_quietly(content=self.say(text), attachments=[preview])
 
     async def post(
         self,
@@ -172,7 +181,7 @@ class Replies:
     ) -> None:
         """Replace the placeholder with the images (and the buttons under them, if any); raises
         what Discord raises."""
-        content = None if content is None else fit_content(content)
+        content = None if content is None else self.say(content)
         embed = fit_embed(embed)
         if view is None:
             await self.interaction.edit_original_response(
@@ -200,21 +209,20 @@ class Replies:
         already posted, they stay, and the sentence follows them.
         """
         interaction = self.interaction
-        sentence = fit_content(sentence)
+        said = self.say(sentence)
         if self.posted:
             try:
                 await interaction.followup.send(
-                    fit_content(f"Not all of your images could be posted. {sentence}"),
-                    ephemeral=True,
+                    self.say(NOT_ALL_POSTED.format(reason=sentence)), ephemeral=True
                 )
             except DISCORD_FAILURES as exc:
                 log.warning("could not tell the member privately: %r", exc)
             return
         steps: list[Callable[[], Awaitable[object]]] = [
             lambda: interaction.edit_original_response(
-                content="⚠️ This request could not be completed.", embed=None, attachments=[]
+                content=self.say(NOT_COMPLETED), embed=None, attachments=[]
             ),
-            lambda: interaction.followup.send(sentence, ephemeral=True),
+            lambda: interaction.followup.send(said, ephemeral=True),
             interaction.delete_original_response,
         ]
         told = False
@@ -227,7 +235,7 @@ class Replies:
             if not told:
                 # The private sentence did not go: the public placeholder is the only place
                 # left to say it. Once it went, the placeholder keeps its neutral words.
-                await self._edit_quietly(content=sentence, embed=None, attachments=[])
+                await self._edit_quietly(content=said, embed=None, attachments=[])
 
     async def _edit_quietly(self, **fields: Any) -> None:
         try:

@@ -34,6 +34,7 @@ import discord
 from bot.config import Settings
 from bot.discord_out.progress import EditBudget
 from bot.discord_out.replies import DISCORD_FAILURES, Replies, step_timeout, time_to_acknowledge
+from bot.i18n import _, ngettext
 from bot.images import (
     ImageClient,
     ImageRequest,
@@ -57,8 +58,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-RESTARTING = "The bot is restarting. Please try again in a minute."
-LIMITS_UNAVAILABLE = "The bot cannot check usage limits right now. Please try again soon."
+RESTARTING = _("The bot is restarting. Please try again in a minute.")
+LIMITS_UNAVAILABLE = _("The bot cannot check usage limits right now. Please try again soon.")
+CAP = ngettext(
+    "This server allows at most {n} image per request.",
+    "This server allows at most {n} images per request.",
+)
+RATE_LIMITED = _(
+    "You have reached your limit of {limit}, counted across every server this bot is in. You "
+    "can try again {again}."
+)
 LIMITER_TIMEOUT = 1.5  # seconds; Discord wants an answer within 3
 CANCEL_WAIT = 10.0  # seconds for cancelled jobs to tell their members
 
@@ -227,7 +236,7 @@ class Admission:
         cap = settled.cap
         if count > cap:
             self.metrics.request("invalid", kind)
-            await replies.answer(f"This server allows at most {cap} images per request.")
+            await replies.answer(CAP.format(n=cap))
             return None
         return settled
 
@@ -412,7 +421,7 @@ class Admission:
         except (OverBudget, PriceUnknown) as refusal:
             log.info("a budget refused a request from %s: %s", generation.member, refusal)
             self.metrics.request("over_budget", generation.command)
-            return str(refusal)
+            return refusal.sentence()  # in the member's language when it is answered
         except Exception as exc:
             self.metrics.request("ledger_unavailable", generation.command)
             log.error(
@@ -450,8 +459,7 @@ class Admission:
         await self._refuse(
             replies,
             # The limit is the member's own in every server: "this server's" would mislead.
-            f"You have reached your limit of {refusal.describe()}, counted across every server "
-            f"this bot is in. You can try again {again}.",
+            RATE_LIMITED.format(limit=refusal.describe(), again=again),
         )
         return False
 

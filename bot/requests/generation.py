@@ -20,6 +20,7 @@ import discord
 from bot.discord_out.posting import ButtonsFor, DeliveryFailed, post_result
 from bot.discord_out.progress import EditBudget, ProgressDisplay
 from bot.discord_out.replies import Replies
+from bot.i18n import _
 from bot.images import (
     AuthenticationFailed,
     GenerationResult,
@@ -42,15 +43,17 @@ log = logging.getLogger(__name__)
 TOKEN_LIFETIME = dt.timedelta(minutes=15)
 TOKEN_MARGIN = dt.timedelta(seconds=45)
 POSITION_UPDATE_INTERVAL = 1.5  # seconds between edits of a queued request's position
-CANCELLED = "The bot is restarting, so your request was cancelled. Sorry!"
-TOOK_TOO_LONG = (
+CANCELLED = _("The bot is restarting, so your request was cancelled. Sorry!")
+TOOK_TOO_LONG = _(
     "Your request took too long and was cancelled before Discord stopped accepting its reply. "
     "Please try again."
 )
-LEDGER_UNAVAILABLE = (
+LEDGER_UNAVAILABLE = _(
     "The bot cannot record usage right now, so it cannot take requests. Please try again soon."
 )
-WENT_WRONG = "Something went wrong while making your images. Please try again."
+WENT_WRONG = _("Something went wrong while making your images. Please try again.")
+GENERATING = _("🎨 Generating…")
+QUEUED = _("⏳ Waiting for a free slot: you are number {n} in the queue.")
 # The image service refused before generating anything (InvalidRequest covers the options it
 # does not take, the models it does not serve and the features the account lacks).
 REFUSALS = (InvalidRequest, ModerationBlocked, QuotaExhausted, AuthenticationFailed)
@@ -226,7 +229,7 @@ class Generation:
             async with queue.slot(on_queued=show_position):
                 if watchers:
                     watchers[0].cancel()
-                    await self.replies.show_progress("🎨 Generating…")
+                    await self.replies.show_progress(GENERATING)
                 await self._record_sending()
                 self.timeline.started_upstream = discord.utils.utcnow()
                 if edits is None:
@@ -276,9 +279,7 @@ class Generation:
         while ticket.position:
             if ticket.position != shown:
                 shown = ticket.position
-                await self.replies.show_progress(
-                    f"⏳ Waiting for a free slot: you are number {shown} in the queue."
-                )
+                await self.replies.show_progress(QUEUED.format(n=shown))
             await asyncio.sleep(POSITION_UPDATE_INTERVAL)
 
 

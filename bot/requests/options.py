@@ -11,9 +11,18 @@ import discord
 from discord import app_commands
 
 from bot.discord_out.replies import clip
+from bot.i18n.commands import command_text
 from bot.images import ModelSpec, parse_size
 
 PROMPT_MAX = 6000  # Discord's longest string option
+# The names, in every language, of the options /imagine and /edit share.
+SHARED_OPTION_NAMES = {
+    "prompt": command_text("prompt"),
+    "model": command_text("model"),
+    "size": command_text("size"),
+    "quality": command_text("quality"),
+    "count": command_text("count"),
+}
 CHOICE_MAX = 100  # Discord's longest choice name
 CHOICES_MAX = 25  # Discord's most choices or autocomplete suggestions
 

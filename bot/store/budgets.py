@@ -40,7 +40,7 @@ from enum import StrEnum
 
 import discord
 
-from bot.images.pricing import format_usd
+from bot.i18n import Text, _, money, ngettext
 
 
 class Period(StrEnum):
@@ -82,16 +82,67 @@ class Budget:
     period: Period
     images: bool = False
 
-    def describe(self, amount: Decimal | None = None) -> str:
+    def describe(self, amount: Decimal | None = None) -> Text:
         """``$2.00``, ``40 images``: this budget's amount, or another in its unit."""
         value = self.amount if amount is None else amount
         if not self.images:
-            return format_usd(value)
-        return f"{value:f} image" if value == 1 else f"{value:f} images"
+            return money(value)
+        return IMAGES.format(n=value)
+
+    def per_period(self) -> Text:
+        """``$2.00 per day``, ``40 images per month``."""
+        return PER_PERIOD[self.period].format(amount=self.describe())
 
     def __str__(self) -> str:
         return f"{self.describe()}/{self.period.value}"
 
+
+IMAGES = ngettext("{n} image", "{n} images")
+PER_PERIOD = {Period.DAY: _("{amount} per day"), Period.MONTH: _("{amount} per month")}
+RESETS = _("It resets {when}.")
+TOTAL_REFUSAL = {
+    Period.DAY: _(
+        "This bot's budget for everyone is {budget} per day (calendar days, UTC), and what is "
+        "left of it does not cover this request, which {needed}. {resets}"
+    ),
+    Period.MONTH: _(
+        "This bot's budget for everyone is {budget} per month (calendar months, UTC), and what "
+        "is left of it does not cover this request, which {needed}. {resets}"
+    ),
+}
+ASKS_FOR = _("asks for {amount}")
+MAY_COST = _("may cost up to {amount}")
+WHOSE = {
+    Scope.MEMBER: _("Your budget on this server"),
+    Scope.SERVER: _("This server's budget"),
+    Scope.USER: _("Your budget on this bot (every server and direct message together)"),
+}
+REFUSAL = {
+    Period.DAY: _(
+        "{whose} is {budget} per day (calendar days, UTC): {used} for requests still running, "
+        "and {needed}. {resets}"
+    ),
+    Period.MONTH: _(
+        "{whose} is {budget} per month (calendar months, UTC): {used} for requests still "
+        "running, and {needed}. {resets}"
+    ),
+}
+IMAGES_USED = ngettext(
+    "{amount} is already used or reserved", "{amount} are already used or reserved"
+)
+MONEY_USED = _("{amount} is already spent or reserved")
+REQUEST_ASKS_FOR = _("this request asks for {amount}")
+REQUEST_MAY_COST = _("this request may cost up to {amount}")
+PRICE_UNKNOWN_BOT = _(
+    "This bot limits spending, and the cost of {model} is not known to it, so it cannot be "
+    "checked. Until its operator adds its price (IMAGE_MODELS_FILE), pick a model whose price "
+    "is known."
+)
+PRICE_UNKNOWN_SERVER = _(
+    "This server limits spending, and the cost of {model} is not known to the bot, so it "
+    "cannot be checked. A server admin can add its price (IMAGE_MODELS_FILE) or pick a priced "
+    "model."
+)
 
 MAX_BUDGET_USD = Decimal(1_000_000)
 MAX_BUDGET_IMAGES = Decimal(1_000_000)
@@ -154,36 +205,28 @@ class BudgetRefusal:
     needed: Decimal
     resets_at: dt.datetime
 
-    def sentence(self) -> str:
+    def sentence(self) -> Text:
         budget = self.budget
-        period = budget.period.value
-        resets = f"It resets {discord.utils.format_dt(self.resets_at, 'R')}."
+        resets = RESETS.format(when=discord.utils.format_dt(self.resets_at, "R"))
         if self.scope is Scope.TOTAL:  # what everyone else spent is not this member's to read
-            needed = (
-                f"asks for {budget.describe(self.needed)}"
-                if budget.images
-                else f"may cost up to {format_usd(self.needed)}"
+            needed = (ASKS_FOR if budget.images else MAY_COST).format(
+                amount=budget.describe(self.needed)
             )
-            return (
-                f"This bot's budget for everyone is {budget.describe()} per {period} (calendar "
-                f"{period}s, UTC), and what is left of it does not cover this request, which "
-                f"{needed}. {resets}"
+            return TOTAL_REFUSAL[budget.period].format(
+                budget=budget.describe(), needed=needed, resets=resets
             )
-        whose = {
-            Scope.MEMBER: "Your budget on this server",
-            Scope.SERVER: "This server's budget",
-            Scope.USER: "Your budget on this bot (every server and direct message together)",
-        }[self.scope]
         if budget.images:
-            verb = "is" if self.used == 1 else "are"
-            used = f"{budget.describe(self.used)} {verb} already used or reserved"
-            needed = f"this request asks for {budget.describe(self.needed)}"
+            used = IMAGES_USED.format(amount=budget.describe(self.used), n=self.used)
+            needed = REQUEST_ASKS_FOR.format(amount=budget.describe(self.needed))
         else:
-            used = f"{format_usd(self.used)} is already spent or reserved"
-            needed = f"this request may cost up to {format_usd(self.needed)}"
-        return (
-            f"{whose} is {budget.describe()} per {period} (calendar {period}s, UTC): {used} for "
-            f"requests still running, and {needed}. {resets}"
+            used = MONEY_USED.format(amount=budget.describe(self.used))
+            needed = REQUEST_MAY_COST.format(amount=budget.describe(self.needed))
+        return REFUSAL[budget.period].format(
+            whose=WHOSE[self.scope],
+            budget=budget.describe(),
+            used=used,
+            needed=needed,
+            resets=resets,
         )
 
 
@@ -194,6 +237,9 @@ class OverBudget(Exception):
         super().__init__(refusal.sentence())
         self.refusal = refusal
 
+    def sentence(self) -> Text:
+        return self.refusal.sentence()
+
 
 class PriceUnknown(Exception):
     """A money budget applies and the model has no known price; nothing was recorded."""
@@ -203,15 +249,6 @@ class PriceUnknown(Exception):
         self.scope = scope
         super().__init__(self.sentence())
 
-    def sentence(self) -> str:
-        if self.scope.operators_only:
-            return (
-                f"This bot limits spending, and the cost of {self.model} is not known to it, so "
-                f"it cannot be checked. Until its operator adds its price (IMAGE_MODELS_FILE), "
-                f"pick a model whose price is known."
-            )
-        return (
-            f"This server limits spending, and the cost of {self.model} is not known to the bot, "
-            f"so it cannot be checked. A server admin can add its price (IMAGE_MODELS_FILE) or "
-            f"pick a priced model."
-        )
+    def sentence(self) -> Text:
+        unknown = PRICE_UNKNOWN_BOT if self.scope.operators_only else PRICE_UNKNOWN_SERVER
+        return unknown.format(model=self.model)

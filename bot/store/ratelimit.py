@@ -27,6 +27,7 @@ from limits.aio.storage import MemoryStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import storage_from_string
 
+from bot.i18n import ngettext
 from bot.store.ratelimit_redis import STORE_CONNECT_SECONDS, AtomicAcquire
 
 # Long enough for a store across a network, short enough that a start-up does not seem to hang.
@@ -61,8 +62,20 @@ class Refusal:
     def describe(self) -> str:
         amount, per = self.limit.amount, self.limit.GRANULARITY.name
         multiples = self.limit.multiples
-        window = per if multiples == 1 else f"{multiples} {per}s"
-        return f"{amount} image request{'s' if amount != 1 else ''} per {window}"
+        window = WINDOWS[per].format(n=multiples) if per in WINDOWS else f"{multiples} {per}s"
+        return LIMIT.format(n=amount, window=window)
+
+
+LIMIT = ngettext("{n} image request per {window}", "{n} image requests per {window}")
+# The windows a limit may have, as the sentence above says them.
+WINDOWS = {
+    "second": ngettext("second", "{n} seconds"),
+    "minute": ngettext("minute", "{n} minutes"),
+    "hour": ngettext("hour", "{n} hours"),
+    "day": ngettext("day", "{n} days"),
+    "month": ngettext("month", "{n} months"),
+    "year": ngettext("year", "{n} years"),
+}
 
 
 @dataclass(slots=True)

@@ -12,6 +12,8 @@ import discord
 from discord import app_commands
 
 from bot.discord_out.replies import DISCORD_FAILURES, clip
+from bot.i18n import Text, _
+from bot.i18n.commands import command_text
 from bot.images import ImageRequest
 from bot.requests.admission import Admission
 from bot.requests.buttons import buttons_of
@@ -22,14 +24,23 @@ from bot.requests.editing import (
     image_attachments,
     run_edit,
 )
-from bot.requests.options import PROMPT_MAX, autocompletes_following_the_model, choices_of_models
+from bot.requests.options import (
+    PROMPT_MAX,
+    SHARED_OPTION_NAMES,
+    autocompletes_following_the_model,
+    choices_of_models,
+)
 from bot.services import Services
 
-NO_IMAGE = "This message has no image to vary."
-WHICH_IMAGE = "This message has several images: which one should be varied?"
+NO_IMAGE = _("This message has no image to vary.")
+WHICH_IMAGE = _("This message has several images: which one should be varied?")
 CHOICE_SECONDS = 300.0  # how long the question of which image stays answerable
 SELECT_OPTIONS_MAX = 25  # Discord's most options in a select
 SELECT_LABEL_MAX = 100  # Discord's longest option label
+CHOOSE_PLACEHOLDER = _("Choose the image to vary")
+IMAGE_LABEL = _("Image {index}: {filename}")
+IMAGE_CHOSEN = _("Image {index} chosen.")
+QUESTION_EXPIRED = _("This question has expired: use Vary image again.")
 
 
 def build_edit_command(
@@ -43,23 +54,48 @@ def build_edit_command(
     default = default_edit_model(services.offer.default, editors)
     size_autocomplete, quality_autocomplete = autocompletes_following_the_model(catalog, default)
 
-    @app_commands.command(name="edit", description="Edit an image, or make one from several")
+    another = command_text("Another image to draw from (models that take several)")
+
+    @app_commands.command(
+        name=command_text("edit"),
+        description=command_text("Edit an image, or make one from several"),
+    )
+    @app_commands.rename(
+        **SHARED_OPTION_NAMES,
+        image=command_text("image"),
+        mask=command_text("mask"),
+        image2=command_text("image2"),
+        image3=command_text("image3"),
+        image4=command_text("image4"),
+        fidelity=command_text("fidelity"),
+    )
     @app_commands.describe(
-        image="The image to edit (PNG, JPEG or WebP)",
-        prompt="What to change, or what to make from the images",
-        mask="A PNG the image's size; its transparent areas are where the image changes",
-        image2="Another image to draw from (models that take several)",
-        image3="Another image to draw from (models that take several)",
-        image4="Another image to draw from (models that take several)",
-        model=f"The image model (left out: the server's default, else {default})",
-        size="Width x height; the choices follow the model",
-        quality="Rendering quality; the choices follow the model",
-        count=f"How many images (at most {settings.max_images_per_request})",
-        fidelity="How closely to keep the input's features, faces above all (some models)",
+        image=command_text("The image to edit (PNG, JPEG or WebP)"),
+        prompt=command_text("What to change, or what to make from the images"),
+        mask=command_text(
+            "A PNG the image's size; its transparent areas are where the image changes"
+        ),
+        image2=another,
+        image3=another,
+        image4=another,
+        model=command_text(
+            "The image model (left out: the server's default, else {model})", model=default
+        ),
+        size=command_text("Width x height; the choices follow the model"),
+        quality=command_text("Rendering quality; the choices follow the model"),
+        count=command_text(
+            "How many images (at most {most})", most=settings.max_images_per_request
+        ),
+        fidelity=command_text(
+            "How closely to keep the input's features, faces above all (some models)"
+        ),
     )
     @app_commands.choices(
         model=choices_of_models([catalog[name] for name in editors]),
-        fidelity=[app_commands.Choice(name=value, value=value) for value in ("high", "low")],
+        fidelity=[
+            app_commands.Choice(name=command_text("high"), value="high"),
+            app_commands.Choice(name=command_text("low"), value="low"),
+        ],
     )
     @app_commands.autocomplete(size=size_autocomplete, quality=quality_autocomplete)
     async def edit_command(
@@ -112,7 +148,9 @@ def build_vary_menu(services: Services, admission: Admission) -> app_commands.Co
     async def vary_image(interaction: discord.Interaction, message: discord.Message) -> None:
         attachments = image_attachments(message)
         if not attachments:
-            await interaction.response.send_message(NO_IMAGE, ephemeral=True)
+            await interaction.response.send_message(
+                NO_IMAGE.localized(interaction.locale), ephemeral=True
+            )
             return
         prompt = VARY_PROMPT
         me = interaction.client.user
@@ -138,10 +176,12 @@ def build_vary_menu(services: Services, admission: Admission) -> app_commands.Co
         # Several images: the member picks one, privately; the choice is a new interaction,
         # admitted like any other (the menu's own 3 seconds are spent on the question).
         await interaction.response.send_message(
-            WHICH_IMAGE, view=ChooseImage(attachments, vary, interaction), ephemeral=True
+            WHICH_IMAGE.localized(interaction.locale),
+            view=ChooseImage(attachments, vary, interaction),
+            ephemeral=True,
         )
 
-    return app_commands.ContextMenu(name="Vary image", callback=vary_image)
+    return app_commands.ContextMenu(name=command_text("Vary image"), callback=vary_image)
 
 
 class ChooseImage(discord.ui.View):
@@ -158,11 +198,17 @@ class ChooseImage(discord.ui.View):
         self.attachments = attachments[:SELECT_OPTIONS_MAX]
         self.vary = vary
         self.question = question  # the private message asking, edited once it is answered
+        self.locale = question.locale
         select: discord.ui.Select[ChooseImage] = discord.ui.Select(
-            placeholder="Choose the image to vary",
+            placeholder=CHOOSE_PLACEHOLDER.localized(self.locale),
             options=[
                 discord.SelectOption(
-                    label=clip(f"Image {index}: {attachment.filename}", SELECT_LABEL_MAX),
+                    label=clip(
+                        IMAGE_LABEL.format(index=index, filename=attachment.filename).localized(
+                            self.locale
+                        ),
+                        SELECT_LABEL_MAX,
+                    ),
                     value=str(index - 1),
                 )
                 for index, attachment in enumerate(self.attachments, start=1)
@@ -176,12 +222,14 @@ class ChooseImage(discord.ui.View):
         self.stop()  # one variation per question
         index = int(self.select.values[0])
         await self.vary(interaction, self.attachments[index])
-        await self._close(f"Image {index + 1} chosen.")
+        await self._close(IMAGE_CHOSEN.format(index=index + 1))
 
     async def on_timeout(self) -> None:
-        await self._close("This question has expired: use Vary image again.")
+        await self._close(QUESTION_EXPIRED)
 
-    async def _close(self, sentence: str) -> None:
+    async def _close(self, sentence: Text) -> None:
         """No select left that nothing would answer."""
         with contextlib.suppress(*DISCORD_FAILURES):
-            await self.question.edit_original_response(content=sentence, view=None)
+            await self.question.edit_original_response(
+                content=sentence.localized(self.locale), view=None
+            )

@@ -9,17 +9,35 @@ from typing import Any
 import discord
 from discord import app_commands
 
+from bot.i18n.commands import command_text
 from bot.images import MAX_FRAMES, MIN_FRAMES, ImageRequest
-from bot.requests.options import PROMPT_MAX, autocompletes_following_the_model, choices_of_models
+from bot.requests.options import (
+    PROMPT_MAX,
+    SHARED_OPTION_NAMES,
+    autocompletes_following_the_model,
+    choices_of_models,
+)
 from bot.services import Services
 
 FRAME_MS_MAX = 10_000  # what a member may pick; the API would take longer frames
-FORMAT_LABELS = {
+FORMAT_LABELS: dict[str, str | app_commands.locale_str] = {
     "png": "png",
     "jpeg": "jpeg",
     "webp": "webp",
-    "gif": "gif (animated)",
-    "svg": "svg (vector, with a png preview)",
+    "gif": command_text("gif (animated)"),
+    "svg": command_text("svg (vector, with a png preview)"),
+}
+
+# The choices' labels a member reads; their values are the API's words.
+CHOICE_LABELS = {
+    "vivid": command_text("vivid"),
+    "natural": command_text("natural"),
+    "auto": command_text("auto"),
+    "opaque": command_text("opaque"),
+    "transparent": command_text("transparent"),
+    "low": command_text("low"),
+    "medium": command_text("medium"),
+    "high": command_text("high"),
 }
 
 Admit = Callable[[discord.Interaction, ImageRequest], Awaitable[None]]
@@ -40,30 +58,56 @@ def build_imagine_command(services: Services, admit: Admit) -> app_commands.Comm
             for value in values
         ]
 
+    def labelled(*values: str) -> list[app_commands.Choice[str]]:
+        return [app_commands.Choice(name=CHOICE_LABELS[value], value=value) for value in values]
+
     size_autocomplete, quality_autocomplete = autocompletes_following_the_model(
         catalog, offer.default
     )
 
-    @app_commands.command(name="imagine", description="Generate images from a text prompt")
+    @app_commands.command(
+        name=command_text("imagine"),
+        description=command_text("Generate images from a text prompt"),
+    )
+    @app_commands.rename(
+        **SHARED_OPTION_NAMES,
+        style=command_text("style"),
+        background=command_text("background"),
+        format=command_text("format"),
+        complexity=command_text("complexity"),
+        frames=command_text("frames"),
+        frame_ms=command_text("frame_ms"),
+    )
     @app_commands.describe(
-        prompt="What to draw",
-        model=f"The image model (left out: the server's default, else {offer.default})",
-        size="Width x height; the choices follow the model",
-        quality="Rendering quality; the choices follow the model",
-        count=f"How many images (at most {settings.max_images_per_request})",
-        style="dall-e-3 only: vivid or natural",
-        background="GPT image models only: transparent needs png or webp",
-        format="The file format: gif is animated, svg is a vector drawing (newer models)",
-        complexity="Newer models: how much planning goes into the picture, apart from quality",
-        frames="Animated GIF only: how many frames (2-16, default 9)",
-        frame_ms="Animated GIF only: how long each frame shows, in milliseconds (default 200)",
+        prompt=command_text("What to draw"),
+        model=command_text(
+            "The image model (left out: the server's default, else {model})",
+            model=offer.default,
+        ),
+        size=command_text("Width x height; the choices follow the model"),
+        quality=command_text("Rendering quality; the choices follow the model"),
+        count=command_text(
+            "How many images (at most {most})", most=settings.max_images_per_request
+        ),
+        style=command_text("dall-e-3 only: vivid or natural"),
+        background=command_text("GPT image models only: transparent needs png or webp"),
+        format=command_text(
+            "The file format: gif is animated, svg is a vector drawing (newer models)"
+        ),
+        complexity=command_text(
+            "Newer models: how much planning goes into the picture, apart from quality"
+        ),
+        frames=command_text("Animated GIF only: how many frames (2-16, default 9)"),
+        frame_ms=command_text(
+            "Animated GIF only: how long each frame shows, in milliseconds (default 200)"
+        ),
     )
     @app_commands.choices(
         model=model_choices,
-        style=fixed("vivid", "natural"),
-        background=fixed("auto", "opaque", "transparent"),
+        style=labelled("vivid", "natural"),
+        background=labelled("auto", "opaque", "transparent"),
         format=fixed(*(formats or ["png"])),
-        complexity=fixed("low", "medium", "high"),
+        complexity=labelled("low", "medium", "high"),
     )
     @app_commands.autocomplete(size=size_autocomplete, quality=quality_autocomplete)
     async def imagine_command(

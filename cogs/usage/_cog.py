@@ -22,7 +22,8 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.discord_out.replies import DISCORD_FAILURES, fit_embed
-from bot.images.pricing import format_usd
+from bot.i18n import Text, _, money, ngettext
+from bot.i18n.commands import command_text
 from bot.services import Services
 from bot.store.budgets import Budget, Period
 from bot.store.ledger import counted_since
@@ -34,15 +35,40 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-USAGE_UNAVAILABLE = "The bot cannot read usage right now. Please try again soon."
-MANAGERS_ONLY = "Only members who can manage this server see its usage."
+USAGE_UNAVAILABLE = _("The bot cannot read usage right now. Please try again soon.")
+MANAGERS_ONLY = _("Only members who can manage this server see its usage.")
+YOUR_USAGE = _("Your usage on this server")
+SERVER_USAGE = _("This server's usage")
+TODAY = _("Today (UTC)")
+THIS_MONTH = _("This month (UTC)")
+LAST_DAYS = _("Last {n} days (UTC, the chart and the CSV)")
+BUDGETS = _("Budgets")
+NO_BUDGET = _("No budget on this server.")
+LATEST = _("Your latest requests")
+NONE_YET = _("None yet.")
+NONE = _("None.")
+TOP = _("Top members this month")
+BY_MODEL = _("By model this month")
+YOURS = _("Yours: {line}")
+THE_SERVERS = _("The server's: {line}")
+YOURS_EVERYWHERE = _("Yours on every server: {line}")
+BUDGET_LINE = _("{budget}: {used} used or reserved, {left} left, resets {resets}")
+TOTALS = _("{cost} · {images} · {requests}")
+IMAGES = ngettext("{n} image", "{n} images")
+REQUESTS = ngettext("{n} request", "{n} requests")
+UNKNOWN_COST = _("{totals} ({n} of unknown cost or still running)")
+REQUEST_LINE = ngettext(
+    "{when} {model} {size} {quality} {n} image: {outcome}, {cost}",
+    "{when} {model} {size} {quality} {n} images: {outcome}, {cost}",
+)
+COST_UNKNOWN = _("cost unknown")
 CHART_DAYS = 30
 TOP_MEMBERS = 10
 RECENT_REQUESTS = 10
 CHART_FILE = "usage-30-days.png"
 CSV_FILE = "usage-30-days.csv"
-CHART_DESCRIPTION = "Cost and images per day"
-CSV_TOO_LARGE = (
+CHART_DESCRIPTION = _("Cost and images per day")
+CSV_TOO_LARGE = _(
     "The CSV is too large to attach here: the operator can write it with "
     "python -m bot usage --server {guild_id} --csv FILE"
 )
@@ -62,12 +88,20 @@ class UsageCog(commands.Cog, name="Usage"):
         self.bot.tree.remove_command(self.command.name)
 
     def _build(self) -> app_commands.Command[Any, ..., None]:
-        @app_commands.command(name="usage", description="What you have spent on images here")
-        @app_commands.describe(scope="Yours, or (for its managers) the whole server's")
+        @app_commands.command(
+            name=command_text("usage"),
+            description=command_text("What you have spent on images here"),
+        )
+        @app_commands.rename(scope=command_text("scope"))
+        @app_commands.describe(
+            scope=command_text("Yours, or (for its managers) the whole server's")
+        )
         @app_commands.choices(
             scope=[
-                app_commands.Choice(name="mine", value="mine"),
-                app_commands.Choice(name="server (managers: chart and CSV)", value="server"),
+                app_commands.Choice(name=command_text("mine"), value="mine"),
+                app_commands.Choice(
+                    name=command_text("server (managers: chart and CSV)"), value="server"
+                ),
             ]
         )
         @app_commands.guild_only()
@@ -86,40 +120,51 @@ class UsageCog(commands.Cog, name="Usage"):
         # Several queries: a busy database must not outlast Discord's 3 seconds to answer.
         await interaction.response.defer(ephemeral=True, thinking=True)
         try:
-            embed = await self._member_embed(interaction.guild_id, interaction.user.id)
+            embed = await self._member_embed(
+                interaction.guild_id, interaction.user.id, interaction.locale
+            )
         except Exception:
             log.exception("could not read a member's usage")
-            await interaction.edit_original_response(content=USAGE_UNAVAILABLE)
+            await interaction.edit_original_response(
+                content=USAGE_UNAVAILABLE.localized(interaction.locale)
+            )
             return
         await interaction.edit_original_response(embed=fit_embed(embed))
 
-    async def _member_embed(self, guild_id: int, member_id: int) -> discord.Embed:
+    async def _member_embed(
+        self, guild_id: int, member_id: int, locale: discord.Locale
+    ) -> discord.Embed:
         engine = self.services.ledger.engine
         now = discord.utils.utcnow()  # the clock the rows are stamped with
         today = await overall(engine, Period.DAY.start(now), guild_id, member_id)
         month = await overall(engine, Period.MONTH.start(now), guild_id, member_id)
-        embed = discord.Embed(title="Your usage on this server")
-        embed.add_field(name="Today (UTC)", value=_totals_line(today), inline=False)
-        embed.add_field(name="This month (UTC)", value=_totals_line(month), inline=False)
+        embed = discord.Embed(title=YOUR_USAGE.localized(locale))
+        embed.add_field(
+            name=TODAY.localized(locale), value=_totals_line(today, locale), inline=False
+        )
+        embed.add_field(
+            name=THIS_MONTH.localized(locale), value=_totals_line(month, locale), inline=False
+        )
         chosen = await self.services.server_settings.get(guild_id)
         rules = self.services.server_rules
         lines = []
         # USER_BUDGET counts the member's requests in every server and direct message; the
         # bot's TOTAL_BUDGET is not shown: what everyone else spends is not theirs to read.
         for whose, budgets, member, every_server in (
-            ("Yours", rules.member_budget(chosen), member_id, False),
-            ("The server's", rules.server_budget(chosen), None, False),
-            ("Yours on every server", self.services.ledger.user_budget, member_id, True),
+            (YOURS, rules.member_budget(chosen), member_id, False),
+            (THE_SERVERS, rules.server_budget(chosen), None, False),
+            (YOURS_EVERYWHERE, self.services.ledger.user_budget, member_id, True),
         ):
             for budget in budgets:
                 line = await self._budget_line(budget, guild_id, member, now, every_server)
-                lines.append(f"{whose}: {line}")
-        budget_lines = "\n".join(lines) or "No budget on this server."
-        embed.add_field(name="Budgets", value=_clip(budget_lines), inline=False)
+                lines.append(whose.format(line=line).localized(locale))
+        budget_lines = "\n".join(lines) or NO_BUDGET.localized(locale)
+        embed.add_field(name=BUDGETS.localized(locale), value=_clip(budget_lines), inline=False)
         rows = await recent(engine, guild_id, member_id, RECENT_REQUESTS)
+        latest = "\n".join(_request_line(row).localized(locale) for row in rows)
         embed.add_field(
-            name="Your latest requests",
-            value=_clip("\n".join(_request_line(row) for row in rows) or "None yet."),
+            name=LATEST.localized(locale),
+            value=_clip(latest or NONE_YET.localized(locale)),
             inline=False,
         )
         return embed
@@ -131,7 +176,7 @@ class UsageCog(commands.Cog, name="Usage"):
         member_id: int | None,
         now: dt.datetime,
         every_server: bool,
-    ) -> str:
+    ) -> Text:
         async with self.services.ledger.engine.connect() as connection:
             used = await counted_since(
                 connection,
@@ -143,9 +188,11 @@ class UsageCog(commands.Cog, name="Usage"):
             )
         left = max(budget.amount - used, Decimal(0))
         resets = discord.utils.format_dt(budget.period.reset(now), "R")
-        return (
-            f"{budget.describe()} per {budget.period.value}: {budget.describe(used)} used or "
-            f"reserved, {budget.describe(left)} left, resets {resets}"
+        return BUDGET_LINE.format(
+            budget=budget.per_period(),
+            used=budget.describe(used),
+            left=budget.describe(left),
+            resets=resets,
         )
 
     # -- the server's, for its managers --------------------------------------------------------
@@ -153,50 +200,64 @@ class UsageCog(commands.Cog, name="Usage"):
     async def server_usage(self, interaction: discord.Interaction) -> None:
         assert interaction.guild_id is not None  # the command is guild only
         if not interaction.permissions.manage_guild:
-            await interaction.response.send_message(MANAGERS_ONLY, ephemeral=True)
+            await interaction.response.send_message(
+                MANAGERS_ONLY.localized(interaction.locale), ephemeral=True
+            )
             return
         # The chart is drawn in a worker thread and the rows read: acknowledge first.
         await interaction.response.defer(ephemeral=True, thinking=True)
         try:
-            embed, chart, table = await self._server_report(interaction.guild_id)
-            files = [discord.File(io.BytesIO(chart), CHART_FILE, description=CHART_DESCRIPTION)]
+            locale = interaction.locale
+            embed, chart, table = await self._server_report(interaction.guild_id, locale)
+            described = CHART_DESCRIPTION.localized(locale)
+            files = [discord.File(io.BytesIO(chart), CHART_FILE, description=described)]
             if len(chart) + len(table) <= interaction.filesize_limit:
                 files.append(discord.File(io.BytesIO(table), CSV_FILE))
             else:
-                embed.set_footer(text=CSV_TOO_LARGE.format(guild_id=interaction.guild_id))
+                too_large = CSV_TOO_LARGE.format(guild_id=str(interaction.guild_id))
+                embed.set_footer(text=too_large.localized(locale))
             await interaction.edit_original_response(embed=fit_embed(embed), attachments=files)
         except Exception:
             log.exception("could not report a server's usage")
             with contextlib.suppress(*DISCORD_FAILURES):
                 await interaction.edit_original_response(
-                    content=USAGE_UNAVAILABLE, embed=None, attachments=[]
+                    content=USAGE_UNAVAILABLE.localized(interaction.locale),
+                    embed=None,
+                    attachments=[],
                 )
 
-    async def _server_report(self, guild_id: int) -> tuple[discord.Embed, bytes, bytes]:
+    async def _server_report(
+        self, guild_id: int, locale: discord.Locale
+    ) -> tuple[discord.Embed, bytes, bytes]:
         """The server's report: its embed, the chart (PNG) and the CSV of its rows."""
         engine = self.services.ledger.engine
         now = discord.utils.utcnow()  # the clock the rows are stamped with
         first_day = now.date() - dt.timedelta(days=CHART_DAYS - 1)
         month_start = Period.MONTH.start(now)
-        embed = discord.Embed(title="This server's usage")
+        embed = discord.Embed(title=SERVER_USAGE.localized(locale))
         for name, since in (
-            ("Today (UTC)", Period.DAY.start(now)),
-            ("This month (UTC)", month_start),
-            (f"Last {CHART_DAYS} days (UTC, the chart and the CSV)", first_day),
+            (TODAY, Period.DAY.start(now)),
+            (THIS_MONTH, month_start),
+            (LAST_DAYS.format(n=CHART_DAYS), first_day),
         ):
-            line = _totals_line(await overall(engine, since, guild_id))
-            embed.add_field(name=name, value=line, inline=False)
+            line = _totals_line(await overall(engine, since, guild_id), locale)
+            embed.add_field(name=name.localized(locale), value=line, inline=False)
         by_model, by_member = await totals(engine, month_start, guild_id)
         top = sorted(by_member, key=lambda row: (-row.cost, -row.requests))[:TOP_MEMBERS]
+        none = NONE.localized(locale)
         embed.add_field(
-            name="Top members this month",
-            value=_clip("\n".join(f"<@{row.key}>: {_totals_line(row)}" for row in top) or "None."),
+            name=TOP.localized(locale),
+            value=_clip(
+                "\n".join(f"<@{row.key}>: {_totals_line(row, locale)}" for row in top) or none
+            ),
             inline=False,
         )
         models = sorted(by_model, key=lambda row: (-row.cost, -row.requests))
         embed.add_field(
-            name="By model this month",
-            value=_clip("\n".join(f"{row.key}: {_totals_line(row)}" for row in models) or "None."),
+            name=BY_MODEL.localized(locale),
+            value=_clip(
+                "\n".join(f"{row.key}: {_totals_line(row, locale)}" for row in models) or none
+            ),
             inline=False,
         )
         days = await daily(engine, first_day, now.date(), guild_id)
@@ -213,21 +274,28 @@ def _csv_bytes(rows: Any) -> bytes:
     return text.getvalue().encode()
 
 
-def _totals_line(totals: Totals) -> str:
-    requests = "1 request" if totals.requests == 1 else f"{totals.requests} requests"
-    images = "1 image" if totals.images == 1 else f"{totals.images} images"
-    line = f"{format_usd(totals.cost)} · {images} · {requests}"
+def _totals_line(totals: Totals, locale: discord.Locale) -> str:
+    line = TOTALS.format(
+        cost=money(totals.cost),
+        images=IMAGES.format(n=totals.images),
+        requests=REQUESTS.format(n=totals.requests),
+    )
     if totals.unknown_cost:
-        line += f" ({totals.unknown_cost} of unknown cost or still running)"
-    return line
+        line = UNKNOWN_COST.format(totals=line, n=totals.unknown_cost)
+    return line.localized(locale)
 
 
-def _request_line(row: Any) -> str:
+def _request_line(row: Any) -> Text:
     at = row.requested_at if row.requested_at.tzinfo else row.requested_at.replace(tzinfo=dt.UTC)
-    cost = format_usd(Decimal(str(row.cost))) if row.cost is not None else "cost unknown"
-    return (
-        f"{discord.utils.format_dt(at, 'R')} {row.model} {row.size} {row.quality} "
-        f"{row.images_requested} image(s): {row.outcome}, {cost}"
+    cost = money(Decimal(str(row.cost))) if row.cost is not None else COST_UNKNOWN
+    return REQUEST_LINE.format(
+        when=discord.utils.format_dt(at, "R"),
+        model=row.model,
+        size=row.size,
+        quality=row.quality,
+        n=row.images_requested,
+        outcome=row.outcome,
+        cost=cost,
     )
 
 

@@ -70,8 +70,8 @@ async def test_a_member_sees_their_spend_what_is_left_and_their_latest_requests(
     )
     latest = shown["Your latest requests"].splitlines()
     assert len(latest) == 2
-    assert latest[0].endswith("dall-e-2 1024x1024 standard 1 image(s): delivered, $0.02")
-    assert latest[1].endswith("2 image(s): delivered, $0.04")
+    assert latest[0].endswith("dall-e-2 1024x1024 standard 1 image: delivered, $0.02")
+    assert latest[1].endswith("2 images: delivered, $0.04")
     assert result.response.attachments == []
 
 
@@ -151,7 +151,7 @@ async def test_a_csv_too_large_for_the_upload_limit_is_left_out_with_the_command
 
     assert [a.filename for a in result.response.attachments] == [CHART_FILE]
     (embed,) = result.response.embeds
-    assert embed.footer.text == CSV_TOO_LARGE.format(guild_id=channel.guild.id)
+    assert embed.footer.text == CSV_TOO_LARGE.format(guild_id=str(channel.guild.id))
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

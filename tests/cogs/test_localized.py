@@ -1,0 +1,117 @@
+"""The bot in the member's language, through simcord: the commands' localized definitions pass
+Discord's rules, and /usage and a budget refusal read in German and Japanese."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import discord
+import pytest
+import simcord
+import simcord.interactions
+
+from bot.app import ImagineBot
+from bot.i18n.commands import DESCRIPTION_MAX, CatalogTranslator, valid_name
+from tests.cogs.conftest import RECOMMENDED_SHARDS, make_settings
+from tests.cogs.test_lifecycle import command_syncs
+
+
+@pytest.fixture
+def member_locale() -> str:
+    return "en-US"
+
+
+@pytest.fixture(autouse=True)
+def locale_of_interactions(member_locale: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """simcord writes every interaction as en-US: ours say the member's client language."""
+    built = simcord.interactions.base_payload
+
+    def with_locale(*args: Any, **kwargs: Any) -> Any:
+        record, payload = built(*args, **kwargs)
+        payload["locale"] = member_locale
+        return record, payload
+
+    monkeypatch.setattr(simcord.interactions, "base_payload", with_locale)
+
+
+@pytest.fixture
+def bot_overrides(database_url: str) -> dict[str, Any]:
+    return {"database_url": database_url, "member_budget": "1 images/day"}
+
+
+def _walk(payload: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield payload
+    for option in payload.get("options", []):
+        yield from _walk(option)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_every_localized_name_and_description_passes_discords_rules(
+    simcord_env: Any, simcord_bot: Any
+) -> None:
+    tree, translator = simcord_bot.tree, simcord_bot.tree.translator
+    assert translator is not None
+    seen = 0
+    for command in tree.get_commands():
+        payload = await command.get_translated_payload(tree, translator)
+        menu = payload.get("type") in (2, 3)
+        for node in _walk(payload):
+            for name in (node.get("name_localizations") or {}).values():
+                seen += 1
+                assert 1 <= len(name) <= 32, name
+                assert menu or valid_name(name), name
+            for text in (node.get("description_localizations") or {}).values():
+                assert 1 <= len(text) <= DESCRIPTION_MAX, text
+    assert seen > 50  # the names are translated at all
+
+
+@pytest.mark.parametrize("member_locale", ["de"])
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_usage_and_a_budget_refusal_read_in_german(
+    simcord_env: Any, channel: Any, alice: Any, images_api: Any
+) -> None:
+    await alice.slash(channel, "imagine", prompt="a lighthouse", model="dall-e-2")
+    refused = await alice.slash(channel, "imagine", prompt="a lighthouse", model="dall-e-2")
+    assert "Dein Budget auf diesem Server beträgt 1 Bild pro Tag" in refused.response.content
+
+    result = await alice.slash(channel, "usage")
+    (embed,) = result.response.embeds
+    assert embed.title == "Dein Verbrauch auf diesem Server"
+    assert "1 Bild · 1 Anfrage" in embed.fields[0].value
+
+
+@pytest.mark.parametrize("member_locale", ["ko"])
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_a_locale_without_a_catalog_reads_english(
+    simcord_env: Any, channel: Any, alice: Any, images_api: Any
+) -> None:
+    result = await alice.slash(channel, "usage")
+    (embed,) = result.response.embeds
+    assert embed.title == "Your usage on this server"
+    assert isinstance(discord.Locale("ko"), discord.Locale)
+
+
+async def test_a_changed_translation_syncs_the_commands_again_and_only_then(
+    images_api: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = tmp_path / "data"
+
+    async def start() -> int:
+        bot = ImagineBot(make_settings(images_api.base_url, data))
+        async with simcord.run(bot, shard_count=RECOMMENDED_SHARDS) as env:
+            return len(command_syncs(env))
+
+    assert await start() == 1
+    assert await start() == 0  # the same translations: Discord is not asked again
+    translate = CatalogTranslator.translate
+
+    async def reworded(self: CatalogTranslator, string: Any, locale: Any, context: Any) -> Any:
+        translated = await translate(self, string, locale, context)
+        if string.message == "What to draw" and translated is not None:
+            return translated + "!"
+        return translated
+
+    monkeypatch.setattr(CatalogTranslator, "translate", reworded)
+    assert await start() == 1
