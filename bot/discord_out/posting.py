@@ -14,6 +14,7 @@ import discord
 
 from bot.discord_out.delivery import ImageTooLarge, Upload, pack, prepare_uploads, refit_uploads
 from bot.discord_out.replies import Replies, clip
+from bot.i18n import Text, _, joined, ngettext
 from bot.images import GenerationResult, InputImage
 
 log = logging.getLogger(__name__)
@@ -22,8 +23,29 @@ DESCRIPTION_MAX = 3000  # of Discord's 4096, leaving room in the 6000-character 
 FIELD_MAX = 1024
 AUTHOR_MAX = 256
 ALT_TEXT_MAX = 1024  # Discord's longest attachment description
-UPLOAD_FAILED = "Discord did not accept the images. Please try again."
-UPLOAD_TOO_LARGE = "The images are too large to upload to this server."
+UPLOAD_FAILED = _("Discord did not accept the images. Please try again.")
+UPLOAD_TOO_LARGE = _("The images are too large to upload to this server.")
+CAME_BACK = ngettext(
+    "{came} of the {n} image came back from the image service.",
+    "{came} of the {n} images came back from the image service.",
+)
+REENCODED = _("Some images were re-encoded to fit this server's upload limit.")
+NO_SVG_PREVIEW = _("(No preview: the SVG could not be rendered.)")
+ALT_TEXT = _("{what} generated from the prompt: {prompt}")
+AN_IMAGE = _("An image")
+INPUTS = ngettext("{n} image", "{n} images")
+WITH_MASK = _("{inputs}, with a mask")
+EDITED = _("{member} edited")
+IMAGINED = _("{member} imagined")
+MODEL = _("Model")
+SIZE = _("Size")
+QUALITY = _("Quality")
+IMAGES = _("Images")
+TIME = _("Time")
+SECONDS = _("{seconds:.1f} s")
+FROM = _("From")
+OPTIONS = _("Options")
+REVISED_PROMPT = _("Revised prompt")
 TOO_LARGE = 413
 
 
@@ -45,7 +67,7 @@ async def post_result(
     """Post the images with their embed, and the buttons ``buttons`` makes for the uploads
     actually posted under the first message; return the bytes uploaded. Raises
     :class:`DeliveryFailed` when Discord will not take them."""
-    embed = _embed(replies.member_name, result)
+    embed = _embed(replies, result)
     limit = replies.upload_limit
     try:
         return await _upload(replies, result, embed, limit, buttons)
@@ -82,7 +104,10 @@ async def _upload(
     prompt = result.request.prompt
     try:
         await replies.post(
-            content=_note(result, uploads), embed=embed, files=_files(first, prompt), view=view
+            content=_note(result, uploads),
+            embed=embed,
+            files=_files(first, prompt, replies),
+            view=view,
         )
     except discord.HTTPException as exc:
         if exc.status == TOO_LARGE:
@@ -93,7 +118,7 @@ async def _upload(
     uploaded = _size(first)
     for part in rest:
         try:
-            await replies.follow_up(_files(part, prompt))
+            await replies.follow_up(_files(part, prompt, replies))
             uploaded += _size(part)
         except discord.HTTPException as exc:
             if exc.status != TOO_LARGE:
@@ -120,7 +145,7 @@ async def _follow_up_smaller(replies: Replies, part: list[Upload], limit: int, p
         raise DeliveryFailed(str(exc), user_message=UPLOAD_TOO_LARGE) from None
     for message in pack(smaller, limit):
         try:
-            await replies.follow_up(_files(message, prompt))
+            await replies.follow_up(_files(message, prompt, replies))
         except discord.HTTPException as exc:
             sentence = UPLOAD_TOO_LARGE if exc.status == TOO_LARGE else UPLOAD_FAILED
             raise DeliveryFailed(
@@ -130,20 +155,20 @@ async def _follow_up_smaller(replies: Replies, part: list[Upload], limit: int, p
 
 
 def _note(result: GenerationResult, uploads: list[Upload]) -> str | None:
-    notes = []
+    """What the member should know about the set, a sentence each (Replies.post renders them
+    in the member's language)."""
+    notes: list[Text] = []
     if result.missing:
         asked = result.request.count
-        notes.append(
-            f"{asked - result.missing} of the {asked} images came back from the image service."
-        )
+        notes.append(CAME_BACK.format(came=asked - result.missing, n=asked))
     if any(upload.reencoded for upload in uploads):
-        notes.append("Some images were re-encoded to fit this server's upload limit.")
+        notes.append(REENCODED)
     if any(upload.preview_failed for upload in uploads):
-        notes.append("(No preview: the SVG could not be rendered.)")
-    return " ".join(notes) or None
+        notes.append(NO_SVG_PREVIEW)
+    return joined(notes) if notes else None
 
 
-def _files(uploads: list[Upload], prompt: str) -> list[discord.File]:
+def _files(uploads: list[Upload], prompt: str, replies: Replies) -> list[discord.File]:
     """The files, each with alt text for members who use screen readers: the prompt it was
     made from (an SVG's rendering says so)."""
     return [
@@ -151,7 +176,9 @@ def _files(uploads: list[Upload], prompt: str) -> list[discord.File]:
             io.BytesIO(upload.data),
             filename=upload.filename,
             description=clip(
-                f"{upload.description or 'An image'} generated from the prompt: {prompt}",
+                ALT_TEXT.format(what=upload.description or AN_IMAGE, prompt=prompt).localized(
+                    replies.locale
+                ),
                 ALT_TEXT_MAX,
             ),
         )
@@ -159,33 +186,41 @@ def _files(uploads: list[Upload], prompt: str) -> list[discord.File]:
     ]
 
 
-def _inputs(inputs: tuple[InputImage, ...], mask: InputImage | None) -> str:
+def _inputs(inputs: tuple[InputImage, ...], mask: InputImage | None) -> Text:
     """What an edit started from: ``1 image, with a mask``."""
-    text = "1 image" if len(inputs) == 1 else f"{len(inputs)} images"
-    return text + (", with a mask" if mask is not None else "")
+    text = INPUTS.format(n=len(inputs))
+    return text if mask is None else WITH_MASK.format(inputs=text)
 
 
-def _embed(member_name: str, result: GenerationResult) -> discord.Embed:
-    request = result.request
+def _embed(replies: Replies, result: GenerationResult) -> discord.Embed:
+    """The embed under the images, in the language of the member who asked for them."""
+    locale, request = replies.locale, result.request
     embed = discord.Embed(
         description=clip(request.prompt, DESCRIPTION_MAX),
         colour=discord.Colour.blurple(),
         timestamp=discord.utils.utcnow(),
     )
-    verb = "edited" if request.is_edit else "imagined"
-    embed.set_author(name=clip(f"{member_name} {verb}", AUTHOR_MAX))
-    embed.add_field(name="Model", value=result.model)
-    embed.add_field(name="Size", value=request.size)
-    embed.add_field(name="Quality", value=request.quality)
-    embed.add_field(name="Images", value=str(len(result.images)))
-    embed.add_field(name="Time", value=f"{result.elapsed:.1f} s")
+    author = (EDITED if request.is_edit else IMAGINED).format(member=replies.member_name)
+    embed.set_author(name=clip(author.localized(locale), AUTHOR_MAX))
+    seconds = SECONDS.format(seconds=result.elapsed)
+    fields: list[tuple[Text, str]] = [
+        (MODEL, result.model),
+        (SIZE, request.size),
+        (QUALITY, request.quality),
+        (IMAGES, str(len(result.images))),
+        (TIME, seconds.localized(locale)),
+    ]
     if request.is_edit:
-        embed.add_field(name="From", value=_inputs(request.inputs, request.mask))
+        fields.append((FROM, _inputs(request.inputs, request.mask).localized(locale)))
     options = ", ".join(f"{name} {value}" for name, value in request.options.items())
     if options:
-        embed.add_field(name="Options", value=clip(options, FIELD_MAX))
+        fields.append((OPTIONS, clip(options, FIELD_MAX)))
+    for name, value in fields:
+        embed.add_field(name=name.localized(locale), value=value)
     if result.revised_prompt:
         embed.add_field(
-            name="Revised prompt", value=clip(result.revised_prompt, FIELD_MAX), inline=False
+            name=REVISED_PROMPT.localized(locale),
+            value=clip(result.revised_prompt, FIELD_MAX),
+            inline=False,
         )
     return embed

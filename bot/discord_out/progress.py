@@ -51,7 +51,7 @@ EDIT_BURST = 10
 TICK = 0.25  # seconds: the longest a due update waits for the scheduler to look again
 EARLY = 0.001  # seconds: a timer that fires this early is on time (float rounding)
 STOP_WAIT = 5.0  # seconds an edit under way may take to finish once the images are ready
-PREVIEW_ALT_TEXT = "A rough preview of the image being generated."
+PREVIEW_ALT_TEXT = _("A rough preview of the image being generated.")
 GENERATING_FOR = _("🎨 Generating… {seconds} s")
 GENERATING_PREVIEW = _("🎨 Generating… {seconds} s (preview {shown} of {previews})")
 
@@ -299,7 +299,7 @@ class ProgressDisplay:
         preview = discord.File(
             io.BytesIO(data),
             filename=f"preview.{'jpg' if kind == 'jpeg' else kind}",
-            description=PREVIEW_ALT_TEXT,
+            description=PREVIEW_ALT_TEXT.localized(self.replies.locale),
         )
         self._sending = True
         await self.replies.show_preview(self._text(), preview)

@@ -135,6 +135,11 @@ class Replies:
         return fit_content(localize(text, self.interaction.locale))
 
     @property
+    def locale(self) -> discord.Locale:
+        """The member's client language: what every sentence for them is written in."""
+        return self.interaction.locale
+
+    @property
     def acknowledged(self) -> bool:
         return self.interaction.response.is_done()
 

@@ -44,7 +44,10 @@ _DESCRIPTIONS = (
 def command_text(message: str, **params: object) -> app_commands.locale_str:
     """Mark a command's name, description or choice for translation; ``params`` fill its named
     placeholders (``command_text("How many images (at most {most})", most=4)``)."""
-    text = Text(message, None, params or None)
+    if isinstance(message, Text):  # a sentence marked where it is kept, or built of several
+        text = message.format(**params) if params else message
+    else:
+        text = Text(message, None, params or None)
     return app_commands.locale_str(str(text), text=text)
 
 

@@ -15,8 +15,9 @@ import functools
 import gettext
 import io
 import logging
+import re
 import string
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -82,6 +83,9 @@ class Money:
     amount: Decimal
 
 
+_PLACES = re.compile(r"\.(\d)f")
+
+
 class _Formatter(string.Formatter):
     def __init__(self, code: str) -> None:
         self.code = code
@@ -92,6 +96,11 @@ class _Formatter(string.Formatter):
             return format(value.localized(self.code), format_spec)
         if isinstance(value, Money):
             return format_currency(value.amount, "USD", locale=locale, decimal_quantization=False)
+        places = _PLACES.fullmatch(format_spec)
+        if places and isinstance(value, int | float | Decimal) and not isinstance(value, bool):
+            # "{seconds:.1f}": that many decimal places, in the locale's digits and separators
+            pattern = "#,##0." + "0" * int(places[1]) if int(places[1]) else "#,##0"
+            return format_decimal(value, format=pattern, locale=locale)
         if format_spec:  # the sentence asked for a form of its own
             return format(value, format_spec)
         if isinstance(value, bool):
@@ -171,6 +180,13 @@ def ngettext(singular: str, plural: str, n: int | None = None) -> Text:
 def money(amount: Decimal) -> Text:
     """An amount of dollars on its own, written as the member's locale writes money."""
     return Text("{amount}", None, {"amount": Money(amount)})
+
+
+def joined(parts: Sequence[str], separator: str = " ") -> Text:
+    """Sentences side by side, each rendered in the language the whole is rendered in."""
+    names = [f"part{index}" for index in range(len(parts))]
+    template = separator.join(f"{{{name}}}" for name in names)
+    return Text(template, None, dict(zip(names, parts, strict=True)))
 
 
 def localize(text: str, locale: object) -> str:

@@ -26,6 +26,8 @@ from pydantic import (
     model_validator,
 )
 
+from bot.i18n import _
+
 Family = Literal["gpt-image", "dall-e"]
 Status = Literal["live", "shut-down"]
 InputFormat = Literal["png", "jpeg", "webp"]
@@ -40,6 +42,22 @@ OPTION_VALUES: Mapping[str, tuple[str, ...] | None] = {
     "complexity": ("low", "medium", "high"),
     "style": ("vivid", "natural"),
 }
+
+# The sentences a member reads when a size or model does not fit (the engine's only words).
+LIVE = _("live")
+SHUT_DOWN_ON = _("shut down on OpenAI on {day}")
+TAKES_SIZES = _("{model} takes the sizes {sizes}")
+TAKES_SIZES_OR = _("{model} takes {sizes}, or {free}")
+DOES_NOT_FIT = _("{size} does not fit {model}: {why}")
+FREE_SIZE = _(
+    "any WxH with sides multiples of {multiple}, up to {edge} pixels a side and {pixels} in all, "
+    "aspect within 1:{ratio}"
+)
+SIDE_AT_LEAST = _("each side must be at least {n} pixels")
+SIDES_MULTIPLES = _("both sides must be multiples of {n}")
+NO_SIDE_OVER = _("no side may exceed {n} pixels")
+PIXELS_AT_MOST = _("at most {n} pixels in all")
+RATIO_WITHIN = _("the aspect ratio must be within 1:{ratio}")
 
 # Discord refuses a choice whose name or value is longer than this; every name we offer is one.
 MAX_NAME_CHARS = 100
@@ -73,22 +91,25 @@ class FreeSize(BaseModel):
 
     def problem(self, width: int, height: int) -> str | None:
         """Why ``width x height`` breaks the rules, or None when it is fine."""
+        # Sides are passed as text: a side is a size's part (1536), not a quantity (1,536).
         if min(width, height) < self.multiple_of:
-            return f"each side must be at least {self.multiple_of} pixels"
+            return SIDE_AT_LEAST.format(n=str(self.multiple_of))
         if width % self.multiple_of or height % self.multiple_of:
-            return f"both sides must be multiples of {self.multiple_of}"
+            return SIDES_MULTIPLES.format(n=str(self.multiple_of))
         if max(width, height) > self.max_edge:
-            return f"no side may exceed {self.max_edge} pixels"
+            return NO_SIDE_OVER.format(n=str(self.max_edge))
         if width * height > self.max_pixels:
-            return f"at most {self.max_pixels:,} pixels in all"
+            return PIXELS_AT_MOST.format(n=self.max_pixels)
         if max(width, height) / min(width, height) > self.max_aspect_ratio:
-            return f"the aspect ratio must be within 1:{self.max_aspect_ratio:g}"
+            return RATIO_WITHIN.format(ratio=f"{self.max_aspect_ratio:g}")
         return None
 
     def describe(self) -> str:
-        return (
-            f"any WxH with sides multiples of {self.multiple_of}, up to {self.max_edge} pixels "
-            f"a side and {self.max_pixels:,} in all, aspect within 1:{self.max_aspect_ratio:g}"
+        return FREE_SIZE.format(
+            multiple=str(self.multiple_of),
+            edge=str(self.max_edge),
+            pixels=self.max_pixels,
+            ratio=f"{self.max_aspect_ratio:g}",
         )
 
 
@@ -267,8 +288,8 @@ class ModelSpec(BaseModel):
     def describe_status(self) -> str:
         """``live``, or ``shut down on OpenAI on 2026-10-23``."""
         if self.is_live:
-            return "live"
-        return f"shut down on OpenAI on {self.shut_down_on}"
+            return LIVE
+        return SHUT_DOWN_ON.format(day=str(self.shut_down_on))
 
     def size_problem(self, size: str) -> str | None:
         """Why ``size`` is not accepted, or None when it is."""
@@ -277,11 +298,13 @@ class ModelSpec(BaseModel):
         allowed = ", ".join(self.sizes)
         dims = parse_size(size)
         if self.free_size is None:
-            return f"{self.name} takes the sizes {allowed}"
+            return TAKES_SIZES.format(model=self.name, sizes=allowed)
         if dims is None:
-            return f"{self.name} takes {allowed}, or {self.free_size.describe()}"
+            return TAKES_SIZES_OR.format(
+                model=self.name, sizes=allowed, free=self.free_size.describe()
+            )
         why = self.free_size.problem(*dims)
-        return None if why is None else f"{size} does not fit {self.name}: {why}"
+        return None if why is None else DOES_NOT_FIT.format(size=size, model=self.name, why=why)
 
     def accepts_size(self, size: str) -> bool:
         return self.size_problem(size) is None

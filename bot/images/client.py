@@ -28,6 +28,8 @@ from typing import Any, Protocol
 
 import aiohttp
 
+from bot.i18n import _
+
 from .catalog import Catalog, ModelSpec
 from .edits import (
     CHECK_OFF_LOOP_BYTES,
@@ -74,6 +76,8 @@ from .upstream import (
     status_of,
 )
 
+UNKNOWN_MODEL = _("Unknown model {model}; known: {known}.")
+OTHERS_EDIT = _("{model} cannot edit images; these can: {able}.")
 log = logging.getLogger(__name__)
 
 # Sending these again cannot help, whatever the status or headers say (a retry may bill again).
@@ -241,7 +245,7 @@ class ImageClient:
         spec = self.catalog.get(model)
         if spec is None:
             raise UnsupportedOption(
-                "model", f"Unknown model {model!r}; known: {', '.join(self.catalog)}."
+                "model", UNKNOWN_MODEL.format(model=repr(model), known=", ".join(self.catalog))
             )
         return spec
 
@@ -252,7 +256,7 @@ class ImageClient:
         if not spec.edits:
             able = [name for name, other in self.catalog.items() if other.edits and other.is_live]
             raise UnsupportedOption(
-                "model", f"{spec.name} cannot edit images; these can: {', '.join(able)}."
+                "model", OTHERS_EDIT.format(model=spec.name, able=", ".join(able))
             )
         return spec
 

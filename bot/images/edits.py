@@ -35,6 +35,8 @@ from typing import Any
 import aiohttp
 from PIL import Image, UnidentifiedImageError
 
+from bot.i18n import Text, _, ngettext
+
 from .catalog import ModelSpec
 from .errors import UnsupportedOption
 from .request import ImageRequest, InputImage, PreparedRequest, prepare_request
@@ -80,20 +82,55 @@ def input_fields(count: int) -> list[str]:
     return ["image", *(f"image{index}" for index in range(2, count + 1))]
 
 
-def describe_input(field: str) -> str:
-    """How a sentence names an input: ``the image``, ``image 2``, ``the mask``."""
+# How a sentence names an input, inside it and at its start (languages that need no capital
+# letter translate both alike).
+INPUT_NAMES = {"image": _("the image"), "mask": _("the mask")}
+INPUT_SUBJECTS = {"image": _("The image"), "mask": _("The mask")}
+NUMBERED_INPUT = _("image {n}")
+NUMBERED_SUBJECT = _("Image {n}")
+EITHER = _("{some} or {last}")
+MEGABYTES = _("{amount:.1f} MB")
+TOO_BIG = _("{input} is {size}; the most accepted is {most}.")
+NO_IMAGE = _("An edit needs an image to start from.")
+TOO_MANY = ngettext(
+    "{model} takes one image to edit; you gave {given}.",
+    "{model} takes at most {n} images to edit; you gave {given}.",
+)
+NO_MASK = _("{model} does not take a mask.")
+EMPTY_FILE = _("{input} is an empty file.")
+UNREADABLE = _("{input} is not an image the bot can read; use {formats}.")
+WRONG_FORMAT = _("{input} is a {format} file; this takes {formats}.")
+CUT_OFF = _("{input} is cut off (its file is incomplete).")
+SQUARE_ONLY = _("{model} edits square images only; {input} is {size}.")
+MASK_NO_ALPHA = _(
+    "The mask has no transparency (alpha channel): its transparent areas mark where the image "
+    "is edited."
+)
+MASK_SIZE = _("The mask is {mask} but the image is {image}; they must be the same size.")
+CANNOT_EDIT = _("{model} cannot edit images.")
+NOT_FOR_EDITS_SENTENCE = _("`{option}` does not apply to edits.")
+FIDELITIES = _("{model} takes the input fidelities {fidelities}.")
+NO_FIDELITY = _("{model} does not take an input fidelity.")
+GIF_AND_MASK = _("GIF output cannot be combined with a mask.")
+
+
+def describe_input(field: str, *, first: bool = False) -> Text:
+    """How a sentence names an input: ``the image``, ``image 2``, ``the mask`` (``first``: as
+    the sentence's first words)."""
     if field in ("image", "mask"):
-        return f"the {field}"
-    return f"image {field.removeprefix('image')}"
+        return (INPUT_SUBJECTS if first else INPUT_NAMES)[field]
+    return (NUMBERED_SUBJECT if first else NUMBERED_INPUT).format(n=field.removeprefix("image"))
 
 
 def _formats(values: tuple[str, ...]) -> str:
     names = [_FORMAT_NAMES.get(value, value) for value in values]
-    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+    if len(names) == 1:
+        return names[0]
+    return EITHER.format(some=", ".join(names[:-1]), last=names[-1])
 
 
-def _megabytes(count: float) -> str:
-    return f"{count / _MEGABYTE:.1f} MB"
+def _megabytes(count: float) -> Text:
+    return MEGABYTES.format(amount=count / _MEGABYTE)
 
 
 def check_file_size(field: str, size: int, max_bytes: int) -> None:
@@ -101,8 +138,11 @@ def check_file_size(field: str, size: int, max_bytes: int) -> None:
     if size > max_bytes:
         raise UnsupportedOption(
             field,
-            f"{describe_input(field).capitalize()} is {_megabytes(size)}; the most accepted is "
-            f"{_megabytes(max_bytes)}.",
+            TOO_BIG.format(
+                input=describe_input(field, first=True),
+                size=_megabytes(size),
+                most=_megabytes(max_bytes),
+            ),
         )
 
 
@@ -115,13 +155,12 @@ def max_input_bytes(spec: ModelSpec, field: str) -> int:
 def check_counts(spec: ModelSpec, images: int, has_mask: bool) -> None:
     """Refuse more images than ``spec`` takes, or a mask it does not take."""
     if images == 0:
-        raise UnsupportedOption("image", "An edit needs an image to start from.")
+        raise UnsupportedOption("image", NO_IMAGE)
     if images > spec.max_input_images:
-        most = spec.max_input_images
-        takes = "one image" if most == 1 else f"at most {most} images"
-        raise UnsupportedOption("image", f"{spec.name} takes {takes} to edit; you gave {images}.")
+        too_many = TOO_MANY.format(model=spec.name, n=spec.max_input_images, given=images)
+        raise UnsupportedOption("image", too_many)
     if has_mask and not spec.mask:
-        raise UnsupportedOption("mask", f"{spec.name} does not take a mask.")
+        raise UnsupportedOption("mask", NO_MASK.format(model=spec.name))
 
 
 class _TooManyMarkers(Exception):
@@ -142,7 +181,7 @@ def _walk(data: bytes, *, whole: bool) -> tuple[int | None, list[tuple[int, int]
     if not data.startswith(b"\xff\xd8"):
         return None, dropped
     position = 2
-    for _ in range(MAX_JPEG_STEPS):
+    for _step in range(MAX_JPEG_STEPS):
         if position + 2 > len(data) or data[position] != 0xFF:
             return None, dropped
         marker = data[position + 1]
@@ -237,13 +276,11 @@ def _first_picture_of(data: bytes, pillow_format: str | None, size: tuple[int, i
 def read_image(data: bytes, field: str, *, accepted: tuple[str, ...], max_bytes: int) -> InputImage:
     """Identify ``data`` from its bytes, or refuse it in one sentence naming ``field``. A
     JPEG's first picture stands for the file (see the module's docstring)."""
-    name = describe_input(field)
+    name = describe_input(field, first=True)
     if not data:
-        raise UnsupportedOption(field, f"{name.capitalize()} is an empty file.")
+        raise UnsupportedOption(field, EMPTY_FILE.format(input=name))
     check_file_size(field, len(data), max_bytes)
-    unreadable = UnsupportedOption(
-        field, f"{name.capitalize()} is not an image the bot can read; use {_formats(accepted)}."
-    )
+    unreadable = UnsupportedOption(field, UNREADABLE.format(input=name, formats=_formats(accepted)))
     try:
         _walk(data, whole=False)  # Pillow reads a JPEG's header marker by marker: bound it first
     except _TooManyMarkers:
@@ -255,8 +292,9 @@ def read_image(data: bytes, field: str, *, accepted: tuple[str, ...], max_bytes:
     if kind not in accepted:
         raise UnsupportedOption(
             field,
-            f"{name.capitalize()} is a {_FORMAT_NAMES.get(kind, kind)} file; this takes "
-            f"{_formats(accepted)}.",
+            WRONG_FORMAT.format(
+                input=name, format=_FORMAT_NAMES.get(kind, kind), formats=_formats(accepted)
+            ),
         )
     if kind == "jpeg":
         try:
@@ -264,7 +302,7 @@ def read_image(data: bytes, field: str, *, accepted: tuple[str, ...], max_bytes:
         except _TooManyMarkers:
             raise unreadable from None
     if not is_complete(kind, data):
-        raise UnsupportedOption(field, f"{name.capitalize()} is cut off (its file is incomplete).")
+        raise UnsupportedOption(field, CUT_OFF.format(input=name))
     return InputImage(data, kind, width, height, has_alpha, field)
 
 
@@ -283,24 +321,24 @@ def check_inputs(
             if image.width != image.height:
                 raise UnsupportedOption(
                     image.field,
-                    f"{spec.name} edits square images only; {describe_input(image.field)} is "
-                    f"{image.width}x{image.height}.",
+                    SQUARE_ONLY.format(
+                        model=spec.name,
+                        input=describe_input(image.field),
+                        size=f"{image.width}x{image.height}",
+                    ),
                 )
     if edit.mask is None:
         return inputs, None
     mask = read_image(edit.mask, "mask", accepted=("png",), max_bytes=max_input_bytes(spec, "mask"))
     if not mask.has_alpha:
-        raise UnsupportedOption(
-            "mask",
-            "The mask has no transparency (alpha channel): its transparent areas mark where "
-            "the image is edited.",
-        )
+        raise UnsupportedOption("mask", MASK_NO_ALPHA)
     first = inputs[0]
     if (mask.width, mask.height) != (first.width, first.height):
         raise UnsupportedOption(
             "mask",
-            f"The mask is {mask.width}x{mask.height} but the image is "
-            f"{first.width}x{first.height}; they must be the same size.",
+            MASK_SIZE.format(
+                mask=f"{mask.width}x{mask.height}", image=f"{first.width}x{first.height}"
+            ),
         )
     return inputs, mask
 
@@ -318,22 +356,22 @@ def check_edit(
     request prepared with its inputs declared only (:meth:`InputImage.declared`), or
     :class:`UnsupportedOption`: what the member can be refused before anything is downloaded."""
     if not spec.edits:
-        raise UnsupportedOption("model", f"{spec.name} cannot edit images.")
+        raise UnsupportedOption("model", CANNOT_EDIT.format(model=spec.name))
     check_counts(spec, images, has_mask)
     options = request.options()
     for name in NOT_FOR_EDITS:
         if name in options:
-            raise UnsupportedOption(name, f"`{name}` does not apply to edits.")
+            raise UnsupportedOption(name, NOT_FOR_EDITS_SENTENCE.format(option=name))
     if input_fidelity is not None and input_fidelity not in spec.input_fidelities:
         takes = (
-            f"takes the input fidelities {', '.join(spec.input_fidelities)}"
+            FIDELITIES.format(model=spec.name, fidelities=", ".join(spec.input_fidelities))
             if spec.input_fidelities
-            else "does not take an input fidelity"
+            else NO_FIDELITY.format(model=spec.name)
         )
-        raise UnsupportedOption("input_fidelity", f"{spec.name} {takes}.")
+        raise UnsupportedOption("input_fidelity", takes)
     prepared = prepare_request(request, spec)
     if has_mask and prepared.output_format == "gif":
-        raise UnsupportedOption("mask", "GIF output cannot be combined with a mask.")
+        raise UnsupportedOption("mask", GIF_AND_MASK)
     body = dict(prepared.body)
     if input_fidelity is not None:
         body["input_fidelity"] = input_fidelity

@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from bot.i18n import _
+
 # Upstream 401 bodies echo a masked key ("Incorrect API key provided: sk-abc***xyz"); any
 # key-shaped token is removed from texts we keep, not just the exact key we hold.
 _KEY_SHAPED = re.compile(r"\b(?:sk|pk|rk|key)[-_][A-Za-z0-9_*\-]{6,}", re.IGNORECASE)
@@ -61,7 +63,7 @@ def upstream_text(text: str, secret: str, limit: int = 500) -> str:
 class ImageError(Exception):
     """Base of every failure the engine reports."""
 
-    user_message = "The image could not be generated."
+    user_message: str = _("The image could not be generated.")
 
     def __init__(
         self,
@@ -88,7 +90,7 @@ class ImageError(Exception):
 class InvalidRequest(ImageError):
     """The request was refused as malformed, by our validation or by the API."""
 
-    user_message = "The image service refused this request as invalid."
+    user_message = _("The image service refused this request as invalid.")
 
 
 class UnsupportedOption(InvalidRequest):
@@ -99,13 +101,21 @@ class UnsupportedOption(InvalidRequest):
         self.field = field
 
 
+MODEL_UNAVAILABLE = _(
+    "The model {model} is not available on this image service. Please choose another model."
+)
+MODEL_UNAVAILABLE_NOTE = _(
+    "The model {model} is not available on this image service (it was {note}). Please choose "
+    "another model."
+)
+
+
 class ModelUnavailable(InvalidRequest):
     """The service does not serve the model: not found, or shut down."""
 
     def __init__(self, detail: str, *, model: str, note: str = "", **kwargs: object) -> None:
-        sentence = (
-            f"The model {model} is not available on this image service{note}. "
-            "Please choose another model."
+        sentence = (MODEL_UNAVAILABLE_NOTE if note else MODEL_UNAVAILABLE).format(
+            model=model, note=note
         )
         super().__init__(detail, user_message=sentence, **kwargs)  # type: ignore[arg-type]
         self.model = model
@@ -116,45 +126,47 @@ class OptionNotAvailable(InvalidRequest):
 
 
 class ModerationBlocked(ImageError):
-    user_message = (
+    user_message = _(
         "The image service's safety system blocked this prompt or its result. Try rephrasing it."
     )
 
 
 class QuotaExhausted(ImageError):
-    user_message = (
+    user_message = _(
         "The bot has used up its image-generation quota. A server admin needs to top it up."
     )
 
 
 class AuthenticationFailed(ImageError):
-    user_message = "The image service rejected the bot's API key. A server admin needs to check it."
+    user_message = _(
+        "The image service rejected the bot's API key. A server admin needs to check it."
+    )
 
 
 class RateLimited(ImageError):
-    user_message = "The image service is busy right now. Please try again in a minute."
+    user_message = _("The image service is busy right now. Please try again in a minute.")
     retry_after: float | None = None  # seconds, when the service said how long to wait
 
 
 class UpstreamUnavailable(ImageError):
-    user_message = "The image service is unavailable right now. Please try again later."
+    user_message = _("The image service is unavailable right now. Please try again later.")
 
 
 class GenerationTimeout(ImageError):
-    user_message = "The image service took too long to answer. Please try again."
+    user_message = _("The image service took too long to answer. Please try again.")
 
 
 class MalformedResponse(ImageError):
-    user_message = "The image service sent back something that is not a valid image."
+    user_message = _("The image service sent back something that is not a valid image.")
 
 
 class ImageLinkBroken(MalformedResponse):
     """An image URL in the answer does not serve the image; fetching it again would not help."""
 
-    user_message = (
+    user_message = _(
         "The image service answered with a link to the image that does not work. Please try again."
     )
 
 
 class ResponseTooLarge(MalformedResponse):
-    user_message = "The image service sent back more data than the bot accepts."
+    user_message = _("The image service sent back more data than the bot accepts.")

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from bot.i18n import _, ngettext
+
 from .catalog import OPTION_VALUES, ModelSpec, parse_size
 from .errors import UnsupportedOption
 
@@ -139,18 +141,39 @@ class PreparedRequest:
         return int(pixels * PIXEL_MARGIN)
 
 
+# What a member is told when a request does not fit the model (placeholders in backticks are
+# the API's own option names, left as they are).
+EMPTY_PROMPT = _("The prompt is empty.")
+PROMPT_TOO_LONG = _("{model} takes prompts of at most {most} characters; this one has {length}.")
+NO_SUCH_OPTION = _("{model} does not take `{option}` (its options: {options}).")
+NO_OPTIONS = _("none")
+OPTION_TAKES = _("`{option}` takes {values} on {model}.")
+COMPRESSION_RANGE = _("`output_compression` takes 0 to 100.")
+COMPRESSION_FORMATS = _("`output_compression` only applies to the jpeg and webp output formats.")
+TRANSPARENT_FORMATS = _("A transparent background needs the png or webp output format.")
+SVG_ONE = _("SVG output makes one image per request.")
+GIF_ONLY = _("`{option}` only applies to the gif output format.")
+FRAMES_RANGE = _("An animated GIF has {least} to {most} frames.")
+FRAME_MS_RANGE = _("A GIF frame lasts {least} to {most} milliseconds.")
+COUNT_RANGE = ngettext(
+    "{model} makes one image per request.", "{model} makes 1 to {n} images per request."
+)
+PROBLEM = _("{problem}.")
+QUALITIES = _("{model} takes the qualities {qualities}.")
+PARTIAL_RANGE = _("`partial_images` takes 0 to {most}.")
+
+
 def _one_of(values: tuple[str, ...]) -> str:
     return ", ".join(values)
 
 
 def _check_prompt(prompt: str, spec: ModelSpec) -> None:
     if not prompt:
-        raise UnsupportedOption("prompt", "The prompt is empty.")
+        raise UnsupportedOption("prompt", EMPTY_PROMPT)
     if len(prompt) > spec.max_prompt_chars:
         raise UnsupportedOption(
             "prompt",
-            f"{spec.name} takes prompts of at most {spec.max_prompt_chars:,} characters; "
-            f"this one has {len(prompt):,}.",
+            PROMPT_TOO_LONG.format(model=spec.name, most=spec.max_prompt_chars, length=len(prompt)),
         )
 
 
@@ -158,13 +181,15 @@ def _check_options(request: ImageRequest, spec: ModelSpec) -> dict[str, Any]:
     options = request.options()
     for name, value in options.items():
         if name not in spec.options:
-            takes = _one_of(tuple(sorted(spec.options))) or "none"
+            takes = _one_of(tuple(sorted(spec.options))) or NO_OPTIONS
             raise UnsupportedOption(
-                name, f"{spec.name} does not take `{name}` (its options: {takes})."
+                name, NO_SUCH_OPTION.format(model=spec.name, option=name, options=takes)
             )
         allowed = spec.output_formats if name == "output_format" else OPTION_VALUES[name]
         if allowed is not None and value not in allowed:
-            raise UnsupportedOption(name, f"`{name}` takes {_one_of(allowed)} on {spec.name}.")
+            raise UnsupportedOption(
+                name, OPTION_TAKES.format(option=name, values=_one_of(allowed), model=spec.name)
+            )
     return options
 
 
@@ -172,34 +197,29 @@ def _check_combinations(request: ImageRequest, options: dict[str, Any]) -> None:
     output_format = options.get("output_format", "png")
     if "output_compression" in options:
         if not 0 <= options["output_compression"] <= 100:
-            raise UnsupportedOption("output_compression", "`output_compression` takes 0 to 100.")
+            raise UnsupportedOption("output_compression", COMPRESSION_RANGE)
         if output_format not in ("jpeg", "webp"):
-            raise UnsupportedOption(
-                "output_compression",
-                "`output_compression` only applies to the jpeg and webp output formats.",
-            )
+            raise UnsupportedOption("output_compression", COMPRESSION_FORMATS)
     if options.get("background") == "transparent" and output_format not in ("png", "webp"):
-        raise UnsupportedOption(
-            "background", "A transparent background needs the png or webp output format."
-        )
+        raise UnsupportedOption("background", TRANSPARENT_FORMATS)
     if output_format == "svg" and request.count != 1:
-        raise UnsupportedOption("count", "SVG output makes one image per request.")
+        raise UnsupportedOption("count", SVG_ONE)
     gif_fields = {
         "frame_count": request.frame_count,
         "frame_duration_ms": request.frame_duration_ms,
     }
     for name, value in gif_fields.items():
         if value is not None and output_format != "gif":
-            raise UnsupportedOption(name, f"`{name}` only applies to the gif output format.")
+            raise UnsupportedOption(name, GIF_ONLY.format(option=name))
     if request.frame_count is not None and not MIN_FRAMES <= request.frame_count <= MAX_FRAMES:
         raise UnsupportedOption(
-            "frame_count", f"An animated GIF has {MIN_FRAMES} to {MAX_FRAMES} frames."
+            "frame_count", FRAMES_RANGE.format(least=MIN_FRAMES, most=MAX_FRAMES)
         )
     duration = request.frame_duration_ms
     if duration is not None and not MIN_FRAME_MS <= duration <= MAX_FRAME_MS:
         raise UnsupportedOption(
             "frame_duration_ms",
-            f"A GIF frame lasts {MIN_FRAME_MS:,} to {MAX_FRAME_MS:,} milliseconds.",
+            FRAME_MS_RANGE.format(least=MIN_FRAME_MS, most=MAX_FRAME_MS),
         )
 
 
@@ -213,18 +233,16 @@ def prepare_request(request: ImageRequest, spec: ModelSpec) -> PreparedRequest:
     if not 1 <= request.count <= spec.max_count:
         raise UnsupportedOption(
             "count",
-            f"{spec.name} makes 1 to {spec.max_count} images per request."
-            if spec.max_count > 1
-            else f"{spec.name} makes one image per request.",
+            COUNT_RANGE.format(model=spec.name, n=spec.max_count),
         )
     size = (request.size or spec.default_size).strip().lower()
     problem = spec.size_problem(size)
     if problem is not None:
-        raise UnsupportedOption("size", problem + ".")
+        raise UnsupportedOption("size", PROBLEM.format(problem=problem))
     quality = request.quality or spec.default_quality
     if quality not in spec.qualities:
         raise UnsupportedOption(
-            "quality", f"{spec.name} takes the qualities {_one_of(spec.qualities)}."
+            "quality", QUALITIES.format(model=spec.name, qualities=_one_of(spec.qualities))
         )
     options = _check_options(request, spec)
     _check_combinations(request, options)
@@ -263,9 +281,7 @@ def prepare_request(request: ImageRequest, spec: ModelSpec) -> PreparedRequest:
 def _partial_images(request: ImageRequest, spec: ModelSpec, options: dict[str, Any]) -> int:
     """How many previews to ask for: none where the model or the output format does not stream."""
     if not 0 <= request.partial_images <= MAX_PARTIAL_IMAGES:
-        raise UnsupportedOption(
-            "partial_images", f"`partial_images` takes 0 to {MAX_PARTIAL_IMAGES}."
-        )
+        raise UnsupportedOption("partial_images", PARTIAL_RANGE.format(most=MAX_PARTIAL_IMAGES))
     if not spec.streaming or options.get("output_format", "png") in UNSTREAMED_FORMATS:
         return 0
     return request.partial_images

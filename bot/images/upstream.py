@@ -27,6 +27,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
+from bot.i18n import _
+
 from .errors import (
     AuthenticationFailed,
     GenerationTimeout,
@@ -85,7 +87,7 @@ async def read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes:
     chunks: list[bytes] = []
     received = 0
     # iter_chunks hands over aiohttp's buffers as they are; iter_any would join them first.
-    async for chunk, _ in response.content.iter_chunks():
+    async for chunk, _end_of_chunk in response.content.iter_chunks():
         received += len(chunk)
         if received > cap:
             raise ResponseTooLarge(f"the response exceeded the {cap:,}-byte cap")
@@ -164,7 +166,7 @@ def classify(
         return build(QuotaExhausted)
     if prepared is not None and _model_gone(status, code, param, message):
         spec = prepared.spec
-        note = "" if spec.is_live else f" (it was {spec.describe_status()})"
+        note = "" if spec.is_live else spec.describe_status()
         return ModelUnavailable(
             described, model=spec.name, note=note, status=status, request_id=request_id
         )
@@ -203,6 +205,12 @@ def _model_gone(status: int, code: str, param: str, message: str) -> bool:
     return status == 404 and "model" in lowered and "exist" in lowered
 
 
+NO_ACCESS = _(
+    "The bot's image-service account has no access to {what} on {model}. Please choose another "
+    "{option}."
+)
+
+
 def _no_access(param: str, prepared: PreparedRequest) -> str:
     value = prepared.body.get(param)
     if param == "output_format" and isinstance(value, str):
@@ -211,7 +219,4 @@ def _no_access(param: str, prepared: PreparedRequest) -> str:
         what = f"`{param}` {value}"
     else:
         what = f"`{param}`"
-    return (
-        f"The bot's image-service account has no access to {what} on {prepared.model}. "
-        f"Please choose another {param.replace('_', ' ')}."
-    )
+    return NO_ACCESS.format(what=what, model=prepared.model, option=param.replace("_", " "))

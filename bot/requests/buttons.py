@@ -31,6 +31,7 @@ import discord
 from bot.discord_out.delivery import Upload
 from bot.discord_out.posting import ButtonsFor
 from bot.discord_out.replies import DISCORD_FAILURES, Replies, step_timeout
+from bot.i18n import Text, _, localize
 from bot.images import Catalog, ImageRequest
 from bot.images.larger import larger_size
 from bot.requests.generation import Generation
@@ -57,17 +58,25 @@ MODAL_TIMEOUT = 900.0  # seconds a modal object is kept (its submission is read 
 # past it the images go on being posted and the write finishes on its own.
 RECORD_TIMEOUT = 2.0
 
-GONE = "The bot no longer has the request behind these buttons. Please use /imagine."
-UNREADABLE = "The bot cannot read this request right now. Please try again soon."
-NOT_YOURS = (
+GONE = _("The bot no longer has the request behind these buttons. Please use /imagine.")
+UNREADABLE = _("The bot cannot read this request right now. Please try again soon.")
+NOT_YOURS = _(
     "Only the member who asked for these images, or someone allowed to manage messages here, "
     "can delete them."
 )
-NOT_DELETED = "Discord did not let the bot delete these images. Please try again."
-NO_VARY = "Varying an image is not available yet."
-NO_SUCH_IMAGE = "That image is no longer in this message."
-UNEXPECTED = "Something went wrong with that button. Please try again."
-RESTARTING = "The bot is restarting. Please try again in a minute."  # as /imagine says
+NOT_DELETED = _("Discord did not let the bot delete these images. Please try again.")
+NO_VARY = _("Varying an image is not available yet.")
+NO_SUCH_IMAGE = _("That image is no longer in this message.")
+UNEXPECTED = _("Something went wrong with that button. Please try again.")
+RESTARTING = _("The bot is restarting. Please try again in a minute.")  # as /imagine says
+NOT_OFFERED = _("The model {model} is no longer offered here. Please use /imagine.")
+NOTHING_LARGER = _("{model} makes nothing larger than {size}.")
+LARGER_TO = _("Larger ({size})")
+VARY_ONE = _("Vary {n}")
+MODAL_TITLE = _("Edit the prompt")
+PROMPT_LABEL = _("Prompt")
+PROMPT_CUT = _("Only the first {n} characters of the prompt fit here.")
+PROMPT_OF = _("{model}, {size}, quality {quality}")
 
 
 class Action(StrEnum):
@@ -79,12 +88,14 @@ class Action(StrEnum):
 
 
 # What a button looks like; Larger's label also names the size it asks for.
-LOOKS: Mapping[Action, tuple[str, str, discord.ButtonStyle]] = {
-    Action.REROLL: ("🔁", "Reroll", discord.ButtonStyle.primary),
-    Action.EDIT: ("✏️", "Edit prompt", discord.ButtonStyle.secondary),
-    Action.LARGER: ("🔍", "Larger", discord.ButtonStyle.secondary),
-    Action.DELETE: ("🗑️", "Delete", discord.ButtonStyle.danger),
-    Action.VARY: ("🎨", "Vary", discord.ButtonStyle.secondary),
+# The labels are in the language of the member who asked for the images (the buttons are
+# made once, when the images are posted; a restart reads them back from the message).
+LOOKS: Mapping[Action, tuple[str, Text, discord.ButtonStyle]] = {
+    Action.REROLL: ("🔁", _("Reroll"), discord.ButtonStyle.primary),
+    Action.EDIT: ("✏️", _("Edit prompt"), discord.ButtonStyle.secondary),
+    Action.LARGER: ("🔍", _("Larger"), discord.ButtonStyle.secondary),
+    Action.DELETE: ("🗑️", _("Delete"), discord.ButtonStyle.danger),
+    Action.VARY: ("🎨", _("Vary"), discord.ButtonStyle.secondary),
 }
 
 # The hook for Vary: called with the press, the request the images came from, and the posted
@@ -104,14 +115,20 @@ class ImageButton(discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], te
     """One button under a set of images; what it does is in :class:`ImageButtons`."""
 
     def __init__(
-        self, action: Action, key: int, argument: int | None = None, *, label: str | None = None
+        self,
+        action: Action,
+        key: int,
+        argument: int | None = None,
+        *,
+        label: str | None = None,
+        locale: object = None,
     ) -> None:
         emoji, default_label, style = LOOKS[action]
         super().__init__(
             discord.ui.Button(
                 style=style,
                 emoji=emoji,
-                label=label or default_label,
+                label=localize(label or default_label, locale),
                 custom_id=button_id(action, key, argument),
             )
         )
@@ -163,9 +180,9 @@ class PromptModal(discord.ui.Modal):
     so that a modal still open when the bot restarts is answered too; this object only draws it.
     """
 
-    def __init__(self, saved: SavedRequest) -> None:
+    def __init__(self, saved: SavedRequest, locale: discord.Locale) -> None:
         super().__init__(
-            title="Edit the prompt",
+            title=MODAL_TITLE.localized(locale),
             custom_id=f"imagine:prompt:{saved.key}",
             timeout=MODAL_TIMEOUT,
         )
@@ -179,12 +196,12 @@ class PromptModal(discord.ui.Modal):
         )
         self.add_item(
             discord.ui.Label(
-                text="Prompt",
+                text=PROMPT_LABEL.localized(locale),
                 description=(
-                    f"Only the first {TEXT_INPUT_MAX:,} characters of the prompt fit here."
+                    PROMPT_CUT.format(n=TEXT_INPUT_MAX)
                     if longer
-                    else f"{saved.model}, {saved.size}, quality {saved.quality}"
-                ),
+                    else PROMPT_OF.format(model=saved.model, size=saved.size, quality=saved.quality)
+                ).localized(locale),
                 component=self.prompt,
             )
         )
@@ -282,22 +299,27 @@ class ImageButtons:
         (Reroll, Edit prompt, Larger, Delete), then one Vary for each image that came back and
         that an offered model can edit (an animated GIF cannot be), numbered as the set's."""
         prepared = generation.prepared
+        locale = generation.interaction.locale
         view = discord.ui.View(timeout=None)
         row: list[ImageButton] = []
         if not prepared.is_edit:  # an edit's inputs are not kept: it is varied, not asked again
-            row += [ImageButton(Action.REROLL, key), ImageButton(Action.EDIT, key)]
+            row += [
+                ImageButton(Action.REROLL, key, locale=locale),
+                ImageButton(Action.EDIT, key, locale=locale),
+            ]
             larger = larger_size(prepared.spec, prepared.size)
             if larger is not None:
-                row.append(ImageButton(Action.LARGER, key, label=f"Larger ({larger})"))
-        row.append(ImageButton(Action.DELETE, key, generation.member_id))
+                label = LARGER_TO.format(size=larger)
+                row.append(ImageButton(Action.LARGER, key, label=label, locale=locale))
+        row.append(ImageButton(Action.DELETE, key, generation.member_id, locale=locale))
         for button in row:
             button.item.row = 0
             view.add_item(button)
         if self.vary is not None:
             alone = len({upload.image for upload in uploads}) == 1
             for place, (index, upload) in enumerate(self._variable(uploads)):
-                label = "Vary" if alone else f"Vary {upload.image}"
-                button = ImageButton(Action.VARY, key, index, label=label)
+                label = LOOKS[Action.VARY][1] if alone else VARY_ONE.format(n=upload.image)
+                button = ImageButton(Action.VARY, key, index, label=label, locale=locale)
                 button.item.row = 1 + place // BUTTONS_PER_ROW
                 view.add_item(button)
         return view
@@ -328,7 +350,7 @@ class ImageButtons:
         if saved is None:
             return
         if button.action is Action.EDIT:
-            await interaction.response.send_modal(PromptModal(saved))
+            await interaction.response.send_modal(PromptModal(saved, interaction.locale))
         elif button.action is Action.REROLL:
             await self._again(replies, saved)
         elif button.action is Action.LARGER:
@@ -397,9 +419,7 @@ class ImageButtons:
     ) -> None:
         """The saved request, as the presser's own new request (with a new prompt or size)."""
         if saved.model not in self.offered:
-            await replies.answer(
-                f"The model {saved.model} is no longer offered here. Please use /imagine."
-            )
+            await replies.answer(NOT_OFFERED.format(model=saved.model))
             return
         user = self.pseudonyms.for_user(replies.interaction.user.id)
         request = saved.request(user=user, prompt=prompt, size=size)
@@ -409,7 +429,7 @@ class ImageButtons:
         spec = self.catalog.get(saved.model)
         larger = larger_size(spec, saved.size) if spec is not None else None
         if larger is None:
-            await replies.answer(f"{saved.model} makes nothing larger than {saved.size}.")
+            await replies.answer(NOTHING_LARGER.format(model=saved.model, size=saved.size))
             return
         await self._again(replies, saved, size=larger)
 
@@ -474,7 +494,9 @@ async def delete_images(
     except DISCORD_FAILURES as exc:
         log.warning("could not delete an /imagine message: %r", exc)
         try:
-            await interaction.followup.send(NOT_DELETED, ephemeral=True)
+            await interaction.followup.send(
+                NOT_DELETED.localized(interaction.locale), ephemeral=True
+            )
         except DISCORD_FAILURES:
             log.warning("could not tell the member either")
 
@@ -517,9 +539,13 @@ async def _tell_unexpected(interaction: discord.Interaction) -> None:
     """The last resort for a press: the presser gets a private sentence, the log the detail."""
     try:
         if interaction.response.is_done():
-            await interaction.followup.send(UNEXPECTED, ephemeral=True)
+            await interaction.followup.send(
+                UNEXPECTED.localized(interaction.locale), ephemeral=True
+            )
         else:
-            await interaction.response.send_message(UNEXPECTED, ephemeral=True)
+            await interaction.response.send_message(
+                UNEXPECTED.localized(interaction.locale), ephemeral=True
+            )
     except DISCORD_FAILURES:
         log.warning("could not tell the member about the failure")
 

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import aiohttp
 import discord
 
+from bot.i18n import _
 from bot.images import (
     EditRequest,
     ImageClient,
@@ -36,6 +37,7 @@ Source = discord.Attachment | bytes
 # Seconds to download one attachment from Discord's CDN (a stuck download must not hold a job
 # past Discord's 15 minutes; the engine's own timeouts start once the request is sent).
 DOWNLOAD_TIMEOUT = 60.0
+NOT_DOWNLOADED = _("{input} could not be downloaded from Discord. Please try again.")
 
 
 def _declared_size(source: Source) -> int:
@@ -52,8 +54,7 @@ async def _download(source: Source, field: str) -> bytes:
         log.warning("could not download an attachment for an edit: %r", exc)
         raise UnsupportedOption(
             field,
-            f"{describe_input(field).capitalize()} could not be downloaded from Discord. "
-            "Please try again.",
+            NOT_DOWNLOADED.format(input=describe_input(field, first=True)),
         ) from None
 
 

@@ -11,6 +11,7 @@ import discord
 from discord import app_commands
 
 from bot.discord_out.replies import clip
+from bot.i18n import Text, _
 from bot.i18n.commands import command_text
 from bot.images import ModelSpec, parse_size
 
@@ -31,16 +32,27 @@ Autocomplete = Callable[
 ]
 
 
+# The choices' labels, in the member's language (the values stay the API's).
+SHUT_DOWN = _("{model} (shut down on OpenAI; this service has it)")
+MODEL_DECIDES = _("the model decides")
+SQUARE = _("square")
+LANDSCAPE = _("landscape")
+PORTRAIT = _("portrait")
+SIZE_LABEL = _("{size} ({orientation})")
+WITH_DEFAULT = _("{label}, default")
+QUALITY_DEFAULT = _("{quality} (default)")
+
+
 def _model_label(spec: ModelSpec) -> str:
-    return spec.name if spec.is_live else f"{spec.name} (shut down on OpenAI; this service has it)"
+    return spec.name if spec.is_live else SHUT_DOWN.format(model=spec.name)
 
 
-def _orientation(size: str) -> str:
+def _orientation(size: str) -> Text | None:
     dims = parse_size(size)
     if dims is None:
-        return "the model decides" if size == "auto" else ""
+        return MODEL_DECIDES if size == "auto" else None
     width, height = dims
-    return "square" if width == height else ("landscape" if width > height else "portrait")
+    return SQUARE if width == height else (LANDSCAPE if width > height else PORTRAIT)
 
 
 def size_choices(spec: ModelSpec, typed: str) -> list[app_commands.Choice[str]]:
@@ -50,17 +62,24 @@ def size_choices(spec: ModelSpec, typed: str) -> list[app_commands.Choice[str]]:
         sizes.insert(0, typed)
     choices = []
     for size in sizes[:CHOICES_MAX]:
-        label = f"{size} ({_orientation(size)})" if _orientation(size) else size
+        orientation = _orientation(size)
+        label = (
+            Text(size)
+            if orientation is None
+            else SIZE_LABEL.format(size=size, orientation=orientation)
+        )
         if size == spec.default_size:
-            label += ", default"
-        choices.append(app_commands.Choice(name=label, value=size))
+            label = WITH_DEFAULT.format(label=label)
+        choices.append(app_commands.Choice(name=command_text(label), value=size))
     return choices
 
 
 def quality_choices(spec: ModelSpec, typed: str) -> list[app_commands.Choice[str]]:
     return [
         app_commands.Choice(
-            name=f"{quality} (default)" if quality == spec.default_quality else quality,
+            name=command_text(QUALITY_DEFAULT, quality=quality)
+            if quality == spec.default_quality
+            else quality,
             value=quality,
         )
         for quality in spec.qualities
@@ -71,7 +90,12 @@ def quality_choices(spec: ModelSpec, typed: str) -> list[app_commands.Choice[str
 def choices_of_models(specs: list[ModelSpec]) -> list[app_commands.Choice[str]]:
     """The `model` option's choices (a shut-down model the endpoint still serves says so)."""
     return [
-        app_commands.Choice(name=clip(_model_label(spec), CHOICE_MAX), value=spec.name)
+        app_commands.Choice(
+            name=command_text(_model_label(spec))
+            if len(_model_label(spec)) <= CHOICE_MAX
+            else clip(_model_label(spec), CHOICE_MAX),
+            value=spec.name,
+        )
         for spec in specs
     ]
 

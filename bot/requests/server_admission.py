@@ -13,15 +13,23 @@ from dataclasses import dataclass
 import discord
 
 from bot.discord_out.replies import step_timeout
+from bot.i18n import _
 from bot.images import ImageRequest
 from bot.store.budgets import Budget
 from bot.store.server_settings import Rules, SettingsStore, mentioned_channels
 
 log = logging.getLogger(__name__)
 
-SETTINGS_UNAVAILABLE = (
+SETTINGS_UNAVAILABLE = _(
     "The bot cannot read this server's settings right now. Please try again soon."
 )
+ALLOWED_MODELS = _("This server allows these models: {models}.")
+NONE_WORKS = _("None of the models this server allows ({models}) works with {command}.")
+CHANNELS_GONE = _(
+    "On this server, {command} works only in channels that no longer exist: a manager can "
+    "choose others with /imagine-settings channels."
+)
+WORKS_IN = _("On this server, {command} works in {channels}.")
 SETTINGS_TIMEOUT = 1.5  # seconds; a cached read takes none, and Discord wants an answer within 3
 
 
@@ -77,7 +85,7 @@ async def apply_server_settings(
             return _where_it_works(interaction, channels, command)
     allowed = rules.allowed(chosen)
     if picked is not None and picked not in allowed:
-        return f"This server allows these models: {', '.join(allowed)}."
+        return ALLOWED_MODELS.format(models=", ".join(allowed))
     if picked is None and preferred is not None and _can_use(preferred, allowed, usable):
         model: str | None = preferred
     else:
@@ -85,7 +93,7 @@ async def apply_server_settings(
         if preferred is not None:
             request = dataclasses.replace(request, size=None, quality=None)
     if model is None:
-        return f"None of the models this server allows ({', '.join(allowed)}) works with {command}."
+        return NONE_WORKS.format(models=", ".join(allowed), command=command)
     quality = request.quality
     if quality is None and chosen.default_quality in rules.catalog[model].qualities:
         quality = chosen.default_quality
@@ -111,11 +119,8 @@ def _where_it_works(
     if guild is not None:  # unknown to this process (not cached): every one is named
         existing = tuple(c for c in channels if guild.get_channel_or_thread(c) is not None)
     if not existing:
-        return (
-            f"On this server, {command} works only in channels that no longer exist: a manager "
-            "can choose others with /imagine-settings channels."
-        )
-    return f"On this server, {command} works in {mentioned_channels(existing)}."
+        return CHANNELS_GONE.format(command=command)
+    return WORKS_IN.format(command=command, channels=mentioned_channels(existing))
 
 
 def _can_use(name: str, allowed: tuple[str, ...], usable: Callable[[str], bool] | None) -> bool:

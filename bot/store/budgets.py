@@ -146,11 +146,13 @@ PRICE_UNKNOWN_SERVER = _(
 
 MAX_BUDGET_USD = Decimal(1_000_000)
 MAX_BUDGET_IMAGES = Decimal(1_000_000)
-BUDGET_ACCEPTS = (
-    "a ;-separated list of budgets such as $2/day;$20/month;40 images/month "
-    f"(an amount in dollars up to ${MAX_BUDGET_USD:,}, or a whole number of images up to "
-    f"{MAX_BUDGET_IMAGES:,}, per day or per month)"
-)
+BUDGET_ACCEPTS = _(
+    "a ;-separated list of budgets such as $2/day;$20/month;40 images/month (an amount in "
+    "dollars up to ${most_usd}, or a whole number of images up to {most_images}, per day or per "
+    "month)"
+).format(most_usd=MAX_BUDGET_USD, most_images=MAX_BUDGET_IMAGES)
+NOT_A_BUDGET = _("{part} is not a budget")
+OVER_MOST = _("{part} is more than {bound}, the most a budget may be")
 SHOWN_CHARS = 40  # of a refused part, repeated in the sentence: a long paste is not echoed whole
 _MONEY = re.compile(r"\$\s*(?P<amount>\d+(?:\.\d{1,6})?)\s*/\s*(?P<period>day|month)", re.I)
 _IMAGES = re.compile(r"(?P<amount>\d+)\s*images?\s*/\s*(?P<period>day|month)", re.I)
@@ -164,16 +166,17 @@ def parse_budgets(text: str) -> tuple[Budget, ...]:
             continue
         match = _MONEY.fullmatch(part) or _IMAGES.fullmatch(part)
         if match is None:
-            raise ValueError(f"{_shown(part)} is not a budget")
+            raise ValueError(NOT_A_BUDGET.format(part=_shown(part)))
         try:
             amount = Decimal(match["amount"])
         except InvalidOperation:  # the patterns allow only digits: a guard, not a path
-            raise ValueError(f"{_shown(part)} is not a budget") from None
+            raise ValueError(NOT_A_BUDGET.format(part=_shown(part))) from None
         images = match.re is _IMAGES
         most = MAX_BUDGET_IMAGES if images else MAX_BUDGET_USD
         if amount > most:
-            bound = f"{most:,} images" if images else f"${most:,}"
-            raise ValueError(f"{_shown(part)} is more than {bound}, the most a budget may be")
+            # Dollars as a budget is typed ($1,000,000), with the reader's digit grouping.
+            bound = IMAGES.format(n=most) if images else Text("${amount}", None, {"amount": most})
+            raise ValueError(OVER_MOST.format(part=_shown(part), bound=bound))
         budgets.append(Budget(amount, Period(match["period"].lower()), images=images))
     return tuple(budgets)
 

@@ -38,6 +38,7 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy import text as sql
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bot.i18n import Text, _, joined, ngettext
 from bot.images import ModelSpec
 from bot.store.budgets import BUDGET_ACCEPTS, Budget, parse_budgets, tightest
 from bot.store.db import BEGIN_IMMEDIATE
@@ -62,15 +63,62 @@ class Setting(StrEnum):
 
 
 DESCRIPTIONS = {
-    Setting.MODELS: "the models members may choose",
-    Setting.DEFAULT_MODEL: "the model used when a member picks none",
-    Setting.DEFAULT_QUALITY: "the quality used when a member picks none",
-    Setting.MAX_IMAGES: "the most images one request may ask for",
-    Setting.MEMBER_BUDGET: "each member's budget on this server",
-    Setting.SERVER_BUDGET: "this server's budget as a whole",
-    Setting.CHANNELS: "the channels where /imagine works",
-    Setting.PREVIEWS: "whether partial previews are shown while an image is drawn",
+    Setting.MODELS: _("the models members may choose"),
+    Setting.DEFAULT_MODEL: _("the model used when a member picks none"),
+    Setting.DEFAULT_QUALITY: _("the quality used when a member picks none"),
+    Setting.MAX_IMAGES: _("the most images one request may ask for"),
+    Setting.MEMBER_BUDGET: _("each member's budget on this server"),
+    Setting.SERVER_BUDGET: _("this server's budget as a whole"),
+    Setting.CHANNELS: _("the channels where /imagine works"),
+    Setting.PREVIEWS: _("whether partial previews are shown while an image is drawn"),
 }
+# What a manager is told. A setting is named as its subcommand is in the manager's language
+# (:func:`setting_name`); budgets keep their notation ($2/day), which is what is typed.
+MODELS_REFUSED = _(
+    "{setting} must be one or more of the models this bot offers, separated by commas: {models}."
+)
+DEFAULT_MODEL_REFUSED = _("{setting} must be one of the models this server allows: {models}.")
+QUALITY_REFUSED = _("{setting} must be one of the qualities the allowed models take: {qualities}.")
+MAX_IMAGES_REFUSED = _(
+    "{setting} must be a whole number from 1 to {most} (the most this bot allows)."
+)
+BUDGET_REFUSED = _("{setting} must be {accepts}, or {none} for no budget")
+BUDGET_REFUSED_OWN = _("{setting} must be {accepts}, or {none} for no budget of this server's own")
+WHY = _("{refused} ({why}).")
+REFUSED = _("{refused}.")
+CHANNELS_REFUSED = _(
+    "{setting} must be one or more channels of this server, mentioned with # (such as "
+    "#general #art)."
+)
+PREVIEWS_REFUSED = _("{setting} must be on or off.")
+NOT_A_SETTING = _("{setting} is not a setting.")
+EACH_MODELS_OWN = _("each model's own")
+OWN_AND_CEILING = _("{budgets}\nthis server's own: {own} · this bot's ceiling: {ceiling}")
+EVERY_CHANNEL = _("every channel")
+BOTS_DEFAULT = _("the bot's default")
+ON = _("on")
+OFF = _("off")
+DEFAULT = _("default")
+NO_BUDGET_TEXT = _("no budget")
+NOW = _("{setting} is now {value} (it was {was}).")
+NONE_AND_CEILING = _(
+    "{setting} is now {none} (it was {was}): this server sets no budget of its own, and this "
+    "bot's ceiling, set by its operator, applies: {ceiling}."
+)
+ABOVE_CEILING = ngettext(
+    "{budgets} is above this bot's ceiling of {ceilings}, set by its operator, so the ceiling "
+    "applies.",
+    "{budgets} are above this bot's ceiling of {ceilings}, set by its operator, so the ceiling "
+    "applies.",
+)
+CEILING_AS_WELL = _("This bot's ceiling of {ceiling}, set by its operator, applies as well.")
+IN_FORCE = _("In force on this server: {budgets}.")
+AND_MORE = _("{items} and {n} more")
+
+
+def setting_name(setting: Setting) -> Text:
+    """A setting as its /imagine-settings subcommand is named in the reader's language."""
+    return Text(setting.value)
 
 
 BUDGETS = (Setting.MEMBER_BUDGET, Setting.SERVER_BUDGET)
@@ -78,6 +126,12 @@ BUDGETS = (Setting.MEMBER_BUDGET, Setting.SERVER_BUDGET)
 
 class SettingRefused(ValueError):
     """A value that is not accepted; the message is the sentence for the manager."""
+
+    @property
+    def sentence(self) -> str:
+        """The sentence, translatable where it was marked."""
+        first = self.args[0] if self.args else None
+        return first if isinstance(first, str) else str(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,45 +289,49 @@ class Rules:
             unknown = [name for name in names if name not in self.offered]
             if not names or unknown:
                 raise SettingRefused(
-                    f"{setting.value} must be one or more of the models this bot offers, "
-                    f"separated by commas: {', '.join(self.offered)}."
+                    MODELS_REFUSED.format(
+                        setting=setting_name(setting), models=", ".join(self.offered)
+                    )
                 )
             return ",".join(dict.fromkeys(names))
         if setting is Setting.DEFAULT_MODEL:
             allowed = self.allowed(chosen)
             if text not in allowed:
                 raise SettingRefused(
-                    f"{setting.value} must be one of the models this server allows: "
-                    f"{', '.join(allowed)}."
+                    DEFAULT_MODEL_REFUSED.format(
+                        setting=setting_name(setting), models=", ".join(allowed)
+                    )
                 )
             return text
         if setting is Setting.DEFAULT_QUALITY:
             qualities = self.qualities(chosen)
             if text.lower() not in qualities:
                 raise SettingRefused(
-                    f"{setting.value} must be one of the qualities the allowed models take: "
-                    f"{', '.join(qualities)}."
+                    QUALITY_REFUSED.format(
+                        setting=setting_name(setting), qualities=", ".join(qualities)
+                    )
                 )
             return text.lower()
         if setting is Setting.MAX_IMAGES:
             if not text.isdigit() or not 1 <= int(text) <= self.max_images:
                 raise SettingRefused(
-                    f"{setting.value} must be a whole number from 1 to {self.max_images} "
-                    f"(the most this bot allows)."
+                    MAX_IMAGES_REFUSED.format(setting=setting_name(setting), most=self.max_images)
                 )
             return str(int(text))
         if setting in BUDGETS:
             if text.lower() == NO_BUDGET:
                 return NO_BUDGET
-            accepts = f"{setting.value} must be {BUDGET_ACCEPTS}, or {NO_BUDGET} for no budget"
-            if not self.servers_may_raise_budgets and self.ceiling(setting):
-                accepts += " of this server's own"
+            own = not self.servers_may_raise_budgets and self.ceiling(setting)
+            accepts = (BUDGET_REFUSED_OWN if own else BUDGET_REFUSED).format(
+                setting=setting_name(setting), accepts=BUDGET_ACCEPTS, none=NO_BUDGET
+            )
             try:
                 budgets = parse_budgets(text)
             except ValueError as exc:
-                raise SettingRefused(f"{accepts} ({exc}).") from None
+                why = exc.args[0] if exc.args and isinstance(exc.args[0], str) else str(exc)
+                raise SettingRefused(WHY.format(refused=accepts, why=why)) from None
             if not budgets:
-                raise SettingRefused(f"{accepts}.")
+                raise SettingRefused(REFUSED.format(refused=accepts))
             # Stored as the lowest of each unit and period, which is what holds: a paste of the
             # same budget a hundred times is one, and the answer that repeats it stays short.
             return ";".join(str(budget) for budget in tightest(budgets))
@@ -282,16 +340,14 @@ class Rules:
             ids = [int(match[1] or match[2]) for match in found if match]
             known = all(channel_exists(channel) for channel in ids)
             if not ids or len(ids) < len(found) or not known:
-                raise SettingRefused(
-                    f"{setting.value} must be one or more channels of this server, mentioned "
-                    f"with # (such as #general #art)."
-                )
+                raise SettingRefused(CHANNELS_REFUSED.format(setting=setting_name(setting)))
             return ",".join(str(channel) for channel in dict.fromkeys(ids))
         if setting is Setting.PREVIEWS:
             if text.lower() not in ("on", "off", "true", "false"):
-                raise SettingRefused(f"{setting.value} must be on or off.")
+                raise SettingRefused(PREVIEWS_REFUSED.format(setting=setting_name(setting)))
             return "on" if text.lower() in ("on", "true") else "off"
-        raise SettingRefused(f"{setting.value} is not a setting.")  # every member is handled
+        # every member is handled
+        raise SettingRefused(NOT_A_SETTING.format(setting=setting_name(setting)))
 
 
 def _words(text: str) -> list[str]:
@@ -429,24 +485,24 @@ def describe(setting: Setting, raw: str | None, rules: Rules, chosen: ServerSett
     if setting is Setting.DEFAULT_MODEL:
         return rules.default(chosen)
     if setting is Setting.DEFAULT_QUALITY:
-        return raw or "each model's own"
+        return raw or EACH_MODELS_OWN
     if setting is Setting.MAX_IMAGES:
         return str(rules.cap(chosen))
     if setting in BUDGETS:
         text = budget_text(rules.budget(setting, chosen))
         if _ceiling_matters(setting, rules, chosen):
             own = budget_text(rules.own_budget(setting, chosen) or (), none=NO_BUDGET)
-            text += f"\nthis server's own: {own} · this bot's ceiling: "
-            text += budget_text(rules.ceiling(setting))
+            ceiling = budget_text(rules.ceiling(setting))
+            return OWN_AND_CEILING.format(budgets=text, own=own, ceiling=ceiling)
         return text
     if setting is Setting.CHANNELS:
-        return mentioned_channels(chosen.channels or (), separator=" ") or "every channel"
+        return mentioned_channels(chosen.channels or (), separator=" ") or EVERY_CHANNEL
     if setting is Setting.PREVIEWS:
-        return {None: "the bot's default", True: "on", False: "off"}[chosen.partial_previews]
-    return raw or "default"
+        return {None: BOTS_DEFAULT, True: ON, False: OFF}[chosen.partial_previews]
+    return raw or DEFAULT
 
 
-def budget_text(budgets: Iterable[Budget], *, none: str = "no budget") -> str:
+def budget_text(budgets: Iterable[Budget], *, none: str = NO_BUDGET_TEXT) -> str:
     return ";".join(str(budget) for budget in budgets) or none
 
 
@@ -463,26 +519,28 @@ def budget_changed(
     ceiling changes what applies, that it does and what is in force."""
     own = rules.own_budget(setting, chosen) or ()
     in_force = rules.budget(setting, chosen)
+    name = setting_name(setting)
     if not _ceiling_matters(setting, rules, chosen) or in_force == tightest(own):
-        return f"{setting.value} is now {budget_text(in_force)} (it was {was})."
+        return NOW.format(setting=name, value=budget_text(in_force), was=was)
     ceiling = budget_text(rules.ceiling(setting))
     if not own:
-        return (
-            f"{setting.value} is now {NO_BUDGET} (it was {was}): this server sets no budget of "
-            f"its own, and this bot's ceiling, set by its operator, applies: {ceiling}."
-        )
-    answer = f"{setting.value} is now {value} (it was {was}). "
+        return NONE_AND_CEILING.format(setting=name, none=NO_BUDGET, was=was, ceiling=ceiling)
     above = rules.above_ceiling(setting, chosen)
     if above:
-        verb = "is" if len(above) == 1 else "are"
-        answer += (
-            f"{', '.join(str(budget) for budget, _ in above)} {verb} above this bot's ceiling "
-            f"of {', '.join(str(cap) for _, cap in above)}, set by its operator, so the "
-            f"ceiling applies."
+        applies = ABOVE_CEILING.format(
+            budgets=", ".join(str(budget) for budget, _cap in above),
+            ceilings=", ".join(str(cap) for _budget, cap in above),
+            n=len(above),
         )
     else:
-        answer += f"This bot's ceiling of {ceiling}, set by its operator, applies as well."
-    return answer + f" In force on this server: {budget_text(in_force)}."
+        applies = CEILING_AS_WELL.format(ceiling=ceiling)
+    return joined(
+        [
+            NOW.format(setting=name, value=value, was=was),
+            applies,
+            IN_FORCE.format(budgets=budget_text(in_force)),
+        ]
+    )
 
 
 def described_value(setting: Setting, raw: str) -> str:
@@ -507,12 +565,13 @@ def summarised(items: Sequence[str], separator: str = ", ", most: int = LIST_SHO
     shown: list[str] = []
     length = 0
     for item in items:
+        # Measured in English: a translation of "and N more" is about as long.
         more = f" and {len(items) - len(shown) - 1} more"
         if length + len(separator) + len(item) + len(more) > most:
             break
         shown.append(item)
         length += len(separator) + len(item)
-    return separator.join(shown) + f" and {len(items) - len(shown)} more"
+    return AND_MORE.format(items=separator.join(shown), n=len(items) - len(shown))
 
 
 def _lock_key(guild_id: int) -> int:

@@ -17,6 +17,8 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.discord_out.replies import clip, fit_content, fit_embed, time_to_acknowledge
+from bot.i18n import _, localize
+from bot.i18n.commands import command_text
 from bot.services import Services
 from bot.store.server_settings import (
     BUDGETS,
@@ -27,6 +29,7 @@ from bot.store.server_settings import (
     budget_changed,
     describe,
     described_value,
+    setting_name,
 )
 
 if TYPE_CHECKING:
@@ -34,9 +37,17 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+VALUE = command_text("value")
 
-MANAGERS_ONLY = "Only members who can manage this server can change its /imagine settings."
-SETTINGS_UNAVAILABLE = "The bot cannot read or save settings right now. Please try again soon."
+MANAGERS_ONLY = _("Only members who can manage this server can change its /imagine settings.")
+SETTINGS_UNAVAILABLE = _("The bot cannot read or save settings right now. Please try again soon.")
+THE_DEFAULT = _("the default")
+BACK_TO_DEFAULT = _("{setting} is back to the default: {value} (it was {was}).")
+NOW = _("{setting} is now {value} (it was {was}).")
+SHOW_TITLE = _("/imagine settings on this server")
+IS_DEFAULT = _("{value} (default)")
+CHANGED_BY = _("{value}\nchanged by {member} {when}")
+RESET_CHOICE = _("{setting}: {description}")
 SHOWN_VALUE_CHARS = 200  # of an old value in an answer, which Discord caps at 2,000 characters
 
 
@@ -54,62 +65,96 @@ class SettingsCog(commands.Cog, name="Settings"):
 
     def _build(self) -> app_commands.Group:
         group = app_commands.Group(
-            name="imagine-settings",
-            description="How /imagine behaves on this server",
+            name=command_text("imagine-settings"),
+            description=command_text("How /imagine behaves on this server"),
             default_permissions=discord.Permissions(manage_guild=True),
             guild_only=True,
         )
         offered = [app_commands.Choice(name=name, value=name) for name in self.offered()][:25]
         settings = [
-            app_commands.Choice(name=f"{item.value}: {DESCRIPTIONS[item]}"[:100], value=item.value)
+            app_commands.Choice(
+                name=command_text(
+                    RESET_CHOICE, setting=setting_name(item), description=DESCRIPTIONS[item]
+                ),
+                value=item.value,
+            )
             for item in Setting
         ]
 
-        @group.command(name="show", description="This server's settings and who changed them")
+        def described(setting: Setting) -> app_commands.locale_str:
+            return command_text(DESCRIPTIONS[setting])
+
+        @group.command(
+            name=command_text("show"),
+            description=command_text("This server's settings and who changed them"),
+        )
         async def show(interaction: discord.Interaction) -> None:
             await self.show(interaction)
 
-        @group.command(name="models", description=DESCRIPTIONS[Setting.MODELS])
-        @app_commands.describe(value="Model names separated by commas")
+        @group.command(name=command_text("models"), description=described(Setting.MODELS))
+        @app_commands.rename(value=VALUE)
+        @app_commands.describe(value=command_text("Model names separated by commas"))
         async def models(interaction: discord.Interaction, value: str) -> None:
             await self.change(interaction, Setting.MODELS, value)
 
-        @group.command(name="default-model", description=DESCRIPTIONS[Setting.DEFAULT_MODEL])
+        @group.command(
+            name=command_text("default-model"), description=described(Setting.DEFAULT_MODEL)
+        )
+        @app_commands.rename(value=VALUE)
         @app_commands.choices(value=offered)
         async def default_model(interaction: discord.Interaction, value: str) -> None:
             await self.change(interaction, Setting.DEFAULT_MODEL, value)
 
-        @group.command(name="default-quality", description=DESCRIPTIONS[Setting.DEFAULT_QUALITY])
-        @app_commands.describe(value="low, medium, high, ... (what the allowed models take)")
+        @group.command(
+            name=command_text("default-quality"), description=described(Setting.DEFAULT_QUALITY)
+        )
+        @app_commands.rename(value=VALUE)
+        @app_commands.describe(
+            value=command_text("low, medium, high, ... (what the allowed models take)")
+        )
         async def default_quality(interaction: discord.Interaction, value: str) -> None:
             await self.change(interaction, Setting.DEFAULT_QUALITY, value)
 
-        @group.command(name="max-images", description=DESCRIPTIONS[Setting.MAX_IMAGES])
+        @group.command(name=command_text("max-images"), description=described(Setting.MAX_IMAGES))
+        @app_commands.rename(value=VALUE)
         async def max_images(
             interaction: discord.Interaction, value: app_commands.Range[int, 1, 10]
         ) -> None:
             await self.change(interaction, Setting.MAX_IMAGES, str(value))
 
-        @group.command(name="member-budget", description=DESCRIPTIONS[Setting.MEMBER_BUDGET])
-        @app_commands.describe(value="Such as $2/day;$20/month;40 images/month, or none")
+        @group.command(
+            name=command_text("member-budget"), description=described(Setting.MEMBER_BUDGET)
+        )
+        @app_commands.rename(value=VALUE)
+        @app_commands.describe(
+            value=command_text("Such as $2/day;$20/month;40 images/month, or none")
+        )
         async def member_budget(interaction: discord.Interaction, value: str) -> None:
             await self.change(interaction, Setting.MEMBER_BUDGET, value)
 
-        @group.command(name="server-budget", description=DESCRIPTIONS[Setting.SERVER_BUDGET])
-        @app_commands.describe(value="Such as $50/month;1000 images/month, or none")
+        @group.command(
+            name=command_text("server-budget"), description=described(Setting.SERVER_BUDGET)
+        )
+        @app_commands.rename(value=VALUE)
+        @app_commands.describe(value=command_text("Such as $50/month;1000 images/month, or none"))
         async def server_budget(interaction: discord.Interaction, value: str) -> None:
             await self.change(interaction, Setting.SERVER_BUDGET, value)
 
-        @group.command(name="channels", description=DESCRIPTIONS[Setting.CHANNELS])
-        @app_commands.describe(value="Channels mentioned with #, such as #art #memes")
+        @group.command(name=command_text("channels"), description=described(Setting.CHANNELS))
+        @app_commands.rename(value=VALUE)
+        @app_commands.describe(value=command_text("Channels mentioned with #, such as #art #memes"))
         async def channels(interaction: discord.Interaction, value: str) -> None:
             await self.change(interaction, Setting.CHANNELS, value)
 
-        @group.command(name="previews", description=DESCRIPTIONS[Setting.PREVIEWS])
+        @group.command(name=command_text("previews"), description=described(Setting.PREVIEWS))
         async def previews(interaction: discord.Interaction, on: bool) -> None:
             await self.change(interaction, Setting.PREVIEWS, "on" if on else "off")
 
-        @group.command(name="reset", description="Put a setting back to the bot's default")
+        @group.command(
+            name=command_text("reset"),
+            description=command_text("Put a setting back to the bot's default"),
+        )
+        @app_commands.rename(setting=command_text("setting"))
         @app_commands.choices(setting=settings)
         async def reset(interaction: discord.Interaction, setting: str) -> None:
             await self.change(interaction, Setting(setting), None)
@@ -125,7 +170,7 @@ class SettingsCog(commands.Cog, name="Settings"):
         """Check and store one setting (``text`` None: reset it), recording who and when."""
         guild = interaction.guild
         if guild is None or not interaction.permissions.manage_guild:
-            await interaction.response.send_message(MANAGERS_ONLY, ephemeral=True)
+            await _answer(interaction, MANAGERS_ONLY)
             return
         store, rules = self.services.server_settings, self.services.server_rules
 
@@ -145,7 +190,7 @@ class SettingsCog(commands.Cog, name="Settings"):
         try:
             value, old, now = await _within_patience(interaction, store_it())
         except SettingRefused as refusal:
-            await _answer(interaction, str(refusal))
+            await _answer(interaction, refusal.sentence)
             return
         except Exception:
             log.exception("could not change the setting %s of a server", setting.value)
@@ -159,19 +204,21 @@ class SettingsCog(commands.Cog, name="Settings"):
         )  # fmt: skip
         shown = describe(setting, value, rules, now)
         # Channels are mentioned, as many as fit; any other value stored before is clipped.
-        was = "the default" if old is None else _clipped(described_value(setting, old), setting)
+        was = THE_DEFAULT if old is None else _clipped(described_value(setting, old), setting)
+        name = setting_name(setting)
+        answer: str
         if value is None:
-            answer = f"{setting.value} is back to the default: {shown} (it was {was})."
+            answer = BACK_TO_DEFAULT.format(setting=name, value=shown, was=was)
         elif setting in BUDGETS:  # the operator's ceiling may be what applies
             answer = budget_changed(setting, value, was, rules, now)
         else:
-            answer = f"{setting.value} is now {shown} (it was {was})."
+            answer = NOW.format(setting=name, value=shown, was=was)
         await _answer(interaction, answer)
 
     async def show(self, interaction: discord.Interaction) -> None:
         guild = interaction.guild
         if guild is None or not interaction.permissions.manage_guild:
-            await interaction.response.send_message(MANAGERS_ONLY, ephemeral=True)
+            await _answer(interaction, MANAGERS_ONLY)
             return
         store, rules = self.services.server_settings, self.services.server_rules
 
@@ -184,17 +231,22 @@ class SettingsCog(commands.Cog, name="Settings"):
             log.exception("could not read a server's settings")
             await _answer(interaction, SETTINGS_UNAVAILABLE)
             return
-        embed = discord.Embed(title="/imagine settings on this server")
+        locale = interaction.locale
+        embed = discord.Embed(title=SHOW_TITLE.localized(locale))
         for setting in Setting:
             raw = chosen.raw(setting)
             value = describe(setting, raw, rules, chosen)
             change = changes.get(setting.value)
-            if raw is None:
-                value += " (default)" if setting is not Setting.PREVIEWS else ""
+            if raw is None and setting is not Setting.PREVIEWS:
+                value = IS_DEFAULT.format(value=value)
             if change is not None:
                 when = discord.utils.format_dt(change.changed_at, "R")
-                value += f"\nchanged by <@{change.changed_by}> {when}"
-            embed.add_field(name=setting.value, value=clip(value, 1024), inline=False)
+                member = f"<@{change.changed_by}>"
+                value = CHANGED_BY.format(value=value, member=member, when=when)
+            shown = localize(value, locale)
+            embed.add_field(
+                name=setting_name(setting).localized(locale), value=clip(shown, 1024), inline=False
+            )
         await _answer(interaction, embed=embed)
 
 
@@ -231,7 +283,7 @@ async def _answer(
 ) -> None:
     """The private answer, as the reply or, once deferred, as its follow-up, within Discord's
     limits (a value a manager typed can be long: an answer too long would never be shown)."""
-    content = None if content is None else fit_content(content)
+    content = None if content is None else fit_content(localize(content, interaction.locale))
     embed = None if embed is None else fit_embed(embed)
     if interaction.response.is_done():
         if embed is None:

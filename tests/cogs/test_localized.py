@@ -14,6 +14,7 @@ import simcord.interactions
 
 from bot.app import ImagineBot
 from bot.i18n.commands import DESCRIPTION_MAX, CatalogTranslator, valid_name
+from bot.requests.admission import CAP
 from tests.cogs.conftest import RECOMMENDED_SHARDS, make_settings
 from tests.cogs.test_lifecycle import command_syncs
 
@@ -34,11 +35,6 @@ def locale_of_interactions(member_locale: str, monkeypatch: pytest.MonkeyPatch) 
         return record, payload
 
     monkeypatch.setattr(simcord.interactions, "base_payload", with_locale)
-
-
-@pytest.fixture
-def bot_overrides(database_url: str) -> dict[str, Any]:
-    return {"database_url": database_url, "member_budget": "1 images/day"}
 
 
 def _walk(payload: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -67,19 +63,73 @@ async def test_every_localized_name_and_description_passes_discords_rules(
     assert seen > 50  # the names are translated at all
 
 
-@pytest.mark.parametrize("member_locale", ["de"])
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-async def test_usage_and_a_budget_refusal_read_in_german(
-    simcord_env: Any, channel: Any, alice: Any, images_api: Any
-) -> None:
-    await alice.slash(channel, "imagine", prompt="a lighthouse", model="dall-e-2")
-    refused = await alice.slash(channel, "imagine", prompt="a lighthouse", model="dall-e-2")
-    assert "Dein Budget auf diesem Server beträgt 1 Bild pro Tag" in refused.response.content
+# What a member reads, by their client's language: the same requests, the catalogs' words.
+SEEN = {
+    "de": {
+        "author": "Erstellt von alice",
+        "model": "Modell",
+        "refusal": "Dieser Server erlaubt höchstens 2 Bilder pro Anfrage.",
+        "budget": "Dein Budget auf diesem Server beträgt 1 Bild pro Tag (Kalendertage, UTC)",
+        "title": "Dein Verbrauch auf diesem Server",
+        "today": "Heute (UTC)",
+        "totals": " · 1 Bild · 1 Anfrage",
+        "buttons": ["Neu würfeln", "Prompt bearbeiten"],
+    },
+    "ja": {
+        "author": "aliceが生成しました",
+        "model": "モデル",
+        "refusal": "このサーバーでは1回のリクエストにつき最大2枚までです。",
+        "budget": "このサーバーでのあなたの予算は1日1枚（暦日、UTC）です。",  # noqa: RUF001
+        "title": "このサーバーでのあなたの利用状況",
+        "today": "今日（UTC）",  # noqa: RUF001
+        "totals": " · 1枚 · 1件のリクエスト",
+        "buttons": ["再生成", "プロンプトを編集"],
+    },
+}
 
-    result = await alice.slash(channel, "usage")
+
+@pytest.fixture
+def bot_overrides(database_url: str) -> dict[str, Any]:
+    return {
+        "database_url": database_url,
+        "member_budget": "1 images/day",
+        "max_images_per_request": 2,
+    }
+
+
+@pytest.mark.parametrize("member_locale", sorted(SEEN))
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_imagine_a_refusal_a_budget_refusal_and_usage_read_in_the_members_language(
+    simcord_env: Any, channel: Any, alice: Any, images_api: Any, member_locale: str
+) -> None:
+    seen = SEEN[member_locale]
+    result = await alice.slash(channel, "imagine", prompt="a lighthouse", model="dall-e-2")
     (embed,) = result.response.embeds
-    assert embed.title == "Dein Verbrauch auf diesem Server"
-    assert "1 Bild · 1 Anfrage" in embed.fields[0].value
+    assert embed.author.name == seen["author"]
+    assert embed.fields[0].name == seen["model"]
+    labels = [c["label"] for c in result.response.components[0]["components"]]
+    assert labels[:2] == seen["buttons"]
+
+    refused = await alice.slash(channel, "imagine", prompt="a lighthouse", count=3)
+    assert refused.response.content == seen["refusal"]
+
+    over = await alice.slash(channel, "imagine", prompt="a lighthouse", model="dall-e-2")
+    assert seen["budget"] in over.response.content
+
+    usage = await alice.slash(channel, "usage")
+    (embed,) = usage.response.embeds
+    assert embed.title == seen["title"]
+    assert embed.fields[0].name == seen["today"]
+    assert embed.fields[0].value.endswith(seen["totals"])
+
+
+def test_russian_counts_take_their_three_forms_in_a_refusal() -> None:
+    cap = CAP.format(n=2)
+    assert [cap.format(n=n).localized("ru") for n in (1, 2, 5)] == [
+        "Этот сервер разрешает не больше 1 изображения за запрос.",
+        "Этот сервер разрешает не больше 2 изображений за запрос.",
+        "Этот сервер разрешает не больше 5 изображений за запрос.",
+    ]
 
 
 @pytest.mark.parametrize("member_locale", ["ko"])

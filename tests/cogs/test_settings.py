@@ -56,7 +56,7 @@ async def test_changes_apply_to_the_next_imagine_and_are_recorded_with_who_and_w
     assert (sent["model"], sent["quality"]) == ("gpt-image-1", "low")
 
     too_many = await alice.slash(channel, "imagine", prompt="two", count=2)
-    assert too_many.response.content == "This server allows at most 1 images per request."
+    assert too_many.response.content == "This server allows at most 1 image per request."
     elsewhere = await alice.slash(channel, "imagine", prompt="a cat", model="dall-e-3")
     assert elsewhere.response.content == "This server allows these models: dall-e-2, gpt-image-1."
     assert len(images_api.generation_requests) == 1
