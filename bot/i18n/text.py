@@ -146,7 +146,7 @@ class Text(str):
             return str(self)
         try:
             return _render(self.msgid, self.plural, self.params, code)
-        except (KeyError, IndexError, ValueError) as exc:
+        except (KeyError, IndexError, ValueError, AttributeError, TypeError) as exc:
             # A translation with a wrong placeholder: the member reads English, not an error.
             log.warning("the %s translation of %r does not format: %r", code, self.msgid, exc)
             return str(self)

@@ -5,6 +5,7 @@ a locale (numbers, money, plural forms, English where there is no catalog)."""
 from __future__ import annotations
 
 import datetime as dt
+import gettext
 import string
 from decimal import Decimal
 from pathlib import Path
@@ -17,6 +18,7 @@ from babel.messages.plurals import get_plural
 from babel.messages.pofile import read_po
 
 from bot.i18n import LOCALES, Money, _, catalog_locale, localize, ngettext
+from bot.i18n import text as text_module
 from bot.i18n.text import CATALOGS, DOMAIN
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -112,3 +114,22 @@ def test_plain_text_passes_as_it_is() -> None:
     assert localize("a prompt, not a sentence of ours", discord.Locale.japanese) == (
         "a prompt, not a sentence of ours"
     )
+
+
+def test_a_translation_that_does_not_format_reads_english(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A catalog edited by hand with a wrong placeholder costs that sentence its translation,
+    not the member their answer."""
+
+    class Broken(gettext.NullTranslations):
+        def gettext(self, message: str) -> str:
+            return "{nombre} images"
+
+    real = text_module.translations
+    monkeypatch.setattr(
+        text_module, "translations", lambda code: Broken() if code == "fr" else real(code)
+    )
+    sentence = _("{n} images").format(n=3)
+    assert sentence.localized("fr") == "3 images"
+    assert "does not format" in caplog.text
