@@ -9,6 +9,7 @@ import gettext
 import string
 from decimal import Decimal
 from pathlib import Path
+from typing import Any, cast
 
 import discord
 import pytest
@@ -16,9 +17,11 @@ from babel.messages.catalog import Catalog
 from babel.messages.extract import DEFAULT_KEYWORDS, extract_from_dir
 from babel.messages.plurals import get_plural
 from babel.messages.pofile import read_po
+from discord import app_commands
 
-from bot.i18n import LOCALES, Money, _, catalog_locale, localize, ngettext
+from bot.i18n import LOCALES, Money, Text, _, catalog_locale, localize, ngettext
 from bot.i18n import text as text_module
+from bot.i18n.commands import CatalogTranslator, command_text, valid_name
 from bot.i18n.text import CATALOGS, DOMAIN
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -133,3 +136,17 @@ def test_a_translation_that_does_not_format_reads_english(
     sentence = _("{n} images").format(n=3)
     assert sentence.localized("fr") == "3 images"
     assert "does not format" in caplog.text
+
+
+async def test_a_name_discord_would_refuse_is_not_sent(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A command name with a capital or a space (or a description over 100 characters) would
+    make Discord refuse the whole sync: that locale is sent English instead."""
+    translator = CatalogTranslator()
+    name: app_commands.TranslationContextTypes = app_commands.TranslationContext(
+        location=app_commands.TranslationContextLocation.command_name, data=cast(Any, None)
+    )
+    german = await translator.translate(command_text("imagine"), discord.Locale.german, name)
+    assert german is not None and valid_name(german)
+    monkeypatch.setattr(Text, "localized", lambda self, locale: "Bild Erzeugen")
+    assert await translator.translate(command_text("imagine"), discord.Locale.german, name) is None
+    assert await translator.translate(command_text("imagine"), discord.Locale.korean, name) is None

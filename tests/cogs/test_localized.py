@@ -16,6 +16,7 @@ from bot.app import ImagineBot
 from bot.i18n.commands import DESCRIPTION_MAX, CatalogTranslator, valid_name
 from bot.requests.admission import CAP
 from tests.cogs.conftest import RECOMMENDED_SHARDS, make_settings
+from tests.cogs.support import setting
 from tests.cogs.test_lifecycle import command_syncs
 
 
@@ -84,6 +85,16 @@ SEEN = {
         "today": "今日（UTC）",  # noqa: RUF001
         "totals": " · 1枚 · 1件のリクエスト",
         "buttons": ["再生成", "プロンプトを編集"],
+    },
+    "ru": {
+        "author": "Создано по запросу alice",
+        "model": "Модель",
+        "refusal": "Этот сервер разрешает не больше 2 изображений за запрос.",
+        "budget": "Ваш бюджет на этом сервере — 1 изображение в день (календарные дни, UTC)",
+        "title": "Ваши расходы на этом сервере",
+        "today": "Сегодня (UTC)",
+        "totals": " · 1 изображение · 1 запрос",
+        "buttons": ["Ещё раз", "Изменить описание"],
     },
 }
 
@@ -165,3 +176,14 @@ async def test_a_changed_translation_syncs_the_commands_again_and_only_then(
 
     monkeypatch.setattr(CatalogTranslator, "translate", reworded)
     assert await start() == 1
+
+
+@pytest.mark.parametrize("member_locale", ["de"])
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_a_managers_settings_answers_name_the_setting_as_their_client_does(
+    simcord_env: Any, channel: Any, manager: Any
+) -> None:
+    answer = await setting(manager, channel, "max-images", value=1)
+    assert answer == "max-bilder ist jetzt 1 (vorher der Standard)."
+    refused = await setting(manager, channel, "channels", value="general")
+    assert refused.startswith("kanäle muss ein oder mehrere Kanäle dieses Servers sein")
