@@ -62,6 +62,15 @@ REQUEST_LINE = ngettext(
     "{when} {model} {size} {quality} {n} images: {outcome}, {cost}",
 )
 COST_UNKNOWN = _("cost unknown")
+# How each ledger outcome reads in a member's list of requests.
+OUTCOMES = {
+    "pending": _("pending"),
+    "delivered": _("delivered"),
+    "refused": _("refused"),
+    "failed": _("failed"),
+    "cancelled": _("cancelled"),
+    "abandoned": _("abandoned"),
+}
 CHART_DAYS = 30
 TOP_MEMBERS = 10
 RECENT_REQUESTS = 10
@@ -294,7 +303,7 @@ def _request_line(row: Any) -> Text:
         size=row.size,
         quality=row.quality,
         n=row.images_requested,
-        outcome=row.outcome,
+        outcome=OUTCOMES.get(row.outcome, row.outcome),
         cost=cost,
     )
 
