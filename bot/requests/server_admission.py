@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import discord
 
 from bot.discord_out.replies import step_timeout
-from bot.i18n import _
+from bot.i18n import Text, _
 from bot.images import ImageRequest
 from bot.store.budgets import Budget
 from bot.store.server_settings import Rules, SettingsStore, mentioned_channels
@@ -30,6 +30,16 @@ CHANNELS_GONE = _(
     "choose others with /imagine-settings channels."
 )
 WORKS_IN = _("On this server, {command} works in {channels}.")
+
+
+def command_named(command: str) -> Text:
+    """A command as the reader's client names it: ``/imagine`` is ``/bild-erzeugen`` in German
+    (the catalog's entry for the command's name), ``Vary image`` the menu's own translation."""
+    if command.startswith("/"):
+        return Text("/{name}", None, {"name": Text(command[1:])})
+    return Text(command)
+
+
 SETTINGS_TIMEOUT = 1.5  # seconds; a cached read takes none, and Discord wants an answer within 3
 
 
@@ -93,7 +103,7 @@ async def apply_server_settings(
         if preferred is not None:
             request = dataclasses.replace(request, size=None, quality=None)
     if model is None:
-        return NONE_WORKS.format(models=", ".join(allowed), command=command)
+        return NONE_WORKS.format(models=", ".join(allowed), command=command_named(command))
     quality = request.quality
     if quality is None and chosen.default_quality in rules.catalog[model].qualities:
         quality = chosen.default_quality
@@ -119,8 +129,8 @@ def _where_it_works(
     if guild is not None:  # unknown to this process (not cached): every one is named
         existing = tuple(c for c in channels if guild.get_channel_or_thread(c) is not None)
     if not existing:
-        return CHANNELS_GONE.format(command=command)
-    return WORKS_IN.format(command=command, channels=mentioned_channels(existing))
+        return CHANNELS_GONE.format(command=command_named(command))
+    return WORKS_IN.format(command=command_named(command), channels=mentioned_channels(existing))
 
 
 def _can_use(name: str, allowed: tuple[str, ...], usable: Callable[[str], bool] | None) -> bool:
