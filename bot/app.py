@@ -38,6 +38,7 @@ from bot.observability.server import MetricsServer
 from bot.requests.admission import Admission
 from bot.requests.buttons import ImageButton, ImageButtons
 from bot.requests.editing import vary_handler
+from bot.requests.moderation_log import ModerationLog
 from bot.requests.offer import ModelOffer, discover, narrow
 from bot.requests.queue import GenerationQueue
 from bot.requests.saved_requests import SavedRequests
@@ -208,6 +209,7 @@ class ImagineBot(commands.AutoShardedBot):
                 default_member_budget=settings.member_budget,
                 default_server_budget=settings.server_budget,
                 servers_may_raise_budgets=settings.servers_may_raise_budgets,
+                servers_may_exempt_roles=settings.servers_may_exempt_roles,
             ),
             edits=self._edits,
         )
@@ -228,6 +230,11 @@ class ImagineBot(commands.AutoShardedBot):
             edits=services.edits,
             rules=services.server_rules,
             server_settings=services.server_settings,
+            moderation_log=ModerationLog(
+                services.server_settings,
+                services.metrics,
+                name_server=self.pseudonyms.for_server,
+            ),
         )
         self._image_buttons = ImageButtons(
             admission.admit,
@@ -364,6 +371,8 @@ class ImagineBot(commands.AutoShardedBot):
         # discord.py's close unloads the extensions first, while Discord can still be told
         # about the requests they cancel; the engine and its session go only after that.
         await super().close()
+        if self._admission is not None:  # after the extensions' jobs: their entries are queued
+            await self._admission.moderation_log.close()
         self._loop_lag.stop()
         if self.metrics_server is not None:
             await self.metrics_server.stop()

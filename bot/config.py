@@ -210,6 +210,14 @@ class Settings(BaseSettings):
             "ceilings a server can only lower)"
         ),
     )
+    servers_may_exempt_roles: bool = Field(
+        default=False,
+        description=(
+            "true or false: whether a server's managers may exempt roles from USER_RATE_LIMIT "
+            "for requests on their server (`/imagine-settings role-tier ... exempt`); false: "
+            "the rate limit holds for every member, whatever their tier"
+        ),
+    )
     rate_limit_storage_uri: str = Field(
         default="memory://",
         repr=False,  # it may hold the store's password

@@ -82,7 +82,10 @@ async def _upload(
     prompt = result.request.prompt
     try:
         await replies.post(
-            content=_note(result, uploads), embed=embed, files=_files(first, prompt), view=view
+            content=_note(result, uploads),
+            embed=embed,
+            files=_files(first, prompt, spoiler=replies.spoiler),
+            view=view,
         )
     except discord.HTTPException as exc:
         if exc.status == TOO_LARGE:
@@ -93,7 +96,7 @@ async def _upload(
     uploaded = _size(first)
     for part in rest:
         try:
-            await replies.follow_up(_files(part, prompt))
+            await replies.follow_up(_files(part, prompt, spoiler=replies.spoiler))
             uploaded += _size(part)
         except discord.HTTPException as exc:
             if exc.status != TOO_LARGE:
@@ -120,7 +123,7 @@ async def _follow_up_smaller(replies: Replies, part: list[Upload], limit: int, p
         raise DeliveryFailed(str(exc), user_message=UPLOAD_TOO_LARGE) from None
     for message in pack(smaller, limit):
         try:
-            await replies.follow_up(_files(message, prompt))
+            await replies.follow_up(_files(message, prompt, spoiler=replies.spoiler))
         except discord.HTTPException as exc:
             sentence = UPLOAD_TOO_LARGE if exc.status == TOO_LARGE else UPLOAD_FAILED
             raise DeliveryFailed(
@@ -143,9 +146,9 @@ def _note(result: GenerationResult, uploads: list[Upload]) -> str | None:
     return " ".join(notes) or None
 
 
-def _files(uploads: list[Upload], prompt: str) -> list[discord.File]:
+def _files(uploads: list[Upload], prompt: str, *, spoiler: bool = False) -> list[discord.File]:
     """The files, each with alt text for members who use screen readers: the prompt it was
-    made from (an SVG's rendering says so)."""
+    made from (an SVG's rendering says so); ``spoiler``: blurred until clicked."""
     return [
         discord.File(
             io.BytesIO(upload.data),
@@ -154,6 +157,7 @@ def _files(uploads: list[Upload], prompt: str) -> list[discord.File]:
                 f"{upload.description or 'An image'} generated from the prompt: {prompt}",
                 ALT_TEXT_MAX,
             ),
+            spoiler=spoiler,
         )
         for upload in uploads
     ]

@@ -124,6 +124,9 @@ class Replies:
         # buttons, whose Delete removes them too). It is given every id so far and must not raise.
         self.follow_up_ids: list[int] = []
         self.on_follow_up: Callable[[tuple[int, ...]], Awaitable[None]] | None = None
+        # The server posts results here as spoilers (the images and the previews): each upload's
+        # filename then starts with SPOILER_, which Discord blurs until clicked.
+        self.spoiler = False
 
     @property
     def acknowledged(self) -> bool:

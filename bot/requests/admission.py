@@ -45,8 +45,14 @@ from bot.images import (
 from bot.observability.context import new_correlation_id
 from bot.observability.metrics import Metrics
 from bot.requests.generation import CANCELLED, LEDGER_UNAVAILABLE, WENT_WRONG, Buttons, Generation
+from bot.requests.moderation_log import ModerationLog
 from bot.requests.queue import GenerationQueue
-from bot.requests.server_admission import Admissible, apply_server_settings, picked_model
+from bot.requests.server_admission import (
+    BARRED,
+    Admissible,
+    apply_server_settings,
+    picked_model,
+)
 from bot.store.budgets import OverBudget, PriceUnknown
 from bot.store.ledger import Ledger, Outcome
 from bot.store.ratelimit import UserRateLimiter
@@ -93,6 +99,7 @@ class Admission:
         edits: EditBudget,
         rules: Rules,
         server_settings: SettingsStore,
+        moderation_log: ModerationLog | None = None,
     ) -> None:
         self.settings = settings
         self.images = images
@@ -104,6 +111,9 @@ class Admission:
         self.edits = edits  # the bot's budget of progress edits (previews, time)
         self.rules = rules  # what the configuration lets a server choose
         self.server_settings = server_settings
+        # Servers' moderation logs; the checks before paying (a blocklist, the moderation check)
+        # log their refusals with ``moderation_log.refused(...)``.
+        self.moderation_log = moderation_log or ModerationLog(server_settings, metrics)
         self.jobs: set[asyncio.Task[None]] = set()
         # What puts buttons under every request's images (the bot's ImageButtons); None: none.
         self.buttons: Buttons | None = None
@@ -126,9 +136,20 @@ class Admission:
             self.server_settings,
             picked=picked_model(interaction, request),
         )
-        admissible = await self._open_to(replies, settled, request.count, "imagine")
+        admissible = await self._open_to(replies, settled, request, "imagine")
         if admissible is None:
             return
+        # The image service's lower moderation only where the server allows it in an
+        # age-restricted channel, and only for a model that takes it; else always its default
+        # (a saved request's buttons ask again under the rules of now).
+        low = (
+            admissible.low_moderation
+            and "moderation" in self.images.catalog[admissible.request.model].options
+        )
+        admissible = dataclasses.replace(
+            admissible,
+            request=dataclasses.replace(admissible.request, moderation="low" if low else None),
+        )
         try:
             prepared = self.images.prepare(self._with_previews(admissible))
         except UnsupportedOption as refusal:
@@ -166,7 +187,7 @@ class Admission:
             usable=lambda name: name in catalog and catalog[name].edits,
             preferred=preferred,
         )
-        admissible = await self._open_to(replies, settled, request.count, "edit")
+        admissible = await self._open_to(replies, settled, request, "edit")
         if admissible is None:
             return
         try:
@@ -201,6 +222,7 @@ class Admission:
         prepared: PreparedRequest,
         admissible: Admissible,
     ) -> Generation:
+        replies.spoiler = admissible.spoiler
         return Generation(
             replies,
             prepared,
@@ -208,10 +230,12 @@ class Admission:
             self.metrics,
             budgets=admissible.budgets,
             buttons=self.buttons,
+            exempt=admissible.exempt,
+            moderation_log=self.moderation_log,
         )
 
     async def _open_to(
-        self, replies: Replies, settled: Admissible | str, count: int, kind: str
+        self, replies: Replies, settled: Admissible | str, request: ImageRequest, kind: str
     ) -> Admissible | None:
         """The request as the server's settings make it, if the bot takes a request of
         ``count`` images now; if not (or the settings refuse it: ``settled`` is then the
@@ -222,10 +246,15 @@ class Admission:
             await replies.answer(RESTARTING)
             return None
         if isinstance(settled, str):
+            if settled == BARRED:
+                self.metrics.request("barred", kind)
+                self.moderation_log.refused(
+                    replies.interaction, prompt=request.prompt, reason="the member is barred"
+                )
             await replies.answer(settled)
             return None
         cap = settled.cap
-        if count > cap:
+        if request.count > cap:
             self.metrics.request("invalid", kind)
             await replies.answer(f"This server allows at most {cap} images per request.")
             return None
@@ -266,7 +295,7 @@ class Admission:
         try:
             # Counted before anything is downloaded: a member over their limit costs the bot no
             # download, and every download counts.
-            if not await self._within_limits(replies, member_id, "edit"):
+            if not generation.exempt and not await self._within_limits(replies, member_id, "edit"):
                 return
             downloading = asyncio.create_task(self._download(generation, inputs, lease))
             try:
@@ -286,17 +315,17 @@ class Admission:
             except DISCORD_FAILURES as exc:
                 await _cancel(downloading)
                 log.warning("could not acknowledge a request in time: %r", exc)
-                await self._refund_unless_downloaded(member_id, inputs)
+                await self._refund_unless_downloaded(generation, inputs)
                 return
             except Exception:
                 # A bug in a check must still end with a sentence, never a silent placeholder.
                 log.exception("checking a request failed unexpectedly")
                 await self._refuse(replies, WENT_WRONG)
-                await self._refund_unless_downloaded(member_id, inputs)
+                await self._refund_unless_downloaded(generation, inputs)
                 return
             if refusal is not None:  # a budget, before anything was downloaded
                 await self._refuse(replies, refusal)
-                if refusal == LEDGER_UNAVAILABLE:  # not checked: not counted
+                if refusal == LEDGER_UNAVAILABLE and not generation.exempt:  # not counted
                     await self._refund_limits(member_id)
                 return
             await self._run(generation, lease=lease, counted=True)
@@ -317,9 +346,9 @@ class Admission:
         generation.prepared = await inputs.download()
         return None
 
-    async def _refund_unless_downloaded(self, member_id: int, inputs: EditInputs) -> None:
-        if not inputs.downloading:
-            await self._refund_limits(member_id)
+    async def _refund_unless_downloaded(self, generation: Generation, inputs: EditInputs) -> None:
+        if not inputs.downloading and not generation.exempt:  # exempt: it was never counted
+            await self._refund_limits(generation.member_id)
 
     async def _run(
         self, generation: Generation, *, lease: Lease | None = None, counted: bool = False
@@ -330,6 +359,7 @@ class Admission:
         replies = generation.replies
         admission: asyncio.Task[str | None] | None = None
         try:
+            counted = counted or generation.exempt  # a tier exempt from the rate limit
             if not counted and not await self._within_limits(
                 replies, generation.member_id, generation.command
             ):
@@ -412,6 +442,12 @@ class Admission:
         except (OverBudget, PriceUnknown) as refusal:
             log.info("a budget refused a request from %s: %s", generation.member, refusal)
             self.metrics.request("over_budget", generation.command)
+            self.moderation_log.refused(
+                generation.interaction,
+                prompt=generation.prepared.prompt,
+                model=generation.prepared.model,
+                reason="over a budget",
+            )
             return str(refusal)
         except Exception as exc:
             self.metrics.request("ledger_unavailable", generation.command)

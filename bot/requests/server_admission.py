@@ -1,6 +1,13 @@
 """A server's /imagine-settings applied to one request (/imagine, a button, /edit, Vary): where
 it may be used, which models, the default model and quality, the most images, the budgets it is
-checked against, and whether previews are shown."""
+checked against (the member's from the tier of their roles), whether previews are shown, whether
+the member is barred or exempt from the rate limit, whether the image service's ``moderation:
+low`` may be asked for (an age-restricted channel, where the server allows it) and whether the
+result is posted as a spoiler.
+
+Decision: a channel is age-restricted when Discord says so (``nsfw``); a thread is when its
+parent is; a channel the bot cannot see (not cached) is not: the default moderation then
+applies, never the lower one by mistake."""
 
 from __future__ import annotations
 
@@ -22,6 +29,7 @@ log = logging.getLogger(__name__)
 SETTINGS_UNAVAILABLE = (
     "The bot cannot read this server's settings right now. Please try again soon."
 )
+BARRED = "A manager of this server has barred you from using this bot here."
 SETTINGS_TIMEOUT = 1.5  # seconds; a cached read takes none, and Discord wants an answer within 3
 
 
@@ -33,6 +41,20 @@ class Admissible:
     cap: int  # the most images per request
     budgets: tuple[tuple[Budget, ...], tuple[Budget, ...]] | None  # member's, server's
     previews: bool  # whether partial previews are shown while the images are made
+    exempt: bool = False  # from the member's rate limit (their tier, where the operator allows)
+    low_moderation: bool = False  # an age-restricted channel where the server allows it
+    spoiler: bool = False  # results and previews posted as spoilers
+
+
+def age_restricted(channel: object) -> bool:
+    """Whether Discord marks ``channel`` age-restricted (a thread: its parent)."""
+    is_nsfw = getattr(channel, "is_nsfw", None)  # DMs and partial channels have none
+    return bool(is_nsfw()) if callable(is_nsfw) else False
+
+
+def role_ids(member: object) -> tuple[int, ...]:
+    """The ids of a member's roles (a user in a direct message has none)."""
+    return tuple(role.id for role in getattr(member, "roles", ()))
 
 
 def picked_model(interaction: discord.Interaction, request: ImageRequest) -> str | None:
@@ -70,6 +92,11 @@ async def apply_server_settings(
     except Exception as exc:
         log.error("could not read the server's settings: %r", exc)
         return SETTINGS_UNAVAILABLE
+    tier = None
+    if interaction.guild_id is not None:
+        tier = rules.member_tier(chosen, interaction.user.id, role_ids(interaction.user))
+        if tier.barred:  # before anything else: nothing is counted, nothing paid
+            return BARRED
     channels = chosen.channels
     if channels is not None and interaction.guild_id is not None:
         parent = getattr(interaction.channel, "parent_id", None)  # a thread counts as its channel
@@ -90,13 +117,20 @@ async def apply_server_settings(
     if quality is None and chosen.default_quality in rules.catalog[model].qualities:
         quality = chosen.default_quality
     budgets = None
-    if interaction.guild_id is not None:
-        budgets = (rules.member_budget(chosen), rules.server_budget(chosen))
+    if tier is not None:
+        budgets = (tier.budgets, rules.server_budget(chosen))
+    spoilers = chosen.spoilers
+    if isinstance(spoilers, tuple):
+        parent = getattr(interaction.channel, "parent_id", None)  # a thread counts as its channel
+        spoilers = interaction.channel_id in spoilers or parent in spoilers
     return Admissible(
         dataclasses.replace(request, model=model, quality=quality),
         rules.cap(chosen),
         budgets,
         previews=chosen.partial_previews is not False,  # unset: PARTIAL_IMAGES decides
+        exempt=tier is not None and tier.exempt,
+        low_moderation=chosen.age_restricted and age_restricted(interaction.channel),
+        spoiler=spoilers,
     )
 
 

@@ -20,6 +20,17 @@ budget instead replaces the operator's of the same scope, and ``none`` lifts it.
 per request may likewise only be lowered below the operator's ``MAX_IMAGES_PER_REQUEST``. A
 stored value that the operator's configuration no longer allows (a model no longer offered) is
 ignored where it is used, not deleted: it comes back into force if the configuration does.
+
+Role tiers (``tier:<role id>`` rows) and barred members (``bar:<user id>`` rows) are settings
+too, one row each, so that every change is recorded like any other. A tier is budgets in the
+notation of MEMBER_BUDGET, ``exempt`` (from USER_RATE_LIMIT, where the operator's
+``SERVERS_MAY_EXEMPT_ROLES`` allows it) and ``barred``. Decision, "the most generous of a
+member's roles applies": per dimension (money or images, per day or per month), each of the
+member's tiers has the value it states or, where it states none, the server's member budget of
+that dimension (none: no budget); the member gets the highest of those, no budget where one of
+them is none. A bar on any of a member's roles, or on the member, bars them whatever their
+other roles: a bar is a manager's decision about a person, not a generosity. The operator's
+MEMBER_BUDGET stays a ceiling over the result exactly as over the server's own budget.
 """
 
 from __future__ import annotations
@@ -59,6 +70,9 @@ class Setting(StrEnum):
     SERVER_BUDGET = "server-budget"
     CHANNELS = "channels"
     PREVIEWS = "previews"
+    AGE_RESTRICTED = "age-restricted"
+    SPOILERS = "spoilers"
+    LOG_CHANNEL = "log-channel"
 
 
 DESCRIPTIONS = {
@@ -70,7 +84,18 @@ DESCRIPTIONS = {
     Setting.SERVER_BUDGET: "this server's budget as a whole",
     Setting.CHANNELS: "the channels where /imagine works",
     Setting.PREVIEWS: "whether partial previews are shown while an image is drawn",
+    Setting.AGE_RESTRICTED: "the image service's low moderation in age-restricted channels",
+    Setting.SPOILERS: "results posted as spoilers: always, off, or in the channels named",
+    Setting.LOG_CHANNEL: "the channel where every request is logged for moderators",
 }
+
+TIER_PREFIX = "tier:"  # a role's tier: ``tier:<role id>``
+BAR_PREFIX = "bar:"  # a barred member: ``bar:<user id>``
+MAX_TIERS = 25  # per server: a member's tiers are read on every request
+MAX_BARRED = 500  # members barred one by one, per server (a role bars any number)
+EXEMPT = "exempt"
+BARRED = "barred"
+ALWAYS = "always"
 
 
 BUDGETS = (Setting.MEMBER_BUDGET, Setting.SERVER_BUDGET)
@@ -126,6 +151,91 @@ class ServerSettings:
         raw = self.raw(Setting.PREVIEWS)
         return None if raw is None else raw == "on"
 
+    @property
+    def age_restricted(self) -> bool:
+        """Whether the image service's ``moderation: low`` is asked for in age-restricted
+        channels (off unless a manager turns it on)."""
+        return self.raw(Setting.AGE_RESTRICTED) == "on"
+
+    @property
+    def spoilers(self) -> bool | tuple[int, ...]:
+        """True: every result as a spoiler; the channels where they are; False: none."""
+        raw = self.raw(Setting.SPOILERS)
+        if raw is None or raw == "off":
+            return False
+        if raw == ALWAYS:
+            return True
+        return tuple(int(part) for part in raw.split(",") if part.isdigit())
+
+    @property
+    def log_channel(self) -> int | None:
+        raw = self.raw(Setting.LOG_CHANNEL)
+        return int(raw) if raw and raw.isdigit() else None
+
+    @property
+    def tiers(self) -> dict[int, Tier]:
+        """Each role's tier, by role id (a row no longer readable is left out)."""
+        tiers = {}
+        for name, value in self.values.items():
+            role = name.removeprefix(TIER_PREFIX)
+            if role != name and role.isdigit():
+                try:
+                    tiers[int(role)] = parse_tier(value)
+                except SettingRefused:
+                    continue
+        return tiers
+
+    @property
+    def barred_members(self) -> frozenset[int]:
+        return frozenset(
+            int(name.removeprefix(BAR_PREFIX))
+            for name in self.values
+            if name.startswith(BAR_PREFIX) and name.removeprefix(BAR_PREFIX).isdigit()
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Tier:
+    """A role's limits on one server: its budgets, whether it is exempt from the rate limit,
+    whether it is barred from the bot."""
+
+    budgets: tuple[Budget, ...] = ()
+    exempt: bool = False
+    barred: bool = False
+
+    def __str__(self) -> str:
+        flags = [EXEMPT] * self.exempt + [BARRED] * self.barred
+        return ";".join([*(str(budget) for budget in self.budgets), *flags])
+
+
+TIER_ACCEPTS = (
+    f"budgets such as $5/month;50 images/day, and {EXEMPT} (from the rate limit) or {BARRED} "
+    f"(from the bot), separated by ;, or {NO_BUDGET} to remove the tier"
+)
+
+
+def parse_tier(text: str) -> Tier:
+    """Read ``$5/month;50 images/day;exempt``; :class:`SettingRefused` naming what is accepted."""
+    words = [part.strip().lower() for part in text.split(";") if part.strip()]
+    flags = {word for word in words if word in (EXEMPT, BARRED)}
+    try:
+        budgets = parse_budgets(";".join(word for word in words if word not in flags))
+    except ValueError as exc:
+        raise SettingRefused(f"A tier must be {TIER_ACCEPTS} ({exc}).") from None
+    if not words:
+        raise SettingRefused(f"A tier must be {TIER_ACCEPTS}.")
+    return Tier(tightest(budgets), exempt=EXEMPT in flags, barred=BARRED in flags)
+
+
+@dataclass(frozen=True, slots=True)
+class MemberTier:
+    """What applies to one member on one server, from their roles."""
+
+    roles: tuple[int, ...]  # the roles whose tiers apply (none: the server's member budget)
+    budgets: tuple[Budget, ...]  # the member's budgets in force, the operator's ceiling included
+    exempt: bool = False  # from USER_RATE_LIMIT
+    barred: bool = False  # by one of their roles or by name
+
 
 def _budgets(raw: str | None) -> tuple[Budget, ...] | None:
     if raw is None:
@@ -147,6 +257,7 @@ class Rules:
     default_member_budget: tuple[Budget, ...] = ()  # MEMBER_BUDGET
     default_server_budget: tuple[Budget, ...] = ()  # SERVER_BUDGET
     servers_may_raise_budgets: bool = False  # SERVERS_MAY_RAISE_BUDGETS
+    servers_may_exempt_roles: bool = False  # SERVERS_MAY_EXEMPT_ROLES
 
     # -- what is in force ----------------------------------------------------------------------
 
@@ -172,6 +283,35 @@ class Rules:
     def member_budget(self, chosen: ServerSettings) -> tuple[Budget, ...]:
         """Each member's budgets in force on this server."""
         return self.budget(Setting.MEMBER_BUDGET, chosen)
+
+    def member_tier(
+        self, chosen: ServerSettings, member_id: int, role_ids: Iterable[int]
+    ) -> MemberTier:
+        """The member's tier on this server (see the module's docstring for "most generous")."""
+        tiers = chosen.tiers
+        mine = [(role, tiers[role]) for role in role_ids if role in tiers]
+        default = self.member_budget(chosen)
+        barred = member_id in chosen.barred_members or any(tier.barred for _, tier in mine)
+        if not mine:
+            return MemberTier((), default, barred=barred)
+        fallback = {(budget.images, budget.period): budget for budget in default}
+        dimensions = dict.fromkeys(
+            [*fallback, *((b.images, b.period) for _, tier in mine for b in tier.budgets)]
+        )
+        generous: list[Budget] = []
+        for dimension in dimensions:
+            values = []
+            for _, tier in mine:
+                stated = [b for b in tier.budgets if (b.images, b.period) == dimension]
+                values.append(stated[0] if stated else fallback.get(dimension))
+            present = [value for value in values if value is not None]
+            if len(present) == len(values):  # a tier without a budget here: none applies
+                generous.append(max(present, key=lambda budget: budget.amount))
+        budgets = tuple(generous)
+        if not self.servers_may_raise_budgets:
+            budgets = tightest((*self.ceiling(Setting.MEMBER_BUDGET), *budgets))
+        exempt = self.servers_may_exempt_roles and any(tier.exempt for _, tier in mine)
+        return MemberTier(tuple(role for role, _ in mine), budgets, exempt, barred)
 
     def server_budget(self, chosen: ServerSettings) -> tuple[Budget, ...]:
         """The server's budgets in force as a whole."""
@@ -287,10 +427,29 @@ class Rules:
                     f"with # (such as #general #art)."
                 )
             return ",".join(str(channel) for channel in dict.fromkeys(ids))
-        if setting is Setting.PREVIEWS:
+        if setting in (Setting.PREVIEWS, Setting.AGE_RESTRICTED):
             if text.lower() not in ("on", "off", "true", "false"):
                 raise SettingRefused(f"{setting.value} must be on or off.")
             return "on" if text.lower() in ("on", "true") else "off"
+        if setting is Setting.SPOILERS:
+            if text.lower() in (ALWAYS, "off"):
+                return text.lower()
+            try:
+                return self.parse(Setting.CHANNELS, text, chosen, channel_exists)
+            except SettingRefused:
+                raise SettingRefused(
+                    f"{setting.value} must be {ALWAYS}, off, or channels mentioned with # (such "
+                    f"as #spoilers #art)."
+                ) from None
+        if setting is Setting.LOG_CHANNEL:
+            match = re.fullmatch(r"<#(\d{1,20})>|(\d{1,20})", text)
+            channel = int(match[1] or match[2]) if match else None
+            if channel is None or not channel_exists(channel):
+                raise SettingRefused(
+                    f"{setting.value} must be one channel of this server, mentioned with # "
+                    f"(such as #mod-log)."
+                )
+            return str(channel)
         raise SettingRefused(f"{setting.value} is not a setting.")  # every member is handled
 
 
@@ -342,6 +501,12 @@ class SettingsStore:
             reading.add_done_callback(lambda _: self._reading.pop(guild_id, None))
         return await asyncio.shield(reading)  # one caller's timeout does not cancel the others'
 
+    def cached(self, guild_id: int) -> ServerSettings | None:
+        """The server's settings if this process read them less than ``cache_seconds`` ago,
+        without waiting for the database; None: not known now."""
+        cached = self._cache.get(guild_id)
+        return cached[1] if cached is not None and cached[0] > self._clock() else None
+
     async def _read(self, guild_id: int, changes_before: int) -> ServerSettings:
         query = select(server_settings.c.name, server_settings.c.value).where(
             server_settings.c.guild_id == guild_id
@@ -354,12 +519,14 @@ class SettingsStore:
         return chosen
 
     async def change(
-        self, guild_id: int, setting: Setting, value: str | None, *, by: int
+        self, guild_id: int, setting: Setting | str, value: str | None, *, by: int
     ) -> str | None:
-        """Set ``setting`` to ``value`` (None: back to the default) and record who did it and
-        when; return the value it had (None: the default)."""
+        """Set ``setting`` (a :class:`Setting`, or a tier's or a bar's row name) to ``value``
+        (None: back to the default) and record who did it and when; return the value it had
+        (None: the default)."""
         now = dt.datetime.now(dt.UTC)
-        key = (server_settings.c.guild_id == guild_id) & (server_settings.c.name == setting.value)
+        name = str(setting)
+        key = (server_settings.c.guild_id == guild_id) & (server_settings.c.name == name)
         async with self._engine().connect() as connection:
             if connection.dialect.name == "sqlite":
                 await connection.execution_options(**{BEGIN_IMMEDIATE: True})
@@ -379,7 +546,7 @@ class SettingsStore:
                 elif old is None:
                     await connection.execute(
                         insert(server_settings).values(
-                            guild_id=guild_id, name=setting.value, value=value,
+                            guild_id=guild_id, name=name, value=value,
                             changed_at=now, changed_by=by,
                         )
                     )  # fmt: skip
@@ -391,7 +558,7 @@ class SettingsStore:
                     )
                 await connection.execute(
                     insert(settings_changes).values(
-                        guild_id=guild_id, name=setting.value, old_value=old, new_value=value,
+                        guild_id=guild_id, name=name, old_value=old, new_value=value,
                         changed_at=now, changed_by=by,
                     )
                 )  # fmt: skip
@@ -443,7 +610,26 @@ def describe(setting: Setting, raw: str | None, rules: Rules, chosen: ServerSett
         return mentioned_channels(chosen.channels or (), separator=" ") or "every channel"
     if setting is Setting.PREVIEWS:
         return {None: "the bot's default", True: "on", False: "off"}[chosen.partial_previews]
+    if setting is Setting.AGE_RESTRICTED:
+        return "on" if chosen.age_restricted else "off"
+    if setting is Setting.SPOILERS:
+        spoilers = chosen.spoilers
+        if isinstance(spoilers, tuple):
+            return f"in {mentioned_channels(spoilers, separator=' ')}"
+        return ALWAYS if spoilers else "off"
+    if setting is Setting.LOG_CHANNEL:
+        channel = chosen.log_channel
+        return "no log" if channel is None else f"<#{channel}>"
     return raw or "default"
+
+
+def describe_tiers(chosen: ServerSettings) -> str:
+    """The roles' tiers and the barred members, as ``show`` lists them."""
+    lines = [f"<@&{role}>: {tier}" for role, tier in sorted(chosen.tiers.items())]
+    barred = [f"<@{member}>" for member in sorted(chosen.barred_members)]
+    if barred:
+        lines.append(f"barred: {summarised(barred, ' ')}")
+    return summarised(lines, "\n") if lines else "none"
 
 
 def budget_text(budgets: Iterable[Budget], *, none: str = "no budget") -> str:
@@ -487,7 +673,7 @@ def budget_changed(
 
 def described_value(setting: Setting, raw: str) -> str:
     """A stored value as an answer shows it (channels are stored as ids: they are mentioned)."""
-    if setting is Setting.CHANNELS:
+    if setting in (Setting.CHANNELS, Setting.SPOILERS, Setting.LOG_CHANNEL):
         ids = [int(part) for part in raw.split(",") if part.isdigit()]
         return mentioned_channels(ids, separator=" ") or raw
     return raw

@@ -1,5 +1,6 @@
 """/imagine-settings: one subcommand per setting, ``reset`` to go back to the operator's default,
-and ``show``. Discord shows the command only to members who may manage the server
+and ``show``; ``role-tier`` and ``bar-member`` set a role's tier or bar one member, recorded like
+the other settings. Discord shows the command only to members who may manage the server
 (``default_member_permissions``); the handler checks it again, since a server's own command
 permissions can open it to others, and a change must come from someone who could make it anyway.
 Every answer is private.
@@ -19,14 +20,21 @@ from discord.ext import commands
 from bot.discord_out.replies import clip, fit_content, fit_embed, time_to_acknowledge
 from bot.services import Services
 from bot.store.server_settings import (
+    BAR_PREFIX,
     BUDGETS,
     DESCRIPTIONS,
+    MAX_BARRED,
+    MAX_TIERS,
+    NO_BUDGET,
+    TIER_PREFIX,
     ServerSettings,
     Setting,
     SettingRefused,
     budget_changed,
     describe,
+    describe_tiers,
     described_value,
+    parse_tier,
 )
 
 if TYPE_CHECKING:
@@ -37,6 +45,14 @@ T = TypeVar("T")
 
 MANAGERS_ONLY = "Only members who can manage this server can change its /imagine settings."
 SETTINGS_UNAVAILABLE = "The bot cannot read or save settings right now. Please try again soon."
+TOO_MANY_TIERS = f"A server can give tiers to at most {MAX_TIERS} roles: remove one first."
+TOO_MANY_BARRED = (
+    f"A server can bar at most {MAX_BARRED} members one by one: bar a role instead, or lift a bar."
+)
+NOT_EXEMPTED = (
+    " This bot's operator does not let servers exempt roles from its rate limit "
+    "(SERVERS_MAY_EXEMPT_ROLES), so it still applies."
+)
 SHOWN_VALUE_CHARS = 200  # of an old value in an answer, which Discord caps at 2,000 characters
 
 
@@ -108,6 +124,39 @@ class SettingsCog(commands.Cog, name="Settings"):
         @group.command(name="previews", description=DESCRIPTIONS[Setting.PREVIEWS])
         async def previews(interaction: discord.Interaction, on: bool) -> None:
             await self.change(interaction, Setting.PREVIEWS, "on" if on else "off")
+
+        @group.command(
+            name="age-restricted", description=DESCRIPTIONS[Setting.AGE_RESTRICTED][:100]
+        )
+        async def age_restricted(interaction: discord.Interaction, on: bool) -> None:
+            await self.change(interaction, Setting.AGE_RESTRICTED, "on" if on else "off")
+
+        @group.command(name="spoilers", description=DESCRIPTIONS[Setting.SPOILERS][:100])
+        @app_commands.describe(value="always, off, or channels mentioned with #")
+        async def spoilers(interaction: discord.Interaction, value: str) -> None:
+            await self.change(interaction, Setting.SPOILERS, value)
+
+        @group.command(name="log-channel", description=DESCRIPTIONS[Setting.LOG_CHANNEL])
+        @app_commands.describe(value="One channel mentioned with #, such as #mod-log")
+        async def log_channel(interaction: discord.Interaction, value: str) -> None:
+            await self.change(interaction, Setting.LOG_CHANNEL, value)
+
+        @group.command(
+            name="role-tier", description="A role's budgets, rate-limit exemption or bar"
+        )
+        @app_commands.describe(
+            value="Such as $5/month;50 images/day;exempt, or barred, or none to remove the tier"
+        )
+        async def role_tier(
+            interaction: discord.Interaction, role: discord.Role, value: str
+        ) -> None:
+            await self.change_tier(interaction, role, value)
+
+        @group.command(name="bar-member", description="Bar one member from the bot, or lift it")
+        async def bar_member(
+            interaction: discord.Interaction, member: discord.Member, barred: bool
+        ) -> None:
+            await self.bar(interaction, member, barred)
 
         @group.command(name="reset", description="Put a setting back to the bot's default")
         @app_commands.choices(setting=settings)
@@ -185,6 +234,7 @@ class SettingsCog(commands.Cog, name="Settings"):
             await _answer(interaction, SETTINGS_UNAVAILABLE)
             return
         embed = discord.Embed(title="/imagine settings on this server")
+        problem = self.bot.admission.moderation_log.problem(guild.id)
         for setting in Setting:
             raw = chosen.raw(setting)
             value = describe(setting, raw, rules, chosen)
@@ -194,8 +244,87 @@ class SettingsCog(commands.Cog, name="Settings"):
             if change is not None:
                 when = discord.utils.format_dt(change.changed_at, "R")
                 value += f"\nchanged by <@{change.changed_by}> {when}"
+            if setting is Setting.LOG_CHANNEL and problem is not None:
+                value += f"\n⚠️ cannot be written to {problem}"
             embed.add_field(name=setting.value, value=clip(value, 1024), inline=False)
+        embed.add_field(name="role tiers", value=clip(describe_tiers(chosen), 1024), inline=False)
         await _answer(interaction, embed=embed)
+
+    async def change_tier(
+        self, interaction: discord.Interaction, role: discord.Role, text: str
+    ) -> None:
+        """Set (or with ``none`` remove) a role's tier."""
+        guild = interaction.guild
+        if guild is None or not interaction.permissions.manage_guild:
+            await interaction.response.send_message(MANAGERS_ONLY, ephemeral=True)
+            return
+        store, rules = self.services.server_settings, self.services.server_rules
+        name = f"{TIER_PREFIX}{role.id}"
+
+        async def store_it() -> tuple[str | None, str | None]:
+            chosen = await store.get(guild.id)
+            value = None
+            if text.strip().lower() != NO_BUDGET:
+                value = str(parse_tier(text))
+                if name not in chosen.values and len(chosen.tiers) >= MAX_TIERS:
+                    raise SettingRefused(TOO_MANY_TIERS)
+            return value, await store.change(guild.id, name, value, by=interaction.user.id)
+
+        stored = await _saved(interaction, store_it(), "change a role's tier")
+        if stored is None:
+            return
+        value, old = stored[0]
+        pseudonyms = self.services.pseudonyms
+        log.info(
+            "%s changed a role's tier on %s from %r to %r",
+            pseudonyms.for_user(interaction.user.id), pseudonyms.for_server(guild.id), old, value,
+        )  # fmt: skip
+        was = "no tier" if old is None else old
+        if value is None:
+            answer = f"{role.mention} has no tier now (it was {was})."
+        else:
+            answer = f"{role.mention}'s tier is now {value} (it was {was})."
+            if "exempt" in value.split(";") and not rules.servers_may_exempt_roles:
+                answer += NOT_EXEMPTED
+            ceiling = rules.ceiling(Setting.MEMBER_BUDGET)
+            if ceiling and parse_tier(value).budgets and not rules.servers_may_raise_budgets:
+                answer += (
+                    f" This bot's ceiling of {';'.join(map(str, ceiling))} per member, set by its "
+                    f"operator, still applies."
+                )
+        await _answer(interaction, answer)
+
+    async def bar(
+        self, interaction: discord.Interaction, member: discord.Member, barred: bool
+    ) -> None:
+        """Bar one member from the bot on this server, or lift the bar."""
+        guild = interaction.guild
+        if guild is None or not interaction.permissions.manage_guild:
+            await interaction.response.send_message(MANAGERS_ONLY, ephemeral=True)
+            return
+        store = self.services.server_settings
+        name = f"{BAR_PREFIX}{member.id}"
+
+        async def store_it() -> str | None:
+            chosen = await store.get(guild.id)
+            if barred and name not in chosen.values and len(chosen.barred_members) >= MAX_BARRED:
+                raise SettingRefused(TOO_MANY_BARRED)
+            value = "barred" if barred else None
+            return await store.change(guild.id, name, value, by=interaction.user.id)
+
+        if await _saved(interaction, store_it(), "bar or lift the bar of a member") is None:
+            return
+        pseudonyms = self.services.pseudonyms
+        log.info(
+            "%s %s %s on %s",
+            pseudonyms.for_user(interaction.user.id), "barred" if barred else "lifted the bar of",
+            pseudonyms.for_user(member.id), pseudonyms.for_server(guild.id),
+        )  # fmt: skip
+        if barred:
+            answer = f"{member.mention} is barred from this bot on this server."
+        else:
+            answer = f"{member.mention} is no longer barred (a role's bar still applies)."
+        await _answer(interaction, answer)
 
 
 def _clipped(value: str, setting: Setting | None = None) -> str:
@@ -208,9 +337,26 @@ def _clipped(value: str, setting: Setting | None = None) -> str:
 
 def _loggable(setting: Setting, value: str | None) -> str | None:
     """A setting's value for a log line: channels are Discord ids, so only how many."""
-    if setting is not Setting.CHANNELS or value is None:
+    if setting not in (Setting.CHANNELS, Setting.SPOILERS, Setting.LOG_CHANNEL) or value is None:
+        return value
+    if not value[:1].isdigit():  # spoilers: always or off
         return value
     return f"{len([part for part in value.split(',') if part.strip()])} channel(s)"
+
+
+async def _saved(
+    interaction: discord.Interaction, work: Coroutine[Any, Any, T], what: str
+) -> tuple[T] | None:
+    """``work``'s result (in a 1-tuple), or None once the manager has been told why it was
+    not saved: a refusal's sentence, or that the settings are unavailable."""
+    try:
+        return (await _within_patience(interaction, work),)
+    except SettingRefused as refusal:
+        await _answer(interaction, str(refusal))
+    except Exception:
+        log.exception("could not %s on a server", what)
+        await _answer(interaction, SETTINGS_UNAVAILABLE)
+    return None
 
 
 async def _within_patience(interaction: discord.Interaction, work: Coroutine[Any, Any, T]) -> T:

@@ -23,9 +23,11 @@ from discord.ext import commands
 
 from bot.discord_out.replies import DISCORD_FAILURES, fit_embed
 from bot.images.pricing import format_usd
+from bot.requests.server_admission import role_ids
 from bot.services import Services
 from bot.store.budgets import Budget, Period
 from bot.store.ledger import counted_since
+from bot.store.server_settings import MemberTier
 from bot.store.usage import Totals, daily, ledger_rows, overall, recent, totals, write_csv_to
 from bot.store.usage_chart import render_chart
 
@@ -86,14 +88,18 @@ class UsageCog(commands.Cog, name="Usage"):
         # Several queries: a busy database must not outlast Discord's 3 seconds to answer.
         await interaction.response.defer(ephemeral=True, thinking=True)
         try:
-            embed = await self._member_embed(interaction.guild_id, interaction.user.id)
+            embed = await self._member_embed(
+                interaction.guild_id, interaction.user.id, role_ids(interaction.user)
+            )
         except Exception:
             log.exception("could not read a member's usage")
             await interaction.edit_original_response(content=USAGE_UNAVAILABLE)
             return
         await interaction.edit_original_response(embed=fit_embed(embed))
 
-    async def _member_embed(self, guild_id: int, member_id: int) -> discord.Embed:
+    async def _member_embed(
+        self, guild_id: int, member_id: int, roles: tuple[int, ...] = ()
+    ) -> discord.Embed:
         engine = self.services.ledger.engine
         now = discord.utils.utcnow()  # the clock the rows are stamped with
         today = await overall(engine, Period.DAY.start(now), guild_id, member_id)
@@ -103,11 +109,13 @@ class UsageCog(commands.Cog, name="Usage"):
         embed.add_field(name="This month (UTC)", value=_totals_line(month), inline=False)
         chosen = await self.services.server_settings.get(guild_id)
         rules = self.services.server_rules
+        tier = rules.member_tier(chosen, member_id, roles)
+        embed.add_field(name="Your tier", value=_clip(_tier_line(tier)), inline=False)
         lines = []
         # USER_BUDGET counts the member's requests in every server and direct message; the
         # bot's TOTAL_BUDGET is not shown: what everyone else spends is not theirs to read.
         for whose, budgets, member, every_server in (
-            ("Yours", rules.member_budget(chosen), member_id, False),
+            ("Yours", tier.budgets, member_id, False),
             ("The server's", rules.server_budget(chosen), None, False),
             ("Yours on every server", self.services.ledger.user_budget, member_id, True),
         ):
@@ -229,6 +237,17 @@ def _request_line(row: Any) -> str:
         f"{discord.utils.format_dt(at, 'R')} {row.model} {row.size} {row.quality} "
         f"{row.images_requested} image(s): {row.outcome}, {cost}"
     )
+
+
+def _tier_line(tier: MemberTier) -> str:
+    """Which tier a member is on: their roles' (the most generous applies), or the server's."""
+    if tier.barred:
+        return "Barred from this bot on this server by its managers."
+    if not tier.roles:
+        return "None: this server's budget for each member applies."
+    roles = " ".join(f"<@&{role}>" for role in tier.roles)
+    line = f"{roles} (the most generous of your roles' tiers applies)"
+    return line + (", exempt from the rate limit" if tier.exempt else "")
 
 
 def _clip(text: str) -> str:
