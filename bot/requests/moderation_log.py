@@ -212,7 +212,10 @@ class ModerationLog:
         known = self._problems.get(entry.guild_id)
         if known is not None and known[0] == channel_id and known[2] > self.clock():
             return  # told already; tried again after RETRY_SECONDS
-        channel = entry.client.get_channel(channel_id)
+        guild = entry.client.get_guild(entry.guild_id)
+        if guild is None:  # not in this process's cache (an outage): nothing can be said of it
+            return
+        channel = guild.get_channel_or_thread(channel_id)
         if not isinstance(channel, discord.abc.Messageable):
             await self._report(entry, channel_id, DELETED)
             return

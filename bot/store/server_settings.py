@@ -110,6 +110,23 @@ class ServerSettings:
     """One server's choices; None: the operator's default."""
 
     values: Mapping[str, str] = field(default_factory=dict)  # as stored, by setting name
+    # Read once from ``values`` (a server's settings are read once per CACHE_SECONDS and
+    # consulted on every request): the roles' tiers and the members barred by name.
+    _tiers: dict[int, Tier] = field(init=False, repr=False, compare=False)
+    _barred: frozenset[int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        tiers, barred = {}, set()
+        for name, value in self.values.items():
+            if name.startswith(TIER_PREFIX) and name.removeprefix(TIER_PREFIX).isdigit():
+                try:
+                    tiers[int(name.removeprefix(TIER_PREFIX))] = parse_tier(value)
+                except SettingRefused:  # stored by a version that read it: left out
+                    continue
+            elif name.startswith(BAR_PREFIX) and name.removeprefix(BAR_PREFIX).isdigit():
+                barred.add(int(name.removeprefix(BAR_PREFIX)))
+        object.__setattr__(self, "_tiers", tiers)
+        object.__setattr__(self, "_barred", frozenset(barred))
 
     def raw(self, setting: Setting) -> str | None:
         return self.values.get(setting.value)
@@ -173,25 +190,13 @@ class ServerSettings:
         return int(raw) if raw and raw.isdigit() else None
 
     @property
-    def tiers(self) -> dict[int, Tier]:
+    def tiers(self) -> Mapping[int, Tier]:
         """Each role's tier, by role id (a row no longer readable is left out)."""
-        tiers = {}
-        for name, value in self.values.items():
-            role = name.removeprefix(TIER_PREFIX)
-            if role != name and role.isdigit():
-                try:
-                    tiers[int(role)] = parse_tier(value)
-                except SettingRefused:
-                    continue
-        return tiers
+        return self._tiers
 
     @property
     def barred_members(self) -> frozenset[int]:
-        return frozenset(
-            int(name.removeprefix(BAR_PREFIX))
-            for name in self.values
-            if name.startswith(BAR_PREFIX) and name.removeprefix(BAR_PREFIX).isdigit()
-        )
+        return self._barred
 
 
 @dataclass(frozen=True, slots=True)
