@@ -10,6 +10,7 @@ import io
 import logging
 from typing import Any
 
+import discord
 import pytest
 from PIL import Image
 from simcord.builders import ChannelHandle
@@ -315,3 +316,25 @@ async def test_a_deleted_log_channel_is_told_to_the_manager_once(
     assert len([r for r in caplog.records if "moderation log" in r.getMessage()]) == 1
     shown = fields((await manager.slash(channel, "imagine-settings show")).response.embeds[0])
     assert "⚠️ cannot be written to" in shown["log-channel"]
+
+
+@SQLITE
+async def test_a_log_channel_the_bot_may_not_post_in_is_told_once_and_shown(
+    simcord_env: Any, guild: Any, channel: Any, alice: Any, manager: Any, images_api: FakeImagesAPI
+) -> None:
+    declare_thumbnail_waits(simcord_env)
+    closed = discord.PermissionOverwrite(send_messages=False)
+    mod_log = guild.create_text_channel("mod-log", overwrites={guild.me: closed})
+    await setting(manager, channel, "log-channel", value=mod_log.mention)
+
+    for _ in range(2):
+        assert len((await image(alice, channel)).response.attachments) == 1
+
+    told = [m.content for m in dms(simcord_env, manager) if "moderation log" in m.content]
+    assert len(told) == 1 and "the bot is not allowed to post there" in told[0]
+    assert not mod_log.history()
+    shown = fields((await manager.slash(channel, "imagine-settings show")).response.embeds[0])
+    assert (
+        f"⚠️ cannot be written to {mod_log.mention}: the bot is not allowed"
+        in (shown["log-channel"])
+    )
