@@ -28,6 +28,7 @@ from bot.images import (
     InvalidRequest,
     Lease,
     ModerationBlocked,
+    Policy,
     PreparedRequest,
     QuotaExhausted,
 )
@@ -96,15 +97,18 @@ class Generation:
         metrics: Metrics | None = None,
         budgets: tuple[tuple[Budget, ...], tuple[Budget, ...]] | None = None,
         buttons: Buttons | None = None,
+        moderation: Policy | None = None,
     ) -> None:
         """``budgets``: the member's and the server's, from the server's settings (None: the
-        ledger's defaults); ``buttons``: what puts buttons under the images."""
+        ledger's defaults); ``buttons``: what puts buttons under the images; ``moderation``:
+        the server's moderation check (None or off: none)."""
         self.replies = replies
         self.prepared = prepared
         self.ledger = ledger
         self.metrics = metrics or Metrics()
         self.budgets = budgets
         self.buttons = buttons
+        self.moderation = moderation
         self.ledger_row: int | None = None  # set once the admission is recorded
         self.result: GenerationResult | None = None
         self.timeline = Timeline(received=discord.utils.utcnow())

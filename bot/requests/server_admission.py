@@ -1,6 +1,7 @@
 """A server's /imagine-settings applied to one request (/imagine, a button, /edit, Vary): where
 it may be used, which models, the default model and quality, the most images, the budgets it is
-checked against, and whether previews are shown."""
+checked against, whether previews are shown, and whether the prompt has a blocked word or
+pattern (the operator's BLOCKED_WORDS and the server's own: bot/store/blocklist.py)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,12 @@ import asyncio
 import dataclasses
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import discord
 
 from bot.discord_out.replies import step_timeout
-from bot.images import ImageRequest
+from bot.images import ImageRequest, Policy
 from bot.store.budgets import Budget
 from bot.store.server_settings import Rules, SettingsStore, mentioned_channels
 
@@ -21,6 +22,10 @@ log = logging.getLogger(__name__)
 
 SETTINGS_UNAVAILABLE = (
     "The bot cannot read this server's settings right now. Please try again soon."
+)
+BLOCKED = (
+    "This prompt has words or phrases that are not allowed here, so it was not sent. Nothing "
+    "was charged."
 )
 SETTINGS_TIMEOUT = 1.5  # seconds; a cached read takes none, and Discord wants an answer within 3
 
@@ -33,6 +38,7 @@ class Admissible:
     cap: int  # the most images per request
     budgets: tuple[tuple[Budget, ...], tuple[Budget, ...]] | None  # member's, server's
     previews: bool  # whether partial previews are shown while the images are made
+    moderation: Policy = field(default_factory=Policy)  # the server's check (off: none)
 
 
 def picked_model(interaction: discord.Interaction, request: ImageRequest) -> str | None:
@@ -75,6 +81,16 @@ async def apply_server_settings(
         parent = getattr(interaction.channel, "parent_id", None)  # a thread counts as its channel
         if interaction.channel_id not in channels and parent not in channels:
             return _where_it_works(interaction, channels, command)
+    # Before anything else is looked at or paid for; the refusal names no word or pattern, so
+    # that a list cannot be read back by trying prompts one word at a time.
+    try:
+        blocked = rules.blocklist(chosen).blocks(request.prompt)
+    except Exception as exc:  # a list that no longer compiles: nothing goes unchecked
+        log.error("could not compile the server's blocked words and patterns: %r", exc)
+        return SETTINGS_UNAVAILABLE
+    if blocked:
+        log.info("a prompt was refused by a blocked word or pattern")
+        return BLOCKED
     allowed = rules.allowed(chosen)
     if picked is not None and picked not in allowed:
         return f"This server allows these models: {', '.join(allowed)}."
@@ -97,6 +113,7 @@ async def apply_server_settings(
         rules.cap(chosen),
         budgets,
         previews=chosen.partial_previews is not False,  # unset: PARTIAL_IMAGES decides
+        moderation=rules.moderation(chosen),
     )
 
 
