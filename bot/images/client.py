@@ -505,7 +505,10 @@ class ImageClient:
         """What ``POST /moderations`` says of ``prompt`` and ``images`` (format and bytes); raises
         :class:`ModerationUnavailable` for anything but a moderation answer in time (fail
         closed: the caller refuses the request)."""
-        body = moderation_body(prompt, images)
+        if sum(len(data) for _, data in images) > 64 * 1024:  # base64 and JSON of megabytes
+            body = await asyncio.to_thread(moderation_body, prompt, images)
+        else:
+            body = moderation_body(prompt, images)
         try:
             async with asyncio.timeout(self.moderation_seconds):
                 async with self._session.post(

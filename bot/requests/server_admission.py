@@ -84,7 +84,12 @@ async def apply_server_settings(
     # Before anything else is looked at or paid for; the refusal names no word or pattern, so
     # that a list cannot be read back by trying prompts one word at a time.
     try:
-        blocked = rules.blocklist(chosen).blocks(request.prompt)
+        # Compiled once per change of the list (a fifth of a second for 10,000 entries): off
+        # the event loop; then it is matched in microseconds.
+        listed = rules.compiled_blocklist(chosen)
+        if listed is None:
+            listed = await asyncio.to_thread(rules.blocklist, chosen)
+        blocked = listed.blocks(request.prompt)
     except Exception as exc:  # a list that no longer compiles: nothing goes unchecked
         log.error("could not compile the server's blocked words and patterns: %r", exc)
         return SETTINGS_UNAVAILABLE

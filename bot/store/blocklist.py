@@ -25,16 +25,16 @@ Decisions:
   is refused when it is added.
 - All of a list's words and patterns are compiled into one ``re2.Set`` (which runs them all in
   one pass), cached by the list's text (:func:`matcher`, the most recent :data:`CACHED_SETS`), so
-  that it is compiled once per change, not per request: a 10,000-entry list costs an admission
-  microseconds (tests/benchmarks/bench_blocklist.py).
+  that it is compiled once per change, not per request, in a thread (a 10,000-entry list takes
+  a fifth of a second): the list then costs an admission microseconds
+  (tests/benchmarks/bench_blocklist.py).
 """
 
 from __future__ import annotations
 
+import collections
 import functools
-import itertools
 import re
-import sys
 import unicodedata
 from collections.abc import Iterable
 
@@ -65,47 +65,48 @@ _UNSPACED = re.compile(
 )
 
 
+_SPACES = re.compile(" {2,}")
+_ASCII_SEPARATORS = re.compile("[^a-z0-9]+")
+_FILLERS = (0x115F, 0x1160, 0x3164, 0xFFA0)  # Hangul fillers: letters, but invisible
+
+
+def _folded_char(code: int) -> str | None:
+    """What one character becomes: None (removed), a space (a separator) or itself."""
+    category = unicodedata.category(chr(code))
+    if category in ("Mn", "Me", "Cf") or code in _FILLERS:
+        return None
+    if category[0] not in "LN" and category != "Mc":
+        return " "
+    return chr(code)
+
+
 @functools.cache
-def _classes() -> tuple[re.Pattern[str], re.Pattern[str]]:
-    """What is removed (invisible characters and combining marks) and what separates words,
-    as two character classes built once from Python's Unicode database (0.2 s, at first use)."""
-    removed: list[int] = [0x115F, 0x1160, 0x3164, 0xFFA0]  # Hangul fillers (letters, invisible)
-    # Planes 4 to 13 are unassigned and 15 and 16 private: separators, without asking each.
-    separating: list[int] = [*range(0x40000, 0xE0000), *range(0xF0000, sys.maxunicode + 1)]
-    for code in itertools.chain(range(0x40000), range(0xE0000, 0xF0000)):
-        category = unicodedata.category(chr(code))
-        if category in ("Mn", "Me", "Cf"):
-            removed.append(code)
-        elif category[0] not in "LN" and category != "Mc":
-            separating.append(code)
-    return re.compile(_class(removed)), re.compile(_class(separating) + "+")
-
-
-def _class(codes: list[int]) -> str:
-    """A character class of ``codes`` (sorted), as ranges."""
-    ranges: list[tuple[int, int]] = []
-    for code in sorted(codes):
-        if ranges and ranges[-1][1] == code - 1:
-            ranges[-1] = (ranges[-1][0], code)
-        else:
-            ranges.append((code, code))
-    parts = (
-        re.escape(chr(a)) if a == b else f"{re.escape(chr(a))}-{re.escape(chr(b))}"
-        for a, b in ranges
-    )
-    return "[" + "".join(parts) + "]"
+def _table() -> dict[int, str | None]:
+    """One translation of the Basic Multilingual Plane: invisible characters and combining
+    marks removed, separators made spaces, look-alikes folded; built once (about 0.1 s)."""
+    table: dict[int, str | None] = {}
+    for code in range(0x10000):
+        folded = _folded_char(code)
+        if folded is None or folded == " ":
+            table[code] = folded
+    table.update({code: chr(folded) for code, folded in LOOK_ALIKES.items()})
+    return table
 
 
 def fold(text: str) -> str:
     """``text`` as it is compared: folded (see the module's docstring), every run of
     separators one space, with a space at either end."""
-    removed, separating = _classes()
     if text.isascii():  # most prompts: nothing to normalise but case
-        folded = text.lower()
+        folded = _ASCII_SEPARATORS.sub(" ", text.lower())
     else:
-        folded = unicodedata.normalize("NFD", unicodedata.normalize("NFKC", text).casefold())
-        folded = unicodedata.normalize("NFC", removed.sub("", folded)).translate(LOOK_ALIKES)
-    return f" {separating.sub(' ', folded).strip()} "
+        decomposed = unicodedata.normalize("NFD", unicodedata.normalize("NFKC", text).casefold())
+        folded = decomposed.translate(_table())
+        if folded and max(folded) > "\uffff":  # rare (emoji, rare ideographs): one by one
+            folded = "".join(
+                (_folded_char(ord(char)) or "") if char > "\uffff" else char for char in folded
+            )
+        folded = _SPACES.sub(" ", folded)
+    return f" {folded.strip()} "
 
 
 def word_pattern(word: str) -> str | None:
@@ -167,17 +168,38 @@ class Blocklist:
         self._patterns = _compiled(expressions)
 
     def blocks(self, prompt: str) -> bool:
+        if self._words is None and self._patterns is None:
+            return False  # nothing blocked: nothing to fold
         folded = fold(prompt)
         if self._words is not None and self._words.Match(folded) is not None:
             return True
         return self._patterns is not None and self._patterns.Match(folded[1:-1]) is not None
 
 
-@functools.lru_cache(maxsize=CACHED_SETS)
+Key = tuple[tuple[str, ...], str, str]
+_compiled_lists: collections.OrderedDict[Key, Blocklist] = collections.OrderedDict()
+
+
+def cached(operator_words: tuple[str, ...], words: str, patterns: str) -> Blocklist | None:
+    """The list compiled already, or None (it is then compiled off the event loop)."""
+    key = (operator_words, words, patterns)
+    found = _compiled_lists.get(key)
+    if found is not None:
+        _compiled_lists.move_to_end(key)
+    return found
+
+
 def matcher(operator_words: tuple[str, ...], words: str, patterns: str) -> Blocklist:
     """The operator's words with a server's (``words`` and ``patterns`` as stored: one a line),
-    compiled once. Raises ``re2.error`` for a list too large to compile."""
-    return Blocklist((*operator_words, *words.splitlines()), patterns.splitlines())
+    compiled once and kept among the :data:`CACHED_SETS` most recent. Raises ``re2.error`` for
+    a list too large to compile."""
+    found = cached(operator_words, words, patterns)
+    if found is None:
+        found = Blocklist((*operator_words, *words.splitlines()), patterns.splitlines())
+        _compiled_lists[(operator_words, words, patterns)] = found
+        while len(_compiled_lists) > CACHED_SETS:
+            _compiled_lists.popitem(last=False)
+    return found
 
 
 def fits(operator_words: tuple[str, ...], words: str, patterns: str) -> bool:

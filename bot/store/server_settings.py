@@ -39,7 +39,7 @@ from sqlalchemy import text as sql
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.images import ModelSpec, Policy, PolicyRefused, parse_policy
-from bot.store import blocklist
+from bot.store import blocklist as blocklists
 from bot.store.budgets import BUDGET_ACCEPTS, Budget, parse_budgets, tightest
 from bot.store.db import BEGIN_IMMEDIATE
 from bot.store.db.schema import server_settings, settings_changes
@@ -242,12 +242,17 @@ class Rules:
             (budget, cap) for budget, cap in pairs if cap is not None and budget.amount > cap.amount
         ]
 
-    def blocklist(self, chosen: ServerSettings) -> blocklist.Blocklist:
+    def blocklist(self, chosen: ServerSettings) -> blocklists.Blocklist:
         """The operator's words with the server's words and patterns, compiled (cached)."""
+        return blocklists.matcher(*self._blocklist_key(chosen))
+
+    def compiled_blocklist(self, chosen: ServerSettings) -> blocklists.Blocklist | None:
+        """The list of :meth:`blocklist` if it is compiled already, else None."""
+        return blocklists.cached(*self._blocklist_key(chosen))
+
+    def _blocklist_key(self, chosen: ServerSettings) -> tuple[tuple[str, ...], str, str]:
         words = chosen.raw(Setting.BLOCKED_WORDS) or ""
-        return blocklist.matcher(
-            self.blocked_words, words, chosen.raw(Setting.BLOCKED_PATTERNS) or ""
-        )
+        return self.blocked_words, words, chosen.raw(Setting.BLOCKED_PATTERNS) or ""
 
     def moderation(self, chosen: ServerSettings) -> Policy:
         """The moderation policy in force: the server's, else the operator's default."""
@@ -360,14 +365,14 @@ class Rules:
             gone = set(entries)
             return "\n".join(entry for entry in current if entry not in gone)
         for entry in entries:
-            if words and blocklist.word_pattern(entry) is None:
+            if words and blocklists.word_pattern(entry) is None:
                 raise SettingRefused(
                     f"{setting.value}: {entry!r} has no letters or digits, so it blocks nothing."
                 )
             if not words:
                 try:
-                    blocklist.check_pattern(entry)
-                except blocklist.PatternRefused as exc:
+                    blocklists.check_pattern(entry)
+                except blocklists.PatternRefused as exc:
                     raise SettingRefused(f"This pattern {exc}.") from None
         value = "\n".join(dict.fromkeys((*current, *entries)))
         other = Setting.BLOCKED_PATTERNS if words else Setting.BLOCKED_WORDS
@@ -377,7 +382,7 @@ class Rules:
                 f"A server can block at most {BLOCKLIST_MOST:,} words and patterns together."
             )
         listed = (value, others) if words else (others, value)
-        if not blocklist.fits(self.blocked_words, *listed):
+        if not blocklists.fits(self.blocked_words, *listed):
             raise SettingRefused(
                 "These entries make the server's blocklist too large to compile: remove some."
             )
