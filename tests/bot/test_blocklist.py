@@ -1,0 +1,77 @@
+"""Blocked words and patterns: how prompts are folded, where words match, which patterns are
+refused when added, and that a pattern that would backtrack for minutes in Python's ``re`` is
+answered at once (RE2 is linear)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.store.blocklist import Blocklist, PatternRefused, check_pattern, fold, matcher
+
+
+@pytest.mark.parametrize(
+    ("prompt", "folded"),
+    [
+        ("A Bad, bad WORD!", " a bad bad word "),
+        ("\uff42\uff41\uff44", " bad "),  # full-width
+        ("b\u200bad b\u2060ad b\u00adad b\ufe0fad", " bad bad bad bad "),  # invisible characters
+        ("b\u00e0d ba\u0301d", " bad bad "),  # accents, composed and combining
+        ("b\u0430d \u0432\u0430d", " bad bad "),  # Cyrillic look-alikes
+        ("\U0001d41b\U0001d41a\U0001d41d", " bad "),  # mathematical bold
+        ("\ufb01re", " fire "),  # a ligature
+        ("STRASSE Stra\u00dfe", " strasse strasse "),  # casefolding
+        ("x\U0001f600y", " x y "),  # an emoji separates
+        ("\u200b", "  "),
+    ],
+)
+def test_prompts_are_folded(prompt: str, folded: str) -> None:
+    assert fold(prompt) == folded
+
+
+def test_words_match_on_word_boundaries_and_phrases_across_punctuation() -> None:
+    listed = Blocklist(["cat", "blood moon", "猫", "ไก่"], [])
+    assert listed.blocks("a Cat.")
+    assert not listed.blocks("a catalogue of concatenated things")
+    assert listed.blocks("the blood...moon rises") and listed.blocks("BLOOD\tMOON")
+    assert not listed.blocks("bloodmoon")
+    # Scripts without spaces between words: anywhere.
+    assert listed.blocks("一只猫在雪地里") and listed.blocks("ข้าวผัดไก่")
+
+
+def test_patterns_run_on_the_folded_prompt() -> None:
+    listed = Blocklist([], [r"b[a4@]d\s*guy", "^start", "end$"])
+    assert listed.blocks("a B4D  Guy") and listed.blocks("a bäd guy")
+    assert listed.blocks("START here") and listed.blocks("the very END.")
+    assert not listed.blocks("restart") and not listed.blocks("endless")
+
+
+def test_a_pattern_that_backtracks_in_python_re_is_answered_at_once() -> None:
+    listed = Blocklist([], ["(a+)+$", "(x+x+)+y"])
+    assert not listed.blocks("a" * 30 + "b")  # minutes in Python's re
+    assert not listed.blocks("x" * 5000)
+    assert listed.blocks("a" * 30)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "why"),
+    [
+        ("(?=x)", "RE2 syntax"),
+        (r"(a)\1", "RE2 syntax"),
+        ("((a)", "RE2 syntax"),
+        ("x{1000}{1000}", "not too large"),
+        ("a*", "empty prompt"),
+        ("|x", "empty prompt"),
+    ],
+)
+def test_a_pattern_re2_refuses_or_one_that_matches_everything_is_refused(
+    pattern: str, why: str
+) -> None:
+    with pytest.raises(PatternRefused, match=why):
+        check_pattern(pattern)
+
+
+def test_a_list_is_compiled_once() -> None:
+    first = matcher(("dragon",), "fire\nice", "kn[i1]ght")
+    assert matcher(("dragon",), "fire\nice", "kn[i1]ght") is first
+    assert first.size == 4
+    assert first.blocks("ICE") and first.blocks("kn1ght") and not first.blocks("a night")
