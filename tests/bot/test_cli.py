@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from bot.app import ImagineBot, ModerationUnusable
+from tests.cogs.conftest import make_settings
 from tests.conftest import API_KEY
 from tests.fakes.images_api import OPENAI_RETIRED, FakeImagesAPI
 
@@ -241,3 +243,20 @@ async def test_check_says_the_moderation_check_is_there(
     code, out, err = await run_cli("check", env={**env, "MODERATION_CHECK": "on"}, cwd=tmp_path)
     assert code == 0, err
     assert "the endpoint has a moderation check (/moderations); MODERATION_CHECK is on" in out
+
+
+async def test_moderation_check_on_without_the_route_stops_start_up(tmp_path: Path) -> None:
+    fake = FakeImagesAPI(api_key=API_KEY, moderations_route=False)
+    await fake.start()
+    settings = make_settings(fake.base_url, tmp_path, moderation_check="on")
+    bot = ImagineBot(settings, sync_on_start=False)
+    try:
+        with pytest.raises(ModerationUnusable) as caught:
+            await bot.setup_hook()
+    finally:
+        await bot.close()
+        await fake.close()
+    assert str(caught.value).startswith(
+        "MODERATION_CHECK is on, but the endpoint has no moderation check"
+    )
+    assert fake.generation_requests == []
