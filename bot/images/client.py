@@ -55,6 +55,7 @@ from .moderation import (
     MODERATION_SECONDS,
     ModerationResult,
     ModerationUnavailable,
+    checked_image,
     moderation_body,
     parse_moderation,
 )
@@ -505,10 +506,12 @@ class ImageClient:
         """What ``POST /moderations`` says of ``prompt`` and ``images`` (format and bytes); raises
         :class:`ModerationUnavailable` for anything but a moderation answer in time (fail
         closed: the caller refuses the request)."""
-        if sum(len(data) for _, data in images) > 64 * 1024:  # base64 and JSON of megabytes
-            body = await asyncio.to_thread(moderation_body, prompt, images)
+        if images:  # scaled down, encoded and put in JSON: milliseconds, off the event loop
+            body = await asyncio.to_thread(
+                lambda: moderation_body(prompt, [checked_image(*image) for image in images])
+            )
         else:
-            body = moderation_body(prompt, images)
+            body = moderation_body(prompt)
         try:
             async with asyncio.timeout(self.moderation_seconds):
                 async with self._session.post(

@@ -22,13 +22,19 @@ Decisions:
 from __future__ import annotations
 
 import base64
+import io
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from PIL import Image
+
 MODEL = "omni-moderation-latest"
 MODERATION_SECONDS = 10.0  # the most a check waits for its answer before refusing
 ANSWER_BYTES = 256 * 1024  # a moderation answer is about 2 KB
+# An input image is checked at this many pixels on its longer side at most: enough to judge it,
+# and a body of a few hundred kilobytes instead of an edit's 16 inputs of up to 50 MB each.
+CHECKED_SIDE = 1024
 
 # omni-moderation-latest's categories.
 CATEGORIES = (
@@ -158,6 +164,24 @@ def moderation_body(prompt: str, images: Sequence[tuple[str, bytes]] = ()) -> by
         url = f"data:image/{image_format};base64,{base64.b64encode(data).decode()}"
         inputs.append({"type": "image_url", "image_url": {"url": url}})
     return json.dumps({"model": MODEL, "input": inputs}).encode()
+
+
+def checked_image(image_format: str, data: bytes) -> tuple[str, bytes]:
+    """An input image as it is sent to the check: as it is where it is small, else scaled down
+    to :data:`CHECKED_SIDE` (PNG where it has transparency, else JPEG). The inputs were read and
+    checked already (bot/images/edits.py); one that cannot be read again fails the check."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if max(image.size) <= CHECKED_SIDE and len(data) <= 1024 * 1024:
+                return image_format, data
+            alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
+            shrunk = image.convert("RGBA" if alpha else "RGB")
+        shrunk.thumbnail((CHECKED_SIDE, CHECKED_SIDE))
+        out = io.BytesIO()
+        shrunk.save(out, "PNG" if alpha else "JPEG", quality=90)
+    except (OSError, ValueError, Image.DecompressionBombError):
+        raise ModerationUnavailable("an input image could not be read for the check") from None
+    return ("png" if alpha else "jpeg"), out.getvalue()
 
 
 def parse_moderation(body: bytes) -> ModerationResult:

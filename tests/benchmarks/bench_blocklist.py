@@ -42,7 +42,7 @@ from bot.requests.options import PROMPT_MAX
 from bot.requests.server_admission import BLOCKED, apply_server_settings
 from bot.store import blocklist
 from bot.store.server_settings import Rules, ServerSettings, Setting
-from tests.fakes.images_api import FakeImagesAPI
+from tests.fakes.images_api import FakeImagesAPI, incompressible_png
 
 CATALOG = load_catalog()
 SHORT = "a watercolor painting of a red fox in the snow at dusk, soft light, highly detailed"
@@ -170,9 +170,9 @@ async def moderation(rounds: int) -> None:
             )
             times = await timed(lambda: client.moderate(SHORT), rounds)
             print(line("moderation check, loopback fake, text", times))
-            image = [("png", b"\x89PNG" + bytes(1_500_000))]
+            image = [("png", incompressible_png(1536, 1024))]  # about 4.7 MB
             times = await timed(lambda: client.moderate(SHORT, image), max(rounds // 10, 20))
-            print(line("moderation check, loopback fake, text + 1.5 MB image", times))
+            print(line("moderation check, loopback fake, text + 1536x1024 PNG (4.7 MB)", times))
     finally:
         await fake.close()
 

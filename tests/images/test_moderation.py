@@ -5,6 +5,7 @@ the categories it names at its scores."""
 
 from __future__ import annotations
 
+import io
 import json
 from typing import Any
 
@@ -12,6 +13,7 @@ import aiohttp
 import pytest
 from openai.types import ModerationCreateParams, ModerationCreateResponse
 from openai.types.moderation import Categories
+from PIL import Image
 from pydantic import TypeAdapter
 
 from bot.images import (
@@ -23,9 +25,9 @@ from bot.images import (
     load_catalog,
     parse_policy,
 )
-from bot.images.moderation import ModerationResult, parse_moderation
+from bot.images.moderation import CHECKED_SIDE, ModerationResult, checked_image, parse_moderation
 from tests.conftest import API_KEY
-from tests.fakes.images_api import FakeImagesAPI, make_image, respond
+from tests.fakes.images_api import FakeImagesAPI, incompressible_png, make_image, respond
 
 SDK_PARAMS = TypeAdapter(ModerationCreateParams)
 SDK_FIELDS = ModerationCreateParams.__required_keys__ | ModerationCreateParams.__optional_keys__
@@ -143,6 +145,21 @@ async def test_a_failing_endpoint_fails_closed(
     images_api.moderation_script.append(respond(502, "bad gateway", content_type="text/plain"))
     with pytest.raises(ModerationUnavailable, match="status 502"):
         await client.moderate("a cat")
+
+
+def test_large_input_images_are_checked_scaled_down() -> None:
+    small = make_image(64, 64)
+    assert checked_image("png", small) == ("png", small)
+    image_format, data = checked_image("png", incompressible_png(2048, 1536))
+    with Image.open(io.BytesIO(data)) as shrunk:
+        assert (image_format, shrunk.format, shrunk.size) == ("jpeg", "JPEG", (CHECKED_SIDE, 768))
+    transparent = io.BytesIO()
+    Image.new("RGBA", (2000, 1000), (0, 0, 0, 0)).save(transparent, "PNG")
+    image_format, data = checked_image("png", transparent.getvalue())
+    with Image.open(io.BytesIO(data)) as shrunk:
+        assert (image_format, shrunk.mode, shrunk.size) == ("png", "RGBA", (CHECKED_SIDE, 512))
+    with pytest.raises(ModerationUnavailable):
+        checked_image("png", b"\x89PNG" + bytes(2_000_000))
 
 
 def result(**scores: float) -> ModerationResult:
