@@ -47,7 +47,12 @@ from bot.observability.context import new_correlation_id
 from bot.observability.metrics import Metrics
 from bot.requests.generation import CANCELLED, LEDGER_UNAVAILABLE, WENT_WRONG, Buttons, Generation
 from bot.requests.queue import GenerationQueue
-from bot.requests.server_admission import Admissible, apply_server_settings, picked_model
+from bot.requests.server_admission import (
+    BLOCKED,
+    Admissible,
+    apply_server_settings,
+    picked_model,
+)
 from bot.store.budgets import OverBudget, PriceUnknown
 from bot.store.ledger import Ledger, Outcome
 from bot.store.ratelimit import UserRateLimiter
@@ -235,6 +240,8 @@ class Admission:
             await replies.answer(RESTARTING)
             return None
         if isinstance(settled, str):
+            if settled == BLOCKED:
+                self.metrics.request("blocked", kind)
             await replies.answer(settled)
             return None
         cap = settled.cap

@@ -32,6 +32,12 @@ def declare_moderation_waits(env: Any) -> None:
     client.moderate = declared
 
 
+def counted(env: Any, outcome: str) -> float:
+    """Requests of /imagine the metrics count with this outcome."""
+    labels = {"command": "imagine", "outcome": outcome}
+    return env.bot.metrics.registry.get_sample_value("imagine_requests_total", labels) or 0.0
+
+
 def checks_sent(images_api: FakeImagesAPI) -> list[Any]:
     """The bodies of the moderation checks made (not the probe at start, an empty body)."""
     return [r.body for r in images_api.moderation_requests if r.body != {}]
@@ -67,6 +73,7 @@ async def test_blocked_words_and_patterns_refuse_privately_and_nothing_is_charge
         assert refused.response.ephemeral, prompt
         assert refused.response.content == BLOCKED, prompt
     assert "fire" not in BLOCKED and "kn" not in BLOCKED  # no word or pattern is named
+    assert counted(simcord_env, "blocked") == len(evasions)
 
     allowed = await alice.slash(channel, "imagine", prompt="a firefly over a dragonfly pond")
     await finish(simcord_env)
@@ -217,6 +224,7 @@ async def test_a_moderation_check_that_fails_refuses_the_request(
     await finish(simcord_env)
     assert private_or_answer(result) == NOT_CHECKED
     assert "could not be checked" in NOT_CHECKED
+    assert counted(simcord_env, "moderation_unavailable") == 1
     assert images_api.generation_requests == []
     assert await ledger_rows(database_url) == []
 
