@@ -81,8 +81,8 @@ async def apply_server_settings(
         parent = getattr(interaction.channel, "parent_id", None)  # a thread counts as its channel
         if interaction.channel_id not in channels and parent not in channels:
             return _where_it_works(interaction, channels, command)
-    # Before anything else is looked at or paid for; the refusal names no word or pattern, so
-    # that a list cannot be read back by trying prompts one word at a time.
+    # Before anything else is looked at or paid for; the refusal names no word or pattern: a
+    # long prompt does not hand over which of its words is on the list (nor the list itself).
     try:
         # Compiled once per change of the list (a fifth of a second for 10,000 entries): off
         # the event loop; then it is matched in microseconds.

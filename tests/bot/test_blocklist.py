@@ -39,7 +39,8 @@ def test_words_match_on_word_boundaries_and_phrases_across_punctuation() -> None
 
 
 def test_patterns_run_on_the_folded_prompt() -> None:
-    listed = Blocklist([], [r"b[a4@]d\s*guy", "^start", "end$"])
+    listed = Blocklist([], [r"b[a4@]d\s*guy", "^start", "end$", "f ?i ?r ?e"])
+    assert listed.blocks("f.i.r.e") and listed.blocks("F I R E") and listed.blocks("fire")
     assert listed.blocks("a B4D  Guy") and listed.blocks("a bäd guy")
     assert listed.blocks("START here") and listed.blocks("the very END.")
     assert not listed.blocks("restart") and not listed.blocks("endless")
