@@ -182,8 +182,10 @@ class ImagineBot(commands.AutoShardedBot):
         # The queue hears every answer of the image service: its limit adapts to them.
         self._images = make_client(self._session, self.settings, feedback=self._queue)
         # Before the command is built: its model choices are what the endpoint serves.
-        self.offer = await discover(self._images, self.settings)
-        moderations = await self._images.has_moderations()
+        # Both asked at once: a slow endpoint delays start-up by one probe's time, not two.
+        self.offer, moderations = await asyncio.gather(
+            discover(self._images, self.settings), self._images.has_moderations()
+        )
         if moderations is False and self.settings.moderation_check != "off":
             raise ModerationUnusable(
                 f"MODERATION_CHECK is {self.settings.moderation_check}, but the endpoint has no "

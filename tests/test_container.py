@@ -198,7 +198,7 @@ async def check_the_running_bot(container: str, fakes: Fakes) -> None:
     assert f"PUT /applications/{application}/commands" in fakes.discord.requests
     assert not fakes.discord.gaps and not fakes.discord.refused_tokens
     # ... and asked the image service what it serves, and whether it has a moderation check.
-    paths = [request.path for request in fakes.images.requests]
+    paths = sorted(request.path for request in fakes.images.requests)
     assert paths == ["/v1/models", "/v1/moderations"]
     # /usage's chart imports matplotlib: its font list is the image's, never rebuilt.
     matplotlib = await docker("exec", container, "python", "-c", "import matplotlib.font_manager")
