@@ -180,14 +180,18 @@ class SettingsCog(commands.Cog, name="Settings"):
         async def store_it() -> tuple[str | None, str | None, ServerSettings]:
             chosen = await store.get(guild.id)
             value = None
-            if text is not None:
+            if text is not None and setting in BLOCKLISTS:
+                # The new list is compiled to see that it fits: a fifth of a second for 10,000
+                # entries, off the event loop (and then it is compiled for the requests too).
+                value = await asyncio.to_thread(rules.parse, setting, text, chosen)
+                value = value or None  # emptied: back to the operator's words alone
+            elif text is not None:
                 value = rules.parse(
                     setting,
                     text,
                     chosen,
                     channel_exists=lambda channel: guild.get_channel_or_thread(channel) is not None,
                 )
-                value = value or None  # a blocklist emptied: back to the operator's alone
             old = await store.change(guild.id, setting, value, by=interaction.user.id)
             return value, old, await store.get(guild.id)
 

@@ -6,7 +6,17 @@ from __future__ import annotations
 
 import pytest
 
+from bot.images import load_catalog
 from bot.store.blocklist import Blocklist, PatternRefused, check_pattern, fold, matcher
+from bot.store.server_settings import (
+    ADD,
+    BLOCKLIST_MOST,
+    REMOVE,
+    Rules,
+    ServerSettings,
+    Setting,
+    SettingRefused,
+)
 
 
 @pytest.mark.parametrize(
@@ -76,3 +86,26 @@ def test_a_list_is_compiled_once() -> None:
     assert matcher(("dragon",), "fire\nice", "kn[i1]ght") is first
     assert first.size == 4
     assert first.blocks("ICE") and first.blocks("kn1ght") and not first.blocks("a night")
+
+
+def test_a_servers_list_is_bounded_and_edited_entry_by_entry() -> None:
+    rules = Rules(
+        offered=("dall-e-2",), default_model="dall-e-2", catalog=load_catalog(), max_images=4,
+        blocked_words=("dragon",),
+    )  # fmt: skip
+    full = ServerSettings({"blocked-words": "\n".join(f"w{n}" for n in range(BLOCKLIST_MOST))})
+    with pytest.raises(SettingRefused, match="at most 10,000 words and patterns"):
+        rules.parse(Setting.BLOCKED_WORDS, f"{ADD}one more", full)
+    assert rules.parse(Setting.BLOCKED_WORDS, f"{REMOVE}w1, w2", full).count("\n") == 9997
+    some = ServerSettings({"blocked-words": "fire"})
+    assert rules.parse(Setting.BLOCKED_WORDS, f"{ADD} ice , fire,,Blood moon", some) == (
+        "fire\nice\nBlood moon"
+    )
+    with pytest.raises(SettingRefused, match="'!!!' has no letters or digits"):
+        rules.parse(Setting.BLOCKED_WORDS, f"{ADD}!!!", some)
+    with pytest.raises(SettingRefused, match="each at most 100 characters"):
+        rules.parse(Setting.BLOCKED_WORDS, f"{ADD}{'x' * 101}", some)
+    with pytest.raises(SettingRefused, match="This pattern is not a pattern this bot can use"):
+        rules.parse(Setting.BLOCKED_PATTERNS, f"{ADD}(?<=x)y", some)
+    assert rules.parse(Setting.BLOCKED_PATTERNS, f"{ADD}kn[i1]ght, sir", some) == "kn[i1]ght, sir"
+    assert rules.blocklist(some).blocks("DRAGON") and rules.blocklist(some).blocks("fire")
