@@ -100,12 +100,15 @@ class Policy:
         return STRICT.get(category) if self.preset == "strict" else None
 
     def refused(self, result: ModerationResult) -> tuple[str, ...]:
-        """The categories that refuse this result."""
+        """The categories that refuse this result; :class:`ModerationUnavailable` where one
+        this policy scores is missing from it (an older model's answer, say)."""
         refusing = []
         for category in CATEGORIES:
             if category in self.overrides and self.overrides[category] is None:
                 continue  # the server does not check it
             threshold = self.threshold(category)
+            if threshold is not None and category not in result.scores:
+                raise ModerationUnavailable(f"the answer has no score of {category}")
             score = result.scores.get(category, 0.0)
             flagged = self.preset != "off" and category in result.flagged
             if flagged or (threshold is not None and score >= threshold):
@@ -186,17 +189,23 @@ def checked_image(image_format: str, data: bytes) -> tuple[str, bytes]:
 
 def parse_moderation(body: bytes) -> ModerationResult:
     """The answer's results, as one (a category flagged or scored by any of them counts);
-    :class:`ModerationUnavailable` for anything that is not a moderation answer."""
+    :class:`ModerationUnavailable` for anything that is not a moderation answer. A category the
+    answer lacks is left out (a gateway's older model may score fewer): a policy that scores it
+    then fails closed, one that reads only the service's flags takes it as not flagged."""
     try:
         document = json.loads(body)
         results = document["results"]
         if not isinstance(results, list) or not results:
             raise TypeError
         flagged: set[str] = set()
-        scores: dict[str, float] = dict.fromkeys(CATEGORIES, 0.0)
+        scores: dict[str, float] = {}
         for result in results:
             categories, scored = result["categories"], result["category_scores"]
+            if not isinstance(categories, dict) or not isinstance(scored, dict):
+                raise TypeError
             for category in CATEGORIES:
+                if category not in categories and category not in scored:
+                    continue
                 flag, score = categories[category], scored[category]
                 if not isinstance(flag, bool) or isinstance(score, bool):
                     raise TypeError
@@ -204,7 +213,9 @@ def parse_moderation(body: bytes) -> ModerationResult:
                     raise ValueError
                 if flag:
                     flagged.add(category)
-                scores[category] = max(scores[category], float(score))
+                scores[category] = max(scores.get(category, 0.0), float(score))
     except (ValueError, TypeError, KeyError, RecursionError, AttributeError):
         raise ModerationUnavailable("the moderation answer is not one the bot reads") from None
+    if not scores:
+        raise ModerationUnavailable("the moderation answer scores none of the categories")
     return ModerationResult(frozenset(flagged), scores)

@@ -417,7 +417,7 @@ class Admission:
         prepared = generation.prepared
         images = [(image.format, image.data) for image in prepared.inputs if image.data]
         try:
-            result = await self.images.moderate(prepared.prompt, images)
+            refused = policy.refused(await self.images.moderate(prepared.prompt, images))
         except ModerationUnavailable as exc:
             log.warning("a request was refused: the moderation check failed (%s)", exc)
             self.metrics.request("moderation_unavailable", generation.command)
@@ -426,7 +426,6 @@ class Admission:
             log.exception("the moderation check failed unexpectedly")
             self.metrics.request("moderation_unavailable", generation.command)
             return NOT_CHECKED
-        refused = policy.refused(result)
         if refused:
             log.info("the moderation check refused a request (%s)", ", ".join(refused))
             self.metrics.request("moderation_refused", generation.command)

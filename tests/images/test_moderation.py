@@ -163,8 +163,29 @@ def test_large_input_images_are_checked_scaled_down() -> None:
 
 
 def result(**scores: float) -> ModerationResult:
-    named = {name.replace("_", "/"): score for name, score in scores.items()}
+    named = dict.fromkeys(CATEGORIES, 0.0)
+    named |= {name.replace("_", "/"): score for name, score in scores.items()}
     return ModerationResult(frozenset(name for name, score in named.items() if score >= 0.5), named)
+
+
+def test_an_answer_without_a_category_fails_only_a_policy_that_scores_it() -> None:
+    older = {c: 0.9 if c == "violence" else 0.0 for c in CATEGORIES if not c.startswith("illicit")}
+    answer = parse_moderation(
+        json.dumps(
+            {
+                "results": [
+                    {
+                        "categories": {c: s >= 0.5 for c, s in older.items()},
+                        "category_scores": older,
+                    }
+                ]
+            }
+        ).encode()
+    )
+    assert parse_policy("on").refused(answer) == ("violence",)  # the service's flags
+    with pytest.raises(ModerationUnavailable, match="no score of illicit"):
+        parse_policy("strict").refused(answer)
+    assert parse_policy("strict illicit=off illicit/violent=off").refused(answer) == ("violence",)
 
 
 def test_presets_and_overrides() -> None:
