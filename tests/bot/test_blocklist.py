@@ -5,6 +5,8 @@ answered at once (RE2 is linear)."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bot.images import load_catalog
 from bot.store.blocklist import Blocklist, PatternRefused, check_pattern, fold, matcher
@@ -109,3 +111,32 @@ def test_a_servers_list_is_bounded_and_edited_entry_by_entry() -> None:
         rules.parse(Setting.BLOCKED_PATTERNS, f"{ADD}(?<=x)y", some)
     assert rules.parse(Setting.BLOCKED_PATTERNS, f"{ADD}kn[i1]ght, sir", some) == "kn[i1]ght, sir"
     assert rules.blocklist(some).blocks("DRAGON") and rules.blocklist(some).blocks("fire")
+
+
+INVISIBLE = ["\u200b", "\u200c", "\u200d", "\u2060", "\u00ad", "\ufeff", "\ufe0f"]
+ACCENTS = ["\u0301", "\u0300", "\u0308", "\u0327", "\u0303"]
+
+
+@st.composite
+def disguised(draw: st.DrawFn, word: str) -> str:
+    """``word`` as an evader might write it: any case, full-width letters, accents and
+    invisible characters anywhere, Cyrillic look-alikes."""
+    out = []
+    for letter in word:
+        char = letter.upper() if draw(st.booleans()) else letter
+        look_alike = {"a": "\u0430", "e": "\u0435", "o": "\u043e", "c": "\u0441", "p": "\u0440"}
+        if letter in look_alike and draw(st.booleans()):
+            char = look_alike[letter]
+        elif draw(st.booleans()):
+            char = chr(ord(char) + 0xFEE0)  # full-width
+        out.append(char + draw(st.sampled_from(["", *ACCENTS])))
+        out.append(draw(st.sampled_from(["", *INVISIBLE])))
+    return "".join(out)
+
+
+@given(data=st.data(), word=st.sampled_from(["scope", "peace", "cobra"]))
+@settings(max_examples=200, deadline=None)
+def test_disguised_words_are_caught(data: st.DataObject, word: str) -> None:
+    listed = matcher((), "scope\npeace\ncobra", "")
+    prompt = f"a {data.draw(disguised(word))}, at dusk"
+    assert listed.blocks(prompt), repr(prompt)
