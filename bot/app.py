@@ -183,7 +183,18 @@ class ImagineBot(commands.AutoShardedBot):
         # The queue hears every answer of the image service: its limit adapts to them.
         self._images = make_client(self._session, self.settings, feedback=self._queue)
         # Before the command is built: its model choices are what the endpoint serves.
-        self.offer = await discover(self._images, self.settings)
+        # Both asked at once: a slow endpoint delays start-up by one probe's time, not two.
+        self.offer, moderations = await asyncio.gather(
+            discover(self._images, self.settings), self._images.has_moderations()
+        )
+        if moderations is False and self.settings.moderation_check != "off":
+            raise ModerationUnusable(
+                f"MODERATION_CHECK is {self.settings.moderation_check}, but the endpoint has no "
+                "moderation check (POST /moderations answered 404 or 405): set it to off, or "
+                "use an endpoint that has one (OPENAI_BASE_URL)"
+            )
+        if moderations is False:
+            log.info("the endpoint has no /moderations: servers cannot turn the check on")
         settings, ledger = self.settings, self._ledger
         self._services = Services(
             settings=settings,
@@ -210,6 +221,9 @@ class ImagineBot(commands.AutoShardedBot):
                 default_server_budget=settings.server_budget,
                 servers_may_raise_budgets=settings.servers_may_raise_budgets,
                 servers_may_exempt_roles=settings.servers_may_exempt_roles,
+                blocked_words=settings.blocked_words,
+                moderation_check=settings.moderation_check,
+                moderations=moderations,
             ),
             edits=self._edits,
         )
@@ -388,6 +402,10 @@ class MetricsUnavailable(Exception):
     """The metrics server cannot listen where it is told: one sentence naming the variables."""
 
 
+class ModerationUnusable(Exception):
+    """MODERATION_CHECK is on where the endpoint has no moderation check: one sentence."""
+
+
 class _StoreSilent(Exception):
     """The rate-limit store did not answer at start-up; the message says which store."""
 
@@ -465,7 +483,7 @@ def run_bot(settings: Settings, *, sync_only: bool = False) -> int:
     except DatabaseUnavailable as exc:
         log.error("%s", exc)
         return 1
-    except MetricsUnavailable as exc:
+    except (MetricsUnavailable, ModerationUnusable) as exc:
         log.error("%s", exc)
         return 1
     except _StoreSilent as exc:

@@ -38,6 +38,7 @@ from bot.images import (
     ImageClient,
     ImageRequest,
     Lease,
+    ModerationUnavailable,
     PreparedRequest,
     ProcessingSlots,
     UnsupportedOption,
@@ -49,6 +50,7 @@ from bot.requests.moderation_log import ModerationLog
 from bot.requests.queue import GenerationQueue
 from bot.requests.server_admission import (
     BARRED,
+    BLOCKED,
     Admissible,
     apply_server_settings,
     picked_model,
@@ -66,6 +68,17 @@ log = logging.getLogger(__name__)
 RESTARTING = "The bot is restarting. Please try again in a minute."
 LIMITS_UNAVAILABLE = "The bot cannot check usage limits right now. Please try again soon."
 LIMITER_TIMEOUT = 1.5  # seconds; Discord wants an answer within 3
+MODERATION_REFUSED = (
+    "This server's moderation check refused this request, so it was not sent. Nothing was charged."
+)
+NOT_CHECKED = (
+    "This request could not be checked by this server's moderation check right now, so it was "
+    "not sent. Nothing was charged: please try again soon."
+)
+NO_MODERATION_ROUTE = (
+    "This server checks requests with a moderation check that this bot's image service does "
+    "not have, so it was not sent: a manager can turn it off with /imagine-settings moderation."
+)
 CANCEL_WAIT = 10.0  # seconds for cancelled jobs to tell their members
 
 # How long the ledger (or a slow check) may take before the request is acknowledged regardless:
@@ -232,6 +245,7 @@ class Admission:
             buttons=self.buttons,
             exempt=admissible.exempt,
             moderation_log=self.moderation_log,
+            moderation=admissible.moderation,
         )
 
     async def _open_to(
@@ -250,6 +264,11 @@ class Admission:
                 self.metrics.request("barred", kind)
                 self.moderation_log.refused(
                     replies.interaction, prompt=request.prompt, reason="the member is barred"
+                )
+            if settled == BLOCKED:
+                self.metrics.request("blocked", kind)
+                self.moderation_log.refused(
+                    replies.interaction, prompt=request.prompt, reason="a blocked word or pattern"
                 )
             await replies.answer(settled)
             return None
@@ -364,12 +383,13 @@ class Admission:
                 replies, generation.member_id, generation.command
             ):
                 return
-            # After the limits, so a request a budget refuses has still counted against them.
-            admission = asyncio.create_task(self._record(generation))
+            # After the limits, so a request a budget refuses has still counted against them, and
+            # the limits bound how many moderation checks a member can cause.
+            admission = asyncio.create_task(self._checked_then_recorded(generation))
             # Where a budget may refuse the request, the refusal is best said before the public
             # placeholder appears; else (the default) the ledger can only fail, and the request
             # is acknowledged at once. Nothing is sent upstream before its row is written.
-            may_refuse = self.ledger.has_budgets(
+            may_refuse = self._checks(generation) or self.ledger.has_budgets(
                 generation.interaction.guild_id, generation.budgets
             )
             wait = 0.0
@@ -401,7 +421,51 @@ class Admission:
         lease = lease or self.processing.lease()
         await generation.run(self.queue, self.images, lease, self.edits)
 
-    # -- the ledger's row and the acknowledgement -----------------------------------------------
+    # -- the moderation check, the ledger's row and the acknowledgement -------------------------
+
+    @staticmethod
+    def _checks(generation: Generation) -> bool:
+        return generation.moderation is not None and generation.moderation.checks
+
+    async def _checked_then_recorded(self, generation: Generation) -> str | None:
+        """The moderation check (where the server wants one), then :meth:`_record`: None when
+        the row is written, else what to tell the member."""
+        refusal = await self._moderated(generation)
+        return refusal if refusal is not None else await self._record(generation)
+
+    async def _moderated(self, generation: Generation) -> str | None:
+        """What the server's moderation check says of the prompt and the edit's images: None
+        where it lets the request through, else the sentence. It fails closed: a check that
+        cannot be made refuses the request."""
+        policy = generation.moderation
+        if policy is None or not policy.checks:
+            return None
+        if self.rules.moderations is False:
+            self.metrics.request("moderation_unavailable", generation.command)
+            return NO_MODERATION_ROUTE
+        prepared = generation.prepared
+        images = [(image.format, image.data) for image in prepared.inputs if image.data]
+        try:
+            refused = policy.refused(await self.images.moderate(prepared.prompt, images))
+        except ModerationUnavailable as exc:
+            log.warning("a request was refused: the moderation check failed (%s)", exc)
+            self.metrics.request("moderation_unavailable", generation.command)
+            return NOT_CHECKED
+        except Exception:
+            log.exception("the moderation check failed unexpectedly")
+            self.metrics.request("moderation_unavailable", generation.command)
+            return NOT_CHECKED
+        if refused:
+            log.info("the moderation check refused a request (%s)", ", ".join(refused))
+            self.metrics.request("moderation_refused", generation.command)
+            self.moderation_log.refused(
+                generation.interaction,
+                prompt=prepared.prompt,
+                model=prepared.model,
+                reason=f"the moderation check: {', '.join(refused)}",
+            )
+            return MODERATION_REFUSED
+        return None
 
     async def _record(self, generation: Generation) -> str | None:
         """Write the ledger's row for this request, reserving its estimate against the budgets;

@@ -28,6 +28,7 @@ from bot.images import (
     InvalidRequest,
     Lease,
     ModerationBlocked,
+    Policy,
     PreparedRequest,
     QuotaExhausted,
 )
@@ -100,11 +101,13 @@ class Generation:
         *,
         exempt: bool = False,
         moderation_log: ModerationLog | None = None,
+        moderation: Policy | None = None,
     ) -> None:
         """``budgets``: the member's and the server's, from the server's settings (None: the
         ledger's defaults); ``buttons``: what puts buttons under the images; ``exempt``: from
         the member's rate limit (their tier); ``moderation_log``: where how it ended is logged
-        (for servers that keep a log)."""
+        (for servers that keep a log); ``moderation``: the server's moderation check (None or
+        off: none)."""
         self.replies = replies
         self.prepared = prepared
         self.ledger = ledger
@@ -113,6 +116,7 @@ class Generation:
         self.buttons = buttons
         self.exempt = exempt
         self.moderation_log = moderation_log
+        self.moderation = moderation
         self.ledger_row: int | None = None  # set once the admission is recorded
         self.result: GenerationResult | None = None
         self.timeline = Timeline(received=discord.utils.utcnow())

@@ -49,7 +49,8 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy import text as sql
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.images import ModelSpec
+from bot.images import ModelSpec, Policy, PolicyRefused, parse_policy
+from bot.store import blocklist as blocklists
 from bot.store.budgets import BUDGET_ACCEPTS, Budget, parse_budgets, tightest
 from bot.store.db import BEGIN_IMMEDIATE
 from bot.store.db.schema import server_settings, settings_changes
@@ -73,6 +74,9 @@ class Setting(StrEnum):
     AGE_RESTRICTED = "age-restricted"
     SPOILERS = "spoilers"
     LOG_CHANNEL = "log-channel"
+    BLOCKED_WORDS = "blocked-words"
+    BLOCKED_PATTERNS = "blocked-patterns"
+    MODERATION = "moderation"
 
 
 DESCRIPTIONS = {
@@ -87,6 +91,9 @@ DESCRIPTIONS = {
     Setting.AGE_RESTRICTED: "the image service's low moderation in age-restricted channels",
     Setting.SPOILERS: "results posted as spoilers: always, off, or in the channels named",
     Setting.LOG_CHANNEL: "the channel where every request is logged for moderators",
+    Setting.BLOCKED_WORDS: "words and phrases that refuse a prompt",
+    Setting.BLOCKED_PATTERNS: "regular expressions (RE2) that refuse a prompt",
+    Setting.MODERATION: "the moderation check of prompts and images before paying",
 }
 
 TIER_PREFIX = "tier:"  # a role's tier: ``tier:<role id>``
@@ -99,6 +106,16 @@ ALWAYS = "always"
 
 
 BUDGETS = (Setting.MEMBER_BUDGET, Setting.SERVER_BUDGET)
+BLOCKLISTS = (Setting.BLOCKED_WORDS, Setting.BLOCKED_PATTERNS)
+BLOCKLIST_MOST = 10_000  # a server's words and patterns together
+WORD_CHARS = 100
+PATTERN_CHARS = 300
+# What the settings cog sends parse() for a blocklist: the entries to add or to remove.
+ADD, REMOVE = "+", "-"
+NO_MODERATION_ROUTE = (
+    "The image service this bot uses has no moderation check (POST /moderations), so "
+    "moderation cannot be used on this server; only off is accepted."
+)
 
 
 class SettingRefused(ValueError):
@@ -167,6 +184,14 @@ class ServerSettings:
         """Stored for the streaming previews, which read it; None: the bot's default."""
         raw = self.raw(Setting.PREVIEWS)
         return None if raw is None else raw == "on"
+
+    @property
+    def moderation(self) -> Policy | None:
+        raw = self.raw(Setting.MODERATION)
+        try:
+            return None if raw is None else parse_policy(raw)
+        except PolicyRefused:  # stored by an older version: checked as strictly as can be
+            return Policy("strict")
 
     @property
     def age_restricted(self) -> bool:
@@ -263,6 +288,9 @@ class Rules:
     default_server_budget: tuple[Budget, ...] = ()  # SERVER_BUDGET
     servers_may_raise_budgets: bool = False  # SERVERS_MAY_RAISE_BUDGETS
     servers_may_exempt_roles: bool = False  # SERVERS_MAY_EXEMPT_ROLES
+    blocked_words: tuple[str, ...] = ()  # BLOCKED_WORDS
+    moderation_check: str = "off"  # MODERATION_CHECK
+    moderations: bool | None = None  # whether the endpoint has /moderations (None: unknown)
 
     # -- what is in force ----------------------------------------------------------------------
 
@@ -358,6 +386,22 @@ class Rules:
         return [
             (budget, cap) for budget, cap in pairs if cap is not None and budget.amount > cap.amount
         ]
+
+    def blocklist(self, chosen: ServerSettings) -> blocklists.Blocklist:
+        """The operator's words with the server's words and patterns, compiled (cached)."""
+        return blocklists.matcher(*self._blocklist_key(chosen))
+
+    def compiled_blocklist(self, chosen: ServerSettings) -> blocklists.Blocklist | None:
+        """The list of :meth:`blocklist` if it is compiled already, else None."""
+        return blocklists.cached(*self._blocklist_key(chosen))
+
+    def _blocklist_key(self, chosen: ServerSettings) -> tuple[tuple[str, ...], str, str]:
+        words = chosen.raw(Setting.BLOCKED_WORDS) or ""
+        return self.blocked_words, words, chosen.raw(Setting.BLOCKED_PATTERNS) or ""
+
+    def moderation(self, chosen: ServerSettings) -> Policy:
+        """The moderation policy in force: the server's, else the operator's default."""
+        return chosen.moderation or parse_policy(self.moderation_check)
 
     def qualities(self, chosen: ServerSettings) -> tuple[str, ...]:
         """The qualities some allowed model takes, in the catalog's order."""
@@ -455,7 +499,58 @@ class Rules:
                     f"(such as #mod-log)."
                 )
             return str(channel)
+        if setting in BLOCKLISTS:
+            return self._blocklist_value(setting, text, chosen)
+        if setting is Setting.MODERATION:
+            try:
+                policy = parse_policy(text)
+            except PolicyRefused as exc:
+                raise SettingRefused(f"{setting.value} {exc}") from None
+            if policy.checks and self.moderations is False:
+                raise SettingRefused(NO_MODERATION_ROUTE)
+            return str(policy)
         raise SettingRefused(f"{setting.value} is not a setting.")  # every member is handled
+
+    def _blocklist_value(self, setting: Setting, text: str, chosen: ServerSettings) -> str:
+        """The server's list once ``text`` (``+`` entries to add, ``-`` to remove) is applied:
+        words and phrases are separated by commas, a pattern is one whole entry."""
+        words = setting is Setting.BLOCKED_WORDS
+        adding, entries_text = text[:1] == ADD, text[1:].strip()
+        if words:
+            entries = [e.strip() for e in entries_text.split(",") if e.strip()]
+        else:
+            entries = [entries_text] if entries_text else []
+        what = "words and phrases, separated by commas" if words else "one RE2 pattern"
+        most = WORD_CHARS if words else PATTERN_CHARS
+        if not entries or any(len(entry) > most or "\n" in entry for entry in entries):
+            raise SettingRefused(f"{setting.value} takes {what}, each at most {most} characters.")
+        current = [e for e in (chosen.raw(setting) or "").splitlines() if e]
+        if not adding:
+            gone = set(entries)
+            return "\n".join(entry for entry in current if entry not in gone)
+        for entry in entries:
+            if words and blocklists.word_pattern(entry) is None:
+                raise SettingRefused(
+                    f"{setting.value}: {entry!r} has no letters or digits, so it blocks nothing."
+                )
+            if not words:
+                try:
+                    blocklists.check_pattern(entry)
+                except blocklists.PatternRefused as exc:
+                    raise SettingRefused(f"This pattern {exc}.") from None
+        value = "\n".join(dict.fromkeys((*current, *entries)))
+        other = Setting.BLOCKED_PATTERNS if words else Setting.BLOCKED_WORDS
+        others = chosen.raw(other) or ""
+        if len(value.splitlines()) + len(others.splitlines()) > BLOCKLIST_MOST:
+            raise SettingRefused(
+                f"A server can block at most {BLOCKLIST_MOST:,} words and patterns together."
+            )
+        listed = (value, others) if words else (others, value)
+        if not blocklists.fits(self.blocked_words, *listed):
+            raise SettingRefused(
+                "These entries make the server's blocklist too large to compile: remove some."
+            )
+        return value
 
 
 def _words(text: str) -> list[str]:
@@ -625,6 +720,16 @@ def describe(setting: Setting, raw: str | None, rules: Rules, chosen: ServerSett
     if setting is Setting.LOG_CHANNEL:
         channel = chosen.log_channel
         return "no log" if channel is None else f"<#{channel}>"
+    if setting in BLOCKLISTS:
+        entries = [entry for entry in (raw or "").splitlines() if entry]
+        text = summarised(entries) if entries else "none of this server's own"
+        if setting is Setting.BLOCKED_WORDS and rules.blocked_words:
+            text += f" (and this bot's own {len(rules.blocked_words)}, set by its operator)"
+        return text
+    if setting is Setting.MODERATION:
+        if rules.moderations is False:
+            return "off: this bot's image service has no moderation check"
+        return str(rules.moderation(chosen))
     return raw or "default"
 
 
@@ -681,6 +786,8 @@ def described_value(setting: Setting, raw: str) -> str:
     if setting in (Setting.CHANNELS, Setting.SPOILERS, Setting.LOG_CHANNEL):
         ids = [int(part) for part in raw.split(",") if part.isdigit()]
         return mentioned_channels(ids, separator=" ") or raw
+    if setting in BLOCKLISTS:
+        return f"{len(raw.splitlines())} of this server's own"
     return raw
 
 
