@@ -450,8 +450,9 @@ class ImageButtons:
             return
         user = self.pseudonyms.for_user(replies.interaction.user.id)
         request = saved.request(user=user, prompt=prompt, size=size)
-        # What is made from a private set is private too.
-        await self.admit(replies.interaction, request, private=saved.private)
+        await self.admit(
+            replies.interaction, request, private=made_privately(replies.interaction, saved)
+        )
 
     async def _larger(self, replies: Replies, saved: SavedRequest) -> None:
         spec = self.catalog.get(saved.model)
@@ -570,6 +571,13 @@ async def _tell_unexpected(interaction: discord.Interaction) -> None:
             await interaction.response.send_message(UNEXPECTED, ephemeral=True)
     except DISCORD_FAILURES:
         log.warning("could not tell the member about the failure")
+
+
+def made_privately(interaction: discord.Interaction, saved: SavedRequest) -> bool:
+    """Whether what a press makes is private: it is made from a private set, or from a message
+    only the presser sees (a set shown again privately)."""
+    message = interaction.message
+    return saved.private or (message is not None and message.flags.ephemeral)
 
 
 def lineage(interaction: discord.Interaction) -> tuple[int | None, str | None]:

@@ -23,7 +23,7 @@ import discord
 
 from bot.images import ImageRequest
 from bot.requests.admission import Admission
-from bot.requests.buttons import VaryHandler
+from bot.requests.buttons import VaryHandler, made_privately
 from bot.requests.edit_inputs import EditInputs, Source
 from bot.requests.saved_requests import SavedRequest
 from bot.store.pseudonym import Pseudonymizer
@@ -115,7 +115,7 @@ def vary_handler(
             [image],
             preferred=saved.model,
             command="Vary",
-            private=saved.private,  # a variation of a private set is private too
+            private=made_privately(interaction, saved),
         )
 
     return vary

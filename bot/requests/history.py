@@ -43,9 +43,11 @@ from bot.requests.buttons import BUTTON_ID, LOAD_TIMEOUT, Action, ImageButton
 from bot.requests.info import (
     DownloadFailed,
     InfoCards,
+    Unreadable,
     cost_text,
     groups,
     jump_url,
+    load_in_time,
     read_attachments,
 )
 from bot.requests.saved_requests import SavedRequest, member_page, spent
@@ -193,10 +195,8 @@ class History:
         """Post the set saved under ``key`` again, with its buttons, if the member may see it."""
         replies = Replies(interaction, private=private)
         try:
-            async with asyncio.timeout(step_timeout(interaction, LOAD_TIMEOUT)):
-                saved = await self.saved.load(key)
-        except Exception as exc:
-            log.error("could not read saved request %s (%s)", key, type(exc).__name__)
+            saved = await load_in_time(interaction, self.saved, key)
+        except Unreadable:
             await replies.answer(UNREADABLE)
             return
         if saved is None or not may_show(saved, interaction):

@@ -202,10 +202,8 @@ class InfoCards:
             await replies.answer(NOT_A_SET)
             return
         try:
-            async with asyncio.timeout(step_timeout(interaction, LOAD_TIMEOUT)):
-                saved = await self.saved.load(key)
-        except Exception as exc:
-            log.error("could not read saved request %s (%s)", key, type(exc).__name__)
+            saved = await load_in_time(interaction, self.saved, key)
+        except Unreadable:
             await replies.answer(UNREADABLE)
             return
         if saved is None or saved.guild_id != interaction.guild_id:
@@ -278,6 +276,23 @@ class InfoCards:
             except DISCORD_FAILURES as exc:
                 log.warning("could not read a follow-up of saved request %s: %r", saved.key, exc)
         return found
+
+
+class Unreadable(Exception):
+    """The saved requests could not be read in time (logged)."""
+
+
+async def load_in_time(
+    interaction: discord.Interaction, saved: SavedRequests, key: int
+) -> SavedRequest | None:
+    """The request saved under ``key`` (None: there is none), read within what is left of the
+    interaction's 3 seconds; raises :class:`Unreadable` after one log line."""
+    try:
+        async with asyncio.timeout(step_timeout(interaction, LOAD_TIMEOUT)):
+            return await saved.load(key)
+    except Exception as exc:
+        log.error("could not read saved request %s (%s)", key, type(exc).__name__)
+        raise Unreadable from None
 
 
 class DownloadFailed(Exception):

@@ -83,15 +83,20 @@ async def test_info_shows_the_request_and_links_both_ways_after_a_reroll(
 async def test_another_members_private_set_is_never_named_on_a_card(
     simcord_env: Any, channel: Any, alice: Any, bob: Any
 ) -> None:
-    first = await bob.slash(channel, "imagine", prompt="a public fox")
-    await alice.click(first.response, label="Reroll")  # public
-    private = await alice.slash(channel, "imagine", prompt="secret", private=True)
-    await alice.click(private.response, label="Reroll")  # private: made from a private set
+    public = await bob.slash(channel, "imagine", prompt="a public fox")
+    # alice shows bob's set to herself only and rerolls it there: her reroll is private.
+    shown = await alice.slash(channel, "show", id=key_of(public.response), private=True)
+    assert shown.response.ephemeral
+    rerolled = await alice.click(shown.response, label="Reroll")
+    assert rerolled.response.ephemeral
+    assert channel.history(viewer=bob) == [public.response.message]
 
-    shown = card(await bob.click(first.response, label="Info"))
-    assert shown["Made from it"].count("request") == 1
-    mine = card(await alice.click(private.response, label="Info"))
-    assert "private" in mine["Made from it"]
+    theirs = card(await bob.click(public.response, label="Info"))
+    assert "Made from it" not in theirs  # not named, not counted
+    hers = card(await alice.click(public.response, label="Info"))
+    assert hers["Made from it"] == (
+        f"Reroll: request {key_of(rerolled.response)}, private (only its member saw it)"
+    )
 
 
 # -- private results -----------------------------------------------------------------------------
