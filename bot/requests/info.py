@@ -54,6 +54,7 @@ SENT = "A copy is in your direct messages: {link}"
 LEFT_OUT = " ({count} image(s) too large for a direct message were left out.)"
 PRIVATE_LINK = "private (only its member saw it)"
 
+CARD_TIMEOUT = 10.0  # seconds to read a card's rows, once the press is acknowledged
 CHILDREN_SHOWN = 10  # sets made from this one, linked on the card
 COPIES_AT_ONCE = 2  # copies (Send to DM, /show) downloading at a time: memory stays bounded
 DM_UPLOAD_LIMIT = 10 * 1024 * 1024  # bytes Discord takes in one upload to a DM
@@ -134,9 +135,12 @@ class InfoCards:
         """The card of ``saved`` (a request of this server), privately."""
         await interaction.response.defer(ephemeral=True, thinking=True)
         try:
-            embed = await self.card(interaction, saved)
-        except Exception as exc:
-            log.error("could not make the info card of request %s (%s)", saved.key, exc)
+            async with asyncio.timeout(CARD_TIMEOUT):
+                embed = await self.card(interaction, saved)
+        except Exception as exc:  # its text may quote the query's parameters: the type only
+            log.error(
+                "could not make the info card of request %s (%s)", saved.key, type(exc).__name__
+            )
             await interaction.followup.send(UNREADABLE, ephemeral=True)
             return
         await interaction.followup.send(

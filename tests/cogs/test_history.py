@@ -17,6 +17,13 @@ from tests.fakes.images_api import FakeImagesAPI
 NOT_FOUND = "You have no request {key} that you can see here."
 
 
+@pytest.fixture
+def bot_overrides(database_url: str) -> dict[str, Any]:
+    """Every test here on SQLite and on PostgreSQL: costs and pages are read from the ledger's
+    database."""
+    return {"database_url": database_url}
+
+
 def key_of(message: Any) -> int:
     """The key of the request behind a posted set, read from its buttons."""
     for row in message.components:
@@ -166,6 +173,7 @@ async def test_history_pages_through_the_members_sets_even_after_a_restart(
     alice: Any,
     bob: Any,
     restarted: Any,  # noqa: F811
+    database_url: str,
 ) -> None:
     keys = []
     for number in range(7):
@@ -190,7 +198,7 @@ async def test_history_pages_through_the_members_sets_even_after_a_restart(
     assert older == keys[1::-1]
     assert [b["label"] for b in page.components[0]["components"]] == ["Previous"]
 
-    await restarted()
+    await restarted(database_url=database_url)
     await alice.click(page, label="Previous")
     again = [int(k) for k in re.findall(r"\*\*([0-9]+)\*\*", page.content)]
     assert again == keys[::-1][:5]
