@@ -106,6 +106,30 @@ async def test_another_members_private_set_is_never_named_on_a_card(
     )
 
 
+async def test_info_after_a_restart_and_the_lineage_of_the_vary_image_menu(
+    simcord_env: Any,
+    channel: Any,
+    alice: Any,
+    bob: Any,
+    restarted: Any,  # noqa: F811
+    database_url: str,
+) -> None:
+    first = await alice.slash(channel, "imagine", prompt="a fox", model="dall-e-2")
+    varied = await bob.context_menu(channel, "Vary image", first.response.message)
+    before = card(await alice.click(first.response, label="Info"))
+
+    await restarted(database_url=database_url)  # the new bot reads it all from the database
+    after = card(await alice.click(first.response, label="Info"))
+
+    assert after == before
+    assert after["Cost"] == "$0.02"
+    link = f"[request {key_of(varied.response)}]({jump(channel, varied.response)})"
+    assert after["Made from it"] == f"Vary image: {link}"
+    child = card(await bob.click(varied.response, label="Info"))
+    made_from = f"[request {key_of(first.response)}]({jump(channel, first.response)})"
+    assert child["Made from"] == f"Vary image of {made_from}"
+
+
 # -- private results -----------------------------------------------------------------------------
 
 
@@ -162,6 +186,19 @@ async def test_send_to_dm_says_so_privately_when_the_dms_are_closed(
 
     assert said(sent).startswith("The bot cannot send you direct messages")
     assert bob.user.dm_channel.history() == []
+
+
+async def test_send_to_dm_copies_a_private_set(
+    simcord_env: Any, channel: Any, alice: Any, images_api: FakeImagesAPI
+) -> None:
+    private = await alice.slash(channel, "imagine", prompt="a secret fox", private=True)
+
+    sent = await alice.click(private.response, label="Send to DM")
+
+    assert said(sent).startswith("A copy is in your direct messages")
+    (copy,) = alice.user.dm_channel.history()
+    assert await uploaded(copy) == images_api.served[:1]
+    assert "From" not in fields(copy.embeds[0])  # no link to a message only she saw
 
 
 # -- /history ------------------------------------------------------------------------------------
