@@ -76,6 +76,7 @@ UNREADABLE = "The bot cannot read your requests right now. Please try again soon
 NOT_READ = "The bot could not read the images of request {key} from Discord. Please try again."
 NOT_POSTED = "Discord did not take the images. Please try again."
 SHOWN = "Request {key}, shown again by {member}."
+TOO_LARGE = "The images of request {key} are too large for this server's upload limit."
 TOO_LARGE_LEFT = "({count} image(s) too large for this server's upload limit were left out.)"
 
 
@@ -226,7 +227,9 @@ class History:
         limit = interaction.filesize_limit
         fitting = [a for a in attachments if a.size <= limit]
         if not fitting:
-            await replies.tell_privately(ORIGINAL_GONE.format(key=key))
+            await replies.tell_privately(
+                (TOO_LARGE if attachments else ORIGINAL_GONE).format(key=key)
+            )
             return
         async with self.cards.copies:
             try:

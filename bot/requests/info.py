@@ -52,6 +52,7 @@ NOT_DOWNLOADED = "The images could not be read back from Discord. Please try aga
 NO_IMAGES_LEFT = "These images are no longer in the message."
 SENT = "A copy is in your direct messages: {link}"
 LEFT_OUT = " ({count} image(s) too large for a direct message were left out.)"
+TOO_LARGE_FOR_DM = "These images are too large for a direct message (10 MiB each at most)."
 PRIVATE_LINK = "private (only its member saw it)"
 
 CARD_TIMEOUT = 10.0  # seconds to read a card's rows, once the press is acknowledged
@@ -223,7 +224,7 @@ class InfoCards:
         attachments = await self.attachments_of(interaction, saved)
         small = [a for a in attachments if a.size <= DM_UPLOAD_LIMIT]
         if not small:
-            await _tell(interaction, NO_IMAGES_LEFT if not attachments else LEFT_OUT.strip())
+            await _tell(interaction, TOO_LARGE_FOR_DM if attachments else NO_IMAGES_LEFT)
             return
         async with self.copies:
             try:

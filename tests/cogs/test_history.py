@@ -10,6 +10,7 @@ import pytest
 import simcord.http.routes.messages as simcord_messages
 from simcord.backend import errors as simcord_errors
 
+from bot.requests import info
 from tests.cogs.support import fields, uploaded
 from tests.cogs.test_buttons import labels, restarted  # noqa: F401 - the restart fixture
 from tests.fakes.images_api import FakeImagesAPI
@@ -199,6 +200,18 @@ async def test_send_to_dm_copies_a_private_set(
     (copy,) = alice.user.dm_channel.history()
     assert await uploaded(copy) == images_api.served[:1]
     assert "From" not in fields(copy.embeds[0])  # no link to a message only she saw
+
+
+async def test_send_to_dm_says_when_the_images_are_too_large_for_a_dm(
+    simcord_env: Any, channel: Any, alice: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    posted = await alice.slash(channel, "imagine", prompt="a fox")
+    monkeypatch.setattr(info, "DM_UPLOAD_LIMIT", 10)  # as a 10 MiB DM limit is to a large image
+
+    sent = await alice.click(posted.response, label="Send to DM")
+
+    assert said(sent) == "These images are too large for a direct message (10 MiB each at most)."
+    assert alice.user.dm_channel.history() == []
 
 
 # -- /history ------------------------------------------------------------------------------------
