@@ -257,6 +257,19 @@ async def test_history_pages_through_the_members_sets_even_after_a_restart(
     assert "fox" not in nothing.response.content
 
 
+async def test_history_in_dms_lists_the_sets_made_in_dms_only(
+    simcord_env: Any, channel: Any, alice: Any
+) -> None:
+    await alice.slash(channel, "imagine", prompt="a fox in the server", model="dall-e-2")
+    in_dms = await alice.user.slash("imagine", prompt="a fox in my DMs", model="dall-e-2")
+
+    listed = await alice.user.slash("history")
+
+    page = listed.response.content
+    assert "a fox in my DMs" in page and "in the server" not in page
+    assert f"/channels/@me/{alice.user.dm_channel.id}/{in_dms.response.id}" in page
+
+
 # -- /show ---------------------------------------------------------------------------------------
 
 
