@@ -1,5 +1,6 @@
 """The buttons under every posted set of images: Reroll, Edit prompt, Larger, Delete (and Vary,
-once it has a handler).
+once it has a handler; Info and Send to DM, whose presses bot.requests.info handles). A private
+set (ephemeral) has no Delete: Discord's Dismiss removes it, and only its member sees it.
 
 They keep working after a restart and after any number of messages: each is a discord.py
 ``DynamicItem`` whose ``custom_id`` names an action and the key of the request in the bot's
@@ -316,8 +317,9 @@ class ImageButtons:
 
     def view(self, key: int, generation: Generation, uploads: Sequence[Upload]) -> discord.ui.View:
         """The buttons under the first message of a set posted as ``uploads``: the request's
-        (Reroll, Edit prompt, Larger, Delete), then one Vary for each image that came back and
-        that an offered model can edit (an animated GIF cannot be), numbered as the set's."""
+        (Reroll, Edit prompt, Larger, Delete), Info and Send to DM on the row below, then one
+        Vary for each image that came back and that an offered model can edit (an animated GIF
+        cannot be), numbered as the set's."""
         prepared = generation.prepared
         view = discord.ui.View(timeout=None)
         row: list[ImageButton] = []
