@@ -266,14 +266,17 @@ class InfoCards:
     async def attachments_of(
         self, interaction: discord.Interaction, saved: SavedRequest
     ) -> list[discord.Attachment]:
-        """The images of the pressed set: the message's, then its follow-ups' (read through the
-        channel; a private set's follow-ups cannot be, and are left out)."""
+        """The images of the pressed set: the message's, then, where it is the set's own first
+        message, its follow-ups' (read through the channel; a private set's follow-ups cannot
+        be, and a repost's, /show's, are not recorded: both are left out)."""
         message = interaction.message
-        found = list(message.attachments) if message is not None else []
-        if saved.private or interaction.channel_id is None:
+        if message is None:
+            return []
+        found = list(message.attachments)
+        if saved.private or message.id != saved.message_id or saved.channel_id is None:
             return found
         channel = interaction.client.get_partial_messageable(
-            interaction.channel_id, guild_id=interaction.guild_id
+            saved.channel_id, guild_id=saved.guild_id
         )
         for message_id in saved.follow_up_ids:
             try:

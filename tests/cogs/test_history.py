@@ -12,7 +12,7 @@ from simcord.backend import errors as simcord_errors
 
 from bot.requests import info
 from tests.cogs.support import fields, uploaded
-from tests.cogs.test_buttons import labels, restarted  # noqa: F401 - the restart fixture
+from tests.cogs.test_buttons import labels, posted_in_three_messages, restarted  # noqa: F401 - the restart fixture
 from tests.fakes.images_api import FakeImagesAPI
 
 NOT_FOUND = "You have no request {key} that you can see here."
@@ -167,6 +167,22 @@ async def test_send_to_dm_sends_a_copy_of_the_set(
     assert copy.embeds[0].description == "two foxes"
     assert jump(channel, posted.response) in fields(copy.embeds[0])["From"]
     assert alice.user.dm_channel.history() == []
+    assert len(images_api.generation_requests) == 1
+
+
+async def test_a_set_in_several_messages_is_sent_and_shown_whole(
+    simcord_env: Any, channel: Any, alice: Any, bob: Any, images_api: FakeImagesAPI
+) -> None:
+    posted = await posted_in_three_messages(channel, alice, images_api)
+    images = [await a.read() for m in [posted.response, *posted.followups] for a in m.attachments]
+
+    await bob.click(posted.response, label="Send to DM")
+    copies = bob.user.dm_channel.history()
+    assert [await a.read() for m in copies for a in m.attachments] == images
+
+    shown = await alice.slash(channel, "show", id=key_of(posted.response))
+    reposted = [shown.response, *(m for m in shown.followups if not m.ephemeral)]
+    assert [await a.read() for m in reposted for a in m.attachments] == images
     assert len(images_api.generation_requests) == 1
 
 
