@@ -248,6 +248,7 @@ class ImageButtons:
         self.vary = vary
         # The presses handled by other modules (Info, Send to DM), set by the bot at start.
         self.handlers: dict[Action, PressHandler] = {}
+        self._writes: set[asyncio.Task[None]] = set()  # messages being recorded
 
     # -- under the images ------------------------------------------------------------------------
 
@@ -305,8 +306,16 @@ class ImageButtons:
             )
 
     async def _record_message(self, key: int, message_id: int) -> None:
-        """Keep the message a set was posted in, for its jump link (Info, /history, /show); a
-        failure costs only that, with one log line."""
+        """Keep the message a set was posted in, for its jump link (Info, /history, /show), in
+        the background: the rest of the set, its settlement and its processing slot do not wait
+        for the database (the request in memory has it at once)."""
+        self.saved.note_message(key, message_id)
+        task = asyncio.create_task(self._write_message(key, message_id))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def _write_message(self, key: int, message_id: int) -> None:
+        """A failure costs only the link, with one log line."""
         try:
             async with asyncio.timeout(RECORD_TIMEOUT):
                 await self.saved.record_message(key, message_id)

@@ -188,11 +188,16 @@ class SavedRequests:
 
         await self._queue(update_row)
 
-    async def record_message(self, key: int, message_id: int) -> None:
-        """The set saved under ``key`` was posted in the message ``message_id`` (its first)."""
+    def note_message(self, key: int, message_id: int) -> None:
+        """Remember at once, where the request is in memory, that its set is in ``message_id``
+        (a press may come before the write ends)."""
         recent = self._recent.get(key)
         if recent is not None:
             self._recent[key] = dataclasses.replace(recent, message_id=message_id)
+
+    async def record_message(self, key: int, message_id: int) -> None:
+        """The set saved under ``key`` was posted in the message ``message_id`` (its first)."""
+        self.note_message(key, message_id)
 
         async def update_row(connection: AsyncConnection) -> None:
             await connection.execute(
