@@ -38,6 +38,8 @@ from bot.observability.server import MetricsServer
 from bot.requests.admission import Admission
 from bot.requests.buttons import ImageButton, ImageButtons
 from bot.requests.editing import vary_handler
+from bot.requests.history import History, PageButton
+from bot.requests.info import InfoCards
 from bot.requests.moderation_log import ModerationLog
 from bot.requests.offer import ModelOffer, discover, narrow
 from bot.requests.queue import GenerationQueue
@@ -51,7 +53,7 @@ from bot.store.server_settings import Rules, SettingsStore
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("cogs.imagine", "cogs.edit", "cogs.usage", "cogs.settings")
+EXTENSIONS = ("cogs.imagine", "cogs.edit", "cogs.usage", "cogs.settings", "cogs.history")
 SYNC_STATE_FILE = "command_sync.json"
 UNEXPECTED = "Something went wrong with that command. Please try again."
 REFUSAL_TEXT_LIMIT = 300  # characters of Discord's explanation kept in the start-up log line
@@ -125,6 +127,7 @@ class ImagineBot(commands.AutoShardedBot):
         self._services: Services | None = None
         self._admission: Admission | None = None
         self._image_buttons: ImageButtons | None = None
+        self._history: History | None = None
         self._ledger: Ledger | None = None
         self._frozen = False
         self._sync_on_start = sync_on_start
@@ -156,6 +159,13 @@ class ImagineBot(commands.AutoShardedBot):
         if self._admission is None or self._admission.draining:
             return None
         return self._image_buttons
+
+    @property
+    def history(self) -> History | None:
+        """/history, /show and the Info cards; None before start and once shutting down."""
+        if self._admission is None or self._admission.draining:
+            return None
+        return self._history
 
     @property
     def admission(self) -> Admission:
@@ -264,9 +274,12 @@ class ImagineBot(commands.AutoShardedBot):
             ),
         )
         admission.use_buttons(self._image_buttons.for_generation)
+        cards = InfoCards(self._image_buttons)
+        cards.install()  # Info and Send to DM under every set
+        self._history = History(cards)
         # At start, not when images are posted: the buttons of messages posted before a restart
         # must be answered too (their state is in the custom_id and the database).
-        self.add_dynamic_items(ImageButton)
+        self.add_dynamic_items(ImageButton, PageButton)
         self.add_listener(self._image_buttons.on_interaction, "on_interaction")  # Edit prompt
         for extension in EXTENSIONS:
             await self.load_extension(extension)

@@ -137,10 +137,12 @@ class Admission:
         builds them once at start, after this admission, since a press admits through it)."""
         self.buttons = buttons
 
-    async def admit(self, interaction: discord.Interaction, request: ImageRequest) -> None:
+    async def admit(
+        self, interaction: discord.Interaction, request: ImageRequest, *, private: bool = False
+    ) -> None:
         """A request checked at once (/imagine, a button under posted images): refused
-        privately, or a job is started."""
-        replies = self._received(interaction, "/imagine")
+        privately, or a job is started. ``private``: answered to the member only."""
+        replies = self._received(interaction, "/imagine", private)
         # Before the draining check: nothing is awaited between it and the job's creation.
         settled = await apply_server_settings(
             interaction,
@@ -181,6 +183,7 @@ class Admission:
         picked: str | None,
         command: str,
         preferred: str | None = None,
+        private: bool = False,
     ) -> None:
         """An edit (/edit, Vary), whose ``inputs`` are checked at once for what needs no file,
         on the request as the server's settings make it, then downloaded in the job once it is
@@ -188,7 +191,7 @@ class Admission:
         default); only models that edit stand in for the server's default. ``preferred``: a
         model used before the default where the server allows it (see
         ``apply_server_settings``)."""
-        replies = self._received(interaction, command)
+        replies = self._received(interaction, command, private)
         catalog = self.images.catalog
         settled = await apply_server_settings(
             interaction,
@@ -213,7 +216,7 @@ class Admission:
         self._start(interaction, self._download_then_run(generation, inputs))
 
     @staticmethod
-    def _received(interaction: discord.Interaction, what: str) -> Replies:
+    def _received(interaction: discord.Interaction, what: str, private: bool = False) -> Replies:
         # Every line logged for this request from here on, in its job too, carries this id.
         new_correlation_id()
         # The one line that ties the request's correlation id to its raw Discord ids, at DEBUG:
@@ -222,7 +225,7 @@ class Admission:
             "%s from user %s in server %s, channel %s (interaction %s)",
             what, interaction.user.id, interaction.guild_id, interaction.channel_id, interaction.id,
         )  # fmt: skip
-        return Replies(interaction)
+        return Replies(interaction, private=private)
 
     def _with_previews(self, admissible: Admissible) -> ImageRequest:
         # Previews while the image is made: PARTIAL_IMAGES, unless the server turned them off.

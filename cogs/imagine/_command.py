@@ -3,13 +3,13 @@ follows the chosen model. It builds an :class:`ImageRequest` and hands it on; no
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import discord
 from discord import app_commands
 
 from bot.images import MAX_FRAMES, MIN_FRAMES, ImageRequest
+from bot.requests.buttons import Admit
 from bot.requests.options import PROMPT_MAX, autocompletes_following_the_model, choices_of_models
 from bot.services import Services
 
@@ -21,8 +21,6 @@ FORMAT_LABELS = {
     "gif": "gif (animated)",
     "svg": "svg (vector, with a png preview)",
 }
-
-Admit = Callable[[discord.Interaction, ImageRequest], Awaitable[None]]
 
 
 def build_imagine_command(services: Services, admit: Admit) -> app_commands.Command[Any, ..., None]:
@@ -57,6 +55,7 @@ def build_imagine_command(services: Services, admit: Admit) -> app_commands.Comm
         complexity="Newer models: how much planning goes into the picture, apart from quality",
         frames="Animated GIF only: how many frames (2-16, default 9)",
         frame_ms="Animated GIF only: how long each frame shows, in milliseconds (default 200)",
+        private="Show the images to you only (and what is made from them)",
     )
     @app_commands.choices(
         model=model_choices,
@@ -79,6 +78,7 @@ def build_imagine_command(services: Services, admit: Admit) -> app_commands.Comm
         complexity: str | None = None,
         frames: app_commands.Range[int, MIN_FRAMES, MAX_FRAMES] | None = None,
         frame_ms: app_commands.Range[int, 20, FRAME_MS_MAX] | None = None,
+        private: bool = False,
     ) -> None:
         request = ImageRequest(
             prompt=prompt,
@@ -94,6 +94,6 @@ def build_imagine_command(services: Services, admit: Admit) -> app_commands.Comm
             frame_count=frames,
             frame_duration_ms=frame_ms,
         )
-        await admit(interaction, request)
+        await admit(interaction, request, private=private)
 
     return imagine_command
