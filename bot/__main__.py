@@ -250,6 +250,7 @@ async def _check(settings: Settings) -> int:
         client = make_client(session, settings)
         try:
             result = await client.check()
+            moderations = await client.has_moderations()
         except ImageError as exc:
             print(f"error: {exc.user_message} ({exc})", file=sys.stderr)
             return 1
@@ -268,7 +269,24 @@ async def _check(settings: Settings) -> int:
             f"warning: DEFAULT_MODEL {settings.default_model} is not served; "
             f"{offer.default} is the default instead"
         )
-    return 0 if silent_store is None else 1
+    line = _moderation_line(moderations, settings.moderation_check)
+    print(line, file=sys.stderr if line.startswith("error") else sys.stdout)
+    unusable = moderations is False and settings.moderation_check != "off"
+    return 0 if silent_store is None and not unusable else 1
+
+
+def _moderation_line(moderations: bool | None, wanted: str) -> str:
+    """What `check` says of the moderation check (an error where MODERATION_CHECK needs it)."""
+    if moderations is None:
+        return "warning: could not tell whether the endpoint has /moderations"
+    if moderations:
+        return f"the endpoint has a moderation check (/moderations); MODERATION_CHECK is {wanted}"
+    if wanted != "off":
+        return (
+            f"error: MODERATION_CHECK is {wanted}, but the endpoint has no moderation check "
+            "(/moderations): the bot will not start"
+        )
+    return "the endpoint has no moderation check (/moderations): servers cannot turn it on"
 
 
 async def _migrate(settings: Settings) -> int:

@@ -41,6 +41,9 @@ from bot.observability.server import MetricsServer
 from bot.requests.admission import Admission
 from bot.requests.buttons import ImageButton, ImageButtons
 from bot.requests.editing import vary_handler
+from bot.requests.history import History, PageButton
+from bot.requests.info import InfoCards
+from bot.requests.moderation_log import ModerationLog
 from bot.requests.offer import ModelOffer, discover, narrow
 from bot.requests.queue import GenerationQueue
 from bot.requests.saved_requests import SavedRequests
@@ -53,7 +56,7 @@ from bot.store.server_settings import Rules, SettingsStore
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("cogs.imagine", "cogs.edit", "cogs.usage", "cogs.settings")
+EXTENSIONS = ("cogs.imagine", "cogs.edit", "cogs.usage", "cogs.settings", "cogs.history")
 SYNC_STATE_FILE = "command_sync.json"
 UNEXPECTED = _("Something went wrong with that command. Please try again.")
 REFUSAL_TEXT_LIMIT = 300  # characters of Discord's explanation kept in the start-up log line
@@ -131,6 +134,7 @@ class ImagineBot(commands.AutoShardedBot):
         self._services: Services | None = None
         self._admission: Admission | None = None
         self._image_buttons: ImageButtons | None = None
+        self._history: History | None = None
         self._ledger: Ledger | None = None
         self._frozen = False
         self._sync_on_start = sync_on_start
@@ -164,6 +168,13 @@ class ImagineBot(commands.AutoShardedBot):
         return self._image_buttons
 
     @property
+    def history(self) -> History | None:
+        """/history, /show and the Info cards; None before start and once shutting down."""
+        if self._admission is None or self._admission.draining:
+            return None
+        return self._history
+
+    @property
     def admission(self) -> Admission:
         """Where every command's requests are admitted; it exists once setup_hook has run."""
         if self._admission is None:
@@ -189,7 +200,18 @@ class ImagineBot(commands.AutoShardedBot):
         # The queue hears every answer of the image service: its limit adapts to them.
         self._images = make_client(self._session, self.settings, feedback=self._queue)
         # Before the command is built: its model choices are what the endpoint serves.
-        self.offer = await discover(self._images, self.settings)
+        # Both asked at once: a slow endpoint delays start-up by one probe's time, not two.
+        self.offer, moderations = await asyncio.gather(
+            discover(self._images, self.settings), self._images.has_moderations()
+        )
+        if moderations is False and self.settings.moderation_check != "off":
+            raise ModerationUnusable(
+                f"MODERATION_CHECK is {self.settings.moderation_check}, but the endpoint has no "
+                "moderation check (POST /moderations answered 404 or 405): set it to off, or "
+                "use an endpoint that has one (OPENAI_BASE_URL)"
+            )
+        if moderations is False:
+            log.info("the endpoint has no /moderations: servers cannot turn the check on")
         settings, ledger = self.settings, self._ledger
         self._services = Services(
             settings=settings,
@@ -215,6 +237,10 @@ class ImagineBot(commands.AutoShardedBot):
                 default_member_budget=settings.member_budget,
                 default_server_budget=settings.server_budget,
                 servers_may_raise_budgets=settings.servers_may_raise_budgets,
+                servers_may_exempt_roles=settings.servers_may_exempt_roles,
+                blocked_words=settings.blocked_words,
+                moderation_check=settings.moderation_check,
+                moderations=moderations,
             ),
             edits=self._edits,
         )
@@ -235,6 +261,11 @@ class ImagineBot(commands.AutoShardedBot):
             edits=services.edits,
             rules=services.server_rules,
             server_settings=services.server_settings,
+            moderation_log=ModerationLog(
+                services.server_settings,
+                services.metrics,
+                name_server=self.pseudonyms.for_server,
+            ),
         )
         self._image_buttons = ImageButtons(
             admission.admit,
@@ -250,9 +281,12 @@ class ImagineBot(commands.AutoShardedBot):
             ),
         )
         admission.use_buttons(self._image_buttons.for_generation)
+        cards = InfoCards(self._image_buttons)
+        cards.install()  # Info and Send to DM under every set
+        self._history = History(cards)
         # At start, not when images are posted: the buttons of messages posted before a restart
         # must be answered too (their state is in the custom_id and the database).
-        self.add_dynamic_items(ImageButton)
+        self.add_dynamic_items(ImageButton, PageButton)
         self.add_listener(self._image_buttons.on_interaction, "on_interaction")  # Edit prompt
         # Before the commands are built: their names and descriptions come from the catalogs.
         await asyncio.to_thread(load_catalogs)  # 0.15 s of parsing: not on the event loop
@@ -380,6 +414,8 @@ class ImagineBot(commands.AutoShardedBot):
         # discord.py's close unloads the extensions first, while Discord can still be told
         # about the requests they cancel; the engine and its session go only after that.
         await super().close()
+        if self._admission is not None:  # after the extensions' jobs: their entries are queued
+            await self._admission.moderation_log.close()
         self._loop_lag.stop()
         if self.metrics_server is not None:
             await self.metrics_server.stop()
@@ -393,6 +429,10 @@ class ImagineBot(commands.AutoShardedBot):
 
 class MetricsUnavailable(Exception):
     """The metrics server cannot listen where it is told: one sentence naming the variables."""
+
+
+class ModerationUnusable(Exception):
+    """MODERATION_CHECK is on where the endpoint has no moderation check: one sentence."""
 
 
 class _StoreSilent(Exception):
@@ -472,7 +512,7 @@ def run_bot(settings: Settings, *, sync_only: bool = False) -> int:
     except DatabaseUnavailable as exc:
         log.error("%s", exc)
         return 1
-    except MetricsUnavailable as exc:
+    except (MetricsUnavailable, ModerationUnusable) as exc:
         log.error("%s", exc)
         return 1
     except _StoreSilent as exc:

@@ -210,6 +210,39 @@ class Settings(BaseSettings):
             "ceilings a server can only lower)"
         ),
     )
+    servers_may_exempt_roles: bool = Field(
+        default=False,
+        description=(
+            "true or false: whether a server's managers may exempt roles from USER_RATE_LIMIT "
+            "for requests on their server (`/imagine-settings role-tier ... exempt`); false: "
+            "the rate limit holds for every member, whatever their tier"
+        ),
+    )
+    blocked_words: Annotated[tuple[str, ...], NoDecode, Shown(default="none")] = Field(
+        default=(),
+        description=about(
+            "a comma-separated list of words and phrases",
+            "Prompts with any of them are refused on every server (and in direct messages), "
+            "privately and before anything is paid for. A server's managers can add words and "
+            "patterns of their own with `/imagine-settings blocked-words` and "
+            "`blocked-patterns`, never remove these. Matching ignores case, accents, invisible "
+            "characters and look-alike letters, on word boundaries: see "
+            "[Keeping a server safe](safety.md#blocked-words-and-patterns).",
+        ),
+    )
+    moderation_check: Annotated[str, Shown(default="off")] = Field(
+        default="off",
+        description=about(
+            "off, on or strict",
+            "Whether prompts (and an edit's images) go to the service's moderation check "
+            "(`POST /moderations`, free on OpenAI) before anything is paid for, on servers that "
+            "choose nothing else with `/imagine-settings moderation`: `on` refuses what the "
+            "service flags, `strict` lower scores too (for servers with children). A check "
+            "that fails refuses the request. Where the endpoint has no `/moderations`, start-up "
+            "stops while this is on; see "
+            "[The moderation check](safety.md#the-moderation-check).",
+        ),
+    )
     rate_limit_storage_uri: str = Field(
         default="memory://",
         repr=False,  # it may hold the store's password
@@ -620,6 +653,32 @@ class Settings(BaseSettings):
                 "is not valid: it must name the database, such as postgresql://host/imagine"
             )
         return url
+
+    @field_validator("blocked_words", mode="before")
+    @classmethod
+    def _blocked_words(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(dict.fromkeys(w.strip() for w in value.split(",") if w.strip()))
+        return value
+
+    @field_validator("blocked_words")
+    @classmethod
+    def _blocked_words_fold(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from bot.store.blocklist import word_pattern  # RE2 and Unicode tables where used
+
+        empty = [word for word in value if word_pattern(word) is None]
+        if empty:
+            raise _Refused(
+                f"is not valid: {empty[0][:40]!r} has no letters or digits, so it blocks nothing"
+            )
+        return value
+
+    @field_validator("moderation_check")
+    @classmethod
+    def _moderation_check(cls, value: str) -> str:
+        if value.strip().lower() not in ("off", "on", "strict"):
+            raise _Refused("is not valid: it must be off, on or strict")
+        return value.strip().lower()
 
     @field_validator("offered_models", mode="before")
     @classmethod

@@ -197,8 +197,9 @@ async def check_the_running_bot(container: str, fakes: Fakes) -> None:
     application = fakes.discord.backend.application_id
     assert f"PUT /applications/{application}/commands" in fakes.discord.requests
     assert not fakes.discord.gaps and not fakes.discord.refused_tokens
-    # ... and asked the image service what it serves.
-    assert [request.path for request in fakes.images.requests] == ["/v1/models"]
+    # ... and asked the image service what it serves, and whether it has a moderation check.
+    paths = sorted(request.path for request in fakes.images.requests)
+    assert paths == ["/v1/models", "/v1/moderations"]
     # /usage's chart imports matplotlib: its font list is the image's, never rebuilt.
     matplotlib = await docker("exec", container, "python", "-c", "import matplotlib.font_manager")
     assert not [words for words in MATPLOTLIB_REBUILDS if words in matplotlib], matplotlib

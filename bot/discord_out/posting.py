@@ -170,7 +170,8 @@ def _note(result: GenerationResult, uploads: list[Upload]) -> str | None:
 
 def _files(uploads: list[Upload], prompt: str, replies: Replies) -> list[discord.File]:
     """The files, each with alt text for members who use screen readers: the prompt it was
-    made from (an SVG's rendering says so)."""
+    made from (an SVG's rendering says so), in the asker's language; blurred until clicked
+    where the request asked for a spoiler (``replies.spoiler``)."""
     return [
         discord.File(
             io.BytesIO(upload.data),
@@ -181,6 +182,7 @@ def _files(uploads: list[Upload], prompt: str, replies: Replies) -> list[discord
                 ),
                 ALT_TEXT_MAX,
             ),
+            spoiler=replies.spoiler,
         )
         for upload in uploads
     ]

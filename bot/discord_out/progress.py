@@ -300,6 +300,7 @@ class ProgressDisplay:
             io.BytesIO(data),
             filename=f"preview.{'jpg' if kind == 'jpeg' else kind}",
             description=PREVIEW_ALT_TEXT.localized(self.replies.locale),
+            spoiler=self.replies.spoiler,
         )
         self._sending = True
         await self.replies.show_preview(self._text(), preview)

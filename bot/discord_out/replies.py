@@ -121,14 +121,24 @@ def fit_embed(embed: discord.Embed) -> discord.Embed:
 class Replies:
     """The one place that writes to Discord for one interaction, and remembers what it posted."""
 
-    def __init__(self, interaction: discord.Interaction) -> None:
+    def __init__(self, interaction: discord.Interaction, *, private: bool = False) -> None:
         self.interaction = interaction
+        # Only the member sees the answer (/imagine private:true, and what is made from such a
+        # set): the placeholder, the images and their follow-ups are ephemeral.
+        self.private = private
+        # The first message the images are in, once posted; and who hears of it (the buttons,
+        # for the set's jump link). It must not raise.
+        self.message_id: int | None = None
+        self.on_posted: Callable[[int], Awaitable[None]] | None = None
         # The reply already carries images: a later failure must leave them and say so.
         self.posted = False
         # The messages posted after the first, in order; and who hears of each new one (the
         # buttons, whose Delete removes them too). It is given every id so far and must not raise.
         self.follow_up_ids: list[int] = []
         self.on_follow_up: Callable[[tuple[int, ...]], Awaitable[None]] | None = None
+        # The server posts results here as spoilers (the images and the previews): each upload's
+        # filename then starts with SPOILER_, which Discord blurs until clicked.
+        self.spoiler = False
 
     def say(self, text: str) -> str:
         """``text`` in the member's language (a marked sentence), fitted to a message."""
@@ -166,7 +176,7 @@ class Replies:
 
     async def defer(self) -> None:
         """Acknowledge with a public "thinking" placeholder; raises what Discord raises."""
-        await self.interaction.response.defer(thinking=True)
+        await self.interaction.response.defer(thinking=True, ephemeral=self.private)
 
     async def show_progress(self, text: str) -> None:
         await self._edit_quietly(content=self.say(text))
@@ -189,18 +199,23 @@ class Replies:
         content = None if content is None else self.say(content)
         embed = fit_embed(embed)
         if view is None:
-            await self.interaction.edit_original_response(
+            message = await self.interaction.edit_original_response(
                 content=content, embed=embed, attachments=list(files)
             )
         else:
-            await self.interaction.edit_original_response(
+            message = await self.interaction.edit_original_response(
                 content=content, embed=embed, attachments=list(files), view=view
             )
         self.posted = True
+        self.message_id = message.id
+        if self.on_posted is not None:
+            await self.on_posted(message.id)
 
     async def follow_up(self, files: Sequence[discord.File]) -> None:
         """More images after the first message; raises what Discord raises."""
-        message = await self.interaction.followup.send(files=list(files), wait=True)
+        message = await self.interaction.followup.send(
+            files=list(files), wait=True, ephemeral=self.private
+        )
         self.follow_up_ids.append(message.id)
         if self.on_follow_up is not None:
             await self.on_follow_up(tuple(self.follow_up_ids))

@@ -19,6 +19,14 @@ from .errors import (
     UnsupportedOption,
     UpstreamUnavailable,
 )
+from .moderation import (
+    CATEGORIES,
+    ModerationResult,
+    ModerationUnavailable,
+    Policy,
+    PolicyRefused,
+    parse_policy,
+)
 from .pricing import describe_price, estimate_cost, settle_cost
 from .probe import CheckResult
 from .processing import Lease, ProcessingSlots
@@ -36,6 +44,7 @@ from .retry import RetryPolicy
 from .upstream import join_url
 
 __all__ = [
+    "CATEGORIES",
     "MAX_FRAMES",
     "MIN_FRAMES",
     "AuthenticationFailed",
@@ -59,7 +68,11 @@ __all__ = [
     "ModelSpec",
     "ModelUnavailable",
     "ModerationBlocked",
+    "ModerationResult",
+    "ModerationUnavailable",
     "OptionNotAvailable",
+    "Policy",
+    "PolicyRefused",
     "PreparedRequest",
     "Price",
     "ProcessingSlots",
@@ -74,6 +87,7 @@ __all__ = [
     "estimate_cost",
     "join_url",
     "load_catalog",
+    "parse_policy",
     "parse_size",
     "prepare_request",
     "settle_cost",

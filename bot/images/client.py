@@ -22,7 +22,7 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -52,6 +52,15 @@ from .errors import (
     UpstreamUnavailable,
 )
 from .fetch import ImageFetcher
+from .moderation import (
+    ANSWER_BYTES,
+    MODERATION_SECONDS,
+    ModerationResult,
+    ModerationUnavailable,
+    checked_image,
+    moderation_body,
+    parse_moderation,
+)
 from .probe import PROBE_SECONDS, CheckResult, EndpointProbe
 from .processing import Lease, run_off_loop_if_large
 from .request import ImageRequest, PreparedRequest, prepare_request
@@ -189,6 +198,7 @@ class ImageClient:
         # By the error's class name, since start (read by the metrics at scrape time).
         self.retries: Counter[str] = Counter()  # attempts retried
         self.failures: Counter[str] = Counter()  # generations that ended in an error
+        self.moderation_seconds = MODERATION_SECONDS  # the most a moderation check waits
 
     def __repr__(self) -> str:
         return f"ImageClient(base_url={self._base_url!r})"
@@ -491,6 +501,48 @@ class ImageClient:
         if should_retry(response.status, response.headers, self.settings.retry, time.time()):
             raise _Retry(error, response.headers)
         raise error
+
+    # -- the moderation check (see moderation.py) ----------------------------------------------
+
+    async def moderate(
+        self, prompt: str, images: Sequence[tuple[str, bytes]] = ()
+    ) -> ModerationResult:
+        """What ``POST /moderations`` says of ``prompt`` and ``images`` (format and bytes); raises
+        :class:`ModerationUnavailable` for anything but a moderation answer in time (fail
+        closed: the caller refuses the request)."""
+        if images:  # scaled down, encoded and put in JSON: milliseconds, off the event loop
+            body = await asyncio.to_thread(
+                lambda: moderation_body(prompt, [checked_image(*image) for image in images])
+            )
+        else:
+            body = moderation_body(prompt)
+        try:
+            async with asyncio.timeout(self.moderation_seconds):
+                async with self._session.post(
+                    join_url(self._base_url, "moderations"),
+                    data=body,
+                    headers=self._headers,
+                    timeout=self._timeout(None),
+                ) as response:
+                    status = response.status
+                    answer = await read_capped(response, ANSWER_BYTES)
+        except TimeoutError:
+            raise ModerationUnavailable(
+                f"the moderation check did not answer within {self.moderation_seconds:g} s"
+            ) from None
+        except aiohttp.ClientError as exc:
+            raise ModerationUnavailable(
+                f"cannot reach the moderation check: {connection_failure(exc)}"
+            ) from None
+        except ImageError as exc:  # too large
+            raise ModerationUnavailable(f"the moderation check's answer: {exc}") from None
+        if status != 200:
+            raise ModerationUnavailable(f"the moderation check answered with status {status}")
+        return parse_moderation(answer)
+
+    async def has_moderations(self) -> bool | None:
+        """Whether the endpoint has ``POST /moderations`` (None: it could not be told)."""
+        return await self._probe().has_moderations()
 
     # -- what the endpoint serves (see probe.py) -----------------------------------------------
 

@@ -134,6 +134,20 @@ class EndpointProbe:
             return CheckResult("the endpoint answers and accepts the key (no /models route)")
         raise self._refusal(status, headers, body)
 
+    async def has_moderations(self) -> bool | None:
+        """Whether ``POST /moderations`` exists: an empty body is refused as invalid (400, 422)
+        where it does, and 404 or 405 where it does not; None where the answer tells neither
+        (the endpoint failing, say), and requests are then checked, failing closed."""
+        try:
+            status, _, _ = await self._exchange("POST", "moderations", 64 * 1024, b"{}")
+        except ImageError:
+            return None
+        if status in (404, 405):
+            return False
+        if status in (200, 400, 422):
+            return True
+        return None
+
 
 def _model_ids(body: bytes, clean: Callable[[str], str]) -> tuple[str, ...] | None:
     """The ids of ``{"object": "list", "data": [{"id": ...}, ...]}``, each passed through

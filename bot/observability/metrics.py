@@ -78,6 +78,11 @@ class Metrics:
             ["model"],
             registry=self.registry,
         )
+        self.moderation_log_dropped = Counter(
+            "imagine_moderation_log_dropped",
+            "Entries of servers' moderation logs dropped because the log's queue was full",
+            registry=self.registry,
+        )
         self.loop_lag = Histogram(
             "imagine_event_loop_lag_seconds",
             "How long the event loop took to run a callback (it was busy that long)",

@@ -39,6 +39,7 @@ from bot.images import (
     ImageClient,
     ImageRequest,
     Lease,
+    ModerationUnavailable,
     PreparedRequest,
     ProcessingSlots,
     UnsupportedOption,
@@ -46,8 +47,15 @@ from bot.images import (
 from bot.observability.context import new_correlation_id
 from bot.observability.metrics import Metrics
 from bot.requests.generation import CANCELLED, LEDGER_UNAVAILABLE, WENT_WRONG, Buttons, Generation
+from bot.requests.moderation_log import ModerationLog
 from bot.requests.queue import GenerationQueue
-from bot.requests.server_admission import Admissible, apply_server_settings, picked_model
+from bot.requests.server_admission import (
+    BARRED,
+    BLOCKED,
+    Admissible,
+    apply_server_settings,
+    picked_model,
+)
 from bot.store.budgets import OverBudget, PriceUnknown
 from bot.store.ledger import Ledger, Outcome
 from bot.store.ratelimit import UserRateLimiter
@@ -69,6 +77,17 @@ RATE_LIMITED = _(
     "can try again {again}."
 )
 LIMITER_TIMEOUT = 1.5  # seconds; Discord wants an answer within 3
+MODERATION_REFUSED = (
+    "This server's moderation check refused this request, so it was not sent. Nothing was charged."
+)
+NOT_CHECKED = (
+    "This request could not be checked by this server's moderation check right now, so it was "
+    "not sent. Nothing was charged: please try again soon."
+)
+NO_MODERATION_ROUTE = (
+    "This server checks requests with a moderation check that this bot's image service does "
+    "not have, so it was not sent: a manager can turn it off with /imagine-settings moderation."
+)
 CANCEL_WAIT = 10.0  # seconds for cancelled jobs to tell their members
 
 # How long the ledger (or a slow check) may take before the request is acknowledged regardless:
@@ -102,6 +121,7 @@ class Admission:
         edits: EditBudget,
         rules: Rules,
         server_settings: SettingsStore,
+        moderation_log: ModerationLog | None = None,
     ) -> None:
         self.settings = settings
         self.images = images
@@ -113,6 +133,9 @@ class Admission:
         self.edits = edits  # the bot's budget of progress edits (previews, time)
         self.rules = rules  # what the configuration lets a server choose
         self.server_settings = server_settings
+        # Servers' moderation logs; the checks before paying (a blocklist, the moderation check)
+        # log their refusals with ``moderation_log.refused(...)``.
+        self.moderation_log = moderation_log or ModerationLog(server_settings, metrics)
         self.jobs: set[asyncio.Task[None]] = set()
         # What puts buttons under every request's images (the bot's ImageButtons); None: none.
         self.buttons: Buttons | None = None
@@ -123,10 +146,12 @@ class Admission:
         builds them once at start, after this admission, since a press admits through it)."""
         self.buttons = buttons
 
-    async def admit(self, interaction: discord.Interaction, request: ImageRequest) -> None:
+    async def admit(
+        self, interaction: discord.Interaction, request: ImageRequest, *, private: bool = False
+    ) -> None:
         """A request checked at once (/imagine, a button under posted images): refused
-        privately, or a job is started."""
-        replies = self._received(interaction, "/imagine")
+        privately, or a job is started. ``private``: answered to the member only."""
+        replies = self._received(interaction, "/imagine", private)
         # Before the draining check: nothing is awaited between it and the job's creation.
         settled = await apply_server_settings(
             interaction,
@@ -135,9 +160,20 @@ class Admission:
             self.server_settings,
             picked=picked_model(interaction, request),
         )
-        admissible = await self._open_to(replies, settled, request.count, "imagine")
+        admissible = await self._open_to(replies, settled, request, "imagine")
         if admissible is None:
             return
+        # The image service's lower moderation only where the server allows it in an
+        # age-restricted channel, and only for a model that takes it; else always its default
+        # (a saved request's buttons ask again under the rules of now).
+        low = (
+            admissible.low_moderation
+            and "moderation" in self.images.catalog[admissible.request.model].options
+        )
+        admissible = dataclasses.replace(
+            admissible,
+            request=dataclasses.replace(admissible.request, moderation="low" if low else None),
+        )
         try:
             prepared = self.images.prepare(self._with_previews(admissible))
         except UnsupportedOption as refusal:
@@ -156,6 +192,7 @@ class Admission:
         picked: str | None,
         command: str,
         preferred: str | None = None,
+        private: bool = False,
     ) -> None:
         """An edit (/edit, Vary), whose ``inputs`` are checked at once for what needs no file,
         on the request as the server's settings make it, then downloaded in the job once it is
@@ -163,7 +200,7 @@ class Admission:
         default); only models that edit stand in for the server's default. ``preferred``: a
         model used before the default where the server allows it (see
         ``apply_server_settings``)."""
-        replies = self._received(interaction, command)
+        replies = self._received(interaction, command, private)
         catalog = self.images.catalog
         settled = await apply_server_settings(
             interaction,
@@ -175,7 +212,7 @@ class Admission:
             usable=lambda name: name in catalog and catalog[name].edits,
             preferred=preferred,
         )
-        admissible = await self._open_to(replies, settled, request.count, "edit")
+        admissible = await self._open_to(replies, settled, request, "edit")
         if admissible is None:
             return
         try:
@@ -188,7 +225,7 @@ class Admission:
         self._start(interaction, self._download_then_run(generation, inputs))
 
     @staticmethod
-    def _received(interaction: discord.Interaction, what: str) -> Replies:
+    def _received(interaction: discord.Interaction, what: str, private: bool = False) -> Replies:
         # Every line logged for this request from here on, in its job too, carries this id.
         new_correlation_id()
         # The one line that ties the request's correlation id to its raw Discord ids, at DEBUG:
@@ -197,7 +234,7 @@ class Admission:
             "%s from user %s in server %s, channel %s (interaction %s)",
             what, interaction.user.id, interaction.guild_id, interaction.channel_id, interaction.id,
         )  # fmt: skip
-        return Replies(interaction)
+        return Replies(interaction, private=private)
 
     def _with_previews(self, admissible: Admissible) -> ImageRequest:
         # Previews while the image is made: PARTIAL_IMAGES, unless the server turned them off.
@@ -210,6 +247,7 @@ class Admission:
         prepared: PreparedRequest,
         admissible: Admissible,
     ) -> Generation:
+        replies.spoiler = admissible.spoiler
         return Generation(
             replies,
             prepared,
@@ -217,10 +255,13 @@ class Admission:
             self.metrics,
             budgets=admissible.budgets,
             buttons=self.buttons,
+            exempt=admissible.exempt,
+            moderation_log=self.moderation_log,
+            moderation=admissible.moderation,
         )
 
     async def _open_to(
-        self, replies: Replies, settled: Admissible | str, count: int, kind: str
+        self, replies: Replies, settled: Admissible | str, request: ImageRequest, kind: str
     ) -> Admissible | None:
         """The request as the server's settings make it, if the bot takes a request of
         ``count`` images now; if not (or the settings refuse it: ``settled`` is then the
@@ -231,10 +272,20 @@ class Admission:
             await replies.answer(RESTARTING)
             return None
         if isinstance(settled, str):
+            if settled == BARRED:
+                self.metrics.request("barred", kind)
+                self.moderation_log.refused(
+                    replies.interaction, prompt=request.prompt, reason="the member is barred"
+                )
+            if settled == BLOCKED:
+                self.metrics.request("blocked", kind)
+                self.moderation_log.refused(
+                    replies.interaction, prompt=request.prompt, reason="a blocked word or pattern"
+                )
             await replies.answer(settled)
             return None
         cap = settled.cap
-        if count > cap:
+        if request.count > cap:
             self.metrics.request("invalid", kind)
             await replies.answer(CAP.format(n=cap))
             return None
@@ -275,7 +326,7 @@ class Admission:
         try:
             # Counted before anything is downloaded: a member over their limit costs the bot no
             # download, and every download counts.
-            if not await self._within_limits(replies, member_id, "edit"):
+            if not generation.exempt and not await self._within_limits(replies, member_id, "edit"):
                 return
             downloading = asyncio.create_task(self._download(generation, inputs, lease))
             try:
@@ -295,17 +346,17 @@ class Admission:
             except DISCORD_FAILURES as exc:
                 await _cancel(downloading)
                 log.warning("could not acknowledge a request in time: %r", exc)
-                await self._refund_unless_downloaded(member_id, inputs)
+                await self._refund_unless_downloaded(generation, inputs)
                 return
             except Exception:
                 # A bug in a check must still end with a sentence, never a silent placeholder.
                 log.exception("checking a request failed unexpectedly")
                 await self._refuse(replies, WENT_WRONG)
-                await self._refund_unless_downloaded(member_id, inputs)
+                await self._refund_unless_downloaded(generation, inputs)
                 return
             if refusal is not None:  # a budget, before anything was downloaded
                 await self._refuse(replies, refusal)
-                if refusal == LEDGER_UNAVAILABLE:  # not checked: not counted
+                if refusal == LEDGER_UNAVAILABLE and not generation.exempt:  # not counted
                     await self._refund_limits(member_id)
                 return
             await self._run(generation, lease=lease, counted=True)
@@ -326,9 +377,9 @@ class Admission:
         generation.prepared = await inputs.download()
         return None
 
-    async def _refund_unless_downloaded(self, member_id: int, inputs: EditInputs) -> None:
-        if not inputs.downloading:
-            await self._refund_limits(member_id)
+    async def _refund_unless_downloaded(self, generation: Generation, inputs: EditInputs) -> None:
+        if not inputs.downloading and not generation.exempt:  # exempt: it was never counted
+            await self._refund_limits(generation.member_id)
 
     async def _run(
         self, generation: Generation, *, lease: Lease | None = None, counted: bool = False
@@ -339,16 +390,18 @@ class Admission:
         replies = generation.replies
         admission: asyncio.Task[str | None] | None = None
         try:
+            counted = counted or generation.exempt  # a tier exempt from the rate limit
             if not counted and not await self._within_limits(
                 replies, generation.member_id, generation.command
             ):
                 return
-            # After the limits, so a request a budget refuses has still counted against them.
-            admission = asyncio.create_task(self._record(generation))
+            # After the limits, so a request a budget refuses has still counted against them, and
+            # the limits bound how many moderation checks a member can cause.
+            admission = asyncio.create_task(self._checked_then_recorded(generation))
             # Where a budget may refuse the request, the refusal is best said before the public
             # placeholder appears; else (the default) the ledger can only fail, and the request
             # is acknowledged at once. Nothing is sent upstream before its row is written.
-            may_refuse = self.ledger.has_budgets(
+            may_refuse = self._checks(generation) or self.ledger.has_budgets(
                 generation.interaction.guild_id, generation.budgets
             )
             wait = 0.0
@@ -380,7 +433,51 @@ class Admission:
         lease = lease or self.processing.lease()
         await generation.run(self.queue, self.images, lease, self.edits)
 
-    # -- the ledger's row and the acknowledgement -----------------------------------------------
+    # -- the moderation check, the ledger's row and the acknowledgement -------------------------
+
+    @staticmethod
+    def _checks(generation: Generation) -> bool:
+        return generation.moderation is not None and generation.moderation.checks
+
+    async def _checked_then_recorded(self, generation: Generation) -> str | None:
+        """The moderation check (where the server wants one), then :meth:`_record`: None when
+        the row is written, else what to tell the member."""
+        refusal = await self._moderated(generation)
+        return refusal if refusal is not None else await self._record(generation)
+
+    async def _moderated(self, generation: Generation) -> str | None:
+        """What the server's moderation check says of the prompt and the edit's images: None
+        where it lets the request through, else the sentence. It fails closed: a check that
+        cannot be made refuses the request."""
+        policy = generation.moderation
+        if policy is None or not policy.checks:
+            return None
+        if self.rules.moderations is False:
+            self.metrics.request("moderation_unavailable", generation.command)
+            return NO_MODERATION_ROUTE
+        prepared = generation.prepared
+        images = [(image.format, image.data) for image in prepared.inputs if image.data]
+        try:
+            refused = policy.refused(await self.images.moderate(prepared.prompt, images))
+        except ModerationUnavailable as exc:
+            log.warning("a request was refused: the moderation check failed (%s)", exc)
+            self.metrics.request("moderation_unavailable", generation.command)
+            return NOT_CHECKED
+        except Exception:
+            log.exception("the moderation check failed unexpectedly")
+            self.metrics.request("moderation_unavailable", generation.command)
+            return NOT_CHECKED
+        if refused:
+            log.info("the moderation check refused a request (%s)", ", ".join(refused))
+            self.metrics.request("moderation_refused", generation.command)
+            self.moderation_log.refused(
+                generation.interaction,
+                prompt=prepared.prompt,
+                model=prepared.model,
+                reason=f"the moderation check: {', '.join(refused)}",
+            )
+            return MODERATION_REFUSED
+        return None
 
     async def _record(self, generation: Generation) -> str | None:
         """Write the ledger's row for this request, reserving its estimate against the budgets;
@@ -421,6 +518,12 @@ class Admission:
         except (OverBudget, PriceUnknown) as refusal:
             log.info("a budget refused a request from %s: %s", generation.member, refusal)
             self.metrics.request("over_budget", generation.command)
+            self.moderation_log.refused(
+                generation.interaction,
+                prompt=generation.prepared.prompt,
+                model=generation.prepared.model,
+                reason="over a budget",
+            )
             return refusal.sentence()  # in the member's language when it is answered
         except Exception as exc:
             self.metrics.request("ledger_unavailable", generation.command)

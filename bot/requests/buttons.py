@@ -1,5 +1,6 @@
 """The buttons under every posted set of images: Reroll, Edit prompt, Larger, Delete (and Vary,
-once it has a handler).
+once it has a handler; Info and Send to DM, whose presses bot.requests.info handles). A private
+set (ephemeral) has no Delete: Discord's Dismiss removes it, and only its member sees it.
 
 They keep working after a restart and after any number of messages: each is a discord.py
 ``DynamicItem`` whose ``custom_id`` names an action and the key of the request in the bot's
@@ -24,7 +25,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from enum import StrEnum
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import discord
 
@@ -45,10 +46,13 @@ log = logging.getLogger(__name__)
 # Vary the index of the image it varies (0-based). At most 6 + 6 + 20 + 20 characters, far
 # inside Discord's 100.
 BUTTON_ID = re.compile(
-    r"imagine:(?P<action>reroll|edit|larger|delete|vary):(?P<key>[0-9]{1,19})"
+    r"imagine:(?P<action>reroll|edit|larger|delete|vary|info|dm):(?P<key>[0-9]{1,19})"
     r"(?::(?P<argument>[0-9]{1,20}))?"
 )
 MODAL_ID = re.compile(r"imagine:prompt:(?P<key>[0-9]{1,19})")
+# What any press or form under a set is recognised by, for the lineage of what it makes (the
+# buttons and forms other modules add, zoom and pan among them, follow the same pattern).
+LINEAGE_ID = re.compile(r"imagine:(?P<action>[a-z_]{1,20}):(?P<key>[0-9]{1,19})(?::.*)?")
 PROMPT_INPUT = "prompt"
 TEXT_INPUT_MAX = 4000  # Discord's longest text input value (a prompt may be 32000)
 BUTTONS_PER_ROW = 5
@@ -85,6 +89,8 @@ class Action(StrEnum):
     LARGER = "larger"
     DELETE = "delete"
     VARY = "vary"
+    INFO = "info"  # bot.requests.info
+    DM = "dm"  # Send to DM: bot.requests.info
 
 
 # What a button looks like; Larger's label also names the size it asks for.
@@ -96,14 +102,27 @@ LOOKS: Mapping[Action, tuple[str, Text, discord.ButtonStyle]] = {
     Action.LARGER: ("🔍", _("Larger"), discord.ButtonStyle.secondary),
     Action.DELETE: ("🗑️", _("Delete"), discord.ButtonStyle.danger),
     Action.VARY: ("🎨", _("Vary"), discord.ButtonStyle.secondary),
+    Action.INFO: ("\N{INFORMATION SOURCE}\ufe0f", _("Info"), discord.ButtonStyle.secondary),
+    Action.DM: ("📩", _("Send to DM"), discord.ButtonStyle.secondary),
 }
+INFO_ROW = 1  # Info and Send to DM, under the request's own buttons; the Vary buttons follow
 
 # The hook for Vary: called with the press, the request the images came from, and the posted
 # image to vary (read back from the message: the bot stores no image files). It is a new request
 # from the presser and owns its answer, as Admit does.
 VaryHandler = Callable[[discord.Interaction, SavedRequest, discord.Attachment], Awaitable[None]]
-# Admits a new request from a press (the admission's ``admit``), which owns its answer.
-Admit = Callable[[discord.Interaction, ImageRequest], Awaitable[None]]
+# What a press of a button defined elsewhere does (Info, Send to DM: bot.requests.info), given
+# the press and the request behind it (of this server); it owns its answer.
+PressHandler = Callable[[discord.Interaction, SavedRequest], Awaitable[None]]
+
+
+class Admit(Protocol):
+    """Admits a new request from a press (the admission's ``admit``), which owns its answer;
+    ``private``: answered to the presser only (a press under a private set)."""
+
+    def __call__(
+        self, interaction: discord.Interaction, request: ImageRequest, *, private: bool = False
+    ) -> Awaitable[None]: ...
 
 
 def button_id(action: Action, key: int, argument: int | None = None) -> str:
@@ -244,6 +263,9 @@ class ImageButtons:
         self.offered = offered
         self.pseudonyms = pseudonyms
         self.vary = vary
+        # The presses handled by other modules (Info, Send to DM), set by the bot at start.
+        self.handlers: dict[Action, PressHandler] = {}
+        self._writes: set[asyncio.Task[None]] = set()  # messages being recorded
 
     # -- under the images ------------------------------------------------------------------------
 
@@ -253,12 +275,17 @@ class ImageButtons:
         images are
         posted without buttons then."""
         interaction = generation.interaction
+        parent, origin = lineage(interaction)
         try:
             key = await self.saved.save(
                 generation.prepared,
                 member_id=generation.member_id,
                 guild_id=interaction.guild_id,
                 channel_id=interaction.channel_id,
+                ledger_id=generation.ledger_row,
+                parent_key=parent,
+                origin=origin,
+                private=generation.replies.private,
             )
         except Exception as exc:
             log.error(
@@ -270,6 +297,7 @@ class ImageButtons:
         generation.replies.on_follow_up = functools.partial(
             self._record_follow_ups, key, interaction
         )
+        generation.replies.on_posted = functools.partial(self._record_message, key)
         return functools.partial(self.view, key, generation)
 
     async def _record_follow_ups(
@@ -294,10 +322,30 @@ class ImageButtons:
                 type(exc).__name__,
             )
 
+    async def _record_message(self, key: int, message_id: int) -> None:
+        """Keep the message a set was posted in, for its jump link (Info, /history, /show), in
+        the background: the rest of the set, its settlement and its processing slot do not wait
+        for the database (the request in memory has it at once)."""
+        self.saved.note_message(key, message_id)
+        task = asyncio.create_task(self._write_message(key, message_id))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def _write_message(self, key: int, message_id: int) -> None:
+        """A failure costs only the link, with one log line."""
+        try:
+            async with asyncio.timeout(RECORD_TIMEOUT):
+                await self.saved.record_message(key, message_id)
+        except Exception as exc:
+            log.error(
+                "could not record the message of saved request %s (%s)", key, type(exc).__name__
+            )
+
     def view(self, key: int, generation: Generation, uploads: Sequence[Upload]) -> discord.ui.View:
         """The buttons under the first message of a set posted as ``uploads``: the request's
-        (Reroll, Edit prompt, Larger, Delete), then one Vary for each image that came back and
-        that an offered model can edit (an animated GIF cannot be), numbered as the set's."""
+        (Reroll, Edit prompt, Larger, Delete), Info and Send to DM on the row below, then one
+        Vary for each image that came back and that an offered model can edit (an animated GIF
+        cannot be), numbered as the set's."""
         prepared = generation.prepared
         locale = generation.interaction.locale
         view = discord.ui.View(timeout=None)
@@ -311,16 +359,22 @@ class ImageButtons:
             if larger is not None:
                 label = LARGER_TO.format(size=larger)
                 row.append(ImageButton(Action.LARGER, key, label=label, locale=locale))
-        row.append(ImageButton(Action.DELETE, key, generation.member_id, locale=locale))
+        if not generation.replies.private:  # Discord's own "Dismiss message" removes a private set
+            row.append(ImageButton(Action.DELETE, key, generation.member_id, locale=locale))
         for button in row:
             button.item.row = 0
             view.add_item(button)
+        for action in (Action.INFO, Action.DM):
+            if action in self.handlers:
+                button = ImageButton(action, key, locale=locale)
+                button.item.row = INFO_ROW
+                view.add_item(button)
         if self.vary is not None:
             alone = len({upload.image for upload in uploads}) == 1
             for place, (index, upload) in enumerate(self._variable(uploads)):
                 label = LOOKS[Action.VARY][1] if alone else VARY_ONE.format(n=upload.image)
                 button = ImageButton(Action.VARY, key, index, label=label, locale=locale)
-                button.item.row = 1 + place // BUTTONS_PER_ROW
+                button.item.row = INFO_ROW + 1 + place // BUTTONS_PER_ROW
                 view.add_item(button)
         return view
 
@@ -357,6 +411,10 @@ class ImageButtons:
             await self._larger(replies, saved)
         elif button.action is Action.VARY:
             await self._vary(replies, saved, button.argument or 0)
+        elif button.action in self.handlers:
+            await self.handlers[button.action](interaction, saved)
+        else:  # a button of a feature this bot no longer has
+            await replies.answer(UNEXPECTED)
 
     async def on_interaction(self, interaction: discord.Interaction) -> None:
         """An Edit prompt modal submitted: the request again, with the new prompt."""
@@ -423,7 +481,9 @@ class ImageButtons:
             return
         user = self.pseudonyms.for_user(replies.interaction.user.id)
         request = saved.request(user=user, prompt=prompt, size=size)
-        await self.admit(replies.interaction, request)
+        await self.admit(
+            replies.interaction, request, private=made_privately(replies.interaction, saved)
+        )
 
     async def _larger(self, replies: Replies, saved: SavedRequest) -> None:
         spec = self.catalog.get(saved.model)
@@ -548,6 +608,36 @@ async def _tell_unexpected(interaction: discord.Interaction) -> None:
             )
     except DISCORD_FAILURES:
         log.warning("could not tell the member about the failure")
+
+
+def made_privately(interaction: discord.Interaction, saved: SavedRequest) -> bool:
+    """Whether what a press makes is private: it is made from a private set, or from a message
+    only the presser sees (a set shown again privately)."""
+    message = interaction.message
+    return saved.private or (message is not None and message.flags.ephemeral)
+
+
+def lineage(interaction: discord.Interaction) -> tuple[int | None, str | None]:
+    """The saved request a new request was made from, and how: the set whose button or form
+    (``imagine:<action>:<key>``) was used, or the set a message menu (Vary image) was used on;
+    (None, None) for a command."""
+    data: Mapping[str, Any] = cast("Mapping[str, Any]", interaction.data or {})
+    match = LINEAGE_ID.fullmatch(str(data.get("custom_id", "")))
+    if match is not None:
+        return int(match["key"]), match["action"]
+    target = data.get("target_id")
+    resolved = data.get("resolved")
+    if target is None or not isinstance(resolved, Mapping):
+        return None, None
+    message = (resolved.get("messages") or {}).get(str(target))
+    if not isinstance(message, Mapping):
+        return None, None
+    for row in message.get("components") or ():
+        for child in row.get("components") or () if isinstance(row, Mapping) else ():
+            found = BUTTON_ID.fullmatch(str(child.get("custom_id", "")))
+            if found is not None:
+                return int(found["key"]), str(data.get("name", "menu")).lower()[:32]
+    return None, None
 
 
 def saved_key(message: discord.Message) -> int | None:

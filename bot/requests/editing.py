@@ -23,7 +23,7 @@ import discord
 
 from bot.images import ImageRequest
 from bot.requests.admission import Admission
-from bot.requests.buttons import VaryHandler
+from bot.requests.buttons import VaryHandler, made_privately
 from bot.requests.edit_inputs import EditInputs, Source
 from bot.requests.saved_requests import SavedRequest
 from bot.store.pseudonym import Pseudonymizer
@@ -43,6 +43,7 @@ async def run_edit(
     picked: str | None = None,
     command: str = "/edit",
     preferred: str | None = None,
+    private: bool = False,
 ) -> None:
     """Admit an edit of ``sources`` (the first is edited, the others are references) with
     ``request``'s prompt and options, as a Generation for ``interaction``: the server's
@@ -51,10 +52,17 @@ async def run_edit(
     member's pseudonym; ``picked`` the model the member chose (None: ``request.model`` is only
     the command's default, and the server's default model stands in for it where it edits);
     ``preferred`` a model used before the server's default where the server allows it (Vary:
-    the images' own model; ``request``'s size and quality are its own, dropped if it is not)."""
+    the images' own model; ``request``'s size and quality are its own, dropped if it is not);
+    ``private``: answered to the member only."""
     inputs = EditInputs(admission.images, sources, mask=mask, input_fidelity=input_fidelity)
     await admission.admit_checked_later(
-        interaction, request, inputs, picked=picked, command=command, preferred=preferred
+        interaction,
+        request,
+        inputs,
+        picked=picked,
+        command=command,
+        preferred=preferred,
+        private=private,
     )
 
 
@@ -101,7 +109,13 @@ def vary_handler(
             user=pseudonyms.for_user(interaction.user.id),
         )
         await run_edit(
-            admission, interaction, request, [image], preferred=saved.model, command="Vary"
+            admission,
+            interaction,
+            request,
+            [image],
+            preferred=saved.model,
+            command="Vary",
+            private=made_privately(interaction, saved),
         )
 
     return vary

@@ -29,10 +29,12 @@ from bot.images import (
     InvalidRequest,
     Lease,
     ModerationBlocked,
+    Policy,
     PreparedRequest,
     QuotaExhausted,
 )
 from bot.observability.metrics import Metrics
+from bot.requests.moderation_log import ModerationLog
 from bot.requests.queue import GenerationQueue, Ticket
 from bot.store.budgets import Budget
 from bot.store.ledger import Ledger, Outcome
@@ -99,15 +101,25 @@ class Generation:
         metrics: Metrics | None = None,
         budgets: tuple[tuple[Budget, ...], tuple[Budget, ...]] | None = None,
         buttons: Buttons | None = None,
+        *,
+        exempt: bool = False,
+        moderation_log: ModerationLog | None = None,
+        moderation: Policy | None = None,
     ) -> None:
         """``budgets``: the member's and the server's, from the server's settings (None: the
-        ledger's defaults); ``buttons``: what puts buttons under the images."""
+        ledger's defaults); ``buttons``: what puts buttons under the images; ``exempt``: from
+        the member's rate limit (their tier); ``moderation_log``: where how it ended is logged
+        (for servers that keep a log); ``moderation``: the server's moderation check (None or
+        off: none)."""
         self.replies = replies
         self.prepared = prepared
         self.ledger = ledger
         self.metrics = metrics or Metrics()
         self.budgets = budgets
         self.buttons = buttons
+        self.exempt = exempt
+        self.moderation_log = moderation_log
+        self.moderation = moderation
         self.ledger_row: int | None = None  # set once the admission is recorded
         self.result: GenerationResult | None = None
         self.timeline = Timeline(received=discord.utils.utcnow())
@@ -138,10 +150,11 @@ class Generation:
         result = self.result
         delivered = len(result.images) if result and outcome is Outcome.DELIVERED else 0
         request_id = result.request_id if result else getattr(error, "request_id", None)
+        cost = None
         try:
             async with asyncio.timeout(LEDGER_SETTLE_TIMEOUT):
                 # Its cost goes into the metrics once written, by the ledger (perhaps later).
-                await self.ledger.settle(
+                cost = await self.ledger.settle(
                     self.ledger_row,
                     outcome,
                     self.prepared,
@@ -159,6 +172,16 @@ class Generation:
                 self.ledger_row,
                 outcome.value,
                 type(exc).__name__,
+            )
+        if self.moderation_log is not None:
+            first = result.images[0].data if result and result.images else None
+            self.moderation_log.finished(
+                self.interaction,
+                prompt=self.prepared.prompt,
+                model=self.prepared.model,
+                outcome=outcome.value,
+                cost=cost,
+                image=first if delivered else None,
             )
 
     async def run(

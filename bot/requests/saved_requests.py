@@ -16,13 +16,14 @@ import json
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.images import ImageRequest, PreparedRequest
-from bot.store.db.schema import generation_state
+from bot.store.db.schema import generation_state, usage_ledger
 from bot.store.ledger import Ledger
 
 # The optional fields a request may carry (the rest of ImageRequest is named columns).
@@ -62,6 +63,15 @@ class SavedRequest:
     options: dict[str, Any]
     # The messages the images were posted in after the first, which carries the buttons.
     follow_up_ids: tuple[int, ...] = ()
+    # Where the first message is (None: not known, or not posted yet), the request's row of the
+    # usage ledger, the saved request it was made from and how (a button's action, or a menu),
+    # when it was asked, and whether it was posted privately (ephemeral: it has no jump link).
+    message_id: int | None = None
+    ledger_id: int | None = None
+    parent_key: int | None = None
+    origin: str | None = None
+    created_at: dt.datetime | None = None
+    private: bool = False
 
     def request(
         self, *, user: str, prompt: str | None = None, size: str | None = None
@@ -130,9 +140,17 @@ class SavedRequests:
         member_id: int,
         guild_id: int | None,
         channel_id: int | None,
+        ledger_id: int | None = None,
+        parent_key: int | None = None,
+        origin: str | None = None,
+        private: bool = False,
     ) -> int:
         """Keep ``prepared`` as asked by ``member_id``; return its key."""
         row = {
+            "ledger_id": ledger_id,
+            "parent_key": parent_key,
+            "origin": origin[:32] if origin else None,
+            "private": private,
             "created_at": dt.datetime.now(dt.UTC),
             "guild_id": guild_id,
             "channel_id": channel_id,
@@ -166,6 +184,26 @@ class SavedRequests:
         async def update_row(connection: AsyncConnection) -> None:
             await connection.execute(
                 update(generation_state).where(generation_state.c.id == key).values(values)
+            )
+
+        await self._queue(update_row)
+
+    def note_message(self, key: int, message_id: int) -> None:
+        """Remember at once, where the request is in memory, that its set is in ``message_id``
+        (a press may come before the write ends)."""
+        recent = self._recent.get(key)
+        if recent is not None:
+            self._recent[key] = dataclasses.replace(recent, message_id=message_id)
+
+    async def record_message(self, key: int, message_id: int) -> None:
+        """The set saved under ``key`` was posted in the message ``message_id`` (its first)."""
+        self.note_message(key, message_id)
+
+        async def update_row(connection: AsyncConnection) -> None:
+            await connection.execute(
+                update(generation_state)
+                .where(generation_state.c.id == key)
+                .values(message_id=message_id)
             )
 
         await self._queue(update_row)
@@ -215,6 +253,81 @@ class SavedRequests:
         return saved
 
 
+@dataclass(frozen=True, slots=True)
+class Spent:
+    """What the ledger says of one request: its cost once settled (else its estimate), how
+    it ended, and the image service's id for it."""
+
+    cost: Decimal | None
+    estimated: bool  # the cost is the estimate reserved at admission (not settled, or unpriced)
+    outcome: str
+    service_request_id: str | None
+
+
+async def spent(saved: SavedRequests, ledger_ids: list[int]) -> dict[int, Spent]:
+    """The ledger's rows ``ledger_ids``, by id (those it has)."""
+    if not ledger_ids:
+        return {}
+    table = usage_ledger
+    async with saved.ledger.engine.connect() as connection:
+        rows = await connection.execute(
+            select(
+                table.c.id, table.c.cost, table.c.estimated_cost, table.c.outcome,
+                table.c.request_id,
+            ).where(table.c.id.in_(ledger_ids))
+        )  # fmt: skip
+        found = rows.all()
+    return {
+        int(row.id): Spent(
+            cost=row.cost if row.cost is not None else row.estimated_cost,
+            estimated=row.cost is None,
+            outcome=str(row.outcome),
+            service_request_id=row.request_id,
+        )
+        for row in found
+    }
+
+
+async def made_from(saved: SavedRequests, key: int, limit: int) -> list[SavedRequest]:
+    """The first ``limit`` requests made from the one saved under ``key``, oldest first."""
+    async with saved.ledger.engine.connect() as connection:
+        rows = await connection.execute(
+            select(generation_state)
+            .where(generation_state.c.parent_key == key)
+            .order_by(generation_state.c.id)
+            .limit(limit)
+        )
+        return [_saved(row._mapping) for row in rows]
+
+
+async def member_page(
+    saved: SavedRequests,
+    member_id: int,
+    guild_id: int | None,
+    *,
+    before: int | None = None,
+    after: int | None = None,
+    limit: int,
+) -> list[SavedRequest]:
+    """Up to ``limit`` of the member's requests in one server (None: in DMs), newest first:
+    the newest (neither cursor), those older than key ``before``, or those newer than ``after``
+    (the page before, for Previous)."""
+    table = generation_state
+    query = select(table).where(
+        table.c.member_id == member_id,
+        table.c.guild_id == guild_id if guild_id is not None else table.c.guild_id.is_(None),
+    )
+    if after is not None:
+        query = query.where(table.c.id > after).order_by(table.c.id)
+    else:
+        if before is not None:
+            query = query.where(table.c.id < before)
+        query = query.order_by(table.c.id.desc())
+    async with saved.ledger.engine.connect() as connection:
+        rows = [_saved(row._mapping) for row in await connection.execute(query.limit(limit))]
+    return rows[::-1] if after is not None else rows
+
+
 def _saved(row: Mapping[Any, Any]) -> SavedRequest:
     """A row of ``generation_state`` as a request (its options parsed anew: never shared)."""
     options = json.loads(row["options"])
@@ -233,4 +346,21 @@ def _saved(row: Mapping[Any, Any]) -> SavedRequest:
         follow_up_ids=tuple(int(message_id) for message_id in follow_ups)
         if isinstance(follow_ups, list)
         else (),
+        message_id=_optional_int(row.get("message_id")),
+        ledger_id=_optional_int(row.get("ledger_id")),
+        parent_key=_optional_int(row.get("parent_key")),
+        origin=row.get("origin"),
+        created_at=_utc(row.get("created_at")),
+        private=bool(row.get("private")),
     )
+
+
+def _optional_int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def _utc(value: Any) -> dt.datetime | None:
+    """A time read back (SQLite gives it back without its zone: it was written in UTC)."""
+    if not isinstance(value, dt.datetime):
+        return None
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)

@@ -20,6 +20,17 @@ budget instead replaces the operator's of the same scope, and ``none`` lifts it.
 per request may likewise only be lowered below the operator's ``MAX_IMAGES_PER_REQUEST``. A
 stored value that the operator's configuration no longer allows (a model no longer offered) is
 ignored where it is used, not deleted: it comes back into force if the configuration does.
+
+Role tiers (``tier:<role id>`` rows) and barred members (``bar:<user id>`` rows) are settings
+too, one row each, so that every change is recorded like any other. A tier is budgets in the
+notation of MEMBER_BUDGET, ``exempt`` (from USER_RATE_LIMIT, where the operator's
+``SERVERS_MAY_EXEMPT_ROLES`` allows it) and ``barred``. Decision, "the most generous of a
+member's roles applies": per dimension (money or images, per day or per month), each of the
+member's tiers has the value it states or, where it states none, the server's member budget of
+that dimension (none: no budget); the member gets the highest of those, no budget where one of
+them is none. A bar on any of a member's roles, or on the member, bars them whatever their
+other roles: a bar is a manager's decision about a person, not a generosity. The operator's
+MEMBER_BUDGET stays a ceiling over the result exactly as over the server's own budget.
 """
 
 from __future__ import annotations
@@ -39,7 +50,8 @@ from sqlalchemy import text as sql
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.i18n import Text, _, joined, ngettext
-from bot.images import ModelSpec
+from bot.images import ModelSpec, Policy, PolicyRefused, parse_policy
+from bot.store import blocklist as blocklists
 from bot.store.budgets import BUDGET_ACCEPTS, Budget, parse_budgets, tightest
 from bot.store.db import BEGIN_IMMEDIATE
 from bot.store.db.schema import server_settings, settings_changes
@@ -60,6 +72,12 @@ class Setting(StrEnum):
     SERVER_BUDGET = "server-budget"
     CHANNELS = "channels"
     PREVIEWS = "previews"
+    AGE_RESTRICTED = "age-restricted"
+    SPOILERS = "spoilers"
+    LOG_CHANNEL = "log-channel"
+    BLOCKED_WORDS = "blocked-words"
+    BLOCKED_PATTERNS = "blocked-patterns"
+    MODERATION = "moderation"
 
 
 DESCRIPTIONS = {
@@ -71,6 +89,12 @@ DESCRIPTIONS = {
     Setting.SERVER_BUDGET: _("this server's budget as a whole"),
     Setting.CHANNELS: _("the channels where /imagine works"),
     Setting.PREVIEWS: _("whether partial previews are shown while an image is drawn"),
+    Setting.AGE_RESTRICTED: _("the image service's low moderation in age-restricted channels"),
+    Setting.SPOILERS: _("results posted as spoilers: always, off, or in the channels named"),
+    Setting.LOG_CHANNEL: _("the channel where every request is logged for moderators"),
+    Setting.BLOCKED_WORDS: _("words and phrases that refuse a prompt"),
+    Setting.BLOCKED_PATTERNS: _("regular expressions (RE2) that refuse a prompt"),
+    Setting.MODERATION: _("the moderation check of prompts and images before paying"),
 }
 # What a manager is told. A setting is named as its subcommand is in the manager's language
 # (:func:`setting_name`); budgets keep their notation ($2/day), which is what is typed.
@@ -121,7 +145,26 @@ def setting_name(setting: Setting) -> Text:
     return Text(setting.value)
 
 
+TIER_PREFIX = "tier:"  # a role's tier: ``tier:<role id>``
+BAR_PREFIX = "bar:"  # a barred member: ``bar:<user id>``
+MAX_TIERS = 25  # per server: a member's tiers are read on every request
+MAX_BARRED = 500  # members barred one by one, per server (a role bars any number)
+EXEMPT = "exempt"
+BARRED = "barred"
+ALWAYS = "always"
+
+
 BUDGETS = (Setting.MEMBER_BUDGET, Setting.SERVER_BUDGET)
+BLOCKLISTS = (Setting.BLOCKED_WORDS, Setting.BLOCKED_PATTERNS)
+BLOCKLIST_MOST = 10_000  # a server's words and patterns together
+WORD_CHARS = 100
+PATTERN_CHARS = 300
+# What the settings cog sends parse() for a blocklist: the entries to add or to remove.
+ADD, REMOVE = "+", "-"
+NO_MODERATION_ROUTE = (
+    "The image service this bot uses has no moderation check (POST /moderations), so "
+    "moderation cannot be used on this server; only off is accepted."
+)
 
 
 class SettingRefused(ValueError):
@@ -139,6 +182,23 @@ class ServerSettings:
     """One server's choices; None: the operator's default."""
 
     values: Mapping[str, str] = field(default_factory=dict)  # as stored, by setting name
+    # Read once from ``values`` (a server's settings are read once per CACHE_SECONDS and
+    # consulted on every request): the roles' tiers and the members barred by name.
+    _tiers: dict[int, Tier] = field(init=False, repr=False, compare=False)
+    _barred: frozenset[int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        tiers, barred = {}, set()
+        for name, value in self.values.items():
+            if name.startswith(TIER_PREFIX) and name.removeprefix(TIER_PREFIX).isdigit():
+                try:
+                    tiers[int(name.removeprefix(TIER_PREFIX))] = parse_tier(value)
+                except SettingRefused:  # stored by a version that read it: left out
+                    continue
+            elif name.startswith(BAR_PREFIX) and name.removeprefix(BAR_PREFIX).isdigit():
+                barred.add(int(name.removeprefix(BAR_PREFIX)))
+        object.__setattr__(self, "_tiers", tiers)
+        object.__setattr__(self, "_barred", frozenset(barred))
 
     def raw(self, setting: Setting) -> str | None:
         return self.values.get(setting.value)
@@ -180,6 +240,87 @@ class ServerSettings:
         raw = self.raw(Setting.PREVIEWS)
         return None if raw is None else raw == "on"
 
+    @property
+    def moderation(self) -> Policy | None:
+        raw = self.raw(Setting.MODERATION)
+        try:
+            return None if raw is None else parse_policy(raw)
+        except PolicyRefused:  # stored by an older version: checked as strictly as can be
+            return Policy("strict")
+
+    @property
+    def age_restricted(self) -> bool:
+        """Whether the image service's ``moderation: low`` is asked for in age-restricted
+        channels (off unless a manager turns it on)."""
+        return self.raw(Setting.AGE_RESTRICTED) == "on"
+
+    @property
+    def spoilers(self) -> bool | tuple[int, ...]:
+        """True: every result as a spoiler; the channels where they are; False: none."""
+        raw = self.raw(Setting.SPOILERS)
+        if raw is None or raw == "off":
+            return False
+        if raw == ALWAYS:
+            return True
+        return tuple(int(part) for part in raw.split(",") if part.isdigit())
+
+    @property
+    def log_channel(self) -> int | None:
+        raw = self.raw(Setting.LOG_CHANNEL)
+        return int(raw) if raw and raw.isdigit() else None
+
+    @property
+    def tiers(self) -> Mapping[int, Tier]:
+        """Each role's tier, by role id (a row no longer readable is left out)."""
+        return self._tiers
+
+    @property
+    def barred_members(self) -> frozenset[int]:
+        return self._barred
+
+
+@dataclass(frozen=True, slots=True)
+class Tier:
+    """A role's limits on one server: its budgets, whether it is exempt from the rate limit,
+    whether it is barred from the bot."""
+
+    budgets: tuple[Budget, ...] = ()
+    exempt: bool = False
+    barred: bool = False
+
+    def __str__(self) -> str:
+        flags = [EXEMPT] * self.exempt + [BARRED] * self.barred
+        return ";".join([*(str(budget) for budget in self.budgets), *flags])
+
+
+TIER_ACCEPTS = (
+    f"budgets such as $5/month;50 images/day, and {EXEMPT} (from the rate limit) or {BARRED} "
+    f"(from the bot), separated by ;, or {NO_BUDGET} to remove the tier"
+)
+
+
+def parse_tier(text: str) -> Tier:
+    """Read ``$5/month;50 images/day;exempt``; :class:`SettingRefused` naming what is accepted."""
+    words = [part.strip().lower() for part in text.split(";") if part.strip()]
+    flags = {word for word in words if word in (EXEMPT, BARRED)}
+    try:
+        budgets = parse_budgets(";".join(word for word in words if word not in flags))
+    except ValueError as exc:
+        raise SettingRefused(f"A tier must be {TIER_ACCEPTS} ({exc}).") from None
+    if not words:
+        raise SettingRefused(f"A tier must be {TIER_ACCEPTS}.")
+    return Tier(tightest(budgets), exempt=EXEMPT in flags, barred=BARRED in flags)
+
+
+@dataclass(frozen=True, slots=True)
+class MemberTier:
+    """What applies to one member on one server, from their roles."""
+
+    roles: tuple[int, ...]  # the roles whose tiers apply (none: the server's member budget)
+    budgets: tuple[Budget, ...]  # the member's budgets in force, the operator's ceiling included
+    exempt: bool = False  # from USER_RATE_LIMIT
+    barred: bool = False  # by one of their roles or by name
+
 
 def _budgets(raw: str | None) -> tuple[Budget, ...] | None:
     if raw is None:
@@ -201,6 +342,10 @@ class Rules:
     default_member_budget: tuple[Budget, ...] = ()  # MEMBER_BUDGET
     default_server_budget: tuple[Budget, ...] = ()  # SERVER_BUDGET
     servers_may_raise_budgets: bool = False  # SERVERS_MAY_RAISE_BUDGETS
+    servers_may_exempt_roles: bool = False  # SERVERS_MAY_EXEMPT_ROLES
+    blocked_words: tuple[str, ...] = ()  # BLOCKED_WORDS
+    moderation_check: str = "off"  # MODERATION_CHECK
+    moderations: bool | None = None  # whether the endpoint has /moderations (None: unknown)
 
     # -- what is in force ----------------------------------------------------------------------
 
@@ -226,6 +371,35 @@ class Rules:
     def member_budget(self, chosen: ServerSettings) -> tuple[Budget, ...]:
         """Each member's budgets in force on this server."""
         return self.budget(Setting.MEMBER_BUDGET, chosen)
+
+    def member_tier(
+        self, chosen: ServerSettings, member_id: int, role_ids: Iterable[int]
+    ) -> MemberTier:
+        """The member's tier on this server (see the module's docstring for "most generous")."""
+        tiers = chosen.tiers
+        mine = [(role, tiers[role]) for role in role_ids if role in tiers]
+        default = self.member_budget(chosen)
+        barred = member_id in chosen.barred_members or any(tier.barred for _, tier in mine)
+        if not mine:
+            return MemberTier((), default, barred=barred)
+        fallback = {(budget.images, budget.period): budget for budget in default}
+        dimensions = dict.fromkeys(
+            [*fallback, *((b.images, b.period) for _, tier in mine for b in tier.budgets)]
+        )
+        generous: list[Budget] = []
+        for dimension in dimensions:
+            values = []
+            for _role, tier in mine:
+                stated = [b for b in tier.budgets if (b.images, b.period) == dimension]
+                values.append(stated[0] if stated else fallback.get(dimension))
+            present = [value for value in values if value is not None]
+            if len(present) == len(values):  # a tier without a budget here: none applies
+                generous.append(max(present, key=lambda budget: budget.amount))
+        budgets = tuple(generous)
+        if not self.servers_may_raise_budgets:
+            budgets = tightest((*self.ceiling(Setting.MEMBER_BUDGET), *budgets))
+        exempt = self.servers_may_exempt_roles and any(tier.exempt for _, tier in mine)
+        return MemberTier(tuple(role for role, _ in mine), budgets, exempt, barred)
 
     def server_budget(self, chosen: ServerSettings) -> tuple[Budget, ...]:
         """The server's budgets in force as a whole."""
@@ -267,6 +441,22 @@ class Rules:
         return [
             (budget, cap) for budget, cap in pairs if cap is not None and budget.amount > cap.amount
         ]
+
+    def blocklist(self, chosen: ServerSettings) -> blocklists.Blocklist:
+        """The operator's words with the server's words and patterns, compiled (cached)."""
+        return blocklists.matcher(*self._blocklist_key(chosen))
+
+    def compiled_blocklist(self, chosen: ServerSettings) -> blocklists.Blocklist | None:
+        """The list of :meth:`blocklist` if it is compiled already, else None."""
+        return blocklists.cached(*self._blocklist_key(chosen))
+
+    def _blocklist_key(self, chosen: ServerSettings) -> tuple[tuple[str, ...], str, str]:
+        words = chosen.raw(Setting.BLOCKED_WORDS) or ""
+        return self.blocked_words, words, chosen.raw(Setting.BLOCKED_PATTERNS) or ""
+
+    def moderation(self, chosen: ServerSettings) -> Policy:
+        """The moderation policy in force: the server's, else the operator's default."""
+        return chosen.moderation or parse_policy(self.moderation_check)
 
     def qualities(self, chosen: ServerSettings) -> tuple[str, ...]:
         """The qualities some allowed model takes, in the catalog's order."""
@@ -342,12 +532,82 @@ class Rules:
             if not ids or len(ids) < len(found) or not known:
                 raise SettingRefused(CHANNELS_REFUSED.format(setting=setting_name(setting)))
             return ",".join(str(channel) for channel in dict.fromkeys(ids))
-        if setting is Setting.PREVIEWS:
+        if setting in (Setting.PREVIEWS, Setting.AGE_RESTRICTED):
             if text.lower() not in ("on", "off", "true", "false"):
                 raise SettingRefused(PREVIEWS_REFUSED.format(setting=setting_name(setting)))
             return "on" if text.lower() in ("on", "true") else "off"
+        if setting is Setting.SPOILERS:
+            if text.lower() in (ALWAYS, "off"):
+                return text.lower()
+            try:
+                return self.parse(Setting.CHANNELS, text, chosen, channel_exists)
+            except SettingRefused:
+                raise SettingRefused(
+                    f"{setting.value} must be {ALWAYS}, off, or channels mentioned with # (such "
+                    f"as #spoilers #art)."
+                ) from None
+        if setting is Setting.LOG_CHANNEL:
+            match = re.fullmatch(r"<#(\d{1,20})>|(\d{1,20})", text)
+            channel = int(match[1] or match[2]) if match else None
+            if channel is None or not channel_exists(channel):
+                raise SettingRefused(
+                    f"{setting.value} must be one channel of this server, mentioned with # "
+                    f"(such as #mod-log)."
+                )
+            return str(channel)
+        if setting in BLOCKLISTS:
+            return self._blocklist_value(setting, text, chosen)
+        if setting is Setting.MODERATION:
+            try:
+                policy = parse_policy(text)
+            except PolicyRefused as exc:
+                raise SettingRefused(f"{setting.value} {exc}") from None
+            if policy.checks and self.moderations is False:
+                raise SettingRefused(NO_MODERATION_ROUTE)
+            return str(policy)
         # every member is handled
         raise SettingRefused(NOT_A_SETTING.format(setting=setting_name(setting)))
+
+    def _blocklist_value(self, setting: Setting, text: str, chosen: ServerSettings) -> str:
+        """The server's list once ``text`` (``+`` entries to add, ``-`` to remove) is applied:
+        words and phrases are separated by commas, a pattern is one whole entry."""
+        words = setting is Setting.BLOCKED_WORDS
+        adding, entries_text = text[:1] == ADD, text[1:].strip()
+        if words:
+            entries = [e.strip() for e in entries_text.split(",") if e.strip()]
+        else:
+            entries = [entries_text] if entries_text else []
+        what = "words and phrases, separated by commas" if words else "one RE2 pattern"
+        most = WORD_CHARS if words else PATTERN_CHARS
+        if not entries or any(len(entry) > most or "\n" in entry for entry in entries):
+            raise SettingRefused(f"{setting.value} takes {what}, each at most {most} characters.")
+        current = [e for e in (chosen.raw(setting) or "").splitlines() if e]
+        if not adding:
+            gone = set(entries)
+            return "\n".join(entry for entry in current if entry not in gone)
+        for entry in entries:
+            if words and blocklists.word_pattern(entry) is None:
+                raise SettingRefused(
+                    f"{setting.value}: {entry!r} has no letters or digits, so it blocks nothing."
+                )
+            if not words:
+                try:
+                    blocklists.check_pattern(entry)
+                except blocklists.PatternRefused as exc:
+                    raise SettingRefused(f"This pattern {exc}.") from None
+        value = "\n".join(dict.fromkeys((*current, *entries)))
+        other = Setting.BLOCKED_PATTERNS if words else Setting.BLOCKED_WORDS
+        others = chosen.raw(other) or ""
+        if len(value.splitlines()) + len(others.splitlines()) > BLOCKLIST_MOST:
+            raise SettingRefused(
+                f"A server can block at most {BLOCKLIST_MOST:,} words and patterns together."
+            )
+        listed = (value, others) if words else (others, value)
+        if not blocklists.fits(self.blocked_words, *listed):
+            raise SettingRefused(
+                "These entries make the server's blocklist too large to compile: remove some."
+            )
+        return value
 
 
 def _words(text: str) -> list[str]:
@@ -398,6 +658,12 @@ class SettingsStore:
             reading.add_done_callback(lambda _: self._reading.pop(guild_id, None))
         return await asyncio.shield(reading)  # one caller's timeout does not cancel the others'
 
+    def cached(self, guild_id: int) -> ServerSettings | None:
+        """The server's settings if this process read them less than ``cache_seconds`` ago,
+        without waiting for the database; None: not known now."""
+        cached = self._cache.get(guild_id)
+        return cached[1] if cached is not None and cached[0] > self._clock() else None
+
     async def _read(self, guild_id: int, changes_before: int) -> ServerSettings:
         query = select(server_settings.c.name, server_settings.c.value).where(
             server_settings.c.guild_id == guild_id
@@ -410,12 +676,14 @@ class SettingsStore:
         return chosen
 
     async def change(
-        self, guild_id: int, setting: Setting, value: str | None, *, by: int
+        self, guild_id: int, setting: Setting | str, value: str | None, *, by: int
     ) -> str | None:
-        """Set ``setting`` to ``value`` (None: back to the default) and record who did it and
-        when; return the value it had (None: the default)."""
+        """Set ``setting`` (a :class:`Setting`, or a tier's or a bar's row name) to ``value``
+        (None: back to the default) and record who did it and when; return the value it had
+        (None: the default)."""
         now = dt.datetime.now(dt.UTC)
-        key = (server_settings.c.guild_id == guild_id) & (server_settings.c.name == setting.value)
+        name = str(setting)
+        key = (server_settings.c.guild_id == guild_id) & (server_settings.c.name == name)
         async with self._engine().connect() as connection:
             if connection.dialect.name == "sqlite":
                 await connection.execution_options(**{BEGIN_IMMEDIATE: True})
@@ -435,7 +703,7 @@ class SettingsStore:
                 elif old is None:
                     await connection.execute(
                         insert(server_settings).values(
-                            guild_id=guild_id, name=setting.value, value=value,
+                            guild_id=guild_id, name=name, value=value,
                             changed_at=now, changed_by=by,
                         )
                     )  # fmt: skip
@@ -447,7 +715,7 @@ class SettingsStore:
                     )
                 await connection.execute(
                     insert(settings_changes).values(
-                        guild_id=guild_id, name=setting.value, old_value=old, new_value=value,
+                        guild_id=guild_id, name=name, old_value=old, new_value=value,
                         changed_at=now, changed_by=by,
                     )
                 )  # fmt: skip
@@ -499,7 +767,36 @@ def describe(setting: Setting, raw: str | None, rules: Rules, chosen: ServerSett
         return mentioned_channels(chosen.channels or (), separator=" ") or EVERY_CHANNEL
     if setting is Setting.PREVIEWS:
         return {None: BOTS_DEFAULT, True: ON, False: OFF}[chosen.partial_previews]
+    if setting is Setting.AGE_RESTRICTED:
+        return "on" if chosen.age_restricted else "off"
+    if setting is Setting.SPOILERS:
+        spoilers = chosen.spoilers
+        if isinstance(spoilers, tuple):
+            return f"in {mentioned_channels(spoilers, separator=' ')}"
+        return ALWAYS if spoilers else "off"
+    if setting is Setting.LOG_CHANNEL:
+        channel = chosen.log_channel
+        return "no log" if channel is None else f"<#{channel}>"
+    if setting in BLOCKLISTS:
+        entries = [entry for entry in (raw or "").splitlines() if entry]
+        text = summarised(entries) if entries else "none of this server's own"
+        if setting is Setting.BLOCKED_WORDS and rules.blocked_words:
+            text += f" (and this bot's own {len(rules.blocked_words)}, set by its operator)"
+        return text
+    if setting is Setting.MODERATION:
+        if rules.moderations is False:
+            return "off: this bot's image service has no moderation check"
+        return str(rules.moderation(chosen))
     return raw or DEFAULT
+
+
+def describe_tiers(chosen: ServerSettings) -> str:
+    """The roles' tiers and the barred members, as ``show`` lists them."""
+    lines = [f"<@&{role}>: {tier}" for role, tier in sorted(chosen.tiers.items())]
+    barred = [f"<@{member}>" for member in sorted(chosen.barred_members)]
+    if barred:
+        lines.append(f"barred: {summarised(barred, ' ')}")
+    return summarised(lines, "\n") if lines else "none"
 
 
 def budget_text(budgets: Iterable[Budget], *, none: str = NO_BUDGET_TEXT) -> str:
@@ -545,9 +842,11 @@ def budget_changed(
 
 def described_value(setting: Setting, raw: str) -> str:
     """A stored value as an answer shows it (channels are stored as ids: they are mentioned)."""
-    if setting is Setting.CHANNELS:
+    if setting in (Setting.CHANNELS, Setting.SPOILERS, Setting.LOG_CHANNEL):
         ids = [int(part) for part in raw.split(",") if part.isdigit()]
         return mentioned_channels(ids, separator=" ") or raw
+    if setting in BLOCKLISTS:
+        return f"{len(raw.splitlines())} of this server's own"
     return raw
 
 

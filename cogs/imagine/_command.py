@@ -3,7 +3,6 @@ follows the chosen model. It builds an :class:`ImageRequest` and hands it on; no
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import discord
@@ -11,6 +10,7 @@ from discord import app_commands
 
 from bot.i18n.commands import command_text
 from bot.images import MAX_FRAMES, MIN_FRAMES, ImageRequest
+from bot.requests.buttons import Admit
 from bot.requests.options import (
     PROMPT_MAX,
     SHARED_OPTION_NAMES,
@@ -39,8 +39,6 @@ CHOICE_LABELS = {
     "medium": command_text("medium"),
     "high": command_text("high"),
 }
-
-Admit = Callable[[discord.Interaction, ImageRequest], Awaitable[None]]
 
 
 def build_imagine_command(services: Services, admit: Admit) -> app_commands.Command[Any, ..., None]:
@@ -77,6 +75,7 @@ def build_imagine_command(services: Services, admit: Admit) -> app_commands.Comm
         complexity=command_text("complexity"),
         frames=command_text("frames"),
         frame_ms=command_text("frame_ms"),
+        private=command_text("private"),
     )
     @app_commands.describe(
         prompt=command_text("What to draw"),
@@ -101,6 +100,7 @@ def build_imagine_command(services: Services, admit: Admit) -> app_commands.Comm
         frame_ms=command_text(
             "Animated GIF only: how long each frame shows, in milliseconds (default 200)"
         ),
+        private=command_text("Show the images to you only (and what is made from them)"),
     )
     @app_commands.choices(
         model=model_choices,
@@ -123,6 +123,7 @@ def build_imagine_command(services: Services, admit: Admit) -> app_commands.Comm
         complexity: str | None = None,
         frames: app_commands.Range[int, MIN_FRAMES, MAX_FRAMES] | None = None,
         frame_ms: app_commands.Range[int, 20, FRAME_MS_MAX] | None = None,
+        private: bool = False,
     ) -> None:
         request = ImageRequest(
             prompt=prompt,
@@ -138,6 +139,6 @@ def build_imagine_command(services: Services, admit: Admit) -> app_commands.Comm
             frame_count=frames,
             frame_duration_ms=frame_ms,
         )
-        await admit(interaction, request)
+        await admit(interaction, request, private=private)
 
     return imagine_command

@@ -1,5 +1,6 @@
 """/imagine-settings: one subcommand per setting, ``reset`` to go back to the operator's default,
-and ``show``. Discord shows the command only to members who may manage the server
+and ``show``; ``role-tier`` and ``bar-member`` set a role's tier or bar one member, recorded like
+the other settings. Discord shows the command only to members who may manage the server
 (``default_member_permissions``); the handler checks it again, since a server's own command
 permissions can open it to others, and a change must come from someone who could make it anyway.
 Every answer is private.
@@ -17,18 +18,28 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.discord_out.replies import clip, fit_content, fit_embed, time_to_acknowledge
-from bot.i18n import _, localize
+from bot.i18n import _, joined, localize
 from bot.i18n.commands import command_text
 from bot.services import Services
 from bot.store.server_settings import (
+    ADD,
+    BAR_PREFIX,
+    BLOCKLISTS,
     BUDGETS,
     DESCRIPTIONS,
+    MAX_BARRED,
+    MAX_TIERS,
+    NO_BUDGET,
+    REMOVE,
+    TIER_PREFIX,
     ServerSettings,
     Setting,
     SettingRefused,
     budget_changed,
     describe,
+    describe_tiers,
     described_value,
+    parse_tier,
     setting_name,
 )
 
@@ -48,6 +59,14 @@ SHOW_TITLE = _("/imagine settings on this server")
 IS_DEFAULT = _("{value} (default)")
 CHANGED_BY = _("{value}\nchanged by {member} {when}")
 RESET_CHOICE = _("{setting}: {description}")
+TOO_MANY_TIERS = f"A server can give tiers to at most {MAX_TIERS} roles: remove one first."
+TOO_MANY_BARRED = (
+    f"A server can bar at most {MAX_BARRED} members one by one: bar a role instead, or lift a bar."
+)
+NOT_EXEMPTED = (
+    " This bot's operator does not let servers exempt roles from its rate limit "
+    "(SERVERS_MAY_EXEMPT_ROLES), so it still applies."
+)
 SHOWN_VALUE_CHARS = 200  # of an old value in an answer, which Discord caps at 2,000 characters
 
 
@@ -151,6 +170,66 @@ class SettingsCog(commands.Cog, name="Settings"):
             await self.change(interaction, Setting.PREVIEWS, "on" if on else "off")
 
         @group.command(
+            name="age-restricted", description=DESCRIPTIONS[Setting.AGE_RESTRICTED][:100]
+        )
+        async def age_restricted(interaction: discord.Interaction, on: bool) -> None:
+            await self.change(interaction, Setting.AGE_RESTRICTED, "on" if on else "off")
+
+        @group.command(name="spoilers", description=DESCRIPTIONS[Setting.SPOILERS][:100])
+        @app_commands.describe(value="always, off, or channels mentioned with #")
+        async def spoilers(interaction: discord.Interaction, value: str) -> None:
+            await self.change(interaction, Setting.SPOILERS, value)
+
+        @group.command(name="log-channel", description=DESCRIPTIONS[Setting.LOG_CHANNEL])
+        @app_commands.describe(value="One channel mentioned with #, such as #mod-log")
+        async def log_channel(interaction: discord.Interaction, value: str) -> None:
+            await self.change(interaction, Setting.LOG_CHANNEL, value)
+
+        @group.command(
+            name="role-tier", description="A role's budgets, rate-limit exemption or bar"
+        )
+        @app_commands.describe(
+            value="Such as $5/month;50 images/day;exempt, or barred, or none to remove the tier"
+        )
+        async def role_tier(
+            interaction: discord.Interaction, role: discord.Role, value: str
+        ) -> None:
+            await self.change_tier(interaction, role, value)
+
+        @group.command(name="bar-member", description="Bar one member from the bot, or lift it")
+        async def bar_member(
+            interaction: discord.Interaction, member: discord.Member, barred: bool
+        ) -> None:
+            await self.bar(interaction, member, barred)
+
+        @group.command(name="blocked-words", description=DESCRIPTIONS[Setting.BLOCKED_WORDS])
+        @app_commands.describe(
+            add="Words or phrases to block, separated by commas",
+            remove="Words or phrases to block no more, separated by commas",
+        )
+        async def blocked_words(
+            interaction: discord.Interaction, add: str | None = None, remove: str | None = None
+        ) -> None:
+            await self.change_list(interaction, Setting.BLOCKED_WORDS, add, remove)
+
+        @group.command(name="blocked-patterns", description=DESCRIPTIONS[Setting.BLOCKED_PATTERNS])
+        @app_commands.describe(
+            add="One regular expression (RE2), matched on the prompt in lower case without accents",
+            remove="A pattern to block no more, exactly as it was added",
+        )
+        async def blocked_patterns(
+            interaction: discord.Interaction, add: str | None = None, remove: str | None = None
+        ) -> None:
+            await self.change_list(interaction, Setting.BLOCKED_PATTERNS, add, remove)
+
+        @group.command(name="moderation", description=DESCRIPTIONS[Setting.MODERATION])
+        @app_commands.describe(
+            value="off, on, or strict (for children); then any category=score, such as violence=0.6"
+        )
+        async def moderation(interaction: discord.Interaction, value: str) -> None:
+            await self.change(interaction, Setting.MODERATION, value)
+
+        @group.command(
             name=command_text("reset"),
             description=command_text("Put a setting back to the bot's default"),
         )
@@ -160,6 +239,24 @@ class SettingsCog(commands.Cog, name="Settings"):
             await self.change(interaction, Setting(setting), None)
 
         return group
+
+    async def change_list(
+        self,
+        interaction: discord.Interaction,
+        setting: Setting,
+        add: str | None,
+        remove: str | None,
+    ) -> None:
+        """Add entries to a blocklist, or remove them (one of the two)."""
+        if (add is None) == (remove is None):
+            if interaction.guild is None or not interaction.permissions.manage_guild:
+                await interaction.response.send_message(MANAGERS_ONLY, ephemeral=True)
+                return
+            await _answer(interaction, f"{setting.value} takes either add or remove.")
+            return
+        await self.change(
+            interaction, setting, ADD + add if add is not None else REMOVE + str(remove)
+        )
 
     def offered(self) -> tuple[str, ...]:
         return self.services.server_rules.offered
@@ -177,7 +274,12 @@ class SettingsCog(commands.Cog, name="Settings"):
         async def store_it() -> tuple[str | None, str | None, ServerSettings]:
             chosen = await store.get(guild.id)
             value = None
-            if text is not None:
+            if text is not None and setting in BLOCKLISTS:
+                # The new list is compiled to see that it fits: a fifth of a second for 10,000
+                # entries, off the event loop (and then it is compiled for the requests too).
+                value = await asyncio.to_thread(rules.parse, setting, text, chosen)
+                value = value or None  # emptied: back to the operator's words alone
+            elif text is not None:
                 value = rules.parse(
                     setting,
                     text,
@@ -209,6 +311,12 @@ class SettingsCog(commands.Cog, name="Settings"):
         answer: str
         if value is None:
             answer = BACK_TO_DEFAULT.format(setting=name, value=shown, was=was)
+        elif setting in BLOCKLISTS:
+            had = 0 if old is None else len(old.splitlines())
+            answer = (
+                f"{setting.value}: {len(value.splitlines())} of this server's own (it had {had}): "
+                f"{shown}"
+            )
         elif setting in BUDGETS:  # the operator's ceiling may be what applies
             answer = budget_changed(setting, value, was, rules, now)
         else:
@@ -233,6 +341,7 @@ class SettingsCog(commands.Cog, name="Settings"):
             return
         locale = interaction.locale
         embed = discord.Embed(title=SHOW_TITLE.localized(locale))
+        problem = self.bot.admission.moderation_log.problem(guild.id)
         for setting in Setting:
             raw = chosen.raw(setting)
             value = describe(setting, raw, rules, chosen)
@@ -243,26 +352,124 @@ class SettingsCog(commands.Cog, name="Settings"):
                 when = discord.utils.format_dt(change.changed_at, "R")
                 member = f"<@{change.changed_by}>"
                 value = CHANGED_BY.format(value=value, member=member, when=when)
+            if setting is Setting.LOG_CHANNEL and problem is not None:
+                value = joined([value, f"⚠️ cannot be written to {problem}"], "\n")
             shown = localize(value, locale)
             embed.add_field(
                 name=setting_name(setting).localized(locale), value=clip(shown, 1024), inline=False
             )
+        embed.add_field(name="role tiers", value=clip(describe_tiers(chosen), 1024), inline=False)
         await _answer(interaction, embed=embed)
+
+    async def change_tier(
+        self, interaction: discord.Interaction, role: discord.Role, text: str
+    ) -> None:
+        """Set (or with ``none`` remove) a role's tier."""
+        guild = interaction.guild
+        if guild is None or not interaction.permissions.manage_guild:
+            await interaction.response.send_message(MANAGERS_ONLY, ephemeral=True)
+            return
+        store, rules = self.services.server_settings, self.services.server_rules
+        name = f"{TIER_PREFIX}{role.id}"
+
+        async def store_it() -> tuple[str | None, str | None]:
+            chosen = await store.get(guild.id)
+            value = None
+            if text.strip().lower() != NO_BUDGET:
+                value = str(parse_tier(text))
+                if name not in chosen.values and len(chosen.tiers) >= MAX_TIERS:
+                    raise SettingRefused(TOO_MANY_TIERS)
+            return value, await store.change(guild.id, name, value, by=interaction.user.id)
+
+        stored = await _saved(interaction, store_it(), "change a role's tier")
+        if stored is None:
+            return
+        value, old = stored[0]
+        pseudonyms = self.services.pseudonyms
+        log.info(
+            "%s changed a role's tier on %s from %r to %r",
+            pseudonyms.for_user(interaction.user.id), pseudonyms.for_server(guild.id), old, value,
+        )  # fmt: skip
+        was = "no tier" if old is None else old
+        if value is None:
+            answer = f"{role.mention} has no tier now (it was {was})."
+        else:
+            answer = f"{role.mention}'s tier is now {value} (it was {was})."
+            if "exempt" in value.split(";") and not rules.servers_may_exempt_roles:
+                answer += NOT_EXEMPTED
+            ceiling = rules.ceiling(Setting.MEMBER_BUDGET)
+            if ceiling and parse_tier(value).budgets and not rules.servers_may_raise_budgets:
+                answer += (
+                    f" This bot's ceiling of {';'.join(map(str, ceiling))} per member, set by its "
+                    f"operator, still applies."
+                )
+        await _answer(interaction, answer)
+
+    async def bar(
+        self, interaction: discord.Interaction, member: discord.Member, barred: bool
+    ) -> None:
+        """Bar one member from the bot on this server, or lift the bar."""
+        guild = interaction.guild
+        if guild is None or not interaction.permissions.manage_guild:
+            await interaction.response.send_message(MANAGERS_ONLY, ephemeral=True)
+            return
+        store = self.services.server_settings
+        name = f"{BAR_PREFIX}{member.id}"
+
+        async def store_it() -> str | None:
+            chosen = await store.get(guild.id)
+            if barred and name not in chosen.values and len(chosen.barred_members) >= MAX_BARRED:
+                raise SettingRefused(TOO_MANY_BARRED)
+            value = "barred" if barred else None
+            return await store.change(guild.id, name, value, by=interaction.user.id)
+
+        if await _saved(interaction, store_it(), "bar or lift the bar of a member") is None:
+            return
+        pseudonyms = self.services.pseudonyms
+        log.info(
+            "%s %s %s on %s",
+            pseudonyms.for_user(interaction.user.id), "barred" if barred else "lifted the bar of",
+            pseudonyms.for_user(member.id), pseudonyms.for_server(guild.id),
+        )  # fmt: skip
+        if barred:
+            answer = f"{member.mention} is barred from this bot on this server."
+        else:
+            answer = f"{member.mention} is no longer barred (a role's bar still applies)."
+        await _answer(interaction, answer)
 
 
 def _clipped(value: str, setting: Setting | None = None) -> str:
     """A value stored before, as the answer repeats it: an older version took any length (a
     list of channels is summarised already, "and N more")."""
-    if setting is Setting.CHANNELS or len(value) <= SHOWN_VALUE_CHARS:
+    if setting in (Setting.CHANNELS, *BLOCKLISTS) or len(value) <= SHOWN_VALUE_CHARS:
         return value
     return value[: SHOWN_VALUE_CHARS - 1] + "…"
 
 
 def _loggable(setting: Setting, value: str | None) -> str | None:
     """A setting's value for a log line: channels are Discord ids, so only how many."""
-    if setting is not Setting.CHANNELS or value is None:
+    if setting in BLOCKLISTS and value is not None:  # long, and better not repeated in logs
+        return f"{len(value.splitlines())} entries"
+    if setting not in (Setting.CHANNELS, Setting.SPOILERS, Setting.LOG_CHANNEL) or value is None:
+        return value
+    if not value[:1].isdigit():  # spoilers: always or off
         return value
     return f"{len([part for part in value.split(',') if part.strip()])} channel(s)"
+
+
+async def _saved(
+    interaction: discord.Interaction, work: Coroutine[Any, Any, T], what: str
+) -> tuple[T] | None:
+    """``work``'s result (in a 1-tuple), or None once the manager has been told why it was
+    not saved: a refusal's sentence, or that the settings are unavailable."""
+    try:
+        return (await _within_patience(interaction, work),)
+    except SettingRefused as refusal:
+        await _answer(interaction, str(refusal))
+    except Exception:
+        log.exception("could not %s on a server", what)
+        await _answer(interaction, SETTINGS_UNAVAILABLE)
+    return None
 
 
 async def _within_patience(interaction: discord.Interaction, work: Coroutine[Any, Any, T]) -> T:

@@ -24,9 +24,11 @@ from discord.ext import commands
 from bot.discord_out.replies import DISCORD_FAILURES, fit_embed
 from bot.i18n import Text, _, money, ngettext
 from bot.i18n.commands import command_text
+from bot.requests.server_admission import role_ids
 from bot.services import Services
 from bot.store.budgets import Budget, Period
 from bot.store.ledger import counted_since
+from bot.store.server_settings import MemberTier
 from bot.store.usage import Totals, daily, ledger_rows, overall, recent, totals, write_csv_to
 from bot.store.usage_chart import render_chart
 
@@ -130,7 +132,10 @@ class UsageCog(commands.Cog, name="Usage"):
         await interaction.response.defer(ephemeral=True, thinking=True)
         try:
             embed = await self._member_embed(
-                interaction.guild_id, interaction.user.id, interaction.locale
+                interaction.guild_id,
+                interaction.user.id,
+                interaction.locale,
+                role_ids(interaction.user),
             )
         except Exception:
             log.exception("could not read a member's usage")
@@ -141,7 +146,11 @@ class UsageCog(commands.Cog, name="Usage"):
         await interaction.edit_original_response(embed=fit_embed(embed))
 
     async def _member_embed(
-        self, guild_id: int, member_id: int, locale: discord.Locale
+        self,
+        guild_id: int,
+        member_id: int,
+        locale: discord.Locale,
+        roles: tuple[int, ...] = (),
     ) -> discord.Embed:
         engine = self.services.ledger.engine
         now = discord.utils.utcnow()  # the clock the rows are stamped with
@@ -156,11 +165,13 @@ class UsageCog(commands.Cog, name="Usage"):
         )
         chosen = await self.services.server_settings.get(guild_id)
         rules = self.services.server_rules
+        tier = rules.member_tier(chosen, member_id, roles)
+        embed.add_field(name="Your tier", value=_clip(_tier_line(tier)), inline=False)
         lines = []
         # USER_BUDGET counts the member's requests in every server and direct message; the
         # bot's TOTAL_BUDGET is not shown: what everyone else spends is not theirs to read.
         for whose, budgets, member, every_server in (
-            (YOURS, rules.member_budget(chosen), member_id, False),
+            (YOURS, tier.budgets, member_id, False),
             (THE_SERVERS, rules.server_budget(chosen), None, False),
             (YOURS_EVERYWHERE, self.services.ledger.user_budget, member_id, True),
         ):
@@ -306,6 +317,17 @@ def _request_line(row: Any) -> Text:
         outcome=OUTCOMES.get(row.outcome, row.outcome),
         cost=cost,
     )
+
+
+def _tier_line(tier: MemberTier) -> str:
+    """Which tier a member is on: their roles' (the most generous applies), or the server's."""
+    if tier.barred:
+        return "Barred from this bot on this server by its managers."
+    if not tier.roles:
+        return "None: this server's budget for each member applies."
+    roles = " ".join(f"<@&{role}>" for role in tier.roles)
+    line = f"{roles} (the most generous of your roles' tiers applies)"
+    return line + (", exempt from the rate limit" if tier.exempt else "")
 
 
 def _clip(text: str) -> str:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from bot.app import ImagineBot, ModerationUnusable
+from tests.cogs.conftest import make_settings
 from tests.conftest import API_KEY
 from tests.fakes.images_api import OPENAI_RETIRED, FakeImagesAPI
 
@@ -215,3 +217,46 @@ async def test_check_warns_of_what_the_bot_would_refuse(
     assert code == 0, err
     assert "warning: DISCORD_TOKEN is not set: the bot (python -m bot) needs it" in out
     assert "warning: DATA_DIR is not valid: it must be a writable directory" in out
+
+
+async def test_check_reports_whether_the_endpoint_has_a_moderation_check(tmp_path: Path) -> None:
+    fake = FakeImagesAPI(api_key=API_KEY, moderations_route=False)
+    await fake.start()
+    try:
+        env = {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": fake.base_url}
+        code, out, err = await run_cli("check", env=env, cwd=tmp_path)
+        assert code == 0, err
+        assert "the endpoint has no moderation check (/moderations)" in out
+        code, out, err = await run_cli(
+            "check", env={**env, "MODERATION_CHECK": "strict"}, cwd=tmp_path
+        )
+        assert code == 1
+        assert "error: MODERATION_CHECK is strict, but the endpoint has no moderation check" in err
+    finally:
+        await fake.close()
+
+
+async def test_check_says_the_moderation_check_is_there(
+    images_api: FakeImagesAPI, tmp_path: Path
+) -> None:
+    env = {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": images_api.base_url}
+    code, out, err = await run_cli("check", env={**env, "MODERATION_CHECK": "on"}, cwd=tmp_path)
+    assert code == 0, err
+    assert "the endpoint has a moderation check (/moderations); MODERATION_CHECK is on" in out
+
+
+async def test_moderation_check_on_without_the_route_stops_start_up(tmp_path: Path) -> None:
+    fake = FakeImagesAPI(api_key=API_KEY, moderations_route=False)
+    await fake.start()
+    settings = make_settings(fake.base_url, tmp_path, moderation_check="on")
+    bot = ImagineBot(settings, sync_on_start=False)
+    try:
+        with pytest.raises(ModerationUnusable) as caught:
+            await bot.setup_hook()
+    finally:
+        await bot.close()
+        await fake.close()
+    assert str(caught.value).startswith(
+        "MODERATION_CHECK is on, but the endpoint has no moderation check"
+    )
+    assert fake.generation_requests == []

@@ -558,3 +558,15 @@ def test_the_database_password_stays_out_of_the_repr_and_errors(
     monkeypatch.setenv("DATABASE_URL", "postgresql://bot:hunter2-SENTINEL@db.example/imagine")
     assert "hunter2" not in repr(load_settings())
     assert "hunter2" not in error_for(DATABASE_URL="mysql://bot:hunter2-SENTINEL@db/imagine")
+
+
+def test_blocked_words_and_the_moderation_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BLOCKED_WORDS", " dragon, blood moon ,,dragon")
+    monkeypatch.setenv("MODERATION_CHECK", "Strict")
+    settings = load_settings()
+    assert settings.blocked_words == ("dragon", "blood moon")
+    assert settings.moderation_check == "strict"
+    assert error_for(MODERATION_CHECK="sometimes") == (
+        "MODERATION_CHECK is not valid: it must be off, on or strict."
+    )
+    assert "'!!!' has no letters or digits" in error_for(BLOCKED_WORDS="dragon, !!!")

@@ -22,6 +22,7 @@ from bot.store.server_settings import (
     Setting,
     SettingRefused,
     SettingsStore,
+    parse_tier,
 )
 
 SERVER = 987_654_321_098_765_432
@@ -158,3 +159,40 @@ def test_a_servers_budget_holds_beside_the_operators_ceiling() -> None:
     # Where the operator lets servers raise budgets, a server's replaces the operator's.
     assert budget("$5/day", servers_may_raise_budgets=True) == "$5.00/day"
     assert budget("none", servers_may_raise_budgets=True) == ""
+
+
+def test_the_most_generous_of_a_members_tiers_applies_per_dimension() -> None:
+    """Per dimension, each tier's own value or the server's member budget; the highest wins and
+    no budget beats any amount; the operator's ceiling ($2/day here) over all of it."""
+
+    def tier(
+        tiers: dict[int, str],
+        *roles: int,
+        servers_may_exempt_roles: bool = False,
+        servers_may_raise_budgets: bool = False,
+    ) -> str:
+        values = {"member-budget": "1 images/day;$1/month"}
+        values.update({f"tier:{role}": value for role, value in tiers.items()})
+        chosen = ServerSettings(values)
+        rule = dataclasses.replace(
+            rules(),
+            servers_may_exempt_roles=servers_may_exempt_roles,
+            servers_may_raise_budgets=servers_may_raise_budgets,
+        )
+        applied = rule.member_tier(chosen, MANAGER, roles)
+        flags = ["exempt"] * applied.exempt + ["barred"] * applied.barred
+        return ";".join([*map(str, applied.budgets), *flags])
+
+    tiers = {1: "3 images/day", 2: "2 images/day;$5/month;exempt", 3: "$9/day;barred"}
+    assert tier(tiers) == "$2.00/day;1 image/day;$1.00/month"  # no tier: the server's
+    assert tier(tiers, 1, 2) == "$2.00/day;3 images/day;$5.00/month"
+    assert tier(tiers, 1, 2, servers_may_exempt_roles=True).endswith(";exempt")
+    assert tier(tiers, 3) == "$2.00/day;1 image/day;$1.00/month;barred"  # the ceiling holds
+    # Tier 1 states no dollars a day and the server has none of its own: no budget, which is
+    # more generous than tier 3's $9 (where the operator lets servers raise budgets).
+    assert tier(tiers, 1, 3, servers_may_raise_budgets=True) == ("3 images/day;$1.00/month;barred")
+    # A tier of only a flag has no budget of its own: the server's, dimension by dimension.
+    assert tier({4: "exempt", 5: "$0.50/day"}, 4, 5) == "$2.00/day;1 image/day;$1.00/month"
+    assert tier({5: "10 images/month"}, 5) == "$2.00/day;1 image/day;$1.00/month;10 images/month"
+    with pytest.raises(SettingRefused, match="A tier must be budgets such as"):
+        parse_tier("$5/fortnight")

@@ -448,7 +448,7 @@ async def test_an_edit_can_be_deleted_and_varied_but_not_asked_again(
     result = await alice.slash(channel, "edit", image=("photo.png", png()), prompt="a hat")
     buttons = [b["label"] for row in result.response.components for b in row["components"]]
     # Its inputs are not kept: Reroll, Edit prompt and Larger could not ask for it again.
-    assert buttons == ["Delete", "Vary"]
+    assert buttons == ["Delete", "Info", "Send to DM", "Vary"]
 
     varied = await alice.click(result.response, label="Vary")
     assert len(images_api.edit_requests) == 2
@@ -482,7 +482,9 @@ async def test_animated_gifs_get_no_vary_button(
         channel, "imagine", prompt="a flickering candle", format="gif", frames=4, count=2
     )
     assert [a.filename for a in made.response.attachments] == ["imagine-1.gif", "imagine-2.gif"]
-    assert labels(made.response) == ["Reroll", "Edit prompt", "Larger (2048x2048)", "Delete"]
+    assert labels(made.response) == [
+        "Reroll", "Edit prompt", "Larger (2048x2048)", "Delete", "Info", "Send to DM",
+    ]  # fmt: skip
 
 
 async def test_fewer_images_than_asked_get_a_vary_button_each_and_no_more(

@@ -267,6 +267,14 @@ class FakeImagesAPI:
     in_flight: int = 0  # generation requests being answered right now
     usage_report: UsageReport | None = None  # None: the fixed counts of fixed_usage
     peak_in_flight: int = 0
+    moderations_route: bool = True  # some gateways have no POST /moderations
+    # Words whose presence in a moderated text scores these categories (as OpenAI would).
+    moderation_words: dict[str, dict[str, float]] = field(
+        default_factory=lambda: dict(MODERATION_WORDS)
+    )
+    # An image (its bytes) that scores these categories when it is moderated.
+    moderation_images: dict[bytes, dict[str, float]] = field(default_factory=dict)
+    moderation_script: deque[Handler] = field(default_factory=deque)  # faults of /moderations
     _runner: web.AppRunner | None = None
     _files: dict[str, bytes] = field(default_factory=dict)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
@@ -279,6 +287,8 @@ class FakeImagesAPI:
         app.router.add_post("/v1/images/edits", self._edits)
         if self.models_route:
             app.router.add_get("/v1/models", self._models)
+        if self.moderations_route:
+            app.router.add_post("/v1/moderations", self._moderations)
         app.router.add_get("/files/{name}", self._file)
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         await self._runner.setup()
@@ -299,6 +309,10 @@ class FakeImagesAPI:
     @property
     def generation_requests(self) -> list[RecordedRequest]:
         return [r for r in self.requests if r.path.endswith("/images/generations")]
+
+    @property
+    def moderation_requests(self) -> list[RecordedRequest]:
+        return [r for r in self.requests if r.path.endswith("/moderations")]
 
     @property
     def edit_requests(self) -> list[RecordedRequest]:
@@ -333,20 +347,69 @@ class FakeImagesAPI:
         data = [{"id": name, "object": "model", "owned_by": "openai"} for name in names]
         return json_response(200, json.dumps({"object": "list", "data": data}).encode())
 
+    async def _moderations(self, request: web.Request) -> web.StreamResponse:
+        """OpenAI's POST /moderations: ``input`` a string, strings, or text and image_url
+        parts (images as data URLs); one result per input string, or one for a list of parts."""
+        body, refused = await self._received(request)
+        if refused is not None:
+            return refused
+        if self.moderation_script:
+            return await self.moderation_script.popleft()(request)
+        problem = _moderation_problem(body)
+        if problem is not None:
+            return self._invalid(problem, "input", "invalid_value")
+        inputs = body["input"]
+        groups = [[inputs]] if isinstance(inputs, str) else [[text] for text in inputs]
+        if inputs and not isinstance(inputs, str) and isinstance(inputs[0], dict):
+            groups = [inputs]
+        results = [self._moderate(group) for group in groups]
+        answer: dict[str, Any] = {"id": f"modr-{next(self._ids)}"}
+        answer["model"] = body.get("model", MODERATION_MODEL)
+        answer["results"] = results
+        return json_response(200, json.dumps(answer).encode())
+
+    def _moderate(self, parts: list[Any]) -> dict[str, Any]:
+        scores = dict.fromkeys(MODERATION_CATEGORIES, 0.0001)
+        applied: dict[str, list[str]] = {c: ["text"] for c in MODERATION_CATEGORIES}
+        for part in parts:
+            if isinstance(part, str) or part["type"] == "text":
+                text = (part if isinstance(part, str) else part["text"]).lower()
+                found = [v for w, v in self.moderation_words.items() if w in text.split()]
+            else:
+                data = base64.b64decode(part["image_url"]["url"].split(",", 1)[1])
+                found = [self.moderation_images.get(data, {})]
+                for category in MODERATION_IMAGE_CATEGORIES:
+                    applied[category] = ["text", "image"]
+            for scored in found:
+                for category, score in scored.items():
+                    scores[category] = max(scores[category], score)
+        categories = {c: score >= MODERATION_FLAG for c, score in scores.items()}
+        return {
+            "flagged": any(categories.values()),
+            "categories": categories,
+            "category_scores": scores,
+            "category_applied_input_types": applied,
+        }
+
     async def _file(self, request: web.Request) -> web.StreamResponse:
         data = self._files.get(request.match_info["name"])
         if data is None:
             return web.Response(status=404)
         return web.Response(body=data, content_type="image/png")
 
-    async def _generations(self, request: web.Request) -> web.StreamResponse:
+    async def _received(self, request: web.Request) -> tuple[Any, web.Response | None]:
+        """A JSON request's body (its bytes if it is not JSON), recorded, and the refusal of a
+        wrong key."""
         raw = await request.read()
         try:
             body: Any = json.loads(raw)
         except ValueError:
             body = raw
         self.requests.append(RecordedRequest("POST", request.path, dict(request.headers), body))
-        refused = self._authorised(request)
+        return body, self._authorised(request)
+
+    async def _generations(self, request: web.Request) -> web.StreamResponse:
+        body, refused = await self._received(request)
         if refused is not None:
             return refused
         streamed = isinstance(body, dict) and body.get("stream") is True
@@ -662,6 +725,64 @@ class FakeImagesAPI:
         if key not in self._image_cache:
             self._image_cache[key] = make_image(width, height, fmt, shade)
         return self._image_cache[key]
+
+
+MODERATION_MODEL = "omni-moderation-latest"
+MODERATION_MODELS = {MODERATION_MODEL, "omni-moderation-2024-09-26", "text-moderation-latest"}
+MODERATION_CATEGORIES = (
+    "harassment", "harassment/threatening", "hate", "hate/threatening", "illicit",
+    "illicit/violent", "self-harm", "self-harm/intent", "self-harm/instructions", "sexual",
+    "sexual/minors", "violence", "violence/graphic",
+)  # fmt: skip
+# The categories omni-moderation scores from images as well as text (OpenAI's guide).
+MODERATION_IMAGE_CATEGORIES = (
+    "self-harm", "self-harm/intent", "self-harm/instructions", "sexual", "violence",
+    "violence/graphic",
+)  # fmt: skip
+MODERATION_FLAG = 0.5  # the score from which the fake flags a category
+MODERATION_WORDS: dict[str, dict[str, float]] = {
+    "gore": {"violence/graphic": 0.92, "violence": 0.81},
+    "kill": {"violence": 0.74},
+    "fistfight": {"violence": 0.45},  # scored, not flagged: only a strict policy refuses it
+}
+
+
+def _moderation_problem(body: Any) -> str | None:
+    """What OpenAI refuses in a moderation request, as its message (None: it is valid)."""
+    if not isinstance(body, dict) or "input" not in body:
+        return "Missing required parameter: 'input'."
+    unknown = set(body) - {"input", "model"}
+    if unknown:
+        return f"Unrecognized request argument supplied: {sorted(unknown)[0]}"
+    if body.get("model", MODERATION_MODEL) not in MODERATION_MODELS:
+        return f"The model `{body.get('model')}` does not exist."
+    inputs = body["input"]
+    if isinstance(inputs, str):
+        return None
+    if not isinstance(inputs, list) or not inputs:
+        return "Invalid value for 'input'."
+    if all(isinstance(text, str) for text in inputs):
+        return None
+    for part in inputs:
+        if not isinstance(part, dict):
+            return "Invalid value for 'input'."
+        if part.get("type") == "text" and isinstance(part.get("text"), str) and len(part) == 2:
+            continue
+        url = (
+            part.get("image_url", {}).get("url")
+            if isinstance(part.get("image_url"), dict)
+            else None
+        )
+        if (
+            part.get("type") == "image_url"
+            and isinstance(url, str)
+            and url.startswith("data:image/")
+        ):
+            if body.get("model", MODERATION_MODEL) == "text-moderation-latest":
+                return "This model does not take images."
+            continue
+        return "Invalid value for 'input'."
+    return None
 
 
 def fixed_usage(body: dict[str, Any], images: int, partials: int) -> dict[str, Any]:

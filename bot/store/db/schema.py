@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     DateTime,
@@ -15,6 +16,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    false,
     text,
 )
 
@@ -119,4 +121,14 @@ generation_state = Table(
     Column("options", Text, nullable=False),  # JSON: the optional fields, as sent
     # JSON list of the ids of the messages posted after the first (migration 0005); NULL: none
     Column("followup_ids", Text, nullable=True),
+    # Migration 0007 (NULL: not known, for rows written before): the first message (its jump
+    # link), the request's row in usage_ledger (its cost), the saved request it was made from
+    # and how (the button's action, or the menu), and whether it was posted privately.
+    Column("message_id", BigInteger, nullable=True),
+    Column("ledger_id", BigInteger, nullable=True),
+    Column("parent_key", BigInteger, nullable=True),
+    Column("origin", String(32), nullable=True),
+    Column("private", Boolean, nullable=False, server_default=false()),
+    Index("generation_state_member_guild_id", "member_id", "guild_id", "id"),
+    Index("generation_state_parent_key", "parent_key"),
 )
