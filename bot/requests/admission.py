@@ -26,7 +26,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -44,7 +44,14 @@ from bot.images import (
 )
 from bot.observability.context import new_correlation_id
 from bot.observability.metrics import Metrics
-from bot.requests.generation import CANCELLED, LEDGER_UNAVAILABLE, WENT_WRONG, Buttons, Generation
+from bot.requests.generation import (
+    CANCELLED,
+    LEDGER_UNAVAILABLE,
+    WENT_WRONG,
+    Buttons,
+    Generation,
+    Job,
+)
 from bot.requests.queue import GenerationQueue
 from bot.requests.server_admission import Admissible, apply_server_settings, picked_model
 from bot.store.budgets import OverBudget, PriceUnknown
@@ -114,9 +121,18 @@ class Admission:
         builds them once at start, after this admission, since a press admits through it)."""
         self.buttons = buttons
 
-    async def admit(self, interaction: discord.Interaction, request: ImageRequest) -> None:
+    async def admit(
+        self,
+        interaction: discord.Interaction,
+        request: ImageRequest,
+        *,
+        counted: bool = False,
+        default_model: bool = False,
+    ) -> None:
         """A request checked at once (/imagine, a button under posted images): refused
-        privately, or a job is started."""
+        privately, or a job is started. ``counted``: already counted against the member's limits
+        (an enhanced prompt's images: the enhancement counted, and acknowledged, the request);
+        ``default_model``: the server's default model, not ``request.model`` (Imagine this)."""
         replies = self._received(interaction, "/imagine")
         # Before the draining check: nothing is awaited between it and the job's creation.
         settled = await apply_server_settings(
@@ -124,7 +140,7 @@ class Admission:
             request,
             self.rules,
             self.server_settings,
-            picked=picked_model(interaction, request),
+            picked=None if default_model else picked_model(interaction, request),
         )
         admissible = await self._open_to(replies, settled, request.count, "imagine")
         if admissible is None:
@@ -133,10 +149,31 @@ class Admission:
             prepared = self.images.prepare(self._with_previews(admissible))
         except UnsupportedOption as refusal:
             self.metrics.request("invalid", "imagine")
-            await replies.answer(refusal.user_message)
+            await self._refuse(replies, refusal.user_message)
             return
         generation = self._generation(replies, prepared, admissible)
-        self._start(interaction, self._run(generation))
+        self._start(interaction, self._run(generation, counted=counted))
+
+    async def admit_text(
+        self,
+        interaction: discord.Interaction,
+        job: Callable[[Replies, Admissible], Job],
+        *,
+        command: str,
+        kind: str,
+    ) -> None:
+        """A text model's request (/describe, Enhance; bot/requests/describe.py): the server's
+        settings (its channels and budgets), draining, then limits, the ledger's row and the
+        acknowledgement, as for images; ``job`` makes it for the request's replies."""
+        replies = self._received(interaction, command)
+        placeholder = ImageRequest(prompt="", model=self.rules.default_model)
+        settled = await apply_server_settings(
+            interaction, placeholder, self.rules, self.server_settings, picked=None, command=command
+        )
+        admissible = await self._open_to(replies, settled, 0, kind)
+        if admissible is None:
+            return
+        self._start(interaction, self._run(job(replies, admissible)))
 
     async def admit_checked_later(
         self,
@@ -219,15 +256,15 @@ class Admission:
         "imagine" or "edit"."""
         if self.draining:
             self.metrics.request("restarting", kind)
-            await replies.answer(RESTARTING)
+            await self._refuse(replies, RESTARTING)
             return None
         if isinstance(settled, str):
-            await replies.answer(settled)
+            await self._refuse(replies, settled)
             return None
         cap = settled.cap
         if count > cap:
             self.metrics.request("invalid", kind)
-            await replies.answer(f"This server allows at most {cap} images per request.")
+            await self._refuse(replies, f"This server allows at most {cap} images per request.")
             return None
         return settled
 
@@ -322,7 +359,7 @@ class Admission:
             await self._refund_limits(member_id)
 
     async def _run(
-        self, generation: Generation, *, lease: Lease | None = None, counted: bool = False
+        self, generation: Job, *, lease: Lease | None = None, counted: bool = False
     ) -> None:
         """Count the request against the member's limits (unless ``counted``: an edit, whose
         files are downloaded by now, and which stays counted whatever happens), acknowledge it,
@@ -373,7 +410,7 @@ class Admission:
 
     # -- the ledger's row and the acknowledgement -----------------------------------------------
 
-    async def _record(self, generation: Generation) -> str | None:
+    async def _record(self, generation: Job) -> str | None:
         """Write the ledger's row for this request, reserving its estimate against the budgets;
         None when written, else what to tell the member: a budget refused it, or the row could
         not be written (the request must then not go ahead: spend is never unrecorded)."""
@@ -404,7 +441,7 @@ class Admission:
         return await self._ledger_refusal(generation, checking, "check the budgets of")
 
     async def _ledger_refusal(
-        self, generation: Generation, writing: Coroutine[Any, Any, None], what: str
+        self, generation: Job, writing: Coroutine[Any, Any, None], what: str
     ) -> str | None:
         try:
             async with asyncio.timeout(LEDGER_ADMISSION_TIMEOUT):
@@ -426,7 +463,7 @@ class Admission:
         return None
 
     @staticmethod
-    async def _acknowledge(generation: Generation) -> None:
+    async def _acknowledge(generation: Job) -> None:
         """Defer with a public placeholder; raises what Discord raises."""
         await generation.replies.defer()
         generation.timeline.acknowledged = discord.utils.utcnow()

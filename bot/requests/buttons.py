@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 # Vary the index of the image it varies (0-based). At most 6 + 6 + 20 + 20 characters, far
 # inside Discord's 100.
 BUTTON_ID = re.compile(
-    r"imagine:(?P<action>reroll|edit|larger|delete|vary):(?P<key>[0-9]{1,19})"
+    r"imagine:(?P<action>reroll|edit|larger|delete|vary|enhance):(?P<key>[0-9]{1,19})"
     r"(?::(?P<argument>[0-9]{1,20}))?"
 )
 MODAL_ID = re.compile(r"imagine:prompt:(?P<key>[0-9]{1,19})")
@@ -76,6 +76,7 @@ class Action(StrEnum):
     LARGER = "larger"
     DELETE = "delete"
     VARY = "vary"
+    ENHANCE = "enhance"  # bot/requests/describe.py: the prompt made richer, then the images
 
 
 # What a button looks like; Larger's label also names the size it asks for.
@@ -85,6 +86,7 @@ LOOKS: Mapping[Action, tuple[str, str, discord.ButtonStyle]] = {
     Action.LARGER: ("🔍", "Larger", discord.ButtonStyle.secondary),
     Action.DELETE: ("🗑️", "Delete", discord.ButtonStyle.danger),
     Action.VARY: ("🎨", "Vary", discord.ButtonStyle.secondary),
+    Action.ENHANCE: ("✨", "Enhance", discord.ButtonStyle.secondary),
 }
 
 # The hook for Vary: called with the press, the request the images came from, and the posted
@@ -93,6 +95,8 @@ LOOKS: Mapping[Action, tuple[str, str, discord.ButtonStyle]] = {
 VaryHandler = Callable[[discord.Interaction, SavedRequest, discord.Attachment], Awaitable[None]]
 # Admits a new request from a press (the admission's ``admit``), which owns its answer.
 Admit = Callable[[discord.Interaction, ImageRequest], Awaitable[None]]
+# Enhance: the request with its prompt enhanced first (TextFeatures.enhance); owns its answer.
+EnhanceHandler = Admit
 
 
 def button_id(action: Action, key: int, argument: int | None = None) -> str:
@@ -220,8 +224,10 @@ class ImageButtons:
         offered: tuple[str, ...],
         pseudonyms: Pseudonymizer,
         vary: VaryHandler | None = None,
+        enhance: EnhanceHandler | None = None,
     ) -> None:
         self.admit = admit
+        self.enhance = enhance  # None: no text model offered, no Enhance buttons
         self.saved = saved
         self.catalog = catalog
         self.offered = offered
@@ -289,6 +295,8 @@ class ImageButtons:
             larger = larger_size(prepared.spec, prepared.size)
             if larger is not None:
                 row.append(ImageButton(Action.LARGER, key, label=f"Larger ({larger})"))
+            if self.enhance is not None:
+                row.append(ImageButton(Action.ENHANCE, key))
         row.append(ImageButton(Action.DELETE, key, generation.member_id))
         for button in row:
             button.item.row = 0
@@ -335,6 +343,8 @@ class ImageButtons:
             await self._larger(replies, saved)
         elif button.action is Action.VARY:
             await self._vary(replies, saved, button.argument or 0)
+        elif button.action is Action.ENHANCE:
+            await self._again(replies, saved, enhance=True)
 
     async def on_interaction(self, interaction: discord.Interaction) -> None:
         """An Edit prompt modal submitted: the request again, with the new prompt."""
@@ -394,8 +404,10 @@ class ImageButtons:
         *,
         prompt: str | None = None,
         size: str | None = None,
+        enhance: bool = False,
     ) -> None:
-        """The saved request, as the presser's own new request (with a new prompt or size)."""
+        """The saved request, as the presser's own new request (with a new prompt or size, or
+        its prompt ``enhance``d first)."""
         if saved.model not in self.offered:
             await replies.answer(
                 f"The model {saved.model} is no longer offered here. Please use /imagine."
@@ -403,7 +415,12 @@ class ImageButtons:
             return
         user = self.pseudonyms.for_user(replies.interaction.user.id)
         request = saved.request(user=user, prompt=prompt, size=size)
-        await self.admit(replies.interaction, request)
+        if enhance and self.enhance is None:
+            await replies.answer("Enhancing prompts is no longer available here.")
+            return
+        await (self.enhance if enhance and self.enhance else self.admit)(
+            replies.interaction, request
+        )
 
     async def _larger(self, replies: Replies, saved: SavedRequest) -> None:
         spec = self.catalog.get(saved.model)

@@ -13,7 +13,7 @@ import datetime as dt
 import logging
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import discord
 
@@ -34,7 +34,7 @@ from bot.images import (
 from bot.observability.metrics import Metrics
 from bot.requests.queue import GenerationQueue, Ticket
 from bot.store.budgets import Budget
-from bot.store.ledger import Ledger, Outcome
+from bot.store.ledger import Ledger, Outcome, Priced
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,35 @@ class Timeline:
     acknowledged: dt.datetime | None = None
     started_upstream: dt.datetime | None = None
     delivered: dt.datetime | None = None
+
+
+class Job(Protocol):
+    """What the admission runs after its checks: a :class:`Generation`, or a text model's request
+    (bot/requests/describe.py). It records its ledger row, is acknowledged, then runs."""
+
+    replies: Replies
+    budgets: tuple[tuple[Budget, ...], tuple[Budget, ...]] | None
+    ledger_row: int | None
+    timeline: Timeline
+
+    @property
+    def prepared(self) -> Priced: ...
+    @property
+    def command(self) -> str: ...
+    @property
+    def interaction(self) -> discord.Interaction: ...
+    @property
+    def member_id(self) -> int: ...
+    @property
+    def member(self) -> str: ...
+    async def settle(self, outcome: Outcome, error: BaseException | None = None) -> None: ...
+    async def run(
+        self,
+        queue: GenerationQueue,
+        images: ImageClient,
+        lease: Lease,
+        edits: EditBudget | None = None,
+    ) -> None: ...
 
 
 class Generation:
@@ -135,28 +164,19 @@ class Generation:
         result = self.result
         delivered = len(result.images) if result and outcome is Outcome.DELIVERED else 0
         request_id = result.request_id if result else getattr(error, "request_id", None)
-        try:
-            async with asyncio.timeout(LEDGER_SETTLE_TIMEOUT):
-                # Its cost goes into the metrics once written, by the ledger (perhaps later).
-                await self.ledger.settle(
-                    self.ledger_row,
-                    outcome,
-                    self.prepared,
-                    images_returned=len(result.images) if result else None,
-                    images_delivered=delivered,
-                    request_id=request_id,
-                    usage=result.usage if result else None,
-                    previews_returned=result.previews if result else 0,
-                    # Never sent (cancelled or failed before its turn): its reservation goes.
-                    sent=self.timeline.started_upstream is not None,
-                )
-        except Exception as exc:
-            log.error(
-                "the usage ledger could not settle row %s as %s (%s); it will try again",
-                self.ledger_row,
-                outcome.value,
-                type(exc).__name__,
-            )
+        await settle_row(
+            self.ledger,
+            self.ledger_row,
+            outcome,
+            self.prepared,
+            images_returned=len(result.images) if result else None,
+            images_delivered=delivered,
+            request_id=request_id,
+            usage=result.usage if result else None,
+            previews_returned=result.previews if result else 0,
+            # Never sent (cancelled or failed before its turn): its reservation goes.
+            sent=self.timeline.started_upstream is not None,
+        )
 
     async def run(
         self,
@@ -246,29 +266,7 @@ class Generation:
                 watcher.cancel()
 
     async def _record_sending(self) -> None:
-        """Before anything is sent: the ledger's row says it may have been, so that if this
-        process dies now its reservation is kept, not released (bot/store/ledger.py). Raises
-        :class:`NotRecorded` when it cannot say so, or the row was settled meanwhile by another
-        process (this one had lost touch with the database for longer than its lease)."""
-        if self.ledger_row is None:
-            return
-        try:
-            async with asyncio.timeout(LEDGER_SENDING_TIMEOUT):
-                pending = await self.ledger.sending(self.ledger_row)
-        except Exception as exc:
-            log.error(
-                "the usage ledger could not record that row %s is being sent (%s); not sent",
-                self.ledger_row,
-                type(exc).__name__,
-            )
-            raise NotRecorded from None
-        if not pending:
-            log.warning(
-                "row %s was settled as abandoned by another process while this one could not "
-                "reach the database; not sent",
-                self.ledger_row,
-            )
-            raise NotRecorded
+        await record_sending(self.ledger, self.ledger_row)
 
     async def _show_position(self, ticket: Ticket) -> None:
         # Polled rather than pushed: one edit per interval at most, whatever the churn ahead.
@@ -280,6 +278,49 @@ class Generation:
                     f"⏳ Waiting for a free slot: you are number {shown} in the queue."
                 )
             await asyncio.sleep(POSITION_UPDATE_INTERVAL)
+
+
+async def settle_row(
+    ledger: Ledger, row: int, outcome: Outcome, prepared: Priced, **settlement: Any
+) -> None:
+    """Settle ``row`` (see :meth:`Ledger.settle`); a ledger failure is logged, never the
+    member's, and the ledger writes it later. The cost goes into the metrics once written."""
+    try:
+        async with asyncio.timeout(LEDGER_SETTLE_TIMEOUT):
+            await ledger.settle(row, outcome, prepared, **settlement)
+    except Exception as exc:
+        log.error(
+            "the usage ledger could not settle row %s as %s (%s); it will try again",
+            row,
+            outcome.value,
+            type(exc).__name__,
+        )
+
+
+async def record_sending(ledger: Ledger, row: int | None) -> None:
+    """Before anything is sent: the ledger's row says it may have been, so that if this
+    process dies now its reservation is kept, not released (bot/store/ledger.py). Raises
+    :class:`NotRecorded` when it cannot say so, or the row was settled meanwhile by another
+    process (this one had lost touch with the database for longer than its lease)."""
+    if row is None:
+        return
+    try:
+        async with asyncio.timeout(LEDGER_SENDING_TIMEOUT):
+            pending = await ledger.sending(row)
+    except Exception as exc:
+        log.error(
+            "the usage ledger could not record that row %s is being sent (%s); not sent",
+            row,
+            type(exc).__name__,
+        )
+        raise NotRecorded from None
+    if not pending:
+        log.warning(
+            "row %s was settled as abandoned by another process while this one could not "
+            "reach the database; not sent",
+            row,
+        )
+        raise NotRecorded
 
 
 async def _ready(buttons: asyncio.Task[ButtonsFor | None] | None) -> ButtonsFor | None:
