@@ -161,17 +161,28 @@ class Admission:
         *,
         command: str,
         kind: str,
+        images: ImageRequest | None = None,
     ) -> None:
         """A text model's request (/describe, Enhance; bot/requests/describe.py): the server's
         settings (its channels and budgets), draining, then limits, the ledger's row and the
-        acknowledgement, as for images; ``job`` makes it for the request's replies."""
+        acknowledgement, as for images; ``job`` makes it for the request's replies. ``images``:
+        the images it is made for (Enhance), checked now as :meth:`admit` will check them, so
+        that nothing is paid for an enhancement whose images would be refused."""
         replies = self._received(interaction, command)
-        placeholder = ImageRequest(prompt="", model=self.rules.default_model)
+        request = images or ImageRequest(prompt="-", model=self.rules.default_model)
+        picked = picked_model(interaction, request) if images else None
         settled = await apply_server_settings(
-            interaction, placeholder, self.rules, self.server_settings, picked=None, command=command
+            interaction, request, self.rules, self.server_settings, picked=picked, command=command
         )
-        admissible = await self._open_to(replies, settled, 0, kind)
+        admissible = await self._open_to(replies, settled, request.count if images else 0, kind)
         if admissible is None:
+            return
+        try:
+            if images is not None:
+                self.images.prepare(admissible.request)
+        except UnsupportedOption as refusal:
+            self.metrics.request("invalid", kind)
+            await replies.answer(refusal.user_message)
             return
         self._start(interaction, self._run(job(replies, admissible)))
 

@@ -228,7 +228,7 @@ class TextJob:
             await self.replies.tell_privately(WENT_WRONG)
             await self.settle(Outcome.FAILED, error)
         finally:
-            lease.release()
+            lease.close()  # the room kept for the image too
 
 
 class SuggestionButton(
@@ -354,7 +354,11 @@ class TextFeatures:
             await Replies(interaction).answer(refusal.user_message)
             return
         await self.admission.admit_text(
-            interaction, self._job(prepared, **job), command=command, kind=kind
+            interaction,
+            self._job(prepared, **job),
+            command=command,
+            kind=kind,
+            images=job.get("request"),
         )
 
     async def post_suggestions(self, job: TextJob, suggestions: Sequence[str]) -> None:

@@ -299,3 +299,40 @@ class TestGatewayWithoutTheTextModel:
             "and Enhance are not offered"
         ]
         assert not images_api.chat_requests
+
+
+class TestImagesRefusedAroundAnEnhancement:
+    @pytest.fixture
+    def bot_overrides(self, database_url: str) -> dict[str, Any]:
+        return {"database_url": database_url, "member_budget": "1 image/day"}
+
+    async def test_images_a_server_would_refuse_cost_no_enhancement(
+        self, simcord_env: Any, channel: Any, alice: Any, images_api: FakeImagesAPI,
+        database_url: str,
+    ) -> None:  # fmt: skip
+        refused = await alice.slash(
+            channel, "imagine", prompt="a fox", model="dall-e-2", count=5, enhance=True
+        )
+
+        assert refused.response.ephemeral
+        assert refused.response.content == "This server allows at most 4 images per request."
+        assert not images_api.chat_requests
+        assert await ledger_rows(database_url) == []
+
+    async def test_images_a_budget_refuses_after_the_enhancement_are_told_privately(
+        self, simcord_env: Any, channel: Any, alice: Any, images_api: FakeImagesAPI,
+        database_url: str,
+    ) -> None:  # fmt: skip
+        await alice.slash(channel, "imagine", prompt="a cat", model="dall-e-2")
+        result = await alice.slash(
+            channel, "imagine", prompt="a fox", model="dall-e-2", enhance=True
+        )
+
+        told = private_reply(result)
+        assert told.content.startswith("Your budget on this server is 1 image per day")
+        rows = await ledger_rows(database_url)
+        assert [(r["kind"], r["outcome"]) for r in rows] == [
+            ("generate", "delivered"),
+            ("enhance", "delivered"),
+        ]
+        assert len(images_api.generation_requests) == 1
