@@ -45,7 +45,7 @@ import aiohttp
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from .catalog import CatalogError, Money
+from .catalog import CatalogError, Money, _read_toml
 from .edits import read_image
 from .errors import (
     GenerationTimeout,
@@ -160,12 +160,8 @@ def load_text_models(extra: Path | None = None) -> dict[str, TextModelSpec]:
     the ``IMAGE_MODELS_FILE``) added or replacing them."""
     shipped = resources.files(__package__).joinpath("models.toml").read_text("utf-8")
     models = _text_entries(tomllib.loads(shipped), "models.toml")
-    if extra is not None:
-        try:
-            raw = tomllib.loads(extra.read_text("utf-8"))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise CatalogError(f"{extra}: {exc}") from None
-        models.update(_text_entries(raw, str(extra)))
+    if extra is not None:  # read as the image catalog reads it (a byte-order mark is fine)
+        models.update(_text_entries(_read_toml(extra), str(extra)))
     return models
 
 

@@ -15,7 +15,7 @@ import pytest
 from openai.types.chat import ChatCompletion
 from PIL import Image
 
-from bot.images import ImageClient, ImageError, MalformedResponse, UnsupportedOption
+from bot.images import CatalogError, ImageClient, ImageError, MalformedResponse, UnsupportedOption
 from bot.images.text import (
     IMAGE_EDGE,
     image_data_url,
@@ -187,3 +187,20 @@ def test_an_answer_without_prompts_is_malformed() -> None:
         "A wolf",
         "An owl",
     )
+
+
+def test_an_operator_adds_a_gateways_text_model_in_the_models_file(tmp_path: Any) -> None:
+    path = tmp_path / "models.toml"
+    text = (
+        '[models."gpt-image-1.5"]\nmax_count = 2\n'
+        '[text_models."vision-local"]\nsafety_identifier = false\n'
+        "price = { as_of = 2026-12-01, input_per_million = 0.1, output_per_million = 0.4 }\n"
+    )
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode())  # an editor's byte-order mark is fine
+    models = load_text_models(path)
+    assert models["vision-local"].price is not None
+    assert "gpt-5.4-mini" in models  # the shipped ones stay
+
+    path.write_text('[text_models."x"]\nprice = { as_of = 2026-12-01, input_per_million = -1 }\n')
+    with pytest.raises(CatalogError, match=r"text_models\.x: price"):
+        load_text_models(path)
