@@ -73,7 +73,9 @@ from bot.requests.generation import (
     TOOK_TOO_LONG,
     WENT_WRONG,
     NotRecorded,
+    OnAnInteraction,
     Timeline,
+    member_of,
     record_sending,
     settle_row,
 )
@@ -101,7 +103,7 @@ LOAD_TIMEOUT = 1.0  # seconds to read a suggestion back: a press wants an answer
 SUGGESTION_ID = re.compile(r"describe:imagine:(?P<key>[0-9]{1,19})")
 
 
-class TextJob:
+class TextJob(OnAnInteraction):
     """One text model's request, admitted, on its way to its answer (a :class:`Job`)."""
 
     def __init__(
@@ -139,16 +141,8 @@ class TextJob:
         return self._prepared.kind
 
     @property
-    def interaction(self) -> discord.Interaction:
-        return self.replies.interaction
-
-    @property
-    def member_id(self) -> int:
-        return self.interaction.user.id
-
-    @property
     def member(self) -> str:
-        return str(self._prepared.body.get("user") or "a member")
+        return member_of(self._prepared.body)
 
     async def settle(self, outcome: Outcome, error: BaseException | None = None) -> None:
         """Record how the request ended; a ledger failure is logged, never the member's."""

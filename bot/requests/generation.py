@@ -114,7 +114,27 @@ class Job(Protocol):
     ) -> None: ...
 
 
-class Generation:
+class OnAnInteraction:
+    """A job's interaction and member, read from its replies (Generation, and the text model's
+    jobs in bot/requests/describe.py)."""
+
+    replies: Replies
+
+    @property
+    def interaction(self) -> discord.Interaction:
+        return self.replies.interaction
+
+    @property
+    def member_id(self) -> int:
+        return self.interaction.user.id
+
+
+def member_of(body: dict[str, Any]) -> str:
+    """The member as log lines above DEBUG name them: the pseudonym the service gets."""
+    return str(body.get("user") or "a member")
+
+
+class Generation(OnAnInteraction):
     """One request, admitted (valid and within the member's limits), on its way to a reply."""
 
     def __init__(
@@ -144,17 +164,8 @@ class Generation:
         return "edit" if self.prepared.is_edit else "imagine"
 
     @property
-    def interaction(self) -> discord.Interaction:
-        return self.replies.interaction
-
-    @property
-    def member_id(self) -> int:
-        return self.interaction.user.id
-
-    @property
     def member(self) -> str:
-        """The member as log lines above DEBUG name them: the pseudonym the image API gets."""
-        return str(self.prepared.body.get("user") or "a member")
+        return member_of(self.prepared.body)
 
     async def settle(self, outcome: Outcome, error: BaseException | None = None) -> None:
         """Record how the request ended; a ledger failure is logged, never the member's."""
