@@ -361,9 +361,10 @@ class TextFeatures:
         interaction = job.interaction
         view = discord.ui.View(timeout=None)
         lines = []
-        for number, prompt in enumerate(suggestions, 1):
+        # Saved together: the saved requests' writer takes them in one transaction.
+        keys = await asyncio.gather(*(self._save(interaction, prompt) for prompt in suggestions))
+        for number, (prompt, key) in enumerate(zip(suggestions, keys, strict=True), 1):
             lines.append(f"**{number}.** {prompt}")
-            key = await self._save(interaction, prompt)
             if key is not None:
                 view.add_item(SuggestionButton(key, label=f"Imagine this ({number})"))
         embed = discord.Embed(description="\n\n".join(lines), colour=discord.Colour.blurple())

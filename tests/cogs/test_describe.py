@@ -202,6 +202,19 @@ class TestLedger:
         assert (row["outcome"], row["cost"]) == ("failed", None)  # counted at its estimate
         assert row["estimated_cost"] > 0
 
+    async def test_a_file_that_is_no_image_is_a_sentence_and_costs_nothing(
+        self, simcord_env: Any, channel: Any, alice: Any, images_api: FakeImagesAPI,
+        database_url: str,
+    ) -> None:  # fmt: skip
+        result = await alice.slash(channel, "describe", image=("photo.png", b"%PDF-1.7 a pdf"))
+
+        assert private_reply(result).content.startswith(
+            "The image is not an image the bot can read"
+        )
+        assert not images_api.chat_requests
+        (row,) = await ledger_rows(database_url)
+        assert (row["outcome"], row["cost"]) == ("refused", 0)
+
     @pytest.mark.parametrize(
         "usage",
         [None, {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}],
