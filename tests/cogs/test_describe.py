@@ -349,3 +349,19 @@ class TestImagesRefusedAroundAnEnhancement:
             ("enhance", "delivered"),
         ]
         assert len(images_api.generation_requests) == 1
+
+
+async def test_images_refused_after_their_enhancement_are_told_privately_not_left_thinking(
+    simcord_env: Any, channel: Any, alice: Any, images_api: FakeImagesAPI
+) -> None:
+    async def restart_meanwhile(request: Any) -> Any:
+        # The bot starts shutting down while the text model answers.
+        simcord_env.bot.admission.draining = True
+        body = await request.json()
+        return json_response(200, chat_completion(body, "a fox, in detail", None))
+
+    images_api.chat_script.append(restart_meanwhile)
+    result = await alice.slash(channel, "imagine", prompt="a fox", model="dall-e-2", enhance=True)
+
+    assert private_reply(result).content == "The bot is restarting. Please try again in a minute."
+    assert not images_api.generation_requests
