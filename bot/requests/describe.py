@@ -14,7 +14,10 @@ Decisions:
   ``enhance``, no images, its cost reserved from the text model's prices and settled from the
   usage reported), the acknowledgement, the drain; every refusal or failure is a private
   sentence. An enhanced /imagine is two rows (the enhancement, then the images) but one request
-  against the member's limits: the images are admitted as already counted.
+  against the member's limits: the images are admitted as already counted. The images are
+  checked against the server's settings and the catalog before the enhancement is paid for;
+  what can only refuse them later (a budget, the bot restarting) is said privately in place of
+  the placeholder.
 - A description's image is checked for its declared size before anything counts, downloaded
   only once the request is counted, recorded and acknowledged (with room kept for it, as an
   edit's inputs), read from its bytes and scaled down before it is sent as a data URL.
