@@ -30,6 +30,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.images.catalog import Catalog, CatalogError, load_catalog
 from bot.images.pricing import MAX_REQUEST_COST, dearest_request
+from bot.images.text import TextModelSpec, load_text_models
 from bot.store.budgets import BUDGET_ACCEPTS, Budget, parse_budgets
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -280,6 +281,17 @@ class Settings(BaseSettings):
             ),
         )
     )
+    text_model: str = Field(
+        default="gpt-5.4-mini",
+        description=about(
+            'a text model of the catalog (`[text_models."<name>"]`), or empty to turn it off',
+            "The model that writes prompt suggestions for /describe and the Describe image menu "
+            "(it must read images) and richer prompts for Enhance, asked through "
+            "`POST {OPENAI_BASE_URL}/chat/completions`. Where the endpoint lists its models and "
+            "lacks this one, or it is empty, those features are not offered (the log says so "
+            "once). See [Describe and enhance](describe.md).",
+        ),
+    )
     image_models_file: Annotated[Path | None, Shown(default="the shipped catalog only")] = Field(
         default=None,
         description=about(
@@ -501,10 +513,16 @@ class Settings(BaseSettings):
     )
 
     _catalog: Catalog = PrivateAttr()
+    _text_models: dict[str, TextModelSpec] = PrivateAttr()
 
     @property
     def catalog(self) -> Catalog:
         return self._catalog
+
+    @property
+    def text_spec(self) -> TextModelSpec | None:
+        """The text model's entry; None where TEXT_MODEL is empty (the features are off)."""
+        return self._text_models.get(self.text_model) if self.text_model else None
 
     @property
     def database(self) -> str:
@@ -818,6 +836,17 @@ class Settings(BaseSettings):
                     f"image, or per 1M tokens)"
                 )
         self._catalog = catalog
+        try:
+            text_models = load_text_models(self.image_models_file)
+        except CatalogError as exc:
+            raise ValueError(f"IMAGE_MODELS_FILE: {exc}") from None
+        if self.text_model and self.text_model not in text_models:
+            raise ValueError(
+                f"TEXT_MODEL is not valid: {self.text_model!r} is not a text model of the catalog "
+                f'(known: {", ".join(text_models)}); add it as [text_models."<name>"] in '
+                "IMAGE_MODELS_FILE, or leave TEXT_MODEL empty to turn describe and enhance off"
+            )
+        self._text_models = text_models
         return self
 
     def offered(self) -> tuple[str, ...]:

@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 # Vary the index of the image it varies (0-based). At most 6 + 6 + 20 + 20 characters, far
 # inside Discord's 100.
 BUTTON_ID = re.compile(
-    r"imagine:(?P<action>reroll|edit|larger|delete|vary|info|dm):(?P<key>[0-9]{1,19})"
+    r"imagine:(?P<action>reroll|edit|larger|delete|vary|info|dm|enhance):(?P<key>[0-9]{1,19})"
     r"(?::(?P<argument>[0-9]{1,20}))?"
 )
 MODAL_ID = re.compile(r"imagine:prompt:(?P<key>[0-9]{1,19})")
@@ -82,6 +82,7 @@ class Action(StrEnum):
     VARY = "vary"
     INFO = "info"  # bot.requests.info
     DM = "dm"  # Send to DM: bot.requests.info
+    ENHANCE = "enhance"  # bot/requests/describe.py: the prompt made richer, then the images
 
 
 # What a button looks like; Larger's label also names the size it asks for.
@@ -93,6 +94,7 @@ LOOKS: Mapping[Action, tuple[str, str, discord.ButtonStyle]] = {
     Action.VARY: ("🎨", "Vary", discord.ButtonStyle.secondary),
     Action.INFO: ("\N{INFORMATION SOURCE}\ufe0f", "Info", discord.ButtonStyle.secondary),
     Action.DM: ("📩", "Send to DM", discord.ButtonStyle.secondary),
+    Action.ENHANCE: ("✨", "Enhance", discord.ButtonStyle.secondary),
 }
 INFO_ROW = 1  # Info and Send to DM, under the request's own buttons; the Vary buttons follow
 
@@ -112,6 +114,10 @@ class Admit(Protocol):
     def __call__(
         self, interaction: discord.Interaction, request: ImageRequest, *, private: bool = False
     ) -> Awaitable[None]: ...
+
+
+# Enhance: the request with its prompt enhanced first (TextFeatures.enhance); owns its answer.
+EnhanceHandler = Admit
 
 
 def button_id(action: Action, key: int, argument: int | None = None) -> str:
@@ -239,8 +245,10 @@ class ImageButtons:
         offered: tuple[str, ...],
         pseudonyms: Pseudonymizer,
         vary: VaryHandler | None = None,
+        enhance: EnhanceHandler | None = None,
     ) -> None:
         self.admit = admit
+        self.enhance = enhance  # None: no text model offered, no Enhance buttons
         self.saved = saved
         self.catalog = catalog
         self.offered = offered
@@ -337,6 +345,8 @@ class ImageButtons:
             larger = larger_size(prepared.spec, prepared.size)
             if larger is not None:
                 row.append(ImageButton(Action.LARGER, key, label=f"Larger ({larger})"))
+            if self.enhance is not None:
+                row.append(ImageButton(Action.ENHANCE, key))
         if not generation.replies.private:  # Discord's own "Dismiss message" removes a private set
             row.append(ImageButton(Action.DELETE, key, generation.member_id))
         for button in row:
@@ -389,6 +399,8 @@ class ImageButtons:
             await self._larger(replies, saved)
         elif button.action is Action.VARY:
             await self._vary(replies, saved, button.argument or 0)
+        elif button.action is Action.ENHANCE:
+            await self._again(replies, saved, enhance=True)
         elif button.action in self.handlers:
             await self.handlers[button.action](interaction, saved)
         else:  # a button of a feature this bot no longer has
@@ -452,8 +464,10 @@ class ImageButtons:
         *,
         prompt: str | None = None,
         size: str | None = None,
+        enhance: bool = False,
     ) -> None:
-        """The saved request, as the presser's own new request (with a new prompt or size)."""
+        """The saved request, as the presser's own new request (with a new prompt or size, or
+        its prompt ``enhance``d first)."""
         if saved.model not in self.offered:
             await replies.answer(
                 f"The model {saved.model} is no longer offered here. Please use /imagine."
@@ -461,7 +475,10 @@ class ImageButtons:
             return
         user = self.pseudonyms.for_user(replies.interaction.user.id)
         request = saved.request(user=user, prompt=prompt, size=size)
-        await self.admit(
+        if enhance and self.enhance is None:
+            await replies.answer("Enhancing prompts is no longer available here.")
+            return
+        await (self.enhance if enhance and self.enhance else self.admit)(
             replies.interaction, request, private=made_privately(replies.interaction, saved)
         )
 

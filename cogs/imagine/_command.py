@@ -10,6 +10,7 @@ from discord import app_commands
 
 from bot.images import MAX_FRAMES, MIN_FRAMES, ImageRequest
 from bot.requests.buttons import Admit
+from bot.requests.describe import NOT_OFFERED
 from bot.requests.options import PROMPT_MAX, autocompletes_following_the_model, choices_of_models
 from bot.services import Services
 
@@ -23,8 +24,12 @@ FORMAT_LABELS = {
 }
 
 
-def build_imagine_command(services: Services, admit: Admit) -> app_commands.Command[Any, ..., None]:
-    """/imagine, with choices taken from the configuration and the models the endpoint serves."""
+def build_imagine_command(
+    services: Services, admit: Admit, enhance: Admit | None = None
+) -> app_commands.Command[Any, ..., None]:
+    """/imagine, with choices taken from the configuration and the models the endpoint serves;
+    ``enhance`` admits a request whose prompt the text model enhances first (None: no text model
+    is offered, and the option is answered with a sentence)."""
     settings, offer = services.settings, services.offer
     catalog = settings.catalog
     offered = [catalog[name] for name in offer.models]
@@ -38,6 +43,7 @@ def build_imagine_command(services: Services, admit: Admit) -> app_commands.Comm
             for value in values
         ]
 
+    enhancer = enhance  # the option of the same name shadows it inside the command
     size_autocomplete, quality_autocomplete = autocompletes_following_the_model(
         catalog, offer.default
     )
@@ -56,6 +62,7 @@ def build_imagine_command(services: Services, admit: Admit) -> app_commands.Comm
         frames="Animated GIF only: how many frames (2-16, default 9)",
         frame_ms="Animated GIF only: how long each frame shows, in milliseconds (default 200)",
         private="Show the images to you only (and what is made from them)",
+        enhance="Let a text model rewrite the prompt into a richer one first (you see it)",
     )
     @app_commands.choices(
         model=model_choices,
@@ -79,6 +86,7 @@ def build_imagine_command(services: Services, admit: Admit) -> app_commands.Comm
         frames: app_commands.Range[int, MIN_FRAMES, MAX_FRAMES] | None = None,
         frame_ms: app_commands.Range[int, 20, FRAME_MS_MAX] | None = None,
         private: bool = False,
+        enhance: bool = False,
     ) -> None:
         request = ImageRequest(
             prompt=prompt,
@@ -94,6 +102,11 @@ def build_imagine_command(services: Services, admit: Admit) -> app_commands.Comm
             frame_count=frames,
             frame_duration_ms=frame_ms,
         )
-        await admit(interaction, request, private=private)
+        if not enhance:
+            await admit(interaction, request, private=private)
+        elif enhancer is None:
+            await interaction.response.send_message(NOT_OFFERED, ephemeral=True)
+        else:
+            await enhancer(interaction, request, private=private)
 
     return imagine_command
