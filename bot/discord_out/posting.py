@@ -25,6 +25,12 @@ ALT_TEXT_MAX = 1024  # Discord's longest attachment description
 UPLOAD_FAILED = "Discord did not accept the images. Please try again."
 UPLOAD_TOO_LARGE = "The images are too large to upload to this server."
 TOO_LARGE = 413
+# Follow-ups kept free where their number is limited: the private sentence a failure ends with.
+FOLLOW_UPS_KEPT = 1
+PACKING_ATTEMPTS = 4  # smaller each time
+ONLY_YOU = (
+    "Only you can see these images: this server does not let members' own apps post in public."
+)
 
 
 # The buttons under a set of images, made for the uploads that are posted, in order.
@@ -72,18 +78,17 @@ async def _upload(
     """One attempt at ``limit`` bytes; lets a 413 on the first message through for a retry.
     Returns the bytes uploaded."""
     try:
-        uploads = await prepare_uploads(result.images, limit)
+        uploads, messages = await _packed(result, limit, replies.follow_up_limit)
     except ImageTooLarge as exc:
         raise DeliveryFailed(str(exc), user_message=UPLOAD_TOO_LARGE) from None
     # Made from what is posted (not what was asked for): one Vary per image that came back and
     # can be varied. A follow-up refitted later keeps its images in the same order.
     view = buttons(uploads) if buttons is not None else None
-    first, *rest = pack(uploads, limit)
+    first, *rest = messages
     prompt = result.request.prompt
+    content = _note(result, uploads, only_member_sees=replies.shown_to_member_only)
     try:
-        await replies.post(
-            content=_note(result, uploads), embed=embed, files=_files(first, prompt), view=view
-        )
+        await replies.post(content=content, embed=embed, files=_files(first, prompt), view=view)
     except discord.HTTPException as exc:
         if exc.status == TOO_LARGE:
             raise
@@ -104,6 +109,36 @@ async def _upload(
                 ) from None
             uploaded += await _follow_up_smaller(replies, part, limit // 2, prompt)
     return uploaded
+
+
+async def _packed(
+    result: GenerationResult, limit: int, follow_ups: int | None
+) -> tuple[list[Upload], list[list[Upload]]]:
+    """The uploads and the messages they go in, within ``follow_ups`` follow-up messages
+    (None: no limit) less :data:`FOLLOW_UPS_KEPT`: where they would need more, each image is
+    made smaller (from the original, once more per attempt) so that several share a message.
+    Raises :class:`ImageTooLarge` where they cannot be made to fit."""
+    uploads = await prepare_uploads(result.images, limit)
+    messages = pack(uploads, limit)
+    if follow_ups is None:
+        return uploads, messages
+    most = 1 + max(follow_ups - FOLLOW_UPS_KEPT, 0)
+    per_file = limit
+    for _ in range(PACKING_ATTEMPTS):
+        if len(messages) <= most:
+            return uploads, messages
+        # Each message holds this many files if each is at most this large.
+        per_file = min(per_file // 2, limit // -(-len(uploads) // most))
+        log.info(
+            "%d images need %d messages, more than Discord allows here: made smaller",
+            len(result.images),
+            len(messages),
+        )
+        uploads = await prepare_uploads(result.images, per_file)
+        messages = pack(uploads, limit)
+    if len(messages) <= most:
+        return uploads, messages
+    raise ImageTooLarge(f"{len(result.images)} images do not fit in {most} messages")
 
 
 def _size(uploads: list[Upload]) -> int:
@@ -129,8 +164,12 @@ async def _follow_up_smaller(replies: Replies, part: list[Upload], limit: int, p
     return _size(smaller)
 
 
-def _note(result: GenerationResult, uploads: list[Upload]) -> str | None:
+def _note(
+    result: GenerationResult, uploads: list[Upload], *, only_member_sees: bool = False
+) -> str | None:
     notes = []
+    if only_member_sees:
+        notes.append(ONLY_YOU)
     if result.missing:
         asked = result.request.count
         notes.append(

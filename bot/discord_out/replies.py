@@ -116,8 +116,20 @@ def fit_embed(embed: discord.Embed) -> discord.Embed:
 class Replies:
     """The one place that writes to Discord for one interaction, and remembers what it posted."""
 
-    def __init__(self, interaction: discord.Interaction) -> None:
+    def __init__(
+        self,
+        interaction: discord.Interaction,
+        *,
+        follow_up_limit: int | None = None,
+        shown_to_member_only: bool = False,
+    ) -> None:
+        """``follow_up_limit``: the most follow-up messages Discord takes for this interaction
+        (a user-installed app's: 5), None for no limit; ``shown_to_member_only``: Discord shows
+        this interaction's public answers to the member alone (external apps are off for them
+        in that server), which the images' message then says."""
         self.interaction = interaction
+        self.follow_up_limit = follow_up_limit
+        self.shown_to_member_only = shown_to_member_only
         # The reply already carries images: a later failure must leave them and say so.
         self.posted = False
         # The messages posted after the first, in order; and who hears of each new one (the

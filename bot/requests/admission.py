@@ -42,11 +42,12 @@ from bot.images import (
     ProcessingSlots,
     UnsupportedOption,
 )
-from bot.observability.context import new_correlation_id
+from bot.observability.context import new_correlation_id, set_place
 from bot.observability.metrics import Metrics
 from bot.requests.generation import CANCELLED, LEDGER_UNAVAILABLE, WENT_WRONG, Buttons, Generation
 from bot.requests.queue import GenerationQueue
 from bot.requests.server_admission import Admissible, apply_server_settings, picked_model
+from bot.requests.where import where
 from bot.store.budgets import OverBudget, PriceUnknown
 from bot.store.ledger import Ledger, Outcome
 from bot.store.ratelimit import UserRateLimiter
@@ -58,6 +59,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RESTARTING = "The bot is restarting. Please try again in a minute."
+SERVERS_ONLY = "This bot works only in servers that installed it."
 LIMITS_UNAVAILABLE = "The bot cannot check usage limits right now. Please try again soon."
 LIMITER_TIMEOUT = 1.5  # seconds; Discord wants an answer within 3
 CANCEL_WAIT = 10.0  # seconds for cancelled jobs to tell their members
@@ -178,17 +180,26 @@ class Admission:
         generation = self._generation(replies, declared, admissible)
         self._start(interaction, self._download_then_run(generation, inputs))
 
-    @staticmethod
-    def _received(interaction: discord.Interaction, what: str) -> Replies:
-        # Every line logged for this request from here on, in its job too, carries this id.
+    def _received(self, interaction: discord.Interaction, what: str) -> Replies:
+        # Every line logged for this request from here on, in its job too, carries this id,
+        # and the place (server, DM, group DM, user install): never a raw id.
         new_correlation_id()
+        here = where(interaction)
+        set_place(here.place.value)
+        self.metrics.received(here.place.value, "edit" if what != "/imagine" else "imagine")
         # The one line that ties the request's correlation id to its raw Discord ids, at DEBUG:
         # lines above it name the member by pseudonym, or not at all.
         log.debug(
             "%s from user %s in server %s, channel %s (interaction %s)",
             what, interaction.user.id, interaction.guild_id, interaction.channel_id, interaction.id,
         )  # fmt: skip
-        return Replies(interaction)
+        # Outside a server's install the bot answers only through the interaction, which
+        # allows a few follow-ups, and Discord may show the answer to the member alone.
+        return Replies(
+            interaction,
+            follow_up_limit=here.follow_up_limit,
+            shown_to_member_only=here.shown_to_member_only,
+        )
 
     def _with_previews(self, admissible: Admissible) -> ImageRequest:
         # Previews while the image is made: PARTIAL_IMAGES, unless the server turned them off.
@@ -220,6 +231,11 @@ class Admission:
         if self.draining:
             self.metrics.request("restarting", kind)
             await replies.answer(RESTARTING)
+            return None
+        if not self.settings.allow_user_install and where(replies.interaction).personal:
+            # Commands synced before ALLOW_USER_INSTALL was turned off may linger in clients.
+            self.metrics.request("invalid", kind)
+            await replies.answer(SERVERS_ONLY)
             return None
         if isinstance(settled, str):
             await replies.answer(settled)
@@ -339,9 +355,7 @@ class Admission:
             # Where a budget may refuse the request, the refusal is best said before the public
             # placeholder appears; else (the default) the ledger can only fail, and the request
             # is acknowledged at once. Nothing is sent upstream before its row is written.
-            may_refuse = self.ledger.has_budgets(
-                generation.interaction.guild_id, generation.budgets
-            )
+            may_refuse = self.ledger.has_budgets(generation.where.guild_id, generation.budgets)
             wait = 0.0
             if may_refuse:
                 wait = min(ADMISSION_BEFORE_ACKNOWLEDGING, time_to_acknowledge(replies.interaction))
@@ -382,10 +396,12 @@ class Admission:
             generation.ledger_row = await self.ledger.admitted(
                 generation.prepared,
                 member_id=generation.member_id,
-                guild_id=generation.interaction.guild_id,
+                guild_id=generation.where.guild_id,  # None: the member's personal scope
                 channel_id=generation.interaction.channel_id,
                 at=generation.timeline.received,
                 chosen_budgets=generation.budgets,
+                context=generation.where.context.value,
+                installation=generation.where.installation.value,
             )
 
         return await self._ledger_refusal(generation, admitted(), "record")
@@ -397,7 +413,7 @@ class Admission:
         checking = self.ledger.check_budgets(
             generation.prepared,
             member_id=generation.member_id,
-            guild_id=generation.interaction.guild_id,
+            guild_id=generation.where.guild_id,
             at=generation.timeline.received,
             chosen_budgets=generation.budgets,
         )

@@ -33,6 +33,7 @@ from bot.images import (
 )
 from bot.observability.metrics import Metrics
 from bot.requests.queue import GenerationQueue, Ticket
+from bot.requests.where import where
 from bot.store.budgets import Budget
 from bot.store.ledger import Ledger, Outcome
 
@@ -105,6 +106,8 @@ class Generation:
         self.metrics = metrics or Metrics()
         self.budgets = budgets
         self.buttons = buttons
+        # Whose settings and budgets apply, and which install: the ledger's row records it.
+        self.where = where(replies.interaction)
         self.ledger_row: int | None = None  # set once the admission is recorded
         self.result: GenerationResult | None = None
         self.timeline = Timeline(received=discord.utils.utcnow())

@@ -14,6 +14,7 @@ import discord
 
 from bot.discord_out.replies import step_timeout
 from bot.images import ImageRequest
+from bot.requests.where import where
 from bot.store.budgets import Budget
 from bot.store.server_settings import Rules, SettingsStore, mentioned_channels
 
@@ -64,14 +65,16 @@ async def apply_server_settings(
     default stands in, never a refusal, and the request's size and quality (which were the
     preferred model's) are left to the model that stands in. ``rules``: what the configuration
     lets a server choose; ``store``: the servers' settings."""
+    # Outside a server that installed the bot (personal scope: None) there are no settings.
+    guild_id = where(interaction).guild_id
     try:
         async with asyncio.timeout(step_timeout(interaction, SETTINGS_TIMEOUT)):
-            chosen = await store.get(interaction.guild_id)
+            chosen = await store.get(guild_id)
     except Exception as exc:
         log.error("could not read the server's settings: %r", exc)
         return SETTINGS_UNAVAILABLE
     channels = chosen.channels
-    if channels is not None and interaction.guild_id is not None:
+    if channels is not None and guild_id is not None:
         parent = getattr(interaction.channel, "parent_id", None)  # a thread counts as its channel
         if interaction.channel_id not in channels and parent not in channels:
             return _where_it_works(interaction, channels, command)
@@ -90,7 +93,7 @@ async def apply_server_settings(
     if quality is None and chosen.default_quality in rules.catalog[model].qualities:
         quality = chosen.default_quality
     budgets = None
-    if interaction.guild_id is not None:
+    if guild_id is not None:
         budgets = (rules.member_budget(chosen), rules.server_budget(chosen))
     return Admissible(
         dataclasses.replace(request, model=model, quality=quality),

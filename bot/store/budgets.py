@@ -93,6 +93,8 @@ class Budget:
         return f"{self.describe()}/{self.period.value}"
 
 
+# MEMBER_BUDGET outside every server that installed the bot: a window of its own.
+PERSONAL_BUDGET = "Your personal budget (DMs and servers that have not installed this bot)"
 MAX_BUDGET_USD = Decimal(1_000_000)
 MAX_BUDGET_IMAGES = Decimal(1_000_000)
 BUDGET_ACCEPTS = (
@@ -153,6 +155,7 @@ class BudgetRefusal:
     used: Decimal
     needed: Decimal
     resets_at: dt.datetime
+    personal: bool = False  # in the member's personal scope: DMs, servers without the bot
 
     def sentence(self) -> str:
         budget = self.budget
@@ -170,7 +173,7 @@ class BudgetRefusal:
                 f"{needed}. {resets}"
             )
         whose = {
-            Scope.MEMBER: "Your budget on this server",
+            Scope.MEMBER: PERSONAL_BUDGET if self.personal else "Your budget on this server",
             Scope.SERVER: "This server's budget",
             Scope.USER: "Your budget on this bot (every server and direct message together)",
         }[self.scope]

@@ -44,7 +44,7 @@ LEDGER_COLUMNS = {
     "id", "requested_at", "settled_at", "guild_id", "channel_id", "member_id", "kind", "model",
     "size", "quality", "images_requested", "images_delivered", "outcome", "request_id",
     "input_text_tokens", "input_image_tokens", "output_tokens", "estimated_cost", "cost", "owner",
-    "sent_at",
+    "sent_at", "context", "installation",
 }  # fmt: skip
 DISCORD_ID = 1_234_567_890_123_456_789  # a snowflake: needs 64 bits
 ROOT = Path(__file__).resolve().parents[2]
@@ -84,8 +84,8 @@ async def test_migrations_create_the_schema_from_nothing_and_run_again_harmlessl
 ) -> None:
     engine = open_engine(database_url)
     try:
-        assert await migrate(engine) == "0006"
-        assert await migrate(engine) == "0006"
+        assert await migrate(engine) == "0007"
+        assert await migrate(engine) == "0007"
         async with engine.connect() as connection:
             columns = await connection.run_sync(
                 lambda sync: {c["name"] for c in inspect(sync).get_columns("usage_ledger")}
@@ -182,7 +182,7 @@ async def test_migrate_and_usage_commands(database_url: str, tmp_path: Path) -> 
     env = {"OPENAI_API_KEY": API_KEY, "DATABASE_URL": database_url}
     code, out, err = await run_cli("migrate", env=env, cwd=tmp_path)
     assert code == 0, err
-    assert out.strip().endswith("is at revision 0006")
+    assert out.strip().endswith("is at revision 0007")
 
     book = Ledger(database_url)
     await book.open()
