@@ -1,7 +1,9 @@
 """Posting a generation's result in the channel: the embed, the uploads fitted to the server's
 limit (bot/discord_out/delivery.py), follow-ups for what does not fit one message, and one retry at
 half
-the limit when Discord refuses an upload as too large.
+the limit when Discord refuses an upload as too large. Where Discord limits the follow-ups (a
+user-installed app's interaction: 5), the images are made smaller until they fit, one follow-up
+kept for a private sentence, rather than lose the last of them to a refusal.
 """
 
 from __future__ import annotations

@@ -9,8 +9,11 @@ images requested. The check and the insert are one transaction, serialised per m
 server (see :meth:`bot.store.ledger.Ledger.admitted`), so that simultaneous requests cannot
 overspend.
 
-A member's budget counts their requests in that server (a direct message counts with their other
-direct messages), so that a server's own budgets later stay its own. Anyone may invite the bot to
+A member's budget counts their requests in that server, so that a server's own budgets stay its
+own. Outside every server that installed the bot (a DM, a group DM, a server used through the
+member's own install) the request is the member's personal scope (``guild_id`` None,
+bot/requests/where.py): MEMBER_BUDGET counts their personal requests as a window of its own, and
+no server's budget ever counts them. Anyone may invite the bot to
 servers they create, each with a fresh MEMBER_BUDGET and SERVER_BUDGET: the operator's two
 bot-wide budgets bound that. USER_BUDGET counts a Discord user's requests in every server and
 direct message together, TOTAL_BUDGET every request of the bot. Neither is a server's to change.

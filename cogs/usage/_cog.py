@@ -4,7 +4,9 @@
 Every figure comes from :mod:`bot.store.usage`, the queries ``python -m bot usage`` prints, and what
 is
 left of a budget from :func:`bot.store.ledger.counted_since`, what the budget check itself counts.
-Everything is private (ephemeral).
+Everything is private (ephemeral). Outside a server that installed the bot (a DM, a group DM, a
+user install in another server) a member's own view is their personal scope (bot/requests/where.py)
+and ``scope:server`` is refused; in a server, their personal spending this month gets a line.
 """
 
 from __future__ import annotations
