@@ -60,6 +60,10 @@ log = logging.getLogger(__name__)
 
 RESTARTING = "The bot is restarting. Please try again in a minute."
 SERVERS_ONLY = "This bot works only in servers that installed it."
+NO_FILES_HERE = (
+    "This server does not let apps attach files in this channel, so the bot cannot post images "
+    "here. Try another channel, or your DM with the bot."
+)
 LIMITS_UNAVAILABLE = "The bot cannot check usage limits right now. Please try again soon."
 LIMITER_TIMEOUT = 1.5  # seconds; Discord wants an answer within 3
 CANCEL_WAIT = 10.0  # seconds for cancelled jobs to tell their members
@@ -232,10 +236,15 @@ class Admission:
             self.metrics.request("restarting", kind)
             await replies.answer(RESTARTING)
             return None
-        if not self.settings.allow_user_install and where(replies.interaction).personal:
+        here = where(replies.interaction)
+        if not self.settings.allow_user_install and here.personal:
             # Commands synced before ALLOW_USER_INSTALL was turned off may linger in clients.
             self.metrics.request("invalid", kind)
             await replies.answer(SERVERS_ONLY)
+            return None
+        if not here.can_attach:  # images that could not be posted are not paid for
+            self.metrics.request("invalid", kind)
+            await replies.answer(NO_FILES_HERE)
             return None
         if isinstance(settled, str):
             await replies.answer(settled)

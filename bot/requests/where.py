@@ -27,7 +27,8 @@ Decisions:
   tells the member rather than letting them think it is public. The member's permission is the
   rule Discord documents for it ("When disabled, users will still be allowed to use their apps
   but the responses will be ephemeral"); ``app_permissions`` cannot tell it (it is @everyone's,
-  limited to what a response may use).
+  limited to what a response may use). That one says whether the server lets apps attach files
+  in the channel: where it does not, a request is refused before anything is paid for.
 """
 
 from __future__ import annotations
@@ -76,6 +77,8 @@ class Where:
     guild_id: int | None
     # Discord shows the bot's answers here to the member alone (external apps are off for them).
     shown_to_member_only: bool = False
+    # Whether the bot may attach files to its answers here (a server can deny it to apps).
+    can_attach: bool = True
 
     @property
     def personal(self) -> bool:
@@ -104,12 +107,16 @@ def where(interaction: discord.Interaction) -> Where:
     if interaction.guild_id is not None and interaction.is_guild_integration():
         return Where(context, Installation.GUILD, interaction.guild_id)
     installation = Installation.USER if USER_INSTALL in owners else Installation.GUILD
+    in_a_server = context is Context.GUILD
     hidden = (
-        context is Context.GUILD
+        in_a_server
         and installation is Installation.USER
         and not interaction.permissions.use_external_apps
     )
-    return Where(context, installation, None, shown_to_member_only=hidden)
+    # In a server without the bot, what an app may do is @everyone's there (limited to what a
+    # response may use): a channel that denies attaching files would refuse every image.
+    attach = not in_a_server or interaction.app_permissions.attach_files
+    return Where(context, installation, None, shown_to_member_only=hidden, can_attach=attach)
 
 
 def _context(interaction: discord.Interaction) -> Context:

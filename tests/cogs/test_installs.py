@@ -57,10 +57,13 @@ ONLY_YOU = (
 
 
 @contextmanager
-def user_install(*, context: int | None = None, external_apps: bool = True) -> Iterator[None]:
+def user_install(
+    *, context: int | None = None, external_apps: bool = True, attach_files: bool = True
+) -> Iterator[None]:
     """Interactions as Discord sends them for the member's own install of the bot (not the
     server's): ``context`` in place of simcord's (None: 0 in a server, 1 in a DM);
-    ``external_apps``: whether the member may use external apps in the server's channel."""
+    ``external_apps``: whether the member may use external apps in the server's channel;
+    ``attach_files``: whether apps may attach files there."""
     real = simcord.interactions.base_payload
 
     def as_user_install(*args: Any, **kwargs: Any) -> Any:
@@ -73,7 +76,10 @@ def user_install(*, context: int | None = None, external_apps: bool = True) -> I
             allowed = int(member["permissions"])
             allowed = allowed | USE_EXTERNAL_APPS if external_apps else allowed & ~USE_EXTERNAL_APPS
             member["permissions"] = str(allowed)
-            payload["app_permissions"] = str(int(payload["app_permissions"]) & RESPONSE_PERMISSIONS)
+            app = int(payload["app_permissions"]) & RESPONSE_PERMISSIONS
+            if not attach_files:
+                app &= ~discord.Permissions(attach_files=True).value
+            payload["app_permissions"] = str(app)
         return record, payload
 
     simcord.interactions.base_payload = as_user_install
@@ -217,6 +223,32 @@ async def test_where_the_server_turned_off_external_apps_the_answer_says_only_th
         result = await alice.slash(channel, "imagine", prompt="a cat", model="dall-e-2")
     assert len(result.response.attachments) == 1
     assert result.response.content == ONLY_YOU
+
+
+async def test_where_apps_may_not_attach_files_nothing_is_paid_for_and_the_member_is_told(
+    simcord_env: Any, channel: Any, alice: Any, images_api: FakeImagesAPI
+) -> None:
+    with user_install(attach_files=False):
+        result = await alice.slash(channel, "imagine", prompt="a cat", model="dall-e-2")
+    assert result.response.ephemeral
+    assert result.response.content == (
+        "This server does not let apps attach files in this channel, so the bot cannot post "
+        "images here. Try another channel, or your DM with the bot."
+    )
+    assert images_api.generation_requests == []
+
+
+@pytest.mark.parametrize("budgets", [{"allow_user_install": False}])
+async def test_with_allow_user_install_off_a_lingering_user_install_is_refused(
+    simcord_env: Any, channel: Any, alice: Any, images_api: FakeImagesAPI
+) -> None:
+    with user_install():
+        refused = await alice.slash(channel, "imagine", prompt="a cat", model="dall-e-2")
+    assert refused.response.ephemeral
+    assert refused.response.content == "This bot works only in servers that installed it."
+    assert images_api.generation_requests == []
+    served = await alice.slash(channel, "imagine", prompt="a cat", model="dall-e-2")
+    assert len(served.response.attachments) == 1  # through the server's install
 
 
 @pytest.mark.parametrize("budgets", [{"max_images_per_request": 10}])
