@@ -12,6 +12,7 @@ every request it makes for such an interaction goes through the interaction (``/
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,11 +27,12 @@ from bot.app import ImagineBot
 from bot.images.pricing import format_usd
 from tests.cogs import test_bot_budgets, test_buttons
 from tests.cogs.conftest import RECOMMENDED_SHARDS, make_settings
-from tests.cogs.support import fields, setting, upload_limit
+from tests.cogs.support import fields, json_log_lines, setting, upload_limit
 from tests.cogs.test_bot_budgets import IMAGE, dollars, resets_today
 from tests.cogs.test_lifecycle import command_syncs
+from tests.cogs.test_log_privacy import SNOWFLAKE
 from tests.databases import POSTGRES_MISSING, PostgresServer, ledger_rows
-from tests.fakes.images_api import FakeImagesAPI, incompressible_png
+from tests.fakes.images_api import FakeImagesAPI, api_error, incompressible_png
 
 BOT_DM, PRIVATE_CHANNEL = 1, 2
 USE_EXTERNAL_APPS = discord.Permissions(use_external_apps=True).value
@@ -422,3 +424,24 @@ async def test_delete_after_the_token_expired_deletes_what_it_can_and_says_what_
     assert told.ephemeral
     assert told.content == FOLLOW_UPS_STAY.format(count="2 messages")
     assert channel_requests(simcord_env, before) == []
+
+
+# -- what the log says ---------------------------------------------------------------------------
+
+
+async def test_json_log_lines_tell_the_places_apart_without_raw_ids(
+    simcord_env: Any, channel: Any, alice: Any, alice_user: Any, images_api: FakeImagesAPI
+) -> None:
+    for _ in range(3):  # each request fails, which logs a line of its own
+        images_api.push(api_error(400, "invalid_request_error", None))
+    with json_log_lines(simcord_env.bot.settings) as stream:
+        await alice.slash(channel, "imagine", prompt="a cat", model="dall-e-2")
+        with user_install():
+            await alice_user.slash("imagine", prompt="a cat", model="dall-e-2")
+            await alice.slash(channel, "imagine", prompt="a cat", model="dall-e-2")
+
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    failed = [line for line in lines if "/imagine for" in line["message"]]
+    assert [line.get("place") for line in failed] == ["server", "dm", "user_install"]
+    above_debug = [line for line in lines if line["level"] != "DEBUG"]
+    assert not SNOWFLAKE.search(json.dumps(above_debug))
