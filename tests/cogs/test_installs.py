@@ -16,6 +16,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import discord
@@ -25,6 +26,8 @@ import simcord.interactions
 
 from bot.app import ImagineBot
 from bot.images.pricing import format_usd
+from bot.requests.buttons import _belongs_here
+from bot.requests.saved_requests import SavedRequest
 from tests.cogs import test_bot_budgets, test_buttons
 from tests.cogs.conftest import RECOMMENDED_SHARDS, make_settings
 from tests.cogs.support import fields, json_log_lines, setting, upload_limit
@@ -60,12 +63,17 @@ ONLY_YOU = (
 
 @contextmanager
 def user_install(
-    *, context: int | None = None, external_apps: bool = True, attach_files: bool = True
+    *,
+    context: int | None = None,
+    external_apps: bool = True,
+    attach_files: bool = True,
+    server_too: bool = False,
 ) -> Iterator[None]:
     """Interactions as Discord sends them for the member's own install of the bot (not the
     server's): ``context`` in place of simcord's (None: 0 in a server, 1 in a DM);
     ``external_apps``: whether the member may use external apps in the server's channel;
-    ``attach_files``: whether apps may attach files there."""
+    ``attach_files``: whether apps may attach files there; ``server_too``: the server installed
+    the bot as well (both installs authorize the interaction)."""
     real = simcord.interactions.base_payload
 
     def as_user_install(*args: Any, **kwargs: Any) -> Any:
@@ -73,7 +81,9 @@ def user_install(
         payload["authorizing_integration_owners"] = {"1": str(kwargs["user_id"])}
         if context is not None:
             payload["context"] = context
-        if kwargs["guild_id"] is not None:
+        if server_too:
+            payload["authorizing_integration_owners"]["0"] = str(kwargs["guild_id"])
+        elif kwargs["guild_id"] is not None:
             member = payload["member"]
             allowed = int(member["permissions"])
             allowed = allowed | USE_EXTERNAL_APPS if external_apps else allowed & ~USE_EXTERNAL_APPS
@@ -216,6 +226,22 @@ async def test_imagine_in_a_server_without_the_bot_ignores_its_settings_and_send
     # The server's own usage does not count it.
     server = fields((await manager.slash(channel, "usage", scope="server")).response.embeds[0])
     assert server["This month (UTC)"] == "$0.00 · 0 images · 0 requests"
+
+
+async def test_a_member_who_installed_the_bot_spends_in_a_server_that_installed_it_too(
+    simcord_env: Any,
+    simcord_bot: ImagineBot,
+    guild: Any,
+    channel: Any,
+    alice: Any,
+    database_url: str,
+) -> None:
+    with user_install(server_too=True):
+        result = await alice.slash(channel, "imagine", prompt="a cat", model="dall-e-2")
+    assert len(result.response.attachments) == 1
+    (row,) = await ledger_rows(database_url)
+    assert (row["guild_id"], row["context"], row["installation"]) == (guild.id, "guild", "guild")
+    assert received(simcord_bot, "server") == 1
 
 
 async def test_where_the_server_turned_off_external_apps_the_answer_says_only_the_member_sees_it(
@@ -445,3 +471,16 @@ async def test_json_log_lines_tell_the_places_apart_without_raw_ids(
     assert [line.get("place") for line in failed] == ["server", "dm", "user_install"]
     above_debug = [line for line in lines if line["level"] != "DEBUG"]
     assert not SNOWFLAKE.search(json.dumps(above_debug))
+
+
+def test_a_press_outside_servers_finds_only_a_request_made_in_its_own_dm_or_group() -> None:
+    """Outside servers every DM has guild None: a forged button id naming another member's DM
+    request (whose Edit prompt would show its prompt) is no request here."""
+    saved = SavedRequest(
+        key=1, member_id=1, guild_id=None, channel_id=10, prompt="private", model="dall-e-2",
+        size="1024x1024", quality="standard", count=1, options={},
+    )  # fmt: skip
+    here: Any = SimpleNamespace(guild_id=None, channel_id=10)
+    elsewhere: Any = SimpleNamespace(guild_id=None, channel_id=11)
+    assert _belongs_here(saved, here)
+    assert not _belongs_here(saved, elsewhere)
