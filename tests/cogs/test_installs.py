@@ -484,3 +484,27 @@ def test_a_press_outside_servers_finds_only_a_request_made_in_its_own_dm_or_grou
     elsewhere: Any = SimpleNamespace(guild_id=None, channel_id=11)
     assert _belongs_here(saved, here)
     assert not _belongs_here(saved, elsewhere)
+
+
+async def test_vary_finds_an_image_in_a_follow_up_through_the_interaction_while_it_can(
+    simcord_env: Any, channel: Any, alice: Any, images_api: FakeImagesAPI
+) -> None:
+    posted = await posted_in_three_messages(channel, alice, images_api)
+    third = await posted.followups[-1].attachments[0].read()
+    before = len(simcord_env.http_requests)
+    with user_install():
+        await alice.click(posted.response, label="Vary 3")
+    (sent,) = images_api.edit_requests
+    assert [part.data for part in sent.body["image"]] == [third]
+    assert channel_requests(simcord_env, before) == []
+
+    await simcord_env.advance_time(16 * 60)
+    with user_install():
+        refused = await alice.click(posted.response, label="Vary 3")
+    assert refused.response.ephemeral
+    assert refused.response.content == (
+        "That image is in a later message the bot can no longer read here: outside a server that "
+        "installed the bot, Discord allows it only within 15 minutes of the request. Use Vary "
+        "image on that message instead."
+    )
+    assert len(images_api.edit_requests) == 1
