@@ -32,6 +32,7 @@ from tests.cogs import test_bot_budgets, test_buttons
 from tests.cogs.conftest import RECOMMENDED_SHARDS, make_settings
 from tests.cogs.support import fields, json_log_lines, setting, upload_limit
 from tests.cogs.test_bot_budgets import IMAGE, dollars, resets_today
+from tests.cogs.test_edit import png
 from tests.cogs.test_lifecycle import command_syncs
 from tests.cogs.test_log_privacy import SNOWFLAKE
 from tests.databases import POSTGRES_MISSING, PostgresServer, ledger_rows
@@ -508,3 +509,21 @@ async def test_vary_finds_an_image_in_a_follow_up_through_the_interaction_while_
         "image on that message instead."
     )
     assert len(images_api.edit_requests) == 1
+
+
+async def test_edit_in_a_group_dm_through_a_user_install_is_personal(
+    simcord_env: Any, alice_user: Any, images_api: FakeImagesAPI, database_url: str
+) -> None:
+    before = len(simcord_env.http_requests)
+    with user_install(context=PRIVATE_CHANNEL):
+        result = await alice_user.slash("edit", image=("cat.png", png()), prompt="a hat")
+    assert result.response.embeds[0].author.name == "alice edited"
+    assert len(images_api.edit_requests) == 1
+    assert channel_requests(simcord_env, before) == []
+    (row,) = await ledger_rows(database_url)
+    assert (row["guild_id"], row["context"], row["installation"], row["kind"]) == (
+        None,
+        "private_channel",
+        "user",
+        "edit",
+    )
