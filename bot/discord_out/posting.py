@@ -149,10 +149,12 @@ def _size(uploads: list[Upload]) -> int:
 
 async def _follow_up_smaller(replies: Replies, part: list[Upload], limit: int, prompt: str) -> int:
     """A follow-up Discord refused as too large, once more at ``limit`` bytes; returns the bytes
-    uploaded."""
+    uploaded. Where the follow-ups are counted (a user install's), it stays one message: each
+    image is made small enough to share it, rather than spend follow-ups the rest need."""
     log.warning("Discord refused a follow-up as too large; retrying at half the limit")
+    per_file = limit if replies.follow_up_limit is None else max(limit // len(part), 1)
     try:
-        smaller = await refit_uploads(part, limit)
+        smaller = await refit_uploads(part, per_file)
     except ImageTooLarge as exc:
         raise DeliveryFailed(str(exc), user_message=UPLOAD_TOO_LARGE) from None
     for message in pack(smaller, limit):

@@ -527,3 +527,18 @@ async def test_edit_in_a_group_dm_through_a_user_install_is_personal(
         "user",
         "edit",
     )
+
+
+@pytest.mark.parametrize("budgets", [{"max_images_per_request": 10}])
+async def test_a_follow_up_refused_as_too_large_is_retried_within_the_five(
+    simcord_env: Any, channel: Any, alice: Any, images_api: FakeImagesAPI
+) -> None:
+    image = incompressible_png(300, 300)
+    images_api.image_bytes = image
+    simcord_env.inject_error("POST", "/webhooks/*", status=413, code=40005, times=1)
+    with user_install(), upload_limit(len(image) + 1000):
+        result = await alice.slash(channel, "imagine", prompt="ten cats", count=10)
+
+    messages = [result.response, *result.followups]
+    assert sum(len(message.attachments) for message in messages) == 10
+    assert 1 <= len(result.followups) <= 4
