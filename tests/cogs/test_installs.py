@@ -69,17 +69,20 @@ def user_install(
     external_apps: bool = True,
     attach_files: bool = True,
     server_too: bool = False,
+    authorized_by: int | None = None,
 ) -> Iterator[None]:
     """Interactions as Discord sends them for the member's own install of the bot (not the
     server's): ``context`` in place of simcord's (None: 0 in a server, 1 in a DM);
     ``external_apps``: whether the member may use external apps in the server's channel;
     ``attach_files``: whether apps may attach files there; ``server_too``: the server installed
-    the bot as well (both installs authorize the interaction)."""
+    the bot as well (both installs authorize the interaction); ``authorized_by``: whose install
+    authorized it, where not the acting member's (a press under another member's images)."""
     real = simcord.interactions.base_payload
 
     def as_user_install(*args: Any, **kwargs: Any) -> Any:
         record, payload = real(*args, **kwargs)
-        payload["authorizing_integration_owners"] = {"1": str(kwargs["user_id"])}
+        owner = kwargs["user_id"] if authorized_by is None else authorized_by
+        payload["authorizing_integration_owners"] = {"1": str(owner)}
         if context is not None:
             payload["context"] = context
         if server_too:
@@ -542,3 +545,21 @@ async def test_a_follow_up_refused_as_too_large_is_retried_within_the_five(
     messages = [result.response, *result.followups]
     assert sum(len(message.attachments) for message in messages) == 10
     assert 1 <= len(result.followups) <= 4
+
+
+async def test_a_press_under_a_user_installs_images_by_another_member_is_their_personal_request(
+    simcord_env: Any, channel: Any, alice: Any, bob: Any, database_url: str
+) -> None:
+    with user_install():
+        first = await alice.slash(channel, "imagine", prompt="a cat", model="dall-e-2")
+    before = len(simcord_env.http_requests)
+    with user_install(authorized_by=alice.id):  # alice's install authorizes bob's press
+        again = await bob.click(first.response, label="Reroll")
+
+    assert len(again.response.attachments) == 1
+    assert channel_requests(simcord_env, before) == []
+    rows = await ledger_rows(database_url)
+    assert [(row["member_id"], row["guild_id"], row["installation"]) for row in rows] == [
+        (alice.id, None, "user"),
+        (bob.id, None, "user"),
+    ]
