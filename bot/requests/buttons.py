@@ -13,6 +13,14 @@ every command (/imagine, /edit, Vary, and every press). Every press that makes i
 request from the presser: it goes through the admission (validation, the presser's limits and
 budgets, the acknowledgement) with the presser's pseudonym, and every refusal or failure is
 private.
+
+Outside a server that installed the bot (bot/requests/where.py) the buttons work the same, but
+the bot is not in that channel: what it posted after the first message (follow-ups) it reaches
+only through the webhook of the interaction that posted them, while that interaction's token
+lives (15 minutes). Decision: those webhooks (their tokens) are kept in this process's memory
+only, never in the database (a token lets its holder post as the bot); past them, Delete
+removes the pressed message and says which stay, and Vary on an image in a follow-up says to
+use Vary image on that message.
 """
 
 from __future__ import annotations
