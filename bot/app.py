@@ -96,6 +96,19 @@ def shard_options(settings: Settings) -> ShardOptions:
     return options
 
 
+def allowed_installs(settings: Settings) -> app_commands.AppInstallationType:
+    """Where the commands may be installed: a server, and a member's account unless
+    ALLOW_USER_INSTALL is off."""
+    return app_commands.AppInstallationType(guild=True, user=settings.allow_user_install)
+
+
+def allowed_contexts(settings: Settings) -> app_commands.AppCommandContext:
+    """Where the commands may be used: servers, and (ALLOW_USER_INSTALL) the bot's DM and group
+    DMs."""
+    anywhere = settings.allow_user_install
+    return app_commands.AppCommandContext(guild=True, dm_channel=anywhere, private_channel=anywhere)
+
+
 class ImagineBot(commands.AutoShardedBot):
     def __init__(
         self,
@@ -116,6 +129,10 @@ class ImagineBot(commands.AutoShardedBot):
             intents=discord.Intents.default(),
             tree_cls=ImagineTree,
             allowed_mentions=discord.AllowedMentions.none(),
+            # Every command and context menu inherits these (their definitions say so, and the
+            # sync digest compares them).
+            allowed_installs=allowed_installs(settings),
+            allowed_contexts=allowed_contexts(settings),
             **shard_options(settings),
         )
         self.settings = settings

@@ -244,6 +244,20 @@ class Settings(BaseSettings):
             "[The moderation check](safety.md#the-moderation-check).",
         ),
     )
+    allow_user_install: bool = Field(
+        default=True,
+        description=about(
+            "true or false: whether members may install the bot to their own account and use "
+            "it in DMs, group DMs and servers that have not installed it",
+            "Every command declares where it may be installed and used: with `true`, installed "
+            "to a server and by a member (user install), used in servers, the bot's DM and "
+            "group DMs; with `false`, installed to servers and used in them only. The "
+            "application's **Installation** page in the developer portal must match (see "
+            "[Creating the Discord application](getting-started.md)). Outside a server that "
+            "installed the bot, spending is the member's personal scope: see "
+            "[Budgets](usage.md#budgets).",
+        ),
+    )
     rate_limit_storage_uri: str = Field(
         default="memory://",
         repr=False,  # it may hold the store's password

@@ -43,7 +43,7 @@ from bot.images import (
     ProcessingSlots,
     UnsupportedOption,
 )
-from bot.observability.context import new_correlation_id
+from bot.observability.context import new_correlation_id, set_place
 from bot.observability.metrics import Metrics
 from bot.requests.generation import (
     CANCELLED,
@@ -62,6 +62,7 @@ from bot.requests.server_admission import (
     apply_server_settings,
     picked_model,
 )
+from bot.requests.where import where
 from bot.store.budgets import OverBudget, PriceUnknown
 from bot.store.ledger import Ledger, Outcome
 from bot.store.ratelimit import UserRateLimiter
@@ -73,6 +74,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RESTARTING = "The bot is restarting. Please try again in a minute."
+SERVERS_ONLY = "This bot works only in servers that installed it."
+NO_FILES_HERE = (
+    "This server does not let apps attach files in this channel, so the bot cannot post images "
+    "here. Try another channel, or your DM with the bot."
+)
 LIMITS_UNAVAILABLE = "The bot cannot check usage limits right now. Please try again soon."
 LIMITER_TIMEOUT = 1.5  # seconds; Discord wants an answer within 3
 MODERATION_REFUSED = (
@@ -266,17 +272,29 @@ class Admission:
         generation = self._generation(replies, declared, admissible)
         self._start(interaction, self._download_then_run(generation, inputs))
 
-    @staticmethod
-    def _received(interaction: discord.Interaction, what: str, private: bool = False) -> Replies:
-        # Every line logged for this request from here on, in its job too, carries this id.
+    def _received(
+        self, interaction: discord.Interaction, what: str, private: bool = False
+    ) -> Replies:
+        # Every line logged for this request from here on, in its job too, carries this id,
+        # and the place (server, DM, group DM, user install): never a raw id.
         new_correlation_id()
+        here = where(interaction)
+        set_place(here.place.value)
+        self.metrics.received(here.place.value, "edit" if what != "/imagine" else "imagine")
         # The one line that ties the request's correlation id to its raw Discord ids, at DEBUG:
         # lines above it name the member by pseudonym, or not at all.
         log.debug(
             "%s from user %s in server %s, channel %s (interaction %s)",
             what, interaction.user.id, interaction.guild_id, interaction.channel_id, interaction.id,
         )  # fmt: skip
-        return Replies(interaction, private=private)
+        # Outside a server's install the bot answers only through the interaction, which
+        # allows a few follow-ups, and Discord may show the answer to the member alone.
+        return Replies(
+            interaction,
+            private=private,
+            follow_up_limit=here.follow_up_limit,
+            shown_to_member_only=here.shown_to_member_only,
+        )
 
     def _with_previews(self, admissible: Admissible) -> ImageRequest:
         # Previews while the image is made: PARTIAL_IMAGES, unless the server turned them off.
@@ -318,6 +336,16 @@ class Admission:
         if self.draining:
             self.metrics.request("restarting", kind)
             await self._refuse(replies, RESTARTING)
+            return None
+        here = where(replies.interaction)
+        if not self.settings.allow_user_install and here.personal:
+            # Commands synced before ALLOW_USER_INSTALL was turned off may linger in clients.
+            self.metrics.request("invalid", kind)
+            await replies.answer(SERVERS_ONLY)
+            return None
+        if not here.can_attach:  # images that could not be posted are not paid for
+            self.metrics.request("invalid", kind)
+            await replies.answer(NO_FILES_HERE)
             return None
         if isinstance(settled, str):
             if settled == BARRED:
@@ -450,7 +478,7 @@ class Admission:
             # placeholder appears; else (the default) the ledger can only fail, and the request
             # is acknowledged at once. Nothing is sent upstream before its row is written.
             may_refuse = self._checks(generation) or self.ledger.has_budgets(
-                generation.interaction.guild_id, generation.budgets
+                generation.where.guild_id, generation.budgets
             )
             wait = 0.0
             if may_refuse:
@@ -538,10 +566,12 @@ class Admission:
             generation.ledger_row = await self.ledger.admitted(
                 generation.prepared,
                 member_id=generation.member_id,
-                guild_id=generation.interaction.guild_id,
+                guild_id=generation.where.guild_id,  # None: the member's personal scope
                 channel_id=generation.interaction.channel_id,
                 at=generation.timeline.received,
                 chosen_budgets=generation.budgets,
+                context=generation.where.context.value,
+                installation=generation.where.installation.value,
             )
 
         return await self._ledger_refusal(generation, admitted(), "record")
@@ -553,7 +583,7 @@ class Admission:
         checking = self.ledger.check_budgets(
             generation.prepared,
             member_id=generation.member_id,
-            guild_id=generation.interaction.guild_id,
+            guild_id=generation.where.guild_id,
             at=generation.timeline.received,
             chosen_budgets=generation.budgets,
         )

@@ -86,6 +86,7 @@ from bot.requests.generation import (
 from bot.requests.queue import GenerationQueue
 from bot.requests.saved_requests import SavedRequests
 from bot.requests.server_admission import Admissible
+from bot.requests.where import where
 from bot.store.budgets import Budget
 from bot.store.ledger import Ledger, Outcome
 from bot.store.pseudonym import Pseudonymizer
@@ -128,6 +129,8 @@ class TextJob(OnAnInteraction):
         (their tier)."""
         self.replies = replies
         self.exempt = exempt
+        # Whose settings and budgets apply, and which install: the ledger's row records it.
+        self.where = where(replies.interaction)
         # No moderation check of its own: the images an enhancement is for are checked, with
         # the enhanced prompt, when they are admitted.
         self.moderation: Policy | None = None

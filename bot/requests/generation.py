@@ -36,6 +36,7 @@ from bot.images import (
 from bot.observability.metrics import Metrics
 from bot.requests.moderation_log import ModerationLog
 from bot.requests.queue import GenerationQueue, Ticket
+from bot.requests.where import Where, where
 from bot.store.budgets import Budget
 from bot.store.ledger import Ledger, Outcome, Priced
 
@@ -97,6 +98,7 @@ class Job(Protocol):
     ledger_row: int | None
     timeline: Timeline
     exempt: bool  # from the member's rate limit (their tier)
+    where: Where  # whose settings and budgets apply, and which install
     moderation: Policy | None  # the server's moderation check (None or off: none)
 
     @property
@@ -169,6 +171,8 @@ class Generation(OnAnInteraction):
         self.exempt = exempt
         self.moderation_log = moderation_log
         self.moderation = moderation
+        # Whose settings and budgets apply, and which install: the ledger's row records it.
+        self.where = where(replies.interaction)
         self.ledger_row: int | None = None  # set once the admission is recorded
         self.result: GenerationResult | None = None
         self.timeline = Timeline(received=discord.utils.utcnow())

@@ -9,8 +9,11 @@ images requested. The check and the insert are one transaction, serialised per m
 server (see :meth:`bot.store.ledger.Ledger.admitted`), so that simultaneous requests cannot
 overspend.
 
-A member's budget counts their requests in that server (a direct message counts with their other
-direct messages), so that a server's own budgets later stay its own. Anyone may invite the bot to
+A member's budget counts their requests in that server, so that a server's own budgets stay its
+own. Outside every server that installed the bot (a DM, a group DM, a server used through the
+member's own install) the request is the member's personal scope (``guild_id`` None,
+bot/requests/where.py): MEMBER_BUDGET counts their personal requests as a window of its own, and
+no server's budget ever counts them. Anyone may invite the bot to
 servers they create, each with a fresh MEMBER_BUDGET and SERVER_BUDGET: the operator's two
 bot-wide budgets bound that. USER_BUDGET counts a Discord user's requests in every server and
 direct message together, TOTAL_BUDGET every request of the bot. Neither is a server's to change.
@@ -93,6 +96,8 @@ class Budget:
         return f"{self.describe()}/{self.period.value}"
 
 
+# MEMBER_BUDGET outside every server that installed the bot: a window of its own.
+PERSONAL_BUDGET = "Your personal budget (DMs and servers that have not installed this bot)"
 MAX_BUDGET_USD = Decimal(1_000_000)
 MAX_BUDGET_IMAGES = Decimal(1_000_000)
 BUDGET_ACCEPTS = (
@@ -153,6 +158,7 @@ class BudgetRefusal:
     used: Decimal
     needed: Decimal
     resets_at: dt.datetime
+    personal: bool = False  # in the member's personal scope: DMs, servers without the bot
 
     def sentence(self) -> str:
         budget = self.budget
@@ -170,7 +176,7 @@ class BudgetRefusal:
                 f"{needed}. {resets}"
             )
         whose = {
-            Scope.MEMBER: "Your budget on this server",
+            Scope.MEMBER: PERSONAL_BUDGET if self.personal else "Your budget on this server",
             Scope.SERVER: "This server's budget",
             Scope.USER: "Your budget on this bot (every server and direct message together)",
         }[self.scope]

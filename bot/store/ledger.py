@@ -365,10 +365,15 @@ class Ledger:
         channel_id: int | None,
         at: dt.datetime | None = None,
         chosen_budgets: tuple[tuple[Budget, ...], tuple[Budget, ...]] | None = None,
+        context: str = "guild",
+        installation: str = "guild",
     ) -> int:
         """Record an admitted request as pending, with its estimated cost; return its row id.
         ``chosen_budgets``: the member's and the server's budgets of this server (its settings), in
         place of the defaults the ledger was made with; the user's and the bot's always apply.
+        ``guild_id`` None: the member's personal scope (a DM, a group DM, a server that did not
+        install the bot), whose MEMBER_BUDGET is a window of its own; ``context`` and
+        ``installation`` say which (bot/requests/where.py).
 
         Raises :class:`~bot.store.budgets.OverBudget` or :class:`~bot.store.budgets.PriceUnknown`
         when a
@@ -392,6 +397,8 @@ class Ledger:
             "outcome": Outcome.PENDING.value,
             "estimated_cost": estimate,
             "owner": self._lease.owner,
+            "context": context,
+            "installation": installation,
         }
         budgets = self._budgets(guild_id, chosen_budgets)
         _priced_where_needed(budgets, prepared, estimate)
@@ -405,7 +412,8 @@ class Ledger:
                     await self._lock(connection, scope, member_id, guild_id)
                     locked.add(scope)
                 used = await _used(connection, scope, budget, member_id, guild_id, at)
-                refusal = _refusal(scope, budget, used, _needed(budget, prepared, estimate), at)
+                needed = _needed(budget, prepared, estimate)
+                refusal = _refusal(scope, budget, used, needed, at, personal=guild_id is None)
                 if refusal is not None:
                     raise OverBudget(refusal)
             if not self._lease.fresh():  # in the row's transaction: never a row without a lease
@@ -852,12 +860,19 @@ def _needed(budget: Budget, prepared: Priced, estimate: Decimal | None) -> Decim
 
 
 def _refusal(
-    scope: Scope, budget: Budget, used: Decimal, needed: Decimal, at: dt.datetime
+    scope: Scope,
+    budget: Budget,
+    used: Decimal,
+    needed: Decimal,
+    at: dt.datetime,
+    *,
+    personal: bool = False,
 ) -> BudgetRefusal | None:
-    """Whether ``budget`` leaves room for ``needed`` beside ``used``; the refusal when not."""
+    """Whether ``budget`` leaves room for ``needed`` beside ``used``; the refusal when not.
+    ``personal``: the request is in the member's personal scope (no server's)."""
     if used + needed <= budget.amount:
         return None
-    return BudgetRefusal(scope, budget, used, needed, budget.period.reset(at))
+    return BudgetRefusal(scope, budget, used, needed, budget.period.reset(at), personal=personal)
 
 
 def _priced_where_needed(
@@ -881,7 +896,8 @@ async def _within(
     """Raise OverBudget where a budget has no room for the request beside what it counts."""
     for scope, budget in budgets:
         used = await _used(connection, scope, budget, member_id, guild_id, at)
-        refusal = _refusal(scope, budget, used, _needed(budget, prepared, estimate), at)
+        needed = _needed(budget, prepared, estimate)
+        refusal = _refusal(scope, budget, used, needed, at, personal=guild_id is None)
         if refusal is not None:
             raise OverBudget(refusal)
 
@@ -1058,7 +1074,14 @@ class _GroupCommit:
                     row["requested_at"],
                 )
             needed = _needed(budget, admission.prepared, admission.estimate)
-            refusal = _refusal(scope, budget, totals[key], needed, row["requested_at"])
+            refusal = _refusal(
+                scope,
+                budget,
+                totals[key],
+                needed,
+                row["requested_at"],
+                personal=row["guild_id"] is None,
+            )
             if refusal is not None:
                 return refusal
             needs.append((key, needed))

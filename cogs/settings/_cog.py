@@ -18,6 +18,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.discord_out.replies import clip, fit_content, fit_embed, time_to_acknowledge
+from bot.requests.where import where
 from bot.services import Services
 from bot.store.server_settings import (
     ADD,
@@ -47,6 +48,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MANAGERS_ONLY = "Only members who can manage this server can change its /imagine settings."
+NO_SERVER_SETTINGS = (
+    "There are no server settings here: this is not a server that installed the bot, so your "
+    "own limits and budget apply. A server's managers change its settings in that server."
+)
 SETTINGS_UNAVAILABLE = "The bot cannot read or save settings right now. Please try again soon."
 TOO_MANY_TIERS = f"A server can give tiers to at most {MAX_TIERS} roles: remove one first."
 TOO_MANY_BARRED = (
@@ -76,7 +81,6 @@ class SettingsCog(commands.Cog, name="Settings"):
             name="imagine-settings",
             description="How /imagine behaves on this server",
             default_permissions=discord.Permissions(manage_guild=True),
-            guild_only=True,
         )
         offered = [app_commands.Choice(name=name, value=name) for name in self.offered()][:25]
         settings = [
@@ -221,6 +225,8 @@ class SettingsCog(commands.Cog, name="Settings"):
     ) -> None:
         """Check and store one setting (``text`` None: reset it), recording who and when."""
         guild = interaction.guild
+        if await _refused_outside_servers(interaction):
+            return
         if guild is None or not interaction.permissions.manage_guild:
             await interaction.response.send_message(MANAGERS_ONLY, ephemeral=True)
             return
@@ -278,6 +284,8 @@ class SettingsCog(commands.Cog, name="Settings"):
 
     async def show(self, interaction: discord.Interaction) -> None:
         guild = interaction.guild
+        if await _refused_outside_servers(interaction):
+            return
         if guild is None or not interaction.permissions.manage_guild:
             await interaction.response.send_message(MANAGERS_ONLY, ephemeral=True)
             return
@@ -449,3 +457,12 @@ async def _answer(
         await interaction.response.send_message(content, ephemeral=True)
     else:
         await interaction.response.send_message(content, embed=embed, ephemeral=True)
+
+
+async def _refused_outside_servers(interaction: discord.Interaction) -> bool:
+    """Outside a server that installed the bot (a DM, a group DM, a user install in another
+    server) there are no server settings: the member is told so (True)."""
+    if not where(interaction).personal:
+        return False
+    await interaction.response.send_message(NO_SERVER_SETTINGS, ephemeral=True)
+    return True
