@@ -39,7 +39,7 @@ from bot.images import (
 from bot.images.catalog import OPTION_VALUES
 from bot.images.edits import check_counts, check_file_size, input_fields, max_input_bytes
 from bot.images.pricing import format_usd
-from bot.requests.offer import ModelOffer, narrow
+from bot.requests.offer import ModelOffer, narrow, text_model_offered
 from bot.services import make_client
 from bot.store.ratelimit import UserRateLimiter
 
@@ -272,6 +272,11 @@ async def _check(settings: Settings) -> int:
     line = _moderation_line(moderations, settings.moderation_check)
     print(line, file=sys.stderr if line.startswith("error") else sys.stdout)
     unusable = moderations is False and settings.moderation_check != "off"
+    text_model, not_offered = text_model_offered(settings, result.models)
+    if text_model is not None:
+        print(f"text model (/describe, Enhance): {text_model.name}")
+    else:
+        print(f"warning: {not_offered}")
     return 0 if silent_store is None and not unusable else 1
 
 

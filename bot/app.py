@@ -40,11 +40,12 @@ from bot.observability.metrics import BotCollector, LoopLagMonitor, Metrics
 from bot.observability.server import MetricsServer
 from bot.requests.admission import Admission
 from bot.requests.buttons import ImageButton, ImageButtons
+from bot.requests.describe import SuggestionButton, TextFeatures
 from bot.requests.editing import vary_handler
 from bot.requests.history import History, PageButton
 from bot.requests.info import InfoCards
 from bot.requests.moderation_log import ModerationLog
-from bot.requests.offer import ModelOffer, discover, narrow
+from bot.requests.offer import ModelOffer, discover, narrow, text_model_offered
 from bot.requests.queue import GenerationQueue
 from bot.requests.saved_requests import SavedRequests
 from bot.services import Services, make_client
@@ -56,7 +57,14 @@ from bot.store.server_settings import Rules, SettingsStore
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("cogs.imagine", "cogs.edit", "cogs.usage", "cogs.settings", "cogs.history")
+EXTENSIONS = (
+    "cogs.imagine",
+    "cogs.edit",
+    "cogs.describe",
+    "cogs.usage",
+    "cogs.settings",
+    "cogs.history",
+)
 SYNC_STATE_FILE = "command_sync.json"
 UNEXPECTED = _("Something went wrong with that command. Please try again.")
 REFUSAL_TEXT_LIMIT = 300  # characters of Discord's explanation kept in the start-up log line
@@ -95,6 +103,19 @@ def shard_options(settings: Settings) -> ShardOptions:
     return options
 
 
+def allowed_installs(settings: Settings) -> app_commands.AppInstallationType:
+    """Where the commands may be installed: a server, and a member's account unless
+    ALLOW_USER_INSTALL is off."""
+    return app_commands.AppInstallationType(guild=True, user=settings.allow_user_install)
+
+
+def allowed_contexts(settings: Settings) -> app_commands.AppCommandContext:
+    """Where the commands may be used: servers, and (ALLOW_USER_INSTALL) the bot's DM and group
+    DMs."""
+    anywhere = settings.allow_user_install
+    return app_commands.AppCommandContext(guild=True, dm_channel=anywhere, private_channel=anywhere)
+
+
 class ImagineBot(commands.AutoShardedBot):
     def __init__(
         self,
@@ -115,6 +136,10 @@ class ImagineBot(commands.AutoShardedBot):
             intents=discord.Intents.default(),
             tree_cls=ImagineTree,
             allowed_mentions=discord.AllowedMentions.none(),
+            # Every command and context menu inherits these (their definitions say so, and the
+            # sync digest compares them).
+            allowed_installs=allowed_installs(settings),
+            allowed_contexts=allowed_contexts(settings),
             **shard_options(settings),
         )
         self.settings = settings
@@ -135,6 +160,7 @@ class ImagineBot(commands.AutoShardedBot):
         self._admission: Admission | None = None
         self._image_buttons: ImageButtons | None = None
         self._history: History | None = None
+        self._text_features: TextFeatures | None = None
         self._ledger: Ledger | None = None
         self._frozen = False
         self._sync_on_start = sync_on_start
@@ -173,6 +199,14 @@ class ImagineBot(commands.AutoShardedBot):
         if self._admission is None or self._admission.draining:
             return None
         return self._history
+
+    @property
+    def text_features(self) -> TextFeatures | None:
+        """Describe and enhance (bot/requests/describe.py); None before start and once shutting
+        down, like :attr:`image_buttons`."""
+        if self._admission is None or self._admission.draining:
+            return None
+        return self._text_features
 
     @property
     def admission(self) -> Admission:
@@ -267,9 +301,20 @@ class ImagineBot(commands.AutoShardedBot):
                 name_server=self.pseudonyms.for_server,
             ),
         )
+        saved = SavedRequests(ledger)
+        text_model, not_offered = text_model_offered(settings, self.offer.endpoint)
+        if not_offered is not None:
+            log.warning("%s", not_offered)
+        self._text_features = text = TextFeatures(
+            admission,
+            text_model,
+            saved,
+            pseudonyms=self.pseudonyms,
+            default_model=self.offer.default,
+        )
         self._image_buttons = ImageButtons(
             admission.admit,
-            SavedRequests(ledger),
+            saved,
             catalog=settings.catalog,
             offered=self.offer.models,
             pseudonyms=self.pseudonyms,
@@ -279,6 +324,7 @@ class ImagineBot(commands.AutoShardedBot):
                 offer_default=self.offer.default,
                 pseudonyms=self.pseudonyms,
             ),
+            enhance=text.enhance if text_model is not None else None,
         )
         admission.use_buttons(self._image_buttons.for_generation)
         cards = InfoCards(self._image_buttons)
@@ -286,7 +332,7 @@ class ImagineBot(commands.AutoShardedBot):
         self._history = History(cards)
         # At start, not when images are posted: the buttons of messages posted before a restart
         # must be answered too (their state is in the custom_id and the database).
-        self.add_dynamic_items(ImageButton, PageButton)
+        self.add_dynamic_items(ImageButton, PageButton, SuggestionButton)
         self.add_listener(self._image_buttons.on_interaction, "on_interaction")  # Edit prompt
         # Before the commands are built: their names and descriptions come from the catalogs.
         await asyncio.to_thread(load_catalogs)  # 0.15 s of parsing: not on the event loop

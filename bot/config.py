@@ -30,6 +30,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.images.catalog import Catalog, CatalogError, load_catalog
 from bot.images.pricing import MAX_REQUEST_COST, dearest_request
+from bot.images.text import TextModelSpec, load_text_models
 from bot.store.budgets import BUDGET_ACCEPTS, Budget, parse_budgets
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -243,6 +244,20 @@ class Settings(BaseSettings):
             "[The moderation check](safety.md#the-moderation-check).",
         ),
     )
+    allow_user_install: bool = Field(
+        default=True,
+        description=about(
+            "true or false: whether members may install the bot to their own account and use "
+            "it in DMs, group DMs and servers that have not installed it",
+            "Every command declares where it may be installed and used: with `true`, installed "
+            "to a server and by a member (user install), used in servers, the bot's DM and "
+            "group DMs; with `false`, installed to servers and used in them only. The "
+            "application's **Installation** page in the developer portal must match (see "
+            "[Creating the Discord application](getting-started.md)). Outside a server that "
+            "installed the bot, spending is the member's personal scope: see "
+            "[Budgets](usage.md#budgets).",
+        ),
+    )
     rate_limit_storage_uri: str = Field(
         default="memory://",
         repr=False,  # it may hold the store's password
@@ -279,6 +294,17 @@ class Settings(BaseSettings):
                 "those it serves are offered.",
             ),
         )
+    )
+    text_model: str = Field(
+        default="gpt-5.4-mini",
+        description=about(
+            'a text model of the catalog (`[text_models."<name>"]`), or empty to turn it off',
+            "The model that writes prompt suggestions for /describe and the Describe image menu "
+            "(it must read images) and richer prompts for Enhance, asked through "
+            "`POST {OPENAI_BASE_URL}/chat/completions`. Where the endpoint lists its models and "
+            "lacks this one, or it is empty, those features are not offered (the log says so "
+            "once). See [Describe and enhance](describe.md).",
+        ),
     )
     image_models_file: Annotated[Path | None, Shown(default="the shipped catalog only")] = Field(
         default=None,
@@ -501,10 +527,16 @@ class Settings(BaseSettings):
     )
 
     _catalog: Catalog = PrivateAttr()
+    _text_models: dict[str, TextModelSpec] = PrivateAttr()
 
     @property
     def catalog(self) -> Catalog:
         return self._catalog
+
+    @property
+    def text_spec(self) -> TextModelSpec | None:
+        """The text model's entry; None where TEXT_MODEL is empty (the features are off)."""
+        return self._text_models.get(self.text_model) if self.text_model else None
 
     @property
     def database(self) -> str:
@@ -818,6 +850,17 @@ class Settings(BaseSettings):
                     f"image, or per 1M tokens)"
                 )
         self._catalog = catalog
+        try:
+            text_models = load_text_models(self.image_models_file)
+        except CatalogError as exc:
+            raise ValueError(f"IMAGE_MODELS_FILE: {exc}") from None
+        if self.text_model and self.text_model not in text_models:
+            raise ValueError(
+                f"TEXT_MODEL is not valid: {self.text_model!r} is not a text model of the catalog "
+                f'(known: {", ".join(text_models)}); add it as [text_models."<name>"] in '
+                "IMAGE_MODELS_FILE, or leave TEXT_MODEL empty to turn describe and enhance off"
+            )
+        self._text_models = text_models
         return self
 
     def offered(self) -> tuple[str, ...]:

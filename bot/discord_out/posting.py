@@ -1,7 +1,9 @@
 """Posting a generation's result in the channel: the embed, the uploads fitted to the server's
 limit (bot/discord_out/delivery.py), follow-ups for what does not fit one message, and one retry at
 half
-the limit when Discord refuses an upload as too large.
+the limit when Discord refuses an upload as too large. Where Discord limits the follow-ups (a
+user-installed app's interaction: 5), the images are made smaller until they fit, one follow-up
+kept for a private sentence, rather than lose the last of them to a refusal.
 """
 
 from __future__ import annotations
@@ -47,6 +49,12 @@ FROM = _("From")
 OPTIONS = _("Options")
 REVISED_PROMPT = _("Revised prompt")
 TOO_LARGE = 413
+# Follow-ups kept free where their number is limited: the private sentence a failure ends with.
+FOLLOW_UPS_KEPT = 1
+PACKING_ATTEMPTS = 4  # smaller each time
+ONLY_YOU = _(
+    "Only you can see these images: this server does not let members' own apps post in public."
+)
 
 
 # The buttons under a set of images, made for the uploads that are posted, in order.
@@ -94,17 +102,18 @@ async def _upload(
     """One attempt at ``limit`` bytes; lets a 413 on the first message through for a retry.
     Returns the bytes uploaded."""
     try:
-        uploads = await prepare_uploads(result.images, limit)
+        uploads, messages = await _packed(result, limit, replies.follow_up_limit)
     except ImageTooLarge as exc:
         raise DeliveryFailed(str(exc), user_message=UPLOAD_TOO_LARGE) from None
     # Made from what is posted (not what was asked for): one Vary per image that came back and
     # can be varied. A follow-up refitted later keeps its images in the same order.
     view = buttons(uploads) if buttons is not None else None
-    first, *rest = pack(uploads, limit)
+    first, *rest = messages
     prompt = result.request.prompt
+    content = _note(result, uploads, only_member_sees=replies.shown_to_member_only)
     try:
         await replies.post(
-            content=_note(result, uploads),
+            content=content,
             embed=embed,
             files=_files(first, prompt, replies),
             view=view,
@@ -131,16 +140,48 @@ async def _upload(
     return uploaded
 
 
+async def _packed(
+    result: GenerationResult, limit: int, follow_ups: int | None
+) -> tuple[list[Upload], list[list[Upload]]]:
+    """The uploads and the messages they go in, within ``follow_ups`` follow-up messages
+    (None: no limit) less :data:`FOLLOW_UPS_KEPT`: where they would need more, each image is
+    made smaller (from the original, once more per attempt) so that several share a message.
+    Raises :class:`ImageTooLarge` where they cannot be made to fit."""
+    uploads = await prepare_uploads(result.images, limit)
+    messages = pack(uploads, limit)
+    if follow_ups is None:
+        return uploads, messages
+    most = 1 + max(follow_ups - FOLLOW_UPS_KEPT, 0)
+    per_file = limit
+    for _attempt in range(PACKING_ATTEMPTS):
+        if len(messages) <= most:
+            return uploads, messages
+        # Each message holds this many files if each is at most this large.
+        per_file = min(per_file // 2, limit // -(-len(uploads) // most))
+        log.info(
+            "%d images need %d messages, more than Discord allows here: made smaller",
+            len(result.images),
+            len(messages),
+        )
+        uploads = await prepare_uploads(result.images, per_file)
+        messages = pack(uploads, limit)
+    if len(messages) <= most:
+        return uploads, messages
+    raise ImageTooLarge(f"{len(result.images)} images do not fit in {most} messages")
+
+
 def _size(uploads: list[Upload]) -> int:
     return sum(len(upload.data) for upload in uploads)
 
 
 async def _follow_up_smaller(replies: Replies, part: list[Upload], limit: int, prompt: str) -> int:
     """A follow-up Discord refused as too large, once more at ``limit`` bytes; returns the bytes
-    uploaded."""
+    uploaded. Where the follow-ups are counted (a user install's), it stays one message: each
+    image is made small enough to share it, rather than spend follow-ups the rest need."""
     log.warning("Discord refused a follow-up as too large; retrying at half the limit")
+    per_file = limit if replies.follow_up_limit is None else max(limit // len(part), 1)
     try:
-        smaller = await refit_uploads(part, limit)
+        smaller = await refit_uploads(part, per_file)
     except ImageTooLarge as exc:
         raise DeliveryFailed(str(exc), user_message=UPLOAD_TOO_LARGE) from None
     for message in pack(smaller, limit):
@@ -154,10 +195,14 @@ async def _follow_up_smaller(replies: Replies, part: list[Upload], limit: int, p
     return _size(smaller)
 
 
-def _note(result: GenerationResult, uploads: list[Upload]) -> str | None:
+def _note(
+    result: GenerationResult, uploads: list[Upload], *, only_member_sees: bool = False
+) -> str | None:
     """What the member should know about the set, a sentence each (Replies.post renders them
     in the member's language)."""
-    notes: list[Text] = []
+    notes: list[str] = []
+    if only_member_sees:
+        notes.append(ONLY_YOU)
     if result.missing:
         asked = result.request.count
         notes.append(CAME_BACK.format(came=asked - result.missing, n=asked))

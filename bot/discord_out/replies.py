@@ -121,11 +121,24 @@ def fit_embed(embed: discord.Embed) -> discord.Embed:
 class Replies:
     """The one place that writes to Discord for one interaction, and remembers what it posted."""
 
-    def __init__(self, interaction: discord.Interaction, *, private: bool = False) -> None:
+    def __init__(
+        self,
+        interaction: discord.Interaction,
+        *,
+        private: bool = False,
+        follow_up_limit: int | None = None,
+        shown_to_member_only: bool = False,
+    ) -> None:
+        """``private``: only the member sees the answer (/imagine private:true, and what is
+        made from such a set): the placeholder, the images and their follow-ups are ephemeral;
+        ``follow_up_limit``: the most follow-up messages Discord takes for this interaction
+        (a user-installed app's: 5), None for no limit; ``shown_to_member_only``: Discord shows
+        this interaction's public answers to the member alone (external apps are off for them
+        in that server), which the images' message then says."""
         self.interaction = interaction
-        # Only the member sees the answer (/imagine private:true, and what is made from such a
-        # set): the placeholder, the images and their follow-ups are ephemeral.
         self.private = private
+        self.follow_up_limit = follow_up_limit
+        self.shown_to_member_only = shown_to_member_only
         # The first message the images are in, once posted; and who hears of it (the buttons,
         # for the set's jump link). It must not raise.
         self.message_id: int | None = None

@@ -75,6 +75,7 @@ from .response import (
 )
 from .retry import RetryPolicy, retry_delay, should_retry
 from .streaming import OnPartial, is_event_stream, read_event_stream
+from .text import PreparedText, TextResult, post_chat
 from .upstream import (
     ERROR_BODY_BYTES,
     classify,
@@ -543,6 +544,23 @@ class ImageClient:
     async def has_moderations(self) -> bool | None:
         """Whether the endpoint has ``POST /moderations`` (None: it could not be told)."""
         return await self._probe().has_moderations()
+
+    async def complete(self, prepared: PreparedText) -> TextResult:
+        """The text model's answer to ``prepared`` (``POST /chat/completions``, see
+        :mod:`.text`), or an :class:`ImageError` carrying the member's sentence."""
+        try:
+            return await post_chat(
+                self._session,
+                join_url(self._base_url, "chat/completions"),
+                self._headers,
+                prepared,
+                seconds=self.settings.timeout,
+                connect_timeout=self.settings.connect_timeout,
+                secret=self._api_key,
+            )
+        except ImageError as error:
+            self.failures[type(error).__name__] += 1
+            raise
 
     # -- what the endpoint serves (see probe.py) -----------------------------------------------
 

@@ -90,7 +90,7 @@ class ImageError(Exception):
 class InvalidRequest(ImageError):
     """The request was refused as malformed, by our validation or by the API."""
 
-    user_message = _("The image service refused this request as invalid.")
+    user_message: str = _("The image service refused this request as invalid.")
 
 
 class UnsupportedOption(InvalidRequest):
@@ -126,47 +126,47 @@ class OptionNotAvailable(InvalidRequest):
 
 
 class ModerationBlocked(ImageError):
-    user_message = _(
+    user_message: str = _(
         "The image service's safety system blocked this prompt or its result. Try rephrasing it."
     )
 
 
 class QuotaExhausted(ImageError):
-    user_message = _(
+    user_message: str = _(
         "The bot has used up its image-generation quota. A server admin needs to top it up."
     )
 
 
 class AuthenticationFailed(ImageError):
-    user_message = _(
+    user_message: str = _(
         "The image service rejected the bot's API key. A server admin needs to check it."
     )
 
 
 class RateLimited(ImageError):
-    user_message = _("The image service is busy right now. Please try again in a minute.")
+    user_message: str = _("The image service is busy right now. Please try again in a minute.")
     retry_after: float | None = None  # seconds, when the service said how long to wait
 
 
 class UpstreamUnavailable(ImageError):
-    user_message = _("The image service is unavailable right now. Please try again later.")
+    user_message: str = _("The image service is unavailable right now. Please try again later.")
 
 
 class GenerationTimeout(ImageError):
-    user_message = _("The image service took too long to answer. Please try again.")
+    user_message: str = _("The image service took too long to answer. Please try again.")
 
 
 class MalformedResponse(ImageError):
-    user_message = _("The image service sent back something that is not a valid image.")
+    user_message: str = _("The image service sent back something that is not a valid image.")
 
 
 class ImageLinkBroken(MalformedResponse):
     """An image URL in the answer does not serve the image; fetching it again would not help."""
 
-    user_message = _(
+    user_message: str = _(
         "The image service answered with a link to the image that does not work. Please try again."
     )
 
 
 class ResponseTooLarge(MalformedResponse):
-    user_message = _("The image service sent back more data than the bot accepts.")
+    user_message: str = _("The image service sent back more data than the bot accepts.")

@@ -69,6 +69,9 @@ class RequestIds(logging.Filter):
         upstream = context.request_id.get()
         if upstream is not None:
             record.request_id = upstream
+        place = context.place.get()
+        if place is not None:
+            record.place = place
         return True
 
 
@@ -102,7 +105,7 @@ class _WithRequestIds(logging.Formatter):
         line = self._inner.format(record)
         ids = " ".join(
             f"{name}={value}"
-            for name in ("correlation_id", "request_id")
+            for name in ("correlation_id", "request_id", "place")
             if (value := getattr(record, name, None)) is not None
         )
         if not ids:

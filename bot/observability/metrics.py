@@ -42,6 +42,13 @@ class Metrics:
             ["command", "outcome"],
             registry=self.registry,
         )
+        self.requests_by_place = Counter(
+            "imagine_requests_received",
+            "Requests received by command and place: server (a server that installed the bot), "
+            "dm (the bot's DM), group_dm, user_install (a server that did not install it)",
+            ["command", "place"],
+            registry=self.registry,
+        )
         self.generation_seconds = Histogram(
             "imagine_generation_seconds",
             "Seconds the image service took for a generation that succeeded, retries included",
@@ -92,6 +99,9 @@ class Metrics:
 
     def request(self, outcome: str, command: str = "imagine") -> None:
         self.requests.labels(command=command, outcome=outcome).inc()
+
+    def received(self, place: str, command: str = "imagine") -> None:
+        self.requests_by_place.labels(command=command, place=place).inc()
 
     def generated(self, model: str, seconds: float) -> None:
         self.generation_seconds.labels(model=model).observe(seconds)

@@ -26,7 +26,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -44,9 +44,16 @@ from bot.images import (
     ProcessingSlots,
     UnsupportedOption,
 )
-from bot.observability.context import new_correlation_id
+from bot.observability.context import new_correlation_id, set_place
 from bot.observability.metrics import Metrics
-from bot.requests.generation import CANCELLED, LEDGER_UNAVAILABLE, WENT_WRONG, Buttons, Generation
+from bot.requests.generation import (
+    CANCELLED,
+    LEDGER_UNAVAILABLE,
+    WENT_WRONG,
+    Buttons,
+    Generation,
+    Job,
+)
 from bot.requests.moderation_log import ModerationLog
 from bot.requests.queue import GenerationQueue
 from bot.requests.server_admission import (
@@ -56,6 +63,7 @@ from bot.requests.server_admission import (
     apply_server_settings,
     picked_model,
 )
+from bot.requests.where import where
 from bot.store.budgets import OverBudget, PriceUnknown
 from bot.store.ledger import Ledger, Outcome
 from bot.store.ratelimit import UserRateLimiter
@@ -75,6 +83,11 @@ CAP = ngettext(
 RATE_LIMITED = _(
     "You have reached your limit of {limit}, counted across every server this bot is in. You "
     "can try again {again}."
+)
+SERVERS_ONLY = "This bot works only in servers that installed it."
+NO_FILES_HERE = (
+    "This server does not let apps attach files in this channel, so the bot cannot post images "
+    "here. Try another channel, or your DM with the bot."
 )
 LIMITER_TIMEOUT = 1.5  # seconds; Discord wants an answer within 3
 MODERATION_REFUSED = (
@@ -147,10 +160,19 @@ class Admission:
         self.buttons = buttons
 
     async def admit(
-        self, interaction: discord.Interaction, request: ImageRequest, *, private: bool = False
+        self,
+        interaction: discord.Interaction,
+        request: ImageRequest,
+        *,
+        private: bool = False,
+        counted: bool = False,
+        default_model: bool = False,
     ) -> None:
         """A request checked at once (/imagine, a button under posted images): refused
-        privately, or a job is started. ``private``: answered to the member only."""
+        privately, or a job is started. ``private``: answered to the member only; ``counted``:
+        already counted against the member's limits (an enhanced prompt's images: the
+        enhancement counted, and acknowledged, the request); ``default_model``: the server's
+        default model, not ``request.model`` (Imagine this)."""
         replies = self._received(interaction, "/imagine", private)
         # Before the draining check: nothing is awaited between it and the job's creation.
         settled = await apply_server_settings(
@@ -158,7 +180,7 @@ class Admission:
             request,
             self.rules,
             self.server_settings,
-            picked=picked_model(interaction, request),
+            picked=None if default_model else picked_model(interaction, request),
         )
         admissible = await self._open_to(replies, settled, request, "imagine")
         if admissible is None:
@@ -178,10 +200,45 @@ class Admission:
             prepared = self.images.prepare(self._with_previews(admissible))
         except UnsupportedOption as refusal:
             self.metrics.request("invalid", "imagine")
-            await replies.answer(refusal.user_message)
+            await self._refuse(replies, refusal.user_message)
             return
         generation = self._generation(replies, prepared, admissible)
-        self._start(interaction, self._run(generation))
+        self._start(interaction, self._run(generation, counted=counted))
+
+    async def admit_text(
+        self,
+        interaction: discord.Interaction,
+        job: Callable[[Replies, Admissible], Job],
+        *,
+        command: str,
+        kind: str,
+        images: ImageRequest | None = None,
+        private: bool = False,
+    ) -> None:
+        """A text model's request (/describe, Enhance; bot/requests/describe.py): the server's
+        settings (its channels and budgets), draining, then limits, the ledger's row and the
+        acknowledgement, as for images; ``job`` makes it for the request's replies. ``images``:
+        the images it is made for (Enhance), checked now as :meth:`admit` will check them, so
+        that nothing is paid for an enhancement whose images would be refused."""
+        replies = self._received(interaction, command, private)
+        request = images or ImageRequest(prompt="-", model=self.rules.default_model)
+        picked = picked_model(interaction, request) if images else None
+        settled = await apply_server_settings(
+            interaction, request, self.rules, self.server_settings, picked=picked, command=command
+        )
+        admissible = await self._open_to(
+            replies, settled, request, kind, count=request.count if images else 0
+        )
+        if admissible is None:
+            return
+        try:
+            if images is not None:
+                self.images.prepare(admissible.request)
+        except UnsupportedOption as refusal:
+            self.metrics.request("invalid", kind)
+            await replies.answer(refusal.user_message)
+            return
+        self._start(interaction, self._run(job(replies, admissible)))
 
     async def admit_checked_later(
         self,
@@ -224,17 +281,29 @@ class Admission:
         generation = self._generation(replies, declared, admissible)
         self._start(interaction, self._download_then_run(generation, inputs))
 
-    @staticmethod
-    def _received(interaction: discord.Interaction, what: str, private: bool = False) -> Replies:
-        # Every line logged for this request from here on, in its job too, carries this id.
+    def _received(
+        self, interaction: discord.Interaction, what: str, private: bool = False
+    ) -> Replies:
+        # Every line logged for this request from here on, in its job too, carries this id,
+        # and the place (server, DM, group DM, user install): never a raw id.
         new_correlation_id()
+        here = where(interaction)
+        set_place(here.place.value)
+        self.metrics.received(here.place.value, "edit" if what != "/imagine" else "imagine")
         # The one line that ties the request's correlation id to its raw Discord ids, at DEBUG:
         # lines above it name the member by pseudonym, or not at all.
         log.debug(
             "%s from user %s in server %s, channel %s (interaction %s)",
             what, interaction.user.id, interaction.guild_id, interaction.channel_id, interaction.id,
         )  # fmt: skip
-        return Replies(interaction, private=private)
+        # Outside a server's install the bot answers only through the interaction, which
+        # allows a few follow-ups, and Discord may show the answer to the member alone.
+        return Replies(
+            interaction,
+            private=private,
+            follow_up_limit=here.follow_up_limit,
+            shown_to_member_only=here.shown_to_member_only,
+        )
 
     def _with_previews(self, admissible: Admissible) -> ImageRequest:
         # Previews while the image is made: PARTIAL_IMAGES, unless the server turned them off.
@@ -261,15 +330,31 @@ class Admission:
         )
 
     async def _open_to(
-        self, replies: Replies, settled: Admissible | str, request: ImageRequest, kind: str
+        self,
+        replies: Replies,
+        settled: Admissible | str,
+        request: ImageRequest,
+        kind: str,
+        *,
+        count: int | None = None,
     ) -> Admissible | None:
-        """The request as the server's settings make it, if the bot takes a request of
-        ``count`` images now; if not (or the settings refuse it: ``settled`` is then the
-        sentence), the member is told and it is None. ``kind``: what the metrics count it under,
-        "imagine" or "edit"."""
+        """The request as the server's settings make it, if the bot takes ``request`` (of
+        ``count`` images, its own count by default) now; if not (or the settings refuse it:
+        ``settled`` is then the sentence), the member is told and it is None. ``kind``: what
+        the metrics count it under ("imagine", "edit", "describe", "enhance")."""
         if self.draining:
             self.metrics.request("restarting", kind)
-            await replies.answer(RESTARTING)
+            await self._refuse(replies, RESTARTING)
+            return None
+        here = where(replies.interaction)
+        if not self.settings.allow_user_install and here.personal:
+            # Commands synced before ALLOW_USER_INSTALL was turned off may linger in clients.
+            self.metrics.request("invalid", kind)
+            await replies.answer(SERVERS_ONLY)
+            return None
+        if not here.can_attach:  # images that could not be posted are not paid for
+            self.metrics.request("invalid", kind)
+            await replies.answer(NO_FILES_HERE)
             return None
         if isinstance(settled, str):
             if settled == BARRED:
@@ -282,12 +367,12 @@ class Admission:
                 self.moderation_log.refused(
                     replies.interaction, prompt=request.prompt, reason="a blocked word or pattern"
                 )
-            await replies.answer(settled)
+            await self._refuse(replies, settled)
             return None
         cap = settled.cap
-        if request.count > cap:
+        if (request.count if count is None else count) > cap:
             self.metrics.request("invalid", kind)
-            await replies.answer(CAP.format(n=cap))
+            await self._refuse(replies, CAP.format(n=cap))
             return None
         return settled
 
@@ -382,7 +467,7 @@ class Admission:
             await self._refund_limits(generation.member_id)
 
     async def _run(
-        self, generation: Generation, *, lease: Lease | None = None, counted: bool = False
+        self, generation: Job, *, lease: Lease | None = None, counted: bool = False
     ) -> None:
         """Count the request against the member's limits (unless ``counted``: an edit, whose
         files are downloaded by now, and which stays counted whatever happens), acknowledge it,
@@ -402,7 +487,7 @@ class Admission:
             # placeholder appears; else (the default) the ledger can only fail, and the request
             # is acknowledged at once. Nothing is sent upstream before its row is written.
             may_refuse = self._checks(generation) or self.ledger.has_budgets(
-                generation.interaction.guild_id, generation.budgets
+                generation.where.guild_id, generation.budgets
             )
             wait = 0.0
             if may_refuse:
@@ -436,16 +521,16 @@ class Admission:
     # -- the moderation check, the ledger's row and the acknowledgement -------------------------
 
     @staticmethod
-    def _checks(generation: Generation) -> bool:
+    def _checks(generation: Job) -> bool:
         return generation.moderation is not None and generation.moderation.checks
 
-    async def _checked_then_recorded(self, generation: Generation) -> str | None:
+    async def _checked_then_recorded(self, generation: Job) -> str | None:
         """The moderation check (where the server wants one), then :meth:`_record`: None when
         the row is written, else what to tell the member."""
         refusal = await self._moderated(generation)
         return refusal if refusal is not None else await self._record(generation)
 
-    async def _moderated(self, generation: Generation) -> str | None:
+    async def _moderated(self, generation: Job) -> str | None:
         """What the server's moderation check says of the prompt and the edit's images: None
         where it lets the request through, else the sentence. It fails closed: a check that
         cannot be made refuses the request."""
@@ -456,6 +541,8 @@ class Admission:
             self.metrics.request("moderation_unavailable", generation.command)
             return NO_MODERATION_ROUTE
         prepared = generation.prepared
+        if not isinstance(prepared, PreparedRequest):  # a text model's request: checked later
+            return None
         images = [(image.format, image.data) for image in prepared.inputs if image.data]
         try:
             refused = policy.refused(await self.images.moderate(prepared.prompt, images))
@@ -479,7 +566,7 @@ class Admission:
             return MODERATION_REFUSED
         return None
 
-    async def _record(self, generation: Generation) -> str | None:
+    async def _record(self, generation: Job) -> str | None:
         """Write the ledger's row for this request, reserving its estimate against the budgets;
         None when written, else what to tell the member: a budget refused it, or the row could
         not be written (the request must then not go ahead: spend is never unrecorded)."""
@@ -488,10 +575,12 @@ class Admission:
             generation.ledger_row = await self.ledger.admitted(
                 generation.prepared,
                 member_id=generation.member_id,
-                guild_id=generation.interaction.guild_id,
+                guild_id=generation.where.guild_id,  # None: the member's personal scope
                 channel_id=generation.interaction.channel_id,
                 at=generation.timeline.received,
                 chosen_budgets=generation.budgets,
+                context=generation.where.context.value,
+                installation=generation.where.installation.value,
             )
 
         return await self._ledger_refusal(generation, admitted(), "record")
@@ -503,14 +592,14 @@ class Admission:
         checking = self.ledger.check_budgets(
             generation.prepared,
             member_id=generation.member_id,
-            guild_id=generation.interaction.guild_id,
+            guild_id=generation.where.guild_id,
             at=generation.timeline.received,
             chosen_budgets=generation.budgets,
         )
         return await self._ledger_refusal(generation, checking, "check the budgets of")
 
     async def _ledger_refusal(
-        self, generation: Generation, writing: Coroutine[Any, Any, None], what: str
+        self, generation: Job, writing: Coroutine[Any, Any, None], what: str
     ) -> str | None:
         try:
             async with asyncio.timeout(LEDGER_ADMISSION_TIMEOUT):
@@ -518,10 +607,13 @@ class Admission:
         except (OverBudget, PriceUnknown) as refusal:
             log.info("a budget refused a request from %s: %s", generation.member, refusal)
             self.metrics.request("over_budget", generation.command)
+            prepared = generation.prepared
             self.moderation_log.refused(
                 generation.interaction,
-                prompt=generation.prepared.prompt,
-                model=generation.prepared.model,
+                prompt=prepared.prompt
+                if isinstance(prepared, PreparedRequest)
+                else f"({prepared.kind})",
+                model=prepared.model,
                 reason="over a budget",
             )
             return refusal.sentence()  # in the member's language when it is answered
@@ -538,7 +630,7 @@ class Admission:
         return None
 
     @staticmethod
-    async def _acknowledge(generation: Generation) -> None:
+    async def _acknowledge(generation: Job) -> None:
         """Defer with a public placeholder; raises what Discord raises."""
         await generation.replies.defer()
         generation.timeline.acknowledged = discord.utils.utcnow()

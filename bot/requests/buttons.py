@@ -14,15 +14,25 @@ every command (/imagine, /edit, Vary, and every press). Every press that makes i
 request from the presser: it goes through the admission (validation, the presser's limits and
 budgets, the acknowledgement) with the presser's pseudonym, and every refusal or failure is
 private.
+
+Outside a server that installed the bot (bot/requests/where.py) the buttons work the same, but
+the bot is not in that channel: what it posted after the first message (follow-ups) it reaches
+only through the webhook of the interaction that posted them, while that interaction's token
+lives (15 minutes). Decision: those webhooks (their tokens) are kept in this process's memory
+only, never in the database (a token lets its holder post as the bot); past them, Delete
+removes the pressed message and says which stay, and Vary on an image in a follow-up says to
+use Vary image on that message.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import functools
 import logging
 import re
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from enum import StrEnum
 from typing import Any, Protocol, cast
@@ -35,8 +45,9 @@ from bot.discord_out.replies import DISCORD_FAILURES, Replies, step_timeout
 from bot.i18n import Text, _, localize
 from bot.images import Catalog, ImageRequest
 from bot.images.larger import larger_size
-from bot.requests.generation import Generation
+from bot.requests.generation import TOKEN_LIFETIME, TOKEN_MARGIN, Generation
 from bot.requests.saved_requests import SavedRequest, SavedRequests
+from bot.requests.where import where
 from bot.store.pseudonym import Pseudonymizer
 
 log = logging.getLogger(__name__)
@@ -46,7 +57,7 @@ log = logging.getLogger(__name__)
 # Vary the index of the image it varies (0-based). At most 6 + 6 + 20 + 20 characters, far
 # inside Discord's 100.
 BUTTON_ID = re.compile(
-    r"imagine:(?P<action>reroll|edit|larger|delete|vary|info|dm):(?P<key>[0-9]{1,19})"
+    r"imagine:(?P<action>reroll|edit|larger|delete|vary|info|dm|enhance):(?P<key>[0-9]{1,19})"
     r"(?::(?P<argument>[0-9]{1,20}))?"
 )
 MODAL_ID = re.compile(r"imagine:prompt:(?P<key>[0-9]{1,19})")
@@ -81,6 +92,20 @@ MODAL_TITLE = _("Edit the prompt")
 PROMPT_LABEL = _("Prompt")
 PROMPT_CUT = _("Only the first {n} characters of the prompt fit here.")
 PROMPT_OF = _("{model}, {size}, quality {quality}")
+FOLLOW_UPS_STAY = (
+    "The message with the buttons is deleted, but not the {count} after it with the rest of "
+    "these images: outside a server that installed the bot, Discord lets the bot delete those "
+    "only within 15 minutes of the request, and that time has passed (or the bot restarted)."
+)
+FOLLOW_UP_OUT_OF_REACH = (
+    "That image is in a later message the bot can no longer read here: outside a server that "
+    "installed the bot, Discord allows it only within 15 minutes of the request. Use Vary image "
+    "on that message instead."
+)
+# Where the bot is not in the server (personal scope), its follow-ups can be reached only through
+# the webhook of the interaction that posted them, while its token lives: kept in memory (never
+# written anywhere: a token lets its holder post as the bot), this many at most.
+WEBHOOKS_REMEMBERED = 10_000
 
 
 class Action(StrEnum):
@@ -91,6 +116,7 @@ class Action(StrEnum):
     VARY = "vary"
     INFO = "info"  # bot.requests.info
     DM = "dm"  # Send to DM: bot.requests.info
+    ENHANCE = "enhance"  # bot/requests/describe.py: the prompt made richer, then the images
 
 
 # What a button looks like; Larger's label also names the size it asks for.
@@ -104,6 +130,7 @@ LOOKS: Mapping[Action, tuple[str, Text, discord.ButtonStyle]] = {
     Action.VARY: ("🎨", _("Vary"), discord.ButtonStyle.secondary),
     Action.INFO: ("\N{INFORMATION SOURCE}\ufe0f", _("Info"), discord.ButtonStyle.secondary),
     Action.DM: ("📩", _("Send to DM"), discord.ButtonStyle.secondary),
+    Action.ENHANCE: ("✨", _("Enhance"), discord.ButtonStyle.secondary),
 }
 INFO_ROW = 1  # Info and Send to DM, under the request's own buttons; the Vary buttons follow
 
@@ -123,6 +150,10 @@ class Admit(Protocol):
     def __call__(
         self, interaction: discord.Interaction, request: ImageRequest, *, private: bool = False
     ) -> Awaitable[None]: ...
+
+
+# Enhance: the request with its prompt enhanced first (TextFeatures.enhance); owns its answer.
+EnhanceHandler = Admit
 
 
 def button_id(action: Action, key: int, argument: int | None = None) -> str:
@@ -176,7 +207,10 @@ class ImageButton(discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], te
         try:
             if self.action is Action.DELETE:  # works while draining, and without the database
                 saved = buttons.saved if buttons is not None else None
-                await delete_images(interaction, asker=self.argument, key=self.key, saved=saved)
+                webhook = buttons.webhook_of(self.key) if buttons is not None else None
+                await delete_images(
+                    interaction, asker=self.argument, key=self.key, saved=saved, webhook=webhook
+                )
             elif buttons is None:  # the bot is shutting down
                 await Replies(interaction).answer(RESTARTING)
             else:
@@ -256,8 +290,10 @@ class ImageButtons:
         offered: tuple[str, ...],
         pseudonyms: Pseudonymizer,
         vary: VaryHandler | None = None,
+        enhance: EnhanceHandler | None = None,
     ) -> None:
         self.admit = admit
+        self.enhance = enhance  # None: no text model offered, no Enhance buttons
         self.saved = saved
         self.catalog = catalog
         self.offered = offered
@@ -266,6 +302,31 @@ class ImageButtons:
         # The presses handled by other modules (Info, Send to DM), set by the bot at start.
         self.handlers: dict[Action, PressHandler] = {}
         self._writes: set[asyncio.Task[None]] = set()  # messages being recorded
+        # The follow-up webhooks of sets posted in personal scope, by key, until they expire.
+        self._webhooks: OrderedDict[int, tuple[discord.Webhook, dt.datetime]] = OrderedDict()
+
+    def webhook_of(self, key: int) -> discord.Webhook | None:
+        """The webhook the set saved under ``key`` was posted through, while its token lives;
+        None where it has expired, was never kept (a server's set) or was forgotten (a
+        restart)."""
+        kept = self._webhooks.get(key)
+        if kept is None:
+            return None
+        webhook, expires = kept
+        if discord.utils.utcnow() >= expires:
+            del self._webhooks[key]
+            return None
+        return webhook
+
+    def _keep_webhook(self, key: int, interaction: discord.Interaction) -> None:
+        now = discord.utils.utcnow()
+        while self._webhooks and (
+            len(self._webhooks) >= WEBHOOKS_REMEMBERED
+            or next(iter(self._webhooks.values()))[1] <= now
+        ):
+            self._webhooks.popitem(last=False)
+        expires = interaction.created_at + TOKEN_LIFETIME - TOKEN_MARGIN
+        self._webhooks[key] = (interaction.followup, expires)
 
     # -- under the images ------------------------------------------------------------------------
 
@@ -294,6 +355,8 @@ class ImageButtons:
                 str(exc).splitlines()[0][:300] if str(exc) else "",
             )
             return None
+        if generation.where.personal:  # the bot reaches its follow-ups only through this
+            self._keep_webhook(key, interaction)
         generation.replies.on_follow_up = functools.partial(
             self._record_follow_ups, key, interaction
         )
@@ -308,7 +371,10 @@ class ImageButtons:
         deleted while its follow-ups were still being posted, they are deleted too."""
         if self.saved.was_deleted(key):
             try:
-                await _delete_messages(interaction, message_ids)
+                if where(interaction).personal:
+                    await _delete_through(interaction.followup, message_ids)
+                else:
+                    await _delete_messages(interaction, message_ids)
             except DISCORD_FAILURES as exc:
                 log.warning("could not delete the follow-ups of a deleted set: %r", exc)
             return
@@ -359,6 +425,8 @@ class ImageButtons:
             if larger is not None:
                 label = LARGER_TO.format(size=larger)
                 row.append(ImageButton(Action.LARGER, key, label=label, locale=locale))
+            if self.enhance is not None:
+                row.append(ImageButton(Action.ENHANCE, key, locale=locale))
         if not generation.replies.private:  # Discord's own "Dismiss message" removes a private set
             row.append(ImageButton(Action.DELETE, key, generation.member_id, locale=locale))
         for button in row:
@@ -411,6 +479,8 @@ class ImageButtons:
             await self._larger(replies, saved)
         elif button.action is Action.VARY:
             await self._vary(replies, saved, button.argument or 0)
+        elif button.action is Action.ENHANCE:
+            await self._again(replies, saved, enhance=True)
         elif button.action in self.handlers:
             await self.handlers[button.action](interaction, saved)
         else:  # a button of a feature this bot no longer has
@@ -443,7 +513,7 @@ class ImageButtons:
             log.error("could not read saved request %s (%s)", key, type(exc).__name__)
             await replies.answer(UNREADABLE)
             return None
-        if saved is None or saved.guild_id != replies.interaction.guild_id:
+        if saved is None or not _belongs_here(saved, replies.interaction):
             # Another server's request (a forged form's id) is no request of this one.
             await replies.answer(GONE)
             return None
@@ -463,7 +533,7 @@ class ImageButtons:
         except Exception as exc:
             log.warning("could not read saved request %s (%s)", key, type(exc).__name__)
             return None
-        if saved is None or saved.guild_id != interaction.guild_id:
+        if saved is None or not _belongs_here(saved, interaction):
             return None
         return saved.prompt
 
@@ -474,14 +544,19 @@ class ImageButtons:
         *,
         prompt: str | None = None,
         size: str | None = None,
+        enhance: bool = False,
     ) -> None:
-        """The saved request, as the presser's own new request (with a new prompt or size)."""
+        """The saved request, as the presser's own new request (with a new prompt or size, or
+        its prompt ``enhance``d first)."""
         if saved.model not in self.offered:
             await replies.answer(NOT_OFFERED.format(model=saved.model))
             return
         user = self.pseudonyms.for_user(replies.interaction.user.id)
         request = saved.request(user=user, prompt=prompt, size=size)
-        await self.admit(
+        if enhance and self.enhance is None:
+            await replies.answer("Enhancing prompts is no longer available here.")
+            return
+        await (self.enhance if enhance and self.enhance else self.admit)(
             replies.interaction, request, private=made_privately(replies.interaction, saved)
         )
 
@@ -500,7 +575,15 @@ class ImageButtons:
         message = replies.interaction.message
         source = source_image(message, index) if message is not None else None
         if source is None and message is not None and saved.follow_up_ids:
-            source = await self._in_follow_ups(replies, saved, index - _image_count(message))
+            index -= _image_count(message)
+            if where(replies.interaction).personal:
+                webhook = self.webhook_of(saved.key)
+                if webhook is None:
+                    await replies.answer(FOLLOW_UP_OUT_OF_REACH)
+                    return
+                source = await self._in_follow_ups(replies, saved, index, webhook)
+            else:
+                source = await self._in_follow_ups(replies, saved, index)
         if source is None:
             await replies.answer(NO_SUCH_IMAGE)
             return
@@ -508,10 +591,11 @@ class ImageButtons:
 
     @staticmethod
     async def _in_follow_ups(
-        replies: Replies, saved: SavedRequest, index: int
+        replies: Replies, saved: SavedRequest, index: int, webhook: discord.Webhook | None = None
     ) -> discord.Attachment | None:
         """The ``index``-th image (0-based) after the first message's: the rest of a set that
-        did not fit in one message went into follow-ups, in order."""
+        did not fit in one message went into follow-ups, in order. Read through the channel,
+        or ``webhook`` where the bot is not in it."""
         interaction = replies.interaction
         if index < 0 or interaction.channel_id is None:
             return None
@@ -521,7 +605,10 @@ class ImageButtons:
         for message_id in saved.follow_up_ids:
             try:
                 async with asyncio.timeout(step_timeout(interaction, LOAD_TIMEOUT)):
-                    message = await channel.fetch_message(message_id)
+                    if webhook is not None:
+                        message: discord.Message = await webhook.fetch_message(message_id)
+                    else:
+                        message = await channel.fetch_message(message_id)
             except (TimeoutError, *DISCORD_FAILURES) as exc:
                 log.warning("could not read a follow-up of saved request %s: %r", saved.key, exc)
                 return None
@@ -533,13 +620,21 @@ class ImageButtons:
 
 
 async def delete_images(
-    interaction: discord.Interaction, *, asker: int | None, key: int, saved: SavedRequests | None
+    interaction: discord.Interaction,
+    *,
+    asker: int | None,
+    key: int,
+    saved: SavedRequests | None,
+    webhook: discord.Webhook | None = None,
 ) -> None:
     """Remove the pressed message and the follow-ups its images were posted in (as ``saved``
     has them under ``key``), for the member who asked or one who may manage messages.
 
     The follow-ups go first: if one cannot be deleted, the pressed message stays, with its
-    Delete button to try again.
+    Delete button to try again. Where the bot is not in the server (personal scope) they can
+    be deleted only through ``webhook``, the posting interaction's, while its token lives;
+    past that the pressed message (this press's own to delete) goes, and the member is told
+    which messages stay.
     """
     allowed = interaction.user.id == asker or interaction.permissions.manage_messages
     if not allowed:
@@ -549,8 +644,18 @@ async def delete_images(
         saved.mark_deleted(key)  # a follow-up still being posted is deleted as it comes
     try:
         await interaction.response.defer()  # no new message: the pressed one goes
-        await _delete_messages(interaction, await _follow_up_ids(saved, key))
+        follow_ups = await _follow_up_ids(saved, key)
+        stay: tuple[int, ...] = ()
+        if where(interaction).personal:
+            stay = follow_ups if webhook is None else await _delete_through(webhook, follow_ups)
+        else:
+            await _delete_messages(interaction, follow_ups)
         await interaction.delete_original_response()
+        if stay:
+            log.info("%d follow-up(s) of a deleted set were out of the bot's reach", len(stay))
+            await interaction.followup.send(
+                FOLLOW_UPS_STAY.format(count=_messages(len(stay))), ephemeral=True
+            )
     except DISCORD_FAILURES as exc:
         log.warning("could not delete an /imagine message: %r", exc)
         try:
@@ -593,6 +698,27 @@ async def _delete_messages(interaction: discord.Interaction, message_ids: tuple[
         # One deleted already (by hand, or by an earlier press that failed later) is gone.
         with contextlib.suppress(discord.NotFound):
             await channel.get_partial_message(message_id).delete()
+
+
+async def _delete_through(webhook: discord.Webhook, message_ids: tuple[int, ...]) -> tuple[()]:
+    """Delete the follow-ups ``message_ids`` through the webhook that posted them (where the bot
+    is not in the channel); one already gone is no failure, any other failure is raised."""
+    for message_id in message_ids:
+        with contextlib.suppress(discord.NotFound):
+            await webhook.delete_message(message_id)
+    return ()
+
+
+def _messages(count: int) -> str:
+    return "message" if count == 1 else f"{count} messages"
+
+
+def _belongs_here(saved: SavedRequest, interaction: discord.Interaction) -> bool:
+    """Whether the request behind a press was made where it is pressed: in its server, and
+    outside servers in its own DM or group DM (a forged id from elsewhere names none here)."""
+    if saved.guild_id != interaction.guild_id:
+        return False
+    return saved.guild_id is not None or saved.channel_id == interaction.channel_id
 
 
 async def _tell_unexpected(interaction: discord.Interaction) -> None:

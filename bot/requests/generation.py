@@ -13,7 +13,8 @@ import datetime as dt
 import logging
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from decimal import Decimal
+from typing import Any, Protocol
 
 import discord
 
@@ -36,8 +37,9 @@ from bot.images import (
 from bot.observability.metrics import Metrics
 from bot.requests.moderation_log import ModerationLog
 from bot.requests.queue import GenerationQueue, Ticket
+from bot.requests.where import Where, where
 from bot.store.budgets import Budget
-from bot.store.ledger import Ledger, Outcome
+from bot.store.ledger import Ledger, Outcome, Priced
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +92,59 @@ class Timeline:
     delivered: dt.datetime | None = None
 
 
-class Generation:
+class Job(Protocol):
+    """What the admission runs after its checks: a :class:`Generation`, or a text model's request
+    (bot/requests/describe.py). It records its ledger row, is acknowledged, then runs."""
+
+    replies: Replies
+    budgets: tuple[tuple[Budget, ...], tuple[Budget, ...]] | None
+    ledger_row: int | None
+    timeline: Timeline
+    exempt: bool  # from the member's rate limit (their tier)
+    where: Where  # whose settings and budgets apply, and which install
+    moderation: Policy | None  # the server's moderation check (None or off: none)
+
+    @property
+    def prepared(self) -> Priced: ...
+    @property
+    def command(self) -> str: ...
+    @property
+    def interaction(self) -> discord.Interaction: ...
+    @property
+    def member_id(self) -> int: ...
+    @property
+    def member(self) -> str: ...
+    async def settle(self, outcome: Outcome, error: BaseException | None = None) -> None: ...
+    async def run(
+        self,
+        queue: GenerationQueue,
+        images: ImageClient,
+        lease: Lease,
+        edits: EditBudget | None = None,
+    ) -> None: ...
+
+
+class OnAnInteraction:
+    """A job's interaction and member, read from its replies (Generation, and the text model's
+    jobs in bot/requests/describe.py)."""
+
+    replies: Replies
+
+    @property
+    def interaction(self) -> discord.Interaction:
+        return self.replies.interaction
+
+    @property
+    def member_id(self) -> int:
+        return self.interaction.user.id
+
+
+def member_of(body: dict[str, Any]) -> str:
+    """The member as log lines above DEBUG name them: the pseudonym the service gets."""
+    return str(body.get("user") or "a member")
+
+
+class Generation(OnAnInteraction):
     """One request, admitted (valid and within the member's limits), on its way to a reply."""
 
     def __init__(
@@ -120,6 +174,8 @@ class Generation:
         self.exempt = exempt
         self.moderation_log = moderation_log
         self.moderation = moderation
+        # Whose settings and budgets apply, and which install: the ledger's row records it.
+        self.where = where(replies.interaction)
         self.ledger_row: int | None = None  # set once the admission is recorded
         self.result: GenerationResult | None = None
         self.timeline = Timeline(received=discord.utils.utcnow())
@@ -130,17 +186,8 @@ class Generation:
         return "edit" if self.prepared.is_edit else "imagine"
 
     @property
-    def interaction(self) -> discord.Interaction:
-        return self.replies.interaction
-
-    @property
-    def member_id(self) -> int:
-        return self.interaction.user.id
-
-    @property
     def member(self) -> str:
-        """The member as log lines above DEBUG name them: the pseudonym the image API gets."""
-        return str(self.prepared.body.get("user") or "a member")
+        return member_of(self.prepared.body)
 
     async def settle(self, outcome: Outcome, error: BaseException | None = None) -> None:
         """Record how the request ended; a ledger failure is logged, never the member's."""
@@ -150,29 +197,19 @@ class Generation:
         result = self.result
         delivered = len(result.images) if result and outcome is Outcome.DELIVERED else 0
         request_id = result.request_id if result else getattr(error, "request_id", None)
-        cost = None
-        try:
-            async with asyncio.timeout(LEDGER_SETTLE_TIMEOUT):
-                # Its cost goes into the metrics once written, by the ledger (perhaps later).
-                cost = await self.ledger.settle(
-                    self.ledger_row,
-                    outcome,
-                    self.prepared,
-                    images_returned=len(result.images) if result else None,
-                    images_delivered=delivered,
-                    request_id=request_id,
-                    usage=result.usage if result else None,
-                    previews_returned=result.previews if result else 0,
-                    # Never sent (cancelled or failed before its turn): its reservation goes.
-                    sent=self.timeline.started_upstream is not None,
-                )
-        except Exception as exc:
-            log.error(
-                "the usage ledger could not settle row %s as %s (%s); it will try again",
-                self.ledger_row,
-                outcome.value,
-                type(exc).__name__,
-            )
+        cost = await settle_row(
+            self.ledger,
+            self.ledger_row,
+            outcome,
+            self.prepared,
+            images_returned=len(result.images) if result else None,
+            images_delivered=delivered,
+            request_id=request_id,
+            usage=result.usage if result else None,
+            previews_returned=result.previews if result else 0,
+            # Never sent (cancelled or failed before its turn): its reservation goes.
+            sent=self.timeline.started_upstream is not None,
+        )
         if self.moderation_log is not None:
             first = result.images[0].data if result and result.images else None
             self.moderation_log.finished(
@@ -272,29 +309,7 @@ class Generation:
                 watcher.cancel()
 
     async def _record_sending(self) -> None:
-        """Before anything is sent: the ledger's row says it may have been, so that if this
-        process dies now its reservation is kept, not released (bot/store/ledger.py). Raises
-        :class:`NotRecorded` when it cannot say so, or the row was settled meanwhile by another
-        process (this one had lost touch with the database for longer than its lease)."""
-        if self.ledger_row is None:
-            return
-        try:
-            async with asyncio.timeout(LEDGER_SENDING_TIMEOUT):
-                pending = await self.ledger.sending(self.ledger_row)
-        except Exception as exc:
-            log.error(
-                "the usage ledger could not record that row %s is being sent (%s); not sent",
-                self.ledger_row,
-                type(exc).__name__,
-            )
-            raise NotRecorded from None
-        if not pending:
-            log.warning(
-                "row %s was settled as abandoned by another process while this one could not "
-                "reach the database; not sent",
-                self.ledger_row,
-            )
-            raise NotRecorded
+        await record_sending(self.ledger, self.ledger_row)
 
     async def _show_position(self, ticket: Ticket) -> None:
         # Polled rather than pushed: one edit per interval at most, whatever the churn ahead.
@@ -304,6 +319,51 @@ class Generation:
                 shown = ticket.position
                 await self.replies.show_progress(QUEUED.format(n=shown))
             await asyncio.sleep(POSITION_UPDATE_INTERVAL)
+
+
+async def settle_row(
+    ledger: Ledger, row: int, outcome: Outcome, prepared: Priced, **settlement: Any
+) -> Decimal | None:
+    """Settle ``row`` (see :meth:`Ledger.settle`): its cost, or None where the ledger failed,
+    which is logged, never the member's (the ledger writes it later). The cost goes into the
+    metrics once written."""
+    try:
+        async with asyncio.timeout(LEDGER_SETTLE_TIMEOUT):
+            return await ledger.settle(row, outcome, prepared, **settlement)
+    except Exception as exc:
+        log.error(
+            "the usage ledger could not settle row %s as %s (%s); it will try again",
+            row,
+            outcome.value,
+            type(exc).__name__,
+        )
+        return None
+
+
+async def record_sending(ledger: Ledger, row: int | None) -> None:
+    """Before anything is sent: the ledger's row says it may have been, so that if this
+    process dies now its reservation is kept, not released (bot/store/ledger.py). Raises
+    :class:`NotRecorded` when it cannot say so, or the row was settled meanwhile by another
+    process (this one had lost touch with the database for longer than its lease)."""
+    if row is None:
+        return
+    try:
+        async with asyncio.timeout(LEDGER_SENDING_TIMEOUT):
+            pending = await ledger.sending(row)
+    except Exception as exc:
+        log.error(
+            "the usage ledger could not record that row %s is being sent (%s); not sent",
+            row,
+            type(exc).__name__,
+        )
+        raise NotRecorded from None
+    if not pending:
+        log.warning(
+            "row %s was settled as abandoned by another process while this one could not "
+            "reach the database; not sent",
+            row,
+        )
+        raise NotRecorded
 
 
 async def _ready(buttons: asyncio.Task[ButtonsFor | None] | None) -> ButtonsFor | None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from bot.config import Settings
 from bot.images import ImageClient, ImageError
+from bot.images.text import TextModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -76,3 +77,20 @@ async def discover(client: ImageClient, settings: Settings) -> ModelOffer:
             offer.default,
         )
     return offer
+
+
+def text_model_offered(
+    settings: Settings, endpoint: tuple[str, ...] | None
+) -> tuple[TextModelSpec | None, str | None]:
+    """The text model /describe and Enhance use (TEXT_MODEL), or None with the sentence saying
+    why they are not offered: it is turned off, or the endpoint lists its models and lacks it.
+    Where the endpoint does not list its models, it is offered (a call then says what failed)."""
+    spec = settings.text_spec
+    if spec is None:
+        return None, "TEXT_MODEL is empty, so /describe and Enhance are not offered"
+    if endpoint is not None and spec.name not in endpoint:
+        return None, (
+            f"the endpoint does not list the text model {spec.name} (TEXT_MODEL), so /describe "
+            "and Enhance are not offered"
+        )
+    return spec, None

@@ -23,6 +23,7 @@ import discord
 from bot.discord_out.replies import step_timeout
 from bot.i18n import Text, _
 from bot.images import ImageRequest, Policy
+from bot.requests.where import where
 from bot.store.budgets import Budget
 from bot.store.server_settings import Rules, SettingsStore, mentioned_channels
 
@@ -110,19 +111,21 @@ async def apply_server_settings(
     default stands in, never a refusal, and the request's size and quality (which were the
     preferred model's) are left to the model that stands in. ``rules``: what the configuration
     lets a server choose; ``store``: the servers' settings."""
+    # Outside a server that installed the bot (personal scope: None) there are no settings.
+    guild_id = where(interaction).guild_id
     try:
         async with asyncio.timeout(step_timeout(interaction, SETTINGS_TIMEOUT)):
-            chosen = await store.get(interaction.guild_id)
+            chosen = await store.get(guild_id)
     except Exception as exc:
         log.error("could not read the server's settings: %r", exc)
         return SETTINGS_UNAVAILABLE
     tier = None
-    if interaction.guild_id is not None:
+    if guild_id is not None:  # a server that installed the bot: its tiers and bars apply
         tier = rules.member_tier(chosen, interaction.user.id, role_ids(interaction.user))
         if tier.barred:  # before anything else: nothing is counted, nothing paid
             return BARRED
     channels = chosen.channels
-    if channels is not None and interaction.guild_id is not None:
+    if channels is not None and guild_id is not None:
         parent = getattr(interaction.channel, "parent_id", None)  # a thread counts as its channel
         if interaction.channel_id not in channels and parent not in channels:
             return _where_it_works(interaction, channels, command)

@@ -9,8 +9,11 @@ images requested. The check and the insert are one transaction, serialised per m
 server (see :meth:`bot.store.ledger.Ledger.admitted`), so that simultaneous requests cannot
 overspend.
 
-A member's budget counts their requests in that server (a direct message counts with their other
-direct messages), so that a server's own budgets later stay its own. Anyone may invite the bot to
+A member's budget counts their requests in that server, so that a server's own budgets stay its
+own. Outside every server that installed the bot (a DM, a group DM, a server used through the
+member's own install) the request is the member's personal scope (``guild_id`` None,
+bot/requests/where.py): MEMBER_BUDGET counts their personal requests as a window of its own, and
+no server's budget ever counts them. Anyone may invite the bot to
 servers they create, each with a fresh MEMBER_BUDGET and SERVER_BUDGET: the operator's two
 bot-wide budgets bound that. USER_BUDGET counts a Discord user's requests in every server and
 direct message together, TOTAL_BUDGET every request of the bot. Neither is a server's to change.
@@ -144,6 +147,8 @@ PRICE_UNKNOWN_SERVER = _(
     "model."
 )
 
+# MEMBER_BUDGET outside every server that installed the bot: a window of its own.
+PERSONAL_BUDGET = _("Your personal budget (DMs and servers that have not installed this bot)")
 MAX_BUDGET_USD = Decimal(1_000_000)
 MAX_BUDGET_IMAGES = Decimal(1_000_000)
 BUDGET_ACCEPTS = _(
@@ -207,6 +212,7 @@ class BudgetRefusal:
     used: Decimal
     needed: Decimal
     resets_at: dt.datetime
+    personal: bool = False  # in the member's personal scope: DMs, servers without the bot
 
     def sentence(self) -> Text:
         budget = self.budget
@@ -225,7 +231,9 @@ class BudgetRefusal:
             used = MONEY_USED.format(amount=budget.describe(self.used))
             needed = REQUEST_MAY_COST.format(amount=budget.describe(self.needed))
         return REFUSAL[budget.period].format(
-            whose=WHOSE[self.scope],
+            whose=PERSONAL_BUDGET
+            if self.scope is Scope.MEMBER and self.personal
+            else WHOSE[self.scope],
             budget=budget.describe(),
             used=used,
             needed=needed,

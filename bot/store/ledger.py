@@ -98,6 +98,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionma
 
 from bot.images import PreparedRequest
 from bot.images.pricing import SIX_PLACES, estimate_cost, settle_cost, token_count
+from bot.images.text import PreparedText, text_estimate, text_settle
 from bot.observability.metrics import Metrics
 from bot.store.budgets import Budget, BudgetRefusal, OverBudget, PriceUnknown, Scope
 from bot.store.db import (
@@ -110,6 +111,10 @@ from bot.store.db import (
 from bot.store.db.schema import MONEY, ledger_leases, usage_ledger
 
 log = logging.getLogger(__name__)
+
+# What a row records: an image request, or a text model's (describe, enhance: no images, priced
+# per token by bot/images/text.py).
+Priced = PreparedRequest | PreparedText
 
 REQUEST_ID_CHARS = 100  # the column's width; the engine already bounds request ids to this
 # Seconds between attempts to write settlements the database did not take: short at first (a
@@ -170,6 +175,20 @@ def _priced(price: Any, what: str) -> Decimal | None:
         log.exception("could not work out the %s of a generation; recorded as unknown", what)
         return None
     return value if isinstance(value, Decimal) else None
+
+
+def _estimate(prepared: Priced) -> Decimal | None:
+    if isinstance(prepared, PreparedText):
+        return text_estimate(prepared)
+    return estimate_cost(prepared)
+
+
+def _settle_cost(
+    prepared: Priced, usage: Mapping[str, Any] | None, returned: int, previews: int
+) -> Decimal | None:
+    if isinstance(prepared, PreparedText):
+        return text_settle(prepared, usage)
+    return settle_cost(prepared, usage, returned, previews=previews)
 
 
 def _lock_key(scope: Scope, guild_id: int | None, member_id: int | None = None) -> int:
@@ -339,17 +358,22 @@ class Ledger:
 
     async def admitted(
         self,
-        prepared: PreparedRequest,
+        prepared: Priced,
         *,
         member_id: int,
         guild_id: int | None,
         channel_id: int | None,
         at: dt.datetime | None = None,
         chosen_budgets: tuple[tuple[Budget, ...], tuple[Budget, ...]] | None = None,
+        context: str = "guild",
+        installation: str = "guild",
     ) -> int:
         """Record an admitted request as pending, with its estimated cost; return its row id.
         ``chosen_budgets``: the member's and the server's budgets of this server (its settings), in
         place of the defaults the ledger was made with; the user's and the bot's always apply.
+        ``guild_id`` None: the member's personal scope (a DM, a group DM, a server that did not
+        install the bot), whose MEMBER_BUDGET is a window of its own; ``context`` and
+        ``installation`` say which (bot/requests/where.py).
 
         Raises :class:`~bot.store.budgets.OverBudget` or :class:`~bot.store.budgets.PriceUnknown`
         when a
@@ -358,7 +382,7 @@ class Ledger:
         if self._engine is None:
             raise RuntimeError("the ledger is not open")
         at = at or dt.datetime.now(dt.UTC)
-        estimate = _priced(lambda: estimate_cost(prepared), "estimated cost")
+        estimate = _priced(lambda: _estimate(prepared), "estimated cost")
         row = {
             "requested_at": at,
             "guild_id": guild_id,
@@ -373,6 +397,8 @@ class Ledger:
             "outcome": Outcome.PENDING.value,
             "estimated_cost": estimate,
             "owner": self._lease.owner,
+            "context": context,
+            "installation": installation,
         }
         budgets = self._budgets(guild_id, chosen_budgets)
         _priced_where_needed(budgets, prepared, estimate)
@@ -386,7 +412,8 @@ class Ledger:
                     await self._lock(connection, scope, member_id, guild_id)
                     locked.add(scope)
                 used = await _used(connection, scope, budget, member_id, guild_id, at)
-                refusal = _refusal(scope, budget, used, _needed(budget, prepared, estimate), at)
+                needed = _needed(budget, prepared, estimate)
+                refusal = _refusal(scope, budget, used, needed, at, personal=guild_id is None)
                 if refusal is not None:
                     raise OverBudget(refusal)
             if not self._lease.fresh():  # in the row's transaction: never a row without a lease
@@ -401,7 +428,7 @@ class Ledger:
 
     async def check_budgets(
         self,
-        prepared: PreparedRequest,
+        prepared: Priced,
         *,
         member_id: int,
         guild_id: int | None,
@@ -415,7 +442,7 @@ class Ledger:
         if not budgets:
             return
         at = at or dt.datetime.now(dt.UTC)
-        estimate = _priced(lambda: estimate_cost(prepared), "estimated cost")
+        estimate = _priced(lambda: _estimate(prepared), "estimated cost")
         _priced_where_needed(budgets, prepared, estimate)
         async with self.engine.connect() as connection:  # a read (SQLite: WAL, no lock)
             await _within(connection, budgets, prepared, estimate, member_id, guild_id, at)
@@ -477,7 +504,7 @@ class Ledger:
         self,
         row_id: int,
         outcome: Outcome,
-        prepared: PreparedRequest,
+        prepared: Priced,
         *,
         images_returned: int | None = None,
         images_delivered: int = 0,
@@ -503,7 +530,7 @@ class Ledger:
         elif images_returned is not None:
             returned = images_returned
             cost = _priced(
-                lambda: settle_cost(prepared, usage, returned, previews=previews_returned), "cost"
+                lambda: _settle_cost(prepared, usage, returned, previews_returned), "cost"
             )
         values = _settled(
             outcome,
@@ -721,7 +748,7 @@ class _Keeper(tasks.Loop[Any]):
 
 def _command(kind: str) -> str:
     """What the metrics count a row's request under (see Generation.command)."""
-    return "edit" if kind == "edit" else "imagine"
+    return kind if kind in ("edit", "describe", "enhance") else "imagine"
 
 
 def _database_clock(sqlite_database: bool) -> ColumnElement[float]:
@@ -828,21 +855,28 @@ async def _used(
     )
 
 
-def _needed(budget: Budget, prepared: PreparedRequest, estimate: Decimal | None) -> Decimal:
+def _needed(budget: Budget, prepared: Priced, estimate: Decimal | None) -> Decimal:
     return Decimal(prepared.count) if budget.images else (estimate or Decimal(0))
 
 
 def _refusal(
-    scope: Scope, budget: Budget, used: Decimal, needed: Decimal, at: dt.datetime
+    scope: Scope,
+    budget: Budget,
+    used: Decimal,
+    needed: Decimal,
+    at: dt.datetime,
+    *,
+    personal: bool = False,
 ) -> BudgetRefusal | None:
-    """Whether ``budget`` leaves room for ``needed`` beside ``used``; the refusal when not."""
+    """Whether ``budget`` leaves room for ``needed`` beside ``used``; the refusal when not.
+    ``personal``: the request is in the member's personal scope (no server's)."""
     if used + needed <= budget.amount:
         return None
-    return BudgetRefusal(scope, budget, used, needed, budget.period.reset(at))
+    return BudgetRefusal(scope, budget, used, needed, budget.period.reset(at), personal=personal)
 
 
 def _priced_where_needed(
-    budgets: list[tuple[Scope, Budget]], prepared: PreparedRequest, estimate: Decimal | None
+    budgets: list[tuple[Scope, Budget]], prepared: Priced, estimate: Decimal | None
 ) -> None:
     """A money budget cannot count a request whose price is unknown: PriceUnknown."""
     if any(not budget.images for _, budget in budgets) and estimate is None:
@@ -853,7 +887,7 @@ def _priced_where_needed(
 async def _within(
     connection: AsyncConnection,
     budgets: list[tuple[Scope, Budget]],
-    prepared: PreparedRequest,
+    prepared: Priced,
     estimate: Decimal | None,
     member_id: int,
     guild_id: int | None,
@@ -862,7 +896,8 @@ async def _within(
     """Raise OverBudget where a budget has no room for the request beside what it counts."""
     for scope, budget in budgets:
         used = await _used(connection, scope, budget, member_id, guild_id, at)
-        refusal = _refusal(scope, budget, used, _needed(budget, prepared, estimate), at)
+        needed = _needed(budget, prepared, estimate)
+        refusal = _refusal(scope, budget, used, needed, at, personal=guild_id is None)
         if refusal is not None:
             raise OverBudget(refusal)
 
@@ -875,7 +910,7 @@ def _new_future() -> asyncio.Future[Any]:
 class _Admission:
     row: dict[str, Any]
     budgets: list[tuple[Scope, Budget]]
-    prepared: PreparedRequest
+    prepared: Priced
     estimate: Decimal | None
     written: asyncio.Future[int] = field(default_factory=lambda: _new_future())
 
@@ -1039,7 +1074,14 @@ class _GroupCommit:
                     row["requested_at"],
                 )
             needed = _needed(budget, admission.prepared, admission.estimate)
-            refusal = _refusal(scope, budget, totals[key], needed, row["requested_at"])
+            refusal = _refusal(
+                scope,
+                budget,
+                totals[key],
+                needed,
+                row["requested_at"],
+                personal=row["guild_id"] is None,
+            )
             if refusal is not None:
                 return refusal
             needs.append((key, needed))

@@ -36,9 +36,14 @@ class Totals:
 
 
 def _period(
-    since: dt.date | dt.datetime | None, server: int | None, member: int | None = None
+    since: dt.date | dt.datetime | None,
+    server: int | None,
+    member: int | None = None,
+    *,
+    personal: bool = False,
 ) -> ColumnElement[bool]:
-    """Rows from ``since`` (a day: from its midnight UTC) in one server, of one member."""
+    """Rows from ``since`` (a day: from its midnight UTC) in one server (``personal``: in the
+    members' personal scope, outside every server that installed the bot), of one member."""
     conditions: list[ColumnElement[bool]] = []
     if since is not None:
         start = (
@@ -47,7 +52,9 @@ def _period(
             else dt.datetime.combine(since, dt.time(), tzinfo=dt.UTC)
         )
         conditions.append(usage_ledger.c.requested_at >= start)
-    if server is not None:
+    if personal:
+        conditions.append(usage_ledger.c.guild_id.is_(None))
+    elif server is not None:
         conditions.append(usage_ledger.c.guild_id == server)
     if member is not None:
         conditions.append(usage_ledger.c.member_id == member)
@@ -84,21 +91,23 @@ async def overall(
     since: dt.date | dt.datetime | None,
     server: int | None,
     member: int | None = None,
+    *,
+    personal: bool = False,
 ) -> Totals:
-    """The period's totals, in one server, of one member (key ``all``)."""
-    query = select(*_aggregates()).where(_period(since, server, member))
+    """The period's totals, in one server (or ``personal``), of one member (key ``all``)."""
+    query = select(*_aggregates()).where(_period(since, server, member, personal=personal))
     async with engine.connect() as connection:
         row = (await connection.execute(query)).one()
     return _totals(("all", *row))
 
 
 async def recent(
-    engine: AsyncEngine, server: int | None, member: int, limit: int = 10
+    engine: AsyncEngine, server: int | None, member: int, limit: int = 10, *, personal: bool = False
 ) -> list[Any]:
-    """A member's latest requests in one server, newest first."""
+    """A member's latest requests in one server (or ``personal``), newest first."""
     query = (
         select(usage_ledger)
-        .where(_period(None, server, member))
+        .where(_period(None, server, member, personal=personal))
         .order_by(usage_ledger.c.id.desc())
         .limit(limit)
     )

@@ -28,7 +28,9 @@ class ImagineCog(commands.Cog, name="Imagine"):
         self.bot = bot
         self.settings = services.settings
         self.admission = admission
-        self.command = build_imagine_command(services, admission.admit)
+        features = bot.text_features
+        enhance = features.enhance if features is not None and features.spec else None
+        self.command = build_imagine_command(services, admission.admit, enhance)
 
     async def cog_load(self) -> None:
         self.bot.tree.add_command(self.command)

@@ -11,6 +11,7 @@ from discord import app_commands
 from bot.i18n.commands import command_text
 from bot.images import MAX_FRAMES, MIN_FRAMES, ImageRequest
 from bot.requests.buttons import Admit
+from bot.requests.describe import NOT_OFFERED
 from bot.requests.options import (
     PROMPT_MAX,
     SHARED_OPTION_NAMES,
@@ -41,8 +42,12 @@ CHOICE_LABELS = {
 }
 
 
-def build_imagine_command(services: Services, admit: Admit) -> app_commands.Command[Any, ..., None]:
-    """/imagine, with choices taken from the configuration and the models the endpoint serves."""
+def build_imagine_command(
+    services: Services, admit: Admit, enhance: Admit | None = None
+) -> app_commands.Command[Any, ..., None]:
+    """/imagine, with choices taken from the configuration and the models the endpoint serves;
+    ``enhance`` admits a request whose prompt the text model enhances first (None: no text model
+    is offered, and the option is answered with a sentence)."""
     settings, offer = services.settings, services.offer
     catalog = settings.catalog
     offered = [catalog[name] for name in offer.models]
@@ -59,6 +64,7 @@ def build_imagine_command(services: Services, admit: Admit) -> app_commands.Comm
     def labelled(*values: str) -> list[app_commands.Choice[str]]:
         return [app_commands.Choice(name=CHOICE_LABELS[value], value=value) for value in values]
 
+    enhancer = enhance  # the option of the same name shadows it inside the command
     size_autocomplete, quality_autocomplete = autocompletes_following_the_model(
         catalog, offer.default
     )
@@ -76,6 +82,7 @@ def build_imagine_command(services: Services, admit: Admit) -> app_commands.Comm
         frames=command_text("frames"),
         frame_ms=command_text("frame_ms"),
         private=command_text("private"),
+        enhance=command_text("enhance"),
     )
     @app_commands.describe(
         prompt=command_text("What to draw"),
@@ -101,6 +108,9 @@ def build_imagine_command(services: Services, admit: Admit) -> app_commands.Comm
             "Animated GIF only: how long each frame shows, in milliseconds (default 200)"
         ),
         private=command_text("Show the images to you only (and what is made from them)"),
+        enhance=command_text(
+            "Let a text model rewrite the prompt into a richer one first (you see it)"
+        ),
     )
     @app_commands.choices(
         model=model_choices,
@@ -124,6 +134,7 @@ def build_imagine_command(services: Services, admit: Admit) -> app_commands.Comm
         frames: app_commands.Range[int, MIN_FRAMES, MAX_FRAMES] | None = None,
         frame_ms: app_commands.Range[int, 20, FRAME_MS_MAX] | None = None,
         private: bool = False,
+        enhance: bool = False,
     ) -> None:
         request = ImageRequest(
             prompt=prompt,
@@ -139,6 +150,11 @@ def build_imagine_command(services: Services, admit: Admit) -> app_commands.Comm
             frame_count=frames,
             frame_duration_ms=frame_ms,
         )
-        await admit(interaction, request, private=private)
+        if not enhance:
+            await admit(interaction, request, private=private)
+        elif enhancer is None:
+            await interaction.response.send_message(NOT_OFFERED, ephemeral=True)
+        else:
+            await enhancer(interaction, request, private=private)
 
     return imagine_command

@@ -20,6 +20,7 @@ from discord.ext import commands
 from bot.discord_out.replies import clip, fit_content, fit_embed, time_to_acknowledge
 from bot.i18n import _, joined, localize
 from bot.i18n.commands import command_text
+from bot.requests.where import where
 from bot.services import Services
 from bot.store.server_settings import (
     ADD,
@@ -59,6 +60,10 @@ SHOW_TITLE = _("/imagine settings on this server")
 IS_DEFAULT = _("{value} (default)")
 CHANGED_BY = _("{value}\nchanged by {member} {when}")
 RESET_CHOICE = _("{setting}: {description}")
+NO_SERVER_SETTINGS = (
+    "There are no server settings here: this is not a server that installed the bot, so your "
+    "own limits and budget apply. A server's managers change its settings in that server."
+)
 TOO_MANY_TIERS = f"A server can give tiers to at most {MAX_TIERS} roles: remove one first."
 TOO_MANY_BARRED = (
     f"A server can bar at most {MAX_BARRED} members one by one: bar a role instead, or lift a bar."
@@ -87,7 +92,6 @@ class SettingsCog(commands.Cog, name="Settings"):
             name=command_text("imagine-settings"),
             description=command_text("How /imagine behaves on this server"),
             default_permissions=discord.Permissions(manage_guild=True),
-            guild_only=True,
         )
         offered = [app_commands.Choice(name=name, value=name) for name in self.offered()][:25]
         settings = [
@@ -266,6 +270,8 @@ class SettingsCog(commands.Cog, name="Settings"):
     ) -> None:
         """Check and store one setting (``text`` None: reset it), recording who and when."""
         guild = interaction.guild
+        if await _refused_outside_servers(interaction):
+            return
         if guild is None or not interaction.permissions.manage_guild:
             await _answer(interaction, MANAGERS_ONLY)
             return
@@ -325,6 +331,8 @@ class SettingsCog(commands.Cog, name="Settings"):
 
     async def show(self, interaction: discord.Interaction) -> None:
         guild = interaction.guild
+        if await _refused_outside_servers(interaction):
+            return
         if guild is None or not interaction.permissions.manage_guild:
             await _answer(interaction, MANAGERS_ONLY)
             return
@@ -501,3 +509,12 @@ async def _answer(
         await interaction.response.send_message(content, ephemeral=True)
     else:
         await interaction.response.send_message(content, embed=embed, ephemeral=True)
+
+
+async def _refused_outside_servers(interaction: discord.Interaction) -> bool:
+    """Outside a server that installed the bot (a DM, a group DM, a user install in another
+    server) there are no server settings: the member is told so (True)."""
+    if not where(interaction).personal:
+        return False
+    await interaction.response.send_message(NO_SERVER_SETTINGS, ephemeral=True)
+    return True

@@ -4,7 +4,9 @@
 Every figure comes from :mod:`bot.store.usage`, the queries ``python -m bot usage`` prints, and what
 is
 left of a budget from :func:`bot.store.ledger.counted_since`, what the budget check itself counts.
-Everything is private (ephemeral).
+Everything is private (ephemeral). Outside a server that installed the bot (a DM, a group DM, a
+user install in another server) a member's own view is their personal scope (bot/requests/where.py)
+and ``scope:server`` is refused; in a server, their personal spending this month gets a line.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from bot.discord_out.replies import DISCORD_FAILURES, fit_embed
 from bot.i18n import Text, _, money, ngettext
 from bot.i18n.commands import command_text
 from bot.requests.server_admission import role_ids
+from bot.requests.where import where
 from bot.services import Services
 from bot.store.budgets import Budget, Period
 from bot.store.ledger import counted_since
@@ -73,6 +76,16 @@ OUTCOMES = {
     "cancelled": _("cancelled"),
     "abandoned": _("abandoned"),
 }
+NO_SERVER_HERE = _(
+    "This is not a server that installed the bot, so there is no server usage here: "
+    "/usage shows your personal spending."
+)
+PERSONAL_TITLE = _("Your personal usage (DMs, group DMs, servers without the bot)")
+PERSONAL_FIELD = _("Personal (DMs and servers without the bot)")
+THIS_MONTH_TOTALS = _("This month: {totals}")
+YOURS_PERSONAL = _("Yours (personal): {line}")
+YOURS_ANYWHERE = _("Yours everywhere: {line}")
+NO_PERSONAL_BUDGET = _("No personal budget.")
 CHART_DAYS = 30
 TOP_MEMBERS = 10
 RECENT_REQUESTS = 10
@@ -115,7 +128,6 @@ class UsageCog(commands.Cog, name="Usage"):
                 ),
             ]
         )
-        @app_commands.guild_only()
         async def usage(interaction: discord.Interaction, scope: str = "mine") -> None:
             if scope == "server":
                 await self.server_usage(interaction)
@@ -127,16 +139,16 @@ class UsageCog(commands.Cog, name="Usage"):
     # -- a member's own --------------------------------------------------------------------------
 
     async def member_usage(self, interaction: discord.Interaction) -> None:
-        assert interaction.guild_id is not None  # the command is guild only
+        guild_id = where(interaction).guild_id  # None: the member's personal scope
         # Several queries: a busy database must not outlast Discord's 3 seconds to answer.
         await interaction.response.defer(ephemeral=True, thinking=True)
         try:
-            embed = await self._member_embed(
-                interaction.guild_id,
-                interaction.user.id,
-                interaction.locale,
-                role_ids(interaction.user),
-            )
+            if guild_id is None:
+                embed = await self._personal_embed(interaction.user.id, interaction.locale)
+            else:
+                embed = await self._member_embed(
+                    guild_id, interaction.user.id, interaction.locale, role_ids(interaction.user)
+                )
         except Exception:
             log.exception("could not read a member's usage")
             await interaction.edit_original_response(
@@ -187,12 +199,56 @@ class UsageCog(commands.Cog, name="Usage"):
             value=_clip(latest or NONE_YET.localized(locale)),
             inline=False,
         )
+        personal = await overall(engine, Period.MONTH.start(now), None, member_id, personal=True)
+        if personal.requests:
+            embed.add_field(
+                name=PERSONAL_FIELD.localized(locale),
+                value=THIS_MONTH_TOTALS.format(totals=_totals_line(personal, locale)).localized(
+                    locale
+                ),
+                inline=False,
+            )
+        return embed
+
+    async def _personal_embed(self, member_id: int, locale: discord.Locale) -> discord.Embed:
+        """The member's personal scope: what they spent outside every server that installed
+        the bot (DMs, group DMs, servers where they use their own install), and its budgets."""
+        engine = self.services.ledger.engine
+        ledger = self.services.ledger
+        now = discord.utils.utcnow()
+        since_day, since_month = Period.DAY.start(now), Period.MONTH.start(now)
+        today = await overall(engine, since_day, None, member_id, personal=True)
+        month = await overall(engine, since_month, None, member_id, personal=True)
+        embed = discord.Embed(title=PERSONAL_TITLE.localized(locale))
+        embed.add_field(
+            name=TODAY.localized(locale), value=_totals_line(today, locale), inline=False
+        )
+        embed.add_field(
+            name=THIS_MONTH.localized(locale), value=_totals_line(month, locale), inline=False
+        )
+        lines = []
+        for whose, budgets, every_server in (
+            (YOURS_PERSONAL, ledger.member_budget, False),
+            (YOURS_ANYWHERE, ledger.user_budget, True),
+        ):
+            for budget in budgets:
+                line = await self._budget_line(budget, None, member_id, now, every_server)
+                lines.append(whose.format(line=line).localized(locale))
+        budget_lines = "\n".join(lines) or NO_PERSONAL_BUDGET.localized(locale)
+        embed.add_field(name=BUDGETS.localized(locale), value=_clip(budget_lines), inline=False)
+        rows = await recent(engine, None, member_id, RECENT_REQUESTS, personal=True)
+        latest = "\n".join(_request_line(row).localized(locale) for row in rows)
+        embed.add_field(
+            name=LATEST.localized(locale),
+            value=_clip(latest or NONE_YET.localized(locale)),
+            inline=False,
+        )
         return embed
 
     async def _budget_line(
         self,
         budget: Budget,
-        guild_id: int,
+        guild_id: int | None,
         member_id: int | None,
         now: dt.datetime,
         every_server: bool,
@@ -218,7 +274,11 @@ class UsageCog(commands.Cog, name="Usage"):
     # -- the server's, for its managers --------------------------------------------------------
 
     async def server_usage(self, interaction: discord.Interaction) -> None:
-        assert interaction.guild_id is not None  # the command is guild only
+        if where(interaction).personal or interaction.guild_id is None:
+            await interaction.response.send_message(
+                NO_SERVER_HERE.localized(interaction.locale), ephemeral=True
+            )
+            return
         if not interaction.permissions.manage_guild:
             await interaction.response.send_message(
                 MANAGERS_ONLY.localized(interaction.locale), ephemeral=True

@@ -13,7 +13,7 @@ import pytest
 from bot.app import ImagineBot, ModerationUnusable
 from tests.cogs.conftest import make_settings
 from tests.conftest import API_KEY
-from tests.fakes.images_api import OPENAI_RETIRED, FakeImagesAPI
+from tests.fakes.images_api import OPENAI_RETIRED, TEXT_MODELS, FakeImagesAPI
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -76,6 +76,25 @@ async def test_check_says_the_endpoint_accepts_the_key(
     assert code == 0, err
     assert "accepts the key" in out
     assert images_api.generation_requests == []
+
+
+async def test_check_says_whether_the_text_model_is_served(tmp_path: Path) -> None:
+    """A gateway without TEXT_MODEL: /describe and Enhance are not offered, and check says so;
+    one that lists it: check names it."""
+    for served, said in [
+        (frozenset(), "warning: the endpoint does not list the text model gpt-5.4-mini"),
+        (TEXT_MODELS, "text model (/describe, Enhance): gpt-5.4-mini"),
+    ]:
+        fake = FakeImagesAPI(api_key=API_KEY, text_models=served)
+        await fake.start()
+        try:
+            env = {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": fake.base_url}
+            code, out, err = await run_cli("check", env=env, cwd=tmp_path)
+        finally:
+            await fake.close()
+        assert code == 0, err
+        assert said in out
+        assert fake.chat_requests == []  # nothing paid for
 
 
 async def test_missing_configuration_is_one_sentence(tmp_path: Path) -> None:

@@ -45,7 +45,7 @@ LEDGER_COLUMNS = {
     "id", "requested_at", "settled_at", "guild_id", "channel_id", "member_id", "kind", "model",
     "size", "quality", "images_requested", "images_delivered", "outcome", "request_id",
     "input_text_tokens", "input_image_tokens", "output_tokens", "estimated_cost", "cost", "owner",
-    "sent_at",
+    "sent_at", "context", "installation",
 }  # fmt: skip
 DISCORD_ID = 1_234_567_890_123_456_789  # a snowflake: needs 64 bits
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,11 +8,15 @@ simcord cannot see; these helpers declare such waits as intended (`env.external_
 from __future__ import annotations
 
 import asyncio
+import io
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import simcord.interactions
+
+from bot.observability.logs import json_handler
 
 CALLBACK_DEFER = 5  # the interaction callback type of a deferred reply
 
@@ -101,3 +105,17 @@ async def finish(env: Any, seconds: float = 20.0) -> None:
             return
         await asyncio.sleep(0.01)
     raise AssertionError(f"{len(admission.jobs)} job(s) still running after {seconds}s")
+
+
+@contextmanager
+def json_log_lines(settings: Any) -> Iterator[io.StringIO]:
+    """Every line logged meanwhile, as the bot writes them with LOG_FORMAT=json, in a stream."""
+    stream = io.StringIO()
+    handler = json_handler(settings, stream)
+    handler.setLevel(logging.DEBUG)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield stream
+    finally:
+        root.removeHandler(handler)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,9 +18,8 @@ from sqlalchemy import text
 from bot.__main__ import _health
 from bot.app import ImagineBot
 from bot.config import Settings
-from bot.observability.logs import json_handler
 from tests.cogs.conftest import make_settings
-from tests.cogs.support import declare_generation_waits, finish, uploaded
+from tests.cogs.support import declare_generation_waits, finish, json_log_lines, uploaded
 from tests.conftest import API_KEY
 from tests.fakes.images_api import FakeImagesAPI, api_error
 
@@ -240,18 +238,11 @@ async def test_without_metrics_port_no_server_listens(simcord_env: Any) -> None:
 async def test_json_log_lines_of_a_request_carry_its_ids_and_no_key(
     simcord_env: Any, channel: Any, alice: Any, bob: Any, images_api: FakeImagesAPI
 ) -> None:
-    stream = io.StringIO()
-    handler = json_handler(simcord_env.bot.settings, stream)
-    handler.setLevel(logging.DEBUG)
-    root = logging.getLogger()
-    root.addHandler(handler)
-    try:
+    with json_log_lines(simcord_env.bot.settings) as stream:
         declare_generation_waits(simcord_env)
         await alice.slash(channel, "imagine", prompt="a cat")
         await bob.slash(channel, "imagine", prompt="a dog")
         await finish(simcord_env)
-    finally:
-        root.removeHandler(handler)
 
     written = stream.getvalue()
     assert API_KEY not in written

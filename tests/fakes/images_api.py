@@ -24,7 +24,9 @@ from typing import Any
 
 from aiohttp import BodyPartReader, web
 from jsonschema import Draft202012Validator
+from openai.types.chat.completion_create_params import CompletionCreateParamsNonStreaming
 from PIL import Image, UnidentifiedImageError
+from pydantic import TypeAdapter, ValidationError
 from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
@@ -75,6 +77,101 @@ GPT_ONLY_FIELDS = (
 PROMPT_LIMIT = {"dall-e-2": 1000, "dall-e-3": 4000}
 EVENT_STREAM = "text/event-stream"
 NO_BUFFERING = {"Cache-Control": "no-cache"}
+
+# -- chat completions (describe, enhance): bodies checked against the SDK's own request type ------
+
+CHAT_REQUEST = TypeAdapter(CompletionCreateParamsNonStreaming)
+CHAT_FIELDS = (
+    CompletionCreateParamsNonStreaming.__required_keys__
+    | CompletionCreateParamsNonStreaming.__optional_keys__
+)
+# The text models the fake serves when a test gives it some (`text_models`): the bot's default.
+TEXT_MODELS = frozenset({"gpt-5.4-mini", "gpt-4.1-mini"})
+IMAGE_TOKENS_LOW = 85  # what a `detail: low` image costs on the tile-counted models
+
+
+def chat_problem(body: Any) -> str | None:
+    """Why the real chat completions endpoint would refuse ``body``, or None."""
+    if not isinstance(body, dict):
+        return "the body is not a JSON object"
+    unknown = set(body) - CHAT_FIELDS
+    if unknown:
+        return f"Unrecognized request argument supplied: {', '.join(sorted(unknown))}"
+    if any(value is None for value in body.values()):
+        return "null is not allowed"
+    try:
+        CHAT_REQUEST.validate_python(body, strict=True)
+    except ValidationError as exc:
+        return f"invalid body: {exc.errors()[0]['msg']}"
+    for message in body["messages"]:
+        content = message.get("content")
+        for part in content if isinstance(content, list) else ():
+            if part.get("type") != "image_url":
+                continue
+            url = part["image_url"]["url"]
+            head, _, data = url.partition(";base64,")
+            if not head.startswith("data:image/"):
+                return "image_url is not a data URL"
+            try:
+                Image.open(io.BytesIO(base64.b64decode(data, validate=True))).verify()
+            except (ValueError, UnidentifiedImageError):
+                return "image_url holds no image"
+    return None
+
+
+def chat_completion(body: dict[str, Any], text: str, usage: dict[str, Any] | None) -> bytes:
+    document: dict[str, Any] = {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": body["model"],
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "stop",
+                "message": {"role": "assistant", "content": text, "refusal": None},
+                "logprobs": None,
+            }
+        ],
+    }
+    if usage is not None:
+        document["usage"] = usage
+    return json.dumps(document).encode()
+
+
+def _chat_images(body: dict[str, Any]) -> int:
+    return sum(
+        1
+        for message in body["messages"]
+        if isinstance(message.get("content"), list)
+        for part in message["content"]
+        if part.get("type") == "image_url"
+    )
+
+
+def chat_answer(body: dict[str, Any]) -> str:
+    """Four numbered prompts for a description (the bot takes the numbering off), else the
+    prompt enhanced."""
+    instructions = body["messages"][0]["content"]
+    if "four" in instructions:
+        return "\n".join(
+            f"{n}. A small red square on a white field, flat colour, study {n}" for n in range(1, 5)
+        )
+    prompt = body["messages"][-1]["content"]
+    return f"{prompt}, richly detailed, golden hour light, 35mm film photograph"
+
+
+def chat_usage(body: dict[str, Any], text: str) -> dict[str, Any]:
+    images = _chat_images(body)
+    prompt = len(json.dumps(body["messages"])) // 4 - images * 40 + IMAGE_TOKENS_LOW * images
+    completion = max(len(text) // 4, 1)
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"image_tokens": IMAGE_TOKENS_LOW * images, "cached_tokens": 0},
+    }
+
 
 # -- edits: the multipart form, checked against the OpenAPI spec's CreateImageEditRequest -------
 
@@ -275,6 +372,8 @@ class FakeImagesAPI:
     # An image (its bytes) that scores these categories when it is moderated.
     moderation_images: dict[bytes, dict[str, float]] = field(default_factory=dict)
     moderation_script: deque[Handler] = field(default_factory=deque)  # faults of /moderations
+    text_models: frozenset[str] = frozenset()  # listed and served by chat/completions
+    chat_script: deque[Handler] = field(default_factory=deque)  # faults for chat/completions
     _runner: web.AppRunner | None = None
     _files: dict[str, bytes] = field(default_factory=dict)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
@@ -285,6 +384,7 @@ class FakeImagesAPI:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/v1/images/generations", self._generations)
         app.router.add_post("/v1/images/edits", self._edits)
+        app.router.add_post("/v1/chat/completions", self._chat)
         if self.models_route:
             app.router.add_get("/v1/models", self._models)
         if self.moderations_route:
@@ -315,6 +415,10 @@ class FakeImagesAPI:
         return [r for r in self.requests if r.path.endswith("/moderations")]
 
     @property
+    def chat_requests(self) -> list[RecordedRequest]:
+        return [r for r in self.requests if r.path.endswith("/chat/completions")]
+
+    @property
     def edit_requests(self) -> list[RecordedRequest]:
         return [r for r in self.requests if r.path.endswith("/images/edits")]
 
@@ -343,7 +447,7 @@ class FakeImagesAPI:
         refused = self._authorised(request)
         if refused is not None:
             return refused
-        names = sorted((GPT_IMAGE | set(SIZES)) - self.retired)
+        names = sorted((GPT_IMAGE | set(SIZES) | self.text_models) - self.retired)
         data = [{"id": name, "object": "model", "owned_by": "openai"} for name in names]
         return json_response(200, json.dumps({"object": "list", "data": data}).encode())
 
@@ -391,6 +495,28 @@ class FakeImagesAPI:
             "category_applied_input_types": applied,
         }
 
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        body, refused = await self._received(request)
+        if refused is not None:
+            return refused
+        problem = chat_problem(body)
+        if problem is not None:
+            return self._invalid(problem, None, "invalid_request_error")
+        if body["model"] not in self.text_models:
+            return json_response(
+                404,
+                error_body(
+                    f"The model `{body['model']}` does not exist or you do not have access to it.",
+                    "invalid_request_error",
+                    "model_not_found",
+                ),
+            )
+        if self.chat_script:
+            return await self.chat_script.popleft()(request)
+        text = chat_answer(body)
+        answer = chat_completion(body, text, chat_usage(body, text))
+        return json_response(200, answer, {"x-request-id": f"req_chat_{next(self._ids)}"})
+
     async def _file(self, request: web.Request) -> web.StreamResponse:
         data = self._files.get(request.match_info["name"])
         if data is None:
@@ -398,8 +524,8 @@ class FakeImagesAPI:
         return web.Response(body=data, content_type="image/png")
 
     async def _received(self, request: web.Request) -> tuple[Any, web.Response | None]:
-        """A JSON request's body (its bytes if it is not JSON), recorded, and the refusal of a
-        wrong key."""
+        """A JSON request's body (its bytes where it is not JSON), recorded; and the refusal of
+        a wrong key, if any."""
         raw = await request.read()
         try:
             body: Any = json.loads(raw)

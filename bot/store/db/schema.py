@@ -54,6 +54,11 @@ usage_ledger = Table(
     # row written before it), and when its request was handed to the image service (NULL: never).
     Column("owner", String(32), nullable=True),
     Column("sent_at", DateTime(timezone=True), nullable=True),
+    # Migration 0008: where the request was made ("guild", "bot_dm" or "private_channel") and
+    # which install authorized it ("guild" or "user"). A request outside every server that
+    # installed the bot is the member's personal scope: its guild_id is NULL.
+    Column("context", String(16), nullable=False, server_default="guild"),
+    Column("installation", String(16), nullable=False, server_default="guild"),
     CheckConstraint(
         "outcome IN ('pending', 'delivered', 'refused', 'failed', 'cancelled', 'abandoned')",
         name="usage_ledger_outcome",
