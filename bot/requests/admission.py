@@ -84,20 +84,20 @@ RATE_LIMITED = _(
     "You have reached your limit of {limit}, counted across every server this bot is in. You "
     "can try again {again}."
 )
-SERVERS_ONLY = "This bot works only in servers that installed it."
-NO_FILES_HERE = (
+SERVERS_ONLY = _("This bot works only in servers that installed it.")
+NO_FILES_HERE = _(
     "This server does not let apps attach files in this channel, so the bot cannot post images "
     "here. Try another channel, or your DM with the bot."
 )
 LIMITER_TIMEOUT = 1.5  # seconds; Discord wants an answer within 3
-MODERATION_REFUSED = (
+MODERATION_REFUSED = _(
     "This server's moderation check refused this request, so it was not sent. Nothing was charged."
 )
-NOT_CHECKED = (
+NOT_CHECKED = _(
     "This request could not be checked by this server's moderation check right now, so it was "
     "not sent. Nothing was charged: please try again soon."
 )
-NO_MODERATION_ROUTE = (
+NO_MODERATION_ROUTE = _(
     "This server checks requests with a moderation check that this bot's image service does "
     "not have, so it was not sent: a manager can turn it off with /imagine-settings moderation."
 )

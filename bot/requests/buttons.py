@@ -42,7 +42,7 @@ import discord
 from bot.discord_out.delivery import Upload
 from bot.discord_out.posting import ButtonsFor
 from bot.discord_out.replies import DISCORD_FAILURES, Replies, step_timeout
-from bot.i18n import Text, _, localize
+from bot.i18n import Text, _, localize, ngettext
 from bot.images import Catalog, ImageRequest
 from bot.images.larger import larger_size
 from bot.requests.generation import TOKEN_LIFETIME, TOKEN_MARGIN, Generation
@@ -92,12 +92,15 @@ MODAL_TITLE = _("Edit the prompt")
 PROMPT_LABEL = _("Prompt")
 PROMPT_CUT = _("Only the first {n} characters of the prompt fit here.")
 PROMPT_OF = _("{model}, {size}, quality {quality}")
-FOLLOW_UPS_STAY = (
-    "The message with the buttons is deleted, but not the {count} after it with the rest of "
-    "these images: outside a server that installed the bot, Discord lets the bot delete those "
-    "only within 15 minutes of the request, and that time has passed (or the bot restarted)."
+FOLLOW_UPS_STAY = ngettext(
+    "The message with the buttons is deleted, but not the message after it with the rest of "
+    "these images: outside a server that installed the bot, Discord lets the bot delete it "
+    "only within 15 minutes of the request, and that time has passed (or the bot restarted).",
+    "The message with the buttons is deleted, but not the {n} messages after it with the rest "
+    "of these images: outside a server that installed the bot, Discord lets the bot delete those "
+    "only within 15 minutes of the request, and that time has passed (or the bot restarted).",
 )
-FOLLOW_UP_OUT_OF_REACH = (
+FOLLOW_UP_OUT_OF_REACH = _(
     "That image is in a later message the bot can no longer read here: outside a server that "
     "installed the bot, Discord allows it only within 15 minutes of the request. Use Vary image "
     "on that message instead."
@@ -654,7 +657,7 @@ async def delete_images(
         if stay:
             log.info("%d follow-up(s) of a deleted set were out of the bot's reach", len(stay))
             await interaction.followup.send(
-                FOLLOW_UPS_STAY.format(count=_messages(len(stay))), ephemeral=True
+                FOLLOW_UPS_STAY.format(n=len(stay)).localized(interaction.locale), ephemeral=True
             )
     except DISCORD_FAILURES as exc:
         log.warning("could not delete an /imagine message: %r", exc)
@@ -707,10 +710,6 @@ async def _delete_through(webhook: discord.Webhook, message_ids: tuple[int, ...]
         with contextlib.suppress(discord.NotFound):
             await webhook.delete_message(message_id)
     return ()
-
-
-def _messages(count: int) -> str:
-    return "message" if count == 1 else f"{count} messages"
 
 
 def _belongs_here(saved: SavedRequest, interaction: discord.Interaction) -> bool:

@@ -39,8 +39,8 @@ CHANNELS_GONE = _(
     "choose others with /imagine-settings channels."
 )
 WORKS_IN = _("On this server, {command} works in {channels}.")
-BARRED = "A manager of this server has barred you from using this bot here."
-BLOCKED = (
+BARRED = _("A manager of this server has barred you from using this bot here.")
+BLOCKED = _(
     "This prompt has words or phrases that are not allowed here, so it was not sent. Nothing "
     "was charged."
 )

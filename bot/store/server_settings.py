@@ -161,7 +161,7 @@ WORD_CHARS = 100
 PATTERN_CHARS = 300
 # What the settings cog sends parse() for a blocklist: the entries to add or to remove.
 ADD, REMOVE = "+", "-"
-NO_MODERATION_ROUTE = (
+NO_MODERATION_ROUTE = _(
     "The image service this bot uses has no moderation check (POST /moderations), so "
     "moderation cannot be used on this server; only off is accepted."
 )

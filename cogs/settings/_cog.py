@@ -60,7 +60,7 @@ SHOW_TITLE = _("/imagine settings on this server")
 IS_DEFAULT = _("{value} (default)")
 CHANGED_BY = _("{value}\nchanged by {member} {when}")
 RESET_CHOICE = _("{setting}: {description}")
-NO_SERVER_SETTINGS = (
+NO_SERVER_SETTINGS = _(
     "There are no server settings here: this is not a server that installed the bot, so your "
     "own limits and budget apply. A server's managers change its settings in that server."
 )
@@ -516,5 +516,7 @@ async def _refused_outside_servers(interaction: discord.Interaction) -> bool:
     server) there are no server settings: the member is told so (True)."""
     if not where(interaction).personal:
         return False
-    await interaction.response.send_message(NO_SERVER_SETTINGS, ephemeral=True)
+    await interaction.response.send_message(
+        NO_SERVER_SETTINGS.localized(interaction.locale), ephemeral=True
+    )
     return True
