@@ -41,6 +41,7 @@ from bot.requests.editing import vary_handler
 from bot.requests.offer import ModelOffer, discover, narrow
 from bot.requests.queue import GenerationQueue
 from bot.requests.saved_requests import SavedRequests
+from bot.requests.zoom import zoom_handler
 from bot.services import Services, make_client
 from bot.store.db import DatabaseTooNew, DatabaseUnavailable, migrate_database
 from bot.store.ledger import Ledger
@@ -236,6 +237,12 @@ class ImagineBot(commands.AutoShardedBot):
             offered=self.offer.models,
             pseudonyms=self.pseudonyms,
             vary=vary_handler(
+                admission,
+                offered=self.offer.models,
+                offer_default=self.offer.default,
+                pseudonyms=self.pseudonyms,
+            ),
+            zoom=zoom_handler(
                 admission,
                 offered=self.offer.models,
                 offer_default=self.offer.default,
