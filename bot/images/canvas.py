@@ -15,19 +15,26 @@ Decisions:
 - The mask is exactly the new area: transparent there, opaque over the original (the API's
   contract: "transparent areas indicate where the image should be edited", same size as the
   image). The image sent is a PNG with the new area transparent too.
-- Memory is bounded before anything is decoded: the source's pixels are read from its header
-  and refused above the count the caller declared (and above :data:`MAX_SOURCE_PIXELS`), so
-  :func:`working_bytes` is what one extension holds at most. JPEGs are decoded at a reduced
-  scale where the original is shrunk (Pillow's ``draft``). The work is CPU (decoding, resizing,
-  two PNG encodings: tens to hundreds of milliseconds), so callers run :func:`extend` in a
-  worker thread.
+- Memory is bounded in two parts. What a request holds for its life (the file downloaded,
+  then the two PNGs, which a retry sends again) is :func:`held_bytes` at most: the canvas's
+  new area is transparent and compresses to almost nothing, so its PNG is bounded by the
+  original's pixels, a fraction of the canvas's; the caller keeps room for it before the
+  download, as for any edit's inputs. The decoding itself (pixels: :func:`working_bytes`) runs
+  in :data:`WORKERS` threads of its own (:func:`extend_off_loop`), so at most that many are
+  decoded at once, however many requests wait; the source's pixels are read from its header
+  and refused above the count the caller declared (and :data:`MAX_SOURCE_PIXELS`) before any
+  is decoded. JPEGs are decoded at a reduced scale where the original is shrunk (Pillow's
+  ``draft``). The work is CPU (decoding, resizing, two PNG encodings: tens to hundreds of
+  milliseconds), never on the event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import io
 import math
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
 
@@ -44,6 +51,11 @@ MAX_ZOOM = 4.0  # beyond it the original is a speck in the middle
 MAX_SOURCE_PIXELS = 2 * 3840 * 2160
 _SAME_SHAPE = 3  # decimals of the log aspect ratios compared: shapes within 0.1% are one
 _READABLE = {"PNG": "png", "JPEG": "jpeg", "MPO": "jpeg", "WEBP": "webp"}
+# Threads that decode and encode canvases: CPU-bound work gains nothing from more than the
+# cores, and each holds up to working_bytes() while it runs (a 1024x1024 canvas: about 20 MB).
+WORKERS = 2
+_WORKERS = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="canvas")
+_PNG_SLACK = 64 * 1024  # a PNG's headers and the deflate blocks of a short image, at most
 
 NOT_READABLE = "The image to extend is not one the bot can read (PNG, JPEG or WebP)."
 TOO_LARGE = "The image to extend is larger than the bot can work on."
@@ -133,6 +145,17 @@ def placement(extension: Extension, source: tuple[int, int], target: tuple[int, 
     return Box(left, top, box_width, box_height)
 
 
+def held_bytes(extension: Extension, target: tuple[int, int]) -> int:
+    """The most the two PNGs of :func:`extend` take: the original's pixels at 4 bytes (the
+    canvas fits the target, so the original is at most the target over the canvas's growth on
+    each axis), the transparent rest at 1/8 byte a pixel (runs of zeros deflate over 100:1),
+    and the mask's one value per area at the same."""
+    width, height = target
+    grown_width, grown_height = extension.canvas(1, 1)
+    original = (math.ceil(width / grown_width) + 1) * (math.ceil(height / grown_height) + 1)
+    return 4 * original + 2 * (width * height // 8) + 2 * _PNG_SLACK
+
+
 def working_bytes(source_bytes: int, source_pixels: int, target: tuple[int, int]) -> int:
     """The most memory :func:`extend` holds: the file, the source decoded (4 bytes a pixel),
     and on the target's pixels the resized original, the canvas, the mask and the two PNGs
@@ -195,4 +218,17 @@ def extend(
     del original
     mask = Image.new("LA", target, (0, 0))
     mask.paste((0, 255), (box.left, box.top, box.left + box.width, box.top + box.height))
-    return _png(canvas), _png(mask)
+    image_png, mask_png = _png(canvas), _png(mask)
+    if len(image_png) + len(mask_png) > held_bytes(extension, target):  # the bound is the room's
+        raise UnsupportedOption("image", TOO_LARGE)
+    return image_png, mask_png
+
+
+async def extend_off_loop(
+    data: bytes, extension: Extension, target: tuple[int, int], *, max_pixels: int
+) -> tuple[bytes, bytes]:
+    """:func:`extend` in one of the :data:`WORKERS` canvas threads (waiting for one if busy)."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(
+        _WORKERS, lambda: extend(data, extension, target, max_pixels=max_pixels)
+    )

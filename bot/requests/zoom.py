@@ -13,9 +13,9 @@ Decisions:
   asks which image when the set has several. The buttons take two rows (zoom, then the four
   pans), after the Vary rows: at most 1 + 2 + 2 = 5.
 - The canvas is made only once the request is counted, within budget and has room
-  (:class:`ZoomInputs` is an :class:`~bot.requests.edit_inputs.EditInputs`): the download, the
-  decoding and the two PNGs are bounded by the processing room or a slot (declared by
-  :func:`bot.images.canvas.working_bytes`), and the Pillow work runs in a worker thread.
+  (:class:`ZoomInputs` is an :class:`~bot.requests.edit_inputs.EditInputs`): the download and
+  the two PNGs are bounded by the processing room or a slot (:func:`bot.images.canvas.held_bytes`),
+  the decoding by the canvas threads (:func:`bot.images.canvas.extend_off_loop`).
 - The size is fixed when the request is checked, before anything is downloaded (the price and
   budgets depend on it): from the image's size as Discord declares it, else the size the set
   was asked at. The real image is then fitted into that size (see :mod:`bot.images.canvas`).
@@ -27,7 +27,6 @@ Member-facing sentences are the constants below.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import re
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
@@ -41,9 +40,9 @@ from bot.images.canvas import (
     MAX_ZOOM,
     MIN_ZOOM,
     Extension,
-    extend,
+    extend_off_loop,
+    held_bytes,
     target_size,
-    working_bytes,
 )
 from bot.images.edits import EditRequest, check_file_size
 from bot.requests.edit_inputs import EditInputs, _download
@@ -147,7 +146,8 @@ class ZoomInputs(EditInputs):
     @property
     def declared_bytes(self) -> int:
         assert self.target is not None, "checked first"
-        return working_bytes(self.source.size, self.max_pixels, self.target)
+        # The file, then the two PNGs; the pixels are bounded by the canvas threads.
+        return self.source.size + held_bytes(self.extension, self.target)
 
     def check(self, request: ImageRequest) -> PreparedRequest:
         spec = self.images.edit_spec(request.model)
@@ -170,8 +170,8 @@ class ZoomInputs(EditInputs):
         assert self.request is not None and self.target is not None, "checked first"
         self.downloading = True
         data = await _download(self.source, "image")
-        image, mask = await asyncio.to_thread(
-            extend, data, self.extension, self.target, max_pixels=self.max_pixels
+        image, mask = await extend_off_loop(
+            data, self.extension, self.target, max_pixels=self.max_pixels
         )
         del data
         return await self.images.prepare_edit(EditRequest(self.request, (image,), mask=mask))

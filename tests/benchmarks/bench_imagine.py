@@ -20,6 +20,10 @@ Phases per N:
   over --stream-latency (4 s: both previews can be shown, 1.5 s apart), and every preview is
   made into a 512-pixel JPEG off the loop and edited into the reply, within the edit budget.
   The other phases run with previews off, as before streaming existed.
+- zoom out (N = 50 unless --zoom-n): N members each press Zoom out 2x under one posted image:
+  each press downloads the image, puts it on a 1024x1024 canvas with its mask (Pillow, in a
+  worker thread, within the processing room), and sends both to /images/edits; acknowledgement
+  and overhead are measured from the press's arrival, as for /imagine.
 
 simcord's fake CDN keeps a digest of each upload instead of its bytes, so the process's memory
 is the bot's, not the fake Discord's archive of every image posted.
@@ -47,6 +51,7 @@ import discord
 import simcord
 import simcord._dpy_internals as simcord_internals
 from aiohttp import web
+from discord.ui.view import ViewStore
 from PIL import Image
 from simcord.backend.cdn import CdnStore
 
@@ -164,10 +169,15 @@ def instrumented(probe: Probe) -> Iterator[None]:
     real_defer = discord.InteractionResponse.defer
     real_edit = discord.Interaction.edit_original_response
     real_store = CdnStore.store_attachment
+    real_pressed = ViewStore.dispatch_dynamic_items
 
     def arrival(self: Any, interaction: Any) -> None:
         probe.arrived[interaction.user.id] = time.perf_counter()
         real_arrival(self, interaction)
+
+    def pressed(self: Any, component_type: int, custom_id: str, interaction: Any) -> None:
+        probe.arrived[interaction.user.id] = time.perf_counter()
+        real_pressed(self, component_type, custom_id, interaction)
 
     async def defer(self: Any, **kwargs: Any) -> Any:
         result = await real_defer(self, **kwargs)
@@ -194,6 +204,7 @@ def instrumented(probe: Probe) -> Iterator[None]:
     discord.InteractionResponse.defer = defer  # type: ignore[method-assign]
     discord.Interaction.edit_original_response = edit  # type: ignore[method-assign]
     CdnStore.store_attachment = store  # type: ignore[method-assign,assignment]
+    ViewStore.dispatch_dynamic_items = pressed  # type: ignore[method-assign]
     try:
         yield
     finally:
@@ -201,6 +212,7 @@ def instrumented(probe: Probe) -> Iterator[None]:
         discord.InteractionResponse.defer = real_defer  # type: ignore[method-assign]
         discord.Interaction.edit_original_response = real_edit  # type: ignore[method-assign]
         CdnStore.store_attachment = real_store  # type: ignore[method-assign]
+        ViewStore.dispatch_dynamic_items = real_pressed  # type: ignore[method-assign]
 
 
 async def ticker(
@@ -378,6 +390,78 @@ async def run_phase(
     }
 
 
+async def run_zoom_phase(base_url: str, n: int, latency: float) -> dict[str, Any]:
+    """N members press Zoom out 2x under one posted image, all at once."""
+    probe = Probe()
+    with tempfile.TemporaryDirectory() as data_dir:
+        settings = make_settings(
+            base_url,
+            Path(data_dir),
+            openai_api_key="bench-key",
+            user_rate_limit="1000/minute",
+            max_images_per_request=1,
+            partial_images=0,
+            log_level="WARNING",
+        )
+        bot = ImagineBot(settings)
+        with upload_limit(UPLOAD_LIMIT):
+            async with simcord.run(bot, shard_count=RECOMMENDED_SHARDS, settle_timeout=60) as env:
+                admission: Any = bot.admission
+                guild = env.create_guild("bench")
+                channel = guild.create_text_channel("imagine")
+                asker = guild.add_member(env.create_user("asker"))
+                # Posted before the measurement, settled as a test would: the image pressed.
+                posted = (await asker.slash(channel, "imagine", prompt="a harbour")).response
+                assert posted is not None
+                members = [guild.add_member(env.create_user(f"user{i}")) for i in range(n)]
+                baseline = rss_bytes()
+                stop = asyncio.Event()
+                tick = asyncio.ensure_future(
+                    ticker(
+                        probe,
+                        lambda: admission.queue.in_flight,
+                        stop,
+                        lambda: admission.processing.busy,
+                    )
+                )
+                started = time.perf_counter()
+                with instrumented(probe), unsettled(env):
+                    for member in members:
+                        probe.dispatched[member.id] = time.perf_counter()
+                        await member.click(posted, label="Zoom out 2\u00d7")
+                    dispatch_loop = time.perf_counter() - started
+                    await asyncio.sleep(0.05)
+                    while admission.jobs and time.perf_counter() - started < 600:  # noqa: ASYNC110
+                        await asyncio.sleep(0.01)
+                elapsed = time.perf_counter() - started
+                stop.set()
+                await tick
+    return {
+        "n": n,
+        "previews": 0,
+        "edits_spent": 0,
+        "edits_refused": 0,
+        "partial_images": 0,
+        "cap": settings.max_concurrent_generations,
+        "slots": settings.processing_slot_count,
+        "waited_upstream": admission.queue.waited,
+        "waited_processing": admission.processing.waited,
+        "peak_processing": probe.peak_processing,
+        "acks": [probe.acknowledged[u] - probe.arrived[u] for u in probe.acknowledged],
+        "harness": [probe.arrived[u] - probe.dispatched[u] for u in probe.arrived],
+        "dispatch_loop": dispatch_loop,
+        "overheads": [probe.delivered[u] - probe.arrived[u] - latency for u in probe.delivered],
+        "overheads_4k": [],
+        "stall": probe.worst_stall,
+        "peak_rss": probe.peak_rss,
+        "baseline_rss": baseline,
+        "peak_in_flight": probe.peak_in_flight,
+        "elapsed": elapsed,
+        "delivered": len(probe.delivered),
+        "failures": n - len(probe.delivered),
+    }
+
+
 def report(phase: str, figures: dict[str, Any]) -> None:
     mib = 1024 * 1024
     held = (figures["peak_rss"] - figures["baseline_rss"]) / max(figures["peak_in_flight"], 1)
@@ -408,7 +492,8 @@ def report(phase: str, figures: dict[str, Any]) -> None:
         f"(peak {figures['peak_processing']} busy)"
     )
     print(f"  overhead, 1.5 MB     {percentiles(figures['overheads'])}")
-    print(f"  overhead, 3840x2160  {percentiles(figures['overheads_4k'])}")
+    if figures["overheads_4k"]:
+        print(f"  overhead, 3840x2160  {percentiles(figures['overheads_4k'])}")
     print(f"  worst loop stall     {figures['stall'] * 1000:.1f} ms")
     print(
         f"  RSS                  baseline {figures['baseline_rss'] / mib:.0f} MiB, "
@@ -482,6 +567,9 @@ async def main_async(args: argparse.Namespace) -> None:
                     await run_phase(base_url, n, args.latency, cap=args.cap, slots=args.slots),
                 )
             await run_engine_phase(base_url, n, args.latency)
+        if args.zoom_n:
+            await run_zoom_phase(base_url, 10, args.latency)  # not measured: warming up
+            report("zoom out 2x", await run_zoom_phase(base_url, args.zoom_n, args.latency))
     if args.stream_n:
         with images_api_process(args.stream_latency, standard, large) as base_url:
             await run_phase(base_url, 10, args.stream_latency, slots=args.slots, partial_images=2)
@@ -501,6 +589,9 @@ def main() -> None:
     parser.add_argument("--slots", type=int, default=0, help="PROCESSING_SLOTS (0: the default)")
     parser.add_argument(
         "--stream-n", type=int, default=50, help="requests of the streaming run (0: none)"
+    )
+    parser.add_argument(
+        "--zoom-n", type=int, default=50, help="presses of Zoom out 2x in the zoom run (0: none)"
     )
     parser.add_argument(
         "--stream-latency", type=float, default=4.0, help="upstream latency of the streaming run"
