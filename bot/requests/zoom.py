@@ -97,6 +97,7 @@ MAX_SOURCE_BYTES = 100 * 1024 * 1024
 
 BAD_FACTOR = f"The zoom factor must be a number from {MIN_ZOOM:g} to {MAX_ZOOM:g}, such as 1.5."
 EMPTY_PROMPT = "The prompt is empty: write what the new area should show."
+BAD_IMAGE = "The image number must be a whole number, such as 1."
 NO_MASK = "{model} cannot zoom out or pan: it takes no mask."
 
 # Does an extension for a press: the press, the set's saved request, the image to extend, how,
@@ -304,7 +305,8 @@ def read_form(values: Mapping[str, str], saved: SavedRequest) -> ZoomForm | str:
     if prompt == saved.prompt[:TEXT_INPUT_MAX].strip():
         prompt = saved.prompt
     image = values.get(IMAGE_INPUT, "1").strip()
-    index = int(image) - 1 if image.isascii() and image.isdigit() else -1
+    # At most 2 digits, as the form allows (a forged one of thousands is no number to parse).
+    index = int(image) - 1 if len(image) <= 2 and image.isascii() and image.isdigit() else -1
     if index < 0:
-        return "The image number must be a whole number, such as 1."
+        return BAD_IMAGE
     return ZoomForm(Extension("out", factor), prompt, index)

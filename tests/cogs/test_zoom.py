@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from bot.requests.saved_requests import SavedRequest
+from bot.requests.zoom import BAD_IMAGE, read_form
 from tests.cogs import test_buttons
 from tests.cogs.support import uploaded
 from tests.databases import ledger_rows
@@ -196,6 +198,7 @@ async def test_custom_zoom_on_a_set_of_several_asks_which_image(
         ("9", "1", "The zoom factor must be a number from 1.1 to 4, such as 1.5."),
         ("nan", "1", "The zoom factor must be a number from 1.1 to 4, such as 1.5."),
         ("2", "3", "That image is no longer in this message."),
+        ("2", "0", "The image number must be a whole number, such as 1."),
     ],
 )
 async def test_a_bad_custom_zoom_is_refused_privately_and_sends_nothing(
@@ -216,6 +219,13 @@ async def test_a_bad_custom_zoom_is_refused_privately_and_sends_nothing(
 
     assert refused.response.ephemeral and refused.response.content == sentence
     assert images_api.edit_requests == []
+
+
+def test_a_forged_image_number_of_thousands_of_digits_is_one_sentence() -> None:
+    """Discord holds the form's field to 2 characters; a forged submission is not parsed."""
+    saved = SavedRequest(1, 1, None, None, "boats", "gpt-image-1", "1024x1024", "low", 2, {})
+    values = {"factor": "2", "prompt": "boats", "image": "9" * 5000}
+    assert read_form(values, saved) == BAD_IMAGE
 
 
 async def test_zoom_buttons_posted_before_a_restart_work(
