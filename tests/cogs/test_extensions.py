@@ -11,6 +11,7 @@ import pytest
 
 import bot.app
 from tests.cogs.test_buttons import all_labels
+from tests.cogs.test_zoom import ZOOM_LABELS
 
 ORDERS = list(itertools.permutations(bot.app.EXTENSIONS))
 
@@ -32,7 +33,7 @@ async def test_any_order_of_extensions_gives_the_same_commands_and_buttons(
 
     posted = await alice.slash(channel, "imagine", prompt="two foxes", count=2)
     assert all_labels(posted.response) == [
-        "Reroll", "Edit prompt", "Larger (2048x2048)", "Delete", "Vary 1", "Vary 2",
+        "Reroll", "Edit prompt", "Larger (2048x2048)", "Delete", "Vary 1", "Vary 2", *ZOOM_LABELS,
     ]  # fmt: skip
     varied = await alice.click(posted.response, label="Vary 1")  # the edit's own buttons too
-    assert all_labels(varied.response) == ["Delete", "Vary"]
+    assert all_labels(varied.response) == ["Delete", "Vary", *ZOOM_LABELS]
