@@ -48,6 +48,7 @@ from bot.requests.moderation_log import ModerationLog
 from bot.requests.offer import ModelOffer, discover, narrow, text_model_offered
 from bot.requests.queue import GenerationQueue
 from bot.requests.saved_requests import SavedRequests
+from bot.requests.zoom import zoom_handler
 from bot.services import Services, make_client
 from bot.store.db import DatabaseTooNew, DatabaseUnavailable, migrate_database
 from bot.store.ledger import Ledger
@@ -325,6 +326,12 @@ class ImagineBot(commands.AutoShardedBot):
                 pseudonyms=self.pseudonyms,
             ),
             enhance=text.enhance if text_model is not None else None,
+            zoom=zoom_handler(
+                admission,
+                offered=self.offer.models,
+                offer_default=self.offer.default,
+                pseudonyms=self.pseudonyms,
+            ),
         )
         admission.use_buttons(self._image_buttons.for_generation)
         cards = InfoCards(self._image_buttons)

@@ -1,6 +1,7 @@
 """The buttons under every posted set of images: Reroll, Edit prompt, Larger, Delete (and Vary,
-once it has a handler; Info and Send to DM, whose presses bot.requests.info handles). A private
-set (ephemeral) has no Delete: Discord's Dismiss removes it, and only its member sees it.
+once it has a handler; Info and Send to DM, whose presses bot.requests.info handles; Zoom out
+and pan, :mod:`bot.requests.zoom`). A private set (ephemeral) has no Delete: Discord's Dismiss
+removes it, and only its member sees it.
 
 They keep working after a restart and after any number of messages: each is a discord.py
 ``DynamicItem`` whose ``custom_id`` names an action and the key of the request in the bot's
@@ -42,9 +43,11 @@ import discord
 from bot.discord_out.delivery import Upload
 from bot.discord_out.posting import ButtonsFor
 from bot.discord_out.replies import DISCORD_FAILURES, Replies, step_timeout
-from bot.i18n import Text, _, localize, ngettext
+from bot.i18n import _, localize, ngettext
 from bot.images import Catalog, ImageRequest
+from bot.images.canvas import Extension
 from bot.images.larger import larger_size
+from bot.requests import zoom as zooming
 from bot.requests.generation import TOKEN_LIFETIME, TOKEN_MARGIN, Generation
 from bot.requests.saved_requests import SavedRequest, SavedRequests
 from bot.requests.where import where
@@ -54,10 +57,11 @@ log = logging.getLogger(__name__)
 
 # imagine:<action>:<key>[:<argument>]: Delete carries the asker's id (so who may delete needs no
 # database: it gives only the follow-up messages to delete with the pressed one),
-# Vary the index of the image it varies (0-based). At most 6 + 6 + 20 + 20 characters, far
-# inside Discord's 100.
+# Vary the index of the image it varies (0-based); zoom and pan none. At most 6 + 6 + 20 + 20
+# characters, far inside Discord's 100.
 BUTTON_ID = re.compile(
-    r"imagine:(?P<action>reroll|edit|larger|delete|vary|info|dm|enhance):(?P<key>[0-9]{1,19})"
+    r"imagine:(?P<action>reroll|edit|larger|delete|vary|info|dm|enhance"
+    r"|zoom15|zoom2|zoomc|panl|panr|panu|pand):(?P<key>[0-9]{1,19})"
     r"(?::(?P<argument>[0-9]{1,20}))?"
 )
 MODAL_ID = re.compile(r"imagine:prompt:(?P<key>[0-9]{1,19})")
@@ -81,6 +85,7 @@ NOT_YOURS = _(
 )
 NOT_DELETED = _("Discord did not let the bot delete these images. Please try again.")
 NO_VARY = _("Varying an image is not available yet.")
+NO_ZOOM = "Zooming out is not available here: no model offered here can do it."
 NO_SUCH_IMAGE = _("That image is no longer in this message.")
 UNEXPECTED = _("Something went wrong with that button. Please try again.")
 RESTARTING = _("The bot is restarting. Please try again in a minute.")  # as /imagine says
@@ -120,12 +125,19 @@ class Action(StrEnum):
     INFO = "info"  # bot.requests.info
     DM = "dm"  # Send to DM: bot.requests.info
     ENHANCE = "enhance"  # bot/requests/describe.py: the prompt made richer, then the images
+    ZOOM_OUT_15 = zooming.ZOOM_OUT_15
+    ZOOM_OUT_2 = zooming.ZOOM_OUT_2
+    CUSTOM_ZOOM = zooming.CUSTOM_ZOOM
+    PAN_LEFT = zooming.PAN_LEFT
+    PAN_RIGHT = zooming.PAN_RIGHT
+    PAN_UP = zooming.PAN_UP
+    PAN_DOWN = zooming.PAN_DOWN
 
 
 # What a button looks like; Larger's label also names the size it asks for.
 # The labels are in the language of the member who asked for the images (the buttons are
 # made once, when the images are posted; a restart reads them back from the message).
-LOOKS: Mapping[Action, tuple[str, Text, discord.ButtonStyle]] = {
+LOOKS: Mapping[Action, tuple[str, str, discord.ButtonStyle]] = {
     Action.REROLL: ("🔁", _("Reroll"), discord.ButtonStyle.primary),
     Action.EDIT: ("✏️", _("Edit prompt"), discord.ButtonStyle.secondary),
     Action.LARGER: ("🔍", _("Larger"), discord.ButtonStyle.secondary),
@@ -134,8 +146,25 @@ LOOKS: Mapping[Action, tuple[str, Text, discord.ButtonStyle]] = {
     Action.INFO: ("\N{INFORMATION SOURCE}\ufe0f", _("Info"), discord.ButtonStyle.secondary),
     Action.DM: ("📩", _("Send to DM"), discord.ButtonStyle.secondary),
     Action.ENHANCE: ("✨", _("Enhance"), discord.ButtonStyle.secondary),
+    **{Action(action): look for action, look in zooming.LOOKS.items()},
 }
-INFO_ROW = 1  # Info and Send to DM, under the request's own buttons; the Vary buttons follow
+INFO_ACTIONS = (Action.INFO, Action.DM)  # beside the zoom buttons, or on a row of their own
+
+
+def _with_extras(
+    zoom: list[tuple[int, ImageButton]], extras: list[ImageButton]
+) -> list[tuple[int, ImageButton]]:
+    """The zoom buttons (row offset, button) with ``extras`` after the first zoom row's (Zoom
+    out 1.5x, 2x, Custom: room for two more), or on a row of their own without zoom."""
+    if not zoom:
+        return [(0, button) for button in extras]
+    first = [item for item in zoom if item[0] == 0]
+    rest = [item for item in zoom if item[0] != 0]
+    room = BUTTONS_PER_ROW - len(first)
+    shared = [(0, button) for button in extras[:room]]
+    own = [(max(offset for offset, _ in zoom) + 1, button) for button in extras[room:]]
+    return first + shared + rest + own
+
 
 # The hook for Vary: called with the press, the request the images came from, and the posted
 # image to vary (read back from the message: the bot stores no image files). It is a new request
@@ -243,13 +272,7 @@ class PromptModal(discord.ui.Modal):
             timeout=MODAL_TIMEOUT,
         )
         longer = len(saved.prompt) > TEXT_INPUT_MAX
-        self.prompt: discord.ui.TextInput[PromptModal] = discord.ui.TextInput(
-            custom_id=PROMPT_INPUT,
-            style=discord.TextStyle.paragraph,
-            default=saved.prompt[:TEXT_INPUT_MAX],
-            max_length=TEXT_INPUT_MAX,
-            required=True,
-        )
+        self.prompt = zooming.prompt_input(saved.prompt)
         self.add_item(
             discord.ui.Label(
                 text=PROMPT_LABEL.localized(locale),
@@ -294,6 +317,7 @@ class ImageButtons:
         pseudonyms: Pseudonymizer,
         vary: VaryHandler | None = None,
         enhance: EnhanceHandler | None = None,
+        zoom: zooming.ZoomHandler | None = None,
     ) -> None:
         self.admit = admit
         self.enhance = enhance  # None: no text model offered, no Enhance buttons
@@ -307,6 +331,7 @@ class ImageButtons:
         self._writes: set[asyncio.Task[None]] = set()  # messages being recorded
         # The follow-up webhooks of sets posted in personal scope, by key, until they expire.
         self._webhooks: OrderedDict[int, tuple[discord.Webhook, dt.datetime]] = OrderedDict()
+        self.zoom = zoom  # None where no offered model edits with a mask (no zoom buttons)
 
     def webhook_of(self, key: int) -> discord.Webhook | None:
         """The webhook the set saved under ``key`` was posted through, while its token lives;
@@ -412,9 +437,10 @@ class ImageButtons:
 
     def view(self, key: int, generation: Generation, uploads: Sequence[Upload]) -> discord.ui.View:
         """The buttons under the first message of a set posted as ``uploads``: the request's
-        (Reroll, Edit prompt, Larger, Delete), Info and Send to DM on the row below, then one
-        Vary for each image that came back and that an offered model can edit (an animated GIF
-        cannot be), numbered as the set's."""
+        (Reroll, Edit prompt, Larger, Enhance, Delete), then one Vary for each image that came
+        back and that an offered model can edit (an animated GIF cannot be), numbered as the
+        set's, then the zoom buttons for image 1 (:mod:`bot.requests.zoom`) with Info and Send
+        to DM beside them, and the pan buttons: at most Discord's 5 rows (1 + 2 Vary + 2)."""
         prepared = generation.prepared
         locale = generation.interaction.locale
         view = discord.ui.View(timeout=None)
@@ -426,8 +452,8 @@ class ImageButtons:
             ]
             larger = larger_size(prepared.spec, prepared.size)
             if larger is not None:
-                label = LARGER_TO.format(size=larger)
-                row.append(ImageButton(Action.LARGER, key, label=label, locale=locale))
+                bigger = LARGER_TO.format(size=larger)
+                row.append(ImageButton(Action.LARGER, key, label=bigger, locale=locale))
             if self.enhance is not None:
                 row.append(ImageButton(Action.ENHANCE, key, locale=locale))
         if not generation.replies.private:  # Discord's own "Dismiss message" removes a private set
@@ -435,18 +461,33 @@ class ImageButtons:
         for button in row:
             button.item.row = 0
             view.add_item(button)
-        for action in (Action.INFO, Action.DM):
-            if action in self.handlers:
-                button = ImageButton(action, key, locale=locale)
-                button.item.row = INFO_ROW
-                view.add_item(button)
+        next_row = 1
         if self.vary is not None:
             alone = len({upload.image for upload in uploads}) == 1
             for place, (index, upload) in enumerate(self._variable(uploads)):
                 label = LOOKS[Action.VARY][1] if alone else VARY_ONE.format(n=upload.image)
                 button = ImageButton(Action.VARY, key, index, label=label, locale=locale)
-                button.item.row = INFO_ROW + 1 + place // BUTTONS_PER_ROW
+                button.item.row = 1 + place // BUTTONS_PER_ROW
+                next_row = button.item.row + 1
                 view.add_item(button)
+        # Info and Send to DM share the first zoom row (3 + 2 buttons), or have their own.
+        extras = [
+            ImageButton(action, key, locale=locale)
+            for action in INFO_ACTIONS
+            if action in self.handlers
+        ]
+        first = next((upload for upload in uploads if _is_image(upload.filename)), None)
+        if self.zoom is not None and first and _format_of(first.filename) in zooming.EXTENDABLE:
+            zoom_rows = zooming.rows()
+        else:
+            zoom_rows = iter(())
+        placed = [
+            (offset, ImageButton(Action(action), key, locale=locale))
+            for offset, action in zoom_rows
+        ]
+        for offset, button in _with_extras(placed, extras):
+            button.item.row = next_row + offset
+            view.add_item(button)
         return view
 
     def _variable(self, uploads: Sequence[Upload]) -> list[tuple[int, Upload]]:
@@ -482,6 +523,13 @@ class ImageButtons:
             await self._larger(replies, saved)
         elif button.action is Action.VARY:
             await self._vary(replies, saved, button.argument or 0)
+        elif button.action is Action.CUSTOM_ZOOM:
+            message = interaction.message
+            shown = _image_count(message) if message is not None else 1
+            images = saved.count if saved.follow_up_ids else shown  # a number past them: refused
+            await interaction.response.send_modal(zooming.ZoomModal(saved, images))
+        elif button.action.value in zooming.EXTENSIONS:
+            await self._zoom(replies, saved, zooming.EXTENSIONS[button.action.value], saved.prompt)
         elif button.action is Action.ENHANCE:
             await self._again(replies, saved, enhance=True)
         elif button.action in self.handlers:
@@ -490,12 +538,14 @@ class ImageButtons:
             await replies.answer(UNEXPECTED)
 
     async def on_interaction(self, interaction: discord.Interaction) -> None:
-        """An Edit prompt modal submitted: the request again, with the new prompt."""
+        """An Edit prompt modal submitted: the request again, with the new prompt (a Custom zoom
+        form: :meth:`_custom_zoom`)."""
         if interaction.type is not discord.InteractionType.modal_submit:
             return
         data: Mapping[str, Any] = interaction.data or {}
         match = MODAL_ID.fullmatch(str(data.get("custom_id", "")))
         if match is None:
+            await self._custom_zoom(interaction, data)
             return
         prompt = dict(_submitted_values(data.get("components"))).get(PROMPT_INPUT, "")
         replies = Replies(interaction)
@@ -575,6 +625,14 @@ class ImageButtons:
         if self.vary is None:
             await replies.answer(NO_VARY)
             return
+        source = await self._source(replies, saved, index)
+        if source is not None:
+            await self.vary(replies.interaction, saved, source)
+
+    async def _source(
+        self, replies: Replies, saved: SavedRequest, index: int
+    ) -> discord.Attachment | None:
+        """The ``index``-th image of the pressed set (0-based), or None after saying so."""
         message = replies.interaction.message
         source = source_image(message, index) if message is not None else None
         if source is None and message is not None and saved.follow_up_ids:
@@ -583,14 +641,48 @@ class ImageButtons:
                 webhook = self.webhook_of(saved.key)
                 if webhook is None:
                     await replies.answer(FOLLOW_UP_OUT_OF_REACH)
-                    return
+                    return None
                 source = await self._in_follow_ups(replies, saved, index, webhook)
             else:
                 source = await self._in_follow_ups(replies, saved, index)
         if source is None:
             await replies.answer(NO_SUCH_IMAGE)
+        return source
+
+    async def _zoom(
+        self,
+        replies: Replies,
+        saved: SavedRequest,
+        extension: Extension,
+        prompt: str,
+        index: int = 0,
+    ) -> None:
+        if self.zoom is None:
+            await replies.answer(NO_ZOOM)
             return
-        await self.vary(replies.interaction, saved, source)
+        source = await self._source(replies, saved, index)
+        if source is not None:
+            private = made_privately(replies.interaction, saved)  # as what it is made from
+            await self.zoom(replies.interaction, saved, source, extension, prompt, private)
+
+    async def _custom_zoom(self, interaction: discord.Interaction, data: Mapping[str, Any]) -> None:
+        """A Custom zoom form submitted (found by custom_id): the extension it asks for."""
+        match = zooming.MODAL_ID.fullmatch(str(data.get("custom_id", "")))
+        if match is None:
+            return
+        replies = Replies(interaction)
+        try:
+            saved = await self._load(replies, int(match["key"]))
+            if saved is None:
+                return
+            form = zooming.read_form(dict(_submitted_values(data.get("components"))), saved)
+            if isinstance(form, str):
+                await replies.answer(form)
+                return
+            await self._zoom(replies, saved, form.extension, form.prompt, form.index)
+        except Exception:
+            log.exception("a custom zoom failed")
+            await _tell_unexpected(interaction)
 
     @staticmethod
     async def _in_follow_ups(

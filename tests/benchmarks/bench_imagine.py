@@ -20,6 +20,10 @@ Phases per N:
   over --stream-latency (4 s: both previews can be shown, 1.5 s apart), and every preview is
   made into a 512-pixel JPEG off the loop and edited into the reply, within the edit budget.
   The other phases run with previews off, as before streaming existed.
+- zoom out (N = 50 unless --zoom-n): N members each press Zoom out 2x under one posted image:
+  each press downloads the image, puts it on a 1024x1024 canvas with its mask (Pillow, in a
+  worker thread, within the processing room), and sends both to /images/edits; acknowledgement
+  and overhead are measured from the press's arrival, as for /imagine.
 
 simcord's fake CDN keeps a digest of each upload instead of its bytes, so the process's memory
 is the bot's, not the fake Discord's archive of every image posted.
@@ -47,6 +51,7 @@ import discord
 import simcord
 import simcord._dpy_internals as simcord_internals
 from aiohttp import web
+from discord.ui.view import ViewStore
 from PIL import Image
 from simcord.backend.cdn import CdnStore
 
@@ -156,6 +161,7 @@ class Probe:
     peak_rss: int = 0
     peak_in_flight: int = 0
     peak_processing: int = 0
+    fingerprints: bool = True  # False: uploads are kept whole (an image a zoom run downloads)
 
 
 @contextmanager
@@ -164,10 +170,15 @@ def instrumented(probe: Probe) -> Iterator[None]:
     real_defer = discord.InteractionResponse.defer
     real_edit = discord.Interaction.edit_original_response
     real_store = CdnStore.store_attachment
+    real_pressed = ViewStore.dispatch_dynamic_items
 
     def arrival(self: Any, interaction: Any) -> None:
         probe.arrived[interaction.user.id] = time.perf_counter()
         real_arrival(self, interaction)
+
+    def pressed(self: Any, component_type: int, custom_id: str, interaction: Any) -> None:
+        probe.arrived[interaction.user.id] = time.perf_counter()
+        real_pressed(self, component_type, custom_id, interaction)
 
     async def defer(self: Any, **kwargs: Any) -> Any:
         result = await real_defer(self, **kwargs)
@@ -187,13 +198,15 @@ def instrumented(probe: Probe) -> Iterator[None]:
         self: Any, attachment_id: int, channel_id: int, filename: str, data: bytes, *rest: Any
     ) -> Any:
         # A fingerprint, not a hash: hashing every upload would cost the loop more than the bot.
-        fingerprint = b"%d:" % len(data) + data[:32] + data[-32:]
-        return real_store(self, attachment_id, channel_id, filename, fingerprint, *rest)
+        if probe.fingerprints:
+            data = b"%d:" % len(data) + data[:32] + data[-32:]
+        return real_store(self, attachment_id, channel_id, filename, data, *rest)
 
     discord.app_commands.CommandTree._from_interaction = arrival  # type: ignore[method-assign]
     discord.InteractionResponse.defer = defer  # type: ignore[method-assign]
     discord.Interaction.edit_original_response = edit  # type: ignore[method-assign]
     CdnStore.store_attachment = store  # type: ignore[method-assign,assignment]
+    ViewStore.dispatch_dynamic_items = pressed  # type: ignore[method-assign]
     try:
         yield
     finally:
@@ -201,6 +214,7 @@ def instrumented(probe: Probe) -> Iterator[None]:
         discord.InteractionResponse.defer = real_defer  # type: ignore[method-assign]
         discord.Interaction.edit_original_response = real_edit  # type: ignore[method-assign]
         CdnStore.store_attachment = real_store  # type: ignore[method-assign]
+        ViewStore.dispatch_dynamic_items = real_pressed  # type: ignore[method-assign]
 
 
 async def ticker(
@@ -291,7 +305,10 @@ async def run_phase(
     cap: int | None = None,
     slots: int | None = None,
     partial_images: int = 0,
+    zoom: bool = False,
 ) -> dict[str, Any]:
+    """N members each send one /imagine; with ``zoom``, each presses Zoom out 2x under one image
+    posted before the measurement instead."""
     probe = Probe()
     overrides: dict[str, Any] = {"partial_images": partial_images}
     if cap:
@@ -310,11 +327,20 @@ async def run_phase(
         )
         bot = ImagineBot(settings)
         with instrumented(probe), upload_limit(UPLOAD_LIMIT):
-            async with simcord.run(bot, shard_count=RECOMMENDED_SHARDS, settle_timeout=30) as env:
+            # 60 s of simcord's time: a zoom run's first image is posted settled.
+            async with simcord.run(bot, shard_count=RECOMMENDED_SHARDS, settle_timeout=60) as env:
                 # Loaded as an extension, so not the class this module could import: go by name.
                 admission: Any = bot.admission
                 guild = env.create_guild("bench")
                 channel = guild.create_text_channel("imagine")
+                posted: Any = None
+                if zoom:  # the image pressed, posted first (settled, as a test would) unmeasured
+                    asker = guild.add_member(env.create_user("asker"))
+                    probe.fingerprints = False  # its image is downloaded by every press
+                    posted = (await asker.slash(channel, "imagine", prompt="a harbour")).response
+                    probe.fingerprints = True
+                    for times in (probe.arrived, probe.acknowledged, probe.delivered):
+                        times.clear()
                 members = [guild.add_member(env.create_user(f"user{i}")) for i in range(n)]
                 baseline = rss_bytes()
                 stop = asyncio.Event()
@@ -329,10 +355,13 @@ async def run_phase(
                 started = time.perf_counter()
                 with unsettled(env):
                     for index, member in enumerate(members):
+                        probe.dispatched[member.id] = time.perf_counter()
+                        if zoom:
+                            await member.click(posted, label="Zoom out 2\u00d7")
+                            continue
                         options: dict[str, Any] = {"prompt": f"request {index}"}
                         if index % 10 == 9:
                             options |= {"model": "gpt-image-2", "size": "3840x2160"}
-                        probe.dispatched[member.id] = time.perf_counter()
                         await member.slash(channel, "imagine", **options)
                     dispatch_loop = time.perf_counter() - started
                     await asyncio.sleep(0.05)
@@ -343,7 +372,7 @@ async def run_phase(
                 await tick
                 failures = [m for m in members if m.id not in probe.delivered]
     acks = [probe.acknowledged[u] - probe.arrived[u] for u in probe.acknowledged]
-    large = {m.id for i, m in enumerate(members) if i % 10 == 9}
+    large = set() if zoom else {m.id for i, m in enumerate(members) if i % 10 == 9}
     overheads = [
         probe.delivered[u] - probe.arrived[u] - latency for u in probe.delivered if u not in large
     ]
@@ -408,7 +437,8 @@ def report(phase: str, figures: dict[str, Any]) -> None:
         f"(peak {figures['peak_processing']} busy)"
     )
     print(f"  overhead, 1.5 MB     {percentiles(figures['overheads'])}")
-    print(f"  overhead, 3840x2160  {percentiles(figures['overheads_4k'])}")
+    if figures["overheads_4k"]:
+        print(f"  overhead, 3840x2160  {percentiles(figures['overheads_4k'])}")
     print(f"  worst loop stall     {figures['stall'] * 1000:.1f} ms")
     print(
         f"  RSS                  baseline {figures['baseline_rss'] / mib:.0f} MiB, "
@@ -482,6 +512,10 @@ async def main_async(args: argparse.Namespace) -> None:
                     await run_phase(base_url, n, args.latency, cap=args.cap, slots=args.slots),
                 )
             await run_engine_phase(base_url, n, args.latency)
+        if args.zoom_n:
+            await run_phase(base_url, 10, args.latency, zoom=True)  # not measured: warming up
+            figures = await run_phase(base_url, args.zoom_n, args.latency, zoom=True)
+            report("zoom out 2x, 724x724 PNG onto 1024x1024", figures)
     if args.stream_n:
         with images_api_process(args.stream_latency, standard, large) as base_url:
             await run_phase(base_url, 10, args.stream_latency, slots=args.slots, partial_images=2)
@@ -501,6 +535,9 @@ def main() -> None:
     parser.add_argument("--slots", type=int, default=0, help="PROCESSING_SLOTS (0: the default)")
     parser.add_argument(
         "--stream-n", type=int, default=50, help="requests of the streaming run (0: none)"
+    )
+    parser.add_argument(
+        "--zoom-n", type=int, default=50, help="presses of Zoom out 2x in the zoom run (0: none)"
     )
     parser.add_argument(
         "--stream-latency", type=float, default=4.0, help="upstream latency of the streaming run"

@@ -10,6 +10,7 @@ import pytest
 
 import bot.app
 from tests.cogs.test_buttons import all_labels
+from tests.cogs.test_zoom import ZOOM_LABELS
 
 # Every rotation, forwards and backwards: each extension loads first and last, and before and
 # after each of its neighbours (all 120 orders of five would start the bot 120 times).
@@ -41,8 +42,10 @@ async def test_any_order_of_extensions_gives_the_same_commands_and_buttons(
 
     posted = await alice.slash(channel, "imagine", prompt="two foxes", count=2)
     assert all_labels(posted.response) == [
-        "Reroll", "Edit prompt", "Larger (2048x2048)", "Delete", "Info", "Send to DM", "Vary 1",
-        "Vary 2",
+        "Reroll", "Edit prompt", "Larger (2048x2048)", "Delete", "Vary 1", "Vary 2",
+        *ZOOM_LABELS[:3], "Info", "Send to DM", *ZOOM_LABELS[3:],
     ]  # fmt: skip
     varied = await alice.click(posted.response, label="Vary 1")  # the edit's own buttons too
-    assert all_labels(varied.response) == ["Delete", "Info", "Send to DM", "Vary"]
+    assert all_labels(varied.response) == [
+        "Delete", "Vary", *ZOOM_LABELS[:3], "Info", "Send to DM", *ZOOM_LABELS[3:],
+    ]  # fmt: skip
