@@ -171,6 +171,8 @@ def sampled(pid: int, profile: Path | None, name: Path) -> Iterator[None]:
         return
     out = profile.parent / f"{name.name}.folded"
     command = [str(profile), "record", "--pid", str(pid), "--rate", "200", "--nonblocking"]
+    if seconds := float(os.environ.get("BENCH_PY_SPY_SECONDS", "0")):  # the first seconds only
+        command += ["--duration", str(max(1, round(seconds)))]
     sampler = subprocess.Popen([*command, "--format", "raw", "--output", str(out)])  # noqa: S603
     try:
         yield
@@ -363,8 +365,9 @@ def main() -> None:
     parser.add_argument(
         "--py-spy",
         default="",
-        help="py-spy's binary: sample each subject during the N requests, folded stacks "
-        "written beside it as <subject>-<N>.folded",
+        help="py-spy's binary: sample each subject during the N requests (the first "
+        "BENCH_PY_SPY_SECONDS only, where set), folded stacks written beside it as "
+        "<subject>-<N>.folded",
     )
     parser.add_argument("--bot-only", action="store_true", help="run the bot alone, no floor")
     parser.add_argument("--keep-logs", action="store_true", help="print the processes' logs")
