@@ -23,7 +23,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import aiohttp
@@ -132,6 +132,12 @@ class GenerationResult:
     @property
     def revised_prompt(self) -> str | None:
         return next((img.revised_prompt for img in self.images if img.revised_prompt), None)
+
+    def without_bytes(self) -> GenerationResult:
+        """This result with its images' bytes let go (their formats, sizes and count kept):
+        what a request keeps once its images are posted."""
+        images = tuple(replace(image, data=b"") for image in self.images)
+        return replace(self, images=images)
 
 
 class UpstreamFeedback(Protocol):

@@ -489,10 +489,12 @@ class Admission:
             may_refuse = self._checks(generation) or self.ledger.has_budgets(
                 generation.where.guild_id, generation.budgets
             )
-            wait = 0.0
+            done: set[asyncio.Task[str | None]] = set()
             if may_refuse:
                 wait = min(ADMISSION_BEFORE_ACKNOWLEDGING, time_to_acknowledge(replies.interaction))
-            done, _ = await asyncio.wait({admission}, timeout=wait)
+                done, _ = await asyncio.wait({admission}, timeout=wait)
+            # Else nothing is awaited before the defer: a burst of N requests is acknowledged in
+            # the loop's first pass over them, not behind everything the others started since.
             if not done and not replies.acknowledged:
                 # A slow database must not outlast Discord's 3 seconds: acknowledge and wait
                 # on; a refusal then replaces the placeholder with a private sentence.

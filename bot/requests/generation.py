@@ -244,6 +244,10 @@ class Generation(OnAnInteraction):
                 self.result = await self._generate(queue, images, lease, edits)
                 self.metrics.generated(self.result.model, self.result.elapsed)
                 uploaded = await post_result(self.replies, self.result, await _ready(buttons))
+                # Posted: the bytes go with the slot, not when the ledger has settled, which a
+                # burst (or a slow database) can put off for seconds while every request
+                # delivered meanwhile would keep its images: memory bounded by the slots, not N.
+                self.result = self.result.without_bytes()
                 lease.release()
             self.timeline.delivered = discord.utils.utcnow()
             self.metrics.delivered(

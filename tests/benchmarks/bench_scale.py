@@ -83,9 +83,10 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
 
 
-def peak_rss_mib(pid: int) -> float:
+def rss_mib(pid: int, field: str = "VmHWM") -> float:
+    """The process's peak RSS (VmHWM, since start), or its RSS now (``field`` "VmRSS")."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return 0.0
 
@@ -161,8 +162,33 @@ async def fire_and_wait(
         await asyncio.sleep(0.5)
 
 
+@contextmanager
+def sampled(pid: int, profile: Path | None, name: Path) -> Iterator[None]:
+    """py-spy (a path to its binary in ``profile``'s name, None: not sampled) samples ``pid``
+    meanwhile, into ``profile``'s directory as folded stacks (one file per subject and N)."""
+    if profile is None:
+        yield
+        return
+    out = profile.parent / f"{name.name}.folded"
+    command = [str(profile), "record", "--pid", str(pid), "--rate", "200", "--nonblocking"]
+    if seconds := float(os.environ.get("BENCH_PY_SPY_SECONDS", "0")):  # the first seconds only
+        command += ["--duration", str(max(1, round(seconds)))]
+    sampler = subprocess.Popen([*command, "--format", "raw", "--output", str(out)])  # noqa: S603
+    try:
+        yield
+    finally:
+        sampler.send_signal(signal.SIGINT)  # py-spy writes its samples on Ctrl-C
+        sampler.wait(30)
+
+
 async def run_subject(
-    subject: str, n: int, latency: float, image: bytes, work: Path, extra: dict[str, str]
+    subject: str,
+    n: int,
+    latency: float,
+    image: bytes,
+    work: Path,
+    extra: dict[str, str],
+    profile: Path | None = None,
 ) -> Run:
     discord_port, metrics_port = free_port(), free_port()
     control = f"http://127.0.0.1:{discord_port}"
@@ -214,17 +240,19 @@ async def run_subject(
                     async with session.get(f"http://127.0.0.1:{metrics_port}/metrics") as r:
                         lag_before = lag_buckets(await r.text())
                 cpu_before = cpu_seconds(child.pid)
+                baseline = rss_mib(child.pid, "VmRSS")  # warmed up, before the N requests
                 # The fake Images API is this process's one multiprocessing child.
                 images_pid = multiprocessing.active_children()[0].pid or 0
                 images_before = cpu_seconds(images_pid)
                 window_start = time.monotonic()
-                tokens, state = await fire_and_wait(
-                    session, control, n, time.monotonic() + 120 + latency * 4 + n * 0.5
-                )
+                with sampled(child.pid, profile, work / f"{subject}-{n}"):
+                    tokens, state = await fire_and_wait(
+                        session, control, n, time.monotonic() + 120 + latency * 4 + n * 0.5
+                    )
                 window_end = time.monotonic()
                 cpu = cpu_seconds(child.pid) - cpu_before
                 images_cpu = cpu_seconds(images_pid) - images_before
-                rss = peak_rss_mib(child.pid)
+                rss = rss_mib(child.pid)
                 if subject == "bot":
                     async with session.get(f"http://127.0.0.1:{metrics_port}/metrics") as r:
                         stall = worst_bucket(lag_before, lag_buckets(await r.text()))
@@ -249,6 +277,7 @@ async def run_subject(
         "over_p99": p(overheads, 0.99) * 1000,
         "throughput": len(done) / span if span > 0 else float("nan"),
         "rss": rss,
+        "rss_base": baseline,  # printed, not plotted: what the N requests added is rss - this
         "stall": stall * 1000,
         "cpu": cpu / n * 1000,
         "images_cpu": images_cpu / n * 1000,  # the fake serving it: printed, not plotted
@@ -266,6 +295,8 @@ def report(bot: Run, floor: Run) -> None:
         a, b = bot.figures[key], floor.figures[key]
         ratio = a / b if b else float("nan")
         print(f"  {name + ' (' + unit + ')':24} {a:10.1f} {b:10.1f} {ratio:10.2f}")
+    a, b = bot.figures["rss_base"], floor.figures["rss_base"]
+    print(f"  {'RSS before the N (MiB)':24} {a:10.1f} {b:10.1f}")
     a, b = bot.figures["images_cpu"], floor.figures["images_cpu"]
     print(f"  {'fake Images API CPU (ms)':24} {a:10.1f} {b:10.1f}   (per request)")
 
@@ -306,8 +337,13 @@ async def main_async(args: argparse.Namespace) -> None:
         print(f"logs in {work} (kept with --keep-logs)", flush=True)
         for n in args.n:
             extra = dict(setting.split("=", 1) for setting in args.bot_env)
-            bot = await run_subject("bot", n, args.latency, image, work, extra)
-            floor = await run_subject("floor", n, args.latency, image, work, {})
+            profile = Path(args.py_spy) if args.py_spy else None
+            bot = await run_subject("bot", n, args.latency, image, work, extra, profile)
+            if args.bot_only:  # an experiment on the bot's settings: no floor, no ratios
+                print(f"\nN={n}: {bot.delivered}/{n} delivered, {bot.previews} previews")
+                print(json.dumps(bot.figures))
+                continue
+            floor = await run_subject("floor", n, args.latency, image, work, {}, profile)
             report(bot, floor)
             runs.append((bot, floor))
         if args.keep_logs:
@@ -326,6 +362,14 @@ def main() -> None:
     parser.add_argument(
         "--bot-env", nargs="*", default=[], help="settings for the bot, as NAME=VALUE"
     )
+    parser.add_argument(
+        "--py-spy",
+        default="",
+        help="py-spy's binary: sample each subject during the N requests (the first "
+        "BENCH_PY_SPY_SECONDS only, where set), folded stacks written beside it as "
+        "<subject>-<N>.folded",
+    )
+    parser.add_argument("--bot-only", action="store_true", help="run the bot alone, no floor")
     parser.add_argument("--keep-logs", action="store_true", help="print the processes' logs")
     # A SIGTERM (a `timeout`) unwinds like Ctrl-C, so the processes started here are stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))

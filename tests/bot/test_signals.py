@@ -379,6 +379,9 @@ async def test_sync_pushes_the_commands_and_exits_zero(tmp_path: Path) -> None:
     assert process.returncode == 0
     (commands,) = discord_api.synced  # forced, once, though nothing was synced before
     names = [command["name"] for command in commands]
-    assert names == ["imagine", "edit", "usage", "imagine-settings", "Vary image"]
-    assert "synced 5 global command(s)" in log
+    assert names == [
+        "imagine", "edit", "describe", "usage", "imagine-settings", "history", "show",
+        "Vary image", "Describe image", "Image info",
+    ]  # fmt: skip
+    assert "synced 10 global command(s)" in log
     assert (tmp_path / "data" / "command_sync.json").is_file()  # the next start will not resync

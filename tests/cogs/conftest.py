@@ -97,7 +97,13 @@ async def simcord_bot(
     if bot.shard_count is None:
         bot.shard_count = RECOMMENDED_SHARDS
     yield bot
-    await bot.close()  # simcord detaches the bot without closing it; its HTTP session must go
+    try:
+        await bot.close()  # simcord detaches the bot without closing it; its HTTP session must go
+    except asyncio.CancelledError:
+        # A test that failed mid-request (simcord gave up waiting) can leave the close to be
+        # cancelled: told as this test's error, since a CancelledError (a BaseException) escaping
+        # a fixture leaves pytest's per-test state behind and fails every test after it.
+        raise RuntimeError("closing the bot was cancelled after the test") from None
 
 
 @pytest.fixture
