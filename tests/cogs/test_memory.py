@@ -81,4 +81,6 @@ async def test_requests_delivered_while_the_ledger_is_slow_keep_no_image_bytes(
     await finish(simcord_env)
     assert len(waiting) == MEMBERS  # every request delivered, each waiting on the ledger
     assert all(len(result.response.attachments) == 1 for result in results)
-    assert held <= SLOTS * len(image), f"{held:,} bytes held for {MEMBERS} posted requests"
+    # Beyond the slots' images, the engine's own small objects (its sentences, counters: about
+    # 11 kB): far below one image, which is what a request that kept its bytes would add.
+    assert held <= SLOTS * len(image) + 64 * 1024, f"{held:,} bytes held for {MEMBERS} requests"
