@@ -39,6 +39,7 @@ from typing import Any, cast
 import discord
 
 from bot.discord_out.replies import DISCORD_FAILURES, Replies, clip, fit_embed, step_timeout
+from bot.i18n import _, joined, ngettext
 from bot.requests.buttons import BUTTON_ID, LOAD_TIMEOUT, Action, ImageButton
 from bot.requests.info import (
     DownloadFailed,
@@ -62,33 +63,40 @@ PAGE_ID = re.compile(r"imagine:history:(?P<way>older|newer):(?P<cursor>[0-9]{1,1
 REPOST_KEY = 0
 
 # The sentences members read (one place, for translation).
-EMPTY = "You have no images here yet. Use /imagine to make some."
-NO_MORE = "There are no more images that way."
-HEADER = "Your latest images here (newest first):"
-NOT_FOUND = "You have no request {key} that you can see here."
-PRIVATE_SET = (
+EMPTY = _("You have no images here yet. Use /imagine to make some.")
+NO_MORE = _("There are no more images that way.")
+HEADER = _("Your latest images here (newest first):")
+NOT_FOUND = _("You have no request {key} that you can see here.")
+PRIVATE_SET = _(
     "Request {key} was private: only you saw its images, and the bot cannot read them back. "
     "(Send to DM keeps a copy of a set.)"
 )
-ORIGINAL_GONE = "The message of request {key} is gone, so its images cannot be shown again."
-RESTARTING = "The bot is restarting. Please try again in a minute."
-UNREADABLE = "The bot cannot read your requests right now. Please try again soon."
-NOT_READ = "The bot could not read the images of request {key} from Discord. Please try again."
-NOT_POSTED = "Discord did not take the images. Please try again."
-SHOWN = "Request {key}, shown again by {member}."
-TOO_LARGE = "The images of request {key} are too large for this server's upload limit."
-TOO_LARGE_LEFT = "({count} image(s) too large for this server's upload limit were left out.)"
+ORIGINAL_GONE = _("The message of request {key} is gone, so its images cannot be shown again.")
+RESTARTING = _("The bot is restarting. Please try again in a minute.")
+UNREADABLE = _("The bot cannot read your requests right now. Please try again soon.")
+NOT_READ = _("The bot could not read the images of request {key} from Discord. Please try again.")
+NOT_POSTED = _("Discord did not take the images. Please try again.")
+SHOWN = _("Request {key}, shown again by {member}.")
+TOO_LARGE = _("The images of request {key} are too large for this server's upload limit.")
+TOO_LARGE_LEFT = ngettext(
+    "({n} image too large for this server's upload limit was left out.)",
+    "({n} images too large for this server's upload limit were left out.)",
+)
+PREVIOUS = _("Previous")
+NEXT = _("Next")
+JUMP = _("jump")
+PRIVATE = _("private")
 
 
 class PageButton(discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], template=PAGE_ID):
     """Previous (newer sets) or Next (older sets) under a /history list."""
 
-    def __init__(self, way: str, cursor: int) -> None:
+    def __init__(self, way: str, cursor: int, locale: object = None) -> None:
         super().__init__(
             discord.ui.Button(
                 style=discord.ButtonStyle.secondary,
                 emoji="◀️" if way == "newer" else "▶️",
-                label="Previous" if way == "newer" else "Next",
+                label=(PREVIOUS if way == "newer" else NEXT).localized(locale),
                 custom_id=f"imagine:history:{way}:{cursor}",
             )
         )
@@ -104,9 +112,7 @@ class PageButton(discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], tem
     async def callback(self, interaction: discord.Interaction) -> None:
         history = history_of(interaction.client)
         if history is None:
-            await Replies(interaction).answer(
-                "The bot is restarting. Please try again in a minute."
-            )
+            await Replies(interaction).answer(RESTARTING)
             return
         try:
             if self.way == "older":
@@ -168,22 +174,26 @@ class History:
         if not rows:
             await replies.answer(NO_MORE if pressed else EMPTY)
             return
-        lines = [HEADER]
+        locale = interaction.locale
+        lines = [HEADER.localized(locale)]
         for saved in rows:
             found = costs.get(saved.ledger_id) if saved.ledger_id is not None else None
             when = f"<t:{int(saved.created_at.timestamp())}:R>" if saved.created_at else ""
             where = jump_url(saved)
-            shown = f"[jump]({where})" if where else ("private" if saved.private else "")
+            if where:
+                shown = f"[{JUMP.localized(locale)}]({where})"
+            else:
+                shown = PRIVATE.localized(locale) if saved.private else ""
             excerpt = discord.utils.escape_markdown(clip(" ".join(saved.prompt.split()), EXCERPT))
+            cost = cost_text(found).localized(locale)
             lines.append(
-                f"**{saved.key}** · {when} · {saved.model} · {cost_text(found)} · {shown}\n"
-                f"> {excerpt}"
+                f"**{saved.key}** · {when} · {saved.model} · {cost} · {shown}\n> {excerpt}"
             )
         view = discord.ui.View(timeout=None)
         if newer:
-            view.add_item(PageButton("newer", rows[0].key))
+            view.add_item(PageButton("newer", rows[0].key, locale))
         if older:
-            view.add_item(PageButton("older", rows[-1].key))
+            view.add_item(PageButton("older", rows[-1].key, locale))
         content = clip("\n".join(lines), 2000)
         if pressed:
             await interaction.response.edit_message(content=content, view=view)
@@ -201,10 +211,10 @@ class History:
             await replies.answer(UNREADABLE)
             return
         if saved is None or not may_show(saved, interaction):
-            await replies.answer(NOT_FOUND.format(key=key))
+            await replies.answer(NOT_FOUND.format(key=str(key)))
             return
         if saved.private:  # the member's own (may_show refuses another's)
-            await replies.answer(PRIVATE_SET.format(key=key))
+            await replies.answer(PRIVATE_SET.format(key=str(key)))
             return
         await replies.defer()
         await self._repost(replies, saved)
@@ -228,23 +238,24 @@ class History:
         fitting = [a for a in attachments if a.size <= limit]
         if not fitting:
             await replies.tell_privately(
-                (TOO_LARGE if attachments else ORIGINAL_GONE).format(key=key)
+                (TOO_LARGE if attachments else ORIGINAL_GONE).format(key=str(key))
             )
             return
         async with self.cards.copies:
             try:
                 files = await read_attachments(fitting)
             except DownloadFailed:
-                await replies.tell_privately(NOT_READ.format(key=key))
+                await replies.tell_privately(NOT_READ.format(key=str(key)))
                 return
-            note = SHOWN.format(key=key, member=interaction.user.mention)
+            note = SHOWN.format(key=str(key), member=interaction.user.mention)
             if len(fitting) < len(attachments):
-                note += " " + TOO_LARGE_LEFT.format(count=len(attachments) - len(fitting))
+                left_out = TOO_LARGE_LEFT.format(n=len(attachments) - len(fitting))
+                note = joined([note, left_out])
             embed = original.embeds[0] if original.embeds else None
             first, *rest = groups(files, limit)
             try:
                 await interaction.edit_original_response(
-                    content=note,
+                    content=note.localized(interaction.locale),
                     embed=fit_embed(embed) if embed is not None else None,
                     attachments=first,
                     view=repost_view(original, interaction.user.id, private=replies.private),
@@ -262,7 +273,7 @@ class History:
         """The first message of ``saved``; None, after telling the member, where it is gone."""
         interaction = replies.interaction
         if saved.message_id is None or saved.channel_id is None:
-            await replies.tell_privately(ORIGINAL_GONE.format(key=saved.key))
+            await replies.tell_privately(ORIGINAL_GONE.format(key=str(saved.key)))
             return None
         channel = interaction.client.get_partial_messageable(
             saved.channel_id, guild_id=saved.guild_id
@@ -270,10 +281,10 @@ class History:
         try:
             return await channel.fetch_message(saved.message_id)
         except discord.NotFound:
-            await replies.tell_privately(ORIGINAL_GONE.format(key=saved.key))
+            await replies.tell_privately(ORIGINAL_GONE.format(key=str(saved.key)))
         except DISCORD_FAILURES as exc:
             log.warning("could not read the message of saved request %s: %r", saved.key, exc)
-            await replies.tell_privately(NOT_READ.format(key=saved.key))
+            await replies.tell_privately(NOT_READ.format(key=str(saved.key)))
         return None
 
 

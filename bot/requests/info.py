@@ -32,7 +32,7 @@ import aiohttp
 import discord
 
 from bot.discord_out.replies import DISCORD_FAILURES, Replies, clip, fit_embed, step_timeout
-from bot.images.pricing import format_usd
+from bot.i18n import Text, _, joined, money, ngettext
 from bot.requests.buttons import LOAD_TIMEOUT, Action, ImageButtons, saved_key
 from bot.requests.edit_inputs import DOWNLOAD_TIMEOUT
 from bot.requests.saved_requests import SavedRequest, SavedRequests, Spent, made_from, spent
@@ -40,20 +40,49 @@ from bot.requests.saved_requests import SavedRequest, SavedRequests, Spent, made
 log = logging.getLogger(__name__)
 
 # The sentences members read (one place, for translation).
-NOT_A_SET = "This message is not a set of images the bot posted with its buttons."
-GONE = "The bot no longer has the request behind these images."
-UNREADABLE = "The bot cannot read this request right now. Please try again soon."
-DMS_CLOSED = (
+NOT_A_SET = _("This message is not a set of images the bot posted with its buttons.")
+GONE = _("The bot no longer has the request behind these images.")
+UNREADABLE = _("The bot cannot read this request right now. Please try again soon.")
+DMS_CLOSED = _(
     "The bot cannot send you direct messages: your privacy settings do not allow them. "
     "Allow direct messages from this server's members (or from apps) and press again."
 )
-DM_FAILED = "Discord did not let the bot send the copy. Please try again."
-NOT_DOWNLOADED = "The images could not be read back from Discord. Please try again."
-NO_IMAGES_LEFT = "These images are no longer in the message."
-SENT = "A copy is in your direct messages: {link}"
-LEFT_OUT = " ({count} image(s) too large for a direct message were left out.)"
-TOO_LARGE_FOR_DM = "These images are too large for a direct message (10 MiB each at most)."
-PRIVATE_LINK = "private (only its member saw it)"
+DM_FAILED = _("Discord did not let the bot send the copy. Please try again.")
+NOT_DOWNLOADED = _("The images could not be read back from Discord. Please try again.")
+NO_IMAGES_LEFT = _("These images are no longer in the message.")
+SENT = _("A copy is in your direct messages: {link}")
+LEFT_OUT = ngettext(
+    "({n} image too large for a direct message was left out.)",
+    "({n} images too large for a direct message were left out.)",
+)
+TOO_LARGE_FOR_DM = _("These images are too large for a direct message (10 MiB each at most).")
+PRIVATE_LINK = _("private (only its member saw it)")
+NOT_KNOWN = _("not known")
+ESTIMATED = _("{cost} (estimated)")
+STILL_RUNNING = _("{cost} (estimated; still running)")
+# The card's title and its fields' names.
+TITLE = _("Request {key}")
+ASKED_BY = _("Asked by")
+WHEN = _("When")
+COST = _("Cost")
+MODEL = _("Model")
+SIZE = _("Size")
+QUALITY = _("Quality")
+IMAGES = _("Images")
+OPTIONS = _("Options")
+REQUEST_ID = _("Request id")
+FOR_SHOW = _("`{key}` (for `/show id:{key}`)")
+IMAGE_SERVICE = _("Image service: `{id}`")
+POSTED = _("Posted")
+THIS_SET = _("this set")
+MADE_FROM = _("Made from")
+MADE_FROM_IT = _("Made from it")
+REQUEST_KEY = _("request {key}")
+HOW_OF = _("{how} of {request}")
+MADE = _("Made")
+REQUEST = _("Request")
+FROM = _("From")
+THE_SET_IN_THE_SERVER = _("the set in the server")
 
 CARD_TIMEOUT = 10.0  # seconds to read a card's rows, once the press is acknowledged
 CHILDREN_SHOWN = 10  # sets made from this one, linked on the card
@@ -62,12 +91,12 @@ DM_UPLOAD_LIMIT = 10 * 1024 * 1024  # bytes Discord takes in one upload to a DM
 FILES_PER_MESSAGE = 10  # Discord's most attachments in one message
 DMS_CLOSED_CODE = 50007  # "Cannot send messages to this user"
 ORIGINS = {
-    "reroll": "Reroll",
-    "edit": "Edit prompt",
-    "prompt": "Edit prompt",
-    "larger": "Larger",
-    "vary": "Vary",
-    "vary image": "Vary image",
+    "reroll": _("Reroll"),
+    "edit": _("Edit prompt"),
+    "prompt": _("Edit prompt"),
+    "larger": _("Larger"),
+    "vary": _("Vary"),
+    "vary image": _("Vary image"),
 }
 
 
@@ -90,27 +119,34 @@ def may_see(saved: SavedRequest, member_id: int, guild_id: int | None) -> bool:
     return saved.guild_id is not None and not saved.private
 
 
-def link(saved: SavedRequest, text: str) -> str:
+def link(saved: SavedRequest, text: Text) -> Text:
     url = jump_url(saved)
     if url is not None:
-        return f"[{text}]({url})"
-    return f"{text}, {PRIVATE_LINK}" if saved.private else text
+        return joined(["[", text, f"]({url})"], "")
+    return joined([text, PRIVATE_LINK], ", ") if saved.private else text
 
 
-def cost_text(found: Spent | None) -> str:
+def origin_name(origin: str | None) -> Text:
+    """What made a set (a button's label), for the card."""
+    if not origin:
+        return MADE
+    return ORIGINS.get(origin, joined([origin.capitalize()]))
+
+
+def cost_text(found: Spent | None) -> Text:
     if found is None or found.cost is None:
-        return "not known"
-    money = format_usd(found.cost)
+        return NOT_KNOWN
+    cost = money(found.cost)
     if found.outcome == "pending":
-        return f"{money} (estimated; still running)"
-    return f"{money} (estimated)" if found.estimated else money
+        return STILL_RUNNING.format(cost=cost)
+    return ESTIMATED.format(cost=cost) if found.estimated else cost
 
 
-def discord_time(saved: SavedRequest) -> str:
+def discord_time(saved: SavedRequest) -> Text:
     if saved.created_at is None:
-        return "not known"
+        return NOT_KNOWN
     seconds = int(saved.created_at.timestamp())
-    return f"<t:{seconds}:f> (<t:{seconds}:R>)"
+    return joined([f"<t:{seconds}:f> (<t:{seconds}:R>)"])
 
 
 class InfoCards:
@@ -142,7 +178,9 @@ class InfoCards:
             log.error(
                 "could not make the info card of request %s (%s)", saved.key, type(exc).__name__
             )
-            await interaction.followup.send(UNREADABLE, ephemeral=True)
+            await interaction.followup.send(
+                UNREADABLE.localized(interaction.locale), ephemeral=True
+            )
             return
         await interaction.followup.send(
             embed=fit_embed(embed), ephemeral=True, allowed_mentions=discord.AllowedMentions.none()
@@ -163,38 +201,41 @@ class InfoCards:
         costs = await spent(self.saved, [saved.ledger_id] if saved.ledger_id is not None else [])
         found = costs.get(saved.ledger_id) if saved.ledger_id is not None else None
 
+        def t(text: Text) -> str:
+            return text.localized(interaction.locale)
+
         embed = discord.Embed(
-            title=f"Request {saved.key}",
+            title=t(TITLE.format(key=str(saved.key))),
             description=clip(saved.prompt, 1000),
             colour=discord.Colour.blurple(),
         )
-        embed.add_field(name="Asked by", value=f"<@{saved.member_id}>")
-        embed.add_field(name="When", value=discord_time(saved))
-        embed.add_field(name="Cost", value=cost_text(found))
-        embed.add_field(name="Model", value=saved.model)
-        embed.add_field(name="Size", value=saved.size)
-        embed.add_field(name="Quality", value=saved.quality)
-        embed.add_field(name="Images", value=str(saved.count))
+        embed.add_field(name=t(ASKED_BY), value=f"<@{saved.member_id}>")
+        embed.add_field(name=t(WHEN), value=t(discord_time(saved)))
+        embed.add_field(name=t(COST), value=t(cost_text(found)))
+        embed.add_field(name=t(MODEL), value=saved.model)
+        embed.add_field(name=t(SIZE), value=saved.size)
+        embed.add_field(name=t(QUALITY), value=saved.quality)
+        embed.add_field(name=t(IMAGES), value=str(saved.count))
         options = ", ".join(f"{name} {value}" for name, value in sorted(saved.options.items()))
         if options:
-            embed.add_field(name="Options", value=clip(options, 1024))
-        ids = f"`{saved.key}` (for `/show id:{saved.key}`)"
+            embed.add_field(name=t(OPTIONS), value=clip(options, 1024))
+        ids = t(FOR_SHOW.format(key=str(saved.key)))
         if found is not None and found.service_request_id:
-            ids += f"\nImage service: `{found.service_request_id}`"
-        embed.add_field(name="Request id", value=ids, inline=False)
-        embed.add_field(name="Posted", value=link(saved, "this set"), inline=False)
+            ids += "\n" + t(IMAGE_SERVICE.format(id=found.service_request_id))
+        embed.add_field(name=t(REQUEST_ID), value=ids, inline=False)
+        embed.add_field(name=t(POSTED), value=t(link(saved, THIS_SET)), inline=False)
         if parent is not None:
-            how = ORIGINS.get(saved.origin or "", (saved.origin or "made").capitalize())
-            embed.add_field(
-                name="Made from", value=f"{how} of {link(parent, f'request {parent.key}')}"
-            )
+            how = origin_name(saved.origin)
+            parent_link = link(parent, REQUEST_KEY.format(key=str(parent.key)))
+            embed.add_field(name=t(MADE_FROM), value=t(HOW_OF.format(how=how, request=parent_link)))
         if children:
             lines = [
-                f"{ORIGINS.get(child.origin or '', child.origin or 'made')}: "
-                + link(child, f"request {child.key}")
+                t(origin_name(child.origin))
+                + ": "
+                + t(link(child, REQUEST_KEY.format(key=str(child.key))))
                 for child in children
             ]
-            embed.add_field(name="Made from it", value=clip("\n".join(lines), 1024), inline=False)
+            embed.add_field(name=t(MADE_FROM_IT), value=clip("\n".join(lines), 1024), inline=False)
         return embed
 
     async def info_of_message(
@@ -235,12 +276,14 @@ class InfoCards:
             embed = discord.Embed(
                 description=clip(saved.prompt, 3000), colour=discord.Colour.blurple()
             )
-            embed.add_field(name="Model", value=saved.model)
-            embed.add_field(name="Size", value=saved.size)
-            embed.add_field(name="Request", value=str(saved.key))
+            locale = interaction.locale
+            embed.add_field(name=MODEL.localized(locale), value=saved.model)
+            embed.add_field(name=SIZE.localized(locale), value=saved.size)
+            embed.add_field(name=REQUEST.localized(locale), value=str(saved.key))
             origin = jump_url(saved)
             if origin is not None:
-                embed.add_field(name="From", value=f"[the set in the server]({origin})")
+                here = THE_SET_IN_THE_SERVER.localized(locale)
+                embed.add_field(name=FROM.localized(locale), value=f"[{here}]({origin})")
             try:
                 first: discord.Message | None = None
                 for index, group in enumerate(groups(files, DM_UPLOAD_LIMIT)):
@@ -260,7 +303,7 @@ class InfoCards:
                 return
         said = SENT.format(link=first.jump_url if first is not None else "")
         if len(small) < len(attachments):
-            said += LEFT_OUT.format(count=len(attachments) - len(small))
+            said = joined([said, LEFT_OUT.format(n=len(attachments) - len(small))])
         await _tell(interaction, said)
 
     async def attachments_of(
@@ -341,8 +384,9 @@ def groups(files: list[discord.File], limit: int) -> list[list[discord.File]]:
     return packed
 
 
-async def _tell(interaction: discord.Interaction, sentence: str) -> None:
+async def _tell(interaction: discord.Interaction, sentence: Text) -> None:
     try:
-        await interaction.followup.send(clip(sentence, 2000), ephemeral=True)
+        text = sentence.localized(interaction.locale)
+        await interaction.followup.send(clip(text, 2000), ephemeral=True)
     except DISCORD_FAILURES as exc:
         log.warning("could not tell the member: %r", exc)

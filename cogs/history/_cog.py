@@ -11,12 +11,14 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.discord_out.replies import Replies
+from bot.i18n import _
+from bot.i18n.commands import command_text
 from bot.requests.history import history_of
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot
 
-RESTARTING = "The bot is restarting. Please try again in a minute."
+RESTARTING = _("The bot is restarting. Please try again in a minute.")
 REQUEST_ID_MAX = 2**63 - 1  # the database's largest key
 
 
@@ -25,7 +27,9 @@ class HistoryCog(commands.Cog, name="History"):
 
     def __init__(self, bot: ImagineBot) -> None:
         self.bot = bot
-        self.menu = app_commands.ContextMenu(name="Image info", callback=self.image_info)
+        self.menu = app_commands.ContextMenu(
+            name=command_text("Image info"), callback=self.image_info
+        )
 
     async def cog_load(self) -> None:
         self.bot.tree.add_command(self.menu)
@@ -33,7 +37,10 @@ class HistoryCog(commands.Cog, name="History"):
     async def cog_unload(self) -> None:
         self.bot.tree.remove_command(self.menu.name, type=self.menu.type)
 
-    @app_commands.command(name="history", description="Your latest images here, with links")
+    @app_commands.command(
+        name=command_text("history"),
+        description=command_text("Your latest images here, with links"),
+    )
     async def history(self, interaction: discord.Interaction) -> None:
         found = history_of(interaction.client)
         if found is None:
@@ -41,10 +48,14 @@ class HistoryCog(commands.Cog, name="History"):
             return
         await found.page(interaction)
 
-    @app_commands.command(name="show", description="Post a set of images again, with its buttons")
+    @app_commands.command(
+        name=command_text("show"),
+        description=command_text("Post a set of images again, with its buttons"),
+    )
+    @app_commands.rename(id=command_text("id"), private=command_text("private"))
     @app_commands.describe(
-        id="The request's id (its Info card and /history show it)",
-        private="Show it to you only",
+        id=command_text("The request's id (its Info card and /history show it)"),
+        private=command_text("Show it to you only"),
     )
     async def show(
         self,

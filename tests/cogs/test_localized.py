@@ -187,3 +187,27 @@ async def test_a_managers_settings_answers_name_the_setting_as_their_client_does
     assert answer == "max-bilder ist jetzt 1 (vorher der Standard)."
     refused = await setting(manager, channel, "channels", value="general")
     assert refused.startswith("kanäle muss ein oder mehrere Kanäle dieses Servers sein")
+
+
+@pytest.mark.parametrize("member_locale", ["de"])
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_history_and_an_info_card_read_in_german(
+    simcord_env: Any, channel: Any, alice: Any, images_api: Any
+) -> None:
+    empty = await alice.slash(channel, "history")
+    assert empty.response.content == (
+        "Du hast hier noch keine Bilder. Nutze /bild-erzeugen, um welche zu erstellen."
+    )
+    posted = await alice.slash(channel, "imagine", prompt="a fox", model="dall-e-2")
+
+    listed = await alice.slash(channel, "history")
+    page = listed.response
+    assert page.content.startswith("Deine letzten Bilder hier (neueste zuerst):")
+    assert "0,02\xa0$" in page.content and "[springen](" in page.content
+
+    info = await alice.click(posted.response, label="Info")
+    (embed,) = info.response.embeds
+    assert embed.title.startswith("Anfrage ")
+    names = [field.name for field in embed.fields]
+    assert names[:4] == ["Angefragt von", "Wann", "Kosten", "Modell"]
+    assert embed.fields[2].value == "0,02\xa0$"
