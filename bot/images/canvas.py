@@ -40,6 +40,8 @@ from typing import Literal
 
 from PIL import Image, UnidentifiedImageError
 
+from bot.i18n import _
+
 from .catalog import ModelSpec, parse_size
 from .errors import UnsupportedOption
 
@@ -57,8 +59,9 @@ WORKERS = 2
 _WORKERS = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="canvas")
 _PNG_SLACK = 64 * 1024  # a PNG's headers and the deflate blocks of a short image, at most
 
-NOT_READABLE = "The image to extend is not one the bot can read (PNG, JPEG or WebP)."
-TOO_LARGE = "The image to extend is larger than the bot can work on."
+NOT_READABLE = _("The image to extend is not one the bot can read (PNG, JPEG or WebP).")
+TOO_LARGE = _("The image to extend is larger than the bot can work on.")
+NO_FIXED_SIZE = _("{model} has no fixed size to extend an image to.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +109,7 @@ def target_size(
     source's). Raises :class:`UnsupportedOption` where the model lists no size."""
     sizes = _sizes(spec)
     if not sizes:
-        raise UnsupportedOption("size", f"{spec.name} has no fixed size to extend an image to.")
+        raise UnsupportedOption("size", NO_FIXED_SIZE.format(model=spec.name))
     canvas_width, canvas_height = extension.canvas(*source)
     shape = math.log(canvas_width / canvas_height)
     ref_width, ref_height = reference or source

@@ -527,7 +527,9 @@ class ImageButtons:
             message = interaction.message
             shown = _image_count(message) if message is not None else 1
             images = saved.count if saved.follow_up_ids else shown  # a number past them: refused
-            await interaction.response.send_modal(zooming.ZoomModal(saved, images))
+            await interaction.response.send_modal(
+                zooming.ZoomModal(saved, images, interaction.locale)
+            )
         elif button.action.value in zooming.EXTENSIONS:
             await self._zoom(replies, saved, zooming.EXTENSIONS[button.action.value], saved.prompt)
         elif button.action is Action.ENHANCE:

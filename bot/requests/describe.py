@@ -43,6 +43,7 @@ import discord
 
 from bot.discord_out.progress import EditBudget
 from bot.discord_out.replies import DISCORD_FAILURES, Replies
+from bot.i18n import _
 from bot.images import (
     ImageClient,
     ImageError,
@@ -93,16 +94,20 @@ from bot.store.pseudonym import Pseudonymizer
 
 log = logging.getLogger(__name__)
 
-NOT_OFFERED = (
+NOT_OFFERED = _(
     "Describing images and enhancing prompts are not available on this bot: its image service "
     "has no text model."
 )
-NO_IMAGE = "That message has no image to describe."
-DESCRIBING = "🔎 Describing the image…"
-ENHANCING = "✨ Enhancing the prompt…"
-GONE = "The bot no longer has this suggestion. Please use /describe again."
-UNREADABLE = "The bot cannot read this suggestion right now. Please try again soon."
-RESTARTING = "The bot is restarting. Please try again in a minute."
+NO_IMAGE = _("That message has no image to describe.")
+DESCRIBING = _("🔎 Describing the image…")
+ENHANCING = _("✨ Enhancing the prompt…")
+GONE = _("The bot no longer has this suggestion. Please use /describe again.")
+UNREADABLE = _("The bot cannot read this suggestion right now. Please try again soon.")
+RESTARTING = _("The bot is restarting. Please try again in a minute.")
+IMAGINE_THIS = _("Imagine this")
+IMAGINE_THIS_NUMBER = _("Imagine this ({number})")
+DESCRIBED = _("{member}'s image, described")
+FOOTER = _("{model} · Imagine this starts /imagine with it")
 LOAD_TIMEOUT = 1.0  # seconds to read a suggestion back: a press wants an answer within 3
 # describe:imagine:<key>: the saved suggestion's key.
 SUGGESTION_ID = re.compile(r"describe:imagine:(?P<key>[0-9]{1,19})")
@@ -245,7 +250,7 @@ class SuggestionButton(
 ):
     """Imagine this: /imagine with a saved suggestion (what it does is in :class:`TextFeatures`)."""
 
-    def __init__(self, key: int, *, label: str = "Imagine this") -> None:
+    def __init__(self, key: int, *, label: str = IMAGINE_THIS) -> None:
         super().__init__(
             discord.ui.Button(
                 style=discord.ButtonStyle.primary,
@@ -264,7 +269,7 @@ class SuggestionButton(
         match: re.Match[str],
         /,
     ) -> SuggestionButton:
-        return cls(int(match["key"]), label=getattr(item, "label", None) or "Imagine this")
+        return cls(int(match["key"]), label=getattr(item, "label", None) or IMAGINE_THIS)
 
     async def callback(self, interaction: discord.Interaction) -> None:
         features = text_features_of(interaction.client)
@@ -383,6 +388,7 @@ class TextFeatures:
         """The suggestions in the reply, each saved for its Imagine this button (one that
         cannot be saved, or that the default model would refuse, is shown without one)."""
         interaction = job.interaction
+        locale = interaction.locale
         view = discord.ui.View(timeout=None)
         lines = []
         # Saved together: the saved requests' writer takes them in one transaction.
@@ -390,12 +396,14 @@ class TextFeatures:
         for number, (prompt, key) in enumerate(zip(suggestions, keys, strict=True), 1):
             lines.append(f"**{number}.** {prompt}")
             if key is not None:
-                view.add_item(SuggestionButton(key, label=f"Imagine this ({number})"))
+                label = IMAGINE_THIS_NUMBER.format(number=str(number))
+                view.add_item(SuggestionButton(key, label=label.localized(locale)))
         embed = discord.Embed(description="\n\n".join(lines), colour=discord.Colour.blurple())
-        embed.set_author(name=f"{job.replies.member_name}'s image, described")
+        described = DESCRIBED.format(member=job.replies.member_name)
+        embed.set_author(name=described.localized(locale))
         if job.source is not None:
             embed.set_thumbnail(url=job.source.url)
-        embed.set_footer(text=f"{job.prepared.model} · Imagine this starts /imagine with it")
+        embed.set_footer(text=FOOTER.format(model=job.prepared.model).localized(locale))
         await job.replies.post(content=None, embed=embed, files=[], view=view)
 
     async def _save(self, interaction: discord.Interaction, prompt: str) -> int | None:

@@ -30,10 +30,12 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import discord
 
+from bot.i18n import Text, _
 from bot.images import ImageClient, ImageRequest, PreparedRequest, UnsupportedOption, parse_size
 from bot.images.canvas import (
     MAX_SOURCE_PIXELS,
@@ -62,13 +64,13 @@ PAN_RIGHT = "panr"
 PAN_UP = "panu"
 PAN_DOWN = "pand"
 LOOKS: Mapping[str, tuple[str, str, discord.ButtonStyle]] = {
-    ZOOM_OUT_15: ("🔭", "Zoom out 1.5\u00d7", discord.ButtonStyle.secondary),
-    ZOOM_OUT_2: ("🔭", "Zoom out 2\u00d7", discord.ButtonStyle.secondary),
-    CUSTOM_ZOOM: ("📐", "Custom zoom", discord.ButtonStyle.secondary),
-    PAN_LEFT: ("⬅️", "Pan left", discord.ButtonStyle.secondary),
-    PAN_RIGHT: ("➡️", "Pan right", discord.ButtonStyle.secondary),
-    PAN_UP: ("⬆️", "Pan up", discord.ButtonStyle.secondary),
-    PAN_DOWN: ("⬇️", "Pan down", discord.ButtonStyle.secondary),
+    ZOOM_OUT_15: ("🔭", _("Zoom out 1.5\u00d7"), discord.ButtonStyle.secondary),
+    ZOOM_OUT_2: ("🔭", _("Zoom out 2\u00d7"), discord.ButtonStyle.secondary),
+    CUSTOM_ZOOM: ("📐", _("Custom zoom"), discord.ButtonStyle.secondary),
+    PAN_LEFT: ("⬅️", _("Pan left"), discord.ButtonStyle.secondary),
+    PAN_RIGHT: ("➡️", _("Pan right"), discord.ButtonStyle.secondary),
+    PAN_UP: ("⬆️", _("Pan up"), discord.ButtonStyle.secondary),
+    PAN_DOWN: ("⬇️", _("Pan down"), discord.ButtonStyle.secondary),
 }
 EXTENSIONS: Mapping[str, Extension] = {
     ZOOM_OUT_15: Extension("out", 1.5),
@@ -95,10 +97,25 @@ MODAL_TIMEOUT = 900.0  # seconds the modal object is kept (its submission is rea
 # The largest posted image downloaded to extend (the bot posts within Discord's upload limits).
 MAX_SOURCE_BYTES = 100 * 1024 * 1024
 
-BAD_FACTOR = f"The zoom factor must be a number from {MIN_ZOOM:g} to {MAX_ZOOM:g}, such as 1.5."
-EMPTY_PROMPT = "The prompt is empty: write what the new area should show."
-BAD_IMAGE = "The image number must be a whole number, such as 1."
-NO_MASK = "{model} cannot zoom out or pan: it takes no mask."
+BAD_FACTOR = _(
+    "The zoom factor must be a number from {least} to {most}, such as {example}."
+).format(least=Decimal(f"{MIN_ZOOM:g}"), most=Decimal(f"{MAX_ZOOM:g}"), example=Decimal("1.5"))
+EMPTY_PROMPT = _("The prompt is empty: write what the new area should show.")
+BAD_IMAGE = _("The image number must be a whole number, such as 1.")
+NO_MASK = _("{model} cannot zoom out or pan: it takes no mask.")
+# What the requests are called in sentences ("{command} works in ...") and the metrics.
+ZOOM_OUT = _("Zoom out")
+PAN = _("Pan")
+# The Custom zoom form.
+CUSTOM_ZOOM_TITLE = _("Custom zoom")
+ZOOM_OUT_BY = _("Zoom out by")
+ZOOM_OUT_BY_HINT = _("From {least} to {most}: 2 makes each side twice as long.").format(
+    least=Decimal(f"{MIN_ZOOM:g}"), most=Decimal(f"{MAX_ZOOM:g}")
+)
+PROMPT = _("Prompt")
+PROMPT_HINT = _("What the whole picture shows, the new area included.")
+IMAGE = _("Image")
+WHICH_IMAGE = _("Which one, 1 to {n}.")
 
 # Does an extension for a press: the press, the set's saved request, the image to extend, how,
 # and the prompt. A new request from the presser; it owns its answer, as Admit does.
@@ -116,9 +133,9 @@ def rows() -> Iterator[tuple[int, str]]:
             yield row, action
 
 
-def command_of(extension: Extension) -> str:
+def command_of(extension: Extension) -> Text:
     """What the request is called in sentences and logs ("use Zoom out in ...")."""
-    return "Zoom out" if extension.direction == "out" else "Pan"
+    return ZOOM_OUT if extension.direction == "out" else PAN
 
 
 class ZoomInputs(EditInputs):
@@ -251,25 +268,27 @@ class ZoomModal(discord.ui.Modal):
     a form still open when the bot restarts is answered too; this object only draws it.
     """
 
-    def __init__(self, saved: SavedRequest, images: int) -> None:
+    def __init__(self, saved: SavedRequest, images: int, locale: object = None) -> None:
         super().__init__(
-            title="Custom zoom", custom_id=f"imagine:zoomout:{saved.key}", timeout=MODAL_TIMEOUT
+            title=CUSTOM_ZOOM_TITLE.localized(locale),
+            custom_id=f"imagine:zoomout:{saved.key}",
+            timeout=MODAL_TIMEOUT,
         )
         self.factor: discord.ui.TextInput[ZoomModal] = discord.ui.TextInput(
             custom_id=FACTOR_INPUT, default="1.5", max_length=8, required=True
         )
         self.add_item(
             discord.ui.Label(
-                text="Zoom out by",
-                description=f"From {MIN_ZOOM:g} to {MAX_ZOOM:g}: 2 makes each side twice as long.",
+                text=ZOOM_OUT_BY.localized(locale),
+                description=ZOOM_OUT_BY_HINT.localized(locale),
                 component=self.factor,
             )
         )
         self.prompt = prompt_input(saved.prompt)
         self.add_item(
             discord.ui.Label(
-                text="Prompt",
-                description="What the whole picture shows, the new area included.",
+                text=PROMPT.localized(locale),
+                description=PROMPT_HINT.localized(locale),
                 component=self.prompt,
             )
         )
@@ -279,7 +298,9 @@ class ZoomModal(discord.ui.Modal):
             )
             self.add_item(
                 discord.ui.Label(
-                    text="Image", description=f"Which one, 1 to {images}.", component=self.image
+                    text=IMAGE.localized(locale),
+                    description=WHICH_IMAGE.format(n=images).localized(locale),
+                    component=self.image,
                 )
             )
 
@@ -293,7 +314,7 @@ class ZoomForm:
     index: int
 
 
-def read_form(values: Mapping[str, str], saved: SavedRequest) -> ZoomForm | str:
+def read_form(values: Mapping[str, str], saved: SavedRequest) -> ZoomForm | Text:
     """The submitted Custom zoom ``values`` (by custom_id), or the sentence refusing them. An
     unchanged prompt cut to fit the form stands for the whole saved one."""
     text = values.get(FACTOR_INPUT, "").strip().lower().rstrip("\u00d7x").strip().replace(",", ".")

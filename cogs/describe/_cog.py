@@ -9,6 +9,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.i18n.commands import command_text
 from bot.requests.describe import NO_IMAGE, RESTARTING, first_image, text_features_of
 
 if TYPE_CHECKING:
@@ -16,13 +17,17 @@ if TYPE_CHECKING:
 
 
 @app_commands.command(
-    name="describe", description="Four prompts that would make an image like this"
+    name=command_text("describe"),
+    description=command_text("Four prompts that would make an image like this"),
 )
-@app_commands.describe(image="The image to describe (png, jpeg, webp or gif)")
+@app_commands.rename(image=command_text("image"))
+@app_commands.describe(image=command_text("The image to describe (png, jpeg, webp or gif)"))
 async def describe_command(interaction: discord.Interaction, image: discord.Attachment) -> None:
     features = text_features_of(interaction.client)
     if features is None:
-        await interaction.response.send_message(RESTARTING, ephemeral=True)
+        await interaction.response.send_message(
+            RESTARTING.localized(interaction.locale), ephemeral=True
+        )
         return
     await features.describe(interaction, image)
 
@@ -30,11 +35,15 @@ async def describe_command(interaction: discord.Interaction, image: discord.Atta
 async def describe_image(interaction: discord.Interaction, message: discord.Message) -> None:
     features = text_features_of(interaction.client)
     if features is None:
-        await interaction.response.send_message(RESTARTING, ephemeral=True)
+        await interaction.response.send_message(
+            RESTARTING.localized(interaction.locale), ephemeral=True
+        )
         return
     image = first_image(message)
     if image is None:
-        await interaction.response.send_message(NO_IMAGE, ephemeral=True)
+        await interaction.response.send_message(
+            NO_IMAGE.localized(interaction.locale), ephemeral=True
+        )
         return
     await features.describe(interaction, image)
 
@@ -46,7 +55,7 @@ class DescribeCog(commands.Cog, name="Describe"):
     def __init__(self, bot: ImagineBot) -> None:
         self.bot = bot
         self.menu: app_commands.ContextMenu = app_commands.ContextMenu(
-            name="Describe image", callback=describe_image
+            name=command_text("Describe image"), callback=describe_image
         )
         self.added: list[Any] = []
 
