@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
+from bot.i18n import Text, _
+
 MODEL = "omni-moderation-latest"
 MODERATION_SECONDS = 10.0  # the most a check waits for its answer before refusing
 ANSWER_BYTES = 256 * 1024  # a moderation answer is about 2 KB
@@ -78,7 +80,12 @@ class ModerationUnavailable(Exception):
 
 
 class PolicyRefused(ValueError):
-    """A policy that is not accepted; the message says what is, for the manager."""
+    """A policy that is not accepted; the message says what is, for the manager (in English;
+    ``why``, the part that is wrong, is marked for translation)."""
+
+    def __init__(self, message: str, why: Text | None) -> None:
+        super().__init__(message)
+        self.why = why
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +129,9 @@ class Policy:
         return " ".join(parts)
 
 
+# Why a policy is refused, in the manager's language (the whole sentence is the settings').
+NOT_ONE = _("{word} is not one")
+NOT_A_SCORE = _("{word}: a score is 0 to 1")
 POLICY_ACCEPTS = (
     "off, on (the service's own judgement) or strict (lower scores refuse, for servers with "
     "children), then any categories with the score from 0 to 1 at which they refuse, or off, "
@@ -133,12 +143,15 @@ def parse_policy(text: str) -> Policy:
     """A policy from its text (as :meth:`Policy.__str__` writes it); :class:`PolicyRefused`."""
     words = text.lower().replace(",", " ").split()
     if not words or words[0] not in PRESETS:
-        raise PolicyRefused(f"must be {POLICY_ACCEPTS}.")
+        raise PolicyRefused(f"must be {POLICY_ACCEPTS}.", None)
     overrides: dict[str, float | None] = {}
     for word in words[1:]:
         category, _, score = word.partition("=")
         if category not in CATEGORIES or not score:
-            raise PolicyRefused(f"must be {POLICY_ACCEPTS} ({word[:60]} is not one).")
+            raise PolicyRefused(
+                f"must be {POLICY_ACCEPTS} ({word[:60]} is not one).",
+                NOT_ONE.format(word=word[:60]),
+            )
         if score == OFF:
             overrides[category] = None
             continue
@@ -147,7 +160,10 @@ def parse_policy(text: str) -> Policy:
         except ValueError:
             value = -1.0
         if not 0.0 <= value <= 1.0:
-            raise PolicyRefused(f"must be {POLICY_ACCEPTS} ({word[:60]}: a score is 0 to 1).")
+            raise PolicyRefused(
+                f"must be {POLICY_ACCEPTS} ({word[:60]}: a score is 0 to 1).",
+                NOT_A_SCORE.format(word=word[:60]),
+            )
         overrides[category] = value
     return Policy(words[0], overrides)
 

@@ -75,6 +75,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RESTARTING = _("The bot is restarting. Please try again in a minute.")
+# Why a refusal is in the moderation log (read in the server's preferred language).
+LOGGED_BARRED = _("the member is barred")
+LOGGED_BLOCKED = _("a blocked word or pattern")
+LOGGED_MODERATION = _("the moderation check: {categories}")
+LOGGED_OVER_BUDGET = _("over a budget")
 LIMITS_UNAVAILABLE = _("The bot cannot check usage limits right now. Please try again soon.")
 CAP = ngettext(
     "This server allows at most {n} image per request.",
@@ -360,12 +365,12 @@ class Admission:
             if settled == BARRED:
                 self.metrics.request("barred", kind)
                 self.moderation_log.refused(
-                    replies.interaction, prompt=request.prompt, reason="the member is barred"
+                    replies.interaction, prompt=request.prompt, reason=LOGGED_BARRED
                 )
             if settled == BLOCKED:
                 self.metrics.request("blocked", kind)
                 self.moderation_log.refused(
-                    replies.interaction, prompt=request.prompt, reason="a blocked word or pattern"
+                    replies.interaction, prompt=request.prompt, reason=LOGGED_BLOCKED
                 )
             await self._refuse(replies, settled)
             return None
@@ -563,7 +568,7 @@ class Admission:
                 generation.interaction,
                 prompt=prepared.prompt,
                 model=prepared.model,
-                reason=f"the moderation check: {', '.join(refused)}",
+                reason=LOGGED_MODERATION.format(categories=", ".join(refused)),
             )
             return MODERATION_REFUSED
         return None
@@ -616,7 +621,7 @@ class Admission:
                 if isinstance(prepared, PreparedRequest)
                 else f"({prepared.kind})",
                 model=prepared.model,
-                reason="over a budget",
+                reason=LOGGED_OVER_BUDGET,
             )
             return refusal.sentence()  # in the member's language when it is answered
         except Exception as exc:

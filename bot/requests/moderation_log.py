@@ -36,7 +36,7 @@ from PIL import Image
 
 from bot.discord_out.delivery import run_in_encoder
 from bot.discord_out.replies import clip
-from bot.images.pricing import format_usd
+from bot.i18n import Text, _, joined, localize, money
 from bot.images.processing import WaitFor, wait_plainly
 from bot.observability.metrics import Metrics
 from bot.store.server_settings import Setting, SettingsStore
@@ -52,12 +52,25 @@ SEND_TIMEOUT = 15.0  # seconds for one entry to be posted
 RETRY_SECONDS = 600.0  # a channel that failed is tried again after this
 REMEMBERED = 10_000  # servers whose log problem is remembered (the oldest are forgotten)
 PROMPT_MAX = 1024
-DELETED = "the channel no longer exists"
-FORBIDDEN = "the bot is not allowed to post there (it needs View Channel, Send Messages, Embed Links and Attach Files)"  # noqa: E501
-TOLD = (
+# What the server's moderators and managers read, in the server's preferred locale (its
+# "primary language" in Discord's settings; en-US unless a Community server chose another):
+# they are several people, of whom the bot knows no client language.
+DELETED = _("the channel no longer exists")
+FORBIDDEN = _(
+    "the bot is not allowed to post there (it needs View Channel, Send Messages, Embed Links and "
+    "Attach Files)"
+)
+TOLD = _(
     "The /imagine moderation log of {server} cannot be written to {channel}: {problem}. Pick "
     "another channel or fix its permissions with /imagine-settings log-channel."
 )
+A_SERVER = _("a server")
+REFUSED = _("refused: {reason}")
+WHO = _("Who")
+WHERE = _("Where")
+MODEL = _("Model")
+OUTCOME = _("Outcome")
+COST = _("Cost")
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -122,7 +135,8 @@ class ModerationLog:
     ) -> None:
         """Log a request refused before anything was paid for; ``reason`` is what the
         moderators read (such as "a blocked word", "the moderation check: violence")."""
-        self._put(interaction, prompt=prompt, model=model, outcome=f"refused: {reason}")
+        outcome = REFUSED.format(reason=reason)
+        self._put(interaction, prompt=prompt, model=model, outcome=outcome)
 
     def finished(
         self,
@@ -142,11 +156,11 @@ class ModerationLog:
             where=where,
         )  # fmt: skip
 
-    def problem(self, guild_id: int) -> str | None:
+    def problem(self, guild_id: int) -> Text | None:
         """What is wrong with this server's log channel, as ``show`` says it; None: nothing
         known."""
         known = self._problems.get(guild_id)
-        return None if known is None else f"<#{known[0]}>: {known[1]}"
+        return None if known is None else joined([f"<#{known[0]}>:", known[1]])
 
     async def close(self) -> None:
         """Stop writing; the entries still waiting are dropped (the log is a courtesy)."""
@@ -219,7 +233,7 @@ class ModerationLog:
         if not isinstance(channel, discord.abc.Messageable):
             await self._report(entry, channel_id, DELETED)
             return
-        embed = _embed(entry)
+        embed = _embed(entry, guild.preferred_locale)
         thumbnail = None
         if entry.image is not None:
             making = asyncio.ensure_future(run_in_encoder(make_thumbnail, entry.image))
@@ -247,7 +261,7 @@ class ModerationLog:
         if known is not None:  # it works again: a new problem will be told again
             self._problems.pop(entry.guild_id, None)
 
-    async def _report(self, entry: Entry, channel_id: int, problem: str) -> None:
+    async def _report(self, entry: Entry, channel_id: int, problem: Text) -> None:
         """Tell the manager who picked the channel, once for this channel and problem."""
         known = self._problems.pop(entry.guild_id, None)
         self._problems[entry.guild_id] = (channel_id, problem, self.clock() + RETRY_SECONDS)
@@ -259,8 +273,8 @@ class ModerationLog:
         log.warning("the moderation log of %s cannot be written: %s", server, problem)
         guild = entry.client.get_guild(entry.guild_id)
         sentence = TOLD.format(
-            server=guild.name if guild else "a server", channel=f"<#{channel_id}>", problem=problem
-        )
+            server=guild.name if guild else A_SERVER, channel=f"<#{channel_id}>", problem=problem
+        ).localized(guild.preferred_locale if guild else None)
         try:
             changes = await self._store.last_changes(entry.guild_id)
             change = changes.get(Setting.LOG_CHANNEL.value)
@@ -275,13 +289,17 @@ class ModerationLog:
             log.info("could not tell a manager about their moderation log (%r)", exc)
 
 
-def _embed(entry: Entry) -> discord.Embed:
+def _embed(entry: Entry, locale: object = None) -> discord.Embed:
+    """The entry in ``locale``, the server's preferred one (see DELETED)."""
     embed = discord.Embed(description=clip(entry.prompt, PROMPT_MAX), timestamp=None)
-    embed.add_field(name="Who", value=f"<@{entry.member_id}>")
-    embed.add_field(name="Where", value=entry.where)
-    embed.add_field(name="Model", value=entry.model or "-")
-    embed.add_field(name="Outcome", value=clip(entry.outcome, 256))
-    embed.add_field(name="Cost", value="-" if entry.cost is None else format_usd(entry.cost))
+    cost = "-" if entry.cost is None else money(entry.cost).localized(locale)
+    embed.add_field(name=WHO.localized(locale), value=f"<@{entry.member_id}>")
+    embed.add_field(name=WHERE.localized(locale), value=entry.where)
+    embed.add_field(name=MODEL.localized(locale), value=entry.model or "-")
+    embed.add_field(
+        name=OUTCOME.localized(locale), value=clip(localize(entry.outcome, locale), 256)
+    )
+    embed.add_field(name=COST.localized(locale), value=cost)
     embed.timestamp = discord.utils.utcnow()
     return embed
 

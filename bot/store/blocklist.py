@@ -40,6 +40,8 @@ from collections.abc import Iterable
 
 import re2
 
+from bot.i18n import _
+
 PATTERN_MAX_MEM = 1 << 20  # bytes of RE2 program for one pattern: far above any sensible one
 SET_MAX_MEM = 256 << 20  # for a whole list (10,000 words take about 8 MB)
 CACHED_SETS = 64  # compiled lists kept (one per server in use, about a megabyte each)
@@ -138,7 +140,15 @@ def _options(max_mem: int) -> re2.Options:
 
 
 class PatternRefused(ValueError):
-    """A pattern that cannot be used; the message says why, for the manager."""
+    """A pattern that cannot be used; the message is the sentence for the manager."""
+
+
+# The sentences a manager reads (one place, for translation).
+NOT_RE2 = _(
+    "This pattern is not a pattern this bot can use: it must be RE2 syntax (no look-arounds or "
+    "back-references), and not too large."
+)
+MATCHES_EVERYTHING = _("This pattern matches an empty prompt, so it would refuse every prompt.")
 
 
 def check_pattern(pattern: str) -> None:
@@ -147,12 +157,9 @@ def check_pattern(pattern: str) -> None:
     try:
         compiled = re2.compile(pattern, _options(PATTERN_MAX_MEM))
     except re2.error:
-        raise PatternRefused(
-            "is not a pattern this bot can use: it must be RE2 syntax (no look-arounds or "
-            "back-references), and not too large"
-        ) from None
+        raise PatternRefused(NOT_RE2) from None
     if compiled.search("") is not None:
-        raise PatternRefused("matches an empty prompt, so it would refuse every prompt")
+        raise PatternRefused(MATCHES_EVERYTHING)
 
 
 class Blocklist:

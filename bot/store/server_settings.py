@@ -49,8 +49,8 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy import text as sql
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.i18n import Text, _, joined, ngettext
-from bot.images import ModelSpec, Policy, PolicyRefused, parse_policy
+from bot.i18n import Text, _, joined, localize, ngettext
+from bot.images import CATEGORIES, ModelSpec, Policy, PolicyRefused, parse_policy
 from bot.store import blocklist as blocklists
 from bot.store.budgets import BUDGET_ACCEPTS, Budget, parse_budgets, tightest
 from bot.store.db import BEGIN_IMMEDIATE
@@ -161,6 +161,48 @@ WORD_CHARS = 100
 PATTERN_CHARS = 300
 # What the settings cog sends parse() for a blocklist: the entries to add or to remove.
 ADD, REMOVE = "+", "-"
+SPOILERS_REFUSED = _(
+    "{setting} must be {always}, off, or channels mentioned with # (such as #spoilers #art)."
+)
+LOG_CHANNEL_REFUSED = _(
+    "{setting} must be one channel of this server, mentioned with # (such as #mod-log)."
+)
+MODERATION_REFUSED = _(
+    "{setting} must be off, on (the service's own judgement) or strict (lower scores refuse, for "
+    "servers with children), then any categories with the score from 0 to 1 at which they "
+    "refuse, or off, such as: strict violence=0.6 harassment=off. The categories: {categories}"
+)
+BLOCKLIST_REFUSED = ngettext(
+    "{setting} takes words and phrases, separated by commas, each at most {n} character.",
+    "{setting} takes words and phrases, separated by commas, each at most {n} characters.",
+)
+PATTERN_REFUSED = ngettext(
+    "{setting} takes one RE2 pattern of at most {n} character.",
+    "{setting} takes one RE2 pattern of at most {n} characters.",
+)
+NO_LETTERS = _("{setting}: {entry} has no letters or digits, so it blocks nothing.")
+BLOCKLIST_FULL = ngettext(
+    "A server can block at most {n} word or pattern.",
+    "A server can block at most {n} words and patterns together.",
+)
+BLOCKLIST_TOO_LARGE = _(
+    "These entries make the server's blocklist too large to compile: remove some."
+)
+TIER_ACCEPTS = _(
+    "A tier must be budgets such as $5/month;50 images/day, and {exempt} (from the rate limit) "
+    "or {barred} (from the bot), separated by ;, or {none} to remove the tier"
+)
+# How show says the newer settings.
+IN_CHANNELS = _("in {channels}")
+NO_LOG = _("no log")
+NONE_OF_OWN = _("none of this server's own")
+AND_OPERATORS = ngettext(
+    "{entries} (and this bot's own {n}, set by its operator)",
+    "{entries} (and this bot's own {n}, set by its operator)",
+)
+NO_MODERATION_CHECK = _("off: this bot's image service has no moderation check")
+BARRED_LIST = _("barred: {members}")
+NO_TIERS = _("none")
 NO_MODERATION_ROUTE = _(
     "The image service this bot uses has no moderation check (POST /moderations), so "
     "moderation cannot be used on this server; only off is accepted."
@@ -293,22 +335,18 @@ class Tier:
         return ";".join([*(str(budget) for budget in self.budgets), *flags])
 
 
-TIER_ACCEPTS = (
-    f"budgets such as $5/month;50 images/day, and {EXEMPT} (from the rate limit) or {BARRED} "
-    f"(from the bot), separated by ;, or {NO_BUDGET} to remove the tier"
-)
-
-
 def parse_tier(text: str) -> Tier:
     """Read ``$5/month;50 images/day;exempt``; :class:`SettingRefused` naming what is accepted."""
     words = [part.strip().lower() for part in text.split(";") if part.strip()]
     flags = {word for word in words if word in (EXEMPT, BARRED)}
+    accepts = TIER_ACCEPTS.format(exempt=EXEMPT, barred=BARRED, none=NO_BUDGET)
     try:
         budgets = parse_budgets(";".join(word for word in words if word not in flags))
     except ValueError as exc:
-        raise SettingRefused(f"A tier must be {TIER_ACCEPTS} ({exc}).") from None
+        why = exc.args[0] if exc.args and isinstance(exc.args[0], str) else str(exc)
+        raise SettingRefused(WHY.format(refused=accepts, why=why)) from None
     if not words:
-        raise SettingRefused(f"A tier must be {TIER_ACCEPTS}.")
+        raise SettingRefused(REFUSED.format(refused=accepts))
     return Tier(tightest(budgets), exempt=EXEMPT in flags, barred=BARRED in flags)
 
 
@@ -543,17 +581,13 @@ class Rules:
                 return self.parse(Setting.CHANNELS, text, chosen, channel_exists)
             except SettingRefused:
                 raise SettingRefused(
-                    f"{setting.value} must be {ALWAYS}, off, or channels mentioned with # (such "
-                    f"as #spoilers #art)."
+                    SPOILERS_REFUSED.format(setting=setting_name(setting), always=ALWAYS)
                 ) from None
         if setting is Setting.LOG_CHANNEL:
             match = re.fullmatch(r"<#(\d{1,20})>|(\d{1,20})", text)
             channel = int(match[1] or match[2]) if match else None
             if channel is None or not channel_exists(channel):
-                raise SettingRefused(
-                    f"{setting.value} must be one channel of this server, mentioned with # "
-                    f"(such as #mod-log)."
-                )
+                raise SettingRefused(LOG_CHANNEL_REFUSED.format(setting=setting_name(setting)))
             return str(channel)
         if setting in BLOCKLISTS:
             return self._blocklist_value(setting, text, chosen)
@@ -561,7 +595,11 @@ class Rules:
             try:
                 policy = parse_policy(text)
             except PolicyRefused as exc:
-                raise SettingRefused(f"{setting.value} {exc}") from None
+                accepts = MODERATION_REFUSED.format(
+                    setting=setting_name(setting), categories=", ".join(CATEGORIES)
+                )
+                refused = REFUSED if exc.why is None else WHY
+                raise SettingRefused(refused.format(refused=accepts, why=exc.why)) from None
             if policy.checks and self.moderations is False:
                 raise SettingRefused(NO_MODERATION_ROUTE)
             return str(policy)
@@ -577,10 +615,10 @@ class Rules:
             entries = [e.strip() for e in entries_text.split(",") if e.strip()]
         else:
             entries = [entries_text] if entries_text else []
-        what = "words and phrases, separated by commas" if words else "one RE2 pattern"
+        takes = BLOCKLIST_REFUSED if words else PATTERN_REFUSED
         most = WORD_CHARS if words else PATTERN_CHARS
         if not entries or any(len(entry) > most or "\n" in entry for entry in entries):
-            raise SettingRefused(f"{setting.value} takes {what}, each at most {most} characters.")
+            raise SettingRefused(takes.format(setting=setting_name(setting), n=most))
         current = [e for e in (chosen.raw(setting) or "").splitlines() if e]
         if not adding:
             gone = set(entries)
@@ -588,25 +626,21 @@ class Rules:
         for entry in entries:
             if words and blocklists.word_pattern(entry) is None:
                 raise SettingRefused(
-                    f"{setting.value}: {entry!r} has no letters or digits, so it blocks nothing."
+                    NO_LETTERS.format(setting=setting_name(setting), entry=repr(entry))
                 )
             if not words:
                 try:
                     blocklists.check_pattern(entry)
                 except blocklists.PatternRefused as exc:
-                    raise SettingRefused(f"This pattern {exc}.") from None
+                    raise SettingRefused(exc.args[0]) from None
         value = "\n".join(dict.fromkeys((*current, *entries)))
         other = Setting.BLOCKED_PATTERNS if words else Setting.BLOCKED_WORDS
         others = chosen.raw(other) or ""
         if len(value.splitlines()) + len(others.splitlines()) > BLOCKLIST_MOST:
-            raise SettingRefused(
-                f"A server can block at most {BLOCKLIST_MOST:,} words and patterns together."
-            )
+            raise SettingRefused(BLOCKLIST_FULL.format(n=BLOCKLIST_MOST))
         listed = (value, others) if words else (others, value)
         if not blocklists.fits(self.blocked_words, *listed):
-            raise SettingRefused(
-                "These entries make the server's blocklist too large to compile: remove some."
-            )
+            raise SettingRefused(BLOCKLIST_TOO_LARGE)
         return value
 
 
@@ -768,35 +802,35 @@ def describe(setting: Setting, raw: str | None, rules: Rules, chosen: ServerSett
     if setting is Setting.PREVIEWS:
         return {None: BOTS_DEFAULT, True: ON, False: OFF}[chosen.partial_previews]
     if setting is Setting.AGE_RESTRICTED:
-        return "on" if chosen.age_restricted else "off"
+        return ON if chosen.age_restricted else OFF
     if setting is Setting.SPOILERS:
         spoilers = chosen.spoilers
         if isinstance(spoilers, tuple):
-            return f"in {mentioned_channels(spoilers, separator=' ')}"
+            return IN_CHANNELS.format(channels=mentioned_channels(spoilers, separator=" "))
         return ALWAYS if spoilers else "off"
     if setting is Setting.LOG_CHANNEL:
         channel = chosen.log_channel
-        return "no log" if channel is None else f"<#{channel}>"
+        return NO_LOG if channel is None else f"<#{channel}>"
     if setting in BLOCKLISTS:
         entries = [entry for entry in (raw or "").splitlines() if entry]
-        text = summarised(entries) if entries else "none of this server's own"
+        text = summarised(entries) if entries else NONE_OF_OWN
         if setting is Setting.BLOCKED_WORDS and rules.blocked_words:
-            text += f" (and this bot's own {len(rules.blocked_words)}, set by its operator)"
+            text = AND_OPERATORS.format(entries=text, n=len(rules.blocked_words))
         return text
     if setting is Setting.MODERATION:
         if rules.moderations is False:
-            return "off: this bot's image service has no moderation check"
+            return NO_MODERATION_CHECK
         return str(rules.moderation(chosen))
     return raw or DEFAULT
 
 
-def describe_tiers(chosen: ServerSettings) -> str:
-    """The roles' tiers and the barred members, as ``show`` lists them."""
+def describe_tiers(chosen: ServerSettings, locale: object = None) -> str:
+    """The roles' tiers and the barred members, as ``show`` lists them, in ``locale``."""
     lines = [f"<@&{role}>: {tier}" for role, tier in sorted(chosen.tiers.items())]
     barred = [f"<@{member}>" for member in sorted(chosen.barred_members)]
     if barred:
-        lines.append(f"barred: {summarised(barred, ' ')}")
-    return summarised(lines, "\n") if lines else "none"
+        lines.append(localize(BARRED_LIST.format(members=summarised(barred, " ")), locale))
+    return localize(summarised(lines, "\n"), locale) if lines else NO_TIERS.localized(locale)
 
 
 def budget_text(budgets: Iterable[Budget], *, none: str = NO_BUDGET_TEXT) -> str:

@@ -18,7 +18,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.discord_out.replies import clip, fit_content, fit_embed, time_to_acknowledge
-from bot.i18n import _, joined, localize
+from bot.i18n import Text, _, joined, localize, ngettext
 from bot.i18n.commands import command_text
 from bot.requests.where import where
 from bot.services import Services
@@ -50,6 +50,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 VALUE = command_text("value")
+ADD_OPTION = command_text("add")
+REMOVE_OPTION = command_text("remove")
 
 MANAGERS_ONLY = _("Only members who can manage this server can change its /imagine settings.")
 SETTINGS_UNAVAILABLE = _("The bot cannot read or save settings right now. Please try again soon.")
@@ -64,14 +66,33 @@ NO_SERVER_SETTINGS = _(
     "There are no server settings here: this is not a server that installed the bot, so your "
     "own limits and budget apply. A server's managers change its settings in that server."
 )
-TOO_MANY_TIERS = f"A server can give tiers to at most {MAX_TIERS} roles: remove one first."
-TOO_MANY_BARRED = (
-    f"A server can bar at most {MAX_BARRED} members one by one: bar a role instead, or lift a bar."
-)
-NOT_EXEMPTED = (
-    " This bot's operator does not let servers exempt roles from its rate limit "
+TOO_MANY_TIERS = ngettext(
+    "A server can give tiers to at most {n} role: remove one first.",
+    "A server can give tiers to at most {n} roles: remove one first.",
+).format(n=MAX_TIERS)
+TOO_MANY_BARRED = ngettext(
+    "A server can bar at most {n} member one by one: bar a role instead, or lift a bar.",
+    "A server can bar at most {n} members one by one: bar a role instead, or lift a bar.",
+).format(n=MAX_BARRED)
+NOT_EXEMPTED = _(
+    "This bot's operator does not let servers exempt roles from its rate limit "
     "(SERVERS_MAY_EXEMPT_ROLES), so it still applies."
 )
+CEILING_STILL_APPLIES = _(
+    "This bot's ceiling of {ceiling} per member, set by its operator, still applies."
+)
+NO_TIER = _("no tier")
+TIER_REMOVED = _("{role} has no tier now (it was {was}).")
+TIER_NOW = _("{role}'s tier is now {value} (it was {was}).")
+MEMBER_BARRED = _("{member} is barred from this bot on this server.")
+BAR_LIFTED = _("{member} is no longer barred (a role's bar still applies).")
+ADD_OR_REMOVE = _("{setting} takes either add or remove.")
+LIST_CHANGED = ngettext(
+    "{setting}: {n} of this server's own (it had {had}): {shown}",
+    "{setting}: {n} of this server's own (it had {had}): {shown}",
+)
+CANNOT_WRITE_LOG = _("⚠️ cannot be written to {problem}")
+ROLE_TIERS = _("role tiers")
 SHOWN_VALUE_CHARS = 200  # of an old value in an answer, which Discord caps at 2,000 characters
 
 
@@ -174,61 +195,82 @@ class SettingsCog(commands.Cog, name="Settings"):
             await self.change(interaction, Setting.PREVIEWS, "on" if on else "off")
 
         @group.command(
-            name="age-restricted", description=DESCRIPTIONS[Setting.AGE_RESTRICTED][:100]
+            name=command_text("age-restricted"), description=described(Setting.AGE_RESTRICTED)
         )
         async def age_restricted(interaction: discord.Interaction, on: bool) -> None:
             await self.change(interaction, Setting.AGE_RESTRICTED, "on" if on else "off")
 
-        @group.command(name="spoilers", description=DESCRIPTIONS[Setting.SPOILERS][:100])
-        @app_commands.describe(value="always, off, or channels mentioned with #")
+        @group.command(name=command_text("spoilers"), description=described(Setting.SPOILERS))
+        @app_commands.rename(value=VALUE)
+        @app_commands.describe(value=command_text("always, off, or channels mentioned with #"))
         async def spoilers(interaction: discord.Interaction, value: str) -> None:
             await self.change(interaction, Setting.SPOILERS, value)
 
-        @group.command(name="log-channel", description=DESCRIPTIONS[Setting.LOG_CHANNEL])
-        @app_commands.describe(value="One channel mentioned with #, such as #mod-log")
+        @group.command(name=command_text("log-channel"), description=described(Setting.LOG_CHANNEL))
+        @app_commands.rename(value=VALUE)
+        @app_commands.describe(value=command_text("One channel mentioned with #, such as #mod-log"))
         async def log_channel(interaction: discord.Interaction, value: str) -> None:
             await self.change(interaction, Setting.LOG_CHANNEL, value)
 
         @group.command(
-            name="role-tier", description="A role's budgets, rate-limit exemption or bar"
+            name=command_text("role-tier"),
+            description=command_text("A role's budgets, rate-limit exemption or bar"),
         )
+        @app_commands.rename(role=command_text("role"), value=VALUE)
         @app_commands.describe(
-            value="Such as $5/month;50 images/day;exempt, or barred, or none to remove the tier"
+            value=command_text(
+                "Such as $5/month;50 images/day;exempt, or barred, or none to remove the tier"
+            )
         )
         async def role_tier(
             interaction: discord.Interaction, role: discord.Role, value: str
         ) -> None:
             await self.change_tier(interaction, role, value)
 
-        @group.command(name="bar-member", description="Bar one member from the bot, or lift it")
+        @group.command(
+            name=command_text("bar-member"),
+            description=command_text("Bar one member from the bot, or lift it"),
+        )
+        @app_commands.rename(member=command_text("member"), barred=command_text("barred"))
         async def bar_member(
             interaction: discord.Interaction, member: discord.Member, barred: bool
         ) -> None:
             await self.bar(interaction, member, barred)
 
-        @group.command(name="blocked-words", description=DESCRIPTIONS[Setting.BLOCKED_WORDS])
+        @group.command(
+            name=command_text("blocked-words"), description=described(Setting.BLOCKED_WORDS)
+        )
+        @app_commands.rename(add=ADD_OPTION, remove=REMOVE_OPTION)
         @app_commands.describe(
-            add="Words or phrases to block, separated by commas",
-            remove="Words or phrases to block no more, separated by commas",
+            add=command_text("Words or phrases to block, separated by commas"),
+            remove=command_text("Words or phrases to block no more, separated by commas"),
         )
         async def blocked_words(
             interaction: discord.Interaction, add: str | None = None, remove: str | None = None
         ) -> None:
             await self.change_list(interaction, Setting.BLOCKED_WORDS, add, remove)
 
-        @group.command(name="blocked-patterns", description=DESCRIPTIONS[Setting.BLOCKED_PATTERNS])
+        @group.command(
+            name=command_text("blocked-patterns"), description=described(Setting.BLOCKED_PATTERNS)
+        )
+        @app_commands.rename(add=ADD_OPTION, remove=REMOVE_OPTION)
         @app_commands.describe(
-            add="One regular expression (RE2), matched on the prompt in lower case without accents",
-            remove="A pattern to block no more, exactly as it was added",
+            add=command_text(
+                "One regular expression (RE2), matched on the prompt in lower case without accents"
+            ),
+            remove=command_text("A pattern to block no more, exactly as it was added"),
         )
         async def blocked_patterns(
             interaction: discord.Interaction, add: str | None = None, remove: str | None = None
         ) -> None:
             await self.change_list(interaction, Setting.BLOCKED_PATTERNS, add, remove)
 
-        @group.command(name="moderation", description=DESCRIPTIONS[Setting.MODERATION])
+        @group.command(name=command_text("moderation"), description=described(Setting.MODERATION))
+        @app_commands.rename(value=VALUE)
         @app_commands.describe(
-            value="off, on, or strict (for children); then any category=score, such as violence=0.6"
+            value=command_text(
+                "off, on, or strict (for children); then any category=score, such as violence=0.6"
+            )
         )
         async def moderation(interaction: discord.Interaction, value: str) -> None:
             await self.change(interaction, Setting.MODERATION, value)
@@ -254,9 +296,9 @@ class SettingsCog(commands.Cog, name="Settings"):
         """Add entries to a blocklist, or remove them (one of the two)."""
         if (add is None) == (remove is None):
             if interaction.guild is None or not interaction.permissions.manage_guild:
-                await interaction.response.send_message(MANAGERS_ONLY, ephemeral=True)
+                await _answer(interaction, MANAGERS_ONLY)
                 return
-            await _answer(interaction, f"{setting.value} takes either add or remove.")
+            await _answer(interaction, ADD_OR_REMOVE.format(setting=setting_name(setting)))
             return
         await self.change(
             interaction, setting, ADD + add if add is not None else REMOVE + str(remove)
@@ -319,9 +361,8 @@ class SettingsCog(commands.Cog, name="Settings"):
             answer = BACK_TO_DEFAULT.format(setting=name, value=shown, was=was)
         elif setting in BLOCKLISTS:
             had = 0 if old is None else len(old.splitlines())
-            answer = (
-                f"{setting.value}: {len(value.splitlines())} of this server's own (it had {had}): "
-                f"{shown}"
+            answer = LIST_CHANGED.format(
+                setting=name, n=len(value.splitlines()), had=had, shown=shown
             )
         elif setting in BUDGETS:  # the operator's ceiling may be what applies
             answer = budget_changed(setting, value, was, rules, now)
@@ -361,12 +402,16 @@ class SettingsCog(commands.Cog, name="Settings"):
                 member = f"<@{change.changed_by}>"
                 value = CHANGED_BY.format(value=value, member=member, when=when)
             if setting is Setting.LOG_CHANNEL and problem is not None:
-                value = joined([value, f"⚠️ cannot be written to {problem}"], "\n")
+                value = joined([value, CANNOT_WRITE_LOG.format(problem=problem)], "\n")
             shown = localize(value, locale)
             embed.add_field(
                 name=setting_name(setting).localized(locale), value=clip(shown, 1024), inline=False
             )
-        embed.add_field(name="role tiers", value=clip(describe_tiers(chosen), 1024), inline=False)
+        embed.add_field(
+            name=ROLE_TIERS.localized(locale),
+            value=clip(describe_tiers(chosen, locale), 1024),
+            inline=False,
+        )
         await _answer(interaction, embed=embed)
 
     async def change_tier(
@@ -375,7 +420,7 @@ class SettingsCog(commands.Cog, name="Settings"):
         """Set (or with ``none`` remove) a role's tier."""
         guild = interaction.guild
         if guild is None or not interaction.permissions.manage_guild:
-            await interaction.response.send_message(MANAGERS_ONLY, ephemeral=True)
+            await _answer(interaction, MANAGERS_ONLY)
             return
         store, rules = self.services.server_settings, self.services.server_rules
         name = f"{TIER_PREFIX}{role.id}"
@@ -398,19 +443,18 @@ class SettingsCog(commands.Cog, name="Settings"):
             "%s changed a role's tier on %s from %r to %r",
             pseudonyms.for_user(interaction.user.id), pseudonyms.for_server(guild.id), old, value,
         )  # fmt: skip
-        was = "no tier" if old is None else old
+        was = NO_TIER if old is None else old
+        answer: Text
         if value is None:
-            answer = f"{role.mention} has no tier now (it was {was})."
+            answer = TIER_REMOVED.format(role=role.mention, was=was)
         else:
-            answer = f"{role.mention}'s tier is now {value} (it was {was})."
+            answer = TIER_NOW.format(role=role.mention, value=value, was=was)
             if "exempt" in value.split(";") and not rules.servers_may_exempt_roles:
-                answer += NOT_EXEMPTED
+                answer = joined([answer, NOT_EXEMPTED])
             ceiling = rules.ceiling(Setting.MEMBER_BUDGET)
             if ceiling and parse_tier(value).budgets and not rules.servers_may_raise_budgets:
-                answer += (
-                    f" This bot's ceiling of {';'.join(map(str, ceiling))} per member, set by its "
-                    f"operator, still applies."
-                )
+                still = CEILING_STILL_APPLIES.format(ceiling=";".join(map(str, ceiling)))
+                answer = joined([answer, still])
         await _answer(interaction, answer)
 
     async def bar(
@@ -419,7 +463,7 @@ class SettingsCog(commands.Cog, name="Settings"):
         """Bar one member from the bot on this server, or lift the bar."""
         guild = interaction.guild
         if guild is None or not interaction.permissions.manage_guild:
-            await interaction.response.send_message(MANAGERS_ONLY, ephemeral=True)
+            await _answer(interaction, MANAGERS_ONLY)
             return
         store = self.services.server_settings
         name = f"{BAR_PREFIX}{member.id}"
@@ -439,10 +483,7 @@ class SettingsCog(commands.Cog, name="Settings"):
             pseudonyms.for_user(interaction.user.id), "barred" if barred else "lifted the bar of",
             pseudonyms.for_user(member.id), pseudonyms.for_server(guild.id),
         )  # fmt: skip
-        if barred:
-            answer = f"{member.mention} is barred from this bot on this server."
-        else:
-            answer = f"{member.mention} is no longer barred (a role's bar still applies)."
+        answer = (MEMBER_BARRED if barred else BAR_LIFTED).format(member=member.mention)
         await _answer(interaction, answer)
 
 
@@ -473,7 +514,7 @@ async def _saved(
     try:
         return (await _within_patience(interaction, work),)
     except SettingRefused as refusal:
-        await _answer(interaction, str(refusal))
+        await _answer(interaction, refusal.sentence)
     except Exception:
         log.exception("could not %s on a server", what)
         await _answer(interaction, SETTINGS_UNAVAILABLE)

@@ -86,6 +86,13 @@ THIS_MONTH_TOTALS = _("This month: {totals}")
 YOURS_PERSONAL = _("Yours (personal): {line}")
 YOURS_ANYWHERE = _("Yours everywhere: {line}")
 NO_PERSONAL_BUDGET = _("No personal budget.")
+YOUR_TIER = _("Your tier")
+BARRED_HERE = _("Barred from this bot on this server by its managers.")
+NO_TIER = _("None: this server's budget for each member applies.")
+ROLES_TIER = _("{roles} (the most generous of your roles' tiers applies)")
+ROLES_TIER_EXEMPT = _(
+    "{roles} (the most generous of your roles' tiers applies), exempt from the rate limit"
+)
 CHART_DAYS = 30
 TOP_MEMBERS = 10
 RECENT_REQUESTS = 10
@@ -178,7 +185,9 @@ class UsageCog(commands.Cog, name="Usage"):
         chosen = await self.services.server_settings.get(guild_id)
         rules = self.services.server_rules
         tier = rules.member_tier(chosen, member_id, roles)
-        embed.add_field(name="Your tier", value=_clip(_tier_line(tier)), inline=False)
+        embed.add_field(
+            name=YOUR_TIER.localized(locale), value=_clip(_tier_line(tier, locale)), inline=False
+        )
         lines = []
         # USER_BUDGET counts the member's requests in every server and direct message; the
         # bot's TOTAL_BUDGET is not shown: what everyone else spends is not theirs to read.
@@ -379,15 +388,14 @@ def _request_line(row: Any) -> Text:
     )
 
 
-def _tier_line(tier: MemberTier) -> str:
+def _tier_line(tier: MemberTier, locale: object = None) -> str:
     """Which tier a member is on: their roles' (the most generous applies), or the server's."""
     if tier.barred:
-        return "Barred from this bot on this server by its managers."
+        return BARRED_HERE.localized(locale)
     if not tier.roles:
-        return "None: this server's budget for each member applies."
+        return NO_TIER.localized(locale)
     roles = " ".join(f"<@&{role}>" for role in tier.roles)
-    line = f"{roles} (the most generous of your roles' tiers applies)"
-    return line + (", exempt from the rate limit" if tier.exempt else "")
+    return (ROLES_TIER_EXEMPT if tier.exempt else ROLES_TIER).format(roles=roles).localized(locale)
 
 
 def _clip(text: str) -> str:
