@@ -208,6 +208,13 @@ class PreparedText:
         return "\n".join(parts)
 
     @property
+    def members_text(self) -> str | None:
+        """The member's own text the request sends (an enhancement's prompt), for the server's
+        moderation check; None where it sends only the bot's (a description)."""
+        content = self.body["messages"][-1]["content"]
+        return content if self.kind == ENHANCE and isinstance(content, str) else None
+
+    @property
     def max_output_tokens(self) -> int:
         return int(self.body["max_completion_tokens"])
 

@@ -43,6 +43,7 @@ from bot.images import (
     ProcessingSlots,
     UnsupportedOption,
 )
+from bot.images.text import PreparedText
 from bot.observability.context import new_correlation_id, set_place
 from bot.observability.metrics import Metrics
 from bot.requests.generation import (
@@ -532,11 +533,16 @@ class Admission:
             self.metrics.request("moderation_unavailable", generation.command)
             return NO_MODERATION_ROUTE
         prepared = generation.prepared
-        if not isinstance(prepared, PreparedRequest):  # a text model's request: checked later
+        if isinstance(prepared, PreparedRequest):
+            prompt = prepared.prompt
+            images = [(image.format, image.data) for image in prepared.inputs if image.data]
+        elif isinstance(prepared, PreparedText) and prepared.members_text is not None:
+            # An enhancement: the member's prompt, before the text model is paid for it.
+            prompt, images = prepared.members_text, []
+        else:  # a description: it sends no text of the member's
             return None
-        images = [(image.format, image.data) for image in prepared.inputs if image.data]
         try:
-            refused = policy.refused(await self.images.moderate(prepared.prompt, images))
+            refused = policy.refused(await self.images.moderate(prompt, images))
         except ModerationUnavailable as exc:
             log.warning("a request was refused: the moderation check failed (%s)", exc)
             self.metrics.request("moderation_unavailable", generation.command)
@@ -550,7 +556,7 @@ class Admission:
             self.metrics.request("moderation_refused", generation.command)
             self.moderation_log.refused(
                 generation.interaction,
-                prompt=prepared.prompt,
+                prompt=prompt,
                 model=prepared.model,
                 reason=f"the moderation check: {', '.join(refused)}",
             )

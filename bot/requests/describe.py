@@ -123,17 +123,19 @@ class TextJob(OnAnInteraction):
         source: discord.Attachment | None = None,
         request: ImageRequest | None = None,
         exempt: bool = False,
+        moderation: Policy | None = None,
     ) -> None:
         """``source``: the image a description starts from; ``request``: the images an
         enhancement is for (made from its answer); ``exempt``: from the member's rate limit
-        (their tier)."""
+        (their tier); ``moderation``: the server's moderation check."""
         self.replies = replies
         self.exempt = exempt
         # Whose settings and budgets apply, and which install: the ledger's row records it.
         self.where = where(replies.interaction)
-        # No moderation check of its own: the images an enhancement is for are checked, with
-        # the enhanced prompt, when they are admitted.
-        self.moderation: Policy | None = None
+        # The server's moderation check reads an enhancement's prompt before the text model is
+        # paid for it (and sees it); the images are checked again, with the enhanced prompt,
+        # when they are admitted.
+        self.moderation: Policy | None = moderation
         self._prepared = prepared
         self.ledger = ledger
         self.metrics = metrics
@@ -318,6 +320,7 @@ class TextFeatures:
                 self.admission.metrics,
                 budgets=admissible.budgets,
                 exempt=admissible.exempt,
+                moderation=admissible.moderation,
                 features=self,
                 source=source,
                 request=request,

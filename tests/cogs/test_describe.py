@@ -14,9 +14,11 @@ import discord
 import pytest
 from PIL import Image
 
+from bot.requests.admission import MODERATION_REFUSED
 from bot.requests.describe import NO_IMAGE, NOT_OFFERED
-from tests.cogs.support import private_reply
+from tests.cogs.support import finish, private_reply
 from tests.cogs.test_buttons import labels, restarted  # noqa: F401  (a fixture)
+from tests.cogs.test_safety_words import checks_sent, declare_moderation_waits, private_or_answer
 from tests.conftest import API_KEY
 from tests.databases import ledger_rows
 from tests.fakes.images_api import (
@@ -365,3 +367,30 @@ async def test_images_refused_after_their_enhancement_are_told_privately_not_lef
 
     assert private_reply(result).content == "The bot is restarting. Please try again in a minute."
     assert not images_api.generation_requests
+
+
+class TestModeratedEnhance:
+    """The server's moderation check refuses an enhancement of a prompt it would refuse before
+    the text model is paid for it: the prompt is never sent, and no ledger row is written."""
+
+    @pytest.fixture
+    def bot_overrides(self, database_url: str) -> dict[str, Any]:
+        return {"database_url": database_url, "moderation_check": "on"}
+
+    async def test_a_flagged_prompt_is_refused_before_its_enhancement_is_paid_for(
+        self, simcord_env: Any, channel: Any, alice: Any, images_api: FakeImagesAPI,
+        database_url: str,
+    ) -> None:  # fmt: skip
+        declare_moderation_waits(simcord_env)
+        result = await alice.slash(
+            channel, "imagine", prompt="a gore scene", model="dall-e-2", enhance=True
+        )
+        await finish(simcord_env)
+
+        assert private_or_answer(result) == MODERATION_REFUSED
+        assert not images_api.chat_requests  # the text model never saw it
+        assert not images_api.generation_requests
+        assert await ledger_rows(database_url) == []
+        (checked,) = checks_sent(images_api)
+        assert checked["input"] == [{"type": "text", "text": "a gore scene"}]
+        assert str(alice.id) not in json.dumps(checked)
