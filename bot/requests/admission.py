@@ -61,6 +61,7 @@ from bot.requests.server_admission import (
     BLOCKED,
     Admissible,
     apply_server_settings,
+    barred_here,
     picked_model,
 )
 from bot.requests.where import where
@@ -509,6 +510,10 @@ class Admission:
             return
         lease = lease or self.processing.lease()
         await generation.run(self.queue, self.images, lease, self.edits)
+
+    async def barred(self, interaction: discord.Interaction) -> str | None:
+        """Whether the member is barred here (the sentence), for what needs no request."""
+        return await barred_here(interaction, self.rules, self.server_settings)
 
     # -- the moderation check, the ledger's row and the acknowledgement -------------------------
 

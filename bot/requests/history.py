@@ -194,6 +194,8 @@ class History:
 
     async def show(self, interaction: discord.Interaction, key: int, *, private: bool) -> None:
         """Post the set saved under ``key`` again, with its buttons, if the member may see it."""
+        if await self.cards.refused(interaction):  # barred: as from a request
+            return
         replies = Replies(interaction, private=private)
         try:
             saved = await load_in_time(interaction, self.saved, key)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import aiohttp
 import discord
@@ -117,9 +117,16 @@ class InfoCards:
     """Info and Send to DM, under every set (handed to :class:`ImageButtons` at start), and
     the Image info message menu."""
 
-    def __init__(self, buttons: ImageButtons) -> None:
+    def __init__(
+        self,
+        buttons: ImageButtons,
+        barred: Callable[[discord.Interaction], Awaitable[str | None]] | None = None,
+    ) -> None:
+        """``barred``: the sentence refusing a member the server barred (None: not barred);
+        Send to DM and /show copy and post sets without a request, and a bar covers them."""
         self.buttons = buttons
         self.copies = asyncio.Semaphore(COPIES_AT_ONCE)
+        self.barred = barred
 
     @property
     def saved(self) -> SavedRequests:
@@ -220,6 +227,8 @@ class InfoCards:
 
     async def send_to_dm(self, interaction: discord.Interaction, saved: SavedRequest) -> None:
         """A copy of the pressed set in the presser's DMs, said privately either way."""
+        if await self.refused(interaction):
+            return
         await interaction.response.defer(ephemeral=True, thinking=True)
         attachments = await self.attachments_of(interaction, saved)
         small = [a for a in attachments if a.size <= DM_UPLOAD_LIMIT]
@@ -262,6 +271,13 @@ class InfoCards:
         if len(small) < len(attachments):
             said += LEFT_OUT.format(count=len(attachments) - len(small))
         await _tell(interaction, said)
+
+    async def refused(self, interaction: discord.Interaction) -> bool:
+        """Whether the member is barred here: then told privately (nothing is downloaded)."""
+        refusal = await self.barred(interaction) if self.barred is not None else None
+        if refusal is not None:
+            await Replies(interaction).answer(refusal)
+        return refusal is not None
 
     async def attachments_of(
         self, interaction: discord.Interaction, saved: SavedRequest

@@ -24,7 +24,7 @@ from bot.discord_out.replies import step_timeout
 from bot.images import ImageRequest, Policy
 from bot.requests.where import where
 from bot.store.budgets import Budget
-from bot.store.server_settings import Rules, SettingsStore, mentioned_channels
+from bot.store.server_settings import Rules, ServerSettings, SettingsStore, mentioned_channels
 
 log = logging.getLogger(__name__)
 
@@ -95,11 +95,8 @@ async def apply_server_settings(
     lets a server choose; ``store``: the servers' settings."""
     # Outside a server that installed the bot (personal scope: None) there are no settings.
     guild_id = where(interaction).guild_id
-    try:
-        async with asyncio.timeout(step_timeout(interaction, SETTINGS_TIMEOUT)):
-            chosen = await store.get(guild_id)
-    except Exception as exc:
-        log.error("could not read the server's settings: %r", exc)
+    chosen = await _settings(interaction, store, guild_id)
+    if chosen is None:
         return SETTINGS_UNAVAILABLE
     tier = None
     if guild_id is not None:  # a server that installed the bot: its tiers and bars apply
@@ -157,6 +154,35 @@ async def apply_server_settings(
         spoiler=spoilers,
         moderation=rules.moderation(chosen),
     )
+
+
+async def _settings(
+    interaction: discord.Interaction, store: SettingsStore, guild_id: int | None
+) -> ServerSettings | None:
+    """The settings of ``guild_id`` (None: the personal scope's), or None after one log line."""
+    try:
+        async with asyncio.timeout(step_timeout(interaction, SETTINGS_TIMEOUT)):
+            return await store.get(guild_id)
+    except Exception as exc:
+        log.error("could not read the server's settings: %r", exc)
+        return None
+
+
+async def barred_here(
+    interaction: discord.Interaction, rules: Rules, store: SettingsStore
+) -> str | None:
+    """:data:`BARRED` where the member is barred on this server (:data:`SETTINGS_UNAVAILABLE`
+    where its settings cannot be read), else None: for what posts or copies a set again without
+    a request (/show, Send to DM), which a bar covers as it covers a request. Outside a
+    server's install there is no bar."""
+    guild_id = where(interaction).guild_id
+    if guild_id is None:
+        return None
+    chosen = await _settings(interaction, store, guild_id)
+    if chosen is None:
+        return SETTINGS_UNAVAILABLE
+    tier = rules.member_tier(chosen, interaction.user.id, role_ids(interaction.user))
+    return BARRED if tier.barred else None
 
 
 def _where_it_works(

@@ -11,7 +11,8 @@ import simcord.http.routes.messages as simcord_messages
 from simcord.backend import errors as simcord_errors
 
 from bot.requests import info
-from tests.cogs.support import fields, uploaded
+from bot.requests.server_admission import BARRED
+from tests.cogs.support import fields, setting, uploaded
 from tests.cogs.test_buttons import labels, posted_in_three_messages, restarted  # noqa: F401 - the restart fixture
 from tests.fakes.images_api import FakeImagesAPI
 
@@ -331,3 +332,26 @@ async def test_show_refuses_what_the_member_may_not_see_and_says_when_it_is_gone
     await alice.click(public.response, label="Delete")
     gone = await alice.slash(channel, "show", id=key_of(allowed.response))
     assert "is gone" in said(gone)
+
+
+# -- a barred member ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_a_barred_member_cannot_show_or_copy_sets_again(
+    simcord_env: Any, channel: Any, alice: Any, bob: Any, manager: Any,
+    images_api: FakeImagesAPI,
+) -> None:  # fmt: skip
+    posted = await alice.slash(channel, "imagine", prompt="two foxes", count=2)
+    own = await bob.slash(channel, "imagine", prompt="a hen")
+    await setting(manager, channel, "bar-member", member=bob, barred=True)
+    messages_before = len(channel.history())
+
+    for refused in (
+        await bob.slash(channel, "show", id=key_of(own.response)),  # his own set
+        await bob.slash(channel, "show", id=key_of(posted.response)),  # a public set here
+        await bob.click(posted.response, label="Send to DM"),
+    ):
+        assert said(refused) == BARRED
+    assert len(channel.history()) == messages_before  # nothing posted again
+    assert bob.user.dm_channel is None or bob.user.dm_channel.history() == []
