@@ -208,8 +208,11 @@ class History:
         if saved.private:  # the member's own (may_show refuses another's)
             await replies.answer(PRIVATE_SET.format(key=key))
             return
-        await replies.defer()
-        await self._repost(replies, saved)
+        if not await self.cards.may_copy(interaction):
+            return
+        with self.cards.copy_for(interaction.user.id):
+            await replies.defer()
+            await self._repost(replies, saved)
 
     async def _repost(self, replies: Replies, saved: SavedRequest) -> None:
         interaction = replies.interaction

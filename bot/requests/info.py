@@ -24,9 +24,10 @@ Decisions:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 
 import aiohttp
 import discord
@@ -53,6 +54,9 @@ NO_IMAGES_LEFT = "These images are no longer in the message."
 SENT = "A copy is in your direct messages: {link}"
 LEFT_OUT = " ({count} image(s) too large for a direct message were left out.)"
 TOO_LARGE_FOR_DM = "These images are too large for a direct message (10 MiB each at most)."
+ONE_AT_A_TIME = (
+    "Your previous copy of a set is still on its way. Please wait for it, then ask again."
+)
 PRIVATE_LINK = "private (only its member saw it)"
 
 CARD_TIMEOUT = 10.0  # seconds to read a card's rows, once the press is acknowledged
@@ -127,6 +131,9 @@ class InfoCards:
         self.buttons = buttons
         self.copies = asyncio.Semaphore(COPIES_AT_ONCE)
         self.barred = barred
+        # The members with a copy (Send to DM, /show) on its way: one each, so that a member
+        # pressing again and again cannot queue copy after copy ahead of everyone else's.
+        self.copying: set[int] = set()
 
     @property
     def saved(self) -> SavedRequests:
@@ -227,8 +234,12 @@ class InfoCards:
 
     async def send_to_dm(self, interaction: discord.Interaction, saved: SavedRequest) -> None:
         """A copy of the pressed set in the presser's DMs, said privately either way."""
-        if await self.refused(interaction):
+        if await self.refused(interaction) or not await self.may_copy(interaction):
             return
+        with self.copy_for(interaction.user.id):
+            await self._send_to_dm(interaction, saved)
+
+    async def _send_to_dm(self, interaction: discord.Interaction, saved: SavedRequest) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         attachments = await self.attachments_of(interaction, saved)
         small = [a for a in attachments if a.size <= DM_UPLOAD_LIMIT]
@@ -278,6 +289,22 @@ class InfoCards:
         if refusal is not None:
             await Replies(interaction).answer(refusal)
         return refusal is not None
+
+    @contextlib.contextmanager
+    def copy_for(self, member_id: int) -> Iterator[None]:
+        """The member's copy on its way while the block runs."""
+        self.copying.add(member_id)
+        try:
+            yield
+        finally:
+            self.copying.discard(member_id)
+
+    async def may_copy(self, interaction: discord.Interaction) -> bool:
+        """Whether the member has no other copy on its way; if one is, they are told."""
+        if interaction.user.id not in self.copying:
+            return True
+        await Replies(interaction).answer(ONE_AT_A_TIME)
+        return False
 
     async def attachments_of(
         self, interaction: discord.Interaction, saved: SavedRequest
