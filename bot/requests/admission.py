@@ -544,8 +544,19 @@ class Admission:
         elif isinstance(prepared, PreparedText) and prepared.members_text is not None:
             # An enhancement: the member's prompt, before the text model is paid for it.
             prompt, images = prepared.members_text, []
-        else:  # a description: it sends no text of the member's
+        else:  # a description: its image is checked once downloaded (TextJob.run)
             return None
+        return await self.moderate(generation, prompt, images)
+
+    async def moderate(
+        self, generation: Job, prompt: str, images: list[tuple[str, bytes]]
+    ) -> str | None:
+        """What the server's moderation check of ``generation`` says of ``prompt`` and
+        ``images`` (format and bytes): None where it lets them through, else the sentence (it
+        fails closed)."""
+        policy = generation.moderation
+        assert policy is not None
+        prepared = generation.prepared
         try:
             refused = policy.refused(await self.images.moderate(prompt, images))
         except ModerationUnavailable as exc:

@@ -4,6 +4,7 @@ on loopback, the ledger on SQLite and PostgreSQL where money is counted."""
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 from collections.abc import AsyncIterator
@@ -14,6 +15,7 @@ import discord
 import pytest
 from PIL import Image
 
+from bot.images.text import _scaled_data_url
 from bot.requests.admission import MODERATION_REFUSED
 from bot.requests.describe import NO_IMAGE, NOT_OFFERED
 from tests.cogs.support import finish, private_reply
@@ -394,3 +396,22 @@ class TestModeratedEnhance:
         (checked,) = checks_sent(images_api)
         assert checked["input"] == [{"type": "text", "text": "a gore scene"}]
         assert str(alice.id) not in json.dumps(checked)
+
+    async def test_an_image_the_check_flags_is_not_described_nor_posted_and_costs_nothing(
+        self, simcord_env: Any, channel: Any, alice: Any, images_api: FakeImagesAPI,
+        database_url: str,
+    ) -> None:  # fmt: skip
+        declare_moderation_waits(simcord_env)
+        photo = png(80, 80)
+        # What the text model would be sent (and so what is checked): the image scaled down.
+        sent = base64.b64decode(_scaled_data_url(photo).split(",", 1)[1])
+        images_api.moderation_images[sent] = {"sexual": 0.97}
+
+        result = await alice.slash(channel, "describe", image=("photo.png", photo))
+        await finish(simcord_env)
+
+        assert private_reply(result).content == MODERATION_REFUSED
+        assert result.response is None or not result.response.embeds  # no public thumbnail
+        assert not images_api.chat_requests  # the text model never saw it
+        (row,) = await ledger_rows(database_url)
+        assert (row["kind"], row["outcome"], row["cost"]) == ("describe", "refused", 0)
