@@ -511,9 +511,12 @@ class Admission:
         lease = lease or self.processing.lease()
         await generation.run(self.queue, self.images, lease, self.edits)
 
-    async def barred(self, interaction: discord.Interaction) -> str | None:
-        """Whether the member is barred here (the sentence), for what needs no request."""
-        return await barred_here(interaction, self.rules, self.server_settings)
+    async def barred(
+        self, interaction: discord.Interaction, command: str | None = None
+    ) -> str | None:
+        """Whether the member is barred here (the sentence), for what needs no request;
+        ``command``: one that posts in the channel, also refused outside the server's channels."""
+        return await barred_here(interaction, self.rules, self.server_settings, command=command)
 
     # -- the moderation check, the ledger's row and the acknowledgement -------------------------
 

@@ -194,7 +194,7 @@ class History:
 
     async def show(self, interaction: discord.Interaction, key: int, *, private: bool) -> None:
         """Post the set saved under ``key`` again, with its buttons, if the member may see it."""
-        if await self.cards.refused(interaction):  # barred: as from a request
+        if await self.cards.refused(interaction, "/show"):  # barred, or another channel
             return
         replies = Replies(interaction, private=private)
         try:

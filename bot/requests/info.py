@@ -124,7 +124,7 @@ class InfoCards:
     def __init__(
         self,
         buttons: ImageButtons,
-        barred: Callable[[discord.Interaction], Awaitable[str | None]] | None = None,
+        barred: Callable[[discord.Interaction, str | None], Awaitable[str | None]] | None = None,
     ) -> None:
         """``barred``: the sentence refusing a member the server barred (None: not barred);
         Send to DM and /show copy and post sets without a request, and a bar covers them."""
@@ -283,9 +283,11 @@ class InfoCards:
             said += LEFT_OUT.format(count=len(attachments) - len(small))
         await _tell(interaction, said)
 
-    async def refused(self, interaction: discord.Interaction) -> bool:
-        """Whether the member is barred here: then told privately (nothing is downloaded)."""
-        refusal = await self.barred(interaction) if self.barred is not None else None
+    async def refused(self, interaction: discord.Interaction, command: str | None = None) -> bool:
+        """Whether the member is barred here (or, for a ``command`` that posts in the channel,
+        the server keeps the bot to other channels): then told privately (nothing is
+        downloaded)."""
+        refusal = await self.barred(interaction, command) if self.barred is not None else None
         if refusal is not None:
             await Replies(interaction).answer(refusal)
         return refusal is not None

@@ -104,10 +104,8 @@ async def apply_server_settings(
         if tier.barred:  # before anything else: nothing is counted, nothing paid
             return BARRED
     channels = chosen.channels
-    if channels is not None and guild_id is not None:
-        parent = getattr(interaction.channel, "parent_id", None)  # a thread counts as its channel
-        if interaction.channel_id not in channels and parent not in channels:
-            return _where_it_works(interaction, channels, command)
+    if channels is not None and guild_id is not None and _outside(interaction, channels):
+        return _where_it_works(interaction, channels, command)
     # Before anything else is looked at or paid for; the refusal names no word or pattern: a
     # long prompt does not hand over which of its words is on the list (nor the list itself).
     try:
@@ -168,13 +166,23 @@ async def _settings(
         return None
 
 
+def _outside(interaction: discord.Interaction, channels: tuple[int, ...]) -> bool:
+    parent = getattr(interaction.channel, "parent_id", None)  # a thread counts as its channel
+    return interaction.channel_id not in channels and parent not in channels
+
+
 async def barred_here(
-    interaction: discord.Interaction, rules: Rules, store: SettingsStore
+    interaction: discord.Interaction,
+    rules: Rules,
+    store: SettingsStore,
+    *,
+    command: str | None = None,
 ) -> str | None:
     """:data:`BARRED` where the member is barred on this server (:data:`SETTINGS_UNAVAILABLE`
     where its settings cannot be read), else None: for what posts or copies a set again without
-    a request (/show, Send to DM), which a bar covers as it covers a request. Outside a
-    server's install there is no bar."""
+    a request (/show, Send to DM), which a bar covers as it covers a request. ``command``: one
+    that posts in the channel (/show), refused too outside the channels the server chose.
+    Outside a server's install there is no bar."""
     guild_id = where(interaction).guild_id
     if guild_id is None:
         return None
@@ -182,7 +190,12 @@ async def barred_here(
     if chosen is None:
         return SETTINGS_UNAVAILABLE
     tier = rules.member_tier(chosen, interaction.user.id, role_ids(interaction.user))
-    return BARRED if tier.barred else None
+    if tier.barred:
+        return BARRED
+    channels = chosen.channels
+    if command is not None and channels is not None and _outside(interaction, channels):
+        return _where_it_works(interaction, channels, command)
+    return None
 
 
 def _where_it_works(

@@ -389,3 +389,21 @@ async def test_a_member_has_one_copy_on_its_way_at_a_time(
     assert said(others).startswith("A copy is in your direct messages")
     assert len(bob.user.dm_channel.history()) == 1
     assert said(await bob.click(posted.response, label="Send to DM")).startswith("A copy is")
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_show_posts_again_only_in_the_channels_the_server_chose(
+    simcord_env: Any, guild: Any, channel: Any, alice: Any, manager: Any,
+    images_api: FakeImagesAPI,
+) -> None:  # fmt: skip
+    posted = await alice.slash(channel, "imagine", prompt="a fox")
+    art = guild.create_text_channel("art")
+    await setting(manager, channel, "channels", value=f"<#{art.id}>")
+    messages_before = len(channel.history())
+
+    refused = await alice.slash(channel, "show", id=key_of(posted.response))
+
+    assert said(refused) == f"On this server, /show works in <#{art.id}>."
+    assert len(channel.history()) == messages_before
+    shown = await alice.slash(art, "show", id=key_of(posted.response))
+    assert len(shown.response.attachments) == 1
