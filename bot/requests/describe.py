@@ -335,13 +335,19 @@ class TextFeatures:
         request: ImageRequest | None = None,
     ) -> Callable[[Replies, Admissible], TextJob]:
         def make(replies: Replies, admissible: Admissible) -> TextJob:
+            ledger = self.admission.ledger
+            # A tier's exemption from the rate limit holds only where a money budget bounds
+            # what the request costs: a budget in images does not count it, and nothing else
+            # would bound how many an exempt member runs.
+            here = where(replies.interaction).guild_id
+            bounded = ledger.has_budgets(here, admissible.budgets, money=True)
             return TextJob(
                 replies,
                 prepared,
-                self.admission.ledger,
+                ledger,
                 self.admission.metrics,
                 budgets=admissible.budgets,
-                exempt=admissible.exempt,
+                exempt=admissible.exempt and bounded,
                 moderation=admissible.moderation,
                 features=self,
                 source=source,

@@ -18,7 +18,7 @@ from PIL import Image
 from bot.images.text import _scaled_data_url
 from bot.requests.admission import MODERATION_REFUSED
 from bot.requests.describe import NO_IMAGE, NOT_OFFERED
-from tests.cogs.support import finish, private_reply
+from tests.cogs.support import finish, private_reply, setting
 from tests.cogs.test_buttons import labels, restarted  # noqa: F401  (a fixture)
 from tests.cogs.test_safety_words import checks_sent, declare_moderation_waits, private_or_answer
 from tests.conftest import API_KEY
@@ -415,3 +415,43 @@ class TestModeratedEnhance:
         assert not images_api.chat_requests  # the text model never saw it
         (row,) = await ledger_rows(database_url)
         assert (row["kind"], row["outcome"], row["cost"]) == ("describe", "refused", 0)
+
+
+class TestExemptRoles:
+    """A role a server exempts from the rate limit (where the operator allows it) is still
+    bounded on describe and enhance: where no money budget counts them (a budget in images does
+    not), the rate limit is all that bounds what they cost, so it applies."""
+
+    @pytest.fixture(params=["10 images/day", "$1/day"])
+    def member_budget(self, request: pytest.FixtureRequest) -> str:
+        return str(request.param)
+
+    @pytest.fixture
+    def bot_overrides(self, database_url: str, member_budget: str) -> dict[str, Any]:
+        return {
+            "database_url": database_url,
+            "user_rate_limit": "1/minute",
+            "servers_may_exempt_roles": True,
+            "member_budget": member_budget,
+        }
+
+    async def test_describe_by_an_exempt_role_is_rate_limited_where_no_money_budget_counts_it(
+        self, simcord_env: Any, guild: Any, channel: Any, manager: Any, member_budget: str,
+        database_url: str,
+    ) -> None:  # fmt: skip
+        vip = guild.create_role("VIP")
+        alice = guild.add_member(simcord_env.create_user("alice"), roles=[vip])
+        await setting(manager, channel, "role-tier", role=vip, value="exempt")
+
+        described = [
+            await alice.slash(channel, "describe", image=("photo.png", png())) for _ in range(3)
+        ]
+
+        bounded_by_money = member_budget.startswith("$")
+        for result in described[1:]:
+            if bounded_by_money:  # exempt: the money budget bounds it
+                assert len(result.response.embeds[0].description.split("\n\n")) == 4
+            else:
+                assert result.response.ephemeral
+                assert result.response.content.startswith("You have reached your limit")
+        assert len(await ledger_rows(database_url)) == (3 if bounded_by_money else 1)
