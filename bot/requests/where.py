@@ -90,8 +90,12 @@ class Where:
 
     @property
     def follow_up_limit(self) -> int | None:
-        """The most follow-ups one interaction may send here; None: as many as needed."""
-        return FOLLOW_UPS_OUTSIDE_SERVERS if self.personal else None
+        """The most follow-ups one interaction may send here; None: as many as needed. An
+        interaction only the member's install authorized keeps Discord's limit in a server that
+        has the bot too: its follow-ups go through that interaction all the same."""
+        if self.personal or self.installation is Installation.USER:
+            return FOLLOW_UPS_OUTSIDE_SERVERS
+        return None
 
     @property
     def place(self) -> Place:

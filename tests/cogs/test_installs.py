@@ -29,6 +29,7 @@ from bot.images.pricing import format_usd
 from bot.requests.buttons import _belongs_here
 from bot.requests.saved_requests import SavedRequest
 from bot.requests.server_admission import BARRED
+from bot.requests.where import Context, Installation, Where
 from tests.cogs import test_bot_budgets, test_buttons
 from tests.cogs.conftest import RECOMMENDED_SHARDS, make_settings
 from tests.cogs.support import fields, json_log_lines, setting, upload_limit
@@ -597,3 +598,9 @@ async def test_a_user_install_in_a_server_that_has_the_bot_is_that_servers_reque
     assert len(made.response.attachments) == 1
     (row,) = await ledger_rows(database_url)  # alice's, counted in the server's budgets
     assert (row["member_id"], row["guild_id"], row["installation"]) == (alice.id, guild.id, "user")
+
+
+def test_only_the_members_install_keeps_discords_follow_up_limit_in_a_server_with_the_bot() -> None:
+    assert Where(Context.GUILD, Installation.USER, 1).follow_up_limit == 5
+    assert Where(Context.GUILD, Installation.GUILD, 1).follow_up_limit is None
+    assert Where(Context.BOT_DM, Installation.USER, None).follow_up_limit == 5
