@@ -468,7 +468,11 @@ class Admission:
         replies = generation.replies
         admission: asyncio.Task[str | None] | None = None
         try:
-            counted = counted or generation.exempt  # a tier exempt from the rate limit
+            # A tier exempt from the rate limit is counted until the moderation check lets the
+            # request through: what the check refuses costs nothing, so no budget bounds how
+            # many checks (on the operator's account, shared by every server) it could cause.
+            until_checked = generation.exempt and not counted and self._checks(generation)
+            counted = counted or (generation.exempt and not until_checked)
             if not counted and not await self._within_limits(
                 replies, generation.member_id, generation.command
             ):
@@ -491,10 +495,14 @@ class Admission:
                 # on; a refusal then replaces the placeholder with a private sentence.
                 await self._acknowledge(generation)
             refusal = await admission
+            checked_out = refusal in (MODERATION_REFUSED, NOT_CHECKED, NO_MODERATION_ROUTE)
+            if not counted and (
+                refusal == LEDGER_UNAVAILABLE  # not taken: not counted
+                or (until_checked and not checked_out)  # checked: exempt after all
+            ):
+                await self._refund_limits(generation.member_id)
             if refusal is not None:
                 await self._refuse(replies, refusal)
-                if refusal == LEDGER_UNAVAILABLE and not counted:  # not taken: not counted
-                    await self._refund_limits(generation.member_id)
                 return
             if not replies.acknowledged:
                 await self._acknowledge(generation)
