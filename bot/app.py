@@ -334,7 +334,7 @@ class ImagineBot(commands.AutoShardedBot):
             ),
         )
         admission.use_buttons(self._image_buttons.for_generation)
-        cards = InfoCards(self._image_buttons)
+        cards = InfoCards(self._image_buttons, barred=admission.barred)
         cards.install()  # Info and Send to DM under every set
         self._history = History(cards)
         # At start, not when images are posted: the buttons of messages posted before a restart

@@ -54,11 +54,13 @@ from bot.images import (
 from bot.images.edits import check_file_size
 from bot.images.text import (
     DESCRIBE,
+    DESCRIBE_PROMPT,
     ENHANCE,
     MAX_INPUT_BYTES,
     PreparedText,
     TextModelSpec,
     TextResult,
+    data_url_image,
     enhanced_of,
     image_data_url,
     prepare_describe,
@@ -123,17 +125,19 @@ class TextJob(OnAnInteraction):
         source: discord.Attachment | None = None,
         request: ImageRequest | None = None,
         exempt: bool = False,
+        moderation: Policy | None = None,
     ) -> None:
         """``source``: the image a description starts from; ``request``: the images an
         enhancement is for (made from its answer); ``exempt``: from the member's rate limit
-        (their tier)."""
+        (their tier); ``moderation``: the server's moderation check."""
         self.replies = replies
         self.exempt = exempt
         # Whose settings and budgets apply, and which install: the ledger's row records it.
         self.where = where(replies.interaction)
-        # No moderation check of its own: the images an enhancement is for are checked, with
-        # the enhanced prompt, when they are admitted.
-        self.moderation: Policy | None = None
+        # The server's moderation check reads an enhancement's prompt before the text model is
+        # paid for it (and sees it); the images are checked again, with the enhanced prompt,
+        # when they are admitted.
+        self.moderation: Policy | None = moderation
         self._prepared = prepared
         self.ledger = ledger
         self.metrics = metrics
@@ -157,9 +161,23 @@ class TextJob(OnAnInteraction):
     def member(self) -> str:
         return member_of(self._prepared.body)
 
-    async def settle(self, outcome: Outcome, error: BaseException | None = None) -> None:
-        """Record how the request ended; a ledger failure is logged, never the member's."""
-        self.metrics.request(outcome.value, self.command)
+    async def _moderated(self, url: str) -> str | None:
+        """The server's moderation check of a description's image (what the text model would
+        be sent): None where it lets it through, else the sentence. The description is posted
+        publicly with the image's thumbnail, so the image is checked as an edit's are."""
+        if self.moderation is None or not self.moderation.checks:
+            return None
+        admission = self.features.admission
+        return await admission.moderate(self, DESCRIBE_PROMPT, [data_url_image(url)])
+
+    async def settle(
+        self, outcome: Outcome, error: BaseException | None = None, *, counted: bool = True
+    ) -> None:
+        """Record how the request ended; a ledger failure is logged, never the member's.
+        ``counted``: False where the metrics counted its outcome already (the moderation
+        check's refusal)."""
+        if counted:
+            self.metrics.request(outcome.value, self.command)
         if self.ledger_row is None:
             return
         result = self.result
@@ -193,7 +211,13 @@ class TextJob(OnAnInteraction):
                 if self.source is not None:
                     await lease.keep(self.source.size)
                     data = await _download(self.source, "image")
-                    self._prepared = self._prepared.with_image(await image_data_url(data))
+                    url = await image_data_url(data)
+                    refusal = await self._moderated(url)
+                    if refusal is not None:  # never sent: its reservation is released
+                        await self.replies.tell_privately(refusal)
+                        await self.settle(Outcome.REFUSED, counted=False)
+                        return
+                    self._prepared = self._prepared.with_image(url)
                 async with queue.slot():
                     await record_sending(self.ledger, self.ledger_row)
                     self.timeline.started_upstream = discord.utils.utcnow()
@@ -311,13 +335,20 @@ class TextFeatures:
         request: ImageRequest | None = None,
     ) -> Callable[[Replies, Admissible], TextJob]:
         def make(replies: Replies, admissible: Admissible) -> TextJob:
+            ledger = self.admission.ledger
+            # A tier's exemption from the rate limit holds only where a money budget bounds
+            # what the request costs: a budget in images does not count it, and nothing else
+            # would bound how many an exempt member runs.
+            here = where(replies.interaction).guild_id
+            bounded = ledger.has_budgets(here, admissible.budgets, money=True)
             return TextJob(
                 replies,
                 prepared,
-                self.admission.ledger,
+                ledger,
                 self.admission.metrics,
                 budgets=admissible.budgets,
-                exempt=admissible.exempt,
+                exempt=admissible.exempt and bounded,
+                moderation=admissible.moderation,
                 features=self,
                 source=source,
                 request=request,

@@ -194,6 +194,8 @@ class History:
 
     async def show(self, interaction: discord.Interaction, key: int, *, private: bool) -> None:
         """Post the set saved under ``key`` again, with its buttons, if the member may see it."""
+        if await self.cards.refused(interaction, "/show"):  # barred, or another channel
+            return
         replies = Replies(interaction, private=private)
         try:
             saved = await load_in_time(interaction, self.saved, key)
@@ -206,8 +208,11 @@ class History:
         if saved.private:  # the member's own (may_show refuses another's)
             await replies.answer(PRIVATE_SET.format(key=key))
             return
-        await replies.defer()
-        await self._repost(replies, saved)
+        if not await self.cards.may_copy(interaction):
+            return
+        with self.cards.copy_for(interaction.user.id):
+            await replies.defer()
+            await self._repost(replies, saved)
 
     async def _repost(self, replies: Replies, saved: SavedRequest) -> None:
         interaction = replies.interaction

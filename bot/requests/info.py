@@ -24,9 +24,10 @@ Decisions:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 
 import aiohttp
 import discord
@@ -53,6 +54,9 @@ NO_IMAGES_LEFT = "These images are no longer in the message."
 SENT = "A copy is in your direct messages: {link}"
 LEFT_OUT = " ({count} image(s) too large for a direct message were left out.)"
 TOO_LARGE_FOR_DM = "These images are too large for a direct message (10 MiB each at most)."
+ONE_AT_A_TIME = (
+    "Your previous copy of a set is still on its way. Please wait for it, then ask again."
+)
 PRIVATE_LINK = "private (only its member saw it)"
 
 CARD_TIMEOUT = 10.0  # seconds to read a card's rows, once the press is acknowledged
@@ -117,9 +121,19 @@ class InfoCards:
     """Info and Send to DM, under every set (handed to :class:`ImageButtons` at start), and
     the Image info message menu."""
 
-    def __init__(self, buttons: ImageButtons) -> None:
+    def __init__(
+        self,
+        buttons: ImageButtons,
+        barred: Callable[[discord.Interaction, str | None], Awaitable[str | None]] | None = None,
+    ) -> None:
+        """``barred``: the sentence refusing a member the server barred (None: not barred);
+        Send to DM and /show copy and post sets without a request, and a bar covers them."""
         self.buttons = buttons
         self.copies = asyncio.Semaphore(COPIES_AT_ONCE)
+        self.barred = barred
+        # The members with a copy (Send to DM, /show) on its way: one each, so that a member
+        # pressing again and again cannot queue copy after copy ahead of everyone else's.
+        self.copying: set[int] = set()
 
     @property
     def saved(self) -> SavedRequests:
@@ -220,6 +234,12 @@ class InfoCards:
 
     async def send_to_dm(self, interaction: discord.Interaction, saved: SavedRequest) -> None:
         """A copy of the pressed set in the presser's DMs, said privately either way."""
+        if await self.refused(interaction) or not await self.may_copy(interaction):
+            return
+        with self.copy_for(interaction.user.id):
+            await self._send_to_dm(interaction, saved)
+
+    async def _send_to_dm(self, interaction: discord.Interaction, saved: SavedRequest) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         attachments = await self.attachments_of(interaction, saved)
         small = [a for a in attachments if a.size <= DM_UPLOAD_LIMIT]
@@ -262,6 +282,31 @@ class InfoCards:
         if len(small) < len(attachments):
             said += LEFT_OUT.format(count=len(attachments) - len(small))
         await _tell(interaction, said)
+
+    async def refused(self, interaction: discord.Interaction, command: str | None = None) -> bool:
+        """Whether the member is barred here (or, for a ``command`` that posts in the channel,
+        the server keeps the bot to other channels): then told privately (nothing is
+        downloaded)."""
+        refusal = await self.barred(interaction, command) if self.barred is not None else None
+        if refusal is not None:
+            await Replies(interaction).answer(refusal)
+        return refusal is not None
+
+    @contextlib.contextmanager
+    def copy_for(self, member_id: int) -> Iterator[None]:
+        """The member's copy on its way while the block runs."""
+        self.copying.add(member_id)
+        try:
+            yield
+        finally:
+            self.copying.discard(member_id)
+
+    async def may_copy(self, interaction: discord.Interaction) -> bool:
+        """Whether the member has no other copy on its way; if one is, they are told."""
+        if interaction.user.id not in self.copying:
+            return True
+        await Replies(interaction).answer(ONE_AT_A_TIME)
+        return False
 
     async def attachments_of(
         self, interaction: discord.Interaction, saved: SavedRequest

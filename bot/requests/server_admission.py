@@ -25,7 +25,7 @@ from bot.i18n import Text, _
 from bot.images import ImageRequest, Policy
 from bot.requests.where import where
 from bot.store.budgets import Budget
-from bot.store.server_settings import Rules, SettingsStore, mentioned_channels
+from bot.store.server_settings import Rules, ServerSettings, SettingsStore, mentioned_channels
 
 log = logging.getLogger(__name__)
 
@@ -113,11 +113,8 @@ async def apply_server_settings(
     lets a server choose; ``store``: the servers' settings."""
     # Outside a server that installed the bot (personal scope: None) there are no settings.
     guild_id = where(interaction).guild_id
-    try:
-        async with asyncio.timeout(step_timeout(interaction, SETTINGS_TIMEOUT)):
-            chosen = await store.get(guild_id)
-    except Exception as exc:
-        log.error("could not read the server's settings: %r", exc)
+    chosen = await _settings(interaction, store, guild_id)
+    if chosen is None:
         return SETTINGS_UNAVAILABLE
     tier = None
     if guild_id is not None:  # a server that installed the bot: its tiers and bars apply
@@ -125,10 +122,8 @@ async def apply_server_settings(
         if tier.barred:  # before anything else: nothing is counted, nothing paid
             return BARRED
     channels = chosen.channels
-    if channels is not None and guild_id is not None:
-        parent = getattr(interaction.channel, "parent_id", None)  # a thread counts as its channel
-        if interaction.channel_id not in channels and parent not in channels:
-            return _where_it_works(interaction, channels, command)
+    if channels is not None and guild_id is not None and _outside(interaction, channels):
+        return _where_it_works(interaction, channels, command)
     # Before anything else is looked at or paid for; the refusal names no word or pattern: a
     # long prompt does not hand over which of its words is on the list (nor the list itself).
     try:
@@ -175,6 +170,50 @@ async def apply_server_settings(
         spoiler=spoilers,
         moderation=rules.moderation(chosen),
     )
+
+
+async def _settings(
+    interaction: discord.Interaction, store: SettingsStore, guild_id: int | None
+) -> ServerSettings | None:
+    """The settings of ``guild_id`` (None: the personal scope's), or None after one log line."""
+    try:
+        async with asyncio.timeout(step_timeout(interaction, SETTINGS_TIMEOUT)):
+            return await store.get(guild_id)
+    except Exception as exc:
+        log.error("could not read the server's settings: %r", exc)
+        return None
+
+
+def _outside(interaction: discord.Interaction, channels: tuple[int, ...]) -> bool:
+    parent = getattr(interaction.channel, "parent_id", None)  # a thread counts as its channel
+    return interaction.channel_id not in channels and parent not in channels
+
+
+async def barred_here(
+    interaction: discord.Interaction,
+    rules: Rules,
+    store: SettingsStore,
+    *,
+    command: str | None = None,
+) -> str | None:
+    """:data:`BARRED` where the member is barred on this server (:data:`SETTINGS_UNAVAILABLE`
+    where its settings cannot be read), else None: for what posts or copies a set again without
+    a request (/show, Send to DM), which a bar covers as it covers a request. ``command``: one
+    that posts in the channel (/show), refused too outside the channels the server chose.
+    Outside a server's install there is no bar."""
+    guild_id = where(interaction).guild_id
+    if guild_id is None:
+        return None
+    chosen = await _settings(interaction, store, guild_id)
+    if chosen is None:
+        return SETTINGS_UNAVAILABLE
+    tier = rules.member_tier(chosen, interaction.user.id, role_ids(interaction.user))
+    if tier.barred:
+        return BARRED
+    channels = chosen.channels
+    if command is not None and channels is not None and _outside(interaction, channels):
+        return _where_it_works(interaction, channels, command)
+    return None
 
 
 def _where_it_works(
