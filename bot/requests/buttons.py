@@ -491,7 +491,7 @@ class ImageButtons:
             log.error("could not read saved request %s (%s)", key, type(exc).__name__)
             await replies.answer(UNREADABLE)
             return None
-        if saved is None or not _belongs_here(saved, replies.interaction):
+        if saved is None or not belongs_here(saved, replies.interaction):
             # Another server's request (a forged form's id) is no request of this one.
             await replies.answer(GONE)
             return None
@@ -511,7 +511,7 @@ class ImageButtons:
         except Exception as exc:
             log.warning("could not read saved request %s (%s)", key, type(exc).__name__)
             return None
-        if saved is None or not _belongs_here(saved, interaction):
+        if saved is None or not belongs_here(saved, interaction):
             return None
         return saved.prompt
 
@@ -691,10 +691,13 @@ def _messages(count: int) -> str:
     return "message" if count == 1 else f"{count} messages"
 
 
-def _belongs_here(saved: SavedRequest, interaction: discord.Interaction) -> bool:
+def belongs_here(saved: SavedRequest, interaction: discord.Interaction) -> bool:
     """Whether the request behind a press was made where it is pressed: in its server, and
-    outside servers in its own DM or group DM (a forged id from elsewhere names none here)."""
+    outside servers in its own DM or group DM, and is not another member's private set (a
+    forged id, or a message of another app carrying one, names none of them here)."""
     if saved.guild_id != interaction.guild_id:
+        return False
+    if saved.private and saved.member_id != interaction.user.id:
         return False
     return saved.guild_id is not None or saved.channel_id == interaction.channel_id
 

@@ -33,7 +33,7 @@ import discord
 
 from bot.discord_out.replies import DISCORD_FAILURES, Replies, clip, fit_embed, step_timeout
 from bot.images.pricing import format_usd
-from bot.requests.buttons import LOAD_TIMEOUT, Action, ImageButtons, saved_key
+from bot.requests.buttons import LOAD_TIMEOUT, Action, ImageButtons, belongs_here, saved_key
 from bot.requests.edit_inputs import DOWNLOAD_TIMEOUT
 from bot.requests.saved_requests import SavedRequest, SavedRequests, Spent, made_from, spent
 
@@ -200,9 +200,12 @@ class InfoCards:
     async def info_of_message(
         self, interaction: discord.Interaction, message: discord.Message
     ) -> None:
-        """Image info, the message menu: the card of the set ``message`` is the first of."""
+        """Image info, the message menu: the card of the set ``message`` is the first of. Only
+        the bot's own messages count: any member can have another app post a message whose
+        buttons carry the bot's ids, naming a set they may not see."""
         replies = Replies(interaction)
-        key = saved_key(message)
+        me = interaction.client.user
+        key = saved_key(message) if me is not None and message.author.id == me.id else None
         if key is None:
             await replies.answer(NOT_A_SET)
             return
@@ -211,7 +214,7 @@ class InfoCards:
         except Unreadable:
             await replies.answer(UNREADABLE)
             return
-        if saved is None or saved.guild_id != interaction.guild_id:
+        if saved is None or not belongs_here(saved, interaction):
             await replies.answer(GONE)
             return
         await self.show(interaction, saved)
