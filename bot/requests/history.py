@@ -19,6 +19,10 @@ Decisions:
     counts as not readable);
   * never another server's, never a DM's of another member, never a private set of another.
 
+  A set made with the image service's lower moderation (``moderation: low``, which the bot asks
+  for only in an age-restricted channel) is shown again publicly only in an age-restricted
+  channel: elsewhere it would carry what the server allows only there.
+
   Whatever is refused gets the same sentence as an id that does not exist, so /show reveals
   nothing of what it refuses. A private set (ephemeral) cannot be shown again, even to its
   member: Discord keeps no copy the bot can read (Send to DM keeps one).
@@ -51,6 +55,7 @@ from bot.requests.info import (
     read_attachments,
 )
 from bot.requests.saved_requests import SavedRequest, member_page, spent
+from bot.requests.server_admission import age_restricted
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +83,10 @@ NOT_POSTED = "Discord did not take the images. Please try again."
 SHOWN = "Request {key}, shown again by {member}."
 TOO_LARGE = "The images of request {key} are too large for this server's upload limit."
 TOO_LARGE_LEFT = "({count} image(s) too large for this server's upload limit were left out.)"
+AGE_RESTRICTED = (
+    "Request {key} was made with the image service's lower moderation in an age-restricted "
+    "channel, so it can be shown again only in one (or privately)."
+)
 
 
 class PageButton(discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], template=PAGE_ID):
@@ -205,6 +214,11 @@ class History:
             return
         if saved.private:  # the member's own (may_show refuses another's)
             await replies.answer(PRIVATE_SET.format(key=key))
+            return
+        if saved.options.get("moderation") == "low" and not (
+            private or age_restricted(interaction.channel)
+        ):  # what only an age-restricted channel may hold is not posted elsewhere
+            await replies.answer(AGE_RESTRICTED.format(key=key))
             return
         await replies.defer()
         await self._repost(replies, saved)

@@ -8,7 +8,10 @@ from typing import Any
 
 from simcord.results import to_discord_message
 
+from bot.requests.history import AGE_RESTRICTED
+from tests.cogs.support import setting
 from tests.cogs.test_history import key_of, private_messages, said
+from tests.cogs.test_safety_roles import age_restrict
 
 
 def forged(env: Any, channel: Any, author: Any, custom_id: str) -> Any:
@@ -60,3 +63,22 @@ async def test_a_forged_button_names_no_private_set_of_another(
         )
     assert bob.user.dm_channel is None or bob.user.dm_channel.history() == []
     assert len(images_api.generation_requests) == 1  # alice's only
+
+
+async def test_show_posts_no_set_made_with_low_moderation_outside_age_restricted_channels(
+    simcord_env: Any, guild: Any, channel: Any, alice: Any, manager: Any, images_api: Any
+) -> None:
+    adults = guild.create_text_channel("adults")
+    age_restrict(simcord_env, adults)
+    await setting(manager, channel, "age-restricted", on=True)
+    made = await alice.slash(adults, "imagine", prompt="a lake", model="gpt-image-1", quality="low")
+    assert images_api.generation_requests[0].body.get("moderation") == "low"
+    key = key_of(made.response)
+
+    shown = await alice.slash(channel, "show", id=key)
+
+    public = [m for m in channel.history(viewer=alice) if not m.flags.ephemeral]
+    assert public == []  # nothing posted where it is not age-restricted
+    assert said(shown) == AGE_RESTRICTED.format(key=key)
+    again = await alice.slash(adults, "show", id=key)  # where it was made, as before
+    assert len(again.response.attachments) == 1
