@@ -16,7 +16,8 @@ Decisions:
   * their own set, in the server (or DMs) it was made in;
   * another member's set in this server, when it was posted publicly and the member can read
     the channel it was posted in (view it and read its history; a channel the bot does not see
-    counts as not readable);
+    counts as not readable; a private thread, only for those who may manage threads: its
+    permissions are its parent's and say nothing of who was added to it);
   * never another server's, never a DM's of another member, never a private set of another.
 
   A set made with the image service's lower moderation (``moderation: low``, which the bot asks
@@ -305,6 +306,15 @@ def may_show(saved: SavedRequest, interaction: discord.Interaction) -> bool:
     if channel is None or not isinstance(member, discord.Member):
         return False
     permissions = channel.permissions_for(member)
+    if (
+        isinstance(channel, discord.Thread)
+        and channel.is_private()
+        and not permissions.manage_threads
+    ):
+        # A thread's permissions are its parent's: they do not say who was added to a private
+        # thread, and the bot's cache of its members is not complete. Only those who see every
+        # private thread (Manage Threads) are known to see this one.
+        return False
     return permissions.view_channel and permissions.read_message_history
 
 

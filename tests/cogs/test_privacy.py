@@ -6,11 +6,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import discord
+from simcord.builders import ChannelHandle
 from simcord.results import to_discord_message
 
 from bot.requests.history import AGE_RESTRICTED
 from tests.cogs.support import setting
-from tests.cogs.test_history import key_of, private_messages, said
+from tests.cogs.test_history import NOT_FOUND, key_of, private_messages, said
 from tests.cogs.test_safety_roles import age_restrict
 
 
@@ -82,3 +84,19 @@ async def test_show_posts_no_set_made_with_low_moderation_outside_age_restricted
     assert said(shown) == AGE_RESTRICTED.format(key=key)
     again = await alice.slash(adults, "show", id=key)  # where it was made, as before
     assert len(again.response.attachments) == 1
+
+
+async def test_show_posts_no_set_of_a_private_thread_for_a_member_not_in_it(
+    simcord_env: Any, guild: Any, channel: Any, alice: Any, bob: Any
+) -> None:
+    private_thread = simcord_env.backend.create_thread(
+        channel.id, "alice and the mods", alice.id, type=discord.ChannelType.private_thread.value
+    )
+    thread = ChannelHandle(simcord_env, guild, private_thread)
+    made = await alice.slash(thread, "imagine", prompt="a fox for the mods only")
+    key = key_of(made.response)
+
+    shown = await bob.slash(channel, "show", id=key)  # bob reads the channel, not the thread
+
+    assert said(shown) == NOT_FOUND.format(key=key)
+    assert [m for m in channel.history(viewer=bob) if m.attachments] == []
