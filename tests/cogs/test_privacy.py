@@ -11,6 +11,7 @@ from simcord.builders import ChannelHandle
 from simcord.results import to_discord_message
 
 from bot.requests.history import AGE_RESTRICTED
+from bot.requests.server_admission import BLOCKED
 from tests.cogs.support import setting
 from tests.cogs.test_history import NOT_FOUND, key_of, private_messages, said
 from tests.cogs.test_safety_roles import age_restrict
@@ -100,3 +101,19 @@ async def test_show_posts_no_set_of_a_private_thread_for_a_member_not_in_it(
 
     assert said(shown) == NOT_FOUND.format(key=key)
     assert [m for m in channel.history(viewer=bob) if m.attachments] == []
+
+
+async def test_a_blocked_word_in_small_capitals_or_letter_symbols_is_refused(
+    simcord_env: Any, channel: Any, alice: Any, manager: Any, images_api: Any
+) -> None:
+    await setting(manager, channel, "blocked-words", add="fire")
+    disguised = [
+        "\ua730\u026a\u0280\u1d07 and ice",  # small capitals: ꜰɪʀᴇ
+        "\U0001f175\U0001f178\U0001f181\U0001f174 and ice",  # negative squared letters
+        "\U0001f155\U0001f158\U0001f161\U0001f154 and ice",  # negative circled letters
+        "\U0001f1eb\U0001f1ee\U0001f1f7\U0001f1ea and ice",  # regional indicator letters
+    ]
+    for prompt in disguised:
+        refused = await alice.slash(channel, "imagine", prompt=prompt)
+        assert refused.response.content == BLOCKED, prompt
+    assert images_api.generation_requests == []
