@@ -67,6 +67,7 @@ from bot.images.text import (
 )
 from bot.observability.metrics import Metrics
 from bot.requests.admission import Admission
+from bot.requests.buttons import belongs_here
 from bot.requests.edit_inputs import _download
 from bot.requests.editing import image_attachments
 from bot.requests.generation import (
@@ -426,7 +427,9 @@ class TextFeatures:
             log.error("could not read suggestion %s (%s)", key, type(exc).__name__)
             await replies.answer(UNREADABLE)
             return
-        if saved is None or saved.guild_id != interaction.guild_id:
+        if saved is None or not belongs_here(saved, interaction):
+            # A forged id may name any saved request: another server's, another member's DM
+            # or private set, whose prompt the images would show.
             await replies.answer(GONE)
             return
         request = ImageRequest(

@@ -17,6 +17,8 @@ from PIL import Image
 from bot.requests.describe import NO_IMAGE, NOT_OFFERED
 from tests.cogs.support import private_reply
 from tests.cogs.test_buttons import labels, restarted  # noqa: F401  (a fixture)
+from tests.cogs.test_history import key_of, said
+from tests.cogs.test_privacy import forged
 from tests.conftest import API_KEY
 from tests.databases import ledger_rows
 from tests.fakes.images_api import (
@@ -365,3 +367,17 @@ async def test_images_refused_after_their_enhancement_are_told_privately_not_lef
 
     assert private_reply(result).content == "The bot is restarting. Please try again in a minute."
     assert not images_api.generation_requests
+
+
+async def test_a_forged_imagine_this_makes_nothing_of_another_members_private_prompt(
+    simcord_env: Any, channel: Any, alice: Any, bob: Any, images_api: FakeImagesAPI
+) -> None:
+    private = await alice.slash(channel, "imagine", prompt="alice's secret fox", private=True)
+    key = key_of(private.response)
+
+    custom_id = f"describe:imagine:{key}"
+    answer = await bob.click(forged(simcord_env, channel, bob, custom_id), custom_id=custom_id)
+
+    assert [r.body["prompt"] for r in images_api.generation_requests] == ["alice's secret fox"]
+    assert "secret fox" not in str([(m.content, m.embeds) for m in channel.history(viewer=bob)])
+    assert said(answer) == "The bot no longer has this suggestion. Please use /describe again."
