@@ -31,7 +31,8 @@ Decisions:
   message's attachments on Discord's CDN (and its follow-ups'), as Send to DM does, and posted
   again. If the original message is gone, the member is told. The repost carries the set's
   buttons, except that its Delete removes the repost (its first message) and belongs to the
-  member who used /show. ``private:true`` shows it to the member only.
+  member who used /show. ``private:true`` shows it to the member only. Where the server posts
+  results as spoilers, the repost's images are spoilers too (one that was stays one).
 """
 
 from __future__ import annotations
@@ -56,7 +57,9 @@ from bot.requests.info import (
     read_attachments,
 )
 from bot.requests.saved_requests import SavedRequest, member_page, spent
-from bot.requests.server_admission import age_restricted
+from bot.requests.server_admission import age_restricted, spoiler_here
+from bot.requests.where import where
+from bot.store.server_settings import SettingsStore
 
 log = logging.getLogger(__name__)
 
@@ -136,9 +139,11 @@ def history_of(client: discord.Client) -> History | None:
 class History:
     """/history, its pages, and /show."""
 
-    def __init__(self, cards: InfoCards) -> None:
+    def __init__(self, cards: InfoCards, settings: SettingsStore | None = None) -> None:
+        """``settings``: the servers' settings, for where a repost is a spoiler (None: never)."""
         self.cards = cards
         self.saved = cards.saved
+        self.settings = settings
 
     # -- /history --------------------------------------------------------------------------------
 
@@ -246,12 +251,15 @@ class History:
                 (TOO_LARGE if attachments else ORIGINAL_GONE).format(key=key)
             )
             return
+        spoiler = await self._spoiler_here(interaction)
         async with self.cards.copies:
             try:
                 files = await read_attachments(fitting)
             except DownloadFailed:
                 await replies.tell_privately(NOT_READ.format(key=key))
                 return
+            for file in files:  # one a spoiler already stays one
+                file.spoiler = file.spoiler or spoiler
             note = SHOWN.format(key=key, member=interaction.user.mention)
             if len(fitting) < len(attachments):
                 note += " " + TOO_LARGE_LEFT.format(count=len(attachments) - len(fitting))
@@ -271,6 +279,20 @@ class History:
             except DISCORD_FAILURES as exc:
                 log.warning("could not post request %s again: %r", key, exc)
                 await replies.tell_privately(NOT_POSTED)
+
+    async def _spoiler_here(self, interaction: discord.Interaction) -> bool:
+        """Whether the server posts results as spoilers where the repost goes, as it would a
+        new set's; where its settings cannot be read, a spoiler (the side that shows less)."""
+        guild_id = where(interaction).guild_id
+        if self.settings is None or guild_id is None:
+            return False
+        try:
+            async with asyncio.timeout(step_timeout(interaction, LOAD_TIMEOUT)):
+                chosen = await self.settings.get(guild_id)
+        except Exception as exc:
+            log.error("could not read the server's settings for a repost (%s)", type(exc).__name__)
+            return True
+        return spoiler_here(chosen, interaction)
 
     @staticmethod
     async def _original(replies: Replies, saved: SavedRequest) -> discord.Message | None:

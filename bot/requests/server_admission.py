@@ -24,7 +24,7 @@ from bot.discord_out.replies import step_timeout
 from bot.images import ImageRequest, Policy
 from bot.requests.where import where
 from bot.store.budgets import Budget
-from bot.store.server_settings import Rules, SettingsStore, mentioned_channels
+from bot.store.server_settings import Rules, ServerSettings, SettingsStore, mentioned_channels
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,16 @@ def age_restricted(channel: object) -> bool:
     """Whether Discord marks ``channel`` age-restricted (a thread: its parent)."""
     is_nsfw = getattr(channel, "is_nsfw", None)  # DMs and partial channels have none
     return bool(is_nsfw()) if callable(is_nsfw) else False
+
+
+def spoiler_here(chosen: ServerSettings, interaction: discord.Interaction) -> bool:
+    """Whether the server posts results as spoilers where ``interaction`` was used (a thread
+    counts as its channel)."""
+    spoilers = chosen.spoilers
+    if isinstance(spoilers, tuple):
+        parent = getattr(interaction.channel, "parent_id", None)
+        return interaction.channel_id in spoilers or parent in spoilers
+    return spoilers
 
 
 def role_ids(member: object) -> tuple[int, ...]:
@@ -143,10 +153,6 @@ async def apply_server_settings(
     budgets = None
     if tier is not None:
         budgets = (tier.budgets, rules.server_budget(chosen))
-    spoilers = chosen.spoilers
-    if isinstance(spoilers, tuple):
-        parent = getattr(interaction.channel, "parent_id", None)  # a thread counts as its channel
-        spoilers = interaction.channel_id in spoilers or parent in spoilers
     return Admissible(
         dataclasses.replace(request, model=model, quality=quality),
         rules.cap(chosen),
@@ -154,7 +160,7 @@ async def apply_server_settings(
         previews=chosen.partial_previews is not False,  # unset: PARTIAL_IMAGES decides
         exempt=tier is not None and tier.exempt,
         low_moderation=chosen.age_restricted and age_restricted(interaction.channel),
-        spoiler=spoilers,
+        spoiler=spoiler_here(chosen, interaction),
         moderation=rules.moderation(chosen),
     )
 

@@ -117,3 +117,16 @@ async def test_a_blocked_word_in_small_capitals_or_letter_symbols_is_refused(
         refused = await alice.slash(channel, "imagine", prompt=prompt)
         assert refused.response.content == BLOCKED, prompt
     assert images_api.generation_requests == []
+
+
+async def test_show_posts_a_set_as_spoilers_where_the_server_wants_spoilers(
+    simcord_env: Any, guild: Any, channel: Any, alice: Any, manager: Any
+) -> None:
+    hidden = guild.create_text_channel("hidden")
+    await setting(manager, channel, "spoilers", value=hidden.mention)
+    made = await alice.slash(channel, "imagine", prompt="a lake")  # not a spoiler here
+    assert [a.filename for a in made.response.attachments] == ["imagine-1.png"]
+
+    shown = await alice.slash(hidden, "show", id=key_of(made.response))
+
+    assert [a.filename for a in shown.response.attachments] == ["SPOILER_imagine-1.png"]
