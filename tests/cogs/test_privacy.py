@@ -14,7 +14,7 @@ from bot.requests.history import AGE_RESTRICTED
 from bot.requests.server_admission import BLOCKED
 from tests.cogs.support import setting
 from tests.cogs.test_history import NOT_FOUND, key_of, private_messages, said
-from tests.cogs.test_safety_roles import age_restrict
+from tests.cogs.test_safety_roles import age_restrict, declare_thumbnail_waits
 
 
 def forged(env: Any, channel: Any, author: Any, custom_id: str) -> Any:
@@ -130,3 +130,20 @@ async def test_show_posts_a_set_as_spoilers_where_the_server_wants_spoilers(
     shown = await alice.slash(hidden, "show", id=key_of(made.response))
 
     assert [a.filename for a in shown.response.attachments] == ["SPOILER_imagine-1.png"]
+
+
+async def test_the_moderation_log_shows_a_prompt_as_written_not_as_markdown(
+    simcord_env: Any, guild: Any, channel: Any, alice: Any, manager: Any
+) -> None:
+    declare_thumbnail_waits(simcord_env)
+    mod_log = guild.create_text_channel("mod-log")
+    await setting(manager, channel, "log-channel", value=mod_log.mention)
+    # A masked link moderators might follow, and a heading hiding what follows it.
+    prompt = "[review this flag](https://example.com/phish)\n# all fine\n||a fox||"
+
+    await alice.slash(channel, "imagine", prompt=prompt, model="dall-e-2")
+
+    (entry,) = [message for message in mod_log.history() if message.embeds]
+    shown = entry.embeds[0].description
+    assert "\\[review this flag](https://example.com/phish)" in shown
+    assert "\\# all fine" in shown and "\\|\\|a fox\\|\\|" in shown
