@@ -620,11 +620,16 @@ async def delete_images(
     if not allowed:
         await Replies(interaction).answer(NOT_YOURS)
         return
-    if saved is not None:
+    # A set in flight is in memory: read at once, before its next follow-up can be recorded.
+    found = await _saved_set(saved, key)
+    follow_ups: tuple[int, ...] = ()
+    if saved is not None and found is not None and _is_pressed_set(found, interaction, asker):
         saved.mark_deleted(key)  # a follow-up still being posted is deleted as it comes
+        follow_ups = found.follow_up_ids
+    else:  # no set, or not this message's (a forged id): the pressed message only
+        webhook = None
     try:
         await interaction.response.defer()  # no new message: the pressed one goes
-        follow_ups = await _follow_up_ids(saved, key)
         stay: tuple[int, ...] = ()
         if where(interaction).personal:
             stay = follow_ups if webhook is None else await _delete_through(webhook, follow_ups)
@@ -644,11 +649,23 @@ async def delete_images(
             log.warning("could not tell the member either")
 
 
-async def _follow_up_ids(saved: SavedRequests | None, key: int) -> tuple[int, ...]:
-    """The follow-ups of the set saved under ``key``; none when they cannot be read (the pressed
+def _is_pressed_set(
+    found: SavedRequest, interaction: discord.Interaction, asker: int | None
+) -> bool:
+    """Whether ``found`` is the set whose Delete was pressed: asked by the member the button
+    names, made here, and posted in the pressed message (where that is known). A forged id
+    naming another member's set must not reach its follow-ups (nor its webhook)."""
+    if found.member_id != asker or not belongs_here(found, interaction):
+        return False
+    pressed = interaction.message
+    return found.message_id is None or (pressed is not None and found.message_id == pressed.id)
+
+
+async def _saved_set(saved: SavedRequests | None, key: int) -> SavedRequest | None:
+    """The set saved under ``key``; None where there is none or it cannot be read (the pressed
     message is deleted all the same: the member wants the images gone)."""
     if saved is None:  # the bot is shutting down
-        return ()
+        return None
     try:
         async with asyncio.timeout(LOAD_TIMEOUT):
             found = await saved.load(key)
@@ -659,8 +676,8 @@ async def _follow_up_ids(saved: SavedRequests | None, key: int) -> tuple[int, ..
             key,
             type(exc).__name__,
         )
-        return ()
-    return () if found is None else found.follow_up_ids
+        return None
+    return found
 
 
 async def _delete_messages(interaction: discord.Interaction, message_ids: tuple[int, ...]) -> None:

@@ -13,6 +13,7 @@ from simcord.results import to_discord_message
 from bot.requests.history import AGE_RESTRICTED
 from bot.requests.server_admission import BLOCKED
 from tests.cogs.support import setting
+from tests.cogs.test_buttons import posted_in_three_messages
 from tests.cogs.test_history import NOT_FOUND, key_of, private_messages, said
 from tests.cogs.test_safety_roles import age_restrict, declare_thumbnail_waits
 
@@ -147,3 +148,19 @@ async def test_the_moderation_log_shows_a_prompt_as_written_not_as_markdown(
     shown = entry.embeds[0].description
     assert "\\[review this flag](https://example.com/phish)" in shown
     assert "\\# all fine" in shown and "\\|\\|a fox\\|\\|" in shown
+
+
+async def test_a_forged_delete_removes_nothing_of_another_members_set(
+    simcord_env: Any, channel: Any, alice: Any, bob: Any, images_api: Any
+) -> None:
+    posted = await posted_in_three_messages(channel, alice, images_api)
+    key = key_of(posted.response)
+
+    # bob's id as the asker's, alice's key: the follow-ups named are hers.
+    custom_id = f"imagine:delete:{key}:{bob.id}"
+    await bob.click(forged(simcord_env, channel, bob, custom_id), custom_id=custom_id)
+
+    assert posted.response is not None
+    assert [len(m.attachments) for m in posted.followups if not m.ephemeral] == [1, 1]
+    again = await alice.click(posted.response, label="Delete")  # hers still goes whole
+    assert posted.response is None and posted.followups == [] and again.followups == []
