@@ -39,6 +39,7 @@ from bot.images import (
     ImageRequest,
     Lease,
     ModerationUnavailable,
+    Policy,
     PreparedRequest,
     ProcessingSlots,
     UnsupportedOption,
@@ -528,15 +529,30 @@ class Admission:
         policy = generation.moderation
         if policy is None or not policy.checks:
             return None
-        if self.rules.moderations is False:
-            self.metrics.request("moderation_unavailable", generation.command)
-            return NO_MODERATION_ROUTE
         prepared = generation.prepared
         if not isinstance(prepared, PreparedRequest):  # a text model's request: checked later
             return None
         images = [(image.format, image.data) for image in prepared.inputs if image.data]
+        return await self.moderation_refusal(
+            generation, policy, prepared.prompt, prepared.model, images
+        )
+
+    async def moderation_refusal(
+        self,
+        generation: Job,
+        policy: Policy,
+        prompt: str,
+        model: str,
+        images: list[tuple[str, bytes]],
+    ) -> str | None:
+        """What ``policy`` says of ``prompt`` and ``images`` (format and bytes): None where it
+        lets them through, else the sentence (a check that cannot be made refuses); also for
+        /describe's image, checked once it is downloaded (bot/requests/describe.py)."""
+        if self.rules.moderations is False:
+            self.metrics.request("moderation_unavailable", generation.command)
+            return NO_MODERATION_ROUTE
         try:
-            refused = policy.refused(await self.images.moderate(prepared.prompt, images))
+            refused = policy.refused(await self.images.moderate(prompt, images))
         except ModerationUnavailable as exc:
             log.warning("a request was refused: the moderation check failed (%s)", exc)
             self.metrics.request("moderation_unavailable", generation.command)
@@ -550,8 +566,8 @@ class Admission:
             self.metrics.request("moderation_refused", generation.command)
             self.moderation_log.refused(
                 generation.interaction,
-                prompt=prepared.prompt,
-                model=prepared.model,
+                prompt=prompt,
+                model=model,
                 reason=f"the moderation check: {', '.join(refused)}",
             )
             return MODERATION_REFUSED

@@ -34,12 +34,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import io
 import logging
 import re
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import discord
+from PIL import Image
 
 from bot.discord_out.progress import EditBudget
 from bot.discord_out.replies import DISCORD_FAILURES, Replies
@@ -101,6 +103,9 @@ NOT_OFFERED = (
 NO_IMAGE = "That message has no image to describe."
 DESCRIBING = "🔎 Describing the image…"
 ENHANCING = "✨ Enhancing the prompt…"
+# The text checked with a description's image (and what the moderation log shows for it): the
+# member wrote none.
+IMAGE_CHECKED = "(an image to describe)"
 GONE = "The bot no longer has this suggestion. Please use /describe again."
 UNREADABLE = "The bot cannot read this suggestion right now. Please try again soon."
 RESTARTING = "The bot is restarting. Please try again in a minute."
@@ -124,17 +129,20 @@ class TextJob(OnAnInteraction):
         source: discord.Attachment | None = None,
         request: ImageRequest | None = None,
         exempt: bool = False,
+        image_check: Policy | None = None,
     ) -> None:
         """``source``: the image a description starts from; ``request``: the images an
         enhancement is for (made from its answer); ``exempt``: from the member's rate limit
-        (their tier)."""
+        (their tier); ``image_check``: the server's moderation check, for ``source``."""
         self.replies = replies
         self.exempt = exempt
         # Whose settings and budgets apply, and which install: the ledger's row records it.
         self.where = where(replies.interaction)
-        # No moderation check of its own: the images an enhancement is for are checked, with
-        # the enhanced prompt, when they are admitted.
+        # No moderation check before the row is written: the images an enhancement is for are
+        # checked, with the enhanced prompt, when they are admitted; a description's image once
+        # it is downloaded (its thumbnail and its description would be posted), before it is sent.
         self.moderation: Policy | None = None
+        self.image_check = image_check if source is not None else None
         self._prepared = prepared
         self.ledger = ledger
         self.metrics = metrics
@@ -177,6 +185,17 @@ class TextJob(OnAnInteraction):
             sent=self.timeline.started_upstream is not None,
         )
 
+    async def _moderated(self, data: bytes) -> str | None:
+        """What the server's moderation check says of the image to describe (read already: it
+        is an image); None where it has none or lets it through."""
+        if self.image_check is None or not self.image_check.checks:
+            return None
+        with Image.open(io.BytesIO(data)) as image:  # the header only
+            image_format = (image.format or "png").lower()
+        return await self.features.admission.moderation_refusal(
+            self, self.image_check, IMAGE_CHECKED, self._prepared.model, [(image_format, data)]
+        )
+
     async def run(
         self,
         queue: GenerationQueue,
@@ -195,6 +214,11 @@ class TextJob(OnAnInteraction):
                     await lease.keep(self.source.size)
                     data = await _download(self.source, "image")
                     self._prepared = self._prepared.with_image(await image_data_url(data))
+                    refusal = await self._moderated(data)
+                    if refusal is not None:
+                        await self.replies.tell_privately(refusal)
+                        await self.settle(Outcome.REFUSED)
+                        return
                 async with queue.slot():
                     await record_sending(self.ledger, self.ledger_row)
                     self.timeline.started_upstream = discord.utils.utcnow()
@@ -322,6 +346,7 @@ class TextFeatures:
                 features=self,
                 source=source,
                 request=request,
+                image_check=admissible.moderation,
             )
 
         return make

@@ -14,11 +14,13 @@ import discord
 import pytest
 from PIL import Image
 
+from bot.requests.admission import MODERATION_REFUSED
 from bot.requests.describe import NO_IMAGE, NOT_OFFERED
-from tests.cogs.support import private_reply
+from tests.cogs.support import finish, private_reply, setting
 from tests.cogs.test_buttons import labels, restarted  # noqa: F401  (a fixture)
 from tests.cogs.test_history import key_of, said
 from tests.cogs.test_privacy import forged
+from tests.cogs.test_safety_words import declare_moderation_waits, private_or_answer
 from tests.conftest import API_KEY
 from tests.databases import ledger_rows
 from tests.fakes.images_api import (
@@ -381,3 +383,22 @@ async def test_a_forged_imagine_this_makes_nothing_of_another_members_private_pr
     assert [r.body["prompt"] for r in images_api.generation_requests] == ["alice's secret fox"]
     assert "secret fox" not in str([(m.content, m.embeds) for m in channel.history(viewer=bob)])
     assert said(answer) == "The bot no longer has this suggestion. Please use /describe again."
+
+
+async def test_describe_checks_the_image_where_the_server_has_a_moderation_check(
+    simcord_env: Any, channel: Any, alice: Any, manager: Any, images_api: FakeImagesAPI
+) -> None:
+    declare_moderation_waits(simcord_env)
+    await setting(manager, channel, "moderation", value="on")
+    photo = png(48, 48)
+    images_api.moderation_images[photo] = {"sexual": 0.97}
+
+    described = await alice.slash(channel, "describe", image=("photo.png", photo))
+    await finish(simcord_env)
+
+    assert private_or_answer(described) == MODERATION_REFUSED
+    assert images_api.chat_requests == []  # nothing sent to the text model, nothing posted
+    assert [m for m in channel.history(viewer=manager) if m.embeds and not m.flags.ephemeral] == []
+    allowed = await alice.slash(channel, "describe", image=("photo.png", png()))
+    await finish(simcord_env)
+    assert len(allowed.response.embeds) == 1 and len(images_api.chat_requests) == 1
