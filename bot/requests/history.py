@@ -31,8 +31,10 @@ Decisions:
   message's attachments on Discord's CDN (and its follow-ups'), as Send to DM does, and posted
   again. If the original message is gone, the member is told. The repost carries the set's
   buttons, except that its Delete removes the repost (its first message) and belongs to the
-  member who used /show. ``private:true`` shows it to the member only. Where the server posts
-  results as spoilers, the repost's images are spoilers too (one that was stays one).
+  member who used /show. ``private:true`` shows it to the member only. A repost keeps to the
+  server's rules as a new set would: a barred member, a channel outside the server's chosen
+  ones, a prompt with a word blocked since are refused with the admission's sentences; where
+  the server posts results as spoilers, the images are spoilers (one that was stays one).
 """
 
 from __future__ import annotations
@@ -57,9 +59,8 @@ from bot.requests.info import (
     read_attachments,
 )
 from bot.requests.saved_requests import SavedRequest, member_page, spent
-from bot.requests.server_admission import age_restricted, spoiler_here
-from bot.requests.where import where
-from bot.store.server_settings import SettingsStore
+from bot.requests.server_admission import Admissible, age_restricted, apply_server_settings
+from bot.store.server_settings import Rules, SettingsStore
 
 log = logging.getLogger(__name__)
 
@@ -139,11 +140,15 @@ def history_of(client: discord.Client) -> History | None:
 class History:
     """/history, its pages, and /show."""
 
-    def __init__(self, cards: InfoCards, settings: SettingsStore | None = None) -> None:
-        """``settings``: the servers' settings, for where a repost is a spoiler (None: never)."""
+    def __init__(
+        self, cards: InfoCards, settings: SettingsStore | None = None, rules: Rules | None = None
+    ) -> None:
+        """``settings`` and ``rules``: the servers' settings, which a repost keeps to as a new
+        set would (None: none are applied)."""
         self.cards = cards
         self.saved = cards.saved
         self.settings = settings
+        self.rules = rules
 
     # -- /history --------------------------------------------------------------------------------
 
@@ -226,10 +231,26 @@ class History:
         ):  # what only an age-restricted channel may hold is not posted elsewhere
             await replies.answer(AGE_RESTRICTED.format(key=key))
             return
+        here = await self._server_rules(interaction, saved)
+        if isinstance(here, str):  # barred, a channel the server keeps it out of, a blocked word
+            await replies.answer(here)
+            return
         await replies.defer()
-        await self._repost(replies, saved)
+        await self._repost(replies, saved, spoiler=here is not None and here.spoiler)
 
-    async def _repost(self, replies: Replies, saved: SavedRequest) -> None:
+    async def _server_rules(
+        self, interaction: discord.Interaction, saved: SavedRequest
+    ) -> Admissible | str | None:
+        """The server's rules for a new set here, applied to the repost (its bars, channels and
+        blocked words; whether it is a spoiler); the sentence refusing it; None: no rules."""
+        if self.settings is None or self.rules is None:
+            return None
+        request = saved.request(user="")  # never sent: only its prompt and model are read
+        return await apply_server_settings(
+            interaction, request, self.rules, self.settings, picked=None, command="/show"
+        )
+
+    async def _repost(self, replies: Replies, saved: SavedRequest, *, spoiler: bool) -> None:
         interaction = replies.interaction
         key = saved.key
         original = await self._original(replies, saved)
@@ -251,7 +272,6 @@ class History:
                 (TOO_LARGE if attachments else ORIGINAL_GONE).format(key=key)
             )
             return
-        spoiler = await self._spoiler_here(interaction)
         async with self.cards.copies:
             try:
                 files = await read_attachments(fitting)
@@ -279,20 +299,6 @@ class History:
             except DISCORD_FAILURES as exc:
                 log.warning("could not post request %s again: %r", key, exc)
                 await replies.tell_privately(NOT_POSTED)
-
-    async def _spoiler_here(self, interaction: discord.Interaction) -> bool:
-        """Whether the server posts results as spoilers where the repost goes, as it would a
-        new set's; where its settings cannot be read, a spoiler (the side that shows less)."""
-        guild_id = where(interaction).guild_id
-        if self.settings is None or guild_id is None:
-            return False
-        try:
-            async with asyncio.timeout(step_timeout(interaction, LOAD_TIMEOUT)):
-                chosen = await self.settings.get(guild_id)
-        except Exception as exc:
-            log.error("could not read the server's settings for a repost (%s)", type(exc).__name__)
-            return True
-        return spoiler_here(chosen, interaction)
 
     @staticmethod
     async def _original(replies: Replies, saved: SavedRequest) -> discord.Message | None:

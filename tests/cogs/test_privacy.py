@@ -11,7 +11,7 @@ from simcord.builders import ChannelHandle
 from simcord.results import to_discord_message
 
 from bot.requests.history import AGE_RESTRICTED
-from bot.requests.server_admission import BLOCKED
+from bot.requests.server_admission import BARRED, BLOCKED
 from tests.cogs.support import setting
 from tests.cogs.test_buttons import posted_in_three_messages
 from tests.cogs.test_history import NOT_FOUND, key_of, private_messages, said
@@ -164,3 +164,24 @@ async def test_a_forged_delete_removes_nothing_of_another_members_set(
     assert [len(m.attachments) for m in posted.followups if not m.ephemeral] == [1, 1]
     again = await alice.click(posted.response, label="Delete")  # hers still goes whole
     assert posted.response is None and posted.followups == [] and again.followups == []
+
+
+async def test_show_keeps_to_the_servers_bars_channels_and_blocked_words(
+    simcord_env: Any, guild: Any, channel: Any, alice: Any, bob: Any, manager: Any
+) -> None:
+    made = await alice.slash(channel, "imagine", prompt="a red fox")
+    key = key_of(made.response)
+    general = guild.create_text_channel("general")
+    await setting(manager, channel, "channels", value=channel.mention)
+    await setting(manager, channel, "bar-member", member=bob, barred=True)
+
+    barred = await bob.slash(channel, "show", id=key)
+    elsewhere = await alice.slash(general, "show", id=key)
+    await setting(manager, channel, "blocked-words", add="fox")
+    blocked = await alice.slash(channel, "show", id=key)
+
+    assert said(barred) == BARRED
+    assert said(elsewhere) == f"On this server, /show works in {channel.mention}."
+    assert said(blocked) == BLOCKED
+    reposts = [m for c in (channel, general) for m in c.history(viewer=manager) if m.attachments]
+    assert reposts == [made.response.message]  # the original only
