@@ -739,8 +739,8 @@ def made_privately(interaction: discord.Interaction, saved: SavedRequest) -> boo
 
 def lineage(interaction: discord.Interaction) -> tuple[int | None, str | None]:
     """The saved request a new request was made from, and how: the set whose button or form
-    (``imagine:<action>:<key>``) was used, or the set a message menu (Vary image) was used on;
-    (None, None) for a command."""
+    (``imagine:<action>:<key>``) was used, or the set a message menu (Vary image) was used on,
+    where the message is the bot's; (None, None) for a command."""
     data: Mapping[str, Any] = cast("Mapping[str, Any]", interaction.data or {})
     match = LINEAGE_ID.fullmatch(str(data.get("custom_id", "")))
     if match is not None:
@@ -752,6 +752,10 @@ def lineage(interaction: discord.Interaction) -> tuple[int | None, str | None]:
     message = (resolved.get("messages") or {}).get(str(target))
     if not isinstance(message, Mapping):
         return None, None
+    me = interaction.client.user
+    author = message.get("author")
+    if me is None or not isinstance(author, Mapping) or str(author.get("id")) != str(me.id):
+        return None, None  # another app's message may carry buttons with any of the bot's ids
     for row in message.get("components") or ():
         for child in row.get("components") or () if isinstance(row, Mapping) else ():
             found = BUTTON_ID.fullmatch(str(child.get("custom_id", "")))

@@ -14,7 +14,8 @@ from bot.requests.history import AGE_RESTRICTED
 from bot.requests.server_admission import BARRED, BLOCKED
 from tests.cogs.support import setting
 from tests.cogs.test_buttons import posted_in_three_messages
-from tests.cogs.test_history import NOT_FOUND, key_of, private_messages, said
+from tests.cogs.test_edit import png
+from tests.cogs.test_history import NOT_FOUND, card, key_of, private_messages, said
 from tests.cogs.test_safety_roles import age_restrict, declare_thumbnail_waits
 
 
@@ -185,3 +186,30 @@ async def test_show_keeps_to_the_servers_bars_channels_and_blocked_words(
     assert said(blocked) == BLOCKED
     reposts = [m for c in (channel, general) for m in c.history(viewer=manager) if m.attachments]
     assert reposts == [made.response.message]  # the original only
+
+
+async def test_vary_image_on_another_apps_message_names_no_parent_set(
+    simcord_env: Any, channel: Any, alice: Any, bob: Any, images_api: Any
+) -> None:
+    made = await alice.slash(channel, "imagine", prompt="a fox", model="dall-e-2")
+    key = key_of(made.response)
+    backend = simcord_env.backend
+    stored = backend.create_message(
+        channel.id,
+        bob.id,
+        "look",
+        attachments=backend.store_attachments(channel.id, [("cat.png", png())]),
+        components=[
+            {
+                "type": 1,
+                "components": [
+                    {"type": 2, "style": 2, "label": "x", "custom_id": f"imagine:info:{key}"}
+                ],
+            }
+        ],
+    )
+    varied = await bob.context_menu(channel, "Vary image", to_discord_message(simcord_env, stored))
+    assert len(varied.response.attachments) == 1
+
+    theirs = card(await alice.click(made.response, label="Info"))
+    assert "Made from it" not in theirs  # bob's variation of another image is not hers
