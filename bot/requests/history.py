@@ -56,6 +56,7 @@ from bot.requests.info import (
     groups,
     jump_url,
     load_in_time,
+    may_see,
     read_attachments,
 )
 from bot.requests.saved_requests import SavedRequest, member_page, spent
@@ -220,10 +221,10 @@ class History:
         except Unreadable:
             await replies.answer(UNREADABLE)
             return
-        if saved is None or not may_show(saved, interaction):
+        if saved is None or not may_see(saved, interaction):
             await replies.answer(NOT_FOUND.format(key=key))
             return
-        if saved.private:  # the member's own (may_show refuses another's)
+        if saved.private:  # the member's own (may_see refuses another's)
             await replies.answer(PRIVATE_SET.format(key=key))
             return
         if saved.options.get("moderation") == "low" and not (
@@ -318,32 +319,6 @@ class History:
             log.warning("could not read the message of saved request %s: %r", saved.key, exc)
             await replies.tell_privately(NOT_READ.format(key=saved.key))
         return None
-
-
-def may_show(saved: SavedRequest, interaction: discord.Interaction) -> bool:
-    """Whether the member of ``interaction`` may see ``saved`` shown again here (the rule in the
-    module's docstring)."""
-    if saved.guild_id != interaction.guild_id:
-        return False
-    if saved.member_id == interaction.user.id:
-        return True
-    if saved.private or interaction.guild is None or saved.channel_id is None:
-        return False
-    member = interaction.user
-    channel = interaction.guild.get_channel_or_thread(saved.channel_id)
-    if channel is None or not isinstance(member, discord.Member):
-        return False
-    permissions = channel.permissions_for(member)
-    if (
-        isinstance(channel, discord.Thread)
-        and channel.is_private()
-        and not permissions.manage_threads
-    ):
-        # A thread's permissions are its parent's: they do not say who was added to a private
-        # thread, and the bot's cache of its members is not complete. Only those who see every
-        # private thread (Manage Threads) are known to see this one.
-        return False
-    return permissions.view_channel and permissions.read_message_history
 
 
 def repost_view(original: discord.Message, member_id: int, *, private: bool) -> discord.ui.View:

@@ -213,3 +213,22 @@ async def test_vary_image_on_another_apps_message_names_no_parent_set(
 
     theirs = card(await alice.click(made.response, label="Info"))
     assert "Made from it" not in theirs  # bob's variation of another image is not hers
+
+
+async def test_a_card_names_no_set_in_a_channel_the_reader_cannot_see(
+    simcord_env: Any, guild: Any, channel: Any, alice: Any, manager: Any
+) -> None:
+    closed = discord.PermissionOverwrite(view_channel=False)
+    opened = discord.PermissionOverwrite(view_channel=True)
+    mods = guild.create_text_channel(
+        "mods", overwrites={guild.default_role: closed, manager: opened}
+    )
+    made = await alice.slash(channel, "imagine", prompt="a fox", model="dall-e-2")
+    shown = await manager.slash(mods, "show", id=key_of(made.response))
+    await manager.click(shown.response, label="Reroll")  # in the moderators' channel
+
+    hers = card(await alice.click(made.response, label="Info"))
+    theirs = card(await manager.click(made.response, label="Info"))
+
+    assert "Made from it" not in hers  # not named, not counted, no link to #mods
+    assert f"/channels/{guild.id}/{mods.id}/" in theirs["Made from it"]
