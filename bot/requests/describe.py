@@ -130,10 +130,12 @@ class TextJob(OnAnInteraction):
         request: ImageRequest | None = None,
         exempt: bool = False,
         image_check: Policy | None = None,
+        spoiler: bool = False,
     ) -> None:
         """``source``: the image a description starts from; ``request``: the images an
         enhancement is for (made from its answer); ``exempt``: from the member's rate limit
-        (their tier); ``image_check``: the server's moderation check, for ``source``."""
+        (their tier); ``image_check``: the server's moderation check, for ``source``;
+        ``spoiler``: the server posts results here as spoilers."""
         self.replies = replies
         self.exempt = exempt
         # Whose settings and budgets apply, and which install: the ledger's row records it.
@@ -143,6 +145,7 @@ class TextJob(OnAnInteraction):
         # it is downloaded (its thumbnail and its description would be posted), before it is sent.
         self.moderation: Policy | None = None
         self.image_check = image_check if source is not None else None
+        self.spoiler = spoiler
         self._prepared = prepared
         self.ledger = ledger
         self.metrics = metrics
@@ -347,6 +350,7 @@ class TextFeatures:
                 source=source,
                 request=request,
                 image_check=admissible.moderation,
+                spoiler=admissible.spoiler,
             )
 
         return make
@@ -419,7 +423,7 @@ class TextFeatures:
                 view.add_item(SuggestionButton(key, label=f"Imagine this ({number})"))
         embed = discord.Embed(description="\n\n".join(lines), colour=discord.Colour.blurple())
         embed.set_author(name=f"{job.replies.member_name}'s image, described")
-        if job.source is not None:
+        if job.source is not None and not job.spoiler:  # a thumbnail cannot be blurred
             embed.set_thumbnail(url=job.source.url)
         embed.set_footer(text=f"{job.prepared.model} · Imagine this starts /imagine with it")
         await job.replies.post(content=None, embed=embed, files=[], view=view)

@@ -402,3 +402,15 @@ async def test_describe_checks_the_image_where_the_server_has_a_moderation_check
     allowed = await alice.slash(channel, "describe", image=("photo.png", png()))
     await finish(simcord_env)
     assert len(allowed.response.embeds) == 1 and len(images_api.chat_requests) == 1
+
+
+async def test_describe_shows_no_unblurred_thumbnail_where_results_are_spoilers(
+    simcord_env: Any, channel: Any, alice: Any, manager: Any, images_api: FakeImagesAPI
+) -> None:
+    await setting(manager, channel, "spoilers", value="always")
+
+    described = await alice.slash(channel, "describe", image=("photo.png", png()))
+
+    (embed,) = described.response.embeds
+    assert embed.thumbnail.url is None  # a thumbnail cannot be blurred: it is left out
+    assert "**1.**" in embed.description
