@@ -556,9 +556,6 @@ class Admission:
         policy = generation.moderation
         if policy is None or not policy.checks:
             return None
-        if self.rules.moderations is False:
-            self.metrics.request("moderation_unavailable", generation.command)
-            return NO_MODERATION_ROUTE
         prepared = generation.prepared
         if isinstance(prepared, PreparedRequest):
             prompt = prepared.prompt
@@ -579,6 +576,9 @@ class Admission:
         policy = generation.moderation
         assert policy is not None
         prepared = generation.prepared
+        if self.rules.moderations is False:
+            self.metrics.request("moderation_unavailable", generation.command)
+            return NO_MODERATION_ROUTE
         try:
             refused = policy.refused(await self.images.moderate(prompt, images))
         except ModerationUnavailable as exc:

@@ -69,6 +69,7 @@ from bot.images.text import (
 )
 from bot.observability.metrics import Metrics
 from bot.requests.admission import Admission
+from bot.requests.buttons import belongs_here
 from bot.requests.edit_inputs import _download
 from bot.requests.editing import image_attachments
 from bot.requests.generation import (
@@ -102,6 +103,8 @@ NOT_OFFERED = (
 NO_IMAGE = "That message has no image to describe."
 DESCRIBING = "🔎 Describing the image…"
 ENHANCING = "✨ Enhancing the prompt…"
+# The text checked with a description's image (and what the moderation log shows for it): the
+# member wrote none.
 GONE = "The bot no longer has this suggestion. Please use /describe again."
 UNREADABLE = "The bot cannot read this suggestion right now. Please try again soon."
 RESTARTING = "The bot is restarting. Please try again in a minute."
@@ -126,10 +129,12 @@ class TextJob(OnAnInteraction):
         request: ImageRequest | None = None,
         exempt: bool = False,
         moderation: Policy | None = None,
+        spoiler: bool = False,
     ) -> None:
         """``source``: the image a description starts from; ``request``: the images an
         enhancement is for (made from its answer); ``exempt``: from the member's rate limit
-        (their tier); ``moderation``: the server's moderation check."""
+        (their tier); ``moderation``: the server's moderation check; ``spoiler``: the server
+        posts results here as spoilers."""
         self.replies = replies
         self.exempt = exempt
         # Whose settings and budgets apply, and which install: the ledger's row records it.
@@ -138,6 +143,7 @@ class TextJob(OnAnInteraction):
         # paid for it (and sees it); the images are checked again, with the enhanced prompt,
         # when they are admitted.
         self.moderation: Policy | None = moderation
+        self.spoiler = spoiler
         self._prepared = prepared
         self.ledger = ledger
         self.metrics = metrics
@@ -352,6 +358,7 @@ class TextFeatures:
                 features=self,
                 source=source,
                 request=request,
+                spoiler=admissible.spoiler,
             )
 
         return make
@@ -424,7 +431,7 @@ class TextFeatures:
                 view.add_item(SuggestionButton(key, label=f"Imagine this ({number})"))
         embed = discord.Embed(description="\n\n".join(lines), colour=discord.Colour.blurple())
         embed.set_author(name=f"{job.replies.member_name}'s image, described")
-        if job.source is not None:
+        if job.source is not None and not job.spoiler:  # a thumbnail cannot be blurred
             embed.set_thumbnail(url=job.source.url)
         embed.set_footer(text=f"{job.prepared.model} · Imagine this starts /imagine with it")
         await job.replies.post(content=None, embed=embed, files=[], view=view)
@@ -457,7 +464,9 @@ class TextFeatures:
             log.error("could not read suggestion %s (%s)", key, type(exc).__name__)
             await replies.answer(UNREADABLE)
             return
-        if saved is None or saved.guild_id != interaction.guild_id:
+        if saved is None or not belongs_here(saved, interaction):
+            # A forged id may name any saved request: another server's, another member's DM
+            # or private set, whose prompt the images would show.
             await replies.answer(GONE)
             return
         request = ImageRequest(

@@ -11,7 +11,8 @@ Decisions:
   (Reroll, Edit prompt, Larger, Vary, zoom, pan, and whatever is added under the same
   ``imagine:<action>:<key>`` pattern) or whose message menu was used. The card links to that set
   and to the sets made from this one, but only to those of this server that the presser may
-  see: another member's private set is never named (not even counted).
+  see (:func:`may_see`, the rule /show keeps too): another member's private set, or one posted
+  in a channel the presser cannot read, is never named (not even counted).
 - A private set (ephemeral) has no jump link: Discord cannot link to an ephemeral message.
 - Send to DM re-reads the images from the message's attachments on Discord's CDN (the bot stores
   no image files), at most :data:`COPIES_AT_ONCE` copies at a time so that memory stays bounded,
@@ -34,7 +35,7 @@ import discord
 
 from bot.discord_out.replies import DISCORD_FAILURES, Replies, clip, fit_embed, step_timeout
 from bot.images.pricing import format_usd
-from bot.requests.buttons import LOAD_TIMEOUT, Action, ImageButtons, saved_key
+from bot.requests.buttons import LOAD_TIMEOUT, Action, ImageButtons, belongs_here, saved_key
 from bot.requests.edit_inputs import DOWNLOAD_TIMEOUT
 from bot.requests.saved_requests import SavedRequest, SavedRequests, Spent, made_from, spent
 
@@ -84,14 +85,32 @@ def jump_url(saved: SavedRequest) -> str | None:
     return f"https://discord.com/channels/{where}/{saved.channel_id}/{saved.message_id}"
 
 
-def may_see(saved: SavedRequest, member_id: int, guild_id: int | None) -> bool:
-    """Whether a member in ``guild_id`` (None: DMs) may be told of ``saved`` on a card: a set
-    of this server (a DM's only to its member), and not another member's private one."""
-    if saved.guild_id != guild_id:
+def may_see(saved: SavedRequest, interaction: discord.Interaction) -> bool:
+    """Whether the member of ``interaction`` may be told of ``saved`` (named on a card, shown
+    again by /show): their own set of this server (in DMs, of DMs), or another member's set of
+    this server posted publicly in a channel they can read (view it and read its history; a
+    channel the bot does not see counts as not readable)."""
+    if saved.guild_id != interaction.guild_id:
         return False
-    if saved.member_id == member_id:
+    if saved.member_id == interaction.user.id:
         return True
-    return saved.guild_id is not None and not saved.private
+    if saved.private or interaction.guild is None or saved.channel_id is None:
+        return False
+    member = interaction.user
+    channel = interaction.guild.get_channel_or_thread(saved.channel_id)
+    if channel is None or not isinstance(member, discord.Member):
+        return False
+    permissions = channel.permissions_for(member)
+    if (
+        isinstance(channel, discord.Thread)
+        and channel.is_private()
+        and not permissions.manage_threads
+    ):
+        # A thread's permissions are its parent's: they do not say who was added to a private
+        # thread, and the bot's cache of its members is not complete. Only those who see every
+        # private thread (Manage Threads) are known to see this one.
+        return False
+    return permissions.view_channel and permissions.read_message_history
 
 
 def link(saved: SavedRequest, text: str) -> str:
@@ -163,16 +182,15 @@ class InfoCards:
         )
 
     async def card(self, interaction: discord.Interaction, saved: SavedRequest) -> discord.Embed:
-        member, guild = interaction.user.id, interaction.guild_id
         parent = None
         if saved.parent_key is not None:
             parent = await self.saved.load(saved.parent_key)
-            if parent is not None and not may_see(parent, member, guild):
+            if parent is not None and not may_see(parent, interaction):
                 parent = None
         children = [
             child
             for child in await made_from(self.saved, saved.key, CHILDREN_SHOWN * 4)
-            if may_see(child, member, guild)
+            if may_see(child, interaction)
         ][:CHILDREN_SHOWN]
         costs = await spent(self.saved, [saved.ledger_id] if saved.ledger_id is not None else [])
         found = costs.get(saved.ledger_id) if saved.ledger_id is not None else None
@@ -214,9 +232,12 @@ class InfoCards:
     async def info_of_message(
         self, interaction: discord.Interaction, message: discord.Message
     ) -> None:
-        """Image info, the message menu: the card of the set ``message`` is the first of."""
+        """Image info, the message menu: the card of the set ``message`` is the first of. Only
+        the bot's own messages count: any member can have another app post a message whose
+        buttons carry the bot's ids, naming a set they may not see."""
         replies = Replies(interaction)
-        key = saved_key(message)
+        me = interaction.client.user
+        key = saved_key(message) if me is not None and message.author.id == me.id else None
         if key is None:
             await replies.answer(NOT_A_SET)
             return
@@ -225,7 +246,7 @@ class InfoCards:
         except Unreadable:
             await replies.answer(UNREADABLE)
             return
-        if saved is None or saved.guild_id != interaction.guild_id:
+        if saved is None or not belongs_here(saved, interaction):
             await replies.answer(GONE)
             return
         await self.show(interaction, saved)

@@ -15,6 +15,8 @@ Decisions:
   direct message to the manager who picked it, and a line in ``/imagine-settings show``; then
   the entries for that channel are skipped for :data:`RETRY_SECONDS` before one more try (a
   permission given back starts the log again). The members hear nothing of it.
+- The prompt is shown as written (its markdown escaped): what a member types must not pass
+  for a link or a heading of the log's own.
 - Refusals before anything is paid (a barred member, a budget, and the blocklist and moderation
   check, which call :meth:`ModerationLog.refused`) are logged too, without a thumbnail.
 """
@@ -286,7 +288,10 @@ class ModerationLog:
 
 
 def _embed(entry: Entry) -> discord.Embed:
-    embed = discord.Embed(description=clip(entry.prompt, PROMPT_MAX), timestamp=None)
+    # The prompt as the member wrote it, not as markdown: a masked link, a heading or a spoiler
+    # in it must not pass for something else in front of the moderators.
+    shown = clip(discord.utils.escape_markdown(entry.prompt), PROMPT_MAX)
+    embed = discord.Embed(description=shown, timestamp=None)
     embed.add_field(name="Who", value=f"<@{entry.member_id}>")
     embed.add_field(name="Where", value=entry.where)
     embed.add_field(name="Model", value=entry.model or "-")

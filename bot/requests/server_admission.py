@@ -77,6 +77,16 @@ def age_restricted(channel: object) -> bool:
     return bool(is_nsfw()) if callable(is_nsfw) else False
 
 
+def spoiler_here(chosen: ServerSettings, interaction: discord.Interaction) -> bool:
+    """Whether the server posts results as spoilers where ``interaction`` was used (a thread
+    counts as its channel)."""
+    spoilers = chosen.spoilers
+    if isinstance(spoilers, tuple):
+        parent = getattr(interaction.channel, "parent_id", None)
+        return interaction.channel_id in spoilers or parent in spoilers
+    return spoilers
+
+
 def role_ids(member: object) -> tuple[int, ...]:
     """The ids of a member's roles (a user in a direct message has none)."""
     return tuple(role.id for role in getattr(member, "roles", ()))
@@ -156,10 +166,6 @@ async def apply_server_settings(
     budgets = None
     if tier is not None:
         budgets = (tier.budgets, rules.server_budget(chosen))
-    spoilers = chosen.spoilers
-    if isinstance(spoilers, tuple):
-        parent = getattr(interaction.channel, "parent_id", None)  # a thread counts as its channel
-        spoilers = interaction.channel_id in spoilers or parent in spoilers
     return Admissible(
         dataclasses.replace(request, model=model, quality=quality),
         rules.cap(chosen),
@@ -167,7 +173,7 @@ async def apply_server_settings(
         previews=chosen.partial_previews is not False,  # unset: PARTIAL_IMAGES decides
         exempt=tier is not None and tier.exempt,
         low_moderation=chosen.age_restricted and age_restricted(interaction.channel),
-        spoiler=spoilers,
+        spoiler=spoiler_here(chosen, interaction),
         moderation=rules.moderation(chosen),
     )
 

@@ -20,6 +20,8 @@ from bot.requests.admission import MODERATION_REFUSED
 from bot.requests.describe import NO_IMAGE, NOT_OFFERED
 from tests.cogs.support import finish, private_reply, setting
 from tests.cogs.test_buttons import labels, restarted  # noqa: F401  (a fixture)
+from tests.cogs.test_history import key_of, said
+from tests.cogs.test_privacy import forged
 from tests.cogs.test_safety_words import checks_sent, declare_moderation_waits, private_or_answer
 from tests.conftest import API_KEY
 from tests.databases import ledger_rows
@@ -455,3 +457,50 @@ class TestExemptRoles:
                 assert result.response.ephemeral
                 assert result.response.content.startswith("You have reached your limit")
         assert len(await ledger_rows(database_url)) == (3 if bounded_by_money else 1)
+
+
+async def test_a_forged_imagine_this_makes_nothing_of_another_members_private_prompt(
+    simcord_env: Any, channel: Any, alice: Any, bob: Any, images_api: FakeImagesAPI
+) -> None:
+    private = await alice.slash(channel, "imagine", prompt="alice's secret fox", private=True)
+    key = key_of(private.response)
+
+    custom_id = f"describe:imagine:{key}"
+    answer = await bob.click(forged(simcord_env, channel, bob, custom_id), custom_id=custom_id)
+
+    assert [r.body["prompt"] for r in images_api.generation_requests] == ["alice's secret fox"]
+    assert "secret fox" not in str([(m.content, m.embeds) for m in channel.history(viewer=bob)])
+    assert said(answer) == "The bot no longer has this suggestion. Please use /describe again."
+
+
+async def test_describe_checks_the_image_where_the_server_has_a_moderation_check(
+    simcord_env: Any, channel: Any, alice: Any, manager: Any, images_api: FakeImagesAPI
+) -> None:
+    declare_moderation_waits(simcord_env)
+    await setting(manager, channel, "moderation", value="on")
+    photo = png(48, 48)
+    # What the text model would be sent (and so what is checked): the image scaled down.
+    sent = base64.b64decode(_scaled_data_url(photo).split(",", 1)[1])
+    images_api.moderation_images[sent] = {"sexual": 0.97}
+
+    described = await alice.slash(channel, "describe", image=("photo.png", photo))
+    await finish(simcord_env)
+
+    assert private_or_answer(described) == MODERATION_REFUSED
+    assert images_api.chat_requests == []  # nothing sent to the text model, nothing posted
+    assert [m for m in channel.history(viewer=manager) if m.embeds and not m.flags.ephemeral] == []
+    allowed = await alice.slash(channel, "describe", image=("photo.png", png()))
+    await finish(simcord_env)
+    assert len(allowed.response.embeds) == 1 and len(images_api.chat_requests) == 1
+
+
+async def test_describe_shows_no_unblurred_thumbnail_where_results_are_spoilers(
+    simcord_env: Any, channel: Any, alice: Any, manager: Any, images_api: FakeImagesAPI
+) -> None:
+    await setting(manager, channel, "spoilers", value="always")
+
+    described = await alice.slash(channel, "describe", image=("photo.png", png()))
+
+    (embed,) = described.response.embeds
+    assert embed.thumbnail.url is None  # a thumbnail cannot be blurred: it is left out
+    assert "**1.**" in embed.description

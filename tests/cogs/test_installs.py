@@ -26,7 +26,7 @@ import simcord.interactions
 
 from bot.app import ImagineBot
 from bot.images.pricing import format_usd
-from bot.requests.buttons import _belongs_here
+from bot.requests.buttons import belongs_here
 from bot.requests.saved_requests import SavedRequest
 from bot.requests.server_admission import BARRED
 from bot.requests.where import Context, Installation, Where
@@ -503,8 +503,8 @@ def test_a_press_outside_servers_finds_only_a_request_made_in_its_own_dm_or_grou
     )  # fmt: skip
     here: Any = SimpleNamespace(guild_id=None, channel_id=10)
     elsewhere: Any = SimpleNamespace(guild_id=None, channel_id=11)
-    assert _belongs_here(saved, here)
-    assert not _belongs_here(saved, elsewhere)
+    assert belongs_here(saved, here)
+    assert not belongs_here(saved, elsewhere)
 
 
 async def test_vary_finds_an_image_in_a_follow_up_through_the_interaction_while_it_can(
