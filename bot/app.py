@@ -334,9 +334,9 @@ class ImagineBot(commands.AutoShardedBot):
             ),
         )
         admission.use_buttons(self._image_buttons.for_generation)
-        cards = InfoCards(self._image_buttons)
+        cards = InfoCards(self._image_buttons, barred=admission.barred)
         cards.install()  # Info and Send to DM under every set
-        self._history = History(cards)
+        self._history = History(cards, services.server_settings, services.server_rules)
         # At start, not when images are posted: the buttons of messages posted before a restart
         # must be answered too (their state is in the custom_id and the database).
         self.add_dynamic_items(ImageButton, PageButton, SuggestionButton)

@@ -98,6 +98,7 @@ DESCRIBE_INSTRUCTIONS = (
     "medium, lighting and colours. Answer with exactly four lines, one prompt on each, each "
     "under 60 words, with no numbering, no quotes and nothing else."
 )
+DESCRIBE_PROMPT = "Write four prompts for this image."  # the member's message, beside the image
 ENHANCE_INSTRUCTIONS = (
     "You improve prompts for an image generator. Rewrite the prompt the user sends into one "
     "richer prompt of at most 120 words that keeps its subject and intent and adds concrete "
@@ -208,6 +209,13 @@ class PreparedText:
         return "\n".join(parts)
 
     @property
+    def members_text(self) -> str | None:
+        """The member's own text the request sends (an enhancement's prompt), for the server's
+        moderation check; None where it sends only the bot's (a description)."""
+        content = self.body["messages"][-1]["content"]
+        return content if self.kind == ENHANCE and isinstance(content, str) else None
+
+    @property
     def max_output_tokens(self) -> int:
         return int(self.body["max_completion_tokens"])
 
@@ -250,7 +258,7 @@ def prepare_describe(spec: TextModelSpec, pseudonym: str | None) -> PreparedText
     """A description of one image, declared (attach it with :meth:`PreparedText.with_image`)."""
     if not spec.vision:
         raise UnsupportedOption("model", f"The text model {spec.name} cannot see images.")
-    content = [{"type": "text", "text": "Write four prompts for this image."}]
+    content = [{"type": "text", "text": DESCRIBE_PROMPT}]
     return PreparedText(spec, DESCRIBE, _body(spec, DESCRIBE, content, pseudonym), images=1)
 
 
@@ -279,6 +287,12 @@ def _scaled_data_url(data: bytes) -> str:
         picture.save(buffer, format="JPEG", quality=85)
         kind = "jpeg"
     return f"data:image/{kind};base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def data_url_image(url: str) -> tuple[str, bytes]:
+    """The format and bytes of an image data URL :func:`image_data_url` made."""
+    header, encoded = url.split(",", 1)
+    return header.removeprefix("data:image/").removesuffix(";base64"), base64.b64decode(encoded)
 
 
 async def image_data_url(data: bytes) -> str:

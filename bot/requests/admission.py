@@ -44,6 +44,7 @@ from bot.images import (
     ProcessingSlots,
     UnsupportedOption,
 )
+from bot.images.text import PreparedText
 from bot.observability.context import new_correlation_id, set_place
 from bot.observability.metrics import Metrics
 from bot.requests.generation import (
@@ -61,6 +62,7 @@ from bot.requests.server_admission import (
     BLOCKED,
     Admissible,
     apply_server_settings,
+    barred_here,
     picked_model,
 )
 from bot.requests.where import where
@@ -480,7 +482,11 @@ class Admission:
         replies = generation.replies
         admission: asyncio.Task[str | None] | None = None
         try:
-            counted = counted or generation.exempt  # a tier exempt from the rate limit
+            # A tier exempt from the rate limit is counted until the moderation check lets the
+            # request through: what the check refuses costs nothing, so no budget bounds how
+            # many checks (on the operator's account, shared by every server) it could cause.
+            until_checked = generation.exempt and not counted and self._checks(generation)
+            counted = counted or (generation.exempt and not until_checked)
             if not counted and not await self._within_limits(
                 replies, generation.member_id, generation.command
             ):
@@ -505,10 +511,14 @@ class Admission:
                 # on; a refusal then replaces the placeholder with a private sentence.
                 await self._acknowledge(generation)
             refusal = await admission
+            checked_out = refusal in (MODERATION_REFUSED, NOT_CHECKED, NO_MODERATION_ROUTE)
+            if not counted and (
+                refusal == LEDGER_UNAVAILABLE  # not taken: not counted
+                or (until_checked and not checked_out)  # checked: exempt after all
+            ):
+                await self._refund_limits(generation.member_id)
             if refusal is not None:
                 await self._refuse(replies, refusal)
-                if refusal == LEDGER_UNAVAILABLE and not counted:  # not taken: not counted
-                    await self._refund_limits(generation.member_id)
                 return
             if not replies.acknowledged:
                 await self._acknowledge(generation)
@@ -524,6 +534,13 @@ class Admission:
             return
         lease = lease or self.processing.lease()
         await generation.run(self.queue, self.images, lease, self.edits)
+
+    async def barred(
+        self, interaction: discord.Interaction, command: str | None = None
+    ) -> str | None:
+        """Whether the member is barred here (the sentence), for what needs no request;
+        ``command``: one that posts in the channel, also refused outside the server's channels."""
+        return await barred_here(interaction, self.rules, self.server_settings, command=command)
 
     # -- the moderation check, the ledger's row and the acknowledgement -------------------------
 
@@ -544,15 +561,31 @@ class Admission:
         policy = generation.moderation
         if policy is None or not policy.checks:
             return None
+        prepared = generation.prepared
+        if isinstance(prepared, PreparedRequest):
+            prompt = prepared.prompt
+            images = [(image.format, image.data) for image in prepared.inputs if image.data]
+        elif isinstance(prepared, PreparedText) and prepared.members_text is not None:
+            # An enhancement: the member's prompt, before the text model is paid for it.
+            prompt, images = prepared.members_text, []
+        else:  # a description: its image is checked once downloaded (TextJob.run)
+            return None
+        return await self.moderate(generation, prompt, images)
+
+    async def moderate(
+        self, generation: Job, prompt: str, images: list[tuple[str, bytes]]
+    ) -> str | None:
+        """What the server's moderation check of ``generation`` says of ``prompt`` and
+        ``images`` (format and bytes): None where it lets them through, else the sentence (it
+        fails closed)."""
+        policy = generation.moderation
+        assert policy is not None
+        prepared = generation.prepared
         if self.rules.moderations is False:
             self.metrics.request("moderation_unavailable", generation.command)
             return NO_MODERATION_ROUTE
-        prepared = generation.prepared
-        if not isinstance(prepared, PreparedRequest):  # a text model's request: checked later
-            return None
-        images = [(image.format, image.data) for image in prepared.inputs if image.data]
         try:
-            refused = policy.refused(await self.images.moderate(prepared.prompt, images))
+            refused = policy.refused(await self.images.moderate(prompt, images))
         except ModerationUnavailable as exc:
             log.warning("a request was refused: the moderation check failed (%s)", exc)
             self.metrics.request("moderation_unavailable", generation.command)
@@ -566,7 +599,7 @@ class Admission:
             self.metrics.request("moderation_refused", generation.command)
             self.moderation_log.refused(
                 generation.interaction,
-                prompt=prepared.prompt,
+                prompt=prompt,
                 model=prepared.model,
                 reason=LOGGED_MODERATION.format(categories=", ".join(refused)),
             )

@@ -568,7 +568,7 @@ class ImageButtons:
             log.error("could not read saved request %s (%s)", key, type(exc).__name__)
             await replies.answer(UNREADABLE)
             return None
-        if saved is None or not _belongs_here(saved, replies.interaction):
+        if saved is None or not belongs_here(saved, replies.interaction):
             # Another server's request (a forged form's id) is no request of this one.
             await replies.answer(GONE)
             return None
@@ -588,7 +588,7 @@ class ImageButtons:
         except Exception as exc:
             log.warning("could not read saved request %s (%s)", key, type(exc).__name__)
             return None
-        if saved is None or not _belongs_here(saved, interaction):
+        if saved is None or not belongs_here(saved, interaction):
             return None
         return saved.prompt
 
@@ -737,11 +737,16 @@ async def delete_images(
     if not allowed:
         await Replies(interaction).answer(NOT_YOURS)
         return
-    if saved is not None:
+    # A set in flight is in memory: read at once, before its next follow-up can be recorded.
+    found = await _saved_set(saved, key)
+    follow_ups: tuple[int, ...] = ()
+    if saved is not None and found is not None and _is_pressed_set(found, interaction, asker):
         saved.mark_deleted(key)  # a follow-up still being posted is deleted as it comes
+        follow_ups = found.follow_up_ids
+    else:  # no set, or not this message's (a forged id): the pressed message only
+        webhook = None
     try:
         await interaction.response.defer()  # no new message: the pressed one goes
-        follow_ups = await _follow_up_ids(saved, key)
         stay: tuple[int, ...] = ()
         if where(interaction).personal:
             stay = follow_ups if webhook is None else await _delete_through(webhook, follow_ups)
@@ -763,11 +768,23 @@ async def delete_images(
             log.warning("could not tell the member either")
 
 
-async def _follow_up_ids(saved: SavedRequests | None, key: int) -> tuple[int, ...]:
-    """The follow-ups of the set saved under ``key``; none when they cannot be read (the pressed
+def _is_pressed_set(
+    found: SavedRequest, interaction: discord.Interaction, asker: int | None
+) -> bool:
+    """Whether ``found`` is the set whose Delete was pressed: asked by the member the button
+    names, made here, and posted in the pressed message (where that is known). A forged id
+    naming another member's set must not reach its follow-ups (nor its webhook)."""
+    if found.member_id != asker or not belongs_here(found, interaction):
+        return False
+    pressed = interaction.message
+    return found.message_id is None or (pressed is not None and found.message_id == pressed.id)
+
+
+async def _saved_set(saved: SavedRequests | None, key: int) -> SavedRequest | None:
+    """The set saved under ``key``; None where there is none or it cannot be read (the pressed
     message is deleted all the same: the member wants the images gone)."""
     if saved is None:  # the bot is shutting down
-        return ()
+        return None
     try:
         async with asyncio.timeout(LOAD_TIMEOUT):
             found = await saved.load(key)
@@ -778,8 +795,8 @@ async def _follow_up_ids(saved: SavedRequests | None, key: int) -> tuple[int, ..
             key,
             type(exc).__name__,
         )
-        return ()
-    return () if found is None else found.follow_up_ids
+        return None
+    return found
 
 
 async def _delete_messages(interaction: discord.Interaction, message_ids: tuple[int, ...]) -> None:
@@ -806,10 +823,13 @@ async def _delete_through(webhook: discord.Webhook, message_ids: tuple[int, ...]
     return ()
 
 
-def _belongs_here(saved: SavedRequest, interaction: discord.Interaction) -> bool:
+def belongs_here(saved: SavedRequest, interaction: discord.Interaction) -> bool:
     """Whether the request behind a press was made where it is pressed: in its server, and
-    outside servers in its own DM or group DM (a forged id from elsewhere names none here)."""
+    outside servers in its own DM or group DM, and is not another member's private set (a
+    forged id, or a message of another app carrying one, names none of them here)."""
     if saved.guild_id != interaction.guild_id:
+        return False
+    if saved.private and saved.member_id != interaction.user.id:
         return False
     return saved.guild_id is not None or saved.channel_id == interaction.channel_id
 
@@ -838,8 +858,8 @@ def made_privately(interaction: discord.Interaction, saved: SavedRequest) -> boo
 
 def lineage(interaction: discord.Interaction) -> tuple[int | None, str | None]:
     """The saved request a new request was made from, and how: the set whose button or form
-    (``imagine:<action>:<key>``) was used, or the set a message menu (Vary image) was used on;
-    (None, None) for a command."""
+    (``imagine:<action>:<key>``) was used, or the set a message menu (Vary image) was used on,
+    where the message is the bot's; (None, None) for a command."""
     data: Mapping[str, Any] = cast("Mapping[str, Any]", interaction.data or {})
     match = LINEAGE_ID.fullmatch(str(data.get("custom_id", "")))
     if match is not None:
@@ -851,6 +871,10 @@ def lineage(interaction: discord.Interaction) -> tuple[int | None, str | None]:
     message = (resolved.get("messages") or {}).get(str(target))
     if not isinstance(message, Mapping):
         return None, None
+    me = interaction.client.user
+    author = message.get("author")
+    if me is None or not isinstance(author, Mapping) or str(author.get("id")) != str(me.id):
+        return None, None  # another app's message may carry buttons with any of the bot's ids
     for row in message.get("components") or ():
         for child in row.get("components") or () if isinstance(row, Mapping) else ():
             found = BUTTON_ID.fullmatch(str(child.get("custom_id", "")))

@@ -55,11 +55,13 @@ from bot.images import (
 from bot.images.edits import check_file_size
 from bot.images.text import (
     DESCRIBE,
+    DESCRIBE_PROMPT,
     ENHANCE,
     MAX_INPUT_BYTES,
     PreparedText,
     TextModelSpec,
     TextResult,
+    data_url_image,
     enhanced_of,
     image_data_url,
     prepare_describe,
@@ -68,6 +70,7 @@ from bot.images.text import (
 )
 from bot.observability.metrics import Metrics
 from bot.requests.admission import Admission
+from bot.requests.buttons import belongs_here
 from bot.requests.edit_inputs import _download
 from bot.requests.editing import image_attachments
 from bot.requests.generation import (
@@ -101,6 +104,8 @@ NOT_OFFERED = _(
 NO_IMAGE = _("That message has no image to describe.")
 DESCRIBING = _("🔎 Describing the image…")
 ENHANCING = _("✨ Enhancing the prompt…")
+# The text checked with a description's image (and what the moderation log shows for it): the
+# member wrote none.
 GONE = _("The bot no longer has this suggestion. Please use /describe again.")
 UNREADABLE = _("The bot cannot read this suggestion right now. Please try again soon.")
 RESTARTING = _("The bot is restarting. Please try again in a minute.")
@@ -128,17 +133,22 @@ class TextJob(OnAnInteraction):
         source: discord.Attachment | None = None,
         request: ImageRequest | None = None,
         exempt: bool = False,
+        moderation: Policy | None = None,
+        spoiler: bool = False,
     ) -> None:
         """``source``: the image a description starts from; ``request``: the images an
         enhancement is for (made from its answer); ``exempt``: from the member's rate limit
-        (their tier)."""
+        (their tier); ``moderation``: the server's moderation check; ``spoiler``: the server
+        posts results here as spoilers."""
         self.replies = replies
         self.exempt = exempt
         # Whose settings and budgets apply, and which install: the ledger's row records it.
         self.where = where(replies.interaction)
-        # No moderation check of its own: the images an enhancement is for are checked, with
-        # the enhanced prompt, when they are admitted.
-        self.moderation: Policy | None = None
+        # The server's moderation check reads an enhancement's prompt before the text model is
+        # paid for it (and sees it); the images are checked again, with the enhanced prompt,
+        # when they are admitted.
+        self.moderation: Policy | None = moderation
+        self.spoiler = spoiler
         self._prepared = prepared
         self.ledger = ledger
         self.metrics = metrics
@@ -162,9 +172,23 @@ class TextJob(OnAnInteraction):
     def member(self) -> str:
         return member_of(self._prepared.body)
 
-    async def settle(self, outcome: Outcome, error: BaseException | None = None) -> None:
-        """Record how the request ended; a ledger failure is logged, never the member's."""
-        self.metrics.request(outcome.value, self.command)
+    async def _moderated(self, url: str) -> str | None:
+        """The server's moderation check of a description's image (what the text model would
+        be sent): None where it lets it through, else the sentence. The description is posted
+        publicly with the image's thumbnail, so the image is checked as an edit's are."""
+        if self.moderation is None or not self.moderation.checks:
+            return None
+        admission = self.features.admission
+        return await admission.moderate(self, DESCRIBE_PROMPT, [data_url_image(url)])
+
+    async def settle(
+        self, outcome: Outcome, error: BaseException | None = None, *, counted: bool = True
+    ) -> None:
+        """Record how the request ended; a ledger failure is logged, never the member's.
+        ``counted``: False where the metrics counted its outcome already (the moderation
+        check's refusal)."""
+        if counted:
+            self.metrics.request(outcome.value, self.command)
         if self.ledger_row is None:
             return
         result = self.result
@@ -198,7 +222,13 @@ class TextJob(OnAnInteraction):
                 if self.source is not None:
                     await lease.keep(self.source.size)
                     data = await _download(self.source, "image")
-                    self._prepared = self._prepared.with_image(await image_data_url(data))
+                    url = await image_data_url(data)
+                    refusal = await self._moderated(url)
+                    if refusal is not None:  # never sent: its reservation is released
+                        await self.replies.tell_privately(refusal)
+                        await self.settle(Outcome.REFUSED, counted=False)
+                        return
+                    self._prepared = self._prepared.with_image(url)
                 async with queue.slot():
                     await record_sending(self.ledger, self.ledger_row)
                     self.timeline.started_upstream = discord.utils.utcnow()
@@ -316,16 +346,24 @@ class TextFeatures:
         request: ImageRequest | None = None,
     ) -> Callable[[Replies, Admissible], TextJob]:
         def make(replies: Replies, admissible: Admissible) -> TextJob:
+            ledger = self.admission.ledger
+            # A tier's exemption from the rate limit holds only where a money budget bounds
+            # what the request costs: a budget in images does not count it, and nothing else
+            # would bound how many an exempt member runs.
+            here = where(replies.interaction).guild_id
+            bounded = ledger.has_budgets(here, admissible.budgets, money=True)
             return TextJob(
                 replies,
                 prepared,
-                self.admission.ledger,
+                ledger,
                 self.admission.metrics,
                 budgets=admissible.budgets,
-                exempt=admissible.exempt,
+                exempt=admissible.exempt and bounded,
+                moderation=admissible.moderation,
                 features=self,
                 source=source,
                 request=request,
+                spoiler=admissible.spoiler,
             )
 
         return make
@@ -401,7 +439,7 @@ class TextFeatures:
         embed = discord.Embed(description="\n\n".join(lines), colour=discord.Colour.blurple())
         described = DESCRIBED.format(member=job.replies.member_name)
         embed.set_author(name=described.localized(locale))
-        if job.source is not None:
+        if job.source is not None and not job.spoiler:  # a thumbnail cannot be blurred
             embed.set_thumbnail(url=job.source.url)
         embed.set_footer(text=FOOTER.format(model=job.prepared.model).localized(locale))
         await job.replies.post(content=None, embed=embed, files=[], view=view)
@@ -434,7 +472,9 @@ class TextFeatures:
             log.error("could not read suggestion %s (%s)", key, type(exc).__name__)
             await replies.answer(UNREADABLE)
             return
-        if saved is None or saved.guild_id != interaction.guild_id:
+        if saved is None or not belongs_here(saved, interaction):
+            # A forged id may name any saved request: another server's, another member's DM
+            # or private set, whose prompt the images would show.
             await replies.answer(GONE)
             return
         request = ImageRequest(

@@ -178,6 +178,7 @@ class Generation(OnAnInteraction):
         self.where = where(replies.interaction)
         self.ledger_row: int | None = None  # set once the admission is recorded
         self.result: GenerationResult | None = None
+        self._log_image: bytes | None = None  # the first image, for the moderation log's thumbnail
         self.timeline = Timeline(received=discord.utils.utcnow())
 
     @property
@@ -211,7 +212,7 @@ class Generation(OnAnInteraction):
             sent=self.timeline.started_upstream is not None,
         )
         if self.moderation_log is not None:
-            first = result.images[0].data if result and result.images else None
+            first, self._log_image = self._log_image, None
             self.moderation_log.finished(
                 self.interaction,
                 prompt=self.prepared.prompt,
@@ -247,6 +248,10 @@ class Generation(OnAnInteraction):
                 # Posted: the bytes go with the slot, not when the ledger has settled, which a
                 # burst (or a slow database) can put off for seconds while every request
                 # delivered meanwhile would keep its images: memory bounded by the slots, not N.
+                # Only a server that keeps a moderation log keeps the first, for its thumbnail
+                # (the log's queue bounds what it holds).
+                if self.moderation_log is not None and self.moderation_log.wants(self.interaction):
+                    self._log_image = self.result.images[0].data if self.result.images else None
                 self.result = self.result.without_bytes()
                 lease.release()
             self.timeline.delivered = discord.utils.utcnow()

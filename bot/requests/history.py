@@ -16,8 +16,13 @@ Decisions:
   * their own set, in the server (or DMs) it was made in;
   * another member's set in this server, when it was posted publicly and the member can read
     the channel it was posted in (view it and read its history; a channel the bot does not see
-    counts as not readable);
+    counts as not readable; a private thread, only for those who may manage threads: its
+    permissions are its parent's and say nothing of who was added to it);
   * never another server's, never a DM's of another member, never a private set of another.
+
+  A set made with the image service's lower moderation (``moderation: low``, which the bot asks
+  for only in an age-restricted channel) is shown again publicly only in an age-restricted
+  channel: elsewhere it would carry what the server allows only there.
 
   Whatever is refused gets the same sentence as an id that does not exist, so /show reveals
   nothing of what it refuses. A private set (ephemeral) cannot be shown again, even to its
@@ -26,7 +31,10 @@ Decisions:
   message's attachments on Discord's CDN (and its follow-ups'), as Send to DM does, and posted
   again. If the original message is gone, the member is told. The repost carries the set's
   buttons, except that its Delete removes the repost (its first message) and belongs to the
-  member who used /show. ``private:true`` shows it to the member only.
+  member who used /show. ``private:true`` shows it to the member only. A repost keeps to the
+  server's rules as a new set would: a barred member, a channel outside the server's chosen
+  ones, a prompt with a word blocked since are refused with the admission's sentences; where
+  the server posts results as spoilers, the images are spoilers (one that was stays one).
 """
 
 from __future__ import annotations
@@ -49,9 +57,12 @@ from bot.requests.info import (
     groups,
     jump_url,
     load_in_time,
+    may_see,
     read_attachments,
 )
 from bot.requests.saved_requests import SavedRequest, member_page, spent
+from bot.requests.server_admission import Admissible, age_restricted, apply_server_settings
+from bot.store.server_settings import Rules, SettingsStore
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +92,10 @@ TOO_LARGE = _("The images of request {key} are too large for this server's uploa
 TOO_LARGE_LEFT = ngettext(
     "({n} image too large for this server's upload limit was left out.)",
     "({n} images too large for this server's upload limit were left out.)",
+)
+AGE_RESTRICTED = _(
+    "Request {key} was made with the image service's lower moderation in an age-restricted "
+    "channel, so it can be shown again only in one (or privately)."
 )
 PREVIOUS = _("Previous")
 NEXT = _("Next")
@@ -132,9 +147,15 @@ def history_of(client: discord.Client) -> History | None:
 class History:
     """/history, its pages, and /show."""
 
-    def __init__(self, cards: InfoCards) -> None:
+    def __init__(
+        self, cards: InfoCards, settings: SettingsStore | None = None, rules: Rules | None = None
+    ) -> None:
+        """``settings`` and ``rules``: the servers' settings, which a repost keeps to as a new
+        set would (None: none are applied)."""
         self.cards = cards
         self.saved = cards.saved
+        self.settings = settings
+        self.rules = rules
 
     # -- /history --------------------------------------------------------------------------------
 
@@ -204,22 +225,48 @@ class History:
 
     async def show(self, interaction: discord.Interaction, key: int, *, private: bool) -> None:
         """Post the set saved under ``key`` again, with its buttons, if the member may see it."""
+        if await self.cards.refused(interaction, "/show"):  # barred, or another channel
+            return
         replies = Replies(interaction, private=private)
         try:
             saved = await load_in_time(interaction, self.saved, key)
         except Unreadable:
             await replies.answer(UNREADABLE)
             return
-        if saved is None or not may_show(saved, interaction):
+        if saved is None or not may_see(saved, interaction):
             await replies.answer(NOT_FOUND.format(key=str(key)))
             return
-        if saved.private:  # the member's own (may_show refuses another's)
+        if saved.private:  # the member's own (may_see refuses another's)
             await replies.answer(PRIVATE_SET.format(key=str(key)))
             return
-        await replies.defer()
-        await self._repost(replies, saved)
+        if saved.options.get("moderation") == "low" and not (
+            private or age_restricted(interaction.channel)
+        ):  # what only an age-restricted channel may hold is not posted elsewhere
+            await replies.answer(AGE_RESTRICTED.format(key=str(key)))
+            return
+        here = await self._server_rules(interaction, saved)
+        if isinstance(here, str):  # barred, a channel the server keeps it out of, a blocked word
+            await replies.answer(here)
+            return
+        if not await self.cards.may_copy(interaction):
+            return
+        with self.cards.copy_for(interaction.user.id):
+            await replies.defer()
+            await self._repost(replies, saved, spoiler=here is not None and here.spoiler)
 
-    async def _repost(self, replies: Replies, saved: SavedRequest) -> None:
+    async def _server_rules(
+        self, interaction: discord.Interaction, saved: SavedRequest
+    ) -> Admissible | str | None:
+        """The server's rules for a new set here, applied to the repost (its bars, channels and
+        blocked words; whether it is a spoiler); the sentence refusing it; None: no rules."""
+        if self.settings is None or self.rules is None:
+            return None
+        request = saved.request(user="")  # never sent: only its prompt and model are read
+        return await apply_server_settings(
+            interaction, request, self.rules, self.settings, picked=None, command="/show"
+        )
+
+    async def _repost(self, replies: Replies, saved: SavedRequest, *, spoiler: bool) -> None:
         interaction = replies.interaction
         key = saved.key
         original = await self._original(replies, saved)
@@ -247,6 +294,8 @@ class History:
             except DownloadFailed:
                 await replies.tell_privately(NOT_READ.format(key=str(key)))
                 return
+            for file in files:  # one a spoiler already stays one
+                file.spoiler = file.spoiler or spoiler
             note = SHOWN.format(key=str(key), member=interaction.user.mention)
             if len(fitting) < len(attachments):
                 left_out = TOO_LARGE_LEFT.format(n=len(attachments) - len(fitting))
@@ -286,23 +335,6 @@ class History:
             log.warning("could not read the message of saved request %s: %r", saved.key, exc)
             await replies.tell_privately(NOT_READ.format(key=str(saved.key)))
         return None
-
-
-def may_show(saved: SavedRequest, interaction: discord.Interaction) -> bool:
-    """Whether the member of ``interaction`` may see ``saved`` shown again here (the rule in the
-    module's docstring)."""
-    if saved.guild_id != interaction.guild_id:
-        return False
-    if saved.member_id == interaction.user.id:
-        return True
-    if saved.private or interaction.guild is None or saved.channel_id is None:
-        return False
-    member = interaction.user
-    channel = interaction.guild.get_channel_or_thread(saved.channel_id)
-    if channel is None or not isinstance(member, discord.Member):
-        return False
-    permissions = channel.permissions_for(member)
-    return permissions.view_channel and permissions.read_message_history
 
 
 def repost_view(original: discord.Message, member_id: int, *, private: bool) -> discord.ui.View:

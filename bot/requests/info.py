@@ -11,7 +11,8 @@ Decisions:
   (Reroll, Edit prompt, Larger, Vary, zoom, pan, and whatever is added under the same
   ``imagine:<action>:<key>`` pattern) or whose message menu was used. The card links to that set
   and to the sets made from this one, but only to those of this server that the presser may
-  see: another member's private set is never named (not even counted).
+  see (:func:`may_see`, the rule /show keeps too): another member's private set, or one posted
+  in a channel the presser cannot read, is never named (not even counted).
 - A private set (ephemeral) has no jump link: Discord cannot link to an ephemeral message.
 - Send to DM re-reads the images from the message's attachments on Discord's CDN (the bot stores
   no image files), at most :data:`COPIES_AT_ONCE` copies at a time so that memory stays bounded,
@@ -24,16 +25,17 @@ Decisions:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 
 import aiohttp
 import discord
 
 from bot.discord_out.replies import DISCORD_FAILURES, Replies, clip, fit_embed, step_timeout
 from bot.i18n import Text, _, joined, money, ngettext
-from bot.requests.buttons import LOAD_TIMEOUT, Action, ImageButtons, saved_key
+from bot.requests.buttons import LOAD_TIMEOUT, Action, ImageButtons, belongs_here, saved_key
 from bot.requests.edit_inputs import DOWNLOAD_TIMEOUT
 from bot.requests.saved_requests import SavedRequest, SavedRequests, Spent, made_from, spent
 
@@ -56,6 +58,9 @@ LEFT_OUT = ngettext(
     "({n} images too large for a direct message were left out.)",
 )
 TOO_LARGE_FOR_DM = _("These images are too large for a direct message (10 MiB each at most).")
+ONE_AT_A_TIME = _(
+    "Your previous copy of a set is still on its way. Please wait for it, then ask again."
+)
 PRIVATE_LINK = _("private (only its member saw it)")
 NOT_KNOWN = _("not known")
 ESTIMATED = _("{cost} (estimated)")
@@ -109,14 +114,32 @@ def jump_url(saved: SavedRequest) -> str | None:
     return f"https://discord.com/channels/{where}/{saved.channel_id}/{saved.message_id}"
 
 
-def may_see(saved: SavedRequest, member_id: int, guild_id: int | None) -> bool:
-    """Whether a member in ``guild_id`` (None: DMs) may be told of ``saved`` on a card: a set
-    of this server (a DM's only to its member), and not another member's private one."""
-    if saved.guild_id != guild_id:
+def may_see(saved: SavedRequest, interaction: discord.Interaction) -> bool:
+    """Whether the member of ``interaction`` may be told of ``saved`` (named on a card, shown
+    again by /show): their own set of this server (in DMs, of DMs), or another member's set of
+    this server posted publicly in a channel they can read (view it and read its history; a
+    channel the bot does not see counts as not readable)."""
+    if saved.guild_id != interaction.guild_id:
         return False
-    if saved.member_id == member_id:
+    if saved.member_id == interaction.user.id:
         return True
-    return saved.guild_id is not None and not saved.private
+    if saved.private or interaction.guild is None or saved.channel_id is None:
+        return False
+    member = interaction.user
+    channel = interaction.guild.get_channel_or_thread(saved.channel_id)
+    if channel is None or not isinstance(member, discord.Member):
+        return False
+    permissions = channel.permissions_for(member)
+    if (
+        isinstance(channel, discord.Thread)
+        and channel.is_private()
+        and not permissions.manage_threads
+    ):
+        # A thread's permissions are its parent's: they do not say who was added to a private
+        # thread, and the bot's cache of its members is not complete. Only those who see every
+        # private thread (Manage Threads) are known to see this one.
+        return False
+    return permissions.view_channel and permissions.read_message_history
 
 
 def link(saved: SavedRequest, text: Text) -> Text:
@@ -153,9 +176,19 @@ class InfoCards:
     """Info and Send to DM, under every set (handed to :class:`ImageButtons` at start), and
     the Image info message menu."""
 
-    def __init__(self, buttons: ImageButtons) -> None:
+    def __init__(
+        self,
+        buttons: ImageButtons,
+        barred: Callable[[discord.Interaction, str | None], Awaitable[str | None]] | None = None,
+    ) -> None:
+        """``barred``: the sentence refusing a member the server barred (None: not barred);
+        Send to DM and /show copy and post sets without a request, and a bar covers them."""
         self.buttons = buttons
         self.copies = asyncio.Semaphore(COPIES_AT_ONCE)
+        self.barred = barred
+        # The members with a copy (Send to DM, /show) on its way: one each, so that a member
+        # pressing again and again cannot queue copy after copy ahead of everyone else's.
+        self.copying: set[int] = set()
 
     @property
     def saved(self) -> SavedRequests:
@@ -187,16 +220,15 @@ class InfoCards:
         )
 
     async def card(self, interaction: discord.Interaction, saved: SavedRequest) -> discord.Embed:
-        member, guild = interaction.user.id, interaction.guild_id
         parent = None
         if saved.parent_key is not None:
             parent = await self.saved.load(saved.parent_key)
-            if parent is not None and not may_see(parent, member, guild):
+            if parent is not None and not may_see(parent, interaction):
                 parent = None
         children = [
             child
             for child in await made_from(self.saved, saved.key, CHILDREN_SHOWN * 4)
-            if may_see(child, member, guild)
+            if may_see(child, interaction)
         ][:CHILDREN_SHOWN]
         costs = await spent(self.saved, [saved.ledger_id] if saved.ledger_id is not None else [])
         found = costs.get(saved.ledger_id) if saved.ledger_id is not None else None
@@ -241,9 +273,12 @@ class InfoCards:
     async def info_of_message(
         self, interaction: discord.Interaction, message: discord.Message
     ) -> None:
-        """Image info, the message menu: the card of the set ``message`` is the first of."""
+        """Image info, the message menu: the card of the set ``message`` is the first of. Only
+        the bot's own messages count: any member can have another app post a message whose
+        buttons carry the bot's ids, naming a set they may not see."""
         replies = Replies(interaction)
-        key = saved_key(message)
+        me = interaction.client.user
+        key = saved_key(message) if me is not None and message.author.id == me.id else None
         if key is None:
             await replies.answer(NOT_A_SET)
             return
@@ -252,7 +287,7 @@ class InfoCards:
         except Unreadable:
             await replies.answer(UNREADABLE)
             return
-        if saved is None or saved.guild_id != interaction.guild_id:
+        if saved is None or not belongs_here(saved, interaction):
             await replies.answer(GONE)
             return
         await self.show(interaction, saved)
@@ -261,6 +296,12 @@ class InfoCards:
 
     async def send_to_dm(self, interaction: discord.Interaction, saved: SavedRequest) -> None:
         """A copy of the pressed set in the presser's DMs, said privately either way."""
+        if await self.refused(interaction) or not await self.may_copy(interaction):
+            return
+        with self.copy_for(interaction.user.id):
+            await self._send_to_dm(interaction, saved)
+
+    async def _send_to_dm(self, interaction: discord.Interaction, saved: SavedRequest) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         attachments = await self.attachments_of(interaction, saved)
         small = [a for a in attachments if a.size <= DM_UPLOAD_LIMIT]
@@ -305,6 +346,31 @@ class InfoCards:
         if len(small) < len(attachments):
             said = joined([said, LEFT_OUT.format(n=len(attachments) - len(small))])
         await _tell(interaction, said)
+
+    async def refused(self, interaction: discord.Interaction, command: str | None = None) -> bool:
+        """Whether the member is barred here (or, for a ``command`` that posts in the channel,
+        the server keeps the bot to other channels): then told privately (nothing is
+        downloaded)."""
+        refusal = await self.barred(interaction, command) if self.barred is not None else None
+        if refusal is not None:
+            await Replies(interaction).answer(refusal)
+        return refusal is not None
+
+    @contextlib.contextmanager
+    def copy_for(self, member_id: int) -> Iterator[None]:
+        """The member's copy on its way while the block runs."""
+        self.copying.add(member_id)
+        try:
+            yield
+        finally:
+            self.copying.discard(member_id)
+
+    async def may_copy(self, interaction: discord.Interaction) -> bool:
+        """Whether the member has no other copy on its way; if one is, they are told."""
+        if interaction.user.id not in self.copying:
+            return True
+        await Replies(interaction).answer(ONE_AT_A_TIME)
+        return False
 
     async def attachments_of(
         self, interaction: discord.Interaction, saved: SavedRequest

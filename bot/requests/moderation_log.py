@@ -15,6 +15,8 @@ Decisions:
   direct message to the manager who picked it, and a line in ``/imagine-settings show``; then
   the entries for that channel are skipped for :data:`RETRY_SECONDS` before one more try (a
   permission given back starts the log again). The members hear nothing of it.
+- The prompt is shown as written (its markdown escaped): what a member types must not pass
+  for a link or a heading of the log's own.
 - Refusals before anything is paid (a barred member, a budget, and the blocklist and moderation
   check, which call :meth:`ModerationLog.refused`) are logged too, without a thumbnail.
 """
@@ -173,6 +175,16 @@ class ModerationLog:
 
     # -- the queue ------------------------------------------------------------------------------
 
+    def wants(self, interaction: discord.Interaction) -> bool:
+        """Whether this request's server may keep a log (so its first image is worth keeping
+        for a thumbnail until it is settled): False for most servers, known from their
+        settings read a moment ago."""
+        guild_id = interaction.guild_id
+        if guild_id is None:
+            return False
+        cached = self._store.cached(guild_id)
+        return cached is None or cached.log_channel is not None
+
     def _put(
         self,
         interaction: discord.Interaction,
@@ -291,7 +303,10 @@ class ModerationLog:
 
 def _embed(entry: Entry, locale: object = None) -> discord.Embed:
     """The entry in ``locale``, the server's preferred one (see DELETED)."""
-    embed = discord.Embed(description=clip(entry.prompt, PROMPT_MAX), timestamp=None)
+    # The prompt as the member wrote it, not as markdown: a masked link, a heading or a spoiler
+    # in it must not pass for something else in front of the moderators.
+    shown = clip(discord.utils.escape_markdown(entry.prompt), PROMPT_MAX)
+    embed = discord.Embed(description=shown, timestamp=None)
     cost = "-" if entry.cost is None else money(entry.cost).localized(locale)
     embed.add_field(name=WHO.localized(locale), value=f"<@{entry.member_id}>")
     embed.add_field(name=WHERE.localized(locale), value=entry.where)

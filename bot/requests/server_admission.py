@@ -25,7 +25,7 @@ from bot.i18n import Text, _
 from bot.images import ImageRequest, Policy
 from bot.requests.where import where
 from bot.store.budgets import Budget
-from bot.store.server_settings import Rules, SettingsStore, mentioned_channels
+from bot.store.server_settings import Rules, ServerSettings, SettingsStore, mentioned_channels
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,16 @@ def age_restricted(channel: object) -> bool:
     return bool(is_nsfw()) if callable(is_nsfw) else False
 
 
+def spoiler_here(chosen: ServerSettings, interaction: discord.Interaction) -> bool:
+    """Whether the server posts results as spoilers where ``interaction`` was used (a thread
+    counts as its channel)."""
+    spoilers = chosen.spoilers
+    if isinstance(spoilers, tuple):
+        parent = getattr(interaction.channel, "parent_id", None)
+        return interaction.channel_id in spoilers or parent in spoilers
+    return spoilers
+
+
 def role_ids(member: object) -> tuple[int, ...]:
     """The ids of a member's roles (a user in a direct message has none)."""
     return tuple(role.id for role in getattr(member, "roles", ()))
@@ -113,11 +123,8 @@ async def apply_server_settings(
     lets a server choose; ``store``: the servers' settings."""
     # Outside a server that installed the bot (personal scope: None) there are no settings.
     guild_id = where(interaction).guild_id
-    try:
-        async with asyncio.timeout(step_timeout(interaction, SETTINGS_TIMEOUT)):
-            chosen = await store.get(guild_id)
-    except Exception as exc:
-        log.error("could not read the server's settings: %r", exc)
+    chosen = await _settings(interaction, store, guild_id)
+    if chosen is None:
         return SETTINGS_UNAVAILABLE
     tier = None
     if guild_id is not None:  # a server that installed the bot: its tiers and bars apply
@@ -125,10 +132,8 @@ async def apply_server_settings(
         if tier.barred:  # before anything else: nothing is counted, nothing paid
             return BARRED
     channels = chosen.channels
-    if channels is not None and guild_id is not None:
-        parent = getattr(interaction.channel, "parent_id", None)  # a thread counts as its channel
-        if interaction.channel_id not in channels and parent not in channels:
-            return _where_it_works(interaction, channels, command)
+    if channels is not None and guild_id is not None and _outside(interaction, channels):
+        return _where_it_works(interaction, channels, command)
     # Before anything else is looked at or paid for; the refusal names no word or pattern: a
     # long prompt does not hand over which of its words is on the list (nor the list itself).
     try:
@@ -161,10 +166,6 @@ async def apply_server_settings(
     budgets = None
     if tier is not None:
         budgets = (tier.budgets, rules.server_budget(chosen))
-    spoilers = chosen.spoilers
-    if isinstance(spoilers, tuple):
-        parent = getattr(interaction.channel, "parent_id", None)  # a thread counts as its channel
-        spoilers = interaction.channel_id in spoilers or parent in spoilers
     return Admissible(
         dataclasses.replace(request, model=model, quality=quality),
         rules.cap(chosen),
@@ -172,9 +173,53 @@ async def apply_server_settings(
         previews=chosen.partial_previews is not False,  # unset: PARTIAL_IMAGES decides
         exempt=tier is not None and tier.exempt,
         low_moderation=chosen.age_restricted and age_restricted(interaction.channel),
-        spoiler=spoilers,
+        spoiler=spoiler_here(chosen, interaction),
         moderation=rules.moderation(chosen),
     )
+
+
+async def _settings(
+    interaction: discord.Interaction, store: SettingsStore, guild_id: int | None
+) -> ServerSettings | None:
+    """The settings of ``guild_id`` (None: the personal scope's), or None after one log line."""
+    try:
+        async with asyncio.timeout(step_timeout(interaction, SETTINGS_TIMEOUT)):
+            return await store.get(guild_id)
+    except Exception as exc:
+        log.error("could not read the server's settings: %r", exc)
+        return None
+
+
+def _outside(interaction: discord.Interaction, channels: tuple[int, ...]) -> bool:
+    parent = getattr(interaction.channel, "parent_id", None)  # a thread counts as its channel
+    return interaction.channel_id not in channels and parent not in channels
+
+
+async def barred_here(
+    interaction: discord.Interaction,
+    rules: Rules,
+    store: SettingsStore,
+    *,
+    command: str | None = None,
+) -> str | None:
+    """:data:`BARRED` where the member is barred on this server (:data:`SETTINGS_UNAVAILABLE`
+    where its settings cannot be read), else None: for what posts or copies a set again without
+    a request (/show, Send to DM), which a bar covers as it covers a request. ``command``: one
+    that posts in the channel (/show), refused too outside the channels the server chose.
+    Outside a server's install there is no bar."""
+    guild_id = where(interaction).guild_id
+    if guild_id is None:
+        return None
+    chosen = await _settings(interaction, store, guild_id)
+    if chosen is None:
+        return SETTINGS_UNAVAILABLE
+    tier = rules.member_tier(chosen, interaction.user.id, role_ids(interaction.user))
+    if tier.barred:
+        return BARRED
+    channels = chosen.channels
+    if command is not None and channels is not None and _outside(interaction, channels):
+        return _where_it_works(interaction, channels, command)
+    return None
 
 
 def _where_it_works(

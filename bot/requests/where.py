@@ -9,7 +9,11 @@ the server's id where that server installed the bot; ``1``, the member's id for 
 Decisions:
 
 - A request is the **server's** only where that server installed the bot
-  (``interaction.is_guild_integration()``): its settings, its budgets, its /usage. Everywhere else
+  (``interaction.is_guild_integration()``, or the bot is a member of it: Discord names only the
+  member's install where the server's cannot authorize the command, such as its integration
+  permissions keeping it from them, or a press under images their install posted before the
+  server added the bot, and a server's bar, blocklist, moderation check and budgets must not be
+  left behind by that): its settings, its budgets, its /usage. Everywhere else
   it is the member's **personal** scope (``guild_id`` None here): no server settings, the
   operator's MEMBER_BUDGET as the member's own window for personal spending, never a server's
   budget; USER_BUDGET and TOTAL_BUDGET count it as everything else. A server that once
@@ -86,8 +90,12 @@ class Where:
 
     @property
     def follow_up_limit(self) -> int | None:
-        """The most follow-ups one interaction may send here; None: as many as needed."""
-        return FOLLOW_UPS_OUTSIDE_SERVERS if self.personal else None
+        """The most follow-ups one interaction may send here; None: as many as needed. An
+        interaction only the member's install authorized keeps Discord's limit in a server that
+        has the bot too: its follow-ups go through that interaction all the same."""
+        if self.personal or self.installation is Installation.USER:
+            return FOLLOW_UPS_OUTSIDE_SERVERS
+        return None
 
     @property
     def place(self) -> Place:
@@ -116,7 +124,15 @@ def where(interaction: discord.Interaction) -> Where:
     # In a server without the bot, what an app may do is @everyone's there (limited to what a
     # response may use): a channel that denies attaching files would refuse every image.
     attach = not in_a_server or interaction.app_permissions.attach_files
-    return Where(context, installation, None, shown_to_member_only=hidden, can_attach=attach)
+    # A server the bot is in installed it, whichever install Discord says authorized this one.
+    guild_id = interaction.guild_id if _bot_is_in(interaction) else None
+    return Where(context, installation, guild_id, shown_to_member_only=hidden, can_attach=attach)
+
+
+def _bot_is_in(interaction: discord.Interaction) -> bool:
+    """Whether the bot is a member of the interaction's server (in its cache of servers)."""
+    guild_id = interaction.guild_id
+    return guild_id is not None and interaction.client.get_guild(guild_id) is not None
 
 
 def _context(interaction: discord.Interaction) -> Context:

@@ -9,9 +9,11 @@ Decisions:
   invisible characters removed (format characters such as zero-width spaces and joiners, the
   soft hyphen, variation selectors, Hangul fillers), then :data:`LOOK_ALIKES`: the Cyrillic and
   Greek letters most used to disguise Latin ones (Cyrillic a, Greek omicron) and a few Latin
-  letters with a stroke (o with a stroke). It is not the whole Unicode confusables table (UTS #39),
-  which would need data Python does not ship and folds far more (digits into letters, among
-  others); leetspeak (``b4d``) is likewise not folded: a pattern catches it (``b[a4@]d``).
+  letters with a stroke (o with a stroke), the Latin small capitals, and the letters drawn as
+  symbols (negative circled and squared, regional indicators). It is not the whole Unicode
+  confusables table (UTS #39), which would need data Python does not ship and folds far more
+  (digits into letters, among others); leetspeak (``b4d``) is likewise not folded: a pattern
+  catches it (``b[a4@]d``).
 - Every run of characters that are neither letters, digits nor spacing marks becomes one space,
   and the folded prompt has a space at either end; a word or phrase then matches on word
   boundaries as `` word `` (a phrase's words separated by any punctuation or spaces). A word
@@ -54,9 +56,15 @@ LOOK_ALIKES = str.maketrans(
     # Greek
     "αβεζικνορτυχω"
     # Latin letters that do not decompose
-    "ıłøđħŧƀɨ",
-    "abeeehhiijkmopqcstyyxwdgabezikvoptuxwilodhtbi",
+    "ıłøđħŧƀɨ"
+    # Latin small capitals ("fancy text" generators): no decomposition either
+    "ᴀʙᴄᴅᴇꜰɢʜɪᴊᴋʟᴍɴᴏᴘʀꜱᴛᴜᴠᴡʏᴢ",
+    "abeeehhiijkmopqcstyyxwdgabezikvoptuxwilodhtbiabcdefghijklmnoprstuvwyz",
 )
+# Letters drawn as symbols, with no decomposition (Unicode category So, so separators without
+# this): negative circled and negative squared capitals, and the regional indicator letters
+# (which pair into flags). Each range is the alphabet from a.
+_LETTER_SYMBOLS = ((0x1F150, 0x1F169), (0x1F170, 0x1F189), (0x1F1E6, 0x1F1FF))
 
 
 # Scripts written without spaces between words: a word with one of their characters matches
@@ -73,7 +81,11 @@ _FILLERS = (0x115F, 0x1160, 0x3164, 0xFFA0)  # Hangul fillers: letters, but invi
 
 
 def _folded_char(code: int) -> str | None:
-    """What one character becomes: None (removed), a space (a separator) or itself."""
+    """What one character becomes: None (removed), a space (a separator), a letter (a letter
+    drawn as a symbol) or itself."""
+    for first, last in _LETTER_SYMBOLS:
+        if first <= code <= last:
+            return chr(ord("a") + code - first)
     category = unicodedata.category(chr(code))
     if category in ("Mn", "Me", "Cf") or code in _FILLERS:
         return None

@@ -451,11 +451,15 @@ class Ledger:
         self,
         guild_id: int | None,
         chosen: tuple[tuple[Budget, ...], tuple[Budget, ...]] | None = None,
+        *,
+        money: bool = False,
     ) -> bool:
         """Whether a budget applies to requests in ``guild_id`` (``chosen``: its server's, as
         :meth:`admitted` takes them): only then may an admission be refused for anything but the
-        database failing."""
-        return bool(self._budgets(guild_id, chosen))
+        database failing. ``money``: a budget in money (only it bounds what a request that makes
+        no images, describe or enhance, costs)."""
+        budgets = self._budgets(guild_id, chosen)
+        return any(not budget.images for _, budget in budgets) if money else bool(budgets)
 
     def _budgets(
         self,

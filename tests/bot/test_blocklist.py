@@ -34,6 +34,11 @@ from bot.store.server_settings import (
         ("STRASSE Stra\u00dfe", " strasse strasse "),  # casefolding
         ("x\U0001f600y", " x y "),  # an emoji separates
         ("\u200b", "  "),
+        ("\ua730\u026a\u0280\u1d07", " fire "),  # small capitals
+        (
+            "\U0001f175\U0001f158\U0001f1f7\U0001f174",
+            " fire ",
+        ),  # negative squared, circled; regional
     ],
 )
 def test_prompts_are_folded(prompt: str, folded: str) -> None:

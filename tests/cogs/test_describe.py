@@ -4,6 +4,7 @@ on loopback, the ledger on SQLite and PostgreSQL where money is counted."""
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 from collections.abc import AsyncIterator
@@ -14,9 +15,14 @@ import discord
 import pytest
 from PIL import Image
 
+from bot.images.text import _scaled_data_url
+from bot.requests.admission import MODERATION_REFUSED
 from bot.requests.describe import NO_IMAGE, NOT_OFFERED
-from tests.cogs.support import private_reply
+from tests.cogs.support import finish, private_reply, setting
 from tests.cogs.test_buttons import labels, restarted  # noqa: F401  (a fixture)
+from tests.cogs.test_history import key_of, said
+from tests.cogs.test_privacy import forged
+from tests.cogs.test_safety_words import checks_sent, declare_moderation_waits, private_or_answer
 from tests.conftest import API_KEY
 from tests.databases import ledger_rows
 from tests.fakes.images_api import (
@@ -365,3 +371,136 @@ async def test_images_refused_after_their_enhancement_are_told_privately_not_lef
 
     assert private_reply(result).content == "The bot is restarting. Please try again in a minute."
     assert not images_api.generation_requests
+
+
+class TestModeratedEnhance:
+    """The server's moderation check refuses an enhancement of a prompt it would refuse before
+    the text model is paid for it: the prompt is never sent, and no ledger row is written."""
+
+    @pytest.fixture
+    def bot_overrides(self, database_url: str) -> dict[str, Any]:
+        return {"database_url": database_url, "moderation_check": "on"}
+
+    async def test_a_flagged_prompt_is_refused_before_its_enhancement_is_paid_for(
+        self, simcord_env: Any, channel: Any, alice: Any, images_api: FakeImagesAPI,
+        database_url: str,
+    ) -> None:  # fmt: skip
+        declare_moderation_waits(simcord_env)
+        result = await alice.slash(
+            channel, "imagine", prompt="a gore scene", model="dall-e-2", enhance=True
+        )
+        await finish(simcord_env)
+
+        assert private_or_answer(result) == MODERATION_REFUSED
+        assert not images_api.chat_requests  # the text model never saw it
+        assert not images_api.generation_requests
+        assert await ledger_rows(database_url) == []
+        (checked,) = checks_sent(images_api)
+        assert checked["input"] == [{"type": "text", "text": "a gore scene"}]
+        assert str(alice.id) not in json.dumps(checked)
+
+    async def test_an_image_the_check_flags_is_not_described_nor_posted_and_costs_nothing(
+        self, simcord_env: Any, channel: Any, alice: Any, images_api: FakeImagesAPI,
+        database_url: str,
+    ) -> None:  # fmt: skip
+        declare_moderation_waits(simcord_env)
+        photo = png(80, 80)
+        # What the text model would be sent (and so what is checked): the image scaled down.
+        sent = base64.b64decode(_scaled_data_url(photo).split(",", 1)[1])
+        images_api.moderation_images[sent] = {"sexual": 0.97}
+
+        result = await alice.slash(channel, "describe", image=("photo.png", photo))
+        await finish(simcord_env)
+
+        assert private_reply(result).content == MODERATION_REFUSED
+        assert result.response is None or not result.response.embeds  # no public thumbnail
+        assert not images_api.chat_requests  # the text model never saw it
+        (row,) = await ledger_rows(database_url)
+        assert (row["kind"], row["outcome"], row["cost"]) == ("describe", "refused", 0)
+
+
+class TestExemptRoles:
+    """A role a server exempts from the rate limit (where the operator allows it) is still
+    bounded on describe and enhance: where no money budget counts them (a budget in images does
+    not), the rate limit is all that bounds what they cost, so it applies."""
+
+    @pytest.fixture(params=["10 images/day", "$1/day"])
+    def member_budget(self, request: pytest.FixtureRequest) -> str:
+        return str(request.param)
+
+    @pytest.fixture
+    def bot_overrides(self, database_url: str, member_budget: str) -> dict[str, Any]:
+        return {
+            "database_url": database_url,
+            "user_rate_limit": "1/minute",
+            "servers_may_exempt_roles": True,
+            "member_budget": member_budget,
+        }
+
+    async def test_describe_by_an_exempt_role_is_rate_limited_where_no_money_budget_counts_it(
+        self, simcord_env: Any, guild: Any, channel: Any, manager: Any, member_budget: str,
+        database_url: str,
+    ) -> None:  # fmt: skip
+        vip = guild.create_role("VIP")
+        alice = guild.add_member(simcord_env.create_user("alice"), roles=[vip])
+        await setting(manager, channel, "role-tier", role=vip, value="exempt")
+
+        described = [
+            await alice.slash(channel, "describe", image=("photo.png", png())) for _ in range(3)
+        ]
+
+        bounded_by_money = member_budget.startswith("$")
+        for result in described[1:]:
+            if bounded_by_money:  # exempt: the money budget bounds it
+                assert len(result.response.embeds[0].description.split("\n\n")) == 4
+            else:
+                assert result.response.ephemeral
+                assert result.response.content.startswith("You have reached your limit")
+        assert len(await ledger_rows(database_url)) == (3 if bounded_by_money else 1)
+
+
+async def test_a_forged_imagine_this_makes_nothing_of_another_members_private_prompt(
+    simcord_env: Any, channel: Any, alice: Any, bob: Any, images_api: FakeImagesAPI
+) -> None:
+    private = await alice.slash(channel, "imagine", prompt="alice's secret fox", private=True)
+    key = key_of(private.response)
+
+    custom_id = f"describe:imagine:{key}"
+    answer = await bob.click(forged(simcord_env, channel, bob, custom_id), custom_id=custom_id)
+
+    assert [r.body["prompt"] for r in images_api.generation_requests] == ["alice's secret fox"]
+    assert "secret fox" not in str([(m.content, m.embeds) for m in channel.history(viewer=bob)])
+    assert said(answer) == "The bot no longer has this suggestion. Please use /describe again."
+
+
+async def test_describe_checks_the_image_where_the_server_has_a_moderation_check(
+    simcord_env: Any, channel: Any, alice: Any, manager: Any, images_api: FakeImagesAPI
+) -> None:
+    declare_moderation_waits(simcord_env)
+    await setting(manager, channel, "moderation", value="on")
+    photo = png(48, 48)
+    # What the text model would be sent (and so what is checked): the image scaled down.
+    sent = base64.b64decode(_scaled_data_url(photo).split(",", 1)[1])
+    images_api.moderation_images[sent] = {"sexual": 0.97}
+
+    described = await alice.slash(channel, "describe", image=("photo.png", photo))
+    await finish(simcord_env)
+
+    assert private_or_answer(described) == MODERATION_REFUSED
+    assert images_api.chat_requests == []  # nothing sent to the text model, nothing posted
+    assert [m for m in channel.history(viewer=manager) if m.embeds and not m.flags.ephemeral] == []
+    allowed = await alice.slash(channel, "describe", image=("photo.png", png()))
+    await finish(simcord_env)
+    assert len(allowed.response.embeds) == 1 and len(images_api.chat_requests) == 1
+
+
+async def test_describe_shows_no_unblurred_thumbnail_where_results_are_spoilers(
+    simcord_env: Any, channel: Any, alice: Any, manager: Any, images_api: FakeImagesAPI
+) -> None:
+    await setting(manager, channel, "spoilers", value="always")
+
+    described = await alice.slash(channel, "describe", image=("photo.png", png()))
+
+    (embed,) = described.response.embeds
+    assert embed.thumbnail.url is None  # a thumbnail cannot be blurred: it is left out
+    assert "**1.**" in embed.description

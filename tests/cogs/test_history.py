@@ -3,6 +3,7 @@ private results, Send to DM, /history and /show, in simcord against the fake Ima
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any
 
@@ -10,8 +11,9 @@ import pytest
 import simcord.http.routes.messages as simcord_messages
 from simcord.backend import errors as simcord_errors
 
-from bot.requests import info
-from tests.cogs.support import fields, uploaded
+from bot.requests import history, info
+from bot.requests.server_admission import BARRED
+from tests.cogs.support import fields, setting, uploaded
 from tests.cogs.test_buttons import labels, posted_in_three_messages, restarted  # noqa: F401 - the restart fixture
 from tests.fakes.images_api import FakeImagesAPI
 
@@ -331,3 +333,77 @@ async def test_show_refuses_what_the_member_may_not_see_and_says_when_it_is_gone
     await alice.click(public.response, label="Delete")
     gone = await alice.slash(channel, "show", id=key_of(allowed.response))
     assert "is gone" in said(gone)
+
+
+# -- a barred member ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_a_barred_member_cannot_show_or_copy_sets_again(
+    simcord_env: Any, channel: Any, alice: Any, bob: Any, manager: Any,
+    images_api: FakeImagesAPI,
+) -> None:  # fmt: skip
+    posted = await alice.slash(channel, "imagine", prompt="two foxes", count=2)
+    own = await bob.slash(channel, "imagine", prompt="a hen")
+    await setting(manager, channel, "bar-member", member=bob, barred=True)
+    messages_before = len(channel.history())
+
+    for refused in (
+        await bob.slash(channel, "show", id=key_of(own.response)),  # his own set
+        await bob.slash(channel, "show", id=key_of(posted.response)),  # a public set here
+        await bob.click(posted.response, label="Send to DM"),
+    ):
+        assert said(refused) == BARRED
+    assert len(channel.history()) == messages_before  # nothing posted again
+    assert bob.user.dm_channel is None or bob.user.dm_channel.history() == []
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_a_member_has_one_copy_on_its_way_at_a_time(
+    simcord_env: Any, channel: Any, alice: Any, bob: Any, images_api: FakeImagesAPI,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    # Send to DM and /show download and upload a whole set without a request: one member
+    # pressing again and again must not queue copy after copy ahead of everyone else's.
+    posted = await alice.slash(channel, "imagine", prompt="two foxes", count=2)
+    key = key_of(posted.response)
+    release = asyncio.Event()
+    real = info.read_attachments
+
+    async def held(attachments: Any) -> Any:
+        await simcord_env.external_wait(release.wait(), reason="a slow download from the CDN")
+        return await real(attachments)
+
+    monkeypatch.setattr(info, "read_attachments", held)
+    monkeypatch.setattr(history, "read_attachments", held)
+    first = await bob.click(posted.response, label="Send to DM")  # its download held
+    again = await bob.click(posted.response, label="Send to DM")
+    shown = await bob.slash(channel, "show", id=key)
+    others = await alice.click(posted.response, label="Send to DM")  # another member's: waits
+
+    assert said(again) == info.ONE_AT_A_TIME
+    assert said(shown) == info.ONE_AT_A_TIME
+    release.set()
+    await simcord_env.settle()
+    assert said(first).startswith("A copy is in your direct messages")
+    assert said(others).startswith("A copy is in your direct messages")
+    assert len(bob.user.dm_channel.history()) == 1
+    assert said(await bob.click(posted.response, label="Send to DM")).startswith("A copy is")
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_show_posts_again_only_in_the_channels_the_server_chose(
+    simcord_env: Any, guild: Any, channel: Any, alice: Any, manager: Any,
+    images_api: FakeImagesAPI,
+) -> None:  # fmt: skip
+    posted = await alice.slash(channel, "imagine", prompt="a fox")
+    art = guild.create_text_channel("art")
+    await setting(manager, channel, "channels", value=f"<#{art.id}>")
+    messages_before = len(channel.history())
+
+    refused = await alice.slash(channel, "show", id=key_of(posted.response))
+
+    assert said(refused) == f"On this server, /show works in <#{art.id}>."
+    assert len(channel.history()) == messages_before
+    shown = await alice.slash(art, "show", id=key_of(posted.response))
+    assert len(shown.response.attachments) == 1

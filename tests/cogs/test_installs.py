@@ -26,8 +26,10 @@ import simcord.interactions
 
 from bot.app import ImagineBot
 from bot.images.pricing import format_usd
-from bot.requests.buttons import _belongs_here
+from bot.requests.buttons import belongs_here
 from bot.requests.saved_requests import SavedRequest
+from bot.requests.server_admission import BARRED
+from bot.requests.where import Context, Installation, Where
 from tests.cogs import test_bot_budgets, test_buttons
 from tests.cogs.conftest import RECOMMENDED_SHARDS, make_settings
 from tests.cogs.support import fields, json_log_lines, setting, upload_limit
@@ -70,14 +72,25 @@ def user_install(
     attach_files: bool = True,
     server_too: bool = False,
     authorized_by: int | None = None,
+    bot_in_server: bool | None = None,
 ) -> Iterator[None]:
     """Interactions as Discord sends them for the member's own install of the bot (not the
     server's): ``context`` in place of simcord's (None: 0 in a server, 1 in a DM);
     ``external_apps``: whether the member may use external apps in the server's channel;
     ``attach_files``: whether apps may attach files there; ``server_too``: the server installed
     the bot as well (both installs authorize the interaction); ``authorized_by``: whose install
-    authorized it, where not the acting member's (a press under another member's images)."""
+    authorized it, where not the acting member's (a press under another member's images);
+    ``bot_in_server``: whether the bot is a member of the server (by default only where the
+    server installed it: simcord puts the bot in every server, so the fixture hides the server
+    from the bot's cache otherwise)."""
     real = simcord.interactions.base_payload
+    real_get_guild = discord.Client.get_guild
+    hidden: set[int] = set()
+    if bot_in_server is None:
+        bot_in_server = server_too
+
+    def get_guild(self: discord.Client, guild_id: int, /) -> discord.Guild | None:
+        return None if guild_id in hidden else real_get_guild(self, guild_id)
 
     def as_user_install(*args: Any, **kwargs: Any) -> Any:
         record, payload = real(*args, **kwargs)
@@ -85,6 +98,8 @@ def user_install(
         payload["authorizing_integration_owners"] = {"1": str(owner)}
         if context is not None:
             payload["context"] = context
+        if kwargs["guild_id"] is not None and not bot_in_server:
+            hidden.add(int(kwargs["guild_id"]))
         if server_too:
             payload["authorizing_integration_owners"]["0"] = str(kwargs["guild_id"])
         elif kwargs["guild_id"] is not None:
@@ -99,10 +114,12 @@ def user_install(
         return record, payload
 
     simcord.interactions.base_payload = as_user_install
+    discord.Client.get_guild = get_guild  # type: ignore[method-assign]
     try:
         yield
     finally:
         simcord.interactions.base_payload = real
+        discord.Client.get_guild = real_get_guild  # type: ignore[method-assign]
 
 
 def channel_requests(env: Any, since: int = 0) -> list[str]:
@@ -486,8 +503,8 @@ def test_a_press_outside_servers_finds_only_a_request_made_in_its_own_dm_or_grou
     )  # fmt: skip
     here: Any = SimpleNamespace(guild_id=None, channel_id=10)
     elsewhere: Any = SimpleNamespace(guild_id=None, channel_id=11)
-    assert _belongs_here(saved, here)
-    assert not _belongs_here(saved, elsewhere)
+    assert belongs_here(saved, here)
+    assert not belongs_here(saved, elsewhere)
 
 
 async def test_vary_finds_an_image_in_a_follow_up_through_the_interaction_while_it_can(
@@ -563,3 +580,27 @@ async def test_a_press_under_a_user_installs_images_by_another_member_is_their_p
         (alice.id, None, "user"),
         (bob.id, None, "user"),
     ]
+
+
+async def test_a_user_install_in_a_server_that_has_the_bot_is_that_servers_request(
+    simcord_env: Any, guild: Any, channel: Any, alice: Any, bob: Any, manager: Any,
+    database_url: str,
+) -> None:  # fmt: skip
+    # Discord names only the member's install where the server's install cannot authorize the
+    # command (its integration permissions keep it from them, or a press under images their
+    # install posted before the server added the bot): the server's bar still applies.
+    await setting(manager, channel, "bar-member", member=bob, barred=True)
+    with user_install(bot_in_server=True):
+        barred = await bob.slash(channel, "imagine", prompt="a cat", model="dall-e-2")
+        made = await alice.slash(channel, "imagine", prompt="a cat", model="dall-e-2")
+
+    assert barred.response.ephemeral and barred.response.content == BARRED
+    assert len(made.response.attachments) == 1
+    (row,) = await ledger_rows(database_url)  # alice's, counted in the server's budgets
+    assert (row["member_id"], row["guild_id"], row["installation"]) == (alice.id, guild.id, "user")
+
+
+def test_only_the_members_install_keeps_discords_follow_up_limit_in_a_server_with_the_bot() -> None:
+    assert Where(Context.GUILD, Installation.USER, 1).follow_up_limit == 5
+    assert Where(Context.GUILD, Installation.GUILD, 1).follow_up_limit is None
+    assert Where(Context.BOT_DM, Installation.USER, None).follow_up_limit == 5

@@ -15,9 +15,11 @@ import pytest
 from PIL import Image
 from simcord.builders import ChannelHandle
 
+from bot.requests.admission import MODERATION_REFUSED
 from bot.requests.moderation_log import RETRY_SECONDS
 from bot.requests.server_admission import BARRED
-from tests.cogs.support import fields, setting
+from tests.cogs.support import fields, finish, setting
+from tests.cogs.test_safety_words import checks_sent, declare_moderation_waits, private_or_answer
 from tests.fakes.images_api import FakeImagesAPI
 
 
@@ -220,6 +222,32 @@ async def test_an_exempt_role_is_not_rate_limited_where_the_operator_allows_it(
     assert refusal(await image(bob, channel)).content.startswith("You have reached")
     usage = fields((await alice.slash(channel, "usage")).response.embeds[0])
     assert usage["Your tier"].endswith(", exempt from the rate limit") is exempted
+
+
+@SQLITE
+@pytest.mark.parametrize(
+    "extra", [{"user_rate_limit": "1/minute", "servers_may_exempt_roles": True}]
+)
+async def test_an_exempt_role_is_counted_for_what_the_moderation_check_refuses(
+    simcord_env: Any, guild: Any, channel: Any, manager: Any, images_api: FakeImagesAPI
+) -> None:
+    # Refusals cost nothing, so no budget bounds them: without the rate limit an exempt member
+    # could make moderation checks (and moderation log entries) without end, and the checks
+    # share the operator's account with every server.
+    declare_moderation_waits(simcord_env)
+    vip = guild.create_role("VIP")
+    alice = guild.add_member(simcord_env.create_user("alice"), roles=[vip])
+    await setting(manager, channel, "role-tier", role=vip, value="exempt")
+    await setting(manager, channel, "moderation", value="on")
+
+    for _ in range(2):  # passed: exempt, as without the check
+        assert len((await image(alice, channel)).response.attachments) == 1
+    flagged = await alice.slash(channel, "imagine", prompt="a gore scene", model="dall-e-2")
+    await finish(simcord_env)
+    assert private_or_answer(flagged) == MODERATION_REFUSED
+    again = await alice.slash(channel, "imagine", prompt="a gore scene", model="dall-e-2")
+    assert refusal(again).content.startswith("You have reached your limit")
+    assert len(checks_sent(images_api)) == 3
 
 
 @SQLITE
