@@ -45,6 +45,8 @@ import aiohttp
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from bot.i18n import _
+
 from .catalog import CatalogError, Money, _read_toml
 from .edits import read_image
 from .errors import (
@@ -107,8 +109,10 @@ ENHANCE_INSTRUCTIONS = (
     "no quotes, no preamble."
 )
 # What the member is told when the answer cannot be used.
-UNREADABLE_ANSWER = "The text model sent back something the bot cannot read. Please try again."
-DECLINED = "The text model declined to answer for this image or prompt."
+UNREADABLE_ANSWER = _("The text model sent back something the bot cannot read. Please try again.")
+DECLINED = _("The text model declined to answer for this image or prompt.")
+NO_VISION = _("The text model {model} cannot see images.")
+EMPTY_PROMPT = _("The prompt is empty.")
 
 
 # -- the catalog of text models ------------------------------------------------------------------
@@ -257,7 +261,7 @@ def _body(
 def prepare_describe(spec: TextModelSpec, pseudonym: str | None) -> PreparedText:
     """A description of one image, declared (attach it with :meth:`PreparedText.with_image`)."""
     if not spec.vision:
-        raise UnsupportedOption("model", f"The text model {spec.name} cannot see images.")
+        raise UnsupportedOption("model", NO_VISION.format(model=spec.name))
     content = [{"type": "text", "text": DESCRIBE_PROMPT}]
     return PreparedText(spec, DESCRIBE, _body(spec, DESCRIBE, content, pseudonym), images=1)
 
@@ -266,7 +270,7 @@ def prepare_enhance(spec: TextModelSpec, prompt: str, pseudonym: str | None) -> 
     """A richer version of ``prompt`` (its first :data:`ENHANCE_INPUT_CHARS` characters)."""
     prompt = prompt.strip()[:ENHANCE_INPUT_CHARS]
     if not prompt:
-        raise UnsupportedOption("prompt", "The prompt is empty.")
+        raise UnsupportedOption("prompt", EMPTY_PROMPT)
     return PreparedText(spec, ENHANCE, _body(spec, ENHANCE, prompt, pseudonym))
 
 

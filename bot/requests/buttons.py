@@ -85,7 +85,8 @@ NOT_YOURS = _(
 )
 NOT_DELETED = _("Discord did not let the bot delete these images. Please try again.")
 NO_VARY = _("Varying an image is not available yet.")
-NO_ZOOM = "Zooming out is not available here: no model offered here can do it."
+NO_ZOOM = _("Zooming out is not available here: no model offered here can do it.")
+NO_ENHANCE = _("Enhancing prompts is no longer available here.")
 NO_SUCH_IMAGE = _("That image is no longer in this message.")
 UNEXPECTED = _("Something went wrong with that button. Please try again.")
 RESTARTING = _("The bot is restarting. Please try again in a minute.")  # as /imagine says
@@ -609,7 +610,7 @@ class ImageButtons:
         user = self.pseudonyms.for_user(replies.interaction.user.id)
         request = saved.request(user=user, prompt=prompt, size=size)
         if enhance and self.enhance is None:
-            await replies.answer("Enhancing prompts is no longer available here.")
+            await replies.answer(NO_ENHANCE)
             return
         await (self.enhance if enhance and self.enhance else self.admit)(
             replies.interaction, request, private=made_privately(replies.interaction, saved)
