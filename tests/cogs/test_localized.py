@@ -211,3 +211,16 @@ async def test_history_and_an_info_card_read_in_german(
     names = [field.name for field in embed.fields]
     assert names[:4] == ["Angefragt von", "Wann", "Kosten", "Modell"]
     assert embed.fields[2].value == "0,02\xa0$"
+
+
+@pytest.mark.parametrize("member_locale", ["de"])
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_a_blocked_word_its_answer_and_a_bad_pattern_read_in_german(
+    simcord_env: Any, channel: Any, manager: Any
+) -> None:
+    answer = await setting(manager, channel, "blocked-words", add="fire, blood moon")
+    assert answer == "gesperrte-wörter: 2 eigene dieses Servers (vorher 0): fire, blood moon"
+    refused = await setting(manager, channel, "blocked-patterns", add="(?=x)")
+    assert refused.startswith("Dieses Muster kann der Bot nicht verwenden: Es muss RE2-Syntax")
+    both = await setting(manager, channel, "blocked-words")
+    assert both == "gesperrte-wörter nimmt entweder hinzufügen oder entfernen."
