@@ -29,7 +29,7 @@ from tests.fakes.images_api import (
 
 # Short bot sleeps (retry back-off, queue polling) are parked on simcord's virtual clock, which
 # finish() moves forward; real I/O with the loopback API is a declared external wait.
-pytestmark = pytest.mark.simcord(settle_timeout=3.0)
+pytestmark = pytest.mark.simcord(settle_timeout=0.5)
 
 RETRYING = {"max_retries": 2, "request_timeout": 30}
 BUSY = "The image service is busy right now."
