@@ -332,7 +332,7 @@ class Admission:
             budgets=admissible.budgets,
             buttons=self.buttons,
             exempt=admissible.exempt,
-            moderation_log=self.moderation_log,
+            moderation_log=self.moderation_log if admissible.logged else None,
             moderation=admissible.moderation,
         )
 

@@ -250,7 +250,7 @@ class Generation(OnAnInteraction):
                 # delivered meanwhile would keep its images: memory bounded by the slots, not N.
                 # Only a server that keeps a moderation log keeps the first, for its thumbnail
                 # (the log's queue bounds what it holds).
-                if self.moderation_log is not None and self.moderation_log.wants(self.interaction):
+                if self.moderation_log is not None:  # handed only where the server keeps one
                     self._log_image = self.result.images[0].data if self.result.images else None
                 self.result = self.result.without_bytes()
                 lease.release()

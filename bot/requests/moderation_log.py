@@ -175,16 +175,6 @@ class ModerationLog:
 
     # -- the queue ------------------------------------------------------------------------------
 
-    def wants(self, interaction: discord.Interaction) -> bool:
-        """Whether this request's server may keep a log (so its first image is worth keeping
-        for a thumbnail until it is settled): False for most servers, known from their
-        settings read a moment ago."""
-        guild_id = interaction.guild_id
-        if guild_id is None:
-            return False
-        cached = self._store.cached(guild_id)
-        return cached is None or cached.log_channel is not None
-
     def _put(
         self,
         interaction: discord.Interaction,

@@ -69,6 +69,7 @@ class Admissible:
     low_moderation: bool = False  # an age-restricted channel where the server allows it
     spoiler: bool = False  # results and previews posted as spoilers
     moderation: Policy = field(default_factory=Policy)  # the server's check (off: none)
+    logged: bool = False  # the server keeps a moderation log (its first image: a thumbnail)
 
 
 def age_restricted(channel: object) -> bool:
@@ -175,6 +176,7 @@ async def apply_server_settings(
         low_moderation=chosen.age_restricted and age_restricted(interaction.channel),
         spoiler=spoiler_here(chosen, interaction),
         moderation=rules.moderation(chosen),
+        logged=chosen.log_channel is not None,
     )
 
 

@@ -81,6 +81,8 @@ async def test_requests_delivered_while_the_ledger_is_slow_keep_no_image_bytes(
     await finish(simcord_env)
     assert len(waiting) == MEMBERS  # every request delivered, each waiting on the ledger
     assert all(len(result.response.attachments) == 1 for result in results)
-    # Beyond the slots' images, the engine's own small objects (its sentences, counters: about
-    # 11 kB): far below one image, which is what a request that kept its bytes would add.
-    assert held <= SLOTS * len(image) + 64 * 1024, f"{held:,} bytes held for {MEMBERS} requests"
+    # What the slots may hold, plus one answer that may still be in the processing room when the
+    # snapshot is taken, plus the engine's own small objects (its sentences: about 11 kB).
+    # Measured: 2.17 MB or 3.26 MB (16 runs); 8.66 MB when every delivered request kept its bytes.
+    bound = (SLOTS + 1) * len(image) + 64 * 1024
+    assert held <= bound, f"{held:,} bytes held for {MEMBERS} requests"
