@@ -10,10 +10,17 @@ The script keeps ``limits``' own layout (one list of timestamps per limit and me
 first, trimmed to the limit, under the storage's key prefix), so ``limits`` reads the same windows
 (``get_window_stats``) and a store written by an older bot keeps counting. Timestamps come from
 the Redis server's clock, not each process's: processes whose clocks differ still share one window.
+
+Both scripts may run twice for one call: the client sends a command again when the connection
+drops or the reply is late (coredis' default retry policy), and Redis may have run the first one
+before its reply was lost. Each call therefore names itself with a random key that the script
+writes in the same atomic step, and a script that finds its key already written does nothing
+again: a retried acquire counts once, a retried refund takes back one entry.
 """
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,14 +32,23 @@ from limits.aio.storage.redis.coredis import CoredisBridge
 # a server that went away must be told apart from one slow to answer within that.
 STORE_CONNECT_SECONDS = 1.0
 
-# KEYS: one moving-window list per limit. ARGV: amount and expiry (seconds) of each limit, in
-# order. Returns 0 when counted in every window; else the 1-based number of the first limit that
-# refuses and, as a string (a Lua number would be truncated to an integer), the timestamp of the
-# entry that must leave its window before another request fits.
+# Seconds a call's key is kept: far longer than the client's retries of that call take.
+ATTEMPT_KEY_SECONDS = 300
+
+# KEYS: one moving-window list per limit, then the call's own key. ARGV: amount and expiry
+# (seconds) of each limit, in order. Returns 0 when counted in every window (or when this call was
+# counted already); else the 1-based number of the first limit that refuses and, as a string (a
+# Lua number would be truncated to an integer), the timestamp of the entry that must leave its
+# window before another request fits. A refusal counts nothing, so running it again is harmless.
 ACQUIRE_ALL = """
+local attempt = KEYS[#KEYS]
+if redis.call('EXISTS', attempt) == 1 then
+    return 0
+end
 local now = redis.call('TIME')
 local timestamp = tonumber(now[1]) + tonumber(now[2]) / 1000000
-for i, key in ipairs(KEYS) do
+for i = 1, #KEYS - 1 do
+    local key = KEYS[i]
     local limit = tonumber(ARGV[2 * i - 1])
     local expiry = tonumber(ARGV[2 * i])
     local entry = redis.call('LINDEX', key, limit - 1)
@@ -41,20 +57,26 @@ for i, key in ipairs(KEYS) do
     end
 end
 local stamp = string.format('%.6f', timestamp)
-for i, key in ipairs(KEYS) do
+for i = 1, #KEYS - 1 do
+    local key = KEYS[i]
     redis.call('LPUSH', key, stamp)
     redis.call('LTRIM', key, 0, tonumber(ARGV[2 * i - 1]) - 1)
     redis.call('EXPIRE', key, tonumber(ARGV[2 * i]))
 end
+redis.call('SET', attempt, '1', 'EX', tonumber(ARGV[#ARGV]))
 return 0
 """
 
 
-# KEYS: the member's moving-window lists. Takes back the newest entry of each (one member's
-# entries differ only by milliseconds: which one goes does not change what the windows count).
+# KEYS: the member's moving-window lists, then the call's own key. ARGV: how long that key is
+# kept. Takes back the newest entry of each list (one member's entries differ only by
+# milliseconds: which one goes does not change what the windows count), once per call.
 REFUND_ONE = """
-for _, key in ipairs(KEYS) do
-    redis.call('LPOP', key)
+if not redis.call('SET', KEYS[#KEYS], '1', 'NX', 'EX', tonumber(ARGV[1])) then
+    return 0
+end
+for i = 1, #KEYS - 1 do
+    redis.call('LPOP', KEYS[i])
 end
 return 0
 """
@@ -85,7 +107,9 @@ class AtomicAcquire:
     async def acquire(self, ids: Sequence[str]) -> tuple[RateLimitItem, float] | None:
         """None when counted; else the limit that refuses and when it lets a request through.
         ``ids``: the identifiers of the member's windows (``limits``' ``key_for``)."""
-        answer: Any = await self._script.execute(self._keys(ids), self._windows)
+        answer: Any = await self._script.execute(
+            self._keys(ids), (*self._windows, str(ATTEMPT_KEY_SECONDS))
+        )
         if answer == 0:
             return None
         index, oldest = answer
@@ -94,7 +118,10 @@ class AtomicAcquire:
 
     async def refund(self, ids: Sequence[str]) -> None:
         """Take back one request counted by :meth:`acquire`, from every window."""
-        await self._refund.execute(self._keys(ids), ())
+        await self._refund.execute(self._keys(ids), (str(ATTEMPT_KEY_SECONDS),))
 
     def _keys(self, ids: Sequence[str]) -> tuple[str, ...]:
-        return tuple(self._bridge.prefixed_key(limit.key_for(*ids)) for limit in self._limits)
+        """The windows' keys, then a key naming this one call (see the module's docstring)."""
+        windows = (self._bridge.prefixed_key(limit.key_for(*ids)) for limit in self._limits)
+        attempt = self._bridge.prefixed_key(f"imagine-call/{secrets.token_hex(16)}")
+        return (*windows, attempt)

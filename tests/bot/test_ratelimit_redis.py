@@ -165,7 +165,92 @@ async def test_two_bots_on_one_redis_count_a_member_apart(
         for bot in bots:
             await bot.close()
     keys = [key.decode() async for key in redis_client(redis_server).scan_iter()]
-    assert sorted(keys) == [
+    windows = [key for key in keys if not key.startswith("LIMITS:imagine-call/")]
+    assert sorted(windows) == [
         f"LIMITS:LIMITER/1200000000000000001/{MEMBER}/1/1/minute",
         f"LIMITS:LIMITER/1200000000000000002/{MEMBER}/1/1/minute",
     ]
+    # Beside them, one key per counted call (what makes a retried call count once), naming no one.
+    assert len(keys) - len(windows) == 2
+
+
+class ReplyLosingProxy:
+    """A TCP relay to Redis that drops the connection once, after Redis has run a script and
+    before its answer reaches the client: what a network blip or a failover does. The client's
+    retry policy then sends the same script again on a new connection."""
+
+    def __init__(self, server: RedisServer) -> None:
+        self._upstream_port = server.port
+        self._armed = True
+        self._server: asyncio.Server | None = None
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        port = self._server.sockets[0].getsockname()[1]
+        return f"redis://127.0.0.1:{port}"
+
+    async def __aenter__(self) -> ReplyLosingProxy:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self._server is not None
+        self._server.close()
+
+    async def _relay(
+        self, client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter
+    ) -> None:
+        server_in, server_out = await asyncio.open_connection("127.0.0.1", self._upstream_port)
+        sent_script = asyncio.Event()
+
+        async def requests() -> None:
+            while chunk := await client_in.read(65536):
+                if b"EVAL" in chunk.upper():
+                    sent_script.set()
+                server_out.write(chunk)
+                await server_out.drain()
+
+        async def answers() -> None:
+            while chunk := await server_in.read(65536):
+                # An error (NOSCRIPT before the script is loaded) ran nothing: pass it on.
+                if self._armed and sent_script.is_set() and not chunk.startswith(b"-"):
+                    self._armed = False
+                    client_out.transport.abort()
+                    server_out.close()
+                    return
+                client_out.write(chunk)
+                await client_out.drain()
+
+        relays = [asyncio.create_task(requests()), asyncio.create_task(answers())]
+        await asyncio.wait(relays, return_when=asyncio.FIRST_COMPLETED)
+        for relay in relays:
+            relay.cancel()
+        client_out.close()
+        server_out.close()
+
+
+async def test_an_acquire_whose_answer_is_lost_counts_once_when_the_client_sends_it_again(
+    redis_server: RedisServer,
+) -> None:
+    (direct,) = limiters(redis_server, "5/minute", count=1)
+    async with ReplyLosingProxy(redis_server) as proxy:
+        through_proxy = UserRateLimiter(parse_many("5/minute"), proxy.url)
+
+        assert await through_proxy.acquire("alice") is None
+
+    assert await remaining(direct, "5/minute", "alice") == 4
+
+
+async def test_a_refund_whose_answer_is_lost_takes_back_one_request(
+    redis_server: RedisServer,
+) -> None:
+    (direct,) = limiters(redis_server, "5/minute", count=1)
+    for _ in range(3):
+        assert await direct.acquire("alice") is None
+    async with ReplyLosingProxy(redis_server) as proxy:
+        through_proxy = UserRateLimiter(parse_many("5/minute"), proxy.url)
+
+        await through_proxy.refund("alice")
+
+    assert await remaining(direct, "5/minute", "alice") == 3
