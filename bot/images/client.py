@@ -22,7 +22,8 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -415,7 +416,8 @@ class ImageClient:
                 async def waiting(awaitable: Awaitable[None]) -> None:
                     # The body stays in the socket until a slot (or room) is free; the service
                     # has answered, and the wait is not counted against the attempt.
-                    await _without_deadline(deadline, awaitable)
+                    with _reading_paused(response):
+                        await _without_deadline(deadline, awaitable)
 
                 parsed = await self._read_answer(
                     response, prepared, limits, request_id, waiting, lease, on_partial
@@ -585,3 +587,25 @@ class ImageClient:
         """Whether the endpoint answers and accepts the key, without generating anything
         (see :meth:`EndpointProbe.check`)."""
         return await self._probe().check()
+
+
+@contextmanager
+def _reading_paused(response: aiohttp.ClientResponse) -> Iterator[None]:
+    """Read nothing more from ``response``'s connection meanwhile: the rest of the answer stays
+    in the kernel's socket buffer. Left to itself, aiohttp reads on until its buffer passes
+    twice ``read_bufsize`` (128 KiB), and the read that passes it may take 256 KiB more: about
+    0.4 MiB per request waiting for a slot, so memory grew with the requests in flight. Paused
+    at once, a waiting request holds what it had received and not yet read (usually nothing:
+    the reader keeps up). Reading resumes after, unless aiohttp had paused it itself (its buffer
+    full): then it resumes once that buffer is read."""
+    connection = response.connection
+    protocol = connection.protocol if connection is not None else None
+    if protocol is None or protocol.transport is None or protocol._reading_paused:
+        yield
+        return
+    protocol.pause_reading()
+    try:
+        yield
+    finally:
+        if protocol.transport is not None and protocol._reading_paused:
+            protocol.resume_reading()
