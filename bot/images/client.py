@@ -306,6 +306,7 @@ class ImageClient:
         *,
         lease: Lease | None = None,
         on_partial: OnPartial | None = None,
+        on_images: Callable[[], None] | None = None,
     ) -> GenerationResult:
         """Generate the images ``request`` asks for. Raises only :class:`ImageError` subclasses.
 
@@ -315,17 +316,22 @@ class ImageClient:
         its first image arrives; its previews meanwhile within the lease's room); the caller
         releases it (after posting the images), whatever happens. Where the request streams,
         ``on_partial`` is called with each preview as it arrives, on the event loop: it must
-        return at once, and release the preview once done with it.
+        return at once, and release the preview once done with it; ``on_images`` once the first
+        image has arrived, before it waits for a slot (no preview is worth showing after it).
         """
         prepared = request if isinstance(request, PreparedRequest) else self.prepare(request)
         try:
-            return await self._generate(prepared, lease, on_partial)
+            return await self._generate(prepared, lease, on_partial, on_images)
         except ImageError as error:
             self.failures[type(error).__name__] += 1
             raise
 
     async def _generate(
-        self, prepared: PreparedRequest, lease: Lease | None, on_partial: OnPartial | None
+        self,
+        prepared: PreparedRequest,
+        lease: Lease | None,
+        on_partial: OnPartial | None,
+        on_images: Callable[[], None] | None = None,
     ) -> GenerationResult:
         payload = None if prepared.is_edit else json.dumps(prepared.body).encode()
         limits = ImageLimits(
@@ -338,7 +344,7 @@ class ImageClient:
             attempt += 1
             try:
                 parsed, request_id = await self._post_once(
-                    payload, prepared, limits, lease, on_partial
+                    payload, prepared, limits, lease, on_partial, on_images
                 )
                 break
             except _Retry as retry:
@@ -393,6 +399,7 @@ class ImageClient:
         limits: ImageLimits,
         lease: Lease | None,
         on_partial: OnPartial | None = None,
+        on_images: Callable[[], None] | None = None,
     ) -> tuple[ParsedBody, str | None]:
         """One attempt: the answer read (with a ``lease``, once it holds a processing slot),
         and its request id; or an :class:`ImageError`, or :class:`_Retry` to try again."""
@@ -420,7 +427,7 @@ class ImageClient:
                         await _without_deadline(deadline, awaitable)
 
                 parsed = await self._read_answer(
-                    response, prepared, limits, request_id, waiting, lease, on_partial
+                    response, prepared, limits, request_id, waiting, lease, on_partial, on_images
                 )
                 return parsed, request_id
         except ImageError as error:
@@ -467,6 +474,7 @@ class ImageClient:
         waiting: Callable[[Awaitable[None]], Awaitable[None]],
         lease: Lease | None,
         on_partial: OnPartial | None,
+        on_images: Callable[[], None] | None = None,
     ) -> ParsedBody:
         """The answer's images (``url`` items still to download), or the error it means raised
         (as :class:`_Retry` where another try may help). An error object inside a 2xx answer
@@ -480,6 +488,7 @@ class ImageClient:
                     limits=limits,
                     expected=prepared.count,
                     on_partial=on_partial,
+                    on_images=on_images,
                     lease=lease,
                     waiting=waiting,
                 )

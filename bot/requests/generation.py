@@ -301,7 +301,9 @@ class Generation(OnAnInteraction):
                 display.start()
                 try:
                     on_partial = display.offer if self.prepared.streams else None
-                    return await images.generate(self.prepared, lease=lease, on_partial=on_partial)
+                    return await images.generate(
+                        self.prepared, lease=lease, on_partial=on_partial, on_images=display.halt
+                    )
                 finally:
                     # Before anything else edits the reply: no preview may land over the images.
                     await display.stop()
