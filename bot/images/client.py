@@ -604,17 +604,22 @@ def _reading_paused(response: aiohttp.ClientResponse) -> Iterator[None]:
     in the kernel's socket buffer. Left to itself, aiohttp reads on until its buffer passes
     twice ``read_bufsize`` (128 KiB), and the read that passes it may take 256 KiB more: about
     0.4 MiB per request waiting for a slot, so memory grew with the requests in flight. Paused
-    at once, a waiting request holds what it had received and not yet read (usually nothing:
-    the reader keeps up). Reading resumes after, unless aiohttp had paused it itself (its buffer
-    full): then it resumes once that buffer is read."""
+    at once, a waiting request holds what it had received and not yet read (usually little:
+    the reader keeps up).
+
+    The transport is paused, not aiohttp's protocol: the protocol's pause also pauses its
+    parser, which then keeps the next data it is given for a resume that only aiohttp's own
+    buffer would call (a connection stalled for good). Where aiohttp has paused the transport
+    itself (its buffer full), it is left to aiohttp, which resumes it once its buffer is read."""
     connection = response.connection
     protocol = connection.protocol if connection is not None else None
-    if protocol is None or protocol.transport is None or protocol._reading_paused:
+    transport = protocol.transport if protocol is not None else None
+    if protocol is None or transport is None or protocol._reading_paused:
         yield
         return
-    protocol.pause_reading()
+    transport.pause_reading()
     try:
         yield
     finally:
-        if protocol.transport is not None and protocol._reading_paused:
-            protocol.resume_reading()
+        if not transport.is_closing() and not protocol._reading_paused:
+            transport.resume_reading()
