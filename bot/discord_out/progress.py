@@ -208,19 +208,26 @@ class ProgressDisplay:
             self._pending = None
             self.dropped_previews += 1
 
-    async def stop(self) -> None:
-        """No more edits; an edit on its way to Discord is let finish, so that it cannot land
-        after (and over) the images or the failure message that follow."""
+    def halt(self) -> None:
+        """No more edits from now on (the images have arrived, to be posted once they hold a
+        slot): a preview still waiting is dropped, one still being made is not sent. Returns
+        at once; :meth:`stop` then waits for an edit already on its way."""
         self._stopped = True
         self.budget._remove(self)
         if self._pending is not None:
             self._pending.release()
             self._pending = None
         edit = self._edit
+        if edit is not None and not edit.done() and not self._sending:
+            edit.cancel()  # still making the preview: nothing was sent
+
+    async def stop(self) -> None:
+        """No more edits; an edit on its way to Discord is let finish, so that it cannot land
+        after (and over) the images or the failure message that follow."""
+        self.halt()
+        edit = self._edit
         if edit is None or edit.done():
             return
-        if not self._sending:
-            edit.cancel()  # still making the preview: nothing was sent
         try:
             # Through the budget's wait: for a test harness, Discord's answer is outside input.
             await self.budget.wait(self._landed(edit))

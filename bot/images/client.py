@@ -22,7 +22,8 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -309,6 +310,7 @@ class ImageClient:
         *,
         lease: Lease | None = None,
         on_partial: OnPartial | None = None,
+        on_images: Callable[[], None] | None = None,
     ) -> GenerationResult:
         """Generate the images ``request`` asks for. Raises only :class:`ImageError` subclasses.
 
@@ -318,17 +320,22 @@ class ImageClient:
         its first image arrives; its previews meanwhile within the lease's room); the caller
         releases it (after posting the images), whatever happens. Where the request streams,
         ``on_partial`` is called with each preview as it arrives, on the event loop: it must
-        return at once, and release the preview once done with it.
+        return at once, and release the preview once done with it; ``on_images`` once the first
+        image has arrived, before it waits for a slot (no preview is worth showing after it).
         """
         prepared = request if isinstance(request, PreparedRequest) else self.prepare(request)
         try:
-            return await self._generate(prepared, lease, on_partial)
+            return await self._generate(prepared, lease, on_partial, on_images)
         except ImageError as error:
             self.failures[type(error).__name__] += 1
             raise
 
     async def _generate(
-        self, prepared: PreparedRequest, lease: Lease | None, on_partial: OnPartial | None
+        self,
+        prepared: PreparedRequest,
+        lease: Lease | None,
+        on_partial: OnPartial | None,
+        on_images: Callable[[], None] | None = None,
     ) -> GenerationResult:
         payload = None if prepared.is_edit else json.dumps(prepared.body).encode()
         limits = ImageLimits(
@@ -341,7 +348,7 @@ class ImageClient:
             attempt += 1
             try:
                 parsed, request_id = await self._post_once(
-                    payload, prepared, limits, lease, on_partial
+                    payload, prepared, limits, lease, on_partial, on_images
                 )
                 break
             except _Retry as retry:
@@ -396,6 +403,7 @@ class ImageClient:
         limits: ImageLimits,
         lease: Lease | None,
         on_partial: OnPartial | None = None,
+        on_images: Callable[[], None] | None = None,
     ) -> tuple[ParsedBody, str | None]:
         """One attempt: the answer read (with a ``lease``, once it holds a processing slot),
         and its request id; or an :class:`ImageError`, or :class:`_Retry` to try again."""
@@ -419,10 +427,11 @@ class ImageClient:
                 async def waiting(awaitable: Awaitable[None]) -> None:
                     # The body stays in the socket until a slot (or room) is free; the service
                     # has answered, and the wait is not counted against the attempt.
-                    await _without_deadline(deadline, awaitable)
+                    with _reading_paused(response):
+                        await _without_deadline(deadline, awaitable)
 
                 parsed = await self._read_answer(
-                    response, prepared, limits, request_id, waiting, lease, on_partial
+                    response, prepared, limits, request_id, waiting, lease, on_partial, on_images
                 )
                 return parsed, request_id
         except ImageError as error:
@@ -469,6 +478,7 @@ class ImageClient:
         waiting: Callable[[Awaitable[None]], Awaitable[None]],
         lease: Lease | None,
         on_partial: OnPartial | None,
+        on_images: Callable[[], None] | None = None,
     ) -> ParsedBody:
         """The answer's images (``url`` items still to download), or the error it means raised
         (as :class:`_Retry` where another try may help). An error object inside a 2xx answer
@@ -482,6 +492,7 @@ class ImageClient:
                     limits=limits,
                     expected=prepared.count,
                     on_partial=on_partial,
+                    on_images=on_images,
                     lease=lease,
                     waiting=waiting,
                 )
@@ -589,3 +600,30 @@ class ImageClient:
         """Whether the endpoint answers and accepts the key, without generating anything
         (see :meth:`EndpointProbe.check`)."""
         return await self._probe().check()
+
+
+@contextmanager
+def _reading_paused(response: aiohttp.ClientResponse) -> Iterator[None]:
+    """Read nothing more from ``response``'s connection meanwhile: the rest of the answer stays
+    in the kernel's socket buffer. Left to itself, aiohttp reads on until its buffer passes
+    twice ``read_bufsize`` (128 KiB), and the read that passes it may take 256 KiB more: about
+    0.4 MiB per request waiting for a slot, so memory grew with the requests in flight. Paused
+    at once, a waiting request holds what it had received and not yet read (usually little:
+    the reader keeps up).
+
+    The transport is paused, not aiohttp's protocol: the protocol's pause also pauses its
+    parser, which then keeps the next data it is given for a resume that only aiohttp's own
+    buffer would call (a connection stalled for good). Where aiohttp has paused the transport
+    itself (its buffer full), it is left to aiohttp, which resumes it once its buffer is read."""
+    connection = response.connection
+    protocol = connection.protocol if connection is not None else None
+    transport = protocol.transport if protocol is not None else None
+    if protocol is None or transport is None or protocol._reading_paused:
+        yield
+        return
+    transport.pause_reading()
+    try:
+        yield
+    finally:
+        if not transport.is_closing() and not protocol._reading_paused:
+            transport.resume_reading()

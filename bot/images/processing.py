@@ -3,8 +3,11 @@ room: how many bytes all the requests without a slot may hold between them.
 
 Bytes in memory are bounded where they enter: a request takes a slot once the image service's
 response headers have arrived and before its body is read, and keeps it until its images are
-posted. The other answers wait in the kernel's socket buffers (aiohttp stops reading a
-connection whose buffer is full: a request waiting for its slot holds a socket, not bytes).
+posted. The other answers wait in the kernel's socket buffers: a request stops reading its
+connection while it waits for a slot or room (left to itself, aiohttp would read on to 128 KiB
+and a read of 256 KiB past it), so a request waiting for its slot holds a socket, and the few
+bytes it had received before it began to wait (measured with 48 hostile answers waiting: 148 KiB
+a request, 524 KiB before; ``tests/images/test_processing.py``).
 
 Two things must be held before there is a slot to hold them: a stream's previews (they arrive
 while the image is still being made, a minute before its slot is needed) and an edit's input
@@ -19,7 +22,7 @@ it idle for the rest of the generation. So, whatever the image service sends and
 requests are in flight::
 
     memory ~ slots x (the largest response + an edit's inputs) + the room (slots x 8 MiB)
-             + requests in flight x a socket's buffers (under 1 MiB, most of it aiohttp's)
+             + requests in flight x what came with their headers (under 256 KiB)
 
 Slots and room are handed out first come, first served; a request waiting for both is in both
 lines and takes whichever it is given first. Some room is only lent: a preview waiting to be

@@ -201,10 +201,12 @@ class _StreamReader:
         on_partial: OnPartial | None,
         lease: Lease | None,
         waiting: Waiting,
+        on_images: Callable[[], None] | None = None,
     ) -> None:
         self.limits = limits
         self.expected = expected
         self.on_partial = on_partial
+        self.on_images = on_images
         self.lease = lease
         self.waiting = waiting
         # Covers the event being read (none without a lease: nothing bounds it then).
@@ -308,6 +310,10 @@ class _StreamReader:
             return True
         if not encoded:
             raise MalformedResponse("a completed event of the image stream carries no image")
+        if self.on_images is not None and not self.images:
+            # Before the wait for a slot (seconds, in a burst): whoever shows the previews stops
+            # now, rather than spend edits and encoding on them while the images are in hand.
+            self.on_images()
         await self.hold_slot()
         limits = self.limits
         self.images.append(
@@ -362,10 +368,12 @@ async def read_event_stream(
     on_partial: OnPartial | None = None,
     lease: Lease | None = None,
     waiting: Waiting = wait_plainly,
+    on_images: Callable[[], None] | None = None,
 ) -> ParsedBody:
     """Read a streamed answer into the images it carries (at most ``expected``).
 
-    ``on_partial`` is called with each preview. With a ``lease``, the stream takes its
+    ``on_partial`` is called with each preview, ``on_images`` when the first image has arrived
+    (before the wait for a slot). With a ``lease``, the stream takes its
     processing slot when the first image has arrived and before it is decoded, or sooner, once
     more than UNSLOTTED_BYTES of an event are held; until then what it holds is covered by the
     lease's room, and it reads no further while there is none. Every wait for a slot or room
@@ -375,7 +383,12 @@ async def read_event_stream(
     stream of image events.
     """
     reader = _StreamReader(
-        limits=limits, expected=expected, on_partial=on_partial, lease=lease, waiting=waiting
+        limits=limits,
+        expected=expected,
+        on_partial=on_partial,
+        lease=lease,
+        waiting=waiting,
+        on_images=on_images,
     )
     parser = SSEParser()
     received = 0

@@ -292,7 +292,7 @@ class Generation(OnAnInteraction):
         watchers: list[asyncio.Task[None]] = []
 
         def show_position(ticket: Ticket) -> None:
-            watchers.append(asyncio.create_task(self._show_position(ticket)))
+            watchers.append(asyncio.create_task(self._show_position(ticket, edits)))
 
         try:
             async with queue.slot(on_queued=show_position):
@@ -309,7 +309,9 @@ class Generation(OnAnInteraction):
                 display.start()
                 try:
                     on_partial = display.offer if self.prepared.streams else None
-                    return await images.generate(self.prepared, lease=lease, on_partial=on_partial)
+                    return await images.generate(
+                        self.prepared, lease=lease, on_partial=on_partial, on_images=display.halt
+                    )
                 finally:
                     # Before anything else edits the reply: no preview may land over the images.
                     await display.stop()
@@ -320,11 +322,14 @@ class Generation(OnAnInteraction):
     async def _record_sending(self) -> None:
         await record_sending(self.ledger, self.ledger_row)
 
-    async def _show_position(self, ticket: Ticket) -> None:
+    async def _show_position(self, ticket: Ticket, edits: EditBudget | None) -> None:
         # Polled rather than pushed: one edit per interval at most, whatever the churn ahead.
+        # Paid from the progress-edit budget like any other edit (put off to the next poll where
+        # it says no): a slot freed with a thousand in line would otherwise start a thousand
+        # edits at once, each holding its request and connection until Discord answers.
         shown = 0
         while ticket.position:
-            if ticket.position != shown:
+            if ticket.position != shown and (edits is None or edits.try_take()):
                 shown = ticket.position
                 await self.replies.show_progress(QUEUED.format(n=shown))
             await asyncio.sleep(POSITION_UPDATE_INTERVAL)

@@ -11,6 +11,7 @@ import discord
 import pytest
 from PIL import Image
 
+from bot.discord_out.progress import EditBudget
 from bot.discord_out.replies import ACKNOWLEDGE_WITHIN
 from bot.requests.admission import LIMITS_UNAVAILABLE
 from tests.cogs.support import (
@@ -362,6 +363,30 @@ async def test_requests_beyond_the_cap_wait_in_line_and_see_their_position(
     assert second.response.attachments
     assert third.response.attachments
     assert [r.body["prompt"] for r in images_api.generation_requests] == ["one", "two", "three"]
+
+
+@pytest.mark.simcord(settle_timeout=1.0)
+@pytest.mark.parametrize("bot_overrides", [{"max_concurrent_generations": 1}])
+async def test_a_long_queue_shows_positions_within_the_progress_edit_budget(
+    simcord_env: Any, guild: Any, channel: Any, alice: Any
+) -> None:
+    """Position edits are paid from the bot's one budget of progress edits: a long line cannot
+    start an edit per member at once (each holds its request and connection until Discord
+    answers); the members it refuses see their place at a later poll."""
+    budget: EditBudget = simcord_env.bot.services.edits
+    budget.rate = 0.01  # as good as none refilled while the line forms: the burst is all there is
+    gate = Gate(simcord_env)
+    await alice.slash(channel, "imagine", prompt="first")
+    members = [guild.add_member(simcord_env.create_user(f"m{i}")) for i in range(budget.burst + 6)]
+    queued = [await member.slash(channel, "imagine", prompt="later") for member in members]
+    assert len(gate.opened) == 1
+
+    shown = [q for q in queued if "in the queue" in (q.response.content or "")]
+    # Before: every member in line at once (16 edits here), whatever the budget.
+    assert len(shown) == budget.burst
+    budget.rate = 10.0
+    await simcord_env.advance_time(2)  # the next poll, with the budget refilled
+    assert all("in the queue" in (q.response.content or "") for q in queued)
 
 
 @pytest.mark.parametrize(

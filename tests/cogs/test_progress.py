@@ -177,3 +177,22 @@ async def test_the_budget_never_pays_for_more_than_its_rate() -> None:
     await asyncio.sleep(0.11)
     assert [budget.try_take() for _ in range(2)] == [True, False]
     assert (budget.spent, budget.refused) == (4, 2)
+
+
+@pytest.mark.parametrize("bot_overrides", [{"processing_slots": 1}])
+async def test_once_the_images_have_arrived_no_preview_is_made_while_they_wait_for_a_slot(
+    simcord_env: Any, channel: Any, alice: Any, images_api: FakeImagesAPI
+) -> None:
+    """The image comes right behind its preview while the only processing slot is busy (a
+    burst): the request waits for the slot with its image in hand and spends no encoding and
+    no edit on progress meanwhile; the image replaces the deferred reply once it has a slot."""
+    busy = simcord_env.bot.services.processing.lease()
+    await busy.hold()
+    result = await alice.slash(channel, "imagine", prompt="a red fox", model="gpt-image-1.5")
+    await simcord_env.advance_time(6)  # long enough for a preview and a time-elapsed edit
+    assert images_api.generation_requests and not result.response.attachments
+    # Before: the preview (and the time elapsed) edited in while the image waited for its slot.
+    assert edits_of_the_reply(simcord_env) == []
+    busy.release()
+    await simcord_env.settle()
+    assert [filenames(edit) for edit in edits_of_the_reply(simcord_env)] == [["imagine-1.png"]]

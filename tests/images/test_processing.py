@@ -313,3 +313,63 @@ async def test_a_preview_waiting_to_be_shown_is_let_go_for_what_a_stream_must_re
     await display.stop()
     reading.release()
     assert slots.room.used == 0
+
+
+def _held_by_the_bot(snapshot: tracemalloc.Snapshot) -> int:
+    """Bytes traced at rest, less the fake's side of the connections (its write buffers): every
+    allocation made while a frame of the fake was on the stack."""
+    fake = tracemalloc.Filter(False, "*/tests/fakes/*", all_frames=True)
+    served = tracemalloc.Filter(False, "*/aiohttp/web_*", all_frames=True)
+    return sum(trace.size for trace in snapshot.filter_traces([fake, served]).traces)
+
+
+async def test_requests_waiting_for_a_slot_hold_sockets_not_bytes(
+    http: aiohttp.ClientSession, images_api: FakeImagesAPI
+) -> None:
+    """Forty-eight hostile answers at once (endless previews and endless JSON bodies, sent in
+    small pieces) while both slots are busy: beyond the room, each waiting request holds its
+    socket and what came with its headers, not the 0.5 MiB aiohttp would read on to."""
+    client = ImageClient(
+        http, base_url=images_api.base_url, api_key=API_KEY, catalog=load_catalog(),
+        settings=ClientSettings(timeout=60.0),
+    )  # fmt: skip
+    waiting = 48
+    piece = 16 * 1024  # the fake's own buffers stay small
+    heads = [NAMED_PREVIEW_HEAD, PREVIEW_DATA] * (waiting // 4)
+    images_api.push(*(flood(head, 8 * MIB, piece=piece) for head in heads))
+    images_api.push(
+        *(
+            flood(JSON_HEAD, 8 * MIB, content_type="application/json", piece=piece)
+            for _ in range(waiting // 2)
+        )
+    )
+    slots = ProcessingSlots(2)
+    posting = [slots.lease() for _ in range(slots.count)]
+    for lease in posting:
+        await lease.hold()
+    tracemalloc.start(16)  # deep enough to see the fake's frames
+    try:
+        started = tracemalloc.take_snapshot()
+        requests = [
+            asyncio.create_task(
+                client.generate(
+                    ImageRequest(prompt="x", model="gpt-image-1.5", partial_images=2, user="u"),
+                    lease=slots.lease(),
+                    on_partial=lambda partial: None,
+                )
+            )
+            for _ in range(waiting)
+        ]
+        await _held_at_rest(0)
+        held = _held_by_the_bot(tracemalloc.take_snapshot()) - _held_by_the_bot(started)
+    finally:
+        tracemalloc.stop()
+    for request in requests:
+        request.cancel()
+    await asyncio.gather(*requests, return_exceptions=True)
+    assert images_api.peak_in_flight == waiting and slots.waiting == 0
+    # Before, aiohttp read on while a request waited, to 128 KiB and a read of up to 256 KiB
+    # past it: 524 KiB a request. Now: what came with the headers (one read of up to 256 KiB)
+    # or what a stream holds without room (64 KiB); 148 KiB a request, measured.
+    per_request = (held - slots.room.total) / waiting
+    assert per_request <= 192 * 1024, f"{per_request / 1024:.0f} KiB held per waiting request"

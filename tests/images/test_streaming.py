@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from aiohttp import web
 from PIL import Image
 
 from bot.discord_out.progress import make_preview
@@ -404,6 +405,41 @@ async def test_a_stream_takes_its_slot_before_reading_a_large_event(
     lease.release()
     assert [preview.index for preview in previews] == [0, 1]
     assert [image.data for image in result.images] == [IMAGE]
+
+
+async def test_a_stream_reads_on_after_waiting_for_its_slot(
+    client: ImageClient, images_api: FakeImagesAPI
+) -> None:
+    # While it waits for a slot, a request reads nothing from its connection; once it has one,
+    # the rest of the stream still comes in, however it is cut into HTTP chunks.
+    second = make_image(64, 64, shade=1)
+    event = completed_event(second)
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        await response.write(completed_event(IMAGE))
+        await asyncio.sleep(0.3)
+        # The second image in two HTTP chunks that arrive together.
+        await response.write(event[: len(event) // 2])
+        await response.write(event[len(event) // 2 :])
+        await response.write_eof()
+        return response
+
+    images_api.push(handler)
+    slots = ProcessingSlots(1)
+    busy = slots.lease()
+    await busy.hold()
+    lease = slots.lease()
+    request = asyncio.ensure_future(client.generate(streaming(count=2), lease=lease))
+    while not slots.waiting:  # noqa: ASYNC110 - until the first image waits for the slot
+        await asyncio.sleep(0.01)
+    busy.release()  # before the second image has been sent
+    async with asyncio.timeout(3):
+        result = await request
+    lease.release()
+    assert len(result.images) == 2
 
 
 def test_a_large_event_without_an_image_is_never_parsed_whole_on_the_event_loop() -> None:
