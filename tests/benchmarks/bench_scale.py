@@ -18,7 +18,10 @@ throughput = N / (last delivery - first send). Per process (/proc): peak RSS (Vm
 start), CPU seconds (utime + stime) of the N requests / N, and the worst loop stall during the
 N requests (the bot's from its /metrics histogram, so a bucket's upper bound; the floor's from
 its 5 ms ticker). The machine's cores are shared by the fakes, the harness and the subject:
-the fake Images API's CPU per request is printed too, to tell its share from the subject's.
+the fake Images API's, the fake Discord's and the harness's CPU per request are printed too, to
+tell their share from the subject's, and with them what the machine needs at least for the N
+requests: every process's CPU seconds for them over the cores (``machine work``), the time no
+subject can deliver the last image before on these cores, however little its own share.
 """
 
 from __future__ import annotations
@@ -200,7 +203,7 @@ async def run_subject(
             [*fake, "--port", str(discord_port), "--token", TOKEN],
             base_env,
             work / f"{subject}-{n}-discord.log",
-        ),
+        ) as discord_fake,
         images_api_process(latency, image, image) as base_url,
     ):
         await asyncio.sleep(1.5)  # the fake Discord's imports
@@ -244,6 +247,8 @@ async def run_subject(
                 # The fake Images API is this process's one multiprocessing child.
                 images_pid = multiprocessing.active_children()[0].pid or 0
                 images_before = cpu_seconds(images_pid)
+                discord_before = cpu_seconds(discord_fake.pid)
+                harness_before = time.process_time()
                 window_start = time.monotonic()
                 with sampled(child.pid, profile, work / f"{subject}-{n}"):
                     tokens, state = await fire_and_wait(
@@ -252,6 +257,8 @@ async def run_subject(
                 window_end = time.monotonic()
                 cpu = cpu_seconds(child.pid) - cpu_before
                 images_cpu = cpu_seconds(images_pid) - images_before
+                discord_cpu = cpu_seconds(discord_fake.pid) - discord_before
+                harness_cpu = time.process_time() - harness_before
                 rss = rss_mib(child.pid)
                 if subject == "bot":
                     async with session.get(f"http://127.0.0.1:{metrics_port}/metrics") as r:
@@ -280,7 +287,11 @@ async def run_subject(
         "rss_base": baseline,  # printed, not plotted: what the N requests added is rss - this
         "stall": stall * 1000,
         "cpu": cpu / n * 1000,
-        "images_cpu": images_cpu / n * 1000,  # the fake serving it: printed, not plotted
+        # Printed, not plotted: the fakes' and the harness's share of the cores.
+        "images_cpu": images_cpu / n * 1000,
+        "discord_cpu": discord_cpu / n * 1000,
+        "harness_cpu": harness_cpu / n * 1000,
+        "machine_work": (cpu + images_cpu + discord_cpu + harness_cpu) / (os.cpu_count() or 1),
     }
     return Run(subject, n, figures, len(done), state["previews"])
 
@@ -297,8 +308,15 @@ def report(bot: Run, floor: Run) -> None:
         print(f"  {name + ' (' + unit + ')':24} {a:10.1f} {b:10.1f} {ratio:10.2f}")
     a, b = bot.figures["rss_base"], floor.figures["rss_base"]
     print(f"  {'RSS before the N (MiB)':24} {a:10.1f} {b:10.1f}")
-    a, b = bot.figures["images_cpu"], floor.figures["images_cpu"]
-    print(f"  {'fake Images API CPU (ms)':24} {a:10.1f} {b:10.1f}   (per request)")
+    for key, name in (
+        ("images_cpu", "fake Images API CPU"),
+        ("discord_cpu", "fake Discord CPU"),
+        ("harness_cpu", "harness CPU"),
+    ):
+        a, b = bot.figures[key], floor.figures[key]
+        print(f"  {name + ' (ms)':24} {a:10.1f} {b:10.1f}   (per request)")
+    a, b = bot.figures["machine_work"], floor.figures["machine_work"]
+    print(f"  {'machine work (s)':24} {a:10.1f} {b:10.1f}   (all CPU of the N / cores)")
 
 
 def plot(runs: list[tuple[Run, Run]], path: Path, latency: float) -> None:
