@@ -390,9 +390,10 @@ class Settings(BaseSettings):
             "streams (0: none); each is billed as 100 more image output tokens",
             "Asked for only where the model streams (the catalog's `streaming`; not GIF or SVG "
             "output). With 2, a gpt-image-1-mini image costs 200 x $8/1M = $0.0016 more, a "
-            "gpt-image-1 image 200 x $40/1M = $0.008 more. 0 turns previews (and streaming) "
-            "off: the reply shows the time elapsed instead. See "
-            "[Live progress](buttons.md#live-progress).",
+            "gpt-image-1 image 200 x $40/1M = $0.008 more. Asked for only while the bot's "
+            "shared budget of progress edits can show them (under a burst, later requests ask "
+            "for fewer or none, and pay for none). 0 turns previews (and streaming) off: the "
+            "reply shows the time elapsed instead. See [Live progress](buttons.md#live-progress).",
         ),
     )
     max_concurrent_generations: int = Field(

@@ -17,6 +17,21 @@ waiting first.
 
 One task per bot (the budget's) keeps the time for every display: a request adds no timer of its
 own, whatever the number of requests in flight.
+
+Previews are asked for only while the budget can show them. Each partial image is billed (100
+image output tokens, paid by the member) and sent as large as the image, so one the budget cannot
+show is money and bytes for nothing: under a burst nearly all would be replaced before shown.
+At admission, before the request is priced, :meth:`EditBudget.hold_previews` grants a request
+the previews that fit: those held by the requests in flight plus its own must stay within
+:data:`PREVIEW_SHARE` of the edits the budget pays for over a typical generation (half: the
+other half keeps the time in the other replies and their place in line). A request held from
+admission, not from its display's start, so that a burst admitted in one second does not see
+an empty budget; it gives them back when its images arrive or it ends otherwise (one
+:class:`PreviewHold`, released once whatever the path). An over-budget request gets what still
+fits, down to none: the simplest rule that uses the budget fully; none means no stream at all,
+the reply counting the seconds as with ``PARTIAL_IMAGES=0``, and no preview's tokens reserved
+or charged. The typical generation is measured: a moving average of how long streamed displays
+ran until their images came.
 """
 
 from __future__ import annotations
@@ -54,6 +69,16 @@ STOP_WAIT = 5.0  # seconds an edit under way may take to finish once the images 
 PREVIEW_ALT_TEXT = _("A rough preview of the image being generated.")
 GENERATING_FOR = _("🎨 Generating… {seconds} s")
 GENERATING_PREVIEW = _("🎨 Generating… {seconds} s (preview {shown} of {previews})")
+# The share of the budget previews may count on: the rest is for the time elapsed in the other
+# replies and the place in line of queued requests, which draw on the same budget.
+PREVIEW_SHARE = 0.5
+# Seconds a streamed generation takes, before any has been measured: gpt-image-1 (the default
+# model) takes 20-30 s for a 1024x1024 image at medium quality; 25 s sits in the middle.
+TYPICAL_GENERATION = 25.0
+# Each measurement counts within these bounds (seconds): a stream stuck for minutes, or a gateway
+# answering at once, must not open the gate to every request or close it for long.
+MEASURED_RANGE = (5.0, 120.0)
+SMOOTHING = 0.2  # the weight of the newest measurement in the moving average
 
 
 class EditBudget:
@@ -84,6 +109,28 @@ class EditBudget:
         self.refused = 0  # edits put off for want of budget, since start
         self._displays: list[ProgressDisplay] = []
         self._scheduler: asyncio.Task[None] | None = None
+        self.generation_seconds = TYPICAL_GENERATION  # a streamed generation, lately
+        self.previews_held = 0  # previews asked for by the requests admitted and not yet done
+
+    # -- previews: asked for only while they can be shown ------------------------------------
+
+    def preview_capacity(self) -> int:
+        """Previews the budget can show over a typical generation, within its share."""
+        return int(self.rate * self.generation_seconds * PREVIEW_SHARE)
+
+    def hold_previews(self, wanted: int) -> PreviewHold:
+        """At admission: of the ``wanted`` previews, those that fit beside the ones held (all,
+        fewer or none), held until released."""
+        room = max(self.preview_capacity() - self.previews_held, 0)
+        granted = min(max(wanted, 0), room)
+        self.previews_held += granted
+        return PreviewHold(self, granted)
+
+    def measured(self, seconds: float) -> None:
+        """A streamed generation took ``seconds`` from its display's start to its images."""
+        low, high = MEASURED_RANGE
+        sample = min(max(seconds, low), high)
+        self.generation_seconds += SMOOTHING * (sample - self.generation_seconds)
 
     def try_take(self) -> bool:
         """Pay for one edit now, if the budget allows; never waits."""
@@ -130,6 +177,26 @@ class EditBudget:
             await self.wait(asyncio.sleep(delay))
 
 
+class PreviewHold:
+    """The previews a request holds in its budget's count, from admission until released (its
+    images arrived, or it ended another way). Releasing twice gives back nothing more."""
+
+    __slots__ = ("_budget", "previews")
+
+    def __init__(self, budget: EditBudget, previews: int) -> None:
+        self._budget = budget
+        self.previews = previews
+
+    def keep(self, previews: int) -> None:
+        """Keep no more than ``previews`` (the model streams fewer); the rest go back."""
+        kept = min(max(previews, 0), self.previews)
+        self._budget.previews_held -= self.previews - kept
+        self.previews = kept
+
+    def release(self) -> None:
+        self.keep(0)
+
+
 def make_preview(
     partial: PartialImage, long_side: int = PREVIEW_LONG_SIDE
 ) -> tuple[bytes, str] | None:
@@ -169,10 +236,20 @@ class ProgressDisplay:
     """The progress of one request, shown in its deferred reply from :meth:`start` to
     :meth:`stop`."""
 
-    def __init__(self, replies: Replies, budget: EditBudget, *, previews: int = 0) -> None:
+    def __init__(
+        self,
+        replies: Replies,
+        budget: EditBudget,
+        *,
+        previews: int = 0,
+        hold: PreviewHold | None = None,
+    ) -> None:
+        """``hold``: the previews the request holds in the budget's count, released at
+        :meth:`halt`."""
         self.replies = replies
         self.budget = budget
         self.previews = previews  # partial images asked for (0: the request does not stream)
+        self.hold = hold
         self.shown_previews = 0
         self.elapsed_updates = 0
         self.dropped_previews = 0  # replaced by a newer one before they could be shown
@@ -208,12 +285,20 @@ class ProgressDisplay:
             self._pending = None
             self.dropped_previews += 1
 
+    def arrived(self) -> None:
+        """The images have arrived: a streamed generation's time is measured, then :meth:`halt`."""
+        if not self._stopped and self.previews:
+            self.budget.measured(self.budget.clock() - self._started)
+        self.halt()
+
     def halt(self) -> None:
         """No more edits from now on (the images have arrived, to be posted once they hold a
         slot): a preview still waiting is dropped, one still being made is not sent. Returns
         at once; :meth:`stop` then waits for an edit already on its way."""
         self._stopped = True
         self.budget._remove(self)
+        if self.hold is not None:
+            self.hold.release()  # no more previews wanted: another request may have them
         if self._pending is not None:
             self._pending.release()
             self._pending = None

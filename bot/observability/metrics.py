@@ -90,6 +90,12 @@ class Metrics:
             "Entries of servers' moderation logs dropped because the log's queue was full",
             registry=self.registry,
         )
+        self.previews_withheld = Counter(
+            "imagine_previews_withheld",
+            "Previews (partial images) not asked for because the shared budget of progress "
+            "edits could not show them; each would have cost 100 image output tokens",
+            registry=self.registry,
+        )
         self.loop_lag = Histogram(
             "imagine_event_loop_lag_seconds",
             "How long the event loop took to run a callback (it was busy that long)",

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from bot.config import Settings
-from bot.discord_out.progress import EditBudget
+from bot.discord_out.progress import EditBudget, PreviewHold
 from bot.discord_out.replies import DISCORD_FAILURES, Replies, step_timeout, time_to_acknowledge
 from bot.i18n import _, ngettext
 from bot.images import (
@@ -204,13 +204,13 @@ class Admission:
             request=dataclasses.replace(admissible.request, moderation="low" if low else None),
         )
         try:
-            prepared = self.images.prepare(self._with_previews(admissible))
+            prepared, hold = self._with_previews(admissible, self.images.prepare)
         except UnsupportedOption as refusal:
             self.metrics.request("invalid", "imagine")
             await self._refuse(replies, refusal.user_message)
             return
-        generation = self._generation(replies, prepared, admissible)
-        self._start(interaction, self._run(generation, counted=counted))
+        generation = self._generation(replies, prepared, admissible, hold)
+        self._start(interaction, self._run(generation, counted=counted), hold)
 
     async def admit_text(
         self,
@@ -280,13 +280,13 @@ class Admission:
         if admissible is None:
             return
         try:
-            declared = inputs.check(self._with_previews(admissible))
+            declared, hold = self._with_previews(admissible, inputs.check)
         except UnsupportedOption as refusal:  # nothing downloaded, nothing counted
             self.metrics.request("invalid", "edit")
             await replies.answer(refusal.user_message)
             return
-        generation = self._generation(replies, declared, admissible)
-        self._start(interaction, self._download_then_run(generation, inputs))
+        generation = self._generation(replies, declared, admissible, hold)
+        self._start(interaction, self._download_then_run(generation, inputs), hold)
 
     def _received(
         self, interaction: discord.Interaction, what: str, private: bool = False
@@ -312,16 +312,37 @@ class Admission:
             shown_to_member_only=here.shown_to_member_only,
         )
 
-    def _with_previews(self, admissible: Admissible) -> ImageRequest:
-        # Previews while the image is made: PARTIAL_IMAGES, unless the server turned them off.
-        partials = self.settings.partial_images if admissible.previews else 0
-        return dataclasses.replace(admissible.request, partial_images=partials)
+    def _with_previews(
+        self, admissible: Admissible, prepare: Callable[[ImageRequest], PreparedRequest]
+    ) -> tuple[PreparedRequest, PreviewHold]:
+        """The request prepared (by ``prepare``, which may raise :class:`UnsupportedOption`)
+        with the previews the progress budget can show, and their hold in its count.
+
+        Previews while the image is made: PARTIAL_IMAGES, unless the server turned them off,
+        where the model streams, and only those the shared budget of progress edits can show
+        (bot/discord_out/progress.py): decided here, before the request is priced, so that a
+        preview withheld is neither reserved nor charged. Held from now, before anything is
+        awaited: a burst admitted at once counts every request admitted before it."""
+        wanted = self.settings.partial_images if admissible.previews else 0
+        request = dataclasses.replace(admissible.request, partial_images=wanted)
+        prepared = prepare(request)  # how many the model streams: PARTIAL_IMAGES or none
+        hold = self.edits.hold_previews(prepared.partial_images)
+        withheld = prepared.partial_images - hold.previews
+        if withheld:
+            self.metrics.previews_withheld.inc(withheld)
+            try:
+                prepared = prepare(dataclasses.replace(request, partial_images=hold.previews))
+            except BaseException:
+                hold.release()
+                raise
+        return prepared, hold
 
     def _generation(
         self,
         replies: Replies,
         prepared: PreparedRequest,
         admissible: Admissible,
+        hold: PreviewHold,
     ) -> Generation:
         replies.spoiler = admissible.spoiler
         return Generation(
@@ -334,6 +355,7 @@ class Admission:
             exempt=admissible.exempt,
             moderation_log=self.moderation_log if admissible.logged else None,
             moderation=admissible.moderation,
+            preview_hold=hold,
         )
 
     async def _open_to(
@@ -383,11 +405,20 @@ class Admission:
             return None
         return settled
 
-    def _start(self, interaction: discord.Interaction, work: Coroutine[Any, Any, None]) -> None:
+    def _start(
+        self,
+        interaction: discord.Interaction,
+        work: Coroutine[Any, Any, None],
+        hold: PreviewHold | None = None,
+    ) -> None:
         # Tracked from here, before anything is awaited, so that a drain cannot miss it.
         job = asyncio.create_task(work, name=f"generation-{interaction.id}")
         self.jobs.add(job)
         job.add_done_callback(self._job_done)
+        if hold is not None:
+            # However the job ends (refused, failed, cancelled before it ran): its previews go
+            # back, if its images' arrival has not given them back already.
+            job.add_done_callback(lambda _: hold.release())
 
     def _job_done(self, job: asyncio.Task[None]) -> None:
         self.jobs.discard(job)

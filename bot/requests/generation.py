@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import discord
 
 from bot.discord_out.posting import ButtonsFor, DeliveryFailed, post_result
-from bot.discord_out.progress import EditBudget, ProgressDisplay
+from bot.discord_out.progress import EditBudget, PreviewHold, ProgressDisplay
 from bot.discord_out.replies import Replies
 from bot.i18n import _
 from bot.images import (
@@ -159,12 +159,14 @@ class Generation(OnAnInteraction):
         exempt: bool = False,
         moderation_log: ModerationLog | None = None,
         moderation: Policy | None = None,
+        preview_hold: PreviewHold | None = None,
     ) -> None:
         """``budgets``: the member's and the server's, from the server's settings (None: the
         ledger's defaults); ``buttons``: what puts buttons under the images; ``exempt``: from
         the member's rate limit (their tier); ``moderation_log``: where how it ended is logged
         (for servers that keep a log); ``moderation``: the server's moderation check (None or
-        off: none)."""
+        off: none); ``preview_hold``: the previews it holds in the progress budget's count (given
+        back when its images arrive; the admission gives them back whatever else happens)."""
         self.replies = replies
         self.prepared = prepared
         self.ledger = ledger
@@ -174,6 +176,7 @@ class Generation(OnAnInteraction):
         self.exempt = exempt
         self.moderation_log = moderation_log
         self.moderation = moderation
+        self.preview_hold = preview_hold
         # Whose settings and budgets apply, and which install: the ledger's row records it.
         self.where = where(replies.interaction)
         self.ledger_row: int | None = None  # set once the admission is recorded
@@ -304,13 +307,16 @@ class Generation(OnAnInteraction):
                 if edits is None:
                     return await images.generate(self.prepared, lease=lease)
                 display = ProgressDisplay(
-                    self.replies, edits, previews=self.prepared.partial_images
+                    self.replies,
+                    edits,
+                    previews=self.prepared.partial_images,
+                    hold=self.preview_hold,
                 )
                 display.start()
                 try:
                     on_partial = display.offer if self.prepared.streams else None
                     return await images.generate(
-                        self.prepared, lease=lease, on_partial=on_partial, on_images=display.halt
+                        self.prepared, lease=lease, on_partial=on_partial, on_images=display.arrived
                     )
                 finally:
                     # Before anything else edits the reply: no preview may land over the images.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -51,6 +52,30 @@ async def test_a_delivered_request_leaves_one_delivered_row(
         2 * (272 + 2 * 100),
     )
     assert row["settled_at"] is not None
+
+
+async def test_a_request_admitted_without_previews_is_reserved_and_charged_without_them(
+    simcord_env: Any, alice: Any, bob: Any, channel: Any, database_url: str
+) -> None:
+    """The progress budget has room for one request's two previews: the second request, the
+    same in all else, asks for none, and its reservation and cost leave out their 200 image
+    output tokens ($40 per 1M on gpt-image-1: $0.008)."""
+    simcord_env.bot.services.edits.generation_seconds = 0.4  # 2 previews in half of 4 edits
+    gate = Gate(simcord_env)
+    for member in (alice, bob):
+        await member.slash(
+            channel, "imagine", prompt="a red fox", model="gpt-image-1", quality="low"
+        )
+    gate.open(0)
+    gate.open(1)
+    await simcord_env.settle()
+
+    with_previews, without = await ledger_rows(database_url)
+    assert (with_previews["outcome"], without["outcome"]) == ("delivered", "delivered")
+    assert (with_previews["output_tokens"], without["output_tokens"]) == (272 + 200, 272)
+    previews = Decimal("0.008")
+    assert with_previews["estimated_cost"] - without["estimated_cost"] == previews
+    assert with_previews["cost"] - without["cost"] == previews
 
 
 async def test_a_prompt_the_safety_system_blocks_is_recorded_refused(

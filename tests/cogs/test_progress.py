@@ -14,6 +14,7 @@ from bot.discord_out.progress import EditBudget
 from tests.cogs.support import Gate, private_reply, uploaded
 from tests.fakes.images_api import (
     FakeImagesAPI,
+    api_error,
     error_event,
     incompressible_png,
     make_image,
@@ -35,6 +36,16 @@ def filenames(edit: dict[str, Any]) -> list[str] | None:
     """The attachments an edit set (None: it left them as they were)."""
     attachments = edit.get("attachments")
     return None if attachments is None else [a["filename"] for a in attachments]
+
+
+def asked_for_previews(images_api: FakeImagesAPI) -> dict[str, int]:
+    """Each request's prompt, and the partial images it asked the service for (0: not streamed)."""
+    asked = {}
+    for request in images_api.generation_requests:
+        body = request.body
+        assert body.get("stream", False) == ("partial_images" in body)
+        asked[body["prompt"]] = body.get("partial_images", 0)
+    return asked
 
 
 def stored(env: Any, filename: str) -> list[bytes]:
@@ -196,3 +207,68 @@ async def test_once_the_images_have_arrived_no_preview_is_made_while_they_wait_f
     busy.release()
     await simcord_env.settle()
     assert [filenames(edit) for edit in edits_of_the_reply(simcord_env)] == [["imagine-1.png"]]
+
+
+async def test_a_burst_asks_for_previews_only_while_the_budget_can_show_them(
+    simcord_env: Any, guild: Any, channel: Any, images_api: FakeImagesAPI
+) -> None:
+    """Eight members at once, when the budget can show seven previews over a generation (half
+    of 10 edits a second, generations taking 1.5 s lately): the first three ask for their two
+    previews, the fourth for the one left, the others for none (no stream, nothing paid for
+    previews never seen), and their replies count the seconds."""
+    budget: EditBudget = simcord_env.bot.services.edits
+    budget.generation_seconds = 1.5
+    gate = Gate(simcord_env)
+    members = [guild.add_member(simcord_env.create_user(f"member{i}")) for i in range(8)]
+    results = [
+        await member.slash(channel, "imagine", prompt=f"fox {i}", model="gpt-image-1.5")
+        for i, member in enumerate(members)
+    ]
+    assert budget.previews_held == 7
+
+    await simcord_env.advance_time(5)
+    assert [r.response.content for r in results] == ["🎨 Generating… 5 s"] * 8
+    for index in range(8):
+        gate.open(index)
+    await simcord_env.settle()
+
+    asked = asked_for_previews(images_api)
+    assert [asked[f"fox {i}"] for i in range(8)] == [2, 2, 2, 1, 0, 0, 0, 0]  # before: all 2
+    assert all(r.response.attachments for r in results)
+    assert budget.previews_held == 0
+    withheld = simcord_env.bot.metrics.registry.get_sample_value("imagine_previews_withheld_total")
+    assert withheld == 1 + 4 * 2
+
+
+async def test_previews_are_asked_for_again_once_the_requests_holding_them_end(
+    simcord_env: Any, alice: Any, bob: Any, channel: Any, images_api: FakeImagesAPI
+) -> None:
+    """The budget has room for one request's previews: while it runs, the next gets none; once
+    it ends (here refused by the service: however it ends), a new request has them again; and a
+    request cancelled by a shutdown gives them back too."""
+    budget: EditBudget = simcord_env.bot.services.edits
+    budget.generation_seconds = 0.4  # two previews within half of 10 edits a second
+    gate = Gate(simcord_env)
+    images_api.push(api_error(400, "image_generation_user_error", "moderation_blocked"))
+    refused = await alice.slash(channel, "imagine", prompt="fox 1", model="gpt-image-1.5")
+    withheld = await bob.slash(channel, "imagine", prompt="fox 2", model="gpt-image-1.5")
+    gate.open(0)
+    await simcord_env.settle()
+    assert "safety system" in private_reply(refused).content
+    assert budget.previews_held == 0
+
+    again = await alice.slash(channel, "imagine", prompt="fox 3", model="gpt-image-1.5")
+    gate.open(1)
+    gate.open(2)
+    await simcord_env.settle()
+    assert withheld.response.attachments and again.response.attachments
+    asked = asked_for_previews(images_api)
+    assert (asked["fox 1"], asked["fox 2"], asked["fox 3"]) == (2, 0, 2)
+
+    cancelled = await bob.slash(channel, "imagine", prompt="fox 4", model="gpt-image-1.5")
+    assert budget.previews_held == 2
+    draining = asyncio.ensure_future(simcord_env.bot.admission.drain(0.2))
+    await simcord_env.settle()
+    await draining
+    assert "your request was cancelled" in private_reply(cancelled).content
+    assert budget.previews_held == 0
