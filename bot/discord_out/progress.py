@@ -12,8 +12,8 @@ Edits are throttled twice so that Discord's rate limits are never provoked, howe
 requests run: each message is edited at most once every :data:`MIN_EDIT_INTERVAL` seconds, and
 every progress edit of the bot draws on one shared :class:`EditBudget`. Nothing queues: a preview
 that arrives while the last one is still fresh replaces the one waiting (only the newest is ever
-shown), and an update the budget cannot pay for waits its turn with the others, the longest
-waiting first.
+shown), and an update the budget cannot pay for waits its turn with the others: a preview that
+has arrived first, then the longest waiting.
 
 One task per bot (the budget's) keeps the time for every display: a request adds no timer of its
 own, whatever the number of requests in flight.
@@ -163,10 +163,13 @@ class EditBudget:
     async def _schedule(self) -> None:
         while self._displays:
             now = self.clock()
-            # The longest waiting first, so that a short budget is shared out in turn.
+            # A preview waiting first (the member pays for it, and it is lost when the next
+            # one or the images come), then the longest waiting, so that a short budget is
+            # shared out in turn. The previews are held to a share of the budget at admission
+            # (hold_previews): the time elapsed in the other replies still moves.
             due = sorted(
                 (display for display in self._displays if display.due_at() <= now + EARLY),
-                key=lambda display: display.due_at(),
+                key=lambda display: (not display.preview_waiting, display.due_at()),
             )
             for display in due:
                 if not self.try_take():
@@ -328,6 +331,11 @@ class ProgressDisplay:
         # Awaited itself, not through asyncio.wait: cancelling the request cancels it too.
         async with asyncio.timeout(STOP_WAIT):
             await edit
+
+    @property
+    def preview_waiting(self) -> bool:
+        """A preview has arrived and is not shown yet."""
+        return self._pending is not None
 
     def due_at(self) -> float:
         """When the next edit may be made (the budget's clock); infinity while one is under way."""

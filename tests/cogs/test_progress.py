@@ -272,3 +272,40 @@ async def test_previews_are_asked_for_again_once_the_requests_holding_them_end(
     await draining
     assert "your request was cancelled" in private_reply(cancelled).content
     assert budget.previews_held == 0
+
+
+class StubDisplay:
+    """What the budget's scheduler sees of a display: when it is due, and whether a preview
+    waits; records the order it was given its edits in."""
+
+    def __init__(self, name: str, due: float, preview: bool, edited: list[str]) -> None:
+        self.name, self.due, self.preview_waiting, self._edited = name, due, preview, edited
+
+    def due_at(self) -> float:
+        return float("inf") if self.name in self._edited else self.due
+
+    def edit_now(self) -> None:
+        self._edited.append(self.name)
+
+
+async def test_a_waiting_preview_is_shown_before_the_time_elapsed_in_other_replies() -> None:
+    """Under a burst every reply's time-elapsed update is overdue: a preview that has arrived
+    (paid for by its member, and lost once the next comes) is edited in first, not after them."""
+    edited: list[str] = []
+
+    class Stop(Exception):
+        pass
+
+    async def one_pass(sleep: Any) -> None:
+        sleep.close()
+        raise Stop
+
+    budget = EditBudget(rate=10, burst=2, wait=one_pass, clock=lambda: 100.0)
+    for index in range(6):
+        budget._displays.append(StubDisplay(f"elapsed {index}", 90.0 + index, False, edited))  # type: ignore[arg-type]
+    budget._displays.append(StubDisplay("preview", 99.0, True, edited))  # type: ignore[arg-type]
+
+    with pytest.raises(Stop):
+        await budget._schedule()
+
+    assert edited == ["preview", "elapsed 0"]  # before: ["elapsed 0", "elapsed 1"]
