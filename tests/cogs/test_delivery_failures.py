@@ -10,7 +10,7 @@ import pytest
 from tests.cogs.support import declare_generation_waits, finish, upload_limit
 from tests.fakes.images_api import FakeImagesAPI, api_error, incompressible_png
 
-pytestmark = pytest.mark.simcord(settle_timeout=0.5)
+pytestmark = pytest.mark.simcord(settle_timeout=3.0)
 ORIGINAL = "/webhooks/*/messages/@original"
 
 

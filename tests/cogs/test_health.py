@@ -24,7 +24,7 @@ from tests.bot.test_ledger import prepared
 from tests.cogs.support import private_reply
 from tests.conftest import API_KEY
 
-pytestmark = pytest.mark.simcord(settle_timeout=0.5)
+pytestmark = pytest.mark.simcord(settle_timeout=3.0)
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from tests.cogs.support import declare_generation_waits, finish
 from tests.conftest import _record_text
 from tests.fakes.images_api import FakeImagesAPI, api_error
 
-pytestmark = pytest.mark.simcord(settle_timeout=0.5)
+pytestmark = pytest.mark.simcord(settle_timeout=3.0)
 
 # A Discord id in a line: 17 to 20 digits, not a run of digits inside a pseudonym's hex.
 SNOWFLAKE = re.compile(r"(?<![0-9a-fA-F])\d{17,20}(?![0-9a-fA-F])")

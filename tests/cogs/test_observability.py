@@ -23,7 +23,7 @@ from tests.cogs.support import declare_generation_waits, finish, json_log_lines,
 from tests.conftest import API_KEY
 from tests.fakes.images_api import FakeImagesAPI, api_error
 
-pytestmark = pytest.mark.simcord(settle_timeout=0.5)
+pytestmark = pytest.mark.simcord(settle_timeout=3.0)
 
 METRICS = {"metrics_port": 0, "max_retries": 1}  # 0: a free port, read back from the server
 
