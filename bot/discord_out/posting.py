@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 import discord
 
 from bot.discord_out.delivery import ImageTooLarge, Upload, pack, prepare_uploads, refit_uploads
-from bot.discord_out.replies import Replies, clip
+from bot.discord_out.replies import Replies, as_written, clip
 from bot.i18n import Text, _, joined, ngettext
 from bot.images import GenerationResult, InputImage
 
@@ -243,7 +243,7 @@ def _embed(replies: Replies, result: GenerationResult) -> discord.Embed:
     """The embed under the images, in the language of the member who asked for them."""
     locale, request = replies.locale, result.request
     embed = discord.Embed(
-        description=clip(request.prompt, DESCRIPTION_MAX),
+        description=clip(as_written(request.prompt), DESCRIPTION_MAX),
         colour=discord.Colour.blurple(),
         timestamp=discord.utils.utcnow(),
     )
@@ -267,7 +267,7 @@ def _embed(replies: Replies, result: GenerationResult) -> discord.Embed:
     if result.revised_prompt:
         embed.add_field(
             name=REVISED_PROMPT.localized(locale),
-            value=clip(result.revised_prompt, FIELD_MAX),
+            value=clip(as_written(result.revised_prompt), FIELD_MAX),
             inline=False,
         )
     return embed

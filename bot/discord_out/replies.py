@@ -82,6 +82,13 @@ def clip(text: str, limit: int) -> str:
     return kept.rstrip() + "…"
 
 
+def as_written(text: str) -> str:
+    """A member's or a service's words shown as they were written: no markdown, no masked link,
+    no mention. A prompt of ``[Free Nitro](https://…)`` in the bot's public message would
+    otherwise be a link under the bot's name, and one of ``<@id>`` a member's name."""
+    return discord.utils.escape_mentions(discord.utils.escape_markdown(text))
+
+
 def fit_content(text: str) -> str:
     return clip(text, CONTENT_MAX)
 

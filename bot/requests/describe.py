@@ -42,7 +42,7 @@ from typing import Any, cast
 import discord
 
 from bot.discord_out.progress import EditBudget
-from bot.discord_out.replies import DISCORD_FAILURES, Replies
+from bot.discord_out.replies import DISCORD_FAILURES, Replies, as_written
 from bot.i18n import _
 from bot.images import (
     ImageClient,
@@ -432,7 +432,7 @@ class TextFeatures:
         # Saved together: the saved requests' writer takes them in one transaction.
         keys = await asyncio.gather(*(self._save(interaction, prompt) for prompt in suggestions))
         for number, (prompt, key) in enumerate(zip(suggestions, keys, strict=True), 1):
-            lines.append(f"**{number}.** {prompt}")
+            lines.append(f"**{number}.** {as_written(prompt)}")
             if key is not None:
                 label = IMAGINE_THIS_NUMBER.format(number=str(number))
                 view.add_item(SuggestionButton(key, label=label.localized(locale)))

@@ -33,7 +33,14 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 import aiohttp
 import discord
 
-from bot.discord_out.replies import DISCORD_FAILURES, Replies, clip, fit_embed, step_timeout
+from bot.discord_out.replies import (
+    DISCORD_FAILURES,
+    Replies,
+    as_written,
+    clip,
+    fit_embed,
+    step_timeout,
+)
 from bot.i18n import Text, _, joined, money, ngettext
 from bot.requests.buttons import LOAD_TIMEOUT, Action, ImageButtons, belongs_here, saved_key
 from bot.requests.edit_inputs import DOWNLOAD_TIMEOUT
@@ -238,7 +245,7 @@ class InfoCards:
 
         embed = discord.Embed(
             title=t(TITLE.format(key=str(saved.key))),
-            description=clip(saved.prompt, 1000),
+            description=clip(as_written(saved.prompt), 1000),
             colour=discord.Colour.blurple(),
         )
         embed.add_field(name=t(ASKED_BY), value=f"<@{saved.member_id}>")
@@ -315,7 +322,7 @@ class InfoCards:
                 await _tell(interaction, NOT_DOWNLOADED)
                 return
             embed = discord.Embed(
-                description=clip(saved.prompt, 3000), colour=discord.Colour.blurple()
+                description=clip(as_written(saved.prompt), 3000), colour=discord.Colour.blurple()
             )
             locale = interaction.locale
             embed.add_field(name=MODEL.localized(locale), value=saved.model)

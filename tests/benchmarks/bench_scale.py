@@ -57,6 +57,8 @@ WARM_UP = 5
 # pointed at the fake, then the module run as __main__.
 LAUNCHER = (
     "import os, runpy, sys, yarl, discord.gateway, discord.http; "
+    "from tests.benchmarks import trace_memory; "
+    "os.environ.get('BENCH_TRACEMALLOC') and trace_memory.start(os.environ['BENCH_TRACEMALLOC']); "
     "discord.http.Route.BASE = os.environ['BENCH_DISCORD_API']; "
     "discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(os.environ['BENCH_GATEWAY']); "
     "module = sys.argv.pop(1); runpy.run_module(module, run_name='__main__', alter_sys=True)"
@@ -192,6 +194,7 @@ async def run_subject(
     work: Path,
     extra: dict[str, str],
     profile: Path | None = None,
+    tracing: bool = False,
 ) -> Run:
     discord_port, metrics_port = free_port(), free_port()
     control = f"http://127.0.0.1:{discord_port}"
@@ -220,6 +223,8 @@ async def run_subject(
         }
         if subject == "bot":
             env |= extra
+        if tracing:
+            env["BENCH_TRACEMALLOC"] = str(work / f"{subject}-{n}-memory.txt")
         module = "bot" if subject == "bot" else "tests.benchmarks.floor_bot"
         command = [sys.executable, "-c", LAUNCHER, module]
         async with aiohttp.ClientSession() as session:
@@ -272,6 +277,9 @@ async def run_subject(
                         if window_start <= float(at) <= window_end
                     ]
                     stall = max(stalls, default=0.0)
+    traced = work / f"{subject}-{n}-memory.txt"
+    if tracing and traced.exists():
+        print(f"\n{subject}, N={n}, Python's memory at its peak:\n{traced.read_text()}")
     sent = state["dispatched"]
     acks = [state["acknowledged"][t] - sent[t] for t in tokens if t in state["acknowledged"]]
     done = [t for t in tokens if t in state["delivered"]]
@@ -356,12 +364,16 @@ async def main_async(args: argparse.Namespace) -> None:
         for n in args.n:
             extra = dict(setting.split("=", 1) for setting in args.bot_env)
             profile = Path(args.py_spy) if args.py_spy else None
-            bot = await run_subject("bot", n, args.latency, image, work, extra, profile)
+            bot = await run_subject(
+                "bot", n, args.latency, image, work, extra, profile, args.tracemalloc
+            )
             if args.bot_only:  # an experiment on the bot's settings: no floor, no ratios
                 print(f"\nN={n}: {bot.delivered}/{n} delivered, {bot.previews} previews")
                 print(json.dumps(bot.figures))
                 continue
-            floor = await run_subject("floor", n, args.latency, image, work, {}, profile)
+            floor = await run_subject(
+                "floor", n, args.latency, image, work, {}, profile, args.tracemalloc
+            )
             report(bot, floor)
             runs.append((bot, floor))
         if args.keep_logs:
@@ -388,6 +400,12 @@ def main() -> None:
         "<subject>-<N>.folded",
     )
     parser.add_argument("--bot-only", action="store_true", help="run the bot alone, no floor")
+    parser.add_argument(
+        "--tracemalloc",
+        action="store_true",
+        help="trace each subject's Python memory and print the largest sites at its peak "
+        "(slows the subject: its timings are then not comparable)",
+    )
     parser.add_argument("--keep-logs", action="store_true", help="print the processes' logs")
     # A SIGTERM (a `timeout`) unwinds like Ctrl-C, so the processes started here are stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))

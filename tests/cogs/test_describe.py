@@ -88,6 +88,30 @@ async def test_describe_gives_four_suggestions_and_imagine_this_starts_imagine_w
     assert str(bob.id) not in json.dumps(generated.body)
 
 
+async def test_suggestions_are_shown_as_written_never_as_links(
+    simcord_env: Any, channel: Any, alice: Any, images_api: FakeImagesAPI
+) -> None:
+    """A text model (or a hostile gateway) that answers with markdown: the suggestions are
+    shown as text in the public reply, not as a masked link under the bot's name; the saved
+    suggestion keeps the words themselves."""
+    lure = "[Claim your prize](https://prize.example) @everyone"
+
+    async def answer(request: Any) -> Any:
+        body = await request.json()
+        text = "\n".join(f"{n}. {lure} {n}" for n in range(1, 5))
+        return json_response(200, chat_completion(body, text, None))
+
+    images_api.chat_script.append(answer)
+    described = await alice.slash(channel, "describe", image=("photo.png", png()))
+
+    (embed,) = described.response.embeds
+    shown = "\\[Claim your prize](https://prize.example) @\u200beveryone"
+    assert embed.description == "\n\n".join(f"**{n}.** {shown} {n}" for n in range(1, 5))
+    made = await alice.click(described.response, label="Imagine this (2)")
+    assert images_api.generation_requests[0].body["prompt"] == f"{lure} 2"
+    assert made.response.embeds[0].description == f"{shown} 2"
+
+
 async def test_imagine_this_works_after_a_restart(
     simcord_env: Any,
     channel: Any,

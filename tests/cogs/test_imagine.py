@@ -96,6 +96,22 @@ async def test_dall_e_3_shows_the_revised_prompt(
     assert fields(result.response.embeds[0])["Revised prompt"] == "A detailed rendering of an otter"
 
 
+async def test_a_prompt_is_shown_as_written_never_as_a_link_or_a_mention(
+    simcord_env: Any, channel: Any, alice: Any
+) -> None:
+    """The prompt (and the service's revised prompt, which repeats it) in the bot's public
+    message: a masked link would be a link under the bot's name, a mention someone's name."""
+    prompt = "[Free Nitro](https://nitro.example/claim) **now** <@123456789012345678>"
+    result = await alice.slash(channel, "imagine", prompt=prompt, model="dall-e-3")
+
+    embed = result.response.embeds[0]
+    shown = (
+        "\\[Free Nitro](https://nitro.example/claim) \\*\\*now\\*\\* <@\u200b123456789012345678>"
+    )
+    assert embed.description == shown  # before: the prompt itself, rendered as a link
+    assert fields(embed)["Revised prompt"] == "A detailed rendering of " + shown
+
+
 async def test_the_pseudonym_is_stable_per_user_and_differs_between_users(
     simcord_env: Any, channel: Any, alice: Any, bob: Any, images_api: FakeImagesAPI
 ) -> None:
