@@ -47,6 +47,7 @@ from bot.images import (
 from bot.images.text import PreparedText
 from bot.observability.context import new_correlation_id, set_place
 from bot.observability.metrics import Metrics
+from bot.requests.acknowledgements import AcknowledgementsFirst
 from bot.requests.generation import (
     CANCELLED,
     LEDGER_UNAVAILABLE,
@@ -157,6 +158,8 @@ class Admission:
         # log their refusals with ``moderation_log.refused(...)``.
         self.moderation_log = moderation_log or ModerationLog(server_settings, metrics)
         self.jobs: set[asyncio.Task[None]] = set()
+        # During a burst, the acknowledgements before any request's later steps.
+        self.acknowledgements = AcknowledgementsFirst()
         # What puts buttons under every request's images (the bot's ImageButtons); None: none.
         self.buttons: Buttons | None = None
         self.draining = False  # set once, when draining starts: newcomers are refused
@@ -512,6 +515,7 @@ class Admission:
         then run it (with ``lease``, or a new one)."""
         replies = generation.replies
         admission: asyncio.Task[str | None] | None = None
+        acknowledging = self.acknowledgements.started()
         try:
             # A tier exempt from the rate limit is counted until the moderation check lets the
             # request through: what the check refuses costs nothing, so no budget bounds how
@@ -522,9 +526,6 @@ class Admission:
                 replies, generation.member_id, generation.command
             ):
                 return
-            # After the limits, so a request a budget refuses has still counted against them, and
-            # the limits bound how many moderation checks a member can cause.
-            admission = asyncio.create_task(self._checked_then_recorded(generation))
             # Where a budget may refuse the request, the refusal is best said before the public
             # placeholder appears; else (the default) the ledger can only fail, and the request
             # is acknowledged at once. Nothing is sent upstream before its row is written.
@@ -533,14 +534,25 @@ class Admission:
             )
             done: set[asyncio.Task[str | None]] = set()
             if may_refuse:
+                # After the limits, so a request a budget refuses has still counted against
+                # them, and the limits bound how many moderation checks a member can cause.
+                admission = asyncio.create_task(self._checked_then_recorded(generation))
                 wait = min(ADMISSION_BEFORE_ACKNOWLEDGING, time_to_acknowledge(replies.interaction))
                 done, _ = await asyncio.wait({admission}, timeout=wait)
-            # Else nothing is awaited before the defer: a burst of N requests is acknowledged in
-            # the loop's first pass over them, not behind everything the others started since.
+            else:
+                # Nothing is awaited before the defer, and nothing more is started until the
+                # other requests of a burst are acknowledged too (half a second at most): their
+                # acknowledgements share the loop with no ledger rows, uploads or streams.
+                if not replies.acknowledged:  # an enhanced prompt's images: acknowledged
+                    await self._acknowledge(generation)
+                acknowledging.done()
+                await self.acknowledgements.after_the_others()
+                admission = asyncio.create_task(self._checked_then_recorded(generation))
             if not done and not replies.acknowledged:
                 # A slow database must not outlast Discord's 3 seconds: acknowledge and wait
                 # on; a refusal then replaces the placeholder with a private sentence.
                 await self._acknowledge(generation)
+                acknowledging.done()
             refusal = await admission
             checked_out = refusal in (MODERATION_REFUSED, NOT_CHECKED, NO_MODERATION_ROUTE)
             if not counted and (
@@ -563,6 +575,8 @@ class Admission:
             log.warning("could not acknowledge a request in time: %r", exc)
             await generation.settle(Outcome.FAILED, exc)
             return
+        finally:
+            acknowledging.done()
         lease = lease or self.processing.lease()
         await generation.run(self.queue, self.images, lease, self.edits)
 

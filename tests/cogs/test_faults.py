@@ -195,6 +195,8 @@ async def test_twenty_requests_from_one_member_never_exceed_the_limit(
     other = await bob.slash(channel, "imagine", prompt="mine")
     await finish(simcord_env)
     assert other.response.attachments
+    # Refused before any acknowledgement or delivered: none is still waited for by the others.
+    assert simcord_env.bot.admission.acknowledgements.waiting == 0
 
 
 @pytest.mark.parametrize("bot_overrides", [{"shutdown_grace_seconds": 0.5}])
