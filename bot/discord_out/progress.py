@@ -246,13 +246,17 @@ class ProgressDisplay:
         *,
         previews: int = 0,
         hold: PreviewHold | None = None,
+        most: int | None = None,
     ) -> None:
         """``hold``: the previews the request holds in the budget's count, released at
-        :meth:`halt`."""
+        :meth:`halt`; ``most``: the partial images the stream may carry in all (its images
+        times ``previews``; None: no bound)."""
         self.replies = replies
         self.budget = budget
         self.previews = previews  # partial images asked for (0: the request does not stream)
         self.hold = hold
+        self.most = most
+        self.offered = 0  # partial images the stream carried
         self.shown_previews = 0
         self.elapsed_updates = 0
         self.dropped_previews = 0  # replaced by a newer one before they could be shown
@@ -268,8 +272,11 @@ class ProgressDisplay:
         self.budget._add(self)
 
     def offer(self, partial: PartialImage) -> None:
-        """A partial image arrived (called by the engine on the loop; returns at once)."""
-        if self._stopped:
+        """A partial image arrived (called by the engine on the loop; returns at once). No more
+        than the request asked for are taken (``most``): a service sending partial images
+        without end must not spend the budget the other replies share."""
+        self.offered += 1
+        if self._stopped or (self.most is not None and self.offered > self.most):
             partial.release()
             return
         if self._pending is not None:

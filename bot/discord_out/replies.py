@@ -84,9 +84,12 @@ def clip(text: str, limit: int) -> str:
 
 def as_written(text: str) -> str:
     """A member's or a service's words shown as they were written: no markdown, no masked link,
-    no mention. A prompt of ``[Free Nitro](https://…)`` in the bot's public message would
-    otherwise be a link under the bot's name, and one of ``<@id>`` a member's name."""
-    return discord.utils.escape_mentions(discord.utils.escape_markdown(text))
+    no mention, no channel or command link. A prompt of ``[Free Nitro](https://…)`` in the bot's
+    public message would otherwise be a link under the bot's name, one of ``<@id>`` a member's
+    name, ``<#id>`` or ``</verify:id>`` a link to a channel or a command: every ``<`` is followed
+    by a zero-width space, so that Discord reads none of its ``<…>`` markup."""
+    escaped = discord.utils.escape_mentions(discord.utils.escape_markdown(text))
+    return escaped.replace("<", "<\u200b")
 
 
 def fit_content(text: str) -> str:

@@ -329,12 +329,16 @@ class Admission:
         wanted = self.settings.partial_images if admissible.previews else 0
         request = dataclasses.replace(admissible.request, partial_images=wanted)
         prepared = prepare(request)  # how many the model streams: PARTIAL_IMAGES or none
-        hold = self.edits.hold_previews(prepared.partial_images)
-        withheld = prepared.partial_images - hold.previews
+        # The stream carries its partial images per image: a set of 4 with 2 each is 8.
+        images = max(prepared.count, 1)
+        hold = self.edits.hold_previews(prepared.partial_images * images)
+        per_image = hold.previews // images
+        hold.keep(per_image * images)  # what does not make a whole round for every image
+        withheld = (prepared.partial_images - per_image) * images
         if withheld:
             self.metrics.previews_withheld.inc(withheld)
             try:
-                prepared = prepare(dataclasses.replace(request, partial_images=hold.previews))
+                prepared = prepare(dataclasses.replace(request, partial_images=per_image))
             except BaseException:
                 hold.release()
                 raise

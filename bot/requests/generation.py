@@ -311,6 +311,7 @@ class Generation(OnAnInteraction):
                     edits,
                     previews=self.prepared.partial_images,
                     hold=self.preview_hold,
+                    most=self.prepared.partial_images * max(self.prepared.count, 1),
                 )
                 display.start()
                 try:

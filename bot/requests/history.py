@@ -46,7 +46,14 @@ from typing import Any, cast
 
 import discord
 
-from bot.discord_out.replies import DISCORD_FAILURES, Replies, clip, fit_embed, step_timeout
+from bot.discord_out.replies import (
+    DISCORD_FAILURES,
+    Replies,
+    as_written,
+    clip,
+    fit_embed,
+    step_timeout,
+)
 from bot.i18n import _, joined, ngettext
 from bot.requests.buttons import BUTTON_ID, LOAD_TIMEOUT, Action, ImageButton
 from bot.requests.info import (
@@ -205,7 +212,7 @@ class History:
                 shown = f"[{JUMP.localized(locale)}]({where})"
             else:
                 shown = PRIVATE.localized(locale) if saved.private else ""
-            excerpt = discord.utils.escape_markdown(clip(" ".join(saved.prompt.split()), EXCERPT))
+            excerpt = as_written(clip(" ".join(saved.prompt.split()), EXCERPT))
             cost = cost_text(found).localized(locale)
             lines.append(
                 f"**{saved.key}** · {when} · {saved.model} · {cost} · {shown}\n> {excerpt}"

@@ -37,7 +37,7 @@ import discord
 from PIL import Image
 
 from bot.discord_out.delivery import run_in_encoder
-from bot.discord_out.replies import clip
+from bot.discord_out.replies import as_written, clip
 from bot.i18n import Text, _, joined, localize, money
 from bot.images.processing import WaitFor, wait_plainly
 from bot.observability.metrics import Metrics
@@ -295,7 +295,7 @@ def _embed(entry: Entry, locale: object = None) -> discord.Embed:
     """The entry in ``locale``, the server's preferred one (see DELETED)."""
     # The prompt as the member wrote it, not as markdown: a masked link, a heading or a spoiler
     # in it must not pass for something else in front of the moderators.
-    shown = clip(discord.utils.escape_markdown(entry.prompt), PROMPT_MAX)
+    shown = clip(as_written(entry.prompt), PROMPT_MAX)
     embed = discord.Embed(description=shown, timestamp=None)
     cost = "-" if entry.cost is None else money(entry.cost).localized(locale)
     embed.add_field(name=WHO.localized(locale), value=f"<@{entry.member_id}>")

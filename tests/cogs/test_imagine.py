@@ -100,13 +100,15 @@ async def test_a_prompt_is_shown_as_written_never_as_a_link_or_a_mention(
     simcord_env: Any, channel: Any, alice: Any
 ) -> None:
     """The prompt (and the service's revised prompt, which repeats it) in the bot's public
-    message: a masked link would be a link under the bot's name, a mention someone's name."""
-    prompt = "[Free Nitro](https://nitro.example/claim) **now** <@123456789012345678>"
+    message: a masked link would be a link under the bot's name, a mention someone's name, a
+    channel's a link to it."""
+    prompt = "[Free Nitro](https://nitro.example/claim) **now** <@123456789012345678> <#1234>"
     result = await alice.slash(channel, "imagine", prompt=prompt, model="dall-e-3")
 
     embed = result.response.embeds[0]
     shown = (
-        "\\[Free Nitro](https://nitro.example/claim) \\*\\*now\\*\\* <@\u200b123456789012345678>"
+        "\\[Free Nitro](https://nitro.example/claim) \\*\\*now\\*\\* "
+        "<\u200b@\u200b123456789012345678> <\u200b#1234>"
     )
     assert embed.description == shown  # before: the prompt itself, rendered as a link
     assert fields(embed)["Revised prompt"] == "A detailed rendering of " + shown

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import io
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from PIL import Image
 
-from bot.discord_out.progress import EditBudget
+from bot.discord_out.progress import EditBudget, ProgressDisplay
 from tests.cogs.support import Gate, private_reply, uploaded
 from tests.fakes.images_api import (
     FakeImagesAPI,
@@ -309,3 +309,55 @@ async def test_a_waiting_preview_is_shown_before_the_time_elapsed_in_other_repli
         await budget._schedule()
 
     assert edited == ["preview", "elapsed 0"]  # before: ["elapsed 0", "elapsed 1"]
+
+
+async def test_a_set_of_images_holds_previews_for_each_image(
+    simcord_env: Any, guild: Any, channel: Any, images_api: FakeImagesAPI
+) -> None:
+    """The stream carries its partial images per image: a set of four with two each is eight.
+    With room for seven, the first set asks for one each (four), the next for none."""
+    budget: EditBudget = simcord_env.bot.services.edits
+    budget.generation_seconds = 1.5  # room for 7 previews
+    gate = Gate(simcord_env)
+    members = [guild.add_member(simcord_env.create_user(f"member{i}")) for i in range(2)]
+    for i, member in enumerate(members):
+        await member.slash(channel, "imagine", prompt=f"fox {i}", model="gpt-image-1.5", count=4)
+    assert budget.previews_held == 4  # before: 2 + 2, for sets that stream 8 each
+
+    for index in range(2):
+        gate.open(index)
+    await simcord_env.settle()
+    asked = asked_for_previews(images_api)
+    assert [asked["fox 0"], asked["fox 1"]] == [1, 0]  # before: [2, 2]
+    assert budget.previews_held == 0
+
+
+class StubPartial:
+    """What the display does with a partial image: keeps it, or gives its room back."""
+
+    def __init__(self) -> None:
+        self.released = False
+
+    def release(self) -> None:
+        self.released = True
+
+    def droppable(self, _: Any) -> None:
+        pass
+
+
+async def test_a_stream_carrying_more_partial_images_than_asked_for_shows_none_of_the_rest() -> (
+    None
+):
+    """A service that sends partial images without end: those past what the request asked
+    for are let go at once, and never replace the one waiting to be shown."""
+    budget = EditBudget(rate=0.001, burst=1)
+    assert budget.try_take()  # spent: nothing below is edited in at once
+    display = ProgressDisplay(cast(Any, None), budget, previews=2, most=2)
+    partials = [StubPartial() for _ in range(5)]
+
+    for partial in partials:
+        display.offer(cast(Any, partial))
+
+    # The second replaced the first; the three extra went at once. Before: the fifth waited.
+    assert [partial.released for partial in partials] == [True, False, True, True, True]
+    assert display.preview_waiting
