@@ -577,6 +577,10 @@ class Admission:
             raise
         except DISCORD_FAILURES as exc:
             log.warning("could not acknowledge a request in time: %r", exc)
+            if admission is not None:
+                # Its row may be on its way (a slow ledger outlasted the wait): settled with the
+                # rest, not written after and left reserved until its lease runs out.
+                await asyncio.wait({admission})
             await generation.settle(Outcome.FAILED, exc)
             return
         finally:

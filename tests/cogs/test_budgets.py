@@ -251,3 +251,42 @@ async def test_a_service_that_reports_no_usage_is_stopped_by_the_budget_as_an_ho
         assert all(
             Decimal(estimate) - Decimal("0.0001") < cost <= Decimal(estimate) for cost in costs
         )
+
+
+@pytest.mark.parametrize("budget", ["5 images/day"])
+async def test_a_request_discord_would_not_let_be_acknowledged_leaves_no_reservation(
+    simcord_env: Any,
+    channel: Any,
+    alice: Any,
+    images_api: FakeImagesAPI,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A budget may refuse, so the bot waits a moment for the ledger; the ledger is slower, the
+    bot acknowledges meanwhile and Discord refuses that: the row written after is settled with
+    the request, not left reserving the member's budget."""
+    monkeypatch.setattr("bot.requests.admission.ADMISSION_BEFORE_ACKNOWLEDGING", 0.01)
+    ledger = simcord_env.bot.services.ledger
+    real_admitted = ledger.admitted
+    written = asyncio.Event()
+
+    async def slow(*args: Any, **kwargs: Any) -> int:
+        await asyncio.sleep(0.05)
+        row = int(await real_admitted(*args, **kwargs))
+        written.set()
+        return row
+
+    async def refused(self: Any, *args: Any, **kwargs: Any) -> Any:
+        raise discord.NotFound(
+            type("Answer", (), {"status": 404, "reason": "Not Found"})(), "Unknown interaction"
+        )
+
+    ledger.admitted = slow
+    monkeypatch.setattr(discord.InteractionResponse, "defer", refused)
+    await alice.slash(channel, "imagine", prompt="a cat", model="dall-e-2")
+    await finish(simcord_env)
+    assert written.is_set()
+
+    (row,) = await ledger_rows(database_url)
+    assert row["outcome"] == "failed"  # before: "pending", reserving until its lease ran out
+    assert images_api.generation_requests == []
