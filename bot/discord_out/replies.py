@@ -70,6 +70,10 @@ EMBED_TOTAL_MAX = 6000
 _MARKUP_LONGEST = 64
 
 
+# Said wherever a request or a press arrives while the bot drains for a restart.
+RESTARTING = _("The bot is restarting. Please try again in a minute.")
+
+
 def clip(text: str, limit: int) -> str:
     """``text`` within ``limit`` characters, ending in "…" where it was cut (never inside a
     mention, a timestamp or a custom emoji, ``<...>``)."""

@@ -33,7 +33,13 @@ import discord
 
 from bot.config import Settings
 from bot.discord_out.progress import EditBudget, PreviewHold
-from bot.discord_out.replies import DISCORD_FAILURES, Replies, step_timeout, time_to_acknowledge
+from bot.discord_out.replies import (
+    DISCORD_FAILURES,
+    RESTARTING,
+    Replies,
+    step_timeout,
+    time_to_acknowledge,
+)
 from bot.i18n import _, ngettext
 from bot.images import (
     ImageClient,
@@ -77,7 +83,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-RESTARTING = _("The bot is restarting. Please try again in a minute.")
 # Why a refusal is in the moderation log (read in the server's preferred language).
 LOGGED_BARRED = _("the member is barred")
 LOGGED_BLOCKED = _("a blocked word or pattern")

@@ -42,7 +42,7 @@ import discord
 
 from bot.discord_out.delivery import Upload
 from bot.discord_out.posting import ButtonsFor
-from bot.discord_out.replies import DISCORD_FAILURES, Replies, step_timeout
+from bot.discord_out.replies import DISCORD_FAILURES, RESTARTING, Replies, step_timeout
 from bot.i18n import _, localize, ngettext
 from bot.images import Catalog, ImageRequest
 from bot.images.canvas import Extension
@@ -89,7 +89,6 @@ NO_ZOOM = _("Zooming out is not available here: no model offered here can do it.
 NO_ENHANCE = _("Enhancing prompts is no longer available here.")
 NO_SUCH_IMAGE = _("That image is no longer in this message.")
 UNEXPECTED = _("Something went wrong with that button. Please try again.")
-RESTARTING = _("The bot is restarting. Please try again in a minute.")  # as /imagine says
 NOT_OFFERED = _("The model {model} is no longer offered here. Please use /imagine.")
 NOTHING_LARGER = _("{model} makes nothing larger than {size}.")
 LARGER_TO = _("Larger ({size})")

@@ -42,7 +42,7 @@ from typing import Any, cast
 import discord
 
 from bot.discord_out.progress import EditBudget
-from bot.discord_out.replies import DISCORD_FAILURES, Replies, as_written
+from bot.discord_out.replies import DISCORD_FAILURES, RESTARTING, Replies, as_written
 from bot.i18n import _
 from bot.images import (
     ImageClient,
@@ -108,7 +108,6 @@ ENHANCING = _("✨ Enhancing the prompt…")
 # member wrote none.
 GONE = _("The bot no longer has this suggestion. Please use /describe again.")
 UNREADABLE = _("The bot cannot read this suggestion right now. Please try again soon.")
-RESTARTING = _("The bot is restarting. Please try again in a minute.")
 IMAGINE_THIS = _("Imagine this")
 IMAGINE_THIS_NUMBER = _("Imagine this ({number})")
 DESCRIBED = _("{member}'s image, described")

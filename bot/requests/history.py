@@ -48,6 +48,7 @@ import discord
 
 from bot.discord_out.replies import (
     DISCORD_FAILURES,
+    RESTARTING,
     Replies,
     as_written,
     clip,
@@ -90,7 +91,6 @@ PRIVATE_SET = _(
     "(Send to DM keeps a copy of a set.)"
 )
 ORIGINAL_GONE = _("The message of request {key} is gone, so its images cannot be shown again.")
-RESTARTING = _("The bot is restarting. Please try again in a minute.")
 UNREADABLE = _("The bot cannot read your requests right now. Please try again soon.")
 NOT_READ = _("The bot could not read the images of request {key} from Discord. Please try again.")
 NOT_POSTED = _("Discord did not take the images. Please try again.")

@@ -9,8 +9,9 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.discord_out.replies import RESTARTING
 from bot.i18n.commands import command_text
-from bot.requests.describe import NO_IMAGE, RESTARTING, first_image, text_features_of
+from bot.requests.describe import NO_IMAGE, first_image, text_features_of
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot

@@ -10,15 +10,13 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.discord_out.replies import Replies
-from bot.i18n import _
+from bot.discord_out.replies import RESTARTING, Replies
 from bot.i18n.commands import command_text
 from bot.requests.history import history_of
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot
 
-RESTARTING = _("The bot is restarting. Please try again in a minute.")
 REQUEST_ID_MAX = 2**63 - 1  # the database's largest key
 
 
